@@ -1,0 +1,1 @@
+"""LabLink benchmarks: each module is runnable with ``python -m bench.<name>``."""

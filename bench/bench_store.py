@@ -1,0 +1,970 @@
+"""The event-store benchmark (issue 2): commit rate, group commit rate and replay rate.
+
+Run it from the repository root::
+
+    .venv/bin/python -m bench.bench_store            # the default run (a few minutes)
+    .venv/bin/python -m bench.bench_store --help     # sizes, run counts, --profile
+
+Every figure is the median of several runs on files in a temporary directory on disk, with
+LabLink's durability settings (WAL, synchronous=FULL). Next to each figure stands a ceiling
+measured in the same run: plain ``sqlite3`` doing the same I/O (the same rows in the same
+table, the same pragmas, the same transactions) with none of LabLink's Python around it.
+
+Results go to a rich table on the terminal and to ``bench/results/store.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import itertools
+import json
+import os
+import platform
+import pstats
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from lablink.domain.requests import parse_job_request
+from lablink.domain.validation import normalise
+from lablink.events import (
+    AnyEvent,
+    ExecutionRequested,
+    ExecutionStarted,
+    ExecutionSucceeded,
+    JobCreated,
+    NewEvent,
+    decode_event,
+    encode_event,
+    event_type,
+)
+from lablink.eventstore import AppendRequest, SQLiteEventStore
+from lablink.eventstore.base import format_instant
+from lablink.eventstore.sqlite import SCHEMA
+from lablink.logstore import open_store
+from lablink.projections.runner import Projector
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DEFAULT_OUTPUT = RESULTS_DIR / "store.json"
+
+# The same pragmas as lablink.eventstore.sqlite.connect, and the same statements as the store.
+PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA busy_timeout=10000",
+    "PRAGMA foreign_keys=ON",
+)
+INSERT = (
+    "INSERT INTO events (event_id, stream_id, version, type, occurred_at, actor,"
+    " correlation_id, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+SELECT_ALL = (
+    "SELECT position, event_id, stream_id, version, occurred_at, actor, correlation_id, payload"
+    " FROM events ORDER BY position"
+)
+
+# Targets from issue 2.
+GROUP_COMMIT_TARGET = 30_000.0
+REPLAY_TARGET = 200_000.0
+
+BASE_TIME = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+INTERVAL_SECONDS = 300
+# Events per append_batch call while building the replay log.
+BUILD_BATCH = 10_000
+
+Row = tuple[str, str, int, str, str, str, str | None, str]
+
+console = Console()
+
+
+# -- workload ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    job_id: str
+    equipment_id: str
+    anchor: datetime
+    created: NewEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """One event for one stream, with the version the stream is at before it."""
+
+    stream_id: str
+    expected_version: int
+    event: NewEvent
+
+
+def make_jobs(count: int) -> list[Job]:
+    """Interval acquisition jobs, validated by the domain exactly as the API would."""
+    stagger = INTERVAL_SECONDS * 0.8 / count
+    jobs: list[Job] = []
+    for index in range(count):
+        job_id = f"job_{index:016x}"
+        equipment_id = f"spectrometer-{index % 25:02d}"
+        created_at = BASE_TIME + timedelta(seconds=index * stagger)
+        request = parse_job_request(
+            {
+                "name": f"Absorbance scan {index:04d}",
+                "description": "Periodic acquisition on a spectrometer (benchmark job).",
+                "schedule_type": "acquisition",
+                "equipment_id": equipment_id,
+                "trigger_type": "interval",
+                "interval_minutes": INTERVAL_SECONDS / 60,
+                "parameters": {
+                    "duration": 1.5,
+                    "channels": [1, 2, 3, 4],
+                    "sample_rate_hz": 10_000,
+                    "gain": "auto",
+                },
+                "tags": ["bench", "absorbance"],
+                "timezone": "Europe/Berlin",
+            }
+        )
+        spec, anchor = normalise(request, now=created_at, default_timezone="UTC")
+        created = JobCreated(
+            job_id=job_id,
+            spec=spec,
+            enabled=True,
+            created_by="user:bench",
+            created_at=created_at,
+            anchor=anchor,
+        )
+        jobs.append(
+            Job(
+                job_id=job_id,
+                equipment_id=equipment_id,
+                anchor=anchor,
+                created=NewEvent(event=created, actor="user:bench", occurred_at=created_at),
+            )
+        )
+    return jobs
+
+
+def creations(jobs: Sequence[Job]) -> list[AppendRequest]:
+    return [
+        AppendRequest(stream_id=job.job_id, expected_version=0, events=[job.created])
+        for job in jobs
+    ]
+
+
+def lifecycle(jobs: Sequence[Job]) -> Iterator[Append]:
+    """Requested, started, succeeded for every job, fire after fire, in time order.
+
+    Every job fires every INTERVAL_SECONDS, staggered over 80 % of the interval; a run lasts
+    1 to 2 s, so one round of fires ends before the next begins and occurred_at never goes
+    back in position order.
+    """
+    versions = {job.job_id: 1 for job in jobs}  # JobCreated is version 1
+    interval = timedelta(seconds=INTERVAL_SECONDS)
+    for fire in itertools.count(1):
+        round_: list[tuple[datetime, str, str, AnyEvent, str]] = []
+        for index, job in enumerate(jobs):
+            execution_id = f"exec_{fire:08x}{index:08x}"
+            scheduled = job.anchor + fire * interval
+            actual = scheduled + timedelta(milliseconds=3)
+            started = actual + timedelta(milliseconds=40)
+            completed = started + timedelta(seconds=1.0 + (index % 5) * 0.25)
+            agent = f"agent:{job.equipment_id}"
+            round_.append(
+                (
+                    actual,
+                    job.job_id,
+                    "scheduler",
+                    ExecutionRequested(
+                        job_id=job.job_id,
+                        execution_id=execution_id,
+                        scheduled_time=scheduled,
+                        actual_time=actual,
+                        trigger_info="scheduled",
+                    ),
+                    execution_id,
+                )
+            )
+            round_.append(
+                (
+                    started,
+                    job.job_id,
+                    agent,
+                    ExecutionStarted(
+                        job_id=job.job_id, execution_id=execution_id, started_at=started
+                    ),
+                    execution_id,
+                )
+            )
+            round_.append(
+                (
+                    completed,
+                    job.job_id,
+                    agent,
+                    ExecutionSucceeded(
+                        job_id=job.job_id,
+                        execution_id=execution_id,
+                        completed_at=completed,
+                        started_at=started,
+                        result={
+                            "samples": 15_000,
+                            "file": f"/data/{job.equipment_id}/{execution_id}.h5",
+                            "mean_absorbance": 0.4213,
+                            "saturated": False,
+                        },
+                    ),
+                    execution_id,
+                )
+            )
+        round_.sort(key=lambda item: item[0])  # stable: a job's own events keep their order
+        for occurred_at, stream_id, actor, event, execution_id in round_:
+            version = versions[stream_id]
+            versions[stream_id] = version + 1
+            yield Append(
+                stream_id=stream_id,
+                expected_version=version,
+                event=NewEvent(
+                    event=event,
+                    actor=actor,
+                    occurred_at=occurred_at,
+                    correlation_id=execution_id,
+                ),
+            )
+
+
+def raw_row(stream_id: str, version: int, new: NewEvent) -> Row:
+    """The row the store writes for ``new`` (same columns, same text), with a fresh id."""
+    return (
+        new.event_id or uuid.uuid4().hex,
+        stream_id,
+        version,
+        event_type(new.event),
+        format_instant(new.occurred_at),
+        new.actor,
+        new.correlation_id,
+        encode_event(new.event).decode(),
+    )
+
+
+def append_rows(appends: Sequence[Append]) -> list[Row]:
+    return [raw_row(a.stream_id, a.expected_version + 1, a.event) for a in appends]
+
+
+def creation_rows(jobs: Sequence[Job]) -> list[Row]:
+    return [raw_row(job.job_id, 1, job.created) for job in jobs]
+
+
+def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+# -- measurement plumbing ---------------------------------------------------------------------
+
+
+@dataclass
+class Series:
+    """Timings of one measurement, one per run, each over the same number of events."""
+
+    name: str
+    events: int
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def rates(self) -> list[float]:
+        return [self.events / s for s in self.seconds]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "events": self.events,
+            "runs": len(self.seconds),
+            "seconds": [round(s, 6) for s in self.seconds],
+            "events_per_second": [round(r, 1) for r in self.rates],
+            "median_events_per_second": round(self.median, 1),
+        }
+
+
+@dataclass
+class Figure:
+    key: str
+    title: str
+    measured: Series
+    ceilings: list[Series]  # the first one is the ceiling the ratio is taken against
+    target: float | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.measured.median / self.ceilings[0].median
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.target is None else self.measured.median >= self.target
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "title": self.title,
+            "median_events_per_second": round(self.measured.median, 1),
+            "ceiling": self.ceilings[0].name,
+            "ceiling_median_events_per_second": round(self.ceilings[0].median, 1),
+            "ratio_to_ceiling": round(self.ratio, 4),
+            "target_events_per_second": self.target,
+            "target_met": self.met,
+            "note": self.note,
+            "measured": self.measured.as_json(),
+            "ceilings": [c.as_json() for c in self.ceilings],
+        }
+
+
+def remove_db(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def raw_connect(path: Path) -> sqlite3.Connection:
+    """Plain sqlite3 with the store's pragmas and table: the ceiling's connection."""
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    for pragma in PRAGMAS:
+        conn.execute(pragma)
+    conn.executescript(SCHEMA)
+    return conn
+
+
+def check_durability(conn: sqlite3.Connection) -> None:
+    (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+    (sync,) = conn.execute("PRAGMA synchronous").fetchone()
+    if mode != "wal" or sync != 2:
+        raise RuntimeError(f"expected WAL and synchronous=FULL, got {mode!r} and {sync!r}")
+
+
+def open_plain_or_projected(path: Path, projections: bool) -> SQLiteEventStore:
+    store = open_store(path) if projections else SQLiteEventStore(path)
+    check_durability(store.conn)
+    return store
+
+
+def expect_position(store: SQLiteEventStore, expected: int) -> None:
+    position = store.last_position()
+    if position != expected:
+        raise RuntimeError(f"the log holds {position} events, expected {expected}")
+
+
+# -- 1. single-event commits ------------------------------------------------------------------
+
+
+def single_store(
+    path: Path, jobs: Sequence[Job], work: Sequence[Append], projections: bool
+) -> float:
+    store = open_plain_or_projected(path, projections)
+    try:
+        store.append_batch(creations(jobs))
+        append = store.append
+        start = time.perf_counter()
+        for item in work:
+            append(item.stream_id, item.expected_version, [item.event])
+        elapsed = time.perf_counter() - start
+        expect_position(store, len(jobs) + len(work))
+    finally:
+        store.close()
+        remove_db(path)
+    return elapsed
+
+
+def single_raw(path: Path, setup: Sequence[Row], rows: Sequence[Row]) -> float:
+    conn = raw_connect(path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(INSERT, setup)
+        conn.execute("COMMIT")
+        execute = conn.execute
+        start = time.perf_counter()
+        for row in rows:
+            execute("BEGIN IMMEDIATE")
+            execute(INSERT, row)
+            execute("COMMIT")
+        elapsed = time.perf_counter() - start
+    finally:
+        conn.close()
+        remove_db(path)
+    return elapsed
+
+
+# -- 2. group commits -------------------------------------------------------------------------
+
+
+def batch_store(
+    path: Path,
+    jobs: Sequence[Job],
+    batches: Sequence[Sequence[AppendRequest]],
+    events: int,
+    projections: bool,
+) -> float:
+    store = open_plain_or_projected(path, projections)
+    try:
+        store.append_batch(creations(jobs))
+        append_batch = store.append_batch
+        start = time.perf_counter()
+        for batch in batches:
+            append_batch(batch)
+        elapsed = time.perf_counter() - start
+        expect_position(store, len(jobs) + events)  # a conflict would have written nothing
+    finally:
+        store.close()
+        remove_db(path)
+    return elapsed
+
+
+def batch_raw(path: Path, setup: Sequence[Row], row_batches: Sequence[Sequence[Row]]) -> float:
+    conn = raw_connect(path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(INSERT, setup)
+        conn.execute("COMMIT")
+        execute, executemany = conn.execute, conn.executemany
+        start = time.perf_counter()
+        for rows in row_batches:
+            execute("BEGIN IMMEDIATE")
+            executemany(INSERT, rows)
+            execute("COMMIT")
+        elapsed = time.perf_counter() - start
+    finally:
+        conn.close()
+        remove_db(path)
+    return elapsed
+
+
+# -- 3. replay --------------------------------------------------------------------------------
+
+
+@dataclass
+class ReplayLog:
+    path: Path
+    events: int
+    executions: int
+    jobs: int
+    build_seconds: float
+    size_bytes: int
+
+
+def build_log(path: Path, jobs: Sequence[Job], events: int, batch: int) -> ReplayLog:
+    """The replay log, written through append_batch with no projections attached."""
+    store = SQLiteEventStore(path)
+    executions = 0
+    try:
+        start = time.perf_counter()
+        store.append_batch(creations(jobs))
+        work = itertools.islice(lifecycle(jobs), events - len(jobs))
+        while chunk := list(itertools.islice(work, batch)):
+            executions += sum(isinstance(a.event.event, ExecutionRequested) for a in chunk)
+            store.append_batch(
+                [
+                    AppendRequest(
+                        stream_id=a.stream_id,
+                        expected_version=a.expected_version,
+                        events=[a.event],
+                    )
+                    for a in chunk
+                ]
+            )
+        elapsed = time.perf_counter() - start
+        expect_position(store, events)
+        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        store.close()
+    return ReplayLog(
+        path=path,
+        events=events,
+        executions=executions,
+        jobs=len(jobs),
+        build_seconds=elapsed,
+        size_bytes=path.stat().st_size,
+    )
+
+
+def replay_rebuild(store: SQLiteEventStore, log: ReplayLog) -> float:
+    """What ``lablink replay`` times: drop every projection and fold the whole log again."""
+    with store.lock:
+        start = time.perf_counter()
+        folded = Projector().rebuild(store, store.conn)
+        elapsed = time.perf_counter() - start
+    if folded != log.events:
+        raise RuntimeError(f"rebuild folded {folded} events, expected {log.events}")
+    (rows,) = store.conn.execute("SELECT COUNT(*) FROM executions").fetchone()
+    (jobs,) = store.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()
+    if rows != log.executions or jobs != log.jobs:
+        raise RuntimeError(f"rebuild left {rows} executions and {jobs} jobs")
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return elapsed
+
+
+def replay_decode(store: SQLiteEventStore, log: ReplayLog) -> float:
+    """Reading alone: every RecordedEvent out of read_all, kept nowhere."""
+    count = 0
+    start = time.perf_counter()
+    for _ in store.read_all():
+        count += 1
+    elapsed = time.perf_counter() - start
+    if count != log.events:
+        raise RuntimeError(f"read_all gave {count} events, expected {log.events}")
+    return elapsed
+
+
+def replay_raw(log: ReplayLog, decode: Callable[[str], object] | None) -> float:
+    """Ceiling: one SELECT over the whole table, optionally decoding each payload."""
+    conn = raw_connect(log.path)
+    count = 0
+    try:
+        start = time.perf_counter()
+        if decode is None:
+            for _ in conn.execute(SELECT_ALL):
+                count += 1
+        else:
+            for row in conn.execute(SELECT_ALL):
+                decode(row[7])
+                count += 1
+        elapsed = time.perf_counter() - start
+    finally:
+        conn.close()
+    if count != log.events:
+        raise RuntimeError(f"SELECT gave {count} rows, expected {log.events}")
+    return elapsed
+
+
+# -- machine ----------------------------------------------------------------------------------
+
+
+def fsync_latency_ms(directory: Path, count: int = 200) -> float:
+    """Median time to write 4 KiB and fsync it: what one durable commit waits for at least."""
+    path = directory / "fsync-probe"
+    samples: list[float] = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        block = b"\0" * 4096
+        for _ in range(count):
+            start = time.perf_counter()
+            os.write(fd, block)
+            os.fsync(fd)
+            samples.append(time.perf_counter() - start)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return statistics.median(samples) * 1000.0
+
+
+def _proc_field(path: str, name: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() == name:
+                    return value.strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def machine_info(directory: Path) -> dict[str, Any]:
+    mem = _proc_field("/proc/meminfo", "MemTotal").split()
+    ram_gib = round(int(mem[0]) / 1024 / 1024, 1) if mem and mem[0].isdigit() else None
+    df = subprocess.run(
+        ["df", "-hT", str(directory)], capture_output=True, text=True, check=False
+    ).stdout.splitlines()
+    return {
+        "cpu_model": _proc_field("/proc/cpuinfo", "model name"),
+        "logical_cores": os.cpu_count(),
+        "ram_gib": ram_gib,
+        "os": platform.platform(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "sqlite": sqlite3.sqlite_version,
+        "msgspec": msgspec.__version__,
+        "disk": " ".join(df[-1].split()) if len(df) > 1 else "unknown",
+        "disk_columns": " ".join(df[0].split()) if df else "",
+        "temp_dir": str(directory),
+        "fsync_4k_median_ms": round(fsync_latency_ms(directory), 3),
+    }
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    runs: int
+    replay_runs: int
+    commit_events: int
+    commit_streams: int
+    batch_events: int
+    batch_streams: int
+    batch_sizes: list[int]
+    replay_events: int
+    replay_jobs: int
+    replay: bool
+    projections_batches: bool
+    tmpdir: Path | None
+    output: Path
+    profile: bool
+
+
+def log(message: str) -> None:
+    console.log(message)
+
+
+def measure_commits(settings: Settings, tmp: Path) -> list[Figure]:
+    jobs = make_jobs(settings.commit_streams)
+    work = list(itertools.islice(lifecycle(jobs), settings.commit_events))
+    setup_rows = creation_rows(jobs)
+    rows = append_rows(work)
+    n = len(work)
+    plain = Series("SQLiteEventStore.append, 1 event per transaction", n)
+    projected = Series("open_store(...).append (4 projections folded in the transaction)", n)
+    raw = Series("raw sqlite3: BEGIN IMMEDIATE; INSERT; COMMIT per row", n)
+    for run in range(settings.runs):
+        plain.seconds.append(single_store(tmp / "commit.db", jobs, work, projections=False))
+        projected.seconds.append(single_store(tmp / "commit.db", jobs, work, projections=True))
+        raw.seconds.append(single_raw(tmp / "commit.db", setup_rows, rows))
+        log(
+            f"single commit run {run + 1}/{settings.runs}: plain {plain.rates[-1]:,.0f}/s,"
+            f" projections {projected.rates[-1]:,.0f}/s, raw {raw.rates[-1]:,.0f}/s"
+        )
+    about = f"{n:,} events over {len(jobs)} job streams (execution lifecycle events)"
+    return [
+        Figure("single_commit", f"Single-event commit, no projections ({about})", plain, [raw]),
+        Figure(
+            "single_commit_projections",
+            f"Single-event commit, with projections ({about})",
+            projected,
+            [raw],
+        ),
+    ]
+
+
+def measure_batches(settings: Settings, tmp: Path) -> list[Figure]:
+    jobs = make_jobs(settings.batch_streams)
+    work = list(itertools.islice(lifecycle(jobs), settings.batch_events))
+    setup_rows = creation_rows(jobs)
+    rows = append_rows(work)
+    requests = [
+        AppendRequest(stream_id=a.stream_id, expected_version=a.expected_version, events=[a.event])
+        for a in work
+    ]
+    n = len(work)
+    figures: list[Figure] = []
+    for size in settings.batch_sizes:
+        batches = chunks(requests, size)
+        row_batches = chunks(rows, size)
+        plain = Series(f"SQLiteEventStore.append_batch, {size:,} appends per call", n)
+        projected = Series(f"open_store(...).append_batch, {size:,} appends per call", n)
+        raw = Series(f"raw sqlite3: executemany of {size:,} rows per transaction", n)
+        for run in range(settings.runs):
+            plain.seconds.append(batch_store(tmp / "batch.db", jobs, batches, n, False))
+            if settings.projections_batches:
+                projected.seconds.append(batch_store(tmp / "batch.db", jobs, batches, n, True))
+            raw.seconds.append(batch_raw(tmp / "batch.db", setup_rows, row_batches))
+            extra = (
+                f" projections {projected.rates[-1]:,.0f}/s,"
+                if settings.projections_batches
+                else ""
+            )
+            log(
+                f"group commit {size} run {run + 1}/{settings.runs}: plain"
+                f" {plain.rates[-1]:,.0f}/s,{extra} raw {raw.rates[-1]:,.0f}/s"
+            )
+        about = f"{n:,} events, one per append, over {len(jobs):,} job streams"
+        figures.append(
+            Figure(
+                f"group_commit_{size}",
+                f"Group commit, batches of {size:,} ({about})",
+                plain,
+                [raw],
+                target=GROUP_COMMIT_TARGET,
+            )
+        )
+        if settings.projections_batches:
+            figures.append(
+                Figure(
+                    f"group_commit_{size}_projections",
+                    f"Group commit with projections, batches of {size:,} ({about})",
+                    projected,
+                    [raw],
+                    note="informative: no target was set for group commit with projections",
+                )
+            )
+    return figures
+
+
+def measure_replay(settings: Settings, tmp: Path) -> tuple[list[Figure], ReplayLog]:
+    jobs = make_jobs(settings.replay_jobs)
+    log(f"building a {settings.replay_events:,}-event log ({len(jobs):,} interval jobs)...")
+    replay_log = build_log(tmp / "replay.db", jobs, settings.replay_events, BUILD_BATCH)
+    log(
+        f"built in {replay_log.build_seconds:.1f} s"
+        f" ({replay_log.events / replay_log.build_seconds:,.0f} events/s through append_batch),"
+        f" {replay_log.size_bytes / 2**20:,.0f} MiB, {replay_log.executions:,} executions"
+    )
+    n = replay_log.events
+    rebuild = Series("Projector().rebuild(store, store.conn)", n)
+    decode = Series("iteration over store.read_all() (RecordedEvent, nothing kept)", n)
+    raw = Series("raw sqlite3: SELECT ... ORDER BY position, iterate rows", n)
+    raw_json = Series("raw sqlite3 SELECT + json.loads(payload)", n)
+    raw_msgspec = Series("raw sqlite3 SELECT + msgspec.json.decode(payload) (untyped)", n)
+    raw_typed = Series("raw sqlite3 SELECT + decode_event(payload) (typed, tagged union)", n)
+    store = SQLiteEventStore(replay_log.path)
+    check_durability(store.conn)
+    try:
+        for run in range(settings.replay_runs):
+            rebuild.seconds.append(replay_rebuild(store, replay_log))
+            decode.seconds.append(replay_decode(store, replay_log))
+            raw.seconds.append(replay_raw(replay_log, None))
+            raw_json.seconds.append(replay_raw(replay_log, json.loads))
+            raw_msgspec.seconds.append(replay_raw(replay_log, msgspec.json.decode))
+            raw_typed.seconds.append(replay_raw(replay_log, decode_event))
+            log(
+                f"replay run {run + 1}/{settings.replay_runs}: rebuild {rebuild.rates[-1]:,.0f}/s,"
+                f" read_all {decode.rates[-1]:,.0f}/s, raw {raw.rates[-1]:,.0f}/s,"
+                f" raw+json {raw_json.rates[-1]:,.0f}/s,"
+                f" raw+msgspec {raw_msgspec.rates[-1]:,.0f}/s,"
+                f" raw+decode_event {raw_typed.rates[-1]:,.0f}/s"
+            )
+    finally:
+        store.close()
+    about = f"{n:,} events, {replay_log.jobs:,} jobs, {replay_log.executions:,} executions"
+    figures = [
+        Figure(
+            "replay_rebuild",
+            f"Replay: drop and refold all projections ({about})",
+            rebuild,
+            [raw, raw_json, raw_msgspec, raw_typed],
+            target=REPLAY_TARGET,
+        ),
+        Figure(
+            "replay_decode",
+            f"Replay: decoding alone, read_all ({about})",
+            decode,
+            [raw, raw_json, raw_msgspec, raw_typed],
+            note="informative: the part of the rebuild spent reading and decoding the log",
+        ),
+    ]
+    return figures, replay_log
+
+
+def profile_run(settings: Settings, tmp: Path, replay_log: ReplayLog | None) -> Path:
+    """cProfile of one rebuild, one read_all pass and one single-commit pass (projections)."""
+    report = io.StringIO()
+
+    def record(title: str, action: Callable[[], object]) -> None:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        action()
+        profiler.disable()
+        report.write(f"\n==== {title} ====\n")
+        stats = pstats.Stats(profiler, stream=report)
+        stats.sort_stats("tottime").print_stats(30)
+        stats.sort_stats("cumulative").print_stats(30)
+
+    jobs = make_jobs(settings.commit_streams)
+    work = list(itertools.islice(lifecycle(jobs), settings.commit_events))
+    record(
+        "single-event commits with projections",
+        lambda: single_store(tmp / "profile.db", jobs, work, projections=True),
+    )
+    record(
+        "single-event commits without projections",
+        lambda: single_store(tmp / "profile.db", jobs, work, projections=False),
+    )
+    if replay_log is not None:
+        store = SQLiteEventStore(replay_log.path)
+        try:
+            record("replay: Projector().rebuild", lambda: replay_rebuild(store, replay_log))
+            record("replay: read_all", lambda: replay_decode(store, replay_log))
+        finally:
+            store.close()
+    path = settings.output.with_name(settings.output.stem + "-profile.txt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report.getvalue(), encoding="utf-8")
+    return path
+
+
+def fmt_rate(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def print_table(figures: Sequence[Figure]) -> None:
+    table = Table(title="LabLink event store (events/s, median of runs)", show_lines=True)
+    table.add_column("Figure", max_width=46)
+    table.add_column("Median", justify="right")
+    table.add_column("Runs", justify="right")
+    table.add_column("Ceiling (same run)", max_width=40)
+    table.add_column("Ceiling median", justify="right")
+    table.add_column("Ratio", justify="right")
+    table.add_column("Target", justify="right")
+    table.add_column("Met", justify="center")
+    for figure in figures:
+        ceiling = figure.ceilings[0]
+        met = figure.met
+        table.add_row(
+            figure.title,
+            fmt_rate(figure.measured.median),
+            str(len(figure.measured.seconds)),
+            ceiling.name,
+            fmt_rate(ceiling.median),
+            f"{figure.ratio:.0%}",
+            fmt_rate(figure.target) if figure.target is not None else "-",
+            "-" if met is None else ("[green]yes[/]" if met else "[red]no[/]"),
+        )
+        for other in figure.ceilings[1:]:
+            table.add_row(
+                "",
+                "",
+                "",
+                other.name,
+                fmt_rate(other.median),
+                f"{figure.measured.median / other.median:.0%}",
+                "",
+                "",
+            )
+    console.print(table)
+
+
+def run(settings: Settings) -> dict[str, Any]:
+    started = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="lablink-bench-", dir=settings.tmpdir) as name:
+        tmp = Path(name)
+        machine = machine_info(tmp)
+        log(
+            f"{machine['cpu_model']}, {machine['logical_cores']} cores, {machine['ram_gib']} GiB,"
+            f" SQLite {machine['sqlite']}, fsync {machine['fsync_4k_median_ms']} ms; in {tmp}"
+        )
+        figures = measure_commits(settings, tmp)
+        figures += measure_batches(settings, tmp)
+        replay_log: ReplayLog | None = None
+        if settings.replay:
+            replay_figures, replay_log = measure_replay(settings, tmp)
+            figures += replay_figures
+        profile_path = profile_run(settings, tmp, replay_log) if settings.profile else None
+    finished = datetime.now(UTC)
+    print_table(figures)
+    result: dict[str, Any] = {
+        "benchmark": "event store (issue 2)",
+        "command": "python -m bench.bench_store " + " ".join(sys.argv[1:]),
+        "date": started.isoformat(timespec="seconds"),
+        "duration_seconds": round((finished - started).total_seconds(), 1),
+        "machine": machine,
+        "settings": {
+            "runs": settings.runs,
+            "replay_runs": settings.replay_runs,
+            "commit_events": settings.commit_events,
+            "commit_streams": settings.commit_streams,
+            "batch_events": settings.batch_events,
+            "batch_streams": settings.batch_streams,
+            "batch_sizes": settings.batch_sizes,
+            "replay_events": settings.replay_events if settings.replay else None,
+            "replay_jobs": settings.replay_jobs if settings.replay else None,
+            "pragmas": list(PRAGMAS),
+        },
+        "replay_log": (
+            {
+                "events": replay_log.events,
+                "jobs": replay_log.jobs,
+                "executions": replay_log.executions,
+                "size_bytes": replay_log.size_bytes,
+                "build_seconds": round(replay_log.build_seconds, 3),
+                "build_events_per_second": round(replay_log.events / replay_log.build_seconds, 1),
+                "build_batch": BUILD_BATCH,
+            }
+            if replay_log is not None
+            else None
+        ),
+        "figures": [figure.as_json() for figure in figures],
+        "profile": str(profile_path) if profile_path is not None else None,
+    }
+    settings.output.parent.mkdir(parents=True, exist_ok=True)
+    settings.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    log(f"results written to {settings.output} in {result['duration_seconds']} s")
+    if profile_path is not None:
+        log(f"profile written to {profile_path}")
+    return result
+
+
+def positive(text: str) -> int:
+    value = int(text.replace("_", "").replace(",", ""))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Settings:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.bench_store",
+        description="Benchmark LabLink's SQLite event store: commits, group commits, replay.",
+    )
+    parser.add_argument("--runs", type=positive, default=5, help="runs per commit figure")
+    parser.add_argument(
+        "--replay-runs", type=positive, default=3, help="runs of the replay figures"
+    )
+    parser.add_argument("--commit-events", type=positive, default=2_000)
+    parser.add_argument("--commit-streams", type=positive, default=100)
+    parser.add_argument("--batch-events", type=positive, default=20_000)
+    parser.add_argument("--batch-streams", type=positive, default=1_000)
+    parser.add_argument("--batch-sizes", type=positive, nargs="+", default=[100, 1_000])
+    parser.add_argument("--replay-events", type=positive, default=1_000_000)
+    parser.add_argument("--replay-jobs", type=positive, default=1_000)
+    parser.add_argument("--no-replay", action="store_true", help="skip the replay figures")
+    parser.add_argument(
+        "--no-projection-batches",
+        action="store_true",
+        help="skip the (informative) group-commit runs with projections attached",
+    )
+    parser.add_argument(
+        "--tmpdir", type=Path, default=None, help="where the databases go (default: $TMPDIR)"
+    )
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="afterwards, cProfile one rebuild, one read_all and one commit pass",
+    )
+    args = parser.parse_args(argv)
+    if args.replay_events <= args.replay_jobs:
+        parser.error("--replay-events must exceed --replay-jobs")
+    return Settings(
+        runs=args.runs,
+        replay_runs=args.replay_runs,
+        commit_events=args.commit_events,
+        commit_streams=args.commit_streams,
+        batch_events=args.batch_events,
+        batch_streams=args.batch_streams,
+        batch_sizes=list(args.batch_sizes),
+        replay_events=args.replay_events,
+        replay_jobs=args.replay_jobs,
+        replay=not args.no_replay,
+        projections_batches=not args.no_projection_batches,
+        tmpdir=args.tmpdir,
+        output=args.output,
+        profile=args.profile,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The ``lablink`` command."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+from lablink import __version__
+from lablink.eventstore.sqlite import SQLiteEventStore, connect
+from lablink.logstore import DEFAULT_DB
+from lablink.projections.runner import Projector
+
+app = typer.Typer(help="LabLink: an event-sourced scheduler for laboratory instruments.")
+console = Console(stderr=True)
+
+
+def _parse_until(value: str) -> datetime:
+    try:
+        instant = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not an ISO 8601 time: {exc}") from exc
+    # A time without an offset is read as UTC: the log stores UTC.
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+
+
+@app.command()
+def version() -> None:
+    """Print LabLink's version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def replay(
+    db: Annotated[Path, typer.Option(help="The database holding the event log.")] = DEFAULT_DB,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="Rebuild the views as they stood at this ISO 8601 time (UTC if no offset)."
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Write the rebuilt views to this file (default for --until)."),
+    ] = None,
+) -> None:
+    """Drop every projection and rebuild it from the event log, from position 0.
+
+    Without --until the views in DB are rebuilt in place (stop `lablink serve` first).
+    With --until the log is left untouched and the views as they stood at that moment are
+    written to --output (default: data/replay-<time>.db beside DB), for auditing.
+    """
+    if not db.exists():
+        raise typer.BadParameter(f"no database at {db}", param_hint="--db")
+    until_at = _parse_until(until) if until else None
+    source = SQLiteEventStore(db)
+    if until_at is not None and output is None:
+        output = db.parent / f"replay-{until_at.strftime('%Y%m%dT%H%M%SZ')}.db"
+    if output is not None and output.resolve() == db.resolve():
+        raise typer.BadParameter("must differ from --db", param_hint="--output")
+    target = connect(output) if output is not None else source.conn
+    projector = Projector()
+    total = source.last_position()
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("replaying"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.completed:,} events"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("replay", total=total)
+        with source.lock:
+            folded = projector.rebuild(
+                source,
+                target,
+                until=until_at,
+                progress=lambda n: progress.advance(task, n),
+            )
+    elapsed = time.perf_counter() - started
+    rate = folded / elapsed if elapsed > 0 else float("inf")
+    where = output if output is not None else db
+    typer.echo(f"replayed {folded:,} events in {elapsed:.2f} s ({rate:,.0f} events/s) into {where}")
+    if output is not None:
+        target.close()
+    source.close()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,327 @@
+"""The job aggregate: its state is a fold of its own events, and nothing else.
+
+``decide(state, command, now)`` returns the events a command produces (or raises, writing
+nothing); ``evolve(state, event)`` folds one event and never raises. Both are pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from lablink.domain.planning import planned_next_fire
+from lablink.domain.requests import JobRequest, parse_job_request
+from lablink.domain.validation import INTERVAL_FIELDS, TRIGGER_FIELDS, normalise
+from lablink.errors import InvalidRequest, JobNotFound, JobStateConflict
+from lablink.events import (
+    AnyEvent,
+    ExecutionCancelled,
+    ExecutionFailed,
+    ExecutionInterrupted,
+    ExecutionMissed,
+    ExecutionQueued,
+    ExecutionRequested,
+    ExecutionSkipped,
+    ExecutionStarted,
+    ExecutionSucceeded,
+    ExecutionTimedOut,
+    JobCompleted,
+    JobCreated,
+    JobDeleted,
+    JobPaused,
+    JobResumed,
+    JobSpec,
+    JobUpdated,
+)
+
+JobStatus = str  # "active" | "paused" | "completed" | "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    job_id: str
+    exists: bool = False
+    spec: JobSpec | None = None
+    status: JobStatus = "new"
+    anchor: datetime | None = None
+    created_at: datetime | None = None
+    created_by: str = ""
+    # The newest instant the schedule was (re)started from: creation, update or resume.
+    rescheduled_at: datetime | None = None
+    # Fires of the schedule (not run-now) that started or were recorded: the
+    # max_executions count, which survives retention because it lives in the log.
+    counted_runs: int = 0
+    # The newest scheduled_time handled for a scheduled/catch-up fire: nothing fires twice.
+    last_fire_time: datetime | None = None
+    pending: tuple[str, ...] = ()
+    running: tuple[str, ...] = ()
+    queued: tuple[str, ...] = ()
+    # Run-now executions not yet ended: they never count toward max_executions.
+    manual: frozenset[str] = frozenset()
+    consecutive_missed: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.status == "active"
+
+    def next_fire_time(self) -> datetime | None:
+        if self.spec is None or self.anchor is None or self.rescheduled_at is None:
+            return None
+        return planned_next_fire(
+            self.spec, self.anchor, self.status, self.rescheduled_at, self.last_fire_time
+        )
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+class CreateJob(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    request: JobRequest
+    default_timezone: str
+    created_by: str
+
+
+class UpdateJob(msgspec.Struct, frozen=True, kw_only=True):
+    """Change the fields given in ``changes``; the rest stay."""
+
+    job_id: str
+    changes: dict[str, Any]
+    default_timezone: str = "UTC"
+
+
+class PauseJob(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    reason: str = ""
+
+
+class ResumeJob(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+
+
+class DeleteJob(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+
+
+class CompleteJob(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    reason: str = "manual"
+
+
+JobCommand = CreateJob | UpdateJob | PauseJob | ResumeJob | DeleteJob | CompleteJob
+
+
+# -- evolve -----------------------------------------------------------------------------------
+
+
+def _without(items: tuple[str, ...], item: str) -> tuple[str, ...]:
+    return tuple(i for i in items if i != item)
+
+
+def _ended(state: JobState, execution_id: str) -> JobState:
+    return replace(
+        state,
+        pending=_without(state.pending, execution_id),
+        running=_without(state.running, execution_id),
+        queued=_without(state.queued, execution_id),
+        manual=state.manual - {execution_id},
+    )
+
+
+def _note_fire(
+    state: JobState, execution_id: str, scheduled_time: datetime, trigger_info: str
+) -> JobState:
+    if trigger_info == "manual":
+        return replace(state, manual=state.manual | {execution_id})
+    newest = state.last_fire_time
+    return replace(
+        state,
+        last_fire_time=scheduled_time if newest is None or scheduled_time > newest else newest,
+    )
+
+
+def evolve(state: JobState, event: AnyEvent) -> JobState:
+    match event:
+        case JobCreated():
+            return replace(
+                state,
+                exists=True,
+                spec=event.spec,
+                status="active" if event.enabled else "paused",
+                anchor=event.anchor,
+                created_at=event.created_at,
+                created_by=event.created_by,
+                rescheduled_at=event.created_at,
+            )
+        case JobUpdated():
+            return replace(
+                state, spec=event.spec, anchor=event.anchor, rescheduled_at=event.updated_at
+            )
+        case JobPaused():
+            return replace(state, status="paused")
+        case JobResumed():
+            return replace(state, status="active", rescheduled_at=event.resumed_at)
+        case JobDeleted():
+            return replace(state, status="deleted")
+        case JobCompleted():
+            return replace(state, status="completed")
+        case ExecutionRequested():
+            state = _note_fire(state, event.execution_id, event.scheduled_time, event.trigger_info)
+            return replace(state, pending=(*state.pending, event.execution_id))
+        case ExecutionQueued():
+            state = _note_fire(state, event.execution_id, event.scheduled_time, event.trigger_info)
+            return replace(state, queued=(*state.queued, event.execution_id))
+        case ExecutionStarted():
+            waiting = event.execution_id in state.pending or event.execution_id in state.queued
+            # Only schedule-driven runs count toward max_executions; run-now is a test.
+            counts = waiting and event.execution_id not in state.manual
+            return replace(
+                state,
+                pending=_without(state.pending, event.execution_id),
+                queued=_without(state.queued, event.execution_id),
+                running=(*state.running, event.execution_id),
+                counted_runs=state.counted_runs + (1 if counts else 0),
+                consecutive_missed=0 if counts else state.consecutive_missed,
+            )
+        case (
+            ExecutionSucceeded()
+            | ExecutionFailed()
+            | ExecutionTimedOut()
+            | ExecutionCancelled()
+            | ExecutionInterrupted()
+        ):
+            return _ended(state, event.execution_id)
+        case ExecutionSkipped():
+            if event.trigger_info == "manual":
+                return state
+            state = _note_fire(state, event.execution_id, event.scheduled_time, event.trigger_info)
+            return replace(state, consecutive_missed=state.consecutive_missed + 1)
+        case ExecutionMissed():
+            state = _note_fire(state, event.execution_id, event.window_end, "scheduled")
+            return replace(state, consecutive_missed=state.consecutive_missed + event.missed_count)
+        case _:
+            return state
+
+
+def fold(events: list[AnyEvent], state: JobState) -> JobState:
+    for event in events:
+        state = evolve(state, event)
+    return state
+
+
+# -- decide -----------------------------------------------------------------------------------
+
+
+def request_fields(spec: JobSpec, enabled: bool) -> dict[str, Any]:
+    """The stored spec as a request body (the base an update's changes are laid on)."""
+    fields: dict[str, Any] = msgspec.to_builtins(spec)
+    fields.pop("timeout_seconds_default", None)
+    fields["tags"] = list(spec.tags)
+    fields["enabled"] = enabled
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _require_live(state: JobState, job_id: str) -> JobSpec:
+    if not state.exists or state.spec is None or state.status == "deleted":
+        raise JobNotFound(job_id)
+    return state.spec
+
+
+def decide(state: JobState, command: JobCommand, now: datetime) -> list[AnyEvent]:
+    match command:
+        case CreateJob():
+            if state.exists:
+                raise JobStateConflict(command.job_id, "a job with this id already exists")
+            spec, anchor = normalise(
+                command.request, now=now, default_timezone=command.default_timezone
+            )
+            return [
+                JobCreated(
+                    job_id=command.job_id,
+                    spec=spec,
+                    enabled=command.request.enabled,
+                    created_by=command.created_by,
+                    created_at=now,
+                    anchor=anchor,
+                )
+            ]
+        case UpdateJob():
+            return _decide_update(state, command, now)
+        case PauseJob():
+            _require_live(state, command.job_id)
+            if state.status == "completed":
+                raise JobStateConflict(
+                    command.job_id, "the job is completed; it has no fires to pause"
+                )
+            if state.status == "paused":
+                return []
+            return [JobPaused(job_id=command.job_id, reason=command.reason)]
+        case ResumeJob():
+            _require_live(state, command.job_id)
+            if state.status == "completed":
+                raise JobStateConflict(
+                    command.job_id, "the job is completed; update its schedule to run it again"
+                )
+            if state.status == "active":
+                return []
+            return [JobResumed(job_id=command.job_id, resumed_at=now)]
+        case DeleteJob():
+            _require_live(state, command.job_id)
+            return [JobDeleted(job_id=command.job_id)]
+        case CompleteJob():
+            _require_live(state, command.job_id)
+            if state.status == "completed":
+                return []
+            return [JobCompleted(job_id=command.job_id, reason="manual")]
+
+
+def _decide_update(state: JobState, command: UpdateJob, now: datetime) -> list[AnyEvent]:
+    spec = _require_live(state, command.job_id)
+    assert state.anchor is not None
+    if "version" in command.changes:
+        raise InvalidRequest.one(
+            "version", command.changes["version"], "pass the version as expected_version"
+        )
+    base = request_fields(spec, state.enabled)
+    new_trigger = command.changes.get("trigger_type", spec.trigger_type)
+    if new_trigger != spec.trigger_type:
+        # A new trigger type starts from a clean slate of trigger fields.
+        for name in (*INTERVAL_FIELDS, *(f for fs in TRIGGER_FIELDS.values() for f in fs)):
+            base.pop(name, None)
+    if "timeout_seconds" not in command.changes and (
+        "parameters" in command.changes or "schedule_type" in command.changes
+    ):
+        base.pop("timeout_seconds", None)
+    merged = {**base, **command.changes}
+    request = parse_job_request(merged)
+    new_spec, anchor = normalise(
+        request, now=now, default_timezone=command.default_timezone, anchor=state.anchor
+    )
+    events: list[AnyEvent] = []
+    changed = tuple(
+        sorted(f for f in new_spec.__struct_fields__ if getattr(new_spec, f) != getattr(spec, f))
+    )
+    if changed or anchor != state.anchor:
+        events.append(
+            JobUpdated(
+                job_id=command.job_id,
+                spec=new_spec,
+                anchor=anchor,
+                updated_at=now,
+                changed_fields=changed,
+            )
+        )
+    if "enabled" in command.changes and request.enabled != state.enabled:
+        if state.status == "completed" and not changed:
+            raise JobStateConflict(
+                command.job_id, "the job is completed; change its schedule to run it again"
+            )
+        events.append(
+            JobResumed(job_id=command.job_id, resumed_at=now)
+            if request.enabled
+            else JobPaused(job_id=command.job_id, reason="updated with enabled=false")
+        )
+    return events

@@ -1,0 +1,304 @@
+"""Meaning checks that turn a JobRequest into a normalised JobSpec, or refuse it whole.
+
+Every problem found is reported (not only the first), each naming the field, the value and
+the reason. Pure: the instant "now" and the default time zone are passed in.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from lablink.domain import triggers
+from lablink.domain.requests import JobRequest
+from lablink.domain.schedule import Schedule
+from lablink.errors import FieldError, InvalidRequest
+from lablink.events.jobs import JobSpec
+
+# Identifiers that become NATS subject tokens must not contain '.', '*', '>' or spaces.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ID_RULE = "must match ^[A-Za-z0-9_-]{1,64}$ (it becomes a NATS subject token)"
+
+INTERVAL_FIELDS = ("interval_seconds", "interval_minutes", "interval_hours", "interval_days")
+TRIGGER_FIELDS: dict[str, frozenset[str]] = {
+    "cron": frozenset({"cron_expression"}),
+    "interval": frozenset(INTERVAL_FIELDS),
+    "daily": frozenset({"time_of_day"}),
+    "weekly": frozenset({"day_of_week", "time_of_day"}),
+    "monthly": frozenset({"day_of_month", "time_of_day"}),
+    "date": frozenset({"run_date"}),
+}
+ALL_TRIGGER_FIELDS = frozenset().union(*TRIGGER_FIELDS.values())
+
+MAX_INSTANCES = 100
+MAX_GRACE_SECONDS = 7 * 86400.0
+MAX_TIMEOUT_SECONDS = 7 * 86400.0
+DEFAULT_TIMEOUTS = {
+    "measurement": 60.0,
+    "state_capture": 120.0,
+    "command": 120.0,
+    "equipment_test": 300.0,
+}
+_TIME_OF_DAY = re.compile(r"^(\d{2}):(\d{2})(?::(\d{2}))?$")
+
+
+def default_timeout(schedule_type: str, parameters: dict[str, Any]) -> float:
+    """Acquisition: its duration plus a margin (10 %, at least 60 s); others: per type."""
+    if schedule_type == "acquisition":
+        duration = parameters.get("duration")
+        if isinstance(duration, int | float) and not isinstance(duration, bool) and duration > 0:
+            return float(duration) + max(60.0, 0.1 * float(duration))
+        return 120.0
+    return DEFAULT_TIMEOUTS[schedule_type]
+
+
+def zone_problem(name: str) -> str | None:
+    if not name or name.startswith("/") or ".." in name:
+        return "not an IANA time zone name"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "unknown IANA time zone"
+    return None
+
+
+def resolve_instant(value: datetime, zone: ZoneInfo) -> datetime:
+    """Naive values are wall-clock times in the job's zone; aware ones are absolute."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=zone)
+    return value.astimezone(UTC)
+
+
+def parse_time_of_day(value: str) -> time | None:
+    match = _TIME_OF_DAY.match(value)
+    if not match:
+        return None
+    hour, minute, second = int(match[1]), int(match[2]), int(match[3] or 0)
+    if hour > 23 or minute > 59 or second > 59:
+        return None
+    return time(hour, minute, second)
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def add(self, field: str, value: Any, reason: str) -> None:
+        self.errors.append(FieldError(field=field, value=value, reason=reason))
+
+
+def _check_number(
+    errors: _Collector, field: str, value: float | None, low: float, high: float
+) -> None:
+    if value is None:
+        return
+    if not math.isfinite(value) or value < low or value > high:
+        errors.add(field, value, f"must be between {low:g} and {high:g}")
+
+
+def _check_parameters(errors: _Collector, request: JobRequest) -> None:
+    params = request.parameters
+    kind = request.schedule_type
+    if kind == "acquisition":
+        duration = params.get("duration")
+        if (
+            not isinstance(duration, int | float)
+            or isinstance(duration, bool)
+            or not math.isfinite(duration)
+            or duration <= 0
+        ):
+            errors.add(
+                "parameters.duration", duration, "an acquisition needs a duration in seconds > 0"
+            )
+    if kind in ("measurement", "command"):
+        command = params.get("command")
+        if kind == "command" and not isinstance(command, str):
+            errors.add("parameters.command", command, "a command job needs a command name")
+        elif command is not None and not isinstance(command, str):
+            errors.add("parameters.command", command, "must be a string")
+        inner = params.get("parameters")
+        if inner is not None and not isinstance(inner, dict):
+            errors.add("parameters.parameters", inner, "must be an object")
+    if kind == "equipment_test":
+        test_name = params.get("test_name")
+        if test_name is not None and not isinstance(test_name, str):
+            errors.add("parameters.test_name", test_name, "must be a string")
+
+
+def _check_trigger(errors: _Collector, request: JobRequest) -> time | None:
+    trigger = request.trigger_type
+    allowed = TRIGGER_FIELDS[trigger]
+    for field in sorted(ALL_TRIGGER_FIELDS - allowed):
+        value = getattr(request, field)
+        if value is not None:
+            errors.add(field, value, f"does not apply to trigger_type {trigger!r}")
+    for field in sorted(allowed - {*INTERVAL_FIELDS}):
+        if getattr(request, field) is None:
+            errors.add(field, None, f"required for trigger_type {trigger!r}")
+
+    if trigger == "cron" and request.cron_expression is not None:
+        problem = triggers.cron_problem(request.cron_expression)
+        if problem:
+            errors.add("cron_expression", request.cron_expression, problem)
+    if trigger == "interval":
+        given = [f for f in INTERVAL_FIELDS if getattr(request, f) is not None]
+        if not given:
+            errors.add(
+                "interval_seconds",
+                None,
+                "an interval job needs one of " + ", ".join(INTERVAL_FIELDS),
+            )
+        for field in given:
+            value = getattr(request, field)
+            if not math.isfinite(value) or value < 0:
+                errors.add(field, value, "must be a finite number >= 0")
+        total = (
+            (request.interval_seconds or 0)
+            + (request.interval_minutes or 0) * 60
+            + (request.interval_hours or 0) * 3600
+            + (request.interval_days or 0) * 86400
+        )
+        if given and math.isfinite(total) and total < 1:
+            errors.add(
+                given[0],
+                getattr(request, given[0]),
+                f"the interval sums to {total:g} s; it must be >= 1 s",
+            )
+        if math.isfinite(total) and total > 366 * 86400:
+            errors.add(
+                given[0], getattr(request, given[0]), "the interval must be at most 366 days"
+            )
+    if request.day_of_week is not None and not 0 <= request.day_of_week <= 6:
+        errors.add("day_of_week", request.day_of_week, "must be 0 (Monday) to 6 (Sunday)")
+    if request.day_of_month is not None and not (
+        1 <= request.day_of_month <= 31 or request.day_of_month == -1
+    ):
+        errors.add("day_of_month", request.day_of_month, "must be 1 to 31, or -1 for the last day")
+    parsed_time = None
+    if request.time_of_day is not None:
+        parsed_time = parse_time_of_day(request.time_of_day)
+        if parsed_time is None:
+            errors.add(
+                "time_of_day",
+                request.time_of_day,
+                "must be a wall-clock time HH:MM:SS (00:00:00 to 23:59:59)",
+            )
+    return parsed_time
+
+
+def normalise(
+    request: JobRequest, *, now: datetime, default_timezone: str, anchor: datetime | None = None
+) -> tuple[JobSpec, datetime]:
+    """Validate ``request`` and return the spec to store with its interval anchor.
+
+    ``anchor`` is kept from the job's creation when an update does not set start_date.
+    """
+    errors = _Collector()
+    name = request.name.strip()
+    if not name or len(name) > 200:
+        errors.add("name", request.name, "must be 1 to 200 characters")
+    if len(request.description) > 5000:
+        errors.add("description", request.description[:40] + "…", "must be at most 5000 characters")
+    if not ID_PATTERN.match(request.equipment_id):
+        errors.add("equipment_id", request.equipment_id, ID_RULE)
+    if request.profile_id is not None and not ID_PATTERN.match(request.profile_id):
+        errors.add("profile_id", request.profile_id, ID_RULE)
+    for index, tag in enumerate(request.tags):
+        if not tag or len(tag) > 64:
+            errors.add(f"tags[{index}]", tag, "must be 1 to 64 characters")
+
+    zone_name = request.timezone if request.timezone is not None else default_timezone
+    zone: ZoneInfo | None = None
+    problem = zone_problem(zone_name)
+    if problem:
+        errors.add("timezone", zone_name, problem)
+    else:
+        zone = ZoneInfo(zone_name)
+
+    _check_number(errors, "max_instances", request.max_instances, 1, MAX_INSTANCES)
+    _check_number(errors, "misfire_grace_time", request.misfire_grace_time, 1, MAX_GRACE_SECONDS)
+    _check_number(errors, "timeout_seconds", request.timeout_seconds, 0.001, MAX_TIMEOUT_SECONDS)
+    if request.max_executions is not None and request.max_executions < 1:
+        errors.add("max_executions", request.max_executions, "must be >= 1")
+    if request.alarm_after_missed is not None and not 1 <= request.alarm_after_missed <= 1000:
+        errors.add("alarm_after_missed", request.alarm_after_missed, "must be between 1 and 1000")
+    _check_parameters(errors, request)
+    parsed_time = _check_trigger(errors, request)
+
+    run_date = start_date = end_date = None
+    if zone is not None:
+        run_date = resolve_instant(request.run_date, zone) if request.run_date else None
+        start_date = resolve_instant(request.start_date, zone) if request.start_date else None
+        end_date = resolve_instant(request.end_date, zone) if request.end_date else None
+    if start_date and end_date and end_date < start_date:
+        errors.add("end_date", request.end_date, f"is before start_date {request.start_date}")
+    if errors.errors:
+        raise InvalidRequest(errors.errors)
+    assert zone is not None
+
+    grace = timedelta(seconds=request.misfire_grace_time)
+    if end_date is not None and end_date < now:
+        errors.add(
+            "end_date",
+            request.end_date,
+            f"is in the past (now {now.isoformat()}): the schedule would never fire",
+        )
+    if run_date is not None and run_date < now - grace:
+        errors.add(
+            "run_date",
+            request.run_date,
+            f"is in the past (now {now.isoformat()}), beyond the misfire grace time",
+        )
+    if errors.errors:
+        raise InvalidRequest(errors.errors)
+
+    spec = JobSpec(
+        name=name,
+        description=request.description,
+        schedule_type=request.schedule_type,
+        equipment_id=request.equipment_id,
+        trigger_type=request.trigger_type,
+        timezone=zone_name,
+        timeout_seconds=(
+            request.timeout_seconds
+            if request.timeout_seconds is not None
+            else default_timeout(request.schedule_type, request.parameters)
+        ),
+        cron_expression=request.cron_expression.strip() if request.cron_expression else None,
+        interval_seconds=request.interval_seconds,
+        interval_minutes=request.interval_minutes,
+        interval_hours=request.interval_hours,
+        interval_days=request.interval_days,
+        run_date=run_date,
+        time_of_day=parsed_time.isoformat() if parsed_time else None,
+        day_of_week=request.day_of_week,
+        day_of_month=request.day_of_month,
+        parameters=request.parameters,
+        max_instances=request.max_instances,
+        misfire_grace_time=float(request.misfire_grace_time),
+        coalesce=request.coalesce,
+        start_date=start_date,
+        end_date=end_date,
+        max_executions=request.max_executions,
+        tags=tuple(request.tags),
+        profile_id=request.profile_id,
+        on_failure_alarm=request.on_failure_alarm,
+        conflict_policy=request.conflict_policy,
+        alarm_after_missed=request.alarm_after_missed,
+    )
+    if start_date is not None:
+        anchor = start_date
+    elif anchor is None:
+        anchor = now
+    schedule = Schedule.from_spec(spec, anchor)
+    # A schedule whose every fire lies before now (minus the grace time) is refused.
+    if triggers.next_fire(schedule, now - grace) is None:
+        field = {"date": "run_date"}.get(
+            spec.trigger_type, "end_date" if end_date else "cron_expression"
+        )
+        errors.add(field, getattr(request, field), "the schedule has no fire time in the future")
+        raise InvalidRequest(errors.errors)
+    return spec, anchor

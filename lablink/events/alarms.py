@@ -1,0 +1,39 @@
+"""Facts about alarms (stream: ``alarm:<alarm_id>``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+from lablink.events.base import Event
+
+Severity = Literal["info", "warning", "critical"]
+AlarmKind = Literal["job_failure", "equipment_offline", "missed_runs"]
+
+
+class AlarmRaised(Event, frozen=True, kw_only=True, tag="alarm.raised"):
+    alarm_id: str
+    kind: AlarmKind
+    severity: Severity
+    message: str
+    equipment_id: str | None = None
+    job_id: str | None = None
+    job_name: str | None = None
+    execution_id: str | None = None
+    execution_time: datetime | None = None
+    error: dict[str, Any] = msgspec.field(default_factory=dict)
+    equipment: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class AlarmAcknowledged(Event, frozen=True, kw_only=True, tag="alarm.acknowledged"):
+    alarm_id: str
+    by: str
+    note: str = ""
+
+
+class AlarmCleared(Event, frozen=True, kw_only=True, tag="alarm.cleared"):
+    alarm_id: str
+    by: str
+    note: str = ""

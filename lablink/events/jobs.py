@@ -1,0 +1,111 @@
+"""Facts about a job's definition and lifecycle (stream: the job id)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+from lablink.events.base import Event
+
+ScheduleType = Literal["acquisition", "state_capture", "measurement", "command", "equipment_test"]
+TriggerType = Literal["cron", "interval", "daily", "weekly", "monthly", "date"]
+ConflictPolicy = Literal["skip", "queue", "replace"]
+
+SCHEDULE_TYPES: tuple[str, ...] = (
+    "acquisition",
+    "state_capture",
+    "measurement",
+    "command",
+    "equipment_test",
+)
+TRIGGER_TYPES: tuple[str, ...] = ("cron", "interval", "daily", "weekly", "monthly", "date")
+CONFLICT_POLICIES: tuple[str, ...] = ("skip", "queue", "replace")
+
+
+class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A validated, normalised job definition as stored in events.
+
+    Instants (run_date, start_date, end_date) are UTC; ``time_of_day`` is wall-clock time in
+    ``timezone``. Interval fields are kept as the client gave them so the API echoes them back.
+    """
+
+    name: str
+    schedule_type: ScheduleType
+    equipment_id: str
+    trigger_type: TriggerType
+    timezone: str
+    timeout_seconds: float
+    description: str = ""
+    cron_expression: str | None = None
+    interval_seconds: float | None = None
+    interval_minutes: float | None = None
+    interval_hours: float | None = None
+    interval_days: float | None = None
+    run_date: datetime | None = None
+    time_of_day: str | None = None
+    day_of_week: int | None = None
+    day_of_month: int | None = None
+    parameters: dict[str, Any] = msgspec.field(default_factory=dict)
+    max_instances: int = 1
+    misfire_grace_time: float = 300.0
+    coalesce: bool = True
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    max_executions: int | None = None
+    tags: tuple[str, ...] = ()
+    profile_id: str | None = None
+    on_failure_alarm: bool = False
+    conflict_policy: ConflictPolicy = "skip"
+    alarm_after_missed: int | None = None
+
+    @property
+    def interval_total_seconds(self) -> float:
+        return (
+            (self.interval_seconds or 0.0)
+            + (self.interval_minutes or 0.0) * 60.0
+            + (self.interval_hours or 0.0) * 3600.0
+            + (self.interval_days or 0.0) * 86400.0
+        )
+
+
+class JobCreated(Event, frozen=True, kw_only=True, tag="job.created"):
+    job_id: str
+    spec: JobSpec
+    enabled: bool
+    created_by: str
+    created_at: datetime
+    # Interval fire times are anchor + n * interval; the anchor is fixed at creation.
+    anchor: datetime
+
+
+class JobUpdated(Event, frozen=True, kw_only=True, tag="job.updated"):
+    job_id: str
+    spec: JobSpec
+    anchor: datetime
+    # The schedule restarts from here: fires between the last one and the update are not due.
+    updated_at: datetime
+    changed_fields: tuple[str, ...] = ()
+
+
+class JobPaused(Event, frozen=True, kw_only=True, tag="job.paused"):
+    job_id: str
+    reason: str = ""
+
+
+class JobResumed(Event, frozen=True, kw_only=True, tag="job.resumed"):
+    job_id: str
+    # Resume computes the next fire from this instant, without catching up the pause.
+    resumed_at: datetime
+
+
+class JobDeleted(Event, frozen=True, kw_only=True, tag="job.deleted"):
+    job_id: str
+
+
+class JobCompleted(Event, frozen=True, kw_only=True, tag="job.completed"):
+    """No further fires: the window ended, the date ran, or max_executions was reached."""
+
+    job_id: str
+    reason: Literal["end_date", "date_ran", "max_executions", "no_more_fires", "manual"]

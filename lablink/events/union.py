@@ -1,0 +1,104 @@
+"""The one tagged union of every event, and the one reused encoder/decoder for it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from lablink.events.alarms import AlarmAcknowledged, AlarmCleared, AlarmRaised
+from lablink.events.equipment import EquipmentOffline, EquipmentOnline
+from lablink.events.executions import (
+    ExecutionCancelled,
+    ExecutionFailed,
+    ExecutionInterrupted,
+    ExecutionMissed,
+    ExecutionProgressed,
+    ExecutionQueued,
+    ExecutionRequested,
+    ExecutionSkipped,
+    ExecutionStarted,
+    ExecutionSucceeded,
+    ExecutionTimedOut,
+)
+from lablink.events.jobs import (
+    JobCompleted,
+    JobCreated,
+    JobDeleted,
+    JobPaused,
+    JobResumed,
+    JobUpdated,
+)
+from lablink.events.profiles import ProfileCreated, ProfileDeleted, ProfileUpdated
+from lablink.events.retention import ExecutionsPruned
+
+AnyEvent = (
+    JobCreated
+    | JobUpdated
+    | JobPaused
+    | JobResumed
+    | JobDeleted
+    | JobCompleted
+    | ExecutionRequested
+    | ExecutionQueued
+    | ExecutionStarted
+    | ExecutionProgressed
+    | ExecutionSucceeded
+    | ExecutionFailed
+    | ExecutionTimedOut
+    | ExecutionCancelled
+    | ExecutionInterrupted
+    | ExecutionSkipped
+    | ExecutionMissed
+    | ProfileCreated
+    | ProfileUpdated
+    | ProfileDeleted
+    | AlarmRaised
+    | AlarmAcknowledged
+    | AlarmCleared
+    | EquipmentOnline
+    | EquipmentOffline
+    | ExecutionsPruned
+)
+
+# Facts recorded in a job's stream (they all carry job_id).
+JobEvent = (
+    JobCreated,
+    JobUpdated,
+    JobPaused,
+    JobResumed,
+    JobDeleted,
+    JobCompleted,
+    ExecutionRequested,
+    ExecutionQueued,
+    ExecutionStarted,
+    ExecutionProgressed,
+    ExecutionSucceeded,
+    ExecutionFailed,
+    ExecutionTimedOut,
+    ExecutionCancelled,
+    ExecutionInterrupted,
+    ExecutionSkipped,
+    ExecutionMissed,
+)
+
+EVENT_TYPES: dict[str, type[Any]] = {
+    str(cls.__struct_config__.tag): cls
+    for cls in AnyEvent.__args__
+}
+
+_encoder = msgspec.json.Encoder()
+_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
+
+
+def encode_event(event: AnyEvent) -> bytes:
+    """JSON a person can read with the sqlite3 shell; includes the ``type`` tag."""
+    return _encoder.encode(event)
+
+
+def decode_event(payload: bytes | str) -> AnyEvent:
+    return _decoder.decode(payload)
+
+
+def event_type(event: AnyEvent) -> str:
+    return str(type(event).__struct_config__.tag)

@@ -1,0 +1,221 @@
+"""The executions view: one row per execution, with its job's name and equipment.
+
+Job names come from this projection's own ``execution_jobs`` table, folded from job events:
+a projection never reads another projection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlite_utils
+
+from lablink.events import (
+    ExecutionCancelled,
+    ExecutionFailed,
+    ExecutionInterrupted,
+    ExecutionMissed,
+    ExecutionProgressed,
+    ExecutionQueued,
+    ExecutionRequested,
+    ExecutionSkipped,
+    ExecutionsPruned,
+    ExecutionStarted,
+    ExecutionSucceeded,
+    ExecutionTimedOut,
+    JobCreated,
+    JobUpdated,
+    RecordedEvent,
+)
+from lablink.projections.base import instant, to_json
+from lablink.projections.rows import Row, RowCache
+
+COLUMNS = (
+    "execution_id",
+    "seq",
+    "job_id",
+    "job_name",
+    "schedule_type",
+    "equipment_id",
+    "status",
+    "trigger_info",
+    "scheduled_time",
+    "actual_time",
+    "started_at",
+    "completed_at",
+    "duration_seconds",
+    "result",
+    "error",
+    "progress",
+    "message",
+    "missed_count",
+    "window_start",
+    "window_end",
+)
+JOB_COLUMNS = ("job_id", "name", "schedule_type", "equipment_id")
+FINAL = ("completed", "failed", "timed_out", "cancelled", "interrupted", "skipped", "missed")
+
+_Final = (
+    ExecutionSucceeded
+    | ExecutionFailed
+    | ExecutionTimedOut
+    | ExecutionCancelled
+    | ExecutionInterrupted
+)
+_STATUS = {
+    ExecutionSucceeded: "completed",
+    ExecutionFailed: "failed",
+    ExecutionTimedOut: "timed_out",
+    ExecutionCancelled: "cancelled",
+    ExecutionInterrupted: "interrupted",
+}
+
+
+def _duration(started: datetime | None, completed: datetime) -> float | None:
+    return (completed - started).total_seconds() if started is not None else None
+
+
+def _final_fields(event: _Final) -> Row:
+    fields: Row = {
+        "status": _STATUS[type(event)],
+        "completed_at": instant(event.completed_at),
+        "duration_seconds": _duration(event.started_at, event.completed_at),
+    }
+    match event:
+        case ExecutionSucceeded():
+            fields["result"] = to_json(event.result)
+        case ExecutionFailed():
+            fields["error"] = to_json(event.error)
+        case ExecutionTimedOut():
+            fields["error"] = to_json(
+                {
+                    "type": "timeout",
+                    "message": f"no result within timeout_seconds={event.timeout_seconds:g}",
+                }
+            )
+        case ExecutionCancelled():
+            fields["message"] = event.reason
+        case ExecutionInterrupted():
+            fields["message"] = event.reason
+            fields["error"] = to_json({"type": "interrupted", "message": event.reason})
+    return fields
+
+
+class ExecutionsProjection:
+    name = "executions"
+    tables: tuple[str, ...] = ("executions", "execution_jobs")
+
+    def create(self, db: sqlite_utils.Database) -> None:
+        types: dict[str, Any] = {c: str for c in COLUMNS}
+        types.update(seq=int, duration_seconds=float, progress=float, missed_count=int)
+        db.table("executions").create(types, pk="execution_id", if_not_exists=True)
+        for columns in (["job_id", "seq"], ["status", "seq"], ["actual_time"], ["seq"]):
+            db.table("executions").create_index(columns, if_not_exists=True)
+        db.table("execution_jobs").create(
+            {c: str for c in JOB_COLUMNS}, pk="job_id", if_not_exists=True
+        )
+
+    def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
+        rows = RowCache(conn, "executions", "execution_id", COLUMNS)
+        jobs = RowCache(conn, "execution_jobs", "job_id", JOB_COLUMNS)
+        for recorded in events:
+            event = recorded.event
+            match event:
+                case JobCreated() | JobUpdated():
+                    jobs.put(
+                        {
+                            "job_id": event.job_id,
+                            "name": event.spec.name,
+                            "schedule_type": event.spec.schedule_type,
+                            "equipment_id": event.spec.equipment_id,
+                        }
+                    )
+                case (
+                    ExecutionRequested()
+                    | ExecutionQueued()
+                    | ExecutionSkipped()
+                    | ExecutionMissed()
+                ):
+                    rows.put(self._new_row(recorded.position, event, jobs.get(event.job_id)))
+                case ExecutionStarted():
+                    self._update(
+                        rows,
+                        event.execution_id,
+                        status="running",
+                        started_at=instant(event.started_at),
+                    )
+                case ExecutionProgressed():
+                    self._update(
+                        rows, event.execution_id, progress=event.progress, message=event.message
+                    )
+                case (
+                    ExecutionSucceeded()
+                    | ExecutionFailed()
+                    | ExecutionTimedOut()
+                    | ExecutionCancelled()
+                    | ExecutionInterrupted()
+                ):
+                    fields = _final_fields(event)
+                    if event.started_at is not None:
+                        fields["started_at"] = instant(event.started_at)
+                    self._update(rows, event.execution_id, **fields)
+                case ExecutionsPruned():
+                    rows.flush()
+                    cutoff = instant(event.cutoff)
+                    conn.execute(
+                        "DELETE FROM executions WHERE status IN"
+                        f" ({', '.join('?' for _ in FINAL)})"
+                        " AND COALESCE(completed_at, actual_time) < ?",
+                        (*FINAL, cutoff),
+                    )
+        jobs.flush()
+        rows.flush()
+
+    @staticmethod
+    def _update(rows: RowCache, execution_id: str, **fields: Any) -> None:
+        row = rows.get(execution_id)
+        if row is not None:  # pruned already: later facts about it change nothing here
+            rows.put({**row, **fields})
+
+    @staticmethod
+    def _new_row(
+        position: int,
+        event: ExecutionRequested | ExecutionQueued | ExecutionSkipped | ExecutionMissed,
+        job: Row | None,
+    ) -> Row:
+        row: Row = dict.fromkeys(COLUMNS)
+        row.update(
+            execution_id=event.execution_id,
+            seq=position,
+            job_id=event.job_id,
+            job_name=job["name"] if job else None,
+            schedule_type=job["schedule_type"] if job else None,
+            equipment_id=job["equipment_id"] if job else None,
+            scheduled_time=instant(event.scheduled_time),
+            actual_time=instant(event.actual_time),
+            progress=0.0,
+        )
+        match event:
+            case ExecutionRequested():
+                row.update(status="pending", trigger_info=event.trigger_info)
+            case ExecutionQueued():
+                row.update(
+                    status="queued",
+                    trigger_info=event.trigger_info,
+                    message=f"waiting behind {', '.join(event.behind)}" if event.behind else "",
+                )
+            case ExecutionSkipped():
+                row.update(status="skipped", trigger_info=event.trigger_info, message=event.reason)
+            case ExecutionMissed():
+                row.update(
+                    status="missed",
+                    trigger_info="scheduled",
+                    message=event.reason,
+                    missed_count=event.missed_count,
+                    window_start=instant(event.window_start),
+                    window_end=instant(event.window_end),
+                )
+        return row

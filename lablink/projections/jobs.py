@@ -1,0 +1,165 @@
+"""The jobs view: one row per live job, every guide field plus status, version and next run.
+
+The row's state column is the job aggregate's own state, folded with the domain's evolve, so
+the view can never disagree with what the command side decides from.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import sqlite_utils
+
+from lablink.domain.job import JobState, evolve
+from lablink.events import (
+    JobCompleted,
+    JobCreated,
+    JobDeleted,
+    JobEvent,
+    JobPaused,
+    JobResumed,
+    JobUpdated,
+    RecordedEvent,
+)
+from lablink.projections.base import instant, to_json
+from lablink.projections.rows import Row, RowCache
+
+SPEC_COLUMNS = (
+    "name",
+    "description",
+    "schedule_type",
+    "equipment_id",
+    "trigger_type",
+    "cron_expression",
+    "interval_seconds",
+    "interval_minutes",
+    "interval_hours",
+    "interval_days",
+    "run_date",
+    "time_of_day",
+    "day_of_week",
+    "day_of_month",
+    "parameters",
+    "max_instances",
+    "misfire_grace_time",
+    "coalesce",
+    "start_date",
+    "end_date",
+    "max_executions",
+    "tags",
+    "profile_id",
+    "on_failure_alarm",
+    "conflict_policy",
+    "timezone",
+    "timeout_seconds",
+    "alarm_after_missed",
+)
+COLUMNS = (
+    "job_id",
+    *SPEC_COLUMNS,
+    "enabled",
+    "status",
+    "version",
+    "created_by",
+    "created_at",
+    "updated_at",
+    "next_run_time",
+    "last_fire_time",
+    "execution_count",
+    "running_count",
+    "state",
+)
+_DEFINITION_EVENTS = (JobCreated, JobUpdated, JobPaused, JobResumed, JobCompleted)
+_state_decoder = msgspec.json.Decoder(JobState)
+
+
+def _row(state: JobState, version: int, updated_at: str | None) -> Row:
+    spec = state.spec
+    assert spec is not None
+    row: Row = {"job_id": state.job_id}
+    for column in SPEC_COLUMNS:
+        value: Any = getattr(spec, column)
+        if column in ("parameters", "tags"):
+            value = to_json(value)
+        elif column in ("run_date", "start_date", "end_date"):
+            value = instant(value)
+        row[column] = value
+    row.update(
+        enabled=int(state.enabled),
+        status=state.status,
+        version=version,
+        created_by=state.created_by,
+        created_at=instant(state.created_at),
+        updated_at=updated_at,
+        next_run_time=instant(state.next_fire_time()),
+        last_fire_time=instant(state.last_fire_time),
+        execution_count=state.counted_runs,
+        running_count=len(state.running),
+        state=to_json(state),
+    )
+    return row
+
+
+class JobsProjection:
+    name = "jobs"
+    tables: tuple[str, ...] = ("jobs",)
+
+    def create(self, db: sqlite_utils.Database) -> None:
+        types: dict[str, Any] = {c: str for c in COLUMNS}
+        for c in (
+            "interval_seconds",
+            "interval_minutes",
+            "interval_hours",
+            "interval_days",
+            "misfire_grace_time",
+            "timeout_seconds",
+        ):
+            types[c] = float
+        for c in (
+            "day_of_week",
+            "day_of_month",
+            "max_instances",
+            "coalesce",
+            "max_executions",
+            "on_failure_alarm",
+            "alarm_after_missed",
+            "enabled",
+            "version",
+            "execution_count",
+            "running_count",
+        ):
+            types[c] = int
+        db.table("jobs").create(types, pk="job_id", if_not_exists=True)
+        for columns in (["next_run_time"], ["equipment_id"], ["schedule_type"], ["enabled"]):
+            db.table("jobs").create_index(columns, if_not_exists=True)
+
+    def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
+        cache = RowCache(conn, "jobs", "job_id", COLUMNS)
+        touched: dict[str, tuple[JobState, int, str | None]] = {}
+        for recorded in events:
+            event = recorded.event
+            if not isinstance(event, JobEvent):
+                continue
+            job_id = event.job_id
+            if isinstance(event, JobDeleted):
+                touched.pop(job_id, None)
+                cache.delete(job_id)
+                continue
+            if job_id in touched:
+                state, _, updated_at = touched[job_id]
+            elif isinstance(event, JobCreated):
+                state, updated_at = JobState(job_id=job_id), None
+            else:
+                row = cache.get(job_id)
+                if row is None:
+                    continue  # execution facts of a job deleted in an earlier batch
+                state, updated_at = _state_decoder.decode(row["state"]), row["updated_at"]
+            if isinstance(event, _DEFINITION_EVENTS):
+                updated_at = instant(recorded.occurred_at)
+            touched[job_id] = (evolve(state, event), recorded.version, updated_at)
+        for state, version, updated_at in touched.values():
+            cache.put(_row(state, version, updated_at))
+        cache.flush()

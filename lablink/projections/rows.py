@@ -1,0 +1,58 @@
+"""A batch-local cache of projection rows, so a fold touches each row once per batch.
+
+Replaying a million events row by row would cost one SELECT and one write per event; folding
+a batch in memory and writing each touched row once is what makes replay fast.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+Row = dict[str, Any]
+_MISSING = object()
+
+
+class RowCache:
+    def __init__(self, conn: sqlite3.Connection, table: str, key: str, columns: tuple[str, ...]):
+        self.conn = conn
+        self.table = table
+        self.key = key
+        self.columns = columns
+        self._rows: dict[Any, Row | None] = {}
+        self._dirty: set[Any] = set()
+
+    def get(self, key: Any) -> Row | None:
+        row = self._rows.get(key, _MISSING)
+        if row is _MISSING:
+            fetched = self.conn.execute(
+                f"SELECT {', '.join(self.columns)} FROM {self.table} WHERE {self.key} = ?",
+                (key,),
+            ).fetchone()
+            row = dict(zip(self.columns, fetched, strict=True)) if fetched else None
+            self._rows[key] = row
+        return row  # type: ignore[return-value]
+
+    def put(self, row: Row) -> None:
+        key = row[self.key]
+        self._rows[key] = row
+        self._dirty.add(key)
+
+    def delete(self, key: Any) -> None:
+        self._rows[key] = None
+        self._dirty.add(key)
+
+    def flush(self) -> None:
+        upserts = [self._rows[k] for k in self._dirty if self._rows[k] is not None]
+        deletes = [(k,) for k in self._dirty if self._rows[k] is None]
+        if deletes:
+            self.conn.executemany(f"DELETE FROM {self.table} WHERE {self.key} = ?", deletes)
+        if upserts:
+            placeholders = ", ".join("?" for _ in self.columns)
+            self.conn.executemany(
+                f"INSERT OR REPLACE INTO {self.table} ({', '.join(self.columns)})"
+                f" VALUES ({placeholders})",
+                [tuple(row[c] for c in self.columns) for row in upserts if row is not None],
+            )
+        self._dirty.clear()
+        self._rows.clear()

@@ -1,0 +1,142 @@
+"""Runs the projections: live inside each append's transaction, or rebuilt from the log.
+
+Each projection keeps a checkpoint (the last position it folded) in the same transaction as
+its rows, so a crash never leaves rows and checkpoint disagreeing, and catching up after a
+restart (or after adding a projection) folds exactly the missing events.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+
+import sqlite_utils
+
+from lablink.events import RecordedEvent
+from lablink.eventstore.base import EventStore
+from lablink.projections.base import Projection
+from lablink.projections.executions import ExecutionsProjection
+from lablink.projections.history import HistoryProjection
+from lablink.projections.jobs import JobsProjection
+from lablink.projections.statistics import StatisticsProjection
+
+CHECKPOINTS = "projection_checkpoints"
+REBUILD_BATCH = 5000
+# Events per transaction while rebuilding: large, since each commit waits for the disk.
+REBUILD_COMMIT_EVERY = 100_000
+
+Progress = Callable[[int], None]
+
+
+def default_projections() -> list[Projection]:
+    return [JobsProjection(), ExecutionsProjection(), HistoryProjection(), StatisticsProjection()]
+
+
+class Projector:
+    def __init__(self, projections: Sequence[Projection] | None = None) -> None:
+        self.projections: list[Projection] = list(
+            projections if projections is not None else default_projections()
+        )
+
+    def create(self, conn: sqlite3.Connection) -> None:
+        db = sqlite_utils.Database(conn)
+        with db.atomic():
+            db.table(CHECKPOINTS).create(
+                {"name": str, "position": int}, pk="name", if_not_exists=True
+            )
+            for projection in self.projections:
+                projection.create(db)
+                conn.execute(
+                    f"INSERT OR IGNORE INTO {CHECKPOINTS} (name, position) VALUES (?, 0)",
+                    (projection.name,),
+                )
+
+    def checkpoints(self, conn: sqlite3.Connection) -> dict[str, int]:
+        return dict(conn.execute(f"SELECT name, position FROM {CHECKPOINTS}").fetchall())
+
+    def apply(self, conn: sqlite3.Connection, events: list[RecordedEvent]) -> None:
+        """The store's in-transaction hook: fold new events into every projection."""
+        if not events:
+            return
+        checkpoints = self.checkpoints(conn)
+        last = events[-1].position
+        for projection in self.projections:
+            done = checkpoints.get(projection.name, 0)
+            fresh = (
+                events if events[0].position > done else [e for e in events if e.position > done]
+            )
+            if fresh:
+                projection.apply(conn, fresh)
+        conn.executemany(
+            f"UPDATE {CHECKPOINTS} SET position = ? WHERE name = ? AND position < ?",
+            [(last, p.name, last) for p in self.projections],
+        )
+
+    def catch_up(self, store: EventStore, conn: sqlite3.Connection) -> int:
+        """Fold whatever the log holds past the oldest checkpoint; returns events folded."""
+        start = min(self.checkpoints(conn).values(), default=0)
+        return self._fold(conn, store.read_all(after_position=start, batch_size=REBUILD_BATCH))
+
+    def rebuild(
+        self,
+        store: EventStore,
+        conn: sqlite3.Connection,
+        *,
+        until: datetime | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """Drop every projection table and fold the log again from position 0."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for projection in self.projections:
+                for table in projection.tables:
+                    conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute(f"DROP TABLE IF EXISTS {CHECKPOINTS}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.create(conn)
+        events = store.read_all(after_position=0, until=until, batch_size=REBUILD_BATCH)
+        return self._fold(conn, events, progress=progress)
+
+    def _fold(
+        self,
+        conn: sqlite3.Connection,
+        events: Iterable[RecordedEvent],
+        progress: Progress | None = None,
+    ) -> int:
+        total = 0
+        in_transaction = 0
+        batch: list[RecordedEvent] = []
+
+        def flush() -> None:
+            nonlocal total, in_transaction
+            if not batch:
+                return
+            if not conn.in_transaction:
+                conn.execute("BEGIN IMMEDIATE")
+            self.apply(conn, batch)
+            total += len(batch)
+            in_transaction += len(batch)
+            if progress is not None:
+                progress(len(batch))
+            batch.clear()
+            if in_transaction >= REBUILD_COMMIT_EVERY:
+                conn.execute("COMMIT")
+                in_transaction = 0
+
+        try:
+            for recorded in events:
+                batch.append(recorded)
+                if len(batch) >= REBUILD_BATCH:
+                    flush()
+            flush()
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return total

@@ -1,0 +1,170 @@
+"""Counters behind GET /api/scheduler/statistics.
+
+Executions are counted in 15-minute UTC buckets by the time they were fired, so "today" in
+any time zone (every zone's offset is a multiple of 15 minutes) is a sum of at most 96
+buckets, whatever the size of the executions table and whatever retention pruned.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import sqlite_utils
+
+from lablink.events import (
+    ExecutionCancelled,
+    ExecutionFailed,
+    ExecutionInterrupted,
+    ExecutionMissed,
+    ExecutionQueued,
+    ExecutionRequested,
+    ExecutionSkipped,
+    ExecutionStarted,
+    ExecutionSucceeded,
+    ExecutionTimedOut,
+    JobCompleted,
+    JobCreated,
+    JobDeleted,
+    JobPaused,
+    JobResumed,
+    JobUpdated,
+    RecordedEvent,
+)
+from lablink.projections.rows import RowCache
+
+BUCKET_MINUTES = 15
+JOB_COLUMNS = ("job_id", "schedule_type", "status")
+OPEN_COLUMNS = ("execution_id", "job_id", "bucket", "schedule_type", "status")
+BUCKET_COLUMNS = ("key", "bucket", "schedule_type", "status", "count")
+_FINAL_STATUS = {
+    ExecutionSucceeded: "completed",
+    ExecutionFailed: "failed",
+    ExecutionTimedOut: "timed_out",
+    ExecutionInterrupted: "interrupted",
+    ExecutionCancelled: "cancelled",
+}
+
+
+def bucket_of(instant: datetime) -> str:
+    utc = instant.astimezone(UTC)
+    floored = utc.replace(minute=utc.minute - utc.minute % BUCKET_MINUTES, second=0, microsecond=0)
+    return floored.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Counters:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.rows = RowCache(conn, "stats_buckets", "key", BUCKET_COLUMNS)
+
+    def add(self, bucket: str, schedule_type: str, status: str, delta: int) -> None:
+        key = f"{bucket}|{schedule_type}|{status}"
+        row = self.rows.get(key) or {
+            "key": key,
+            "bucket": bucket,
+            "schedule_type": schedule_type,
+            "status": status,
+            "count": 0,
+        }
+        self.rows.put({**row, "count": row["count"] + delta})
+
+
+class StatisticsProjection:
+    name = "statistics"
+    tables: tuple[str, ...] = ("stats_jobs", "stats_open", "stats_buckets")
+
+    def create(self, db: sqlite_utils.Database) -> None:
+        db.table("stats_jobs").create(
+            {c: str for c in JOB_COLUMNS}, pk="job_id", if_not_exists=True
+        )
+        db.table("stats_open").create(
+            {c: str for c in OPEN_COLUMNS}, pk="execution_id", if_not_exists=True
+        )
+        db.table("stats_open").create_index(["status"], if_not_exists=True)
+        db.table("stats_buckets").create(
+            {"key": str, "bucket": str, "schedule_type": str, "status": str, "count": int},
+            pk="key",
+            if_not_exists=True,
+        )
+        db.table("stats_buckets").create_index(["bucket"], if_not_exists=True)
+
+    def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
+        jobs = RowCache(conn, "stats_jobs", "job_id", JOB_COLUMNS)
+        open_rows = RowCache(conn, "stats_open", "execution_id", OPEN_COLUMNS)
+        counters = _Counters(conn)
+        for recorded in events:
+            event = recorded.event
+            match event:
+                case JobCreated():
+                    status = "active" if event.enabled else "paused"
+                    jobs.put(
+                        {
+                            "job_id": event.job_id,
+                            "schedule_type": event.spec.schedule_type,
+                            "status": status,
+                        }
+                    )
+                case JobUpdated():
+                    self._job(jobs, event.job_id, schedule_type=event.spec.schedule_type)
+                case JobPaused():
+                    self._job(jobs, event.job_id, status="paused")
+                case JobResumed():
+                    self._job(jobs, event.job_id, status="active")
+                case JobCompleted():
+                    self._job(jobs, event.job_id, status="completed")
+                case JobDeleted():
+                    jobs.delete(event.job_id)
+                case ExecutionRequested() | ExecutionQueued():
+                    job = jobs.get(event.job_id)
+                    kind = job["schedule_type"] if job else "unknown"
+                    status = "queued" if isinstance(event, ExecutionQueued) else "pending"
+                    bucket = bucket_of(event.actual_time)
+                    open_rows.put(
+                        {
+                            "execution_id": event.execution_id,
+                            "job_id": event.job_id,
+                            "bucket": bucket,
+                            "schedule_type": kind,
+                            "status": status,
+                        }
+                    )
+                    counters.add(bucket, kind, status, +1)
+                case ExecutionSkipped() | ExecutionMissed():
+                    job = jobs.get(event.job_id)
+                    kind = job["schedule_type"] if job else "unknown"
+                    status = "skipped" if isinstance(event, ExecutionSkipped) else "missed"
+                    counters.add(bucket_of(event.actual_time), kind, status, +1)
+                case ExecutionStarted():
+                    self._move(open_rows, counters, event.execution_id, "running", final=False)
+                case (
+                    ExecutionSucceeded()
+                    | ExecutionFailed()
+                    | ExecutionTimedOut()
+                    | ExecutionInterrupted()
+                    | ExecutionCancelled()
+                ):
+                    status = _FINAL_STATUS[type(event)]
+                    self._move(open_rows, counters, event.execution_id, status, final=True)
+        jobs.flush()
+        open_rows.flush()
+        counters.rows.flush()
+
+    @staticmethod
+    def _job(jobs: RowCache, job_id: str, **fields: str) -> None:
+        row = jobs.get(job_id)
+        if row is not None:
+            jobs.put({**row, **fields})
+
+    @staticmethod
+    def _move(
+        open_rows: RowCache, counters: _Counters, execution_id: str, status: str, *, final: bool
+    ) -> None:
+        row = open_rows.get(execution_id)
+        if row is None:
+            return
+        counters.add(row["bucket"], row["schedule_type"], row["status"], -1)
+        counters.add(row["bucket"], row["schedule_type"], status, +1)
+        if final:
+            open_rows.delete(execution_id)
+        else:
+            open_rows.put({**row, "status": status})

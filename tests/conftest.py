@@ -1,0 +1,39 @@
+"""Shared fixtures: real SQLite files in a temporary folder, an injected clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from lablink.application import JobService
+from lablink.clock import ManualClock
+from lablink.eventstore.sqlite import SQLiteEventStore
+from lablink.ids import SequentialIds
+from lablink.logstore import open_store
+
+START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "scheduler.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[SQLiteEventStore]:
+    opened = open_store(db_path)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def service(store: SQLiteEventStore, clock: ManualClock) -> JobService:
+    return JobService(store, clock, default_timezone="Europe/Berlin", ids=SequentialIds())

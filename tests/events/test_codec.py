@@ -1,0 +1,213 @@
+"""Events: one tagged union, stable tags, lossless round trips, and schemas that only grow."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from lablink.events import (
+    EVENT_TYPES,
+    AlarmAcknowledged,
+    AlarmCleared,
+    AlarmRaised,
+    AnyEvent,
+    EquipmentOffline,
+    EquipmentOnline,
+    ExecutionCancelled,
+    ExecutionError,
+    ExecutionFailed,
+    ExecutionInterrupted,
+    ExecutionMissed,
+    ExecutionProgressed,
+    ExecutionQueued,
+    ExecutionRequested,
+    ExecutionSkipped,
+    ExecutionsPruned,
+    ExecutionStarted,
+    ExecutionSucceeded,
+    ExecutionTimedOut,
+    JobCompleted,
+    JobCreated,
+    JobDeleted,
+    JobPaused,
+    JobResumed,
+    JobSpec,
+    JobUpdated,
+    ProfileCreated,
+    ProfileDeleted,
+    ProfileUpdated,
+    decode_event,
+    encode_event,
+    event_type,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+T = datetime(2026, 3, 29, 0, 30, 0, 250000, tzinfo=UTC)
+SPEC = JobSpec(
+    name="Nightly Equipment Test",
+    schedule_type="equipment_test",
+    equipment_id="oscilloscope_1",
+    trigger_type="daily",
+    timezone="Europe/Berlin",
+    timeout_seconds=300.0,
+    time_of_day="03:00:00",
+    parameters={"test_name": "connection"},
+    on_failure_alarm=True,
+    tags=("nightly",),
+)
+J, X = "job_1", "exec_1"
+
+SAMPLES: list[AnyEvent] = [
+    JobCreated(job_id=J, spec=SPEC, enabled=True, created_by="alice", created_at=T, anchor=T),
+    JobUpdated(job_id=J, spec=SPEC, anchor=T, updated_at=T, changed_fields=("name",)),
+    JobPaused(job_id=J, reason="maintenance"),
+    JobResumed(job_id=J, resumed_at=T),
+    JobDeleted(job_id=J),
+    JobCompleted(job_id=J, reason="max_executions"),
+    ExecutionRequested(
+        job_id=J, execution_id=X, scheduled_time=T, actual_time=T, trigger_info="scheduled"
+    ),
+    ExecutionQueued(
+        job_id=J,
+        execution_id=X,
+        scheduled_time=T,
+        actual_time=T,
+        trigger_info="catch_up",
+        behind=("exec_0",),
+    ),
+    ExecutionStarted(job_id=J, execution_id=X, started_at=T),
+    ExecutionProgressed(job_id=J, execution_id=X, progress=0.5, message="half", data={"n": 1}),
+    ExecutionSucceeded(job_id=J, execution_id=X, completed_at=T, started_at=T, result={"v": 1.5}),
+    ExecutionFailed(
+        job_id=J,
+        execution_id=X,
+        completed_at=T,
+        error=ExecutionError(type="instrument", message="-222,Data out of range", code=-222),
+    ),
+    ExecutionTimedOut(job_id=J, execution_id=X, completed_at=T, timeout_seconds=60.0),
+    ExecutionCancelled(job_id=J, execution_id=X, completed_at=T, reason="operator"),
+    ExecutionInterrupted(job_id=J, execution_id=X, completed_at=T),
+    ExecutionSkipped(
+        job_id=J,
+        execution_id=X,
+        scheduled_time=T,
+        actual_time=T,
+        trigger_info="scheduled",
+        reason="exec_0 is running",
+        running=("exec_0",),
+    ),
+    ExecutionMissed(
+        job_id=J,
+        execution_id=X,
+        scheduled_time=T,
+        actual_time=T,
+        missed_count=7,
+        window_start=T,
+        window_end=T,
+        reason="down",
+    ),
+    ProfileCreated(profile_id="p1", name="P", equipment_type="oscilloscope", settings={"a": 1}),
+    ProfileUpdated(profile_id="p1", name="P2", equipment_type="oscilloscope"),
+    ProfileDeleted(profile_id="p1"),
+    AlarmRaised(
+        alarm_id="alarm_1",
+        kind="job_failure",
+        severity="critical",
+        message="failed",
+        equipment_id="oscilloscope_1",
+        job_id=J,
+        job_name="N",
+        execution_id=X,
+        execution_time=T,
+    ),
+    AlarmAcknowledged(alarm_id="alarm_1", by="bob", note="looking"),
+    AlarmCleared(alarm_id="alarm_1", by="bob"),
+    EquipmentOnline(equipment_id="scope_1", kind="oscilloscope", identity="SIM", agent_id="a1"),
+    EquipmentOffline(equipment_id="scope_1", reason="heartbeat lost"),
+    ExecutionsPruned(cutoff=T, days=30),
+]
+
+# Tags are part of the stored format: renaming one would orphan every row that carries it.
+STABLE_TAGS = {
+    "job.created",
+    "job.updated",
+    "job.paused",
+    "job.resumed",
+    "job.deleted",
+    "job.completed",
+    "execution.pending",
+    "execution.queued",
+    "execution.started",
+    "execution.progressed",
+    "execution.completed",
+    "execution.failed",
+    "execution.timed_out",
+    "execution.cancelled",
+    "execution.interrupted",
+    "execution.skipped",
+    "execution.missed",
+    "profile.created",
+    "profile.updated",
+    "profile.deleted",
+    "alarm.raised",
+    "alarm.acknowledged",
+    "alarm.cleared",
+    "equipment.online",
+    "equipment.offline",
+    "executions.pruned",
+}
+
+
+def test_every_event_type_has_a_sample_and_a_stable_tag() -> None:
+    assert {event_type(e) for e in SAMPLES} == set(EVENT_TYPES) == STABLE_TAGS
+
+
+@pytest.mark.parametrize("event", SAMPLES, ids=event_type)
+def test_round_trip(event: AnyEvent) -> None:
+    encoded = encode_event(event)
+    assert json.loads(encoded)["type"] == event_type(event)
+    assert decode_event(encoded) == event
+
+
+@pytest.mark.parametrize("event", SAMPLES, ids=event_type)
+def test_events_are_frozen(event: AnyEvent) -> None:
+    first_field = type(event).__struct_fields__[0]
+    with pytest.raises(AttributeError):
+        setattr(event, first_field, "changed")
+
+
+def test_stored_rows_of_an_older_shape_still_decode() -> None:
+    """Rows written before fields were added (JobSpec.alarm_after_missed, conflict_policy,
+    tags…; started_at on final execution facts) decode, with the new fields at defaults."""
+    rows = [json.loads(line) for line in (FIXTURES / "events_v0.jsonl").read_text().splitlines()]
+    decoded = [decode_event(row["payload"]) for row in rows]
+    assert [event_type(e) for e in decoded] == [row["type"] for row in rows]
+    created = decoded[0]
+    assert isinstance(created, JobCreated)
+    assert created.spec.alarm_after_missed is None
+    assert created.spec.conflict_policy == "skip"
+    assert created.spec.tags == ()
+    assert created.spec.interval_total_seconds == 3600.0
+    completed = decoded[3]
+    assert isinstance(completed, ExecutionSucceeded)
+    assert completed.started_at is None
+    assert completed.result == {"value": 5.002, "unit": "V"}
+    failed = decoded[4]
+    assert isinstance(failed, ExecutionFailed)
+    assert failed.error.code is None
+
+
+def test_a_newer_writers_unknown_fields_are_ignored_by_an_older_reader() -> None:
+    payload: dict[str, Any] = msgspec.json.decode(encode_event(SAMPLES[2]))
+    payload["added_in_a_later_version"] = {"anything": [1, 2]}
+    assert decode_event(msgspec.json.encode(payload)) == SAMPLES[2]
+
+
+def test_unknown_event_type_is_an_error_not_a_silent_skip() -> None:
+    with pytest.raises(msgspec.ValidationError):
+        decode_event(b'{"type":"job.exploded","job_id":"job_1"}')

@@ -1,0 +1,223 @@
+"""The event store contract, run over the SQLite store and its in-memory twin alike."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from lablink.errors import DuplicateId, StreamVersionConflict
+from lablink.events import JobPaused, JobResumed, NewEvent
+from lablink.eventstore import (
+    ANY,
+    AppendRequest,
+    EventStore,
+    MemoryEventStore,
+    SQLiteEventStore,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def new(job_id: str, n: int = 0, *, event_id: str | None = None) -> NewEvent:
+    return NewEvent(
+        event=JobPaused(job_id=job_id, reason=f"r{n}"),
+        actor="tester",
+        occurred_at=T0 + timedelta(seconds=n),
+        event_id=event_id,
+    )
+
+
+StoreFactory = Callable[[], EventStore]
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    opened: list[EventStore] = []
+
+    def factory() -> EventStore:
+        store: EventStore
+        if request.param == "sqlite":
+            store = SQLiteEventStore(tmp_path / "events.db")
+        else:
+            store = MemoryEventStore()
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        store.close()
+
+
+def test_append_assigns_versions_and_positions(make_store: StoreFactory) -> None:
+    store = make_store()
+    first = store.append("job_a", 0, [new("job_a", 1), new("job_a", 2)])
+    second = store.append("job_b", 0, [new("job_b", 3)])
+    third = store.append("job_a", 2, [new("job_a", 4)])
+    assert [(r.stream_id, r.version, r.position) for r in first + second + third] == [
+        ("job_a", 1, 1),
+        ("job_a", 2, 2),
+        ("job_b", 1, 3),
+        ("job_a", 3, 4),
+    ]
+    assert store.stream_version("job_a") == 3
+    assert store.stream_version("nothing") == 0
+    assert store.last_position() == 4
+
+
+def test_stale_expected_version_raises_and_writes_nothing(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.append("job_a", 0, [new("job_a", 1)])
+    with pytest.raises(StreamVersionConflict) as caught:
+        store.append("job_a", 0, [new("job_a", 2), new("job_a", 3)])
+    assert (caught.value.stream_id, caught.value.expected, caught.value.actual) == ("job_a", 0, 1)
+    assert store.last_position() == 1
+    assert [r.event for r in store.read_stream("job_a")] == [new("job_a", 1).event]
+
+
+def test_expected_version_ahead_of_stream_is_a_conflict(make_store: StoreFactory) -> None:
+    store = make_store()
+    with pytest.raises(StreamVersionConflict):
+        store.append("job_a", 3, [new("job_a", 1)])
+    assert store.last_position() == 0
+
+
+def test_any_skips_the_check(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.append("retention", ANY, [new("x", 1)])
+    recorded = store.append("retention", ANY, [new("x", 2)])
+    assert recorded[0].version == 2
+
+
+def test_read_stream_after_version(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.append("job_a", 0, [new("job_a", n) for n in range(5)])
+    assert [r.version for r in store.read_stream("job_a", after_version=3)] == [4, 5]
+
+
+def test_read_all_in_position_order_from_a_position(make_store: StoreFactory) -> None:
+    store = make_store()
+    for n in range(7):
+        stream = f"job_{n % 3}"
+        store.append(stream, store.stream_version(stream), [new(stream, n)])
+    everything = list(store.read_all(batch_size=2))
+    assert [r.position for r in everything] == list(range(1, 8))
+    assert [r.position for r in store.read_all(after_position=4, batch_size=2)] == [5, 6, 7]
+
+
+def test_read_all_until_bounds_occurred_at(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.append("job_a", 0, [new("job_a", n) for n in range(10)])
+    until = T0 + timedelta(seconds=4)
+    assert [r.version for r in store.read_all(until=until)] == [1, 2, 3, 4, 5]
+
+
+def test_envelope_round_trips(make_store: StoreFactory) -> None:
+    store = make_store()
+    when = datetime(2026, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    event = JobResumed(job_id="job_a", resumed_at=when)
+    written = store.append(
+        "job_a",
+        0,
+        [
+            NewEvent(
+                event=event,
+                actor="key:alice",
+                occurred_at=when,
+                correlation_id="exec_1",
+                event_id="e-1",
+            )
+        ],
+    )
+    (read,) = store.read_stream("job_a")
+    assert read == written[0]
+    assert (read.event_id, read.actor, read.correlation_id, read.occurred_at) == (
+        "e-1",
+        "key:alice",
+        "exec_1",
+        when,
+    )
+    assert read.occurred_at.tzinfo is not None
+    assert read.type == "job.resumed"
+
+
+def test_duplicate_event_id_refused_whole(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.append("job_a", 0, [new("job_a", 1, event_id="same")])
+    with pytest.raises(DuplicateId):
+        store.append("job_b", 0, [new("job_b", 2), new("job_b", 3, event_id="same")])
+    assert store.last_position() == 1
+    assert store.stream_version("job_b") == 0
+
+
+def test_group_commit_checks_each_request(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.append("job_a", 0, [new("job_a", 0)])
+    outcomes = store.append_batch(
+        [
+            AppendRequest(stream_id="job_b", expected_version=0, events=[new("job_b", 1)]),
+            AppendRequest(stream_id="job_a", expected_version=0, events=[new("job_a", 2)]),
+            AppendRequest(stream_id="job_b", expected_version=1, events=[new("job_b", 3)]),
+            AppendRequest(stream_id="job_b", expected_version=1, events=[new("job_b", 4)]),
+        ]
+    )
+    assert not isinstance(outcomes[0], StreamVersionConflict)
+    assert isinstance(outcomes[1], StreamVersionConflict)
+    assert outcomes[1].actual == 1
+    assert not isinstance(outcomes[2], StreamVersionConflict)
+    # The second request on job_b inside the batch sees the first one's version.
+    assert isinstance(outcomes[3], StreamVersionConflict)
+    assert outcomes[3].actual == 2
+    assert [r.version for r in store.read_stream("job_b")] == [1, 2]
+    assert store.stream_version("job_a") == 1
+    assert store.last_position() == 3
+
+
+def test_sqlite_log_survives_reopen_and_is_readable_json(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    store = SQLiteEventStore(path)
+    store.append("job_a", 0, [new("job_a", 1)])
+    store.close()
+    reopened = SQLiteEventStore(path)
+    assert reopened.stream_version("job_a") == 1
+    reopened.close()
+    raw = sqlite3.connect(path)
+    journal, payload = (
+        raw.execute("PRAGMA journal_mode").fetchone()[0],
+        raw.execute("SELECT payload FROM events").fetchone()[0],
+    )
+    raw.close()
+    assert journal == "wal"
+    assert payload == '{"type":"job.paused","job_id":"job_a","reason":"r1"}'
+
+
+def test_sqlite_durability_pragmas(tmp_path: Path) -> None:
+    store = SQLiteEventStore(tmp_path / "events.db")
+    assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store.conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+    store.close()
+
+
+def test_sqlite_hook_failure_rolls_back_the_append(tmp_path: Path) -> None:
+    def failing_hook(conn: sqlite3.Connection, events: object) -> None:
+        raise RuntimeError("projection broke")
+
+    store = SQLiteEventStore(tmp_path / "events.db", in_transaction=failing_hook)
+    with pytest.raises(RuntimeError):
+        store.append("job_a", 0, [new("job_a", 1)])
+    assert store.last_position() == 0
+    store.close()
+
+
+def test_two_connections_one_writer_wins(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    first, second = SQLiteEventStore(path), SQLiteEventStore(path)
+    first.append("job_a", 0, [new("job_a", 1)])
+    with pytest.raises(StreamVersionConflict):
+        second.append("job_a", 0, [new("job_a", 2)])
+    assert second.stream_version("job_a") == 1
+    first.close()
+    second.close()
