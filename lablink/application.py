@@ -7,9 +7,7 @@ again, unless the client pinned the version it edited (then it is told).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from lablink.clock import Clock
@@ -23,25 +21,15 @@ from lablink.domain.job import (
     ResumeJob,
     UpdateJob,
     decide,
-    evolve,
 )
 from lablink.domain.requests import parse_job_request
 from lablink.errors import JobNotFound, JobVersionConflict, StreamVersionConflict
-from lablink.events import AnyEvent, NewEvent, RecordedEvent
+from lablink.events import RecordedEvent, stamp
 from lablink.eventstore.base import EventStore
 from lablink.ids import IdGenerator, RandomIds
+from lablink.repository import JobRepository, Loaded
 
 MAX_RETRIES = 5
-
-
-@dataclass(frozen=True, slots=True)
-class Loaded:
-    state: JobState
-    version: int
-
-
-def correlation_of(event: AnyEvent) -> str | None:
-    return getattr(event, "execution_id", None)
 
 
 class JobService:
@@ -52,40 +40,22 @@ class JobService:
         *,
         default_timezone: str = "UTC",
         ids: IdGenerator | None = None,
+        repository: JobRepository | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.default_timezone = default_timezone
         self.ids = ids or RandomIds()
-        # Folded states by job id; a load reads only the events past the cached version.
-        self._cache: dict[str, Loaded] = {}
-        self._lock = threading.Lock()
-
-    # -- reading the aggregate ----------------------------------------------------------------
+        self.jobs = repository or JobRepository(store)
 
     def load(self, job_id: str) -> Loaded:
-        with self._lock:
-            cached = self._cache.get(job_id) or Loaded(JobState(job_id=job_id), 0)
-        newer = self.store.read_stream(job_id, after_version=cached.version)
-        if not newer:
-            return cached
-        state = cached.state
-        for recorded in newer:
-            state = evolve(state, recorded.event)
-        loaded = Loaded(state, newer[-1].version)
-        with self._lock:
-            current = self._cache.get(job_id)
-            if current is None or current.version < loaded.version:
-                self._cache[job_id] = loaded
-        return loaded
-
-    # -- commands -----------------------------------------------------------------------------
+        return self.jobs.load(job_id)
 
     def execute(
         self, command: JobCommand, actor: str, *, expected_version: int | None = None
     ) -> list[RecordedEvent]:
         for _ in range(MAX_RETRIES):
-            loaded = self.load(command.job_id)
+            loaded = self.jobs.load(command.job_id)
             if (
                 expected_version is not None
                 and loaded.state.exists
@@ -97,26 +67,20 @@ class JobService:
             if not events:
                 return []
             try:
-                return self.store.append(
-                    command.job_id,
-                    loaded.version,
-                    [
-                        NewEvent(
-                            event=e,
-                            actor=actor,
-                            occurred_at=now,
-                            correlation_id=correlation_of(e),
-                        )
-                        for e in events
-                    ],
+                recorded = self.store.append(
+                    command.job_id, loaded.version, stamp(events, actor, now)
                 )
             except StreamVersionConflict as conflict:
+                self.jobs.forget(command.job_id)
                 if expected_version is not None:
                     raise JobVersionConflict(
                         command.job_id, expected_version, conflict.actual
                     ) from conflict
+                continue
+            self.jobs.recorded(command.job_id, JobRepository.fold(loaded.state, events), recorded)
+            return recorded
         raise StreamVersionConflict(
-            command.job_id, loaded.version, self.load(command.job_id).version
+            command.job_id, loaded.version, self.store.stream_version(command.job_id)
         )
 
     def create_job(self, body: bytes | str | Mapping[str, Any], actor: str) -> str:

@@ -92,6 +92,16 @@ class JobStateConflict(Conflict):
         super().__init__(f"job {job_id!r}: {reason}")
 
 
+class ExecutionRefused(Conflict):
+    """Run-now refused by the job's conflict policy; names the execution(s) in the way."""
+
+    def __init__(self, job_id: str, blocking: tuple[str, ...], reason: str) -> None:
+        self.job_id = job_id
+        self.blocking = blocking
+        self.reason = reason
+        super().__init__(f"job {job_id!r}: {reason}")
+
+
 class DuplicateId(Conflict):
     def __init__(self, object_id: str) -> None:
         self.object_id = object_id

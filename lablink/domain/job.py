@@ -6,7 +6,7 @@ nothing); ``evolve(state, event)`` folds one event and never raises. Both are pu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -58,6 +58,8 @@ class JobState:
     last_fire_time: datetime | None = None
     pending: tuple[str, ...] = ()
     running: tuple[str, ...] = ()
+    # When each running execution started, so final facts can carry it.
+    started: dict[str, datetime] = field(default_factory=dict)
     queued: tuple[str, ...] = ()
     # Run-now executions not yet ended: they never count toward max_executions.
     manual: frozenset[str] = frozenset()
@@ -128,6 +130,7 @@ def _ended(state: JobState, execution_id: str) -> JobState:
         running=_without(state.running, execution_id),
         queued=_without(state.queued, execution_id),
         manual=state.manual - {execution_id},
+        started={k: v for k, v in state.started.items() if k != execution_id},
     )
 
 
@@ -183,6 +186,7 @@ def evolve(state: JobState, event: AnyEvent) -> JobState:
                 pending=_without(state.pending, event.execution_id),
                 queued=_without(state.queued, event.execution_id),
                 running=(*state.running, event.execution_id),
+                started={**state.started, event.execution_id: event.started_at},
                 counted_runs=state.counted_runs + (1 if counts else 0),
                 consecutive_missed=0 if counts else state.consecutive_missed,
             )

@@ -20,9 +20,10 @@ it; tests use cronsim as the oracle. Deliberate disagreements with cronsim 2.8:
 * cronsim restarts a wall-clock expression from the naive wall time of ``after``. When ``after``
   lies in the second pass of a repeated hour it can return a fire *before* ``after``; we return
   the first fire strictly after it.
-* cronsim advances the hour field by snapping to minute 0 while keeping ``fold``; in zones whose
-  repeated interval is not a whole hour (Australia/Lord_Howe, 30 min) it then skips matching
-  instants right after the repeat. We fire at every matching instant.
+* cronsim steps the hour field in real-time hours from minute 0 of the current hour. After a
+  half-hour shift (Australia/Lord_Howe) those steps land on half past, and for the rest of that
+  day it misses matching instants (``8 */14 * * *`` skips 14:08 on 2026-10-04). We fire at every
+  instant whose wall clock matches.
 * ``a-a/s`` is the single value ``a`` (Vixie cron); cronsim reads it as ``a/s`` and croniter as
   ``*/s``.
 
@@ -64,11 +65,10 @@ _FIELDS = (
     ("day-of-week", 0, 7),
 )
 _FIELD_LIST = "minute hour day-of-month month day-of-week"
-_NAMES: dict[int, dict[str, int]] = {
-    3: {n: i for i, n in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], 1)},
-    4: {n: i for i, n in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])},
-}
-_ITEM = re.compile(r"(\*|[0-9a-z]+(?:-[0-9a-z]+)?)(?:/([0-9]+))?", re.ASCII)
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_NAMES = {3: {n: i for i, n in enumerate(_MONTHS, 1)}, 4: {n: i for i, n in enumerate(_WEEKDAYS)}}
+_ITEM = re.compile(r"(\*|[0-9a-z]+(?:-[0-9a-z]+)?)(?:/([0-9]+))?", re.ASCII | re.IGNORECASE)
 _DAYS_IN_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
@@ -82,7 +82,7 @@ class _Cron:
 
 def _number(text: str, index: int) -> int:
     name, low, high = _FIELDS[index]
-    value = int(text) if text.isdigit() else _NAMES.get(index, {}).get(text)
+    value = int(text) if text.isdigit() else _NAMES.get(index, {}).get(text.lower())
     if value is None or not low <= value <= high:
         raise ValueError(f"invalid value {text!r} in {name} field (allowed {low}-{high})")
     return value
@@ -92,7 +92,7 @@ def _parse_field(text: str, index: int) -> frozenset[int]:
     name, low, high = _FIELDS[index]
     values: set[int] = set()
     for item in text.split(","):
-        match = _ITEM.fullmatch(item.lower())
+        match = _ITEM.fullmatch(item)
         if match is None:
             raise ValueError(f"invalid value {item!r} in {name} field")
         base, step_text = match.groups()
@@ -289,11 +289,15 @@ def _interval_range(schedule: Schedule, after: datetime, until: datetime | None)
     return range(low, max(low, (_micros(min(ends)) - anchor) // step + 1))
 
 
+def _utc(instant: datetime) -> datetime:
+    if instant.tzinfo is None:
+        raise ValueError(f"{instant} must be timezone-aware")
+    return instant.astimezone(UTC)  # == across zones is always False for ambiguous wall times
+
+
 def _fires(schedule: Schedule, after: datetime) -> Iterator[datetime]:
     """Every fire strictly after `after`, ascending, inside start/end."""
-    if after.tzinfo is None:
-        raise ValueError("after must be timezone-aware")
-    after = after.astimezone(UTC)  # == between zones is False for ambiguous wall times
+    after = _utc(after)
     kind = schedule.trigger_type
     if kind == "interval":
         anchor, step, _ = _interval_terms(schedule)
@@ -301,6 +305,8 @@ def _fires(schedule: Schedule, after: datetime) -> Iterator[datetime]:
             yield _EPOCH + timedelta(microseconds=anchor + n * step)
         return
     end = schedule.end_date
+    if end is not None and end <= after:
+        return  # finished jobs are common; skip the search
     if schedule.start_date is not None and schedule.start_date > after:
         after = schedule.start_date - _US  # a fire exactly at start_date counts
     if kind == "date":
@@ -344,12 +350,13 @@ def fires_between(
     schedule: Schedule, after: datetime, until: datetime, limit: int
 ) -> list[datetime]:
     """Fire times t with after < t <= until, at most `limit` of them (the earliest ones)."""
-    fires = takewhile(lambda t: t <= until, _fires(schedule, after))
-    return list(islice(fires, max(limit, 0)))
+    end = _utc(until)
+    return list(islice(takewhile(lambda t: t <= end, _fires(schedule, after)), max(limit, 0)))
 
 
 def count_fires_between(schedule: Schedule, after: datetime, until: datetime) -> int:
     """How many fires in (after, until]; O(1) for interval triggers."""
+    end = _utc(until)
     if schedule.trigger_type == "interval":
-        return len(_interval_range(schedule, after, until))
-    return sum(1 for _ in takewhile(lambda t: t <= until, _fires(schedule, after)))
+        return len(_interval_range(schedule, _utc(after), end))
+    return sum(1 for _ in takewhile(lambda t: t <= end, _fires(schedule, after)))

@@ -2,7 +2,7 @@
 
 from lablink.events.alarms import AlarmAcknowledged, AlarmCleared, AlarmRaised
 from lablink.events.base import Event
-from lablink.events.envelope import NewEvent, RecordedEvent
+from lablink.events.envelope import NewEvent, RecordedEvent, stamp
 from lablink.events.equipment import EquipmentOffline, EquipmentOnline
 from lablink.events.executions import (
     EXECUTION_STATUSES,
@@ -96,4 +96,5 @@ __all__ = [
     "decode_event",
     "encode_event",
     "event_type",
+    "stamp",
 ]

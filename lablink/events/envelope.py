@@ -34,3 +34,17 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
         tag = type(self.event).__struct_config__.tag
         assert isinstance(tag, str)
         return tag
+
+
+def stamp(events: list[AnyEvent], actor: str, occurred_at: datetime) -> list[NewEvent]:
+    """Wrap decided events for the log; execution facts carry their execution id as
+    correlation id."""
+    return [
+        NewEvent(
+            event=e,
+            actor=actor,
+            occurred_at=occurred_at,
+            correlation_id=getattr(e, "execution_id", None),
+        )
+        for e in events
+    ]

@@ -83,8 +83,7 @@ JobEvent = (
 )
 
 EVENT_TYPES: dict[str, type[Any]] = {
-    str(cls.__struct_config__.tag): cls
-    for cls in AnyEvent.__args__
+    str(cls.__struct_config__.tag): cls for cls in AnyEvent.__args__
 }
 
 _encoder = msgspec.json.Encoder()

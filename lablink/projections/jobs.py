@@ -70,6 +70,7 @@ COLUMNS = (
     "last_fire_time",
     "execution_count",
     "running_count",
+    "queued_count",
     "state",
 )
 _DEFINITION_EVENTS = (JobCreated, JobUpdated, JobPaused, JobResumed, JobCompleted)
@@ -97,7 +98,8 @@ def _row(state: JobState, version: int, updated_at: str | None) -> Row:
         next_run_time=instant(state.next_fire_time()),
         last_fire_time=instant(state.last_fire_time),
         execution_count=state.counted_runs,
-        running_count=len(state.running),
+        running_count=len(state.running) + len(state.pending),
+        queued_count=len(state.queued),
         state=to_json(state),
     )
     return row
@@ -130,10 +132,17 @@ class JobsProjection:
             "version",
             "execution_count",
             "running_count",
+            "queued_count",
         ):
             types[c] = int
         db.table("jobs").create(types, pk="job_id", if_not_exists=True)
-        for columns in (["next_run_time"], ["equipment_id"], ["schedule_type"], ["enabled"]):
+        for columns in (
+            ["next_run_time"],
+            ["equipment_id"],
+            ["schedule_type"],
+            ["enabled"],
+            ["running_count"],
+        ):
             db.table("jobs").create_index(columns, if_not_exists=True)
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
@@ -163,3 +172,15 @@ class JobsProjection:
         for state, version, updated_at in touched.values():
             cache.put(_row(state, version, updated_at))
         cache.flush()
+
+
+def read_snapshot(conn: sqlite3.Connection, job_id: str) -> tuple[JobState, int] | None:
+    """The job aggregate's own fold as the view stored it, with the version it reflects.
+
+    A starting point for loading the aggregate without folding a long stream: the caller
+    reads only the events past this version, and an append from a stale one fails cleanly.
+    """
+    row = conn.execute("SELECT state, version FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    if row is None:
+        return None
+    return _state_decoder.decode(row[0]), int(row[1])

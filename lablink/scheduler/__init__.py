@@ -1,0 +1,1 @@
+"""The scheduler: the clock side. Due fires become commands; executors run them."""

@@ -1,0 +1,137 @@
+"""A real engine on a real SQLite file, driven by a manual clock: for tests of the engine
+and of anything built on it. Nothing here is used in production."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from lablink.application import JobService
+from lablink.clock import ManualClock
+from lablink.eventstore.sqlite import SQLiteEventStore
+from lablink.ids import SequentialIds
+from lablink.logstore import open_store
+from lablink.projections.jobs import read_snapshot
+from lablink.repository import JobRepository
+from lablink.scheduler.engine import Engine, recovery_lists
+from lablink.scheduler.executor import (
+    ExecutionOutcome,
+    ExecutionRequest,
+    ProgressReport,
+)
+
+
+class GateExecutor:
+    """Executions finish at once, or (hold=True) when the test releases them."""
+
+    def __init__(self) -> None:
+        self.hold = False
+        self.requests: list[ExecutionRequest] = []
+        self.stopped: list[str] = []
+        self._gates: dict[str, asyncio.Future[ExecutionOutcome]] = {}
+
+    async def execute(
+        self, request: ExecutionRequest, progress: ProgressReport
+    ) -> ExecutionOutcome:
+        self.requests.append(request)
+        await progress(0.5, "halfway", {})
+        if not self.hold:
+            return ExecutionOutcome.ok(value=1.0, unit="V")
+        gate: asyncio.Future[ExecutionOutcome] = asyncio.get_running_loop().create_future()
+        self._gates[request.execution_id] = gate
+        return await gate
+
+    def held(self) -> list[str]:
+        return [e for e, gate in self._gates.items() if not gate.done()]
+
+    def release(self, execution_id: str, outcome: ExecutionOutcome | None = None) -> None:
+        self._gates[execution_id].set_result(outcome or ExecutionOutcome.ok(value=2.0))
+
+    async def stop(self, execution_id: str) -> None:
+        self.stopped.append(execution_id)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class Harness:
+    def __init__(self, path: Path, clock: ManualClock, *, tz: str = "Europe/Berlin") -> None:
+        self.path = path
+        self.clock = clock
+        self.tz = tz
+        self.executor = GateExecutor()
+        self.ids = SequentialIds()
+
+    async def start(self, prefix: str = "") -> Harness:
+        self.store: SQLiteEventStore = open_store(self.path)
+        store = self.store
+
+        def snapshot(job_id: str) -> Any:
+            with store.lock:
+                return read_snapshot(store.conn, job_id)
+
+        self.ids = SequentialIds(prefix)
+        self.jobs = JobRepository(store, snapshots=snapshot)
+        self.service = JobService(
+            store, self.clock, default_timezone=self.tz, ids=self.ids, repository=self.jobs
+        )
+        self.engine = Engine(store, self.clock, self.executor, jobs=self.jobs, ids=self.ids)
+        with store.lock:
+            active, unfinished = recovery_lists(store.conn)
+        await self.engine.open(active, unfinished)
+        await self.settle()
+        return self
+
+    async def settle(self) -> None:
+        """Wait until every execution task has finished or is held at its gate."""
+        while True:
+            held = set(self.executor.held())
+            busy = [t for e, t in self.engine.tasks().items() if e not in held]
+            if not busy:
+                return
+            await asyncio.wait(busy)
+
+    async def at(self, instant: datetime) -> int:
+        """Move the clock to ``instant`` and process what is due, then settle."""
+        self.clock.set(instant)
+        count = await self.engine.tick()
+        await self.settle()
+        return count
+
+    async def crash(self) -> None:
+        """Drop the engine without a graceful stop (its tasks die with it)."""
+        tasks = list(self.engine.tasks().values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.engine.committer.aclose()
+        self.store.close()
+
+    async def close(self) -> None:
+        for execution_id in self.executor.held():
+            self.executor.release(execution_id)
+        await self.engine.aclose(grace_seconds=5)
+        self.store.close()
+
+    def rows(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        conn = sqlite3.connect(self.path)
+        try:
+            cursor = conn.execute(sql, args)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+        finally:
+            conn.close()
+
+    def executions(self, job_id: str) -> list[dict[str, Any]]:
+        return self.rows(
+            "SELECT execution_id, status, trigger_info, scheduled_time, missed_count, message"
+            " FROM executions WHERE job_id = ? ORDER BY seq",
+            job_id,
+        )
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        (row,) = self.rows("SELECT * FROM jobs WHERE job_id = ?", job_id)
+        return row

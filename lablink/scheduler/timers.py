@@ -1,0 +1,79 @@
+"""Pending fires and timeouts in one priority queue: the engine never scans all jobs."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+
+@dataclass(order=True, frozen=True, slots=True)
+class Timer:
+    when: datetime
+    seq: int
+    kind: Literal["fire", "timeout"] = field(compare=False)
+    job_id: str = field(compare=False)
+    execution_id: str | None = field(compare=False, default=None)
+
+
+class TimerQueue:
+    """A heap of timers. A job's fire timer is replaced by planning it again; the old entry
+    stays in the heap and is dropped when it surfaces (cheaper than removing it)."""
+
+    def __init__(self) -> None:
+        self._heap: list[Timer] = []
+        self._seq = itertools.count()
+        self._planned: dict[str, datetime] = {}
+        self._timeouts: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._planned)
+
+    def plan_fire(self, job_id: str, when: datetime | None) -> None:
+        if when is None:
+            self._planned.pop(job_id, None)
+            return
+        if self._planned.get(job_id) == when:
+            return
+        self._planned[job_id] = when
+        heapq.heappush(self._heap, Timer(when, next(self._seq), "fire", job_id))
+
+    def planned(self, job_id: str) -> datetime | None:
+        return self._planned.get(job_id)
+
+    def add_timeout(self, job_id: str, execution_id: str, when: datetime) -> None:
+        self._timeouts.add(execution_id)
+        heapq.heappush(self._heap, Timer(when, next(self._seq), "timeout", job_id, execution_id))
+
+    def cancel_timeout(self, execution_id: str) -> None:
+        self._timeouts.discard(execution_id)
+
+    def _live(self, timer: Timer) -> bool:
+        if timer.kind == "fire":
+            return self._planned.get(timer.job_id) == timer.when
+        return timer.execution_id in self._timeouts
+
+    def next_due(self) -> datetime | None:
+        while self._heap:
+            top = self._heap[0]
+            if not self._live(top):
+                heapq.heappop(self._heap)
+                continue
+            return top.when
+        return None
+
+    def pop_due(self, now: datetime) -> list[Timer]:
+        """Every live timer due at ``now``; fire timers leave the plan as they are taken."""
+        due: list[Timer] = []
+        while self._heap and self._heap[0].when <= now:
+            timer = heapq.heappop(self._heap)
+            if not self._live(timer):
+                continue
+            if timer.kind == "fire":
+                del self._planned[timer.job_id]
+            else:
+                self._timeouts.discard(timer.execution_id or "")
+            due.append(timer)
+        return due
