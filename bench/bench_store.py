@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from msgspec.structs import replace
 from rich.console import Console
 from rich.table import Table
 
@@ -57,7 +58,7 @@ from lablink.eventstore import AppendRequest, SQLiteEventStore
 from lablink.eventstore.base import format_instant
 from lablink.eventstore.sqlite import SCHEMA
 from lablink.logstore import open_store
-from lablink.projections.runner import Projector
+from lablink.projections.runner import Projector, default_projections
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_OUTPUT = RESULTS_DIR / "store.json"
@@ -89,7 +90,8 @@ BUILD_BATCH = 10_000
 
 Row = tuple[str, str, int, str, str, str, str | None, str]
 
-console = Console()
+# A wide table even when the output is a file or a pipe.
+console = Console() if sys.stdout.isatty() else Console(width=132)
 
 
 # -- workload ---------------------------------------------------------------------------------
@@ -278,6 +280,7 @@ def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 class Series:
     """Timings of one measurement, one per run, each over the same number of events."""
 
+    label: str  # short, for the terminal table
     name: str
     events: int
     seconds: list[float] = field(default_factory=list)
@@ -292,6 +295,7 @@ class Series:
 
     def as_json(self) -> dict[str, Any]:
         return {
+            "label": self.label,
             "name": self.name,
             "events": self.events,
             "runs": len(self.seconds),
@@ -304,6 +308,7 @@ class Series:
 @dataclass
 class Figure:
     key: str
+    label: str  # short, for the terminal table
     title: str
     measured: Series
     ceilings: list[Series]  # the first one is the ceiling the ratio is taken against
@@ -321,6 +326,7 @@ class Figure:
     def as_json(self) -> dict[str, Any]:
         return {
             "key": self.key,
+            "label": self.label,
             "title": self.title,
             "median_events_per_second": round(self.measured.median, 1),
             "ceiling": self.ceilings[0].name,
@@ -462,28 +468,43 @@ class ReplayLog:
     jobs: int
     build_seconds: float
     size_bytes: int
+    # As built; ``events`` and ``executions`` grow if group commits go into the log later.
+    built_events: int = 0
+    built_executions: int = 0
+
+    def __post_init__(self) -> None:
+        self.built_events = self.built_events or self.events
+        self.built_executions = self.built_executions or self.executions
 
 
-def build_log(path: Path, jobs: Sequence[Job], events: int, batch: int) -> ReplayLog:
-    """The replay log, written through append_batch with no projections attached."""
+def requests_of(appends: Sequence[Append]) -> list[AppendRequest]:
+    return [
+        AppendRequest(stream_id=a.stream_id, expected_version=a.expected_version, events=[a.event])
+        for a in appends
+    ]
+
+
+def executions_in(appends: Sequence[Append]) -> int:
+    return sum(isinstance(a.event.event, ExecutionRequested) for a in appends)
+
+
+def build_log(
+    path: Path, jobs: Sequence[Job], work: Iterator[Append], events: int, batch: int
+) -> ReplayLog:
+    """The replay log, written through append_batch with no projections attached.
+
+    Takes ``events - len(jobs)`` appends from ``work``, which goes on where the log ends.
+    """
     store = SQLiteEventStore(path)
     executions = 0
     try:
         start = time.perf_counter()
         store.append_batch(creations(jobs))
-        work = itertools.islice(lifecycle(jobs), events - len(jobs))
-        while chunk := list(itertools.islice(work, batch)):
-            executions += sum(isinstance(a.event.event, ExecutionRequested) for a in chunk)
-            store.append_batch(
-                [
-                    AppendRequest(
-                        stream_id=a.stream_id,
-                        expected_version=a.expected_version,
-                        events=[a.event],
-                    )
-                    for a in chunk
-                ]
-            )
+        left = events - len(jobs)
+        while left > 0 and (chunk := list(itertools.islice(work, min(batch, left)))):
+            left -= len(chunk)
+            executions += executions_in(chunk)
+            store.append_batch(requests_of(chunk))
         elapsed = time.perf_counter() - start
         expect_position(store, events)
         store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -513,6 +534,34 @@ def replay_rebuild(store: SQLiteEventStore, log: ReplayLog) -> float:
         raise RuntimeError(f"rebuild left {rows} executions and {jobs} jobs")
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return elapsed
+
+
+def replay_breakdown(store: SQLiteEventStore, log: ReplayLog) -> list[dict[str, Any]]:
+    """One rebuild per projection alone, and one with none: where the rebuild time goes.
+
+    A single run each (informative). Leaves the other projections' tables stale, so it runs
+    after the timed rebuilds.
+    """
+    parts: list[dict[str, Any]] = []
+    for name, projections in [
+        ("none (read, decode, batch loop)", []),
+        *((p.name, [p]) for p in default_projections()),
+    ]:
+        with store.lock:
+            start = time.perf_counter()
+            Projector(projections).rebuild(store, store.conn)
+            elapsed = time.perf_counter() - start
+        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        parts.append(
+            {
+                "projections": name,
+                "seconds": round(elapsed, 3),
+                "events_per_second": round(log.events / elapsed, 1),
+                "microseconds_per_event": round(elapsed / log.events * 1e6, 2),
+            }
+        )
+        say(f"breakdown: {name}: {log.events / elapsed:,.0f}/s")
+    return parts
 
 
 def replay_decode(store: SQLiteEventStore, log: ReplayLog) -> float:
@@ -617,13 +666,15 @@ class Settings:
     replay_events: int
     replay_jobs: int
     replay: bool
+    breakdown: bool
+    grown_events: int
     projections_batches: bool
     tmpdir: Path | None
     output: Path
     profile: bool
 
 
-def log(message: str) -> None:
+def say(message: str) -> None:
     console.log(message)
 
 
@@ -633,22 +684,33 @@ def measure_commits(settings: Settings, tmp: Path) -> list[Figure]:
     setup_rows = creation_rows(jobs)
     rows = append_rows(work)
     n = len(work)
-    plain = Series("SQLiteEventStore.append, 1 event per transaction", n)
-    projected = Series("open_store(...).append (4 projections folded in the transaction)", n)
-    raw = Series("raw sqlite3: BEGIN IMMEDIATE; INSERT; COMMIT per row", n)
+    plain = Series("append, no projections", "SQLiteEventStore.append, 1 event per call", n)
+    projected = Series(
+        "append, projections",
+        "open_store(...).append, 1 event per call, 4 projections folded in its transaction",
+        n,
+    )
+    raw = Series("raw INSERT, 1 row/tx", "raw sqlite3: BEGIN IMMEDIATE; INSERT; COMMIT per row", n)
     for run in range(settings.runs):
         plain.seconds.append(single_store(tmp / "commit.db", jobs, work, projections=False))
         projected.seconds.append(single_store(tmp / "commit.db", jobs, work, projections=True))
         raw.seconds.append(single_raw(tmp / "commit.db", setup_rows, rows))
-        log(
+        say(
             f"single commit run {run + 1}/{settings.runs}: plain {plain.rates[-1]:,.0f}/s,"
             f" projections {projected.rates[-1]:,.0f}/s, raw {raw.rates[-1]:,.0f}/s"
         )
     about = f"{n:,} events over {len(jobs)} job streams (execution lifecycle events)"
     return [
-        Figure("single_commit", f"Single-event commit, no projections ({about})", plain, [raw]),
+        Figure(
+            "single_commit",
+            "single commit, no projections",
+            f"Single-event commit, no projections ({about})",
+            plain,
+            [raw],
+        ),
         Figure(
             "single_commit_projections",
+            "single commit, projections",
             f"Single-event commit, with projections ({about})",
             projected,
             [raw],
@@ -661,18 +723,25 @@ def measure_batches(settings: Settings, tmp: Path) -> list[Figure]:
     work = list(itertools.islice(lifecycle(jobs), settings.batch_events))
     setup_rows = creation_rows(jobs)
     rows = append_rows(work)
-    requests = [
-        AppendRequest(stream_id=a.stream_id, expected_version=a.expected_version, events=[a.event])
-        for a in work
-    ]
+    requests = requests_of(work)
     n = len(work)
     figures: list[Figure] = []
     for size in settings.batch_sizes:
         batches = chunks(requests, size)
         row_batches = chunks(rows, size)
-        plain = Series(f"SQLiteEventStore.append_batch, {size:,} appends per call", n)
-        projected = Series(f"open_store(...).append_batch, {size:,} appends per call", n)
-        raw = Series(f"raw sqlite3: executemany of {size:,} rows per transaction", n)
+        plain = Series(
+            f"append_batch x{size}", f"SQLiteEventStore.append_batch, {size:,} appends per call", n
+        )
+        projected = Series(
+            f"append_batch x{size}, projections",
+            f"open_store(...).append_batch, {size:,} appends per call",
+            n,
+        )
+        raw = Series(
+            f"raw executemany x{size}",
+            f"raw sqlite3: BEGIN IMMEDIATE; executemany of {size:,} rows; COMMIT",
+            n,
+        )
         for run in range(settings.runs):
             plain.seconds.append(batch_store(tmp / "batch.db", jobs, batches, n, False))
             if settings.projections_batches:
@@ -683,7 +752,7 @@ def measure_batches(settings: Settings, tmp: Path) -> list[Figure]:
                 if settings.projections_batches
                 else ""
             )
-            log(
+            say(
                 f"group commit {size} run {run + 1}/{settings.runs}: plain"
                 f" {plain.rates[-1]:,.0f}/s,{extra} raw {raw.rates[-1]:,.0f}/s"
             )
@@ -691,6 +760,7 @@ def measure_batches(settings: Settings, tmp: Path) -> list[Figure]:
         figures.append(
             Figure(
                 f"group_commit_{size}",
+                f"group commit x{size}, no projections",
                 f"Group commit, batches of {size:,} ({about})",
                 plain,
                 [raw],
@@ -701,6 +771,7 @@ def measure_batches(settings: Settings, tmp: Path) -> list[Figure]:
             figures.append(
                 Figure(
                     f"group_commit_{size}_projections",
+                    f"group commit x{size}, projections",
                     f"Group commit with projections, batches of {size:,} ({about})",
                     projected,
                     [raw],
@@ -710,22 +781,33 @@ def measure_batches(settings: Settings, tmp: Path) -> list[Figure]:
     return figures
 
 
-def measure_replay(settings: Settings, tmp: Path) -> tuple[list[Figure], ReplayLog]:
+def measure_replay(
+    settings: Settings, tmp: Path
+) -> tuple[list[Figure], ReplayLog, list[dict[str, Any]]]:
     jobs = make_jobs(settings.replay_jobs)
-    log(f"building a {settings.replay_events:,}-event log ({len(jobs):,} interval jobs)...")
-    replay_log = build_log(tmp / "replay.db", jobs, settings.replay_events, BUILD_BATCH)
-    log(
+    say(f"building a {settings.replay_events:,}-event log ({len(jobs):,} interval jobs)...")
+    work = lifecycle(jobs)
+    replay_log = build_log(tmp / "replay.db", jobs, work, settings.replay_events, BUILD_BATCH)
+    say(
         f"built in {replay_log.build_seconds:.1f} s"
         f" ({replay_log.events / replay_log.build_seconds:,.0f} events/s through append_batch),"
         f" {replay_log.size_bytes / 2**20:,.0f} MiB, {replay_log.executions:,} executions"
     )
     n = replay_log.events
-    rebuild = Series("Projector().rebuild(store, store.conn)", n)
-    decode = Series("iteration over store.read_all() (RecordedEvent, nothing kept)", n)
-    raw = Series("raw sqlite3: SELECT ... ORDER BY position, iterate rows", n)
-    raw_json = Series("raw sqlite3 SELECT + json.loads(payload)", n)
-    raw_msgspec = Series("raw sqlite3 SELECT + msgspec.json.decode(payload) (untyped)", n)
-    raw_typed = Series("raw sqlite3 SELECT + decode_event(payload) (typed, tagged union)", n)
+    rebuild = Series("rebuild", "Projector().rebuild(store, store.conn)", n)
+    decode = Series("read_all", "iteration over store.read_all() (RecordedEvent, nothing kept)", n)
+    raw = Series("raw SELECT", "raw sqlite3: SELECT ... ORDER BY position, iterate rows", n)
+    raw_json = Series("raw SELECT + json.loads", "raw sqlite3 SELECT + json.loads(payload)", n)
+    raw_msgspec = Series(
+        "raw SELECT + msgspec",
+        "raw sqlite3 SELECT + msgspec.json.decode(payload) (untyped)",
+        n,
+    )
+    raw_typed = Series(
+        "raw SELECT + decode_event",
+        "raw sqlite3 SELECT + decode_event(payload) (typed, tagged union)",
+        n,
+    )
     store = SQLiteEventStore(replay_log.path)
     check_durability(store.conn)
     try:
@@ -736,19 +818,22 @@ def measure_replay(settings: Settings, tmp: Path) -> tuple[list[Figure], ReplayL
             raw_json.seconds.append(replay_raw(replay_log, json.loads))
             raw_msgspec.seconds.append(replay_raw(replay_log, msgspec.json.decode))
             raw_typed.seconds.append(replay_raw(replay_log, decode_event))
-            log(
+            say(
                 f"replay run {run + 1}/{settings.replay_runs}: rebuild {rebuild.rates[-1]:,.0f}/s,"
                 f" read_all {decode.rates[-1]:,.0f}/s, raw {raw.rates[-1]:,.0f}/s,"
                 f" raw+json {raw_json.rates[-1]:,.0f}/s,"
                 f" raw+msgspec {raw_msgspec.rates[-1]:,.0f}/s,"
                 f" raw+decode_event {raw_typed.rates[-1]:,.0f}/s"
             )
+        breakdown = replay_breakdown(store, replay_log) if settings.breakdown else []
+        grown = measure_grown(settings, store, replay_log, work) if settings.grown_events else []
     finally:
         store.close()
     about = f"{n:,} events, {replay_log.jobs:,} jobs, {replay_log.executions:,} executions"
     figures = [
         Figure(
             "replay_rebuild",
+            "replay: rebuild all projections",
             f"Replay: drop and refold all projections ({about})",
             rebuild,
             [raw, raw_json, raw_msgspec, raw_typed],
@@ -756,13 +841,112 @@ def measure_replay(settings: Settings, tmp: Path) -> tuple[list[Figure], ReplayL
         ),
         Figure(
             "replay_decode",
+            "replay: decoding alone (read_all)",
             f"Replay: decoding alone, read_all ({about})",
             decode,
             [raw, raw_json, raw_msgspec, raw_typed],
             note="informative: the part of the rebuild spent reading and decoding the log",
         ),
     ]
-    return figures, replay_log
+    return figures + grown, replay_log, breakdown
+
+
+def grown_store(store: SQLiteEventStore, batches: Sequence[Sequence[AppendRequest]]) -> float:
+    append_batch = store.append_batch
+    start = time.perf_counter()
+    for batch in batches:
+        append_batch(batch)
+    return time.perf_counter() - start
+
+
+def grown_raw(path: Path, row_batches: Sequence[Sequence[Row]]) -> float:
+    conn = raw_connect(path)
+    try:
+        execute, executemany = conn.execute, conn.executemany
+        start = time.perf_counter()
+        for rows in row_batches:
+            execute("BEGIN IMMEDIATE")
+            executemany(INSERT, rows)
+            execute("COMMIT")
+        return time.perf_counter() - start
+    finally:
+        conn.close()
+
+
+def time_ordered_id() -> str:
+    """A UUIDv7-like id: 48 bits of milliseconds, then 80 random bits, as 32 hex digits."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
+def measure_grown(
+    settings: Settings, store: SQLiteEventStore, replay_log: ReplayLog, work: Iterator[Append]
+) -> list[Figure]:
+    """Group commit again, now into the big log: the job streams go on firing.
+
+    Each pass takes the next events of the same lifecycle (so versions follow on) and appends
+    them to the replay log; the log grows by a few percent over the runs.
+    """
+    n = settings.grown_events
+    figures: list[Figure] = []
+    for size in settings.batch_sizes:
+        plain = Series(
+            f"append_batch x{size}, big log",
+            f"SQLiteEventStore.append_batch, {size:,} appends per call, on the replay log",
+            n,
+        )
+        raw = Series(
+            f"raw executemany x{size}, big log",
+            f"raw sqlite3: executemany of {size:,} rows per transaction (random uuid4 ids,"
+            " as the store makes)",
+            n,
+        )
+        raw_ordered = Series(
+            f"raw executemany x{size}, big log, time-ordered ids",
+            f"raw sqlite3: executemany of {size:,} rows per transaction, event ids"
+            " time-ordered (UUIDv7-like) instead of uuid4",
+            n,
+        )
+        first = replay_log.events
+        for run in range(settings.runs):
+            chunk = list(itertools.islice(work, n))
+            plain.seconds.append(grown_store(store, chunks(requests_of(chunk), size)))
+            expect_position(store, replay_log.events + n)
+            replay_log.events += n
+            replay_log.executions += executions_in(chunk)
+            for series, make_id in ((raw, None), (raw_ordered, time_ordered_id)):
+                chunk = list(itertools.islice(work, n))
+                rows = [
+                    raw_row(
+                        a.stream_id,
+                        a.expected_version + 1,
+                        a.event if make_id is None else replace(a.event, event_id=make_id()),
+                    )
+                    for a in chunk
+                ]
+                series.seconds.append(grown_raw(replay_log.path, chunks(rows, size)))
+                expect_position(store, replay_log.events + n)
+                replay_log.events += n
+                replay_log.executions += executions_in(chunk)
+            say(
+                f"group commit {size} on the big log run {run + 1}/{settings.runs}: plain"
+                f" {plain.rates[-1]:,.0f}/s, raw {raw.rates[-1]:,.0f}/s, raw with"
+                f" time-ordered ids {raw_ordered.rates[-1]:,.0f}/s"
+                f" (log now {replay_log.events:,} events)"
+            )
+        figures.append(
+            Figure(
+                f"group_commit_{size}_big_log",
+                f"group commit x{size}, big log",
+                f"Group commit, batches of {size:,}, appended to the replay log"
+                f" ({n:,} events per run continuing the job streams)",
+                plain,
+                [raw, raw_ordered],
+                target=GROUP_COMMIT_TARGET,
+                note=f"the log grows from {first:,} to {replay_log.events:,} events over these"
+                " runs (store and ceilings take turns appending to it)",
+            )
+        )
+    return figures
 
 
 def profile_run(settings: Settings, tmp: Path, replay_log: ReplayLog | None) -> Path:
@@ -806,12 +990,12 @@ def fmt_rate(value: float) -> str:
     return f"{value:,.0f}"
 
 
-def print_table(figures: Sequence[Figure]) -> None:
+def print_table(figures: Sequence[Figure], breakdown: Sequence[dict[str, Any]]) -> None:
     table = Table(title="LabLink event store (events/s, median of runs)", show_lines=True)
-    table.add_column("Figure", max_width=46)
+    table.add_column("Figure")
     table.add_column("Median", justify="right")
     table.add_column("Runs", justify="right")
-    table.add_column("Ceiling (same run)", max_width=40)
+    table.add_column("Ceiling (same run)")
     table.add_column("Ceiling median", justify="right")
     table.add_column("Ratio", justify="right")
     table.add_column("Target", justify="right")
@@ -820,10 +1004,10 @@ def print_table(figures: Sequence[Figure]) -> None:
         ceiling = figure.ceilings[0]
         met = figure.met
         table.add_row(
-            figure.title,
+            figure.label,
             fmt_rate(figure.measured.median),
             str(len(figure.measured.seconds)),
-            ceiling.name,
+            ceiling.label,
             fmt_rate(ceiling.median),
             f"{figure.ratio:.0%}",
             fmt_rate(figure.target) if figure.target is not None else "-",
@@ -834,33 +1018,49 @@ def print_table(figures: Sequence[Figure]) -> None:
                 "",
                 "",
                 "",
-                other.name,
+                other.label,
                 fmt_rate(other.median),
                 f"{figure.measured.median / other.median:.0%}",
                 "",
                 "",
             )
     console.print(table)
+    if breakdown:
+        parts = Table(title="Where the rebuild goes: one projection at a time (one run each)")
+        parts.add_column("Projections folded")
+        parts.add_column("events/s", justify="right")
+        parts.add_column("µs/event", justify="right")
+        for part in breakdown:
+            parts.add_row(
+                part["projections"],
+                fmt_rate(part["events_per_second"]),
+                f"{part['microseconds_per_event']:.1f}",
+            )
+        console.print(parts)
 
 
 def run(settings: Settings) -> dict[str, Any]:
     started = datetime.now(UTC)
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="lablink-bench-", dir=settings.tmpdir) as name:
         tmp = Path(name)
         machine = machine_info(tmp)
-        log(
+        say(
             f"{machine['cpu_model']}, {machine['logical_cores']} cores, {machine['ram_gib']} GiB,"
             f" SQLite {machine['sqlite']}, fsync {machine['fsync_4k_median_ms']} ms; in {tmp}"
         )
         figures = measure_commits(settings, tmp)
         figures += measure_batches(settings, tmp)
         replay_log: ReplayLog | None = None
+        breakdown: list[dict[str, Any]] = []
         if settings.replay:
-            replay_figures, replay_log = measure_replay(settings, tmp)
+            replay_figures, replay_log, breakdown = measure_replay(settings, tmp)
             figures += replay_figures
         profile_path = profile_run(settings, tmp, replay_log) if settings.profile else None
     finished = datetime.now(UTC)
-    print_table(figures)
+    machine["loadavg_1_5_15_before"] = [round(x, 2) for x in load_before]
+    machine["loadavg_1_5_15_after"] = [round(x, 2) for x in os.getloadavg()]
+    print_table(figures, breakdown)
     result: dict[str, Any] = {
         "benchmark": "event store (issue 2)",
         "command": "python -m bench.bench_store " + " ".join(sys.argv[1:]),
@@ -877,29 +1077,36 @@ def run(settings: Settings) -> dict[str, Any]:
             "batch_sizes": settings.batch_sizes,
             "replay_events": settings.replay_events if settings.replay else None,
             "replay_jobs": settings.replay_jobs if settings.replay else None,
+            "big_log_events": settings.grown_events if settings.replay else None,
+            "breakdown": settings.breakdown and settings.replay,
             "pragmas": list(PRAGMAS),
         },
         "replay_log": (
             {
-                "events": replay_log.events,
+                "events": replay_log.built_events,
                 "jobs": replay_log.jobs,
-                "executions": replay_log.executions,
+                "executions": replay_log.built_executions,
                 "size_bytes": replay_log.size_bytes,
                 "build_seconds": round(replay_log.build_seconds, 3),
-                "build_events_per_second": round(replay_log.events / replay_log.build_seconds, 1),
+                "build_events_per_second": round(
+                    replay_log.built_events / replay_log.build_seconds, 1
+                ),
+                "events_after_big_log_commits": replay_log.events,
+                "executions_after_big_log_commits": replay_log.executions,
                 "build_batch": BUILD_BATCH,
             }
             if replay_log is not None
             else None
         ),
         "figures": [figure.as_json() for figure in figures],
+        "replay_breakdown": breakdown,
         "profile": str(profile_path) if profile_path is not None else None,
     }
     settings.output.parent.mkdir(parents=True, exist_ok=True)
     settings.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    log(f"results written to {settings.output} in {result['duration_seconds']} s")
+    say(f"results written to {settings.output} in {result['duration_seconds']} s")
     if profile_path is not None:
-        log(f"profile written to {profile_path}")
+        say(f"profile written to {profile_path}")
     return result
 
 
@@ -917,16 +1124,50 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     )
     parser.add_argument("--runs", type=positive, default=5, help="runs per commit figure")
     parser.add_argument(
-        "--replay-runs", type=positive, default=3, help="runs of the replay figures"
+        "--replay-runs", type=positive, default=5, help="runs of the replay figures"
     )
-    parser.add_argument("--commit-events", type=positive, default=2_000)
-    parser.add_argument("--commit-streams", type=positive, default=100)
-    parser.add_argument("--batch-events", type=positive, default=20_000)
-    parser.add_argument("--batch-streams", type=positive, default=1_000)
-    parser.add_argument("--batch-sizes", type=positive, nargs="+", default=[100, 1_000])
-    parser.add_argument("--replay-events", type=positive, default=1_000_000)
-    parser.add_argument("--replay-jobs", type=positive, default=1_000)
+    parser.add_argument(
+        "--commit-events", type=positive, default=2_000, help="events per single-commit run"
+    )
+    parser.add_argument(
+        "--commit-streams", type=positive, default=100, help="job streams they go to"
+    )
+    parser.add_argument(
+        "--batch-events", type=positive, default=20_000, help="events per group-commit run"
+    )
+    parser.add_argument(
+        "--batch-streams", type=positive, default=1_000, help="job streams they go to"
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        type=positive,
+        nargs="+",
+        default=[100, 1_000],
+        help="appends per append_batch call",
+    )
+    parser.add_argument(
+        "--replay-events", type=positive, default=1_000_000, help="size of the replay log"
+    )
+    parser.add_argument(
+        "--replay-jobs", type=positive, default=1_000, help="interval jobs in the replay log"
+    )
     parser.add_argument("--no-replay", action="store_true", help="skip the replay figures")
+    parser.add_argument(
+        "--big-log-events",
+        type=positive,
+        default=10_000,
+        help="events per run of the group commits into the replay log",
+    )
+    parser.add_argument(
+        "--no-big-log-commits",
+        action="store_true",
+        help="skip the group commits into the replay log that follow the replay runs",
+    )
+    parser.add_argument(
+        "--no-breakdown",
+        action="store_true",
+        help="skip the per-projection rebuilds (one run each) that follow the replay runs",
+    )
     parser.add_argument(
         "--no-projection-batches",
         action="store_true",
@@ -955,6 +1196,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         replay_events=args.replay_events,
         replay_jobs=args.replay_jobs,
         replay=not args.no_replay,
+        breakdown=not args.no_breakdown,
+        grown_events=0 if args.no_big_log_commits else args.big_log_events,
         projections_batches=not args.no_projection_batches,
         tmpdir=args.tmpdir,
         output=args.output,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +13,7 @@ from lablink.clock import ManualClock
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.ids import SequentialIds
 from lablink.logstore import open_store
+from lablink.scheduler.testing import Harness
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 
@@ -37,3 +38,11 @@ def store(db_path: Path) -> Iterator[SQLiteEventStore]:
 @pytest.fixture
 def service(store: SQLiteEventStore, clock: ManualClock) -> JobService:
     return JobService(store, clock, default_timezone="Europe/Berlin", ids=SequentialIds())
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Harness]:
+    """A real engine on a real SQLite file, driven by the manual clock."""
+    started = await Harness(tmp_path / "data" / "scheduler.db", clock).start()
+    yield started
+    await started.close()

@@ -60,6 +60,8 @@ class JobState:
     running: tuple[str, ...] = ()
     # When each running execution started, so final facts can carry it.
     started: dict[str, datetime] = field(default_factory=dict)
+    # (scheduled_time, trigger_info) of every execution not yet ended.
+    requests: dict[str, tuple[datetime, str]] = field(default_factory=dict)
     queued: tuple[str, ...] = ()
     # Run-now executions not yet ended: they never count toward max_executions.
     manual: frozenset[str] = frozenset()
@@ -131,6 +133,7 @@ def _ended(state: JobState, execution_id: str) -> JobState:
         queued=_without(state.queued, execution_id),
         manual=state.manual - {execution_id},
         started={k: v for k, v in state.started.items() if k != execution_id},
+        requests={k: v for k, v in state.requests.items() if k != execution_id},
     )
 
 
@@ -173,10 +176,24 @@ def evolve(state: JobState, event: AnyEvent) -> JobState:
             return replace(state, status="completed")
         case ExecutionRequested():
             state = _note_fire(state, event.execution_id, event.scheduled_time, event.trigger_info)
-            return replace(state, pending=(*state.pending, event.execution_id))
+            return replace(
+                state,
+                pending=(*state.pending, event.execution_id),
+                requests={
+                    **state.requests,
+                    event.execution_id: (event.scheduled_time, event.trigger_info),
+                },
+            )
         case ExecutionQueued():
             state = _note_fire(state, event.execution_id, event.scheduled_time, event.trigger_info)
-            return replace(state, queued=(*state.queued, event.execution_id))
+            return replace(
+                state,
+                queued=(*state.queued, event.execution_id),
+                requests={
+                    **state.requests,
+                    event.execution_id: (event.scheduled_time, event.trigger_info),
+                },
+            )
         case ExecutionStarted():
             waiting = event.execution_id in state.pending or event.execution_id in state.queued
             # Only schedule-driven runs count toward max_executions; run-now is a test.

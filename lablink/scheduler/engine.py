@@ -36,7 +36,6 @@ from lablink.errors import StreamVersionConflict
 from lablink.events import (
     ExecutionError,
     ExecutionProgressed,
-    ExecutionRequested,
     RecordedEvent,
     stamp,
 )
@@ -214,16 +213,7 @@ class Engine:
                 continue
             self.jobs.recorded(job_id, decision.state, recorded)
             for started in decision.started:
-                requested = next(
-                    (
-                        e
-                        for e in decision.events
-                        if isinstance(e, ExecutionRequested)
-                        and e.execution_id == started.execution_id
-                    ),
-                    None,
-                )
-                self._dispatch(decision.state, started.execution_id, started.started_at, requested)
+                self._dispatch(decision.state, started.execution_id, started.started_at)
             return decision
         log.error("job stream kept changing; decision dropped", job_id=job_id)
         return None
@@ -247,23 +237,17 @@ class Engine:
         await self._stop(execution_id)
         return True
 
-    def _dispatch(
-        self,
-        state: JobState,
-        execution_id: str,
-        started_at: datetime,
-        requested: ExecutionRequested | None,
-    ) -> None:
+    def _dispatch(self, state: JobState, execution_id: str, started_at: datetime) -> None:
         spec = state.spec
         assert spec is not None
+        scheduled_time, trigger_info = state.requests.get(execution_id, (started_at, "scheduled"))
         request = ExecutionRequest(
             execution_id=execution_id,
             job_id=state.job_id,
             job_name=spec.name,
             spec=spec,
-            # A queued execution starting later was requested by an earlier decision.
-            scheduled_time=requested.scheduled_time if requested else started_at,
-            trigger_info=requested.trigger_info if requested else "queued",
+            scheduled_time=scheduled_time,
+            trigger_info=trigger_info,
         )
         self.timers.add_timeout(
             state.job_id, execution_id, started_at + timedelta(seconds=spec.timeout_seconds)

@@ -32,6 +32,7 @@ class GateExecutor:
         self.requests: list[ExecutionRequest] = []
         self.stopped: list[str] = []
         self._gates: dict[str, asyncio.Future[ExecutionOutcome]] = {}
+        self.gate_reached = asyncio.Event()
 
     async def execute(
         self, request: ExecutionRequest, progress: ProgressReport
@@ -42,6 +43,7 @@ class GateExecutor:
             return ExecutionOutcome.ok(value=1.0, unit="V")
         gate: asyncio.Future[ExecutionOutcome] = asyncio.get_running_loop().create_future()
         self._gates[request.execution_id] = gate
+        self.gate_reached.set()
         return await gate
 
     def held(self) -> list[str]:
@@ -49,6 +51,10 @@ class GateExecutor:
 
     def release(self, execution_id: str, outcome: ExecutionOutcome | None = None) -> None:
         self._gates[execution_id].set_result(outcome or ExecutionOutcome.ok(value=2.0))
+
+    def fail(self, execution_id: str, error: Exception) -> None:
+        """The executor raises instead of reporting an outcome."""
+        self._gates[execution_id].set_exception(error)
 
     async def stop(self, execution_id: str) -> None:
         self.stopped.append(execution_id)
@@ -89,10 +95,15 @@ class Harness:
         """Wait until every execution task has finished or is held at its gate."""
         while True:
             held = set(self.executor.held())
-            busy = [t for e, t in self.engine.tasks().items() if e not in held]
+            busy: list[asyncio.Future[Any]] = [
+                t for e, t in self.engine.tasks().items() if e not in held
+            ]
             if not busy:
                 return
-            await asyncio.wait(busy)
+            self.executor.gate_reached.clear()
+            reached = asyncio.ensure_future(self.executor.gate_reached.wait())
+            await asyncio.wait([*busy, reached], return_when=asyncio.FIRST_COMPLETED)
+            reached.cancel()
 
     async def at(self, instant: datetime) -> int:
         """Move the clock to ``instant`` and process what is due, then settle."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -175,8 +176,9 @@ def test_business_hours_in_new_york() -> None:
 def test_results_are_utc_whatever_the_zone_of_after() -> None:
     fires = next_fires(cron("0 * * * *"), FRIDAY.astimezone(UTC), 2)
     assert all(f.tzinfo is UTC for f in fires)
-    ny = FRIDAY.astimezone(datetime.fromisoformat("2025-01-01T00:00-05:00").tzinfo)
-    assert next_fires(cron("0 * * * *"), ny, 2) == fires
+    assert (
+        next_fires(cron("0 * * * *"), FRIDAY.astimezone(ZoneInfo("America/New_York")), 2) == fires
+    )
 
 
 # --- the guide's other trigger examples -------------------------------------------------------
@@ -259,7 +261,7 @@ def test_daily_9_with_start_and_end_runs_exactly_the_days_in_the_window() -> Non
 
 
 def test_spring_forward_berlin_runs_at_the_transition_instant() -> None:
-    fires = next_fires(daily("02:30"), at("2026-03-28T12:00:00+00:00"), 3)
+    fires = next_fires(daily("02:30"), at("2026-03-27T12:00:00+00:00"), 3)
     assert fires == ats(
         "2026-03-28T02:30:00+01:00",
         "2026-03-29T01:00:00+00:00",  # 02:30 does not exist; 03:00 CEST is the jump
@@ -268,7 +270,7 @@ def test_spring_forward_berlin_runs_at_the_transition_instant() -> None:
 
 
 def test_spring_forward_new_york() -> None:
-    fires = next_fires(daily("02:30", "America/New_York"), at("2026-03-07T12:00:00+00:00"), 3)
+    fires = next_fires(daily("02:30", "America/New_York"), at("2026-03-06T12:00:00+00:00"), 3)
     assert fires == ats(
         "2026-03-07T02:30:00-05:00",
         "2026-03-08T03:00:00-04:00",
@@ -295,7 +297,7 @@ def test_fall_back_from_inside_the_repeated_hour() -> None:
 
 
 def test_fall_back_new_york() -> None:
-    fires = next_fires(daily("01:30", "America/New_York"), at("2025-11-01T12:00:00+00:00"), 3)
+    fires = next_fires(daily("01:30", "America/New_York"), at("2025-10-31T12:00:00+00:00"), 3)
     assert fires == ats(
         "2025-11-01T01:30:00-04:00",
         "2025-11-02T01:30:00-04:00",
@@ -338,7 +340,7 @@ def test_monthly_on_a_dst_day() -> None:
 
 
 def test_fixed_time_cron_follows_the_wall_clock_rules() -> None:
-    spring = next_fires(cron("15,45 2 * * *"), at("2026-03-28T12:00:00+00:00"), 4)
+    spring = next_fires(cron("15,45 2 * * *"), at("2026-03-27T12:00:00+00:00"), 4)
     assert spring == ats(
         "2026-03-28T02:15:00+01:00",
         "2026-03-28T02:45:00+01:00",
@@ -351,7 +353,7 @@ def test_fixed_time_cron_follows_the_wall_clock_rules() -> None:
 
 def test_wildcard_cron_follows_elapsed_time() -> None:
     # Minute field starts with "*": no run for missing wall times, runs in both passes.
-    spring = next_fires(cron("*/30 2 * * *"), at("2026-03-28T12:00:00+00:00"), 4)
+    spring = next_fires(cron("*/30 2 * * *"), at("2026-03-27T12:00:00+00:00"), 4)
     assert spring == ats(
         "2026-03-28T02:00:00+01:00",
         "2026-03-28T02:30:00+01:00",
@@ -369,9 +371,7 @@ def test_wildcard_cron_follows_elapsed_time() -> None:
 
 
 def test_hourly_cron_runs_in_both_passes_of_a_repeated_hour() -> None:
-    fires = next_fires(
-        cron("0 * * * *", "America/New_York"), at("2025-11-02T00:30:00-04:00"), 3
-    )
+    fires = next_fires(cron("0 * * * *", "America/New_York"), at("2025-11-02T00:30:00-04:00"), 3)
     assert fires == ats(
         "2025-11-02T01:00:00-04:00",
         "2025-11-02T01:00:00-05:00",
@@ -480,8 +480,8 @@ def test_day_of_month_and_day_of_week_when_one_starts_with_a_star() -> None:
     # Days 1, 11, 21, 31 that are also Mondays.
     assert next_fires(cron("0 0 */10 * 1", "UTC"), at("2026-01-01T12:00:00+00:00"), 3) == ats(
         "2026-05-11T00:00:00+00:00",
-        "2026-05-31T00:00:00+00:00",
         "2026-06-01T00:00:00+00:00",
+        "2026-08-31T00:00:00+00:00",
     )
 
 
@@ -495,13 +495,11 @@ def test_february_30_or_monday_fires_every_monday_of_february() -> None:
     )
 
 
-@pytest.mark.parametrize("sunday", ["0", "7", "sun", "SUN", "6-7/1"])
+@pytest.mark.parametrize("sunday", ["0", "7", "sun", "SUN", "7-7"])
 def test_sunday_is_0_or_7_in_cron(sunday: str) -> None:
-    fires = next_fires(cron(f"0 12 * * {sunday}", "UTC"), FRIDAY_UTC, 2)
-    assert [f.weekday() for f in fires if f.weekday() != 5] == [6] * len(
-        [f for f in fires if f.weekday() != 5]
+    assert next_fires(cron(f"0 12 * * {sunday}", "UTC"), FRIDAY_UTC, 2) == ats(
+        "2025-11-16T12:00:00+00:00", "2025-11-23T12:00:00+00:00"
     )
-    assert at("2025-11-16T12:00:00+00:00") in fires
 
 
 def test_names_for_months_and_days() -> None:

@@ -3,7 +3,7 @@ job's time zone, across DST, month ends and leap days; completion by date, end a
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from lablink.scheduler.testing import Harness
@@ -16,8 +16,10 @@ BASE: dict[str, Any] = {
 }
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def z(instant: datetime) -> str:

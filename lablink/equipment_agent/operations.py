@@ -1,0 +1,278 @@
+"""The guide's five job types as blocking operations on one instrument.
+
+``run_operation`` is what an instrument's worker thread runs for an execution, whether the job
+came from the in-process executor or (later) over NATS to an agent: apply the job's profile,
+then measure, command, capture state, test or acquire. Results are JSON-ready dicts; anything
+that goes wrong is an ``EquipmentError``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lablink.equipment_agent.acquisition import DEFAULT_MAX_SAMPLES_PER_CHANNEL, acquire
+from lablink.equipment_agent.context import Job, RunContext
+from lablink.equipment_agent.errors import (
+    CommunicationError,
+    EquipmentTestFailed,
+    InstrumentError,
+    InvalidParameter,
+    ProfileError,
+)
+from lablink.equipment_agent.instrument import Instrument
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperationOptions:
+    data_dir: Path
+    max_samples_per_channel: int = DEFAULT_MAX_SAMPLES_PER_CHANNEL
+
+
+Operation = Callable[
+    [Instrument, Job, RunContext, OperationOptions, "dict[str, Any] | None"], dict[str, Any]
+]
+# (passed, details, instrument code to report when it did not pass)
+TestOutcome = tuple[bool, dict[str, Any], int | None]
+
+
+def run_operation(
+    inst: Instrument, job: Job, ctx: RunContext, options: OperationOptions
+) -> dict[str, Any]:
+    operation = OPERATIONS.get(job.schedule_type)
+    if operation is None:
+        raise InvalidParameter(
+            inst.equipment_id,
+            "schedule_type",
+            job.schedule_type,
+            f"is not one of {', '.join(OPERATIONS)}",
+        )
+    profile = apply_profile(inst, job)
+    result = operation(inst, job, ctx, options, profile)
+    if profile is not None:
+        result["profile"] = profile
+    return result
+
+
+def apply_profile(inst: Instrument, job: Job) -> dict[str, Any] | None:
+    """Apply and read back the job's profile before the operation; a refusal fails the job."""
+    if job.profile_id is None:
+        return None
+    pid, eid = job.profile_id, inst.equipment_id
+    if job.profile_settings is None:
+        return {"id": pid, "applied": False, "reason": "no profile settings were provided"}
+    settable = {s.name: s for s in inst.model.settings if s.writable}
+    checked: dict[str, Any] = {}
+    # Every value is checked before any is sent, so a refused profile changes nothing.
+    for name, value in job.profile_settings.items():
+        setting = settable.get(name)
+        if setting is None:
+            raise ProfileError(
+                eid,
+                f"profile {pid!r} sets {name!r}, which {eid} ({inst.kind}) does not have; "
+                f"settable: {', '.join(settable)}",
+                details={"profile_id": pid, "setting": name, "settable": list(settable)},
+            )
+        try:
+            checked[name] = setting.validate(eid, value, parameter=name, context="profile")
+        except InvalidParameter as exc:
+            raise ProfileError(
+                eid,
+                f"profile {pid!r} could not be applied: {exc}",
+                details={**exc.details, "profile_id": pid},
+            ) from exc
+    applied: dict[str, Any] = {}
+    for name, value in checked.items():
+        try:
+            applied[name] = inst.apply(name, value, parameter=name)
+        except InstrumentError as exc:
+            raise ProfileError(
+                eid,
+                f"profile {pid!r} could not be applied: {exc}",
+                code=exc.code,
+                details={**exc.details, "profile_id": pid, "applied_before_error": applied},
+            ) from exc
+    return {"id": pid, "applied": True, "settings": applied}
+
+
+def measurement(
+    inst: Instrument,
+    job: Job,
+    ctx: RunContext,
+    options: OperationOptions,
+    profile: dict[str, Any] | None,
+) -> dict[str, Any]:
+    params = job.parameters
+    inst.expect_only("measurement", params, "command", "parameters")
+    command = params.get("command") or f"get_{inst.model.primary}"
+    if not isinstance(command, str) or not command.startswith("get_"):
+        raise InvalidParameter(
+            inst.equipment_id,
+            "command",
+            command,
+            "is not a reading (get_...); use a command job to change the instrument",
+            context="measurement",
+        )
+    return {
+        "equipment_id": inst.equipment_id,
+        **inst.run_command(command, _arguments(inst, params, "measurement"), ctx),
+    }
+
+
+def command(
+    inst: Instrument,
+    job: Job,
+    ctx: RunContext,
+    options: OperationOptions,
+    profile: dict[str, Any] | None,
+) -> dict[str, Any]:
+    params = job.parameters
+    inst.expect_only("command", params, "command", "parameters")
+    name = params.get("command")
+    if not isinstance(name, str) or not name:
+        raise InvalidParameter(
+            inst.equipment_id,
+            "command",
+            name,
+            f"is required (valid: {', '.join(inst.commands)})",
+            context="command",
+        )
+    return {
+        "equipment_id": inst.equipment_id,
+        **inst.run_command(name, _arguments(inst, params, "command"), ctx),
+    }
+
+
+def state_capture(
+    inst: Instrument,
+    job: Job,
+    ctx: RunContext,
+    options: OperationOptions,
+    profile: dict[str, Any] | None,
+) -> dict[str, Any]:
+    inst.expect_only("state_capture", job.parameters)
+    identity = inst.identity()
+    settings: dict[str, Any] = {}
+    for s in inst.model.settings:
+        ctx.check()
+        settings[s.name] = {"value": inst.read(s.name), "unit": s.unit, "writable": s.writable}
+    measurements: dict[str, Any] = {}
+    for m in inst.model.measurements:
+        for channel in m.channels or (None,):
+            ctx.check()
+            reading = inst.measure(m.name, channel)
+            key = m.name if channel is None else f"{m.name}_ch{channel}"
+            measurements[key] = {"value": reading.value, "unit": reading.unit}
+    return {
+        "equipment_id": inst.equipment_id,
+        "kind": inst.kind,
+        "identity": identity.as_dict(),
+        "settings": settings,
+        "measurements": measurements,
+    }
+
+
+def _test_connection(inst: Instrument) -> TestOutcome:
+    try:
+        identity = inst.identity()
+    except CommunicationError as exc:
+        return False, {"reason": str(exc)}, None
+    return bool(identity.manufacturer and identity.model), identity.as_dict(), None
+
+
+def _test_self_test(inst: Instrument) -> TestOutcome:
+    code = inst.self_test()
+    return code == 0, {"code": code}, code or None
+
+
+def _test_error_queue(inst: Instrument) -> TestOutcome:
+    errors = inst.read_errors()
+    listed = [{"code": c, "message": m} for c, m in errors]
+    return not errors, {"errors": listed}, errors[0][0] if errors else None
+
+
+def _test_measurement(inst: Instrument) -> TestOutcome:
+    reading = inst.measure(inst.model.primary)
+    # SCPI reports an overload or invalid reading as 9.9E37.
+    ok = math.isfinite(reading.value) and abs(reading.value) < 9.9e37
+    return ok, reading.as_dict(), None
+
+
+EQUIPMENT_TESTS: dict[str, Callable[[Instrument], TestOutcome]] = {
+    "connection": _test_connection,  # *IDN? answers with a manufacturer and model
+    "self_test": _test_self_test,  # *TST? returns 0
+    "error_queue": _test_error_queue,  # SYST:ERR? holds no errors (drains them)
+    "measurement": _test_measurement,  # the primary reading is a finite number
+}
+
+
+def equipment_test(
+    inst: Instrument,
+    job: Job,
+    ctx: RunContext,
+    options: OperationOptions,
+    profile: dict[str, Any] | None,
+) -> dict[str, Any]:
+    params, eid = job.parameters, inst.equipment_id
+    inst.expect_only("equipment_test", params, "test_name")
+    name = params.get("test_name")
+    test = EQUIPMENT_TESTS.get(name) if isinstance(name, str) else None
+    if test is None:
+        valid = sorted(EQUIPMENT_TESTS)
+        raise InvalidParameter(
+            eid,
+            "test_name",
+            name,
+            f"is not a known test; valid tests: {', '.join(valid)}",
+            limit=valid,
+            context="equipment_test",
+        )
+    passed, details, code = test(inst)
+    result = {"equipment_id": eid, "test_name": name, "passed": passed, "details": details}
+    if not passed:
+        raise EquipmentTestFailed(
+            eid,
+            f"{eid} did not pass the {name} test: {details}",
+            code=code,
+            details={"test_name": name, **details},
+            result=result,
+        )
+    return result
+
+
+def acquisition(
+    inst: Instrument,
+    job: Job,
+    ctx: RunContext,
+    options: OperationOptions,
+    profile: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return acquire(
+        inst,
+        job,
+        ctx,
+        data_dir=options.data_dir,
+        max_samples_per_channel=options.max_samples_per_channel,
+        profile=profile,
+    )
+
+
+OPERATIONS: dict[str, Operation] = {
+    "measurement": measurement,
+    "command": command,
+    "state_capture": state_capture,
+    "equipment_test": equipment_test,
+    "acquisition": acquisition,
+}
+
+
+def _arguments(inst: Instrument, params: Mapping[str, Any], context: str) -> Mapping[str, Any]:
+    args = params.get("parameters", {})
+    if not isinstance(args, Mapping):
+        raise InvalidParameter(
+            inst.equipment_id, "parameters", args, "is not an object", context=context
+        )
+    return args

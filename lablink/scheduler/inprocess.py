@@ -1,0 +1,218 @@
+"""The in-process executor: the engine drives a bench in its own process, no agents, no NATS.
+
+Each execution runs as one blocking operation (``equipment_agent.operations``) on its
+instrument's worker thread, so it holds the instrument for its whole length and nothing else
+talks to that instrument meanwhile. Progress reported on the worker is relayed to the engine
+in order. Everything the instrument or the parameters cause comes back as a failed outcome
+with a typed error; an unexpected exception is logged with its trace and reported by name.
+
+Over the simulated bench (the default) instrument time is simulated: a 600 s capture or a
+60 s load test completes at once. Pass ``realtime=True`` for real instruments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+
+from lablink.equipment_agent.acquisition import DEFAULT_MAX_SAMPLES_PER_CHANNEL
+from lablink.equipment_agent.bench import (
+    BENCH_YAML,
+    Bench,
+    InstrumentSession,
+    PortWrapper,
+    open_simulated_bench,
+)
+from lablink.equipment_agent.context import Job, RunContext
+from lablink.equipment_agent.errors import EquipmentError, EquipmentOffline, ProfileError
+from lablink.equipment_agent.instrument import Instrument
+from lablink.equipment_agent.operations import OperationOptions, run_operation
+from lablink.events import ExecutionError
+from lablink.scheduler.executor import ExecutionOutcome, ExecutionRequest, ProgressReport
+
+log = structlog.get_logger("executor")
+
+T = TypeVar("T")
+
+# A profile's settings by profile id (None: no such profile).
+ProfileLookup = Callable[[str], Mapping[str, Any] | None]
+
+_Report = tuple[float, str, dict[str, Any]]
+
+
+@dataclass
+class _Running:
+    session: InstrumentSession
+    ctx: RunContext
+
+
+class InProcessExecutor:
+    def __init__(
+        self,
+        bench: Bench,
+        data_dir: Path,
+        *,
+        max_samples_per_channel: int = DEFAULT_MAX_SAMPLES_PER_CHANNEL,
+        realtime: bool = False,
+        profiles: ProfileLookup | None = None,
+    ) -> None:
+        if max_samples_per_channel < 1:
+            raise ValueError("max_samples_per_channel must be at least 1")
+        self.bench = bench
+        self.options = OperationOptions(
+            data_dir=Path(data_dir), max_samples_per_channel=max_samples_per_channel
+        )
+        self.realtime = realtime
+        self.profiles = profiles
+        # Kept until the execution ends normally or stop() is called: the engine cancels the
+        # execute() task first and only then asks stop() to make the instrument safe.
+        self._running: dict[str, _Running] = {}
+
+    @classmethod
+    def simulated(
+        cls,
+        data_dir: Path,
+        *,
+        bench_yaml: Path = BENCH_YAML,
+        wrap: PortWrapper | None = None,
+        max_samples_per_channel: int = DEFAULT_MAX_SAMPLES_PER_CHANNEL,
+        profiles: ProfileLookup | None = None,
+    ) -> InProcessExecutor:
+        """The guide's six instruments on pyvisa-sim."""
+        return cls(
+            open_simulated_bench(bench_yaml, wrap=wrap),
+            data_dir,
+            max_samples_per_channel=max_samples_per_channel,
+            profiles=profiles,
+        )
+
+    async def execute(
+        self, request: ExecutionRequest, progress: ProgressReport
+    ) -> ExecutionOutcome:
+        execution_id = request.execution_id
+        try:
+            session = self.bench.session(request.spec.equipment_id)
+            job = self._job(request)
+        except EquipmentError as exc:
+            return _failed(exc)
+        ctx = RunContext(equipment_id=session.equipment_id, realtime=self.realtime)
+        self._running[execution_id] = _Running(session, ctx)
+        operation = partial(_operate, job=job, ctx=ctx, options=self.options)
+        try:
+            result = await self._on_worker(session, ctx, progress, operation)
+        except asyncio.CancelledError:
+            ctx.cancel.set()
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the engine's cancel: the entry stays for stop()
+            # Not our task's cancel: the bench closed under a queued operation.
+            self._running.pop(execution_id, None)
+            return _failed(EquipmentOffline(session.equipment_id, "the bench was closed"))
+        except EquipmentError as exc:
+            self._running.pop(execution_id, None)
+            return _failed(exc)
+        except Exception as exc:
+            self._running.pop(execution_id, None)
+            log.exception("operation raised", execution_id=execution_id)
+            return ExecutionOutcome.failed("internal_error", f"{type(exc).__name__}: {exc}")
+        self._running.pop(execution_id, None)
+        return ExecutionOutcome(status="completed", result=result)
+
+    async def stop(self, execution_id: str) -> None:
+        running = self._running.pop(execution_id, None)
+        if running is None:
+            return
+        running.ctx.cancel.set()
+        # Queued behind the stopped operation, which ends at its next check.
+        try:
+            state = await asyncio.wrap_future(running.session.submit(_safe_state))
+        except EquipmentError as exc:
+            log.error("safe state failed", execution_id=execution_id, error=str(exc))
+            return
+        log.info("safe state applied", execution_id=execution_id, **state)
+
+    async def aclose(self) -> None:
+        # Outputs stay as they are: closing the scheduler must not switch a bench off.
+        for running in self._running.values():
+            running.ctx.cancel.set()
+        self._running.clear()
+        await asyncio.to_thread(self.bench.close)
+
+    def _job(self, request: ExecutionRequest) -> Job:
+        spec = request.spec
+        settings: Mapping[str, Any] | None = None
+        if spec.profile_id is not None and self.profiles is not None:
+            settings = self.profiles(spec.profile_id)
+            if settings is None:
+                raise ProfileError(
+                    spec.equipment_id,
+                    f"profile {spec.profile_id!r} not found",
+                    details={"profile_id": spec.profile_id},
+                )
+        return Job(
+            execution_id=request.execution_id,
+            job_id=request.job_id,
+            job_name=request.job_name,
+            equipment_id=spec.equipment_id,
+            schedule_type=spec.schedule_type,
+            parameters=spec.parameters,
+            profile_id=spec.profile_id,
+            profile_settings=settings,
+            scheduled_time=request.scheduled_time,
+        )
+
+    async def _on_worker(
+        self,
+        session: InstrumentSession,
+        ctx: RunContext,
+        progress: ProgressReport,
+        operation: Callable[[Instrument], T],
+    ) -> T:
+        """Run ``operation`` on the instrument's worker, relaying its progress in order."""
+        loop = asyncio.get_running_loop()
+        reports: asyncio.Queue[_Report | None] = asyncio.Queue()
+
+        def report(fraction: float, message: str, data: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(reports.put_nowait, (fraction, message, data))
+
+        ctx.report = report
+        future = asyncio.wrap_future(session.submit(operation))
+        # Scheduled after every report the worker made, so the queue ends with it.
+        future.add_done_callback(lambda _: reports.put_nowait(None))
+        try:
+            while (item := await reports.get()) is not None:
+                try:
+                    await progress(*item)
+                except Exception:  # progress is advisory; the operation goes on
+                    log.exception("progress report failed", equipment_id=session.equipment_id)
+            return await future
+        finally:
+            if not future.done():
+                ctx.cancel.set()
+                future.cancel()
+
+
+def _operate(
+    inst: Instrument, *, job: Job, ctx: RunContext, options: OperationOptions
+) -> dict[str, Any]:
+    return run_operation(inst, job, ctx, options)
+
+
+def _safe_state(inst: Instrument) -> dict[str, Any]:
+    return inst.safe_state()
+
+
+def _failed(exc: EquipmentError) -> ExecutionOutcome:
+    return ExecutionOutcome(
+        status="failed",
+        result=exc.result,
+        error=ExecutionError(
+            type=exc.error_type, message=str(exc), code=exc.code, details=exc.details
+        ),
+    )
