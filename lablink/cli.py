@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,8 +14,11 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from lablink import __version__
 from lablink.eventstore.sqlite import SQLiteEventStore, connect
+from lablink.logconfig import configure_logging
 from lablink.logstore import DEFAULT_DB
 from lablink.projections.runner import Projector
+from lablink.runtime import Runtime, run_until_signalled
+from lablink.settings import Settings
 
 app = typer.Typer(help="LabLink: an event-sourced scheduler for laboratory instruments.")
 console = Console(stderr=True)
@@ -90,6 +94,30 @@ def replay(
     if output is not None:
         target.close()
     source.close()
+
+
+@app.command()
+def scheduler(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where scheduler.db lives [env LABLINK_DATA_DIR].")
+    ] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(help="sim (simulated bench, in-process) or noop [env LABLINK_EXECUTOR]."),
+    ] = None,
+    realtime: Annotated[
+        bool, typer.Option(help="Instrument operations take real time [env LABLINK_REALTIME].")
+    ] = False,
+) -> None:
+    """Run the scheduling engine alone (no HTTP API) until SIGTERM or SIGINT."""
+    configure_logging()
+    try:
+        settings = Settings.from_env(
+            data_dir=data_dir, executor=executor, realtime=realtime or None
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    asyncio.run(run_until_signalled(Runtime(settings)))
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ from lablink.events import (
     ExecutionError,
     ExecutionProgressed,
     RecordedEvent,
+    event_type,
     stamp,
 )
 from lablink.eventstore.base import EventStore, parse_instant
@@ -46,7 +47,7 @@ from lablink.repository import JobRepository
 from lablink.scheduler.executor import ExecutionOutcome, ExecutionRequest, Executor
 from lablink.scheduler.timers import Timer, TimerQueue
 
-log = structlog.get_logger("scheduler")
+log = structlog.get_logger(tag="scheduler")
 
 ACTOR = "scheduler"
 MAX_RETRIES = 10
@@ -100,6 +101,8 @@ class Engine:
         self._unsubscribe = self.jobs.subscribe(self._on_change)
         now = self.clock.now()
         reason = "the scheduler stopped while the execution was running"
+        if unfinished_jobs:
+            log.info("recovering unfinished executions", jobs=len(unfinished_jobs))
         await asyncio.gather(
             *(
                 self._command(job_id, lambda s: decide_interrupted(s, now, reason))
@@ -111,6 +114,7 @@ class Engine:
             self.timers.plan_fire(job_id, when or now)
         for job_id in unfinished_jobs:
             self.plan(job_id)
+        log.info("engine open", planned=len(self.timers))
 
     async def start(
         self, active_jobs: list[tuple[str, datetime | None]], unfinished_jobs: list[str]
@@ -212,6 +216,12 @@ class Engine:
                 self.jobs.forget(job_id)
                 continue
             self.jobs.recorded(job_id, decision.state, recorded)
+            for event in decision.events:
+                log.debug(
+                    event_type(event),
+                    job_id=job_id,
+                    execution_id=getattr(event, "execution_id", None),
+                )
             for started in decision.started:
                 self._dispatch(decision.state, started.execution_id, started.started_at)
             return decision

@@ -1,0 +1,67 @@
+"""LabLink's settings: embedded defaults, overridden by LABLINK_* environment variables and
+command-line options (in that order of precedence: option > environment > default)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+from lablink.domain.validation import zone_problem
+
+
+def system_timezone() -> str:
+    """The machine's IANA zone: $TZ, else /etc/localtime's target, else /etc/timezone, else UTC."""
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    localtime = Path("/etc/localtime")
+    if localtime.is_symlink():
+        target = str(localtime.resolve())
+        if "zoneinfo/" in target:
+            candidates.append(target.split("zoneinfo/", 1)[1])
+    timezone_file = Path("/etc/timezone")
+    if timezone_file.exists():
+        candidates.append(timezone_file.read_text().strip())
+    for name in candidates:
+        if name and zone_problem(name) is None:
+            return name
+    return "UTC"
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    timezone: str = msgspec.field(default_factory=system_timezone)
+    # Simulated instruments take no real time; real ones (and the crash tests) do.
+    realtime: bool = False
+    executor: str = "sim"  # "sim" (in-process, simulated bench) or "noop"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "scheduler.db"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        env = os.environ
+        values: dict[str, object] = {}
+        if "LABLINK_DATA_DIR" in env:
+            values["data_dir"] = Path(env["LABLINK_DATA_DIR"])
+        if "LABLINK_HOST" in env:
+            values["host"] = env["LABLINK_HOST"]
+        if "LABLINK_PORT" in env:
+            values["port"] = int(env["LABLINK_PORT"])
+        if "LABLINK_TIMEZONE" in env:
+            values["timezone"] = env["LABLINK_TIMEZONE"]
+        if env.get("LABLINK_REALTIME", "").lower() in ("1", "true", "yes"):
+            values["realtime"] = True
+        if "LABLINK_EXECUTOR" in env:
+            values["executor"] = env["LABLINK_EXECUTOR"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)  # type: ignore[arg-type]
+        problem = zone_problem(settings.timezone)
+        if problem:
+            raise ValueError(f"timezone {settings.timezone!r}: {problem}")
+        if settings.executor not in ("sim", "noop"):
+            raise ValueError(f"executor {settings.executor!r}: expected 'sim' or 'noop'")
+        return settings
