@@ -139,7 +139,8 @@ def test_sigkill_mid_run_then_restart(tmp_path: Path) -> None:
     # never silently dropped: every second between the first and last fire is accounted for.
     missed = rows(
         db,
-        "SELECT COALESCE(SUM(missed_count), 0) FROM executions WHERE job_id = ? AND status = 'missed'",
+        "SELECT COALESCE(SUM(missed_count), 0) FROM executions"
+        " WHERE job_id = ? AND status = 'missed'",
         ticking,
     )[0][0]
     skipped = rows(
