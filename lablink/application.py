@@ -22,7 +22,7 @@ from lablink.domain.job import (
     UpdateJob,
     decide,
 )
-from lablink.domain.requests import parse_job_request
+from lablink.domain.requests import JobRequest, parse_job_request
 from lablink.errors import JobNotFound, JobVersionConflict, StreamVersionConflict
 from lablink.events import RecordedEvent, stamp
 from lablink.eventstore.base import EventStore
@@ -84,7 +84,11 @@ class JobService:
         )
 
     def create_job(self, body: bytes | str | Mapping[str, Any], actor: str) -> str:
-        request = parse_job_request(dict(body) if isinstance(body, Mapping) else body)
+        return self.create(
+            parse_job_request(dict(body) if isinstance(body, Mapping) else body), actor
+        )
+
+    def create(self, request: JobRequest, actor: str) -> str:
         job_id = self.ids.job_id()
         self.execute(
             CreateJob(

@@ -18,6 +18,7 @@ from lablink.logconfig import configure_logging
 from lablink.logstore import DEFAULT_DB
 from lablink.projections.runner import Projector
 from lablink.runtime import Runtime, run_until_signalled
+from lablink.runtime import serve as serve_api
 from lablink.settings import Settings
 
 app = typer.Typer(help="LabLink: an event-sourced scheduler for laboratory instruments.")
@@ -94,6 +95,23 @@ def replay(
     if output is not None:
         target.close()
     source.close()
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind [env LABLINK_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env LABLINK_PORT].")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where scheduler.db lives [env LABLINK_DATA_DIR].")
+    ] = None,
+) -> None:
+    """Run LabLink: the scheduler and the HTTP API (docs at /schema) until SIGTERM/SIGINT."""
+    configure_logging()
+    try:
+        settings = Settings.from_env(host=host, port=port, data_dir=data_dir)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    asyncio.run(serve_api(settings))
 
 
 @app.command()

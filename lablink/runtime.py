@@ -7,6 +7,7 @@ and the engine. `lablink scheduler` runs this alone; `lablink serve` adds the HT
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from types import TracebackType
 from typing import Any
@@ -94,3 +95,71 @@ async def run_until_signalled(runtime: Runtime) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with runtime:
         await stop.wait()
+
+
+def ensure_admin_key(runtime: Runtime) -> str | None:
+    """On the first start with auth on, create an admin key, write it to data/admin.key
+    (mode 0600) and return it so it can be printed once. Later starts return None."""
+    from lablink.keys import count_keys, create_key
+
+    with runtime.store.lock:
+        existing = count_keys(runtime.store.conn)
+    if existing:
+        return None
+    _, key = create_key(
+        runtime.store, name="admin", role="admin", actor="lablink serve", now=runtime.clock.now()
+    )
+    path = runtime.settings.data_dir / "admin.key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    os.chmod(path, 0o600)
+    return key
+
+
+async def serve(settings: Settings) -> None:
+    """`lablink serve`: the scheduler plus the HTTP API, until SIGTERM or SIGINT."""
+    import uvicorn
+
+    from lablink.api.app import create_app
+    from lablink.api.context import ApiContext
+
+    async with Runtime(settings) as runtime:
+        if settings.auth:
+            key = ensure_admin_key(runtime)
+            if key is not None:
+                print(
+                    f"Created the admin API key (shown once, also in "
+                    f"{settings.data_dir / 'admin.key'}):\n  {key}\n"
+                    f"Send it as 'Authorization: Bearer <key>'.",
+                    flush=True,
+                )
+        else:
+            log.warning("API keys are off (LABLINK_AUTH=off): every request acts as admin")
+        context = ApiContext(
+            settings=settings,
+            clock=runtime.clock,
+            store=runtime.store,
+            service=runtime.service,
+            engine=runtime.engine,
+            auth_enabled=settings.auth,
+        )
+        config = uvicorn.Config(
+            create_app(context),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
+        server = uvicorn.Server(config)
+        # uvicorn catches SIGTERM/SIGINT to stop serving, then restores the previous handlers
+        # and raises the signal again. Handlers of ours that do nothing make that re-raise
+        # harmless, so the engine still closes and flushes every event after the server.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: None)
+        log.info("api listening", url=f"http://{settings.host}:{settings.port}", docs="/schema")
+        try:
+            await server.serve()
+        finally:
+            context.close()

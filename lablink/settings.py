@@ -36,6 +36,8 @@ class Settings(msgspec.Struct, kw_only=True):
     # Simulated instruments take no real time; real ones (and the crash tests) do.
     realtime: bool = False
     executor: str = "sim"  # "sim" (in-process, simulated bench) or "noop"
+    # API keys are required unless explicitly switched off (a bench on loopback).
+    auth: bool = True
 
     @property
     def db_path(self) -> Path:
@@ -55,6 +57,8 @@ class Settings(msgspec.Struct, kw_only=True):
             values["timezone"] = env["LABLINK_TIMEZONE"]
         if env.get("LABLINK_REALTIME", "").lower() in ("1", "true", "yes"):
             values["realtime"] = True
+        if env.get("LABLINK_AUTH", "").lower() in ("off", "0", "false", "no"):
+            values["auth"] = False
         if "LABLINK_EXECUTOR" in env:
             values["executor"] = env["LABLINK_EXECUTOR"]
         values.update({k: v for k, v in overrides.items() if v is not None})

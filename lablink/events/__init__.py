@@ -37,6 +37,7 @@ from lablink.events.jobs import (
     ScheduleType,
     TriggerType,
 )
+from lablink.events.keys import ROLES, ApiKeyCreated, ApiKeyRevoked, Role
 from lablink.events.profiles import ProfileCreated, ProfileDeleted, ProfileUpdated
 from lablink.events.retention import ExecutionsPruned
 from lablink.events.union import (
@@ -53,12 +54,15 @@ __all__ = [
     "EVENT_TYPES",
     "EXECUTION_STATUSES",
     "FINAL_STATUSES",
+    "ROLES",
     "SCHEDULE_TYPES",
     "TRIGGER_TYPES",
     "AlarmAcknowledged",
     "AlarmCleared",
     "AlarmRaised",
     "AnyEvent",
+    "ApiKeyCreated",
+    "ApiKeyRevoked",
     "ConflictPolicy",
     "EquipmentOffline",
     "EquipmentOnline",
@@ -90,6 +94,7 @@ __all__ = [
     "ProfileDeleted",
     "ProfileUpdated",
     "RecordedEvent",
+    "Role",
     "ScheduleType",
     "TriggerInfo",
     "TriggerType",

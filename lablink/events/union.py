@@ -29,6 +29,7 @@ from lablink.events.jobs import (
     JobResumed,
     JobUpdated,
 )
+from lablink.events.keys import ApiKeyCreated, ApiKeyRevoked
 from lablink.events.profiles import ProfileCreated, ProfileDeleted, ProfileUpdated
 from lablink.events.retention import ExecutionsPruned
 
@@ -59,6 +60,8 @@ AnyEvent = (
     | EquipmentOnline
     | EquipmentOffline
     | ExecutionsPruned
+    | ApiKeyCreated
+    | ApiKeyRevoked
 )
 
 # Facts recorded in a job's stream (they all carry job_id).

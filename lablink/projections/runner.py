@@ -19,6 +19,7 @@ from lablink.projections.base import Projection
 from lablink.projections.executions import ExecutionsProjection
 from lablink.projections.history import HistoryProjection
 from lablink.projections.jobs import JobsProjection
+from lablink.projections.keys import KeysProjection
 from lablink.projections.statistics import StatisticsProjection
 
 CHECKPOINTS = "projection_checkpoints"
@@ -30,7 +31,13 @@ Progress = Callable[[int], None]
 
 
 def default_projections() -> list[Projection]:
-    return [JobsProjection(), ExecutionsProjection(), HistoryProjection(), StatisticsProjection()]
+    return [
+        JobsProjection(),
+        ExecutionsProjection(),
+        HistoryProjection(),
+        StatisticsProjection(),
+        KeysProjection(),
+    ]
 
 
 class Projector:

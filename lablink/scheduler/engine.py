@@ -199,7 +199,9 @@ class Engine:
             if decision is not None and decision.events:
                 await self._stop(execution_id)
 
-    async def _command(self, job_id: str, decide: Decide) -> Decision | None:
+    async def _command(
+        self, job_id: str, decide: Decide, actor: str | None = None
+    ) -> Decision | None:
         """Load, decide, append with the version read; on a version conflict, reload and
         decide again. Starts whatever executions the decision started."""
         for _ in range(MAX_RETRIES):
@@ -210,7 +212,7 @@ class Engine:
             now = self.clock.now()
             try:
                 recorded = await self.committer.append(
-                    job_id, loaded.version, stamp(decision.events, self.actor, now)
+                    job_id, loaded.version, stamp(decision.events, actor or self.actor, now)
                 )
             except StreamVersionConflict:
                 self.jobs.forget(job_id)
@@ -230,11 +232,11 @@ class Engine:
 
     # -- executions -----------------------------------------------------------------------------
 
-    async def run_now(self, job_id: str) -> str:
+    async def run_now(self, job_id: str, actor: str | None = None) -> str:
         """Run now (HTTP POST …/run). Raises ExecutionRefused if the policy says no."""
         execution_id = self.ids.execution_id()
         now = self.clock.now()
-        await self._command(job_id, lambda s: decide_run_now(s, now, execution_id))
+        await self._command(job_id, lambda s: decide_run_now(s, now, execution_id), actor)
         return execution_id
 
     async def cancel(self, job_id: str, execution_id: str, reason: str = "cancelled") -> bool:

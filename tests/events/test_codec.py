@@ -16,6 +16,8 @@ from lablink.events import (
     AlarmCleared,
     AlarmRaised,
     AnyEvent,
+    ApiKeyCreated,
+    ApiKeyRevoked,
     EquipmentOffline,
     EquipmentOnline,
     ExecutionCancelled,
@@ -130,6 +132,8 @@ SAMPLES: list[AnyEvent] = [
     EquipmentOnline(equipment_id="scope_1", kind="oscilloscope", identity="SIM", agent_id="a1"),
     EquipmentOffline(equipment_id="scope_1", reason="heartbeat lost"),
     ExecutionsPruned(cutoff=T, days=30),
+    ApiKeyCreated(key_id="k1", name="alice", role="operator", key_hash="ab" * 32),
+    ApiKeyRevoked(key_id="k1"),
 ]
 
 # Tags are part of the stored format: renaming one would orphan every row that carries it.
@@ -160,6 +164,8 @@ STABLE_TAGS = {
     "equipment.online",
     "equipment.offline",
     "executions.pruned",
+    "apikey.created",
+    "apikey.revoked",
 }
 
 

@@ -1,0 +1,44 @@
+"""The Litestar application: routes, dependency injection, the exception map, OpenAPI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Litestar, Request
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from lablink import __version__
+from lablink.api.auth import role_guard
+from lablink.api.context import ApiContext
+from lablink.api.errors import EXCEPTION_HANDLERS
+from lablink.api.executions import ExecutionController
+from lablink.api.jobs import JobController
+from lablink.api.system import SystemController
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def create_app(context: ApiContext) -> Litestar:
+    def provide_context(request: Request[Any, Any, Any]) -> ApiContext:
+        return context
+
+    return Litestar(
+        route_handlers=[JobController, ExecutionController, SystemController],
+        dependencies={"context": Provide(provide_context, sync_to_thread=False)},
+        guards=[role_guard],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=MAX_BODY_BYTES,
+        state=State({"context": context}),
+        openapi_config=OpenAPIConfig(
+            title="LabLink scheduler",
+            version=__version__,
+            description=(
+                "Scheduled operations on laboratory instruments. Every change is an event in "
+                "an append-only log; these endpoints read its projections."
+            ),
+            path="/schema",
+        ),
+        debug=False,
+    )

@@ -1,0 +1,36 @@
+"""What the controllers need, handed to them through Litestar's dependency injection."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from lablink.application import JobService
+from lablink.clock import Clock
+from lablink.eventstore.sqlite import SQLiteEventStore, connect
+from lablink.scheduler.engine import Engine
+from lablink.settings import Settings
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    clock: Clock
+    store: SQLiteEventStore
+    service: JobService
+    engine: Engine
+    auth_enabled: bool = True
+    nats_status: str = "not configured (the NATS bus arrives with its own issue)"
+
+    def __post_init__(self) -> None:
+        # Reads use their own connection: in WAL mode they never wait for a commit.
+        self.reader: sqlite3.Connection = connect(self.settings.db_path)
+        self.reader.execute("PRAGMA query_only = ON")
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.settings.timezone)
+
+    def close(self) -> None:
+        self.reader.close()

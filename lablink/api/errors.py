@@ -1,0 +1,135 @@
+"""One exception map: domain errors and Litestar's own become clear JSON answers.
+
+Every 4xx body has ``detail`` (one sentence) and ``errors`` (field, value, reason), so a
+client always learns which field, which value and why. Nothing a client sends becomes a 500.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.utils.scope.state import ScopeState
+
+from lablink.errors import (
+    Conflict,
+    ExecutionRefused,
+    FieldError,
+    InvalidRequest,
+    JobVersionConflict,
+    NotFound,
+)
+
+log = structlog.get_logger(tag="api")
+
+_UNKNOWN = re.compile(r"unknown field `([^`]+)`")
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+_PATH = re.compile(r"at `\$\.data\.([A-Za-z0-9_]+)")
+
+
+def _body(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    raw = ScopeState.from_scope(request.scope).body
+    if not isinstance(raw, bytes) or not raw:
+        return {}
+    try:
+        decoded = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
+
+
+def _problem(
+    status: int, detail: str, errors: list[dict[str, Any]], **extra: Any
+) -> Response[dict[str, Any]]:
+    return Response(
+        {"success": False, "status_code": status, "detail": detail, "errors": errors, **extra},
+        status_code=status,
+    )
+
+
+def _field(error: FieldError) -> dict[str, Any]:
+    return {"field": error.field, "value": error.value, "reason": error.reason}
+
+
+def invalid_request(request: Request[Any, Any, Any], exc: InvalidRequest) -> Response[Any]:
+    errors = [_field(e) for e in exc.errors]
+    return _problem(422, f"invalid request: {exc}", errors)
+
+
+def validation_failed(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    body = _body(request)
+    errors: list[dict[str, Any]] = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        message = str(item.get("message", ""))
+        key = str(item.get("key", ""))
+        source = item.get("source", "")
+        if match := _UNKNOWN.search(message):
+            field, reason = match.group(1), "unknown field"
+        elif match := _MISSING.search(message):
+            field, reason = match.group(1), "field required"
+        else:
+            field, reason = key, message
+        if source == "body":
+            value = body.get(field)
+        elif source == "query":
+            value = request.query_params.get(field)
+        elif source == "path":
+            value = request.path_params.get(field)
+        else:
+            value = None
+        errors.append({"field": field, "value": value, "reason": reason, "source": source})
+    if not errors:
+        errors.append({"field": "body", "value": None, "reason": exc.detail})
+    detail = "; ".join(f"{e['field']}={e['value']!r}: {e['reason']}" for e in errors)
+    # A body that parses but does not fit the schema is unprocessable (422); a bad query or
+    # path parameter is a bad request (400).
+    status = 422 if errors[0].get("source") == "body" else 400
+    return _problem(status, f"invalid request: {detail}", errors)
+
+
+def not_found(request: Request[Any, Any, Any], exc: NotFound) -> Response[Any]:
+    field = f"{exc.kind}_id"
+    return _problem(
+        404, str(exc), [{"field": field, "value": exc.object_id, "reason": "not found"}]
+    )
+
+
+def conflict(request: Request[Any, Any, Any], exc: Conflict) -> Response[Any]:
+    extra: dict[str, Any] = {}
+    errors: list[dict[str, Any]] = []
+    if isinstance(exc, JobVersionConflict):
+        extra = {"expected_version": exc.expected, "current_version": exc.actual}
+        errors = [{"field": "version", "value": exc.expected, "reason": str(exc)}]
+    elif isinstance(exc, ExecutionRefused):
+        extra = {"running": list(exc.blocking)}
+        errors = [{"field": "job_id", "value": exc.job_id, "reason": exc.reason}]
+    return _problem(409, str(exc), errors, **extra)
+
+
+def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    response = _problem(
+        exc.status_code,
+        exc.detail,
+        [{"field": "request", "value": None, "reason": exc.detail}],
+    )
+    response.headers.update(exc.headers or {})
+    return response
+
+
+def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error", path=request.url.path)
+    return _problem(500, "internal error: the server logged the details", [])
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    InvalidRequest: invalid_request,
+    ValidationException: validation_failed,
+    NotFound: not_found,
+    Conflict: conflict,
+    HTTPException: http_error,
+    Exception: internal_error,
+}

@@ -1,0 +1,73 @@
+"""Execution tracking: one execution, or a filtered, cursor-paged list (newest first)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from litestar import Controller, get
+from litestar.params import Parameter
+
+from lablink.api.context import ApiContext
+from lablink.api.queries import get_execution, list_executions
+from lablink.errors import ExecutionNotFound, InvalidRequest
+from lablink.events import EXECUTION_STATUSES
+
+READ = {"role": "viewer"}
+
+
+def _aware(name: str, value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise InvalidRequest.one(
+            name, value.isoformat(), "needs a UTC offset, e.g. 2026-01-01T00:00:00Z"
+        )
+    return value
+
+
+class ExecutionController(Controller):
+    path = "/api/scheduler/executions"
+    tags = ["executions"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
+
+    @get("/", opt=READ)
+    async def list_executions(
+        self,
+        context: ApiContext,
+        job_id: str | None = None,
+        status: Annotated[
+            list[str] | None,
+            Parameter(description="repeat or comma-separate: " + ", ".join(EXECUTION_STATUSES)),
+        ] = None,
+        since: Annotated[
+            datetime | None, Parameter(description="actual_time >= since (ISO 8601 with offset)")
+        ] = None,
+        until: Annotated[
+            datetime | None, Parameter(description="actual_time < until (ISO 8601 with offset)")
+        ] = None,
+        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+        cursor: Annotated[
+            int | None, Parameter(ge=1, description="next_cursor of the previous page")
+        ] = None,
+    ) -> dict[str, Any]:
+        statuses = [s.strip() for item in status or [] for s in item.split(",") if s.strip()]
+        for value in statuses:
+            if value not in EXECUTION_STATUSES:
+                raise InvalidRequest.one(
+                    "status", value, "must be one of " + ", ".join(EXECUTION_STATUSES)
+                )
+        page, next_cursor = list_executions(
+            context.reader,
+            job_id=job_id,
+            status=statuses,
+            since=_aware("since", since),
+            until=_aware("until", until),
+            limit=limit,
+            before=cursor,
+        )
+        return {"success": True, "count": len(page), "executions": page, "next_cursor": next_cursor}
+
+    @get("/{execution_id:str}", opt=READ)
+    async def get_execution(self, execution_id: str, context: ApiContext) -> dict[str, Any]:
+        execution = get_execution(context.reader, execution_id)
+        if execution is None:
+            raise ExecutionNotFound(execution_id)
+        return {"success": True, "execution": execution}

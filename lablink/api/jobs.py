@@ -1,0 +1,200 @@
+"""Job endpoints of the guide's API Reference, plus update, next-runs, preview and audit."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import msgspec
+from litestar import Controller, Request, delete, get, post, put
+from litestar.params import Parameter
+
+from lablink.api.auth import actor
+from lablink.api.context import ApiContext
+from lablink.api.queries import get_job, job_history, list_jobs
+from lablink.api.schemas import JobUpdate
+from lablink.api.views import iso_instant
+from lablink.domain import triggers
+from lablink.domain.requests import JobRequest
+from lablink.domain.schedule import Schedule
+from lablink.domain.validation import normalise
+from lablink.errors import JobNotFound
+from lablink.events import SCHEDULE_TYPES
+
+Body = dict[str, Any]
+READ = {"role": "viewer"}
+WRITE = {"role": "operator"}
+
+
+def _next_runs(schedule: Schedule, after: Any, count: int, zone: ZoneInfo) -> list[str]:
+    return [iso_instant(t, zone) for t in triggers.next_fires(schedule, after, count)]
+
+
+class JobController(Controller):
+    path = "/api/scheduler"
+    tags = ["jobs"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
+
+    @post("/jobs/create", status_code=200, opt=WRITE)
+    async def create_job(
+        self, request: Request[Any, Any, Any], data: JobRequest, context: ApiContext
+    ) -> Body:
+        """Create a job (the guide's "Create Job")."""
+        who = actor(request)
+        job_id = await asyncio.to_thread(context.service.create, data, who)
+        return {"success": True, "job_id": job_id, "message": f"job {data.name!r} created"}
+
+    @get("/jobs", opt=READ)
+    async def list_jobs(
+        self,
+        context: ApiContext,
+        enabled: bool | None = None,
+        schedule_type: Annotated[
+            str | None, Parameter(description="one of " + ", ".join(SCHEDULE_TYPES))
+        ] = None,
+        equipment_id: str | None = None,
+        tag: str | None = None,
+        search: Annotated[
+            str | None, Parameter(description="substring of name or description", max_length=200)
+        ] = None,
+        limit: Annotated[int, Parameter(ge=1, le=1000)] = 1000,
+        offset: Annotated[int, Parameter(ge=0)] = 0,
+    ) -> Body:
+        """List jobs (``?enabled=true`` for the active ones)."""
+        total, jobs = list_jobs(
+            context.reader,
+            enabled=enabled,
+            schedule_type=schedule_type,
+            equipment_id=equipment_id,
+            tag=tag,
+            search=search,
+            limit=limit,
+            offset=offset,
+        )
+        return {"success": True, "count": len(jobs), "total": total, "jobs": jobs}
+
+    @get("/jobs/{job_id:str}", opt=READ)
+    async def get_job(self, job_id: str, context: ApiContext) -> Body:
+        job = get_job(context.reader, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return {"success": True, "job": job}
+
+    @put("/jobs/{job_id:str}", opt=WRITE)
+    async def update_job(
+        self, request: Request[Any, Any, Any], job_id: str, data: JobUpdate, context: ApiContext
+    ) -> Body:
+        """Change the fields given; pass the job's ``version`` to refuse stale edits (409)."""
+        version = data.version if isinstance(data.version, int) else None
+        recorded = await asyncio.to_thread(
+            context.service.update_job,
+            job_id,
+            data.changes(),
+            actor(request),
+            expected_version=version,
+        )
+        job = get_job(context.reader, job_id)
+        message = "job updated" if recorded else "nothing changed"
+        return {"success": True, "message": message, "job": job}
+
+    @delete("/jobs/{job_id:str}", status_code=200, opt=WRITE)
+    async def delete_job(
+        self, request: Request[Any, Any, Any], job_id: str, context: ApiContext
+    ) -> Body:
+        await asyncio.to_thread(context.service.delete_job, job_id, actor(request))
+        return {"success": True, "message": f"job {job_id} deleted"}
+
+    @post("/jobs/{job_id:str}/pause", status_code=200, opt=WRITE)
+    async def pause_job(
+        self, request: Request[Any, Any, Any], job_id: str, context: ApiContext
+    ) -> Body:
+        await asyncio.to_thread(context.service.pause_job, job_id, actor(request))
+        return {"success": True, "message": f"job {job_id} paused"}
+
+    @post("/jobs/{job_id:str}/resume", status_code=200, opt=WRITE)
+    async def resume_job(
+        self, request: Request[Any, Any, Any], job_id: str, context: ApiContext
+    ) -> Body:
+        await asyncio.to_thread(context.service.resume_job, job_id, actor(request))
+        return {"success": True, "message": f"job {job_id} resumed"}
+
+    @post("/jobs/{job_id:str}/run", status_code=200, opt=WRITE)
+    async def run_job(
+        self, request: Request[Any, Any, Any], job_id: str, context: ApiContext
+    ) -> Body:
+        """Run now: works on a disabled job, obeys the conflict policy (409 naming the
+        running execution when it refuses), moves no schedule, counts toward no limit."""
+        execution_id = await context.engine.run_now(job_id, actor=actor(request))
+        return {"success": True, "execution_id": execution_id, "message": f"job {job_id} started"}
+
+    @get("/jobs/{job_id:str}/history", opt=READ)
+    async def job_history(self, job_id: str, context: ApiContext) -> Body:
+        history = job_history(context.reader, job_id)
+        if history is None:
+            raise JobNotFound(job_id)
+        return {"success": True, "history": history}
+
+    @get("/jobs/{job_id:str}/next-runs", opt=READ)
+    async def next_runs(
+        self, job_id: str, context: ApiContext, count: Annotated[int, Parameter(ge=1, le=1000)] = 10
+    ) -> Body:
+        """The next ``count`` fire times, with UTC offsets, whether the job is enabled or not."""
+        state = context.service.get_state(job_id)
+        assert state.spec is not None
+        assert state.anchor is not None
+        zone = ZoneInfo(state.spec.timezone)
+        first = state.next_fire_time() if state.enabled else None
+        after = context.clock.now()
+        schedule = Schedule.from_spec(state.spec, state.anchor)
+        if first is not None:
+            runs = [iso_instant(first, zone), *_next_runs(schedule, first, count - 1, zone)]
+        else:
+            runs = _next_runs(schedule, after, count, zone)
+        return {
+            "success": True,
+            "job_id": job_id,
+            "enabled": state.enabled,
+            "status": state.status,
+            "timezone": state.spec.timezone,
+            "next_runs": runs,
+        }
+
+    @post("/preview", status_code=200, opt=READ)
+    async def preview(
+        self,
+        data: JobRequest,
+        context: ApiContext,
+        count: Annotated[int, Parameter(ge=1, le=1000)] = 10,
+    ) -> Body:
+        """Validate a job body and list its next runs; nothing is created."""
+        now = context.clock.now()
+        spec, anchor = normalise(data, now=now, default_timezone=context.settings.timezone)
+        zone = ZoneInfo(spec.timezone)
+        runs = _next_runs(Schedule.from_spec(spec, anchor), now, count, zone)
+        return {
+            "success": True,
+            "valid": True,
+            "job": msgspec.to_builtins(spec),
+            "next_runs": runs,
+        }
+
+    @get("/jobs/{job_id:str}/events", opt=READ)
+    async def job_events(self, job_id: str, context: ApiContext) -> Body:
+        """The job's audit trail: every event of its stream, with actor and time."""
+        recorded = context.store.read_stream(job_id)
+        if not recorded:
+            raise JobNotFound(job_id)
+        events = [
+            {
+                "position": r.position,
+                "version": r.version,
+                "event_id": r.event_id,
+                "type": r.type,
+                "occurred_at": r.occurred_at.isoformat(),
+                "actor": r.actor,
+                "correlation_id": r.correlation_id,
+                "data": msgspec.to_builtins(r.event),
+            }
+            for r in recorded
+        ]
+        return {"success": True, "job_id": job_id, "count": len(events), "events": events}

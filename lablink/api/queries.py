@@ -1,0 +1,206 @@
+"""Reads for the API, from the projections only. Each function takes a read connection."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from lablink.api.views import execution_view, iso, job_view
+from lablink.eventstore.base import format_instant
+from lablink.projections.statistics import bucket_of
+
+EXECUTION_COLUMNS = (
+    "execution_id, seq, job_id, job_name, schedule_type, equipment_id, status, trigger_info,"
+    " scheduled_time, actual_time, started_at, completed_at, duration_seconds, result, error,"
+    " progress, message, missed_count, window_start, window_end"
+)
+
+
+def _dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def get_job(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
+    rows = _dicts(conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)))
+    return job_view(rows[0]) if rows else None
+
+
+def list_jobs(
+    conn: sqlite3.Connection,
+    *,
+    enabled: bool | None = None,
+    schedule_type: str | None = None,
+    equipment_id: str | None = None,
+    tag: str | None = None,
+    search: str | None = None,
+    status: str | None = None,
+    limit: int = 1000,
+    offset: int = 0,
+) -> tuple[int, list[dict[str, Any]]]:
+    where: list[str] = []
+    args: list[Any] = []
+    if enabled is not None:
+        where.append("enabled = ?")
+        args.append(int(enabled))
+    if schedule_type is not None:
+        where.append("schedule_type = ?")
+        args.append(schedule_type)
+    if equipment_id is not None:
+        where.append("equipment_id = ?")
+        args.append(equipment_id)
+    if status is not None:
+        where.append("status = ?")
+        args.append(status)
+    if tag is not None:
+        where.append("EXISTS (SELECT 1 FROM json_each(jobs.tags) WHERE value = ?)")
+        args.append(tag)
+    if search:
+        where.append("(name LIKE ? ESCAPE '\\' OR description LIKE ? ESCAPE '\\')")
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        args += [pattern, pattern]
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    (total,) = conn.execute(f"SELECT COUNT(*) FROM jobs{clause}", args).fetchone()
+    rows = _dicts(
+        conn.execute(
+            f"SELECT * FROM jobs{clause} ORDER BY created_at, job_id LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        )
+    )
+    return int(total), [job_view(r) for r in rows]
+
+
+def get_execution(conn: sqlite3.Connection, execution_id: str) -> dict[str, Any] | None:
+    rows = _dicts(
+        conn.execute(
+            f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE execution_id = ?", (execution_id,)
+        )
+    )
+    return execution_view(rows[0]) if rows else None
+
+
+def list_executions(
+    conn: sqlite3.Connection,
+    *,
+    job_id: str | None = None,
+    status: Sequence[str] = (),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    before: int | None = None,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Newest first. Returns the page and the cursor for the next (older) page, if any."""
+    where: list[str] = []
+    args: list[Any] = []
+    if job_id is not None:
+        where.append("job_id = ?")
+        args.append(job_id)
+    if status:
+        where.append(f"status IN ({', '.join('?' for _ in status)})")
+        args += list(status)
+    if since is not None:
+        where.append("actual_time >= ?")
+        args.append(format_instant(since))
+    if until is not None:
+        where.append("actual_time < ?")
+        args.append(format_instant(until))
+    if before is not None:
+        where.append("seq < ?")
+        args.append(before)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = _dicts(
+        conn.execute(
+            f"SELECT {EXECUTION_COLUMNS} FROM executions{clause} ORDER BY seq DESC LIMIT ?",
+            [*args, limit + 1],
+        )
+    )
+    more = len(rows) > limit
+    page = rows[:limit]
+    cursor = page[-1]["seq"] if more and page else None
+    return [execution_view(r) for r in page], cursor
+
+
+def job_history(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
+    rows = _dicts(conn.execute("SELECT * FROM job_history WHERE job_id = ?", (job_id,)))
+    job = conn.execute(
+        "SELECT next_run_time, timezone FROM jobs WHERE job_id = ?", (job_id,)
+    ).fetchone()
+    if not rows or job is None:
+        return None
+    row = rows[0]
+    zone = ZoneInfo(job[1])
+    average = row["duration_total"] / row["duration_count"] if row["duration_count"] else None
+    return {
+        "job_id": job_id,
+        "job_name": row["job_name"],
+        "total_executions": row["total_executions"],
+        "successful": row["successful"],
+        "failed": row["failed"] + row["timed_out"] + row["interrupted"],
+        "cancelled": row["cancelled"],
+        "timed_out": row["timed_out"],
+        "interrupted": row["interrupted"],
+        "skipped": row["skipped"],
+        "missed": row["missed"],
+        "average_duration": average,
+        "last_execution": iso(row["last_execution"], zone),
+        "last_execution_id": row["last_execution_id"],
+        "last_status": row["last_status"],
+        "next_run": iso(job[0], zone),
+    }
+
+
+def statistics(conn: sqlite3.Connection, *, now: datetime, zone: ZoneInfo) -> dict[str, Any]:
+    jobs = dict(conn.execute("SELECT status, COUNT(*) FROM stats_jobs GROUP BY status").fetchall())
+    by_type = dict(
+        conn.execute(
+            "SELECT schedule_type, COUNT(*) FROM stats_jobs GROUP BY schedule_type"
+        ).fetchall()
+    )
+    (running,) = conn.execute("SELECT COUNT(*) FROM stats_open WHERE status = 'running'").fetchone()
+    local_day = now.astimezone(zone).date()
+    # Local midnights, so a 23- or 25-hour DST day counts exactly its own hours.
+    start = datetime.combine(local_day, time(0), tzinfo=zone)
+    end = datetime.combine(local_day + timedelta(days=1), time(0), tzinfo=zone)
+    today = dict(
+        conn.execute(
+            "SELECT status, SUM(count) FROM stats_buckets WHERE bucket >= ? AND bucket < ?"
+            " GROUP BY status",
+            (bucket_of(start), bucket_of(end)),
+        ).fetchall()
+    )
+    upcoming = [
+        {"job_id": job_id, "job_name": name, "next_run": iso(when, ZoneInfo(tz))}
+        for job_id, name, when, tz in conn.execute(
+            "SELECT job_id, name, next_run_time, timezone FROM jobs"
+            " WHERE status = 'active' AND next_run_time IS NOT NULL"
+            " ORDER BY next_run_time LIMIT 10"
+        )
+    ]
+    total = sum(jobs.values())
+    return {
+        "total_jobs": total,
+        "active_jobs": jobs.get("active", 0),
+        "disabled_jobs": jobs.get("paused", 0),
+        "completed_jobs": jobs.get("completed", 0),
+        "running_executions": running,
+        "total_executions_today": sum(v for v in today.values() if v),
+        "successful_today": today.get("completed", 0) or 0,
+        "failed_today": sum(today.get(s, 0) or 0 for s in ("failed", "timed_out", "interrupted")),
+        "skipped_today": today.get("skipped", 0) or 0,
+        "missed_today": today.get("missed", 0) or 0,
+        "by_type": by_type,
+        "upcoming_jobs": upcoming,
+        "timezone": zone.key,
+    }
+
+
+def running_jobs(conn: sqlite3.Connection) -> list[str]:
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT job_id FROM stats_open WHERE status = 'running' ORDER BY job_id"
+        )
+    ]

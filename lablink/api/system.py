@@ -1,0 +1,59 @@
+"""Statistics, running jobs and health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, get
+
+from lablink.api.context import ApiContext
+from lablink.api.queries import running_jobs, statistics
+
+READ = {"role": "viewer"}
+
+
+class SystemController(Controller):
+    tags = ["monitoring"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
+
+    @get("/api/scheduler/statistics", opt=READ)
+    async def statistics(self, context: ApiContext) -> dict[str, Any]:
+        """Totals, today's counts (in the server's time zone), jobs by type, next 10 runs."""
+        stats = statistics(context.reader, now=context.clock.now(), zone=context.zone)
+        return {"success": True, "statistics": stats}
+
+    @get("/api/scheduler/running", opt=READ)
+    async def running(self, context: ApiContext) -> dict[str, Any]:
+        """Ids of the jobs with an execution running now."""
+        jobs = running_jobs(context.reader)
+        return {"success": True, "count": len(jobs), "running_jobs": jobs}
+
+    @get("/health")
+    async def health(self, context: ApiContext) -> dict[str, Any]:
+        """Database, scheduler, NATS and agents. No key needed."""
+        try:
+            (position,) = context.reader.execute(
+                "SELECT COALESCE(MAX(position), 0) FROM events"
+            ).fetchone()
+            database: dict[str, Any] = {
+                "status": "ok",
+                "path": str(context.settings.db_path),
+                "events": position,
+            }
+        except Exception as exc:  # reported, not raised: health must answer
+            database = {"status": "error", "error": str(exc)}
+        ok = database["status"] == "ok"
+        return {
+            "status": "ok" if ok else "error",
+            "database": database,
+            "scheduler": {
+                "status": "ok",
+                "planned_jobs": len(context.engine.timers),
+                "running_executions": len(context.engine.tasks()),
+                "timezone": context.settings.timezone,
+            },
+            "nats": {"status": context.nats_status},
+            "agents": {
+                "status": "in-process simulated bench",
+                "executor": context.settings.executor,
+            },
+        }

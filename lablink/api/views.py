@@ -1,0 +1,67 @@
+"""Projection rows as the API shows them: JSON columns parsed, instants ISO 8601 with offset.
+
+Job fields are shown in the job's own time zone; execution times in UTC (+00:00).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from lablink.eventstore.base import parse_instant
+
+JOB_INSTANTS = (
+    "run_date",
+    "start_date",
+    "end_date",
+    "created_at",
+    "updated_at",
+    "next_run_time",
+    "last_fire_time",
+)
+EXECUTION_INSTANTS = (
+    "scheduled_time",
+    "actual_time",
+    "started_at",
+    "completed_at",
+    "window_start",
+    "window_end",
+)
+HIDDEN_JOB_COLUMNS = ("state", "queued_count", "last_fire_time")
+
+
+def iso(text: str | None, zone: ZoneInfo | None = None) -> str | None:
+    if text is None:
+        return None
+    instant = parse_instant(text)
+    return (instant.astimezone(zone) if zone else instant).isoformat()
+
+
+def iso_instant(instant: datetime, zone: ZoneInfo | None = None) -> str:
+    return (instant.astimezone(zone) if zone else instant).isoformat()
+
+
+def job_view(row: dict[str, Any]) -> dict[str, Any]:
+    zone = ZoneInfo(row["timezone"])
+    view = {k: v for k, v in row.items() if k not in HIDDEN_JOB_COLUMNS}
+    view["parameters"] = json.loads(row["parameters"])
+    view["tags"] = json.loads(row["tags"])
+    for flag in ("enabled", "coalesce", "on_failure_alarm"):
+        view[flag] = bool(row[flag])
+    for column in JOB_INSTANTS:
+        if column in view:
+            view[column] = iso(row[column], zone)
+    view["running_executions"] = view.pop("running_count")
+    return view
+
+
+def execution_view(row: dict[str, Any]) -> dict[str, Any]:
+    view = dict(row)
+    view.pop("seq", None)
+    for column in ("result", "error"):
+        view[column] = json.loads(row[column]) if row[column] else None
+    for column in EXECUTION_INSTANTS:
+        view[column] = iso(row[column])
+    return view
