@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from lablink.application import JobService
@@ -13,7 +14,7 @@ from lablink.clock import ManualClock
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.ids import SequentialIds
 from lablink.logstore import open_store
-from lablink.scheduler.testing import Harness
+from lablink.scheduler.testing import Harness, api_client
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 
@@ -46,3 +47,10 @@ async def harness(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Harness]:
     started = await Harness(tmp_path / "data" / "scheduler.db", clock).start()
     yield started
     await started.close()
+
+
+@pytest.fixture
+async def client(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
+    """The real Litestar app over the harness's engine and store, auth off."""
+    async with api_client(harness, auth=False) as test_client:
+        yield test_client

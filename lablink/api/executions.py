@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, get
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from lablink.api.context import ApiContext
 from lablink.api.queries import get_execution, list_executions
@@ -31,21 +32,25 @@ class ExecutionController(Controller):
     @get("/", opt=READ)
     async def list_executions(
         self,
-        context: ApiContext,
-        job_id: str | None = None,
+        context: NamedDependency[ApiContext],
+        job_id: FromQuery[str | None] = None,
         status: Annotated[
             list[str] | None,
-            Parameter(description="repeat or comma-separate: " + ", ".join(EXECUTION_STATUSES)),
+            QueryParameter(
+                description="repeat or comma-separate: " + ", ".join(EXECUTION_STATUSES)
+            ),
         ] = None,
         since: Annotated[
-            datetime | None, Parameter(description="actual_time >= since (ISO 8601 with offset)")
+            datetime | None,
+            QueryParameter(description="actual_time >= since (ISO 8601 with offset)"),
         ] = None,
         until: Annotated[
-            datetime | None, Parameter(description="actual_time < until (ISO 8601 with offset)")
+            datetime | None,
+            QueryParameter(description="actual_time < until (ISO 8601 with offset)"),
         ] = None,
-        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         cursor: Annotated[
-            int | None, Parameter(ge=1, description="next_cursor of the previous page")
+            int | None, QueryParameter(ge=1, description="next_cursor of the previous page")
         ] = None,
     ) -> dict[str, Any]:
         statuses = [s.strip() for item in status or [] for s in item.split(",") if s.strip()]
@@ -66,7 +71,9 @@ class ExecutionController(Controller):
         return {"success": True, "count": len(page), "executions": page, "next_cursor": next_cursor}
 
     @get("/{execution_id:str}", opt=READ)
-    async def get_execution(self, execution_id: str, context: ApiContext) -> dict[str, Any]:
+    async def get_execution(
+        self, execution_id: FromPath[str], context: NamedDependency[ApiContext]
+    ) -> dict[str, Any]:
         execution = get_execution(context.reader, execution_id)
         if execution is None:
             raise ExecutionNotFound(execution_id)

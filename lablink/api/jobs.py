@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 from litestar import Controller, Request, delete, get, post, put
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from lablink.api.auth import actor
 from lablink.api.context import ApiContext
@@ -37,7 +38,10 @@ class JobController(Controller):
 
     @post("/jobs/create", status_code=200, opt=WRITE)
     async def create_job(
-        self, request: Request[Any, Any, Any], data: JobRequest, context: ApiContext
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[JobRequest],
+        context: NamedDependency[ApiContext],
     ) -> Body:
         """Create a job (the guide's "Create Job")."""
         who = actor(request)
@@ -47,18 +51,19 @@ class JobController(Controller):
     @get("/jobs", opt=READ)
     async def list_jobs(
         self,
-        context: ApiContext,
-        enabled: bool | None = None,
+        context: NamedDependency[ApiContext],
+        enabled: FromQuery[bool | None] = None,
         schedule_type: Annotated[
-            str | None, Parameter(description="one of " + ", ".join(SCHEDULE_TYPES))
+            str | None, QueryParameter(description="one of " + ", ".join(SCHEDULE_TYPES))
         ] = None,
-        equipment_id: str | None = None,
-        tag: str | None = None,
+        equipment_id: FromQuery[str | None] = None,
+        tag: FromQuery[str | None] = None,
         search: Annotated[
-            str | None, Parameter(description="substring of name or description", max_length=200)
+            str | None,
+            QueryParameter(description="substring of name or description", max_length=200),
         ] = None,
-        limit: Annotated[int, Parameter(ge=1, le=1000)] = 1000,
-        offset: Annotated[int, Parameter(ge=0)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> Body:
         """List jobs (``?enabled=true`` for the active ones)."""
         total, jobs = list_jobs(
@@ -74,7 +79,7 @@ class JobController(Controller):
         return {"success": True, "count": len(jobs), "total": total, "jobs": jobs}
 
     @get("/jobs/{job_id:str}", opt=READ)
-    async def get_job(self, job_id: str, context: ApiContext) -> Body:
+    async def get_job(self, job_id: FromPath[str], context: NamedDependency[ApiContext]) -> Body:
         job = get_job(context.reader, job_id)
         if job is None:
             raise JobNotFound(job_id)
@@ -82,7 +87,11 @@ class JobController(Controller):
 
     @put("/jobs/{job_id:str}", opt=WRITE)
     async def update_job(
-        self, request: Request[Any, Any, Any], job_id: str, data: JobUpdate, context: ApiContext
+        self,
+        request: Request[Any, Any, Any],
+        job_id: FromPath[str],
+        data: JSONBody[JobUpdate],
+        context: NamedDependency[ApiContext],
     ) -> Body:
         """Change the fields given; pass the job's ``version`` to refuse stale edits (409)."""
         version = data.version if isinstance(data.version, int) else None
@@ -99,28 +108,40 @@ class JobController(Controller):
 
     @delete("/jobs/{job_id:str}", status_code=200, opt=WRITE)
     async def delete_job(
-        self, request: Request[Any, Any, Any], job_id: str, context: ApiContext
+        self,
+        request: Request[Any, Any, Any],
+        job_id: FromPath[str],
+        context: NamedDependency[ApiContext],
     ) -> Body:
         await asyncio.to_thread(context.service.delete_job, job_id, actor(request))
         return {"success": True, "message": f"job {job_id} deleted"}
 
     @post("/jobs/{job_id:str}/pause", status_code=200, opt=WRITE)
     async def pause_job(
-        self, request: Request[Any, Any, Any], job_id: str, context: ApiContext
+        self,
+        request: Request[Any, Any, Any],
+        job_id: FromPath[str],
+        context: NamedDependency[ApiContext],
     ) -> Body:
         await asyncio.to_thread(context.service.pause_job, job_id, actor(request))
         return {"success": True, "message": f"job {job_id} paused"}
 
     @post("/jobs/{job_id:str}/resume", status_code=200, opt=WRITE)
     async def resume_job(
-        self, request: Request[Any, Any, Any], job_id: str, context: ApiContext
+        self,
+        request: Request[Any, Any, Any],
+        job_id: FromPath[str],
+        context: NamedDependency[ApiContext],
     ) -> Body:
         await asyncio.to_thread(context.service.resume_job, job_id, actor(request))
         return {"success": True, "message": f"job {job_id} resumed"}
 
     @post("/jobs/{job_id:str}/run", status_code=200, opt=WRITE)
     async def run_job(
-        self, request: Request[Any, Any, Any], job_id: str, context: ApiContext
+        self,
+        request: Request[Any, Any, Any],
+        job_id: FromPath[str],
+        context: NamedDependency[ApiContext],
     ) -> Body:
         """Run now: works on a disabled job, obeys the conflict policy (409 naming the
         running execution when it refuses), moves no schedule, counts toward no limit."""
@@ -128,7 +149,9 @@ class JobController(Controller):
         return {"success": True, "execution_id": execution_id, "message": f"job {job_id} started"}
 
     @get("/jobs/{job_id:str}/history", opt=READ)
-    async def job_history(self, job_id: str, context: ApiContext) -> Body:
+    async def job_history(
+        self, job_id: FromPath[str], context: NamedDependency[ApiContext]
+    ) -> Body:
         history = job_history(context.reader, job_id)
         if history is None:
             raise JobNotFound(job_id)
@@ -136,7 +159,10 @@ class JobController(Controller):
 
     @get("/jobs/{job_id:str}/next-runs", opt=READ)
     async def next_runs(
-        self, job_id: str, context: ApiContext, count: Annotated[int, Parameter(ge=1, le=1000)] = 10
+        self,
+        job_id: FromPath[str],
+        context: NamedDependency[ApiContext],
+        count: Annotated[int, QueryParameter(ge=1, le=1000)] = 10,
     ) -> Body:
         """The next ``count`` fire times, with UTC offsets, whether the job is enabled or not."""
         state = context.service.get_state(job_id)
@@ -162,9 +188,9 @@ class JobController(Controller):
     @post("/preview", status_code=200, opt=READ)
     async def preview(
         self,
-        data: JobRequest,
-        context: ApiContext,
-        count: Annotated[int, Parameter(ge=1, le=1000)] = 10,
+        data: JSONBody[JobRequest],
+        context: NamedDependency[ApiContext],
+        count: Annotated[int, QueryParameter(ge=1, le=1000)] = 10,
     ) -> Body:
         """Validate a job body and list its next runs; nothing is created."""
         now = context.clock.now()
@@ -179,7 +205,7 @@ class JobController(Controller):
         }
 
     @get("/jobs/{job_id:str}/events", opt=READ)
-    async def job_events(self, job_id: str, context: ApiContext) -> Body:
+    async def job_events(self, job_id: FromPath[str], context: NamedDependency[ApiContext]) -> Body:
         """The job's audit trail: every event of its stream, with actor and time."""
         recorded = context.store.read_stream(job_id)
         if not recorded:

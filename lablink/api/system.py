@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, get
+from litestar.di import NamedDependency
 
 from lablink.api.context import ApiContext
 from lablink.api.queries import running_jobs, statistics
@@ -16,19 +17,19 @@ class SystemController(Controller):
     tags = ["monitoring"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
 
     @get("/api/scheduler/statistics", opt=READ)
-    async def statistics(self, context: ApiContext) -> dict[str, Any]:
+    async def statistics(self, context: NamedDependency[ApiContext]) -> dict[str, Any]:
         """Totals, today's counts (in the server's time zone), jobs by type, next 10 runs."""
         stats = statistics(context.reader, now=context.clock.now(), zone=context.zone)
         return {"success": True, "statistics": stats}
 
     @get("/api/scheduler/running", opt=READ)
-    async def running(self, context: ApiContext) -> dict[str, Any]:
+    async def running(self, context: NamedDependency[ApiContext]) -> dict[str, Any]:
         """Ids of the jobs with an execution running now."""
         jobs = running_jobs(context.reader)
         return {"success": True, "count": len(jobs), "running_jobs": jobs}
 
     @get("/health")
-    async def health(self, context: ApiContext) -> dict[str, Any]:
+    async def health(self, context: NamedDependency[ApiContext]) -> dict[str, Any]:
         """Database, scheduler, NATS and agents. No key needed."""
         try:
             (position,) = context.reader.execute(

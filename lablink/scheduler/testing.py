@@ -4,12 +4,17 @@ and of anything built on it. Nothing here is used in production."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lablink.application import JobService
+
+if TYPE_CHECKING:
+    import httpx
 from lablink.clock import ManualClock
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.ids import SequentialIds
@@ -146,3 +151,33 @@ class Harness:
     def job(self, job_id: str) -> dict[str, Any]:
         (row,) = self.rows("SELECT * FROM jobs WHERE job_id = ?", job_id)
         return row
+
+
+@contextlib.asynccontextmanager
+async def api_client(harness: Harness, *, auth: bool) -> AsyncIterator[httpx.AsyncClient]:
+    """The real Litestar app over the harness's engine and store, called in-process on the
+    test's own event loop (Litestar's TestClient runs the app on a loop of its own, where
+    the harness's engine cannot be reached)."""
+    import httpx
+
+    from lablink.api.app import create_app
+    from lablink.api.context import ApiContext
+    from lablink.settings import Settings
+
+    settings = Settings(data_dir=harness.path.parent, timezone=harness.tz, auth=auth)
+    context = ApiContext(
+        settings=settings,
+        clock=harness.clock,
+        store=harness.store,
+        service=harness.service,
+        engine=harness.engine,
+        auth_enabled=auth,
+    )
+    try:
+        transport = httpx.ASGITransport(app=create_app(context))  # type: ignore[arg-type]
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://testserver"
+        ) as test_client:
+            yield test_client
+    finally:
+        context.close()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pyvisa_sim.parser import parse_file
 
+import lablink.equipment_agent
 from lablink.equipment_agent.bench import BENCH_YAML, SIMULATED_BENCH, simulated_bench
 from lablink.equipment_agent.drivers import MODELS
 from lablink.equipment_agent.errors import InvalidParameter
@@ -144,3 +147,25 @@ def test_values_outside_the_setting_are_refused(
         setting(kind, name).validate("bench_x", value, context=f"set_{name}")
     assert refused.value.equipment_id == "bench_x"
     assert refused.value.parameter == "value"
+
+
+def test_the_equipment_layer_is_plain_blocking_code() -> None:
+    """Drivers and operations run in an agent process too: no event loop, no scheduler."""
+    package = Path(lablink.equipment_agent.__file__).parent
+    offenders = []
+    for path in package.glob("*.py"):
+        if path.name == "testing.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            else:
+                continue
+            offenders += [
+                f"{path.name}: {n}"
+                for n in names
+                if n.split(".")[0] == "asyncio" or n.startswith("lablink.scheduler")
+            ]
+    assert offenders == []
