@@ -138,5 +138,37 @@ def scheduler(
     asyncio.run(run_until_signalled(Runtime(settings)))
 
 
+keys_app = typer.Typer(help="API keys: viewer (reads), operator (jobs, runs), admin (all).")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="viewer, operator or admin.")],
+    name: Annotated[str, typer.Option(help="Who holds the key; recorded as the actor.")],
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where scheduler.db lives [env LABLINK_DATA_DIR].")
+    ] = None,
+) -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    from lablink.clock import SystemClock
+    from lablink.errors import InvalidRequest
+    from lablink.keys import create_key
+    from lablink.logstore import open_store
+
+    settings = Settings.from_env(data_dir=data_dir)
+    store = open_store(settings.db_path)
+    try:
+        key_id, key = create_key(
+            store, name=name, role=role, actor="lablink keys create", now=SystemClock().now()
+        )
+    except InvalidRequest as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    finally:
+        store.close()
+    typer.echo(key)
+    console.print(f"key {key_id} for {name!r} with role {role!r}: shown once, store it now")
+
+
 def main() -> None:
     app()
