@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 from types import TracebackType
 from typing import Any
 
@@ -117,11 +118,28 @@ def ensure_admin_key(runtime: Runtime) -> str | None:
     return key
 
 
+def _listening_server() -> type[Any]:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """Logs "api listening" once the socket accepts connections, not before."""
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                config = self.config
+                log.info("api listening", url=f"http://{config.host}:{config.port}", docs="/schema")
+
+    return Server
+
+
 async def serve(settings: Settings) -> None:
     """`lablink serve`: the scheduler plus the HTTP API, until SIGTERM or SIGINT."""
     import uvicorn
 
     from lablink.api.app import create_app
+
+    _Server = _listening_server()
     from lablink.api.context import ApiContext
 
     async with Runtime(settings) as runtime:
@@ -152,13 +170,12 @@ async def serve(settings: Settings) -> None:
             access_log=False,
             lifespan="on",
         )
-        server = uvicorn.Server(config)
+        server = _Server(config)
         # uvicorn catches SIGTERM/SIGINT to stop serving, then restores the previous handlers
         # and raises the signal again. Handlers of ours that do nothing make that re-raise
         # harmless, so the engine still closes and flushes every event after the server.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: None)
-        log.info("api listening", url=f"http://{settings.host}:{settings.port}", docs="/schema")
         try:
             await server.serve()
         finally:

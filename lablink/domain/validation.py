@@ -87,7 +87,9 @@ class _Collector:
         self.errors: list[FieldError] = []
 
     def add(self, field: str, value: Any, reason: str) -> None:
-        self.errors.append(FieldError(field=field, value=value, reason=reason))
+        # Report a date as the text the client sent, not as a Python object.
+        shown = value.isoformat() if isinstance(value, datetime | time) else value
+        self.errors.append(FieldError(field=field, value=shown, reason=reason))
 
 
 def _check_number(

@@ -30,7 +30,7 @@ from lablink.equipment_agent.errors import CommunicationError, EquipmentError, I
 from lablink.equipment_agent.instrument import Instrument
 from lablink.equipment_agent.scpi import WaveformCapture, check_number
 
-log = structlog.get_logger("equipment")
+log = structlog.get_logger(tag="equipment")
 
 DEFAULT_MAX_SAMPLES_PER_CHANNEL = 100_000
 MAX_DURATION_S = 7 * 86_400.0

@@ -29,7 +29,7 @@ from lablink.equipment_agent.errors import CommunicationError, EquipmentError, E
 from lablink.equipment_agent.instrument import Instrument
 from lablink.equipment_agent.scpi import Identity, MessagePort
 
-log = structlog.get_logger("equipment")
+log = structlog.get_logger(tag="equipment")
 
 T = TypeVar("T")
 

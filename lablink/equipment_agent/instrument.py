@@ -30,10 +30,11 @@ from lablink.equipment_agent.scpi import (
     SettingValue,
 )
 
-log = structlog.get_logger("equipment")
+log = structlog.get_logger(tag="equipment")
 
 T = TypeVar("T")
 
+ERROR_QUERY = "SYST:ERR?"
 # An instrument that keeps answering errors must not keep the drain loop going forever.
 MAX_ERRORS_DRAINED = 32
 
@@ -79,7 +80,8 @@ class Instrument:
         except pyvisa.errors.VisaIOError as exc:
             # An instrument that does not understand a query queues an error and stays silent;
             # its error queue explains the timeout better than the timeout does.
-            self._raise_queued(command, exc)
+            if command != ERROR_QUERY:
+                self._raise_queued(command, exc)
             raise CommunicationError(self.equipment_id, command, str(exc)) from exc
         except pyvisa.errors.Error as exc:
             raise CommunicationError(self.equipment_id, command, str(exc)) from exc
@@ -108,7 +110,7 @@ class Instrument:
         """Drain the error queue (oldest first); empty when the instrument reports none."""
         errors: list[tuple[int, str]] = []
         for _ in range(MAX_ERRORS_DRAINED):
-            code, text = self._parse("SYST:ERR?", self.query("SYST:ERR?"), _parse_error)
+            code, text = self._parse(ERROR_QUERY, self.query(ERROR_QUERY), _parse_error)
             if code == 0:
                 break
             errors.append((code, text))
@@ -137,7 +139,7 @@ class Instrument:
         m = self._measurement(name)
         if m.channels:
             channel = m.channels[0] if channel is None else channel
-            if channel not in m.channels:
+            if isinstance(channel, bool) or channel not in m.channels:
                 raise InvalidParameter(
                     self.equipment_id,
                     "channel",

@@ -36,7 +36,7 @@ from lablink.equipment_agent.operations import OperationOptions, run_operation
 from lablink.events import ExecutionError
 from lablink.scheduler.executor import ExecutionOutcome, ExecutionRequest, ProgressReport
 
-log = structlog.get_logger("executor")
+log = structlog.get_logger(tag="executor")
 
 T = TypeVar("T")
 

@@ -203,3 +203,15 @@ async def test_unopenable_instrument_is_offline_with_the_reason(tmp_path: Path) 
     error = failed(outcome, "equipment_offline")
     assert error.message.startswith("equipment 'psu_x' is not connected: ")
     assert "*IDN?" in error.message
+
+
+async def test_an_instrument_that_cannot_report_errors_fails_the_setting(tmp_path: Path) -> None:
+    # Its error queue answers to another header: the driver's SYST:ERR? goes unanswered.
+    no_queue = bench_variant(tmp_path / "noq", "power supply", 'q: "SYST:ERR?"', 'q: "ERR?"')
+    async with running(no_queue, tmp_path / "data", timeout_ms=50) as executor:
+        params = {"command": "set_voltage", "parameters": {"value": 3.3}}
+        outcome = await run(executor, "power_supply_1", "command", params)
+
+    error = failed(outcome, "communication_error")
+    assert error.details["command"] == "SYST:ERR?"
+    assert "VI_ERROR_TMO" in error.message
