@@ -17,7 +17,7 @@ from lablink.eventstore.sqlite import SQLiteEventStore, connect
 from lablink.logconfig import configure_logging
 from lablink.logstore import DEFAULT_DB
 from lablink.projections.runner import Projector
-from lablink.runtime import Runtime, run_until_signalled
+from lablink.runtime import Runtime, run_relay, run_until_signalled
 from lablink.runtime import serve as serve_api
 from lablink.settings import Settings
 
@@ -136,6 +136,19 @@ def scheduler(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     asyncio.run(run_until_signalled(Runtime(settings)))
+
+
+@app.command()
+def relay(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where scheduler.db lives [env LABLINK_DATA_DIR].")
+    ] = None,
+) -> None:
+    """Publish the event log to NATS JetStream on its own (LABLINK_NATS_URL, or a private
+    nats-server under data/nats) until SIGTERM or SIGINT."""
+    configure_logging()
+    settings = Settings.from_env(data_dir=data_dir)
+    asyncio.run(run_relay(settings))
 
 
 keys_app = typer.Typer(help="API keys: viewer (reads), operator (jobs, runs), admin (all).")

@@ -16,6 +16,8 @@ from typing import Any
 import structlog
 
 from lablink.application import JobService
+from lablink.bus.relay import NatsOptions, Relay
+from lablink.bus.server import NatsServer
 from lablink.clock import Clock, SystemClock
 from lablink.logstore import open_store
 from lablink.projections.jobs import read_snapshot
@@ -65,6 +67,10 @@ class Runtime:
         )
         self.executor = self._executor or make_executor(settings)
         self.engine = Engine(store, self.clock, self.executor, jobs=self.jobs)
+        self.nats_server: NatsServer | None = None
+        self.relay: Relay | None = None
+        if settings.nats:
+            await self._start_bus()
         with store.lock:
             active, unfinished = recovery_lists(store.conn)
         await self.engine.start(active, unfinished)
@@ -84,8 +90,33 @@ class Runtime:
     ) -> None:
         await self.engine.aclose()
         await self.executor.aclose()
+        if self.relay is not None:
+            await self.relay.aclose()
+        if self.nats_server is not None:
+            await self.nats_server.stop()
         self.store.close()
         log.info("scheduler stopped")
+
+    async def _start_bus(self) -> None:
+        settings = self.settings
+        url = settings.nats_url
+        if url is None:
+            self.nats_server = await NatsServer(settings.data_dir / "nats").start()
+            url = self.nats_server.url
+            log.info("embedded nats-server started", url=url, store=str(settings.data_dir / "nats"))
+        options = NatsOptions(
+            url=url,
+            user=settings.nats_user,
+            password=settings.nats_password,
+            credentials=settings.nats_credentials,
+            tls_ca=settings.nats_tls_ca,
+            tls_cert=settings.nats_tls_cert,
+            tls_key=settings.nats_tls_key,
+            replicas=settings.nats_replicas,
+        )
+        self.relay = Relay(settings.db_path, options)
+        self.relay.attach(self.store)
+        await self.relay.start()
 
 
 async def run_until_signalled(runtime: Runtime) -> None:
@@ -161,6 +192,7 @@ async def serve(settings: Settings) -> None:
             service=runtime.service,
             engine=runtime.engine,
             auth_enabled=settings.auth,
+            relay=runtime.relay,
         )
         config = uvicorn.Config(
             create_app(context),
@@ -180,3 +212,28 @@ async def serve(settings: Settings) -> None:
             await server.serve()
         finally:
             context.close()
+
+
+async def run_relay(settings: Settings) -> None:
+    """`lablink relay`: only the relay (and a private nats-server if no URL is set)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    store = open_store(settings.db_path)
+    server = None
+    url = settings.nats_url
+    if url is None:
+        server = await NatsServer(settings.data_dir / "nats").start()
+        url = server.url
+    relay = Relay(settings.db_path, NatsOptions(url=url, replicas=settings.nats_replicas))
+    relay.attach(store)
+    await relay.start()
+    log.info("relay started", url=url, db=str(settings.db_path))
+    try:
+        await stop.wait()
+    finally:
+        await relay.aclose()
+        if server is not None:
+            await server.stop()
+        store.close()

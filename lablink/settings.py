@@ -38,6 +38,16 @@ class Settings(msgspec.Struct, kw_only=True):
     executor: str = "sim"  # "sim" (in-process, simulated bench) or "noop"
     # API keys are required unless explicitly switched off (a bench on loopback).
     auth: bool = True
+    # NATS: unset url = a private nats-server under data/nats; "off" = no bus at all.
+    nats: bool = True
+    nats_url: str | None = None
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_credentials: str | None = None
+    nats_tls_ca: str | None = None
+    nats_tls_cert: str | None = None
+    nats_tls_key: str | None = None
+    nats_replicas: int = 1
 
     @property
     def db_path(self) -> Path:
@@ -59,6 +69,21 @@ class Settings(msgspec.Struct, kw_only=True):
             values["realtime"] = True
         if env.get("LABLINK_AUTH", "").lower() in ("off", "0", "false", "no"):
             values["auth"] = False
+        if env.get("LABLINK_NATS", "").lower() in ("off", "0", "false", "no"):
+            values["nats"] = False
+        for name in (
+            "nats_url",
+            "nats_user",
+            "nats_password",
+            "nats_credentials",
+            "nats_tls_ca",
+            "nats_tls_cert",
+            "nats_tls_key",
+        ):
+            if f"LABLINK_{name.upper()}" in env:
+                values[name] = env[f"LABLINK_{name.upper()}"]
+        if "LABLINK_NATS_REPLICAS" in env:
+            values["nats_replicas"] = int(env["LABLINK_NATS_REPLICAS"])
         if "LABLINK_EXECUTOR" in env:
             values["executor"] = env["LABLINK_EXECUTOR"]
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from lablink.application import JobService
+from lablink.bus.relay import Relay
 from lablink.clock import Clock
 from lablink.eventstore.sqlite import SQLiteEventStore, connect
 from lablink.scheduler.engine import Engine
@@ -21,7 +23,7 @@ class ApiContext:
     service: JobService
     engine: Engine
     auth_enabled: bool = True
-    nats_status: str = "not configured (the NATS bus arrives with its own issue)"
+    relay: Relay | None = None
 
     def __post_init__(self) -> None:
         # Reads use their own connection: in WAL mode they never wait for a commit.
@@ -31,6 +33,11 @@ class ApiContext:
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.settings.timezone)
+
+    def nats_health(self) -> dict[str, Any]:
+        if self.relay is None:
+            return {"status": "off", "connected": False, "url": None}
+        return self.relay.status.as_dict()
 
     def close(self) -> None:
         self.reader.close()

@@ -50,7 +50,8 @@ class ExecutionController(Controller):
         ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         cursor: Annotated[
-            int | None, QueryParameter(ge=1, description="next_cursor of the previous page")
+            int | None,
+            QueryParameter(ge=1, le=2**62, description="next_cursor of the previous page"),
         ] = None,
     ) -> dict[str, Any]:
         statuses = [s.strip() for item in status or [] for s in item.split(",") if s.strip()]

@@ -63,7 +63,7 @@ class JobController(Controller):
             QueryParameter(description="substring of name or description", max_length=200),
         ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=2**62)] = 0,
     ) -> Body:
         """List jobs (``?enabled=true`` for the active ones)."""
         total, jobs = list_jobs(

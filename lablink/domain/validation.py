@@ -34,6 +34,10 @@ TRIGGER_FIELDS: dict[str, frozenset[str]] = {
 ALL_TRIGGER_FIELDS = frozenset().union(*TRIGGER_FIELDS.values())
 
 MAX_INSTANCES = 100
+MAX_EXECUTIONS = 1_000_000_000
+MAX_INTERVAL_SECONDS = 366 * 86400.0
+# Far enough for any lab; near enough that time-zone arithmetic never overflows.
+MIN_YEAR, MAX_YEAR = 1970, 2200
 MAX_GRACE_SECONDS = 7 * 86400.0
 MAX_TIMEOUT_SECONDS = 7 * 86400.0
 DEFAULT_TIMEOUTS = {
@@ -56,11 +60,11 @@ def default_timeout(schedule_type: str, parameters: dict[str, Any]) -> float:
 
 
 def zone_problem(name: str) -> str | None:
-    if not name or name.startswith("/") or ".." in name:
+    if not name or len(name) > 64 or name.startswith("/") or ".." in name or "\0" in name:
         return "not an IANA time zone name"
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return "unknown IANA time zone"
     return None
 
@@ -153,23 +157,26 @@ def _check_trigger(errors: _Collector, request: JobRequest) -> time | None:
                 None,
                 "an interval job needs one of " + ", ".join(INTERVAL_FIELDS),
             )
+        unit = {
+            "interval_seconds": 1,
+            "interval_minutes": 60,
+            "interval_hours": 3600,
+            "interval_days": 86400,
+        }
+        bad = False
         for field in given:
             value = getattr(request, field)
-            if not math.isfinite(value) or value < 0:
-                errors.add(field, value, "must be a finite number >= 0")
-        total = (
-            (request.interval_seconds or 0)
-            + (request.interval_minutes or 0) * 60
-            + (request.interval_hours or 0) * 3600
-            + (request.interval_days or 0) * 86400
-        )
-        if given and math.isfinite(total) and total < 1:
+            if not math.isfinite(value) or not 0 <= value * unit[field] <= MAX_INTERVAL_SECONDS:
+                errors.add(field, value, "must be a number from 0 up to 366 days")
+                bad = True
+        total = sum(getattr(request, f) * unit[f] for f in given)
+        if given and not bad and total < 1:
             errors.add(
                 given[0],
                 getattr(request, given[0]),
                 f"the interval sums to {total:g} s; it must be >= 1 s",
             )
-        if math.isfinite(total) and total > 366 * 86400:
+        elif given and not bad and total > MAX_INTERVAL_SECONDS:
             errors.add(
                 given[0], getattr(request, given[0]), "the interval must be at most 366 days"
             )
@@ -223,18 +230,27 @@ def normalise(
     _check_number(errors, "max_instances", request.max_instances, 1, MAX_INSTANCES)
     _check_number(errors, "misfire_grace_time", request.misfire_grace_time, 1, MAX_GRACE_SECONDS)
     _check_number(errors, "timeout_seconds", request.timeout_seconds, 0.001, MAX_TIMEOUT_SECONDS)
-    if request.max_executions is not None and request.max_executions < 1:
-        errors.add("max_executions", request.max_executions, "must be >= 1")
+    if request.max_executions is not None and not 1 <= request.max_executions <= MAX_EXECUTIONS:
+        errors.add(
+            "max_executions", request.max_executions, f"must be between 1 and {MAX_EXECUTIONS}"
+        )
     if request.alarm_after_missed is not None and not 1 <= request.alarm_after_missed <= 1000:
         errors.add("alarm_after_missed", request.alarm_after_missed, "must be between 1 and 1000")
     _check_parameters(errors, request)
     parsed_time = _check_trigger(errors, request)
 
-    run_date = start_date = end_date = None
-    if zone is not None:
-        run_date = resolve_instant(request.run_date, zone) if request.run_date else None
-        start_date = resolve_instant(request.start_date, zone) if request.start_date else None
-        end_date = resolve_instant(request.end_date, zone) if request.end_date else None
+    instants: dict[str, datetime] = {}
+    for field in ("run_date", "start_date", "end_date"):
+        value = getattr(request, field)
+        if value is None:
+            continue
+        if not MIN_YEAR <= value.year <= MAX_YEAR:
+            errors.add(field, value, f"must be between the years {MIN_YEAR} and {MAX_YEAR}")
+        elif zone is not None:
+            instants[field] = resolve_instant(value, zone)
+    run_date = instants.get("run_date")
+    start_date = instants.get("start_date")
+    end_date = instants.get("end_date")
     if start_date and end_date and end_date < start_date:
         errors.add("end_date", request.end_date, f"is before start_date {request.start_date}")
     if errors.errors:

@@ -79,6 +79,16 @@ def _row_to_event(row: tuple[int, str, str, int, str, str, str | None, str]) -> 
     )
 
 
+def read_events(conn: sqlite3.Connection, after_position: int, limit: int) -> list[RecordedEvent]:
+    """Up to ``limit`` events past ``after_position``, in position order, from any
+    connection to the log (readers in WAL mode never wait for the writer)."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
+        (after_position, limit),
+    ).fetchall()
+    return [_row_to_event(row) for row in rows]
+
+
 class SQLiteEventStore:
     def __init__(
         self,
@@ -92,9 +102,16 @@ class SQLiteEventStore:
         self.conn.executescript(SCHEMA)
         self._lock = threading.RLock()
         self._in_transaction = in_transaction
+        self._after_commit: list[Callable[[list[RecordedEvent]], None]] = []
 
     def set_in_transaction_hook(self, hook: InTransactionHook | None) -> None:
         self._in_transaction = hook
+
+    def subscribe(self, listener: Callable[[list[RecordedEvent]], None]) -> Callable[[], None]:
+        """Call ``listener`` with the events of every commit, after it (in the committing
+        thread). For waking readers such as the NATS relay; never for writing."""
+        self._after_commit.append(listener)
+        return lambda: self._after_commit.remove(listener)
 
     @property
     def lock(self) -> threading.RLock:
@@ -118,8 +135,8 @@ class SQLiteEventStore:
         with self._lock:
             conn = self.conn
             conn.execute("BEGIN IMMEDIATE")
+            committed: list[RecordedEvent] = []
             try:
-                committed: list[RecordedEvent] = []
                 for request in requests:
                     outcome = self._append_one(conn, request)
                     outcomes.append(outcome)
@@ -131,6 +148,9 @@ class SQLiteEventStore:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+        if committed:
+            for listener in list(self._after_commit):
+                listener(committed)
         return outcomes
 
     def _append_one(self, conn: sqlite3.Connection, request: AppendRequest) -> AppendOutcome:

@@ -1,0 +1,1 @@
+"""NATS: transport for the log's events, never the record. Subjects, the relay, the server."""

