@@ -15,6 +15,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.utils.scope.state import ScopeState
 
+from lablink.api.bodies import BadRequest
 from lablink.errors import (
     Conflict,
     ExecutionRefused,
@@ -57,7 +58,19 @@ def _field(error: FieldError) -> dict[str, Any]:
 
 def invalid_request(request: Request[Any, Any, Any], exc: InvalidRequest) -> Response[Any]:
     errors = [_field(e) for e in exc.errors]
-    return _problem(422, f"invalid request: {exc}", errors)
+    status = 400 if isinstance(exc, BadRequest) else 422
+    return _problem(status, f"invalid request: {exc}", errors)
+
+
+def unreadable_body(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # Raised while Litestar decodes a body: invalid UTF-8, or nesting deeper than Python's
+    # recursion limit. The client sent it, so it is a 400, never a 500.
+    reason = f"not valid JSON: {type(exc).__name__}"
+    return _problem(
+        400,
+        f"invalid request: body: {reason}",
+        [{"field": "body", "value": None, "reason": reason}],
+    )
 
 
 def validation_failed(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
@@ -67,6 +80,29 @@ def validation_failed(request: Request[Any, Any, Any], exc: ValidationException)
         message = str(item.get("message", ""))
         key = str(item.get("key", ""))
         source = item.get("source", "")
+        if (
+            key == "data"
+            and source == "body"
+            and not _UNKNOWN.search(message)
+            and not (_MISSING.search(message))
+        ):
+            # Litestar names its own parameter; the client sent a body that is not an object.
+            raw = ScopeState.from_scope(request.scope).body
+            sent: Any = None
+            if isinstance(raw, bytes) and raw:
+                try:
+                    sent = msgspec.json.decode(raw)
+                except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                    sent = None
+            errors.append(
+                {
+                    "field": "body",
+                    "value": sent,
+                    "reason": "expected a JSON object" if raw else "a JSON body is required",
+                    "source": "body",
+                }
+            )
+            continue
         if match := _UNKNOWN.search(message):
             field, reason = match.group(1), "unknown field"
         elif match := _MISSING.search(message):
@@ -127,6 +163,8 @@ def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[
 
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     InvalidRequest: invalid_request,
+    UnicodeDecodeError: unreadable_body,
+    RecursionError: unreadable_body,
     ValidationException: validation_failed,
     NotFound: not_found,
     Conflict: conflict,

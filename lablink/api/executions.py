@@ -9,9 +9,11 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 
+from lablink.api.bodies import BadRequest
 from lablink.api.context import ApiContext
+from lablink.api.openapi import READ_ERRORS
 from lablink.api.queries import get_execution, list_executions
-from lablink.errors import ExecutionNotFound, InvalidRequest
+from lablink.errors import ExecutionNotFound
 from lablink.events import EXECUTION_STATUSES
 
 READ = {"role": "viewer"}
@@ -19,7 +21,7 @@ READ = {"role": "viewer"}
 
 def _aware(name: str, value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
-        raise InvalidRequest.one(
+        raise BadRequest.one(
             name, value.isoformat(), "needs a UTC offset, e.g. 2026-01-01T00:00:00Z"
         )
     return value
@@ -29,7 +31,7 @@ class ExecutionController(Controller):
     path = "/api/scheduler/executions"
     tags = ["executions"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
 
-    @get("/", opt=READ)
+    @get("/", opt=READ, responses=READ_ERRORS)
     async def list_executions(
         self,
         context: NamedDependency[ApiContext],
@@ -57,7 +59,7 @@ class ExecutionController(Controller):
         statuses = [s.strip() for item in status or [] for s in item.split(",") if s.strip()]
         for value in statuses:
             if value not in EXECUTION_STATUSES:
-                raise InvalidRequest.one(
+                raise BadRequest.one(
                     "status", value, "must be one of " + ", ".join(EXECUTION_STATUSES)
                 )
         page, next_cursor = list_executions(
@@ -71,7 +73,7 @@ class ExecutionController(Controller):
         )
         return {"success": True, "count": len(page), "executions": page, "next_cursor": next_cursor}
 
-    @get("/{execution_id:str}", opt=READ)
+    @get("/{execution_id:str}", opt=READ, responses=READ_ERRORS)
     async def get_execution(
         self, execution_id: FromPath[str], context: NamedDependency[ApiContext]
     ) -> dict[str, Any]:

@@ -12,7 +12,9 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from lablink.api.auth import actor
+from lablink.api.bodies import strict_body
 from lablink.api.context import ApiContext
+from lablink.api.openapi import READ_ERRORS, WRITE_ERRORS
 from lablink.api.queries import get_job, job_history, list_jobs
 from lablink.api.schemas import JobUpdate
 from lablink.api.views import iso_instant
@@ -36,7 +38,7 @@ class JobController(Controller):
     path = "/api/scheduler"
     tags = ["jobs"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
 
-    @post("/jobs/create", status_code=200, opt=WRITE)
+    @post("/jobs/create", status_code=200, opt=WRITE, responses=WRITE_ERRORS)
     async def create_job(
         self,
         request: Request[Any, Any, Any],
@@ -44,11 +46,12 @@ class JobController(Controller):
         context: NamedDependency[ApiContext],
     ) -> Body:
         """Create a job (the guide's "Create Job")."""
+        data = await strict_body(request, JobRequest)
         who = actor(request)
         job_id = await asyncio.to_thread(context.service.create, data, who)
         return {"success": True, "job_id": job_id, "message": f"job {data.name!r} created"}
 
-    @get("/jobs", opt=READ)
+    @get("/jobs", opt=READ, responses=READ_ERRORS)
     async def list_jobs(
         self,
         context: NamedDependency[ApiContext],
@@ -78,14 +81,14 @@ class JobController(Controller):
         )
         return {"success": True, "count": len(jobs), "total": total, "jobs": jobs}
 
-    @get("/jobs/{job_id:str}", opt=READ)
+    @get("/jobs/{job_id:str}", opt=READ, responses=READ_ERRORS)
     async def get_job(self, job_id: FromPath[str], context: NamedDependency[ApiContext]) -> Body:
         job = get_job(context.reader, job_id)
         if job is None:
             raise JobNotFound(job_id)
         return {"success": True, "job": job}
 
-    @put("/jobs/{job_id:str}", opt=WRITE)
+    @put("/jobs/{job_id:str}", opt=WRITE, responses=WRITE_ERRORS)
     async def update_job(
         self,
         request: Request[Any, Any, Any],
@@ -94,6 +97,7 @@ class JobController(Controller):
         context: NamedDependency[ApiContext],
     ) -> Body:
         """Change the fields given; pass the job's ``version`` to refuse stale edits (409)."""
+        data = await strict_body(request, JobUpdate)
         version = data.version if isinstance(data.version, int) else None
         recorded = await asyncio.to_thread(
             context.service.update_job,
@@ -106,7 +110,7 @@ class JobController(Controller):
         message = "job updated" if recorded else "nothing changed"
         return {"success": True, "message": message, "job": job}
 
-    @delete("/jobs/{job_id:str}", status_code=200, opt=WRITE)
+    @delete("/jobs/{job_id:str}", status_code=200, opt=WRITE, responses=WRITE_ERRORS)
     async def delete_job(
         self,
         request: Request[Any, Any, Any],
@@ -116,7 +120,7 @@ class JobController(Controller):
         await asyncio.to_thread(context.service.delete_job, job_id, actor(request))
         return {"success": True, "message": f"job {job_id} deleted"}
 
-    @post("/jobs/{job_id:str}/pause", status_code=200, opt=WRITE)
+    @post("/jobs/{job_id:str}/pause", status_code=200, opt=WRITE, responses=WRITE_ERRORS)
     async def pause_job(
         self,
         request: Request[Any, Any, Any],
@@ -126,7 +130,7 @@ class JobController(Controller):
         await asyncio.to_thread(context.service.pause_job, job_id, actor(request))
         return {"success": True, "message": f"job {job_id} paused"}
 
-    @post("/jobs/{job_id:str}/resume", status_code=200, opt=WRITE)
+    @post("/jobs/{job_id:str}/resume", status_code=200, opt=WRITE, responses=WRITE_ERRORS)
     async def resume_job(
         self,
         request: Request[Any, Any, Any],
@@ -136,7 +140,7 @@ class JobController(Controller):
         await asyncio.to_thread(context.service.resume_job, job_id, actor(request))
         return {"success": True, "message": f"job {job_id} resumed"}
 
-    @post("/jobs/{job_id:str}/run", status_code=200, opt=WRITE)
+    @post("/jobs/{job_id:str}/run", status_code=200, opt=WRITE, responses=WRITE_ERRORS)
     async def run_job(
         self,
         request: Request[Any, Any, Any],
@@ -148,7 +152,7 @@ class JobController(Controller):
         execution_id = await context.engine.run_now(job_id, actor=actor(request))
         return {"success": True, "execution_id": execution_id, "message": f"job {job_id} started"}
 
-    @get("/jobs/{job_id:str}/history", opt=READ)
+    @get("/jobs/{job_id:str}/history", opt=READ, responses=READ_ERRORS)
     async def job_history(
         self, job_id: FromPath[str], context: NamedDependency[ApiContext]
     ) -> Body:
@@ -157,7 +161,7 @@ class JobController(Controller):
             raise JobNotFound(job_id)
         return {"success": True, "history": history}
 
-    @get("/jobs/{job_id:str}/next-runs", opt=READ)
+    @get("/jobs/{job_id:str}/next-runs", opt=READ, responses=READ_ERRORS)
     async def next_runs(
         self,
         job_id: FromPath[str],
@@ -185,14 +189,16 @@ class JobController(Controller):
             "next_runs": runs,
         }
 
-    @post("/preview", status_code=200, opt=READ)
+    @post("/preview", status_code=200, opt=READ, responses=WRITE_ERRORS)
     async def preview(
         self,
+        request: Request[Any, Any, Any],
         data: JSONBody[JobRequest],
         context: NamedDependency[ApiContext],
         count: Annotated[int, QueryParameter(ge=1, le=1000)] = 10,
     ) -> Body:
         """Validate a job body and list its next runs; nothing is created."""
+        data = await strict_body(request, JobRequest)
         now = context.clock.now()
         spec, anchor = normalise(data, now=now, default_timezone=context.settings.timezone)
         zone = ZoneInfo(spec.timezone)
@@ -204,7 +210,7 @@ class JobController(Controller):
             "next_runs": runs,
         }
 
-    @get("/jobs/{job_id:str}/events", opt=READ)
+    @get("/jobs/{job_id:str}/events", opt=READ, responses=READ_ERRORS)
     async def job_events(self, job_id: FromPath[str], context: NamedDependency[ApiContext]) -> Body:
         """The job's audit trail: every event of its stream, with actor and time."""
         recorded = context.store.read_stream(job_id)

@@ -8,6 +8,7 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 
 from lablink.api.context import ApiContext
+from lablink.api.openapi import READ_ERRORS
 from lablink.api.queries import running_jobs, statistics
 
 READ = {"role": "viewer"}
@@ -16,13 +17,13 @@ READ = {"role": "viewer"}
 class SystemController(Controller):
     tags = ["monitoring"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
 
-    @get("/api/scheduler/statistics", opt=READ)
+    @get("/api/scheduler/statistics", opt=READ, responses=READ_ERRORS)
     async def statistics(self, context: NamedDependency[ApiContext]) -> dict[str, Any]:
         """Totals, today's counts (in the server's time zone), jobs by type, next 10 runs."""
         stats = statistics(context.reader, now=context.clock.now(), zone=context.zone)
         return {"success": True, "statistics": stats}
 
-    @get("/api/scheduler/running", opt=READ)
+    @get("/api/scheduler/running", opt=READ, responses=READ_ERRORS)
     async def running(self, context: NamedDependency[ApiContext]) -> dict[str, Any]:
         """Ids of the jobs with an execution running now."""
         jobs = running_jobs(context.reader)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -74,6 +75,18 @@ def resolve_instant(value: datetime, zone: ZoneInfo) -> datetime:
     if value.tzinfo is None:
         value = value.replace(tzinfo=zone)
     return value.astimezone(UTC)
+
+
+# Bidirectional overrides and isolates make a name display differently from what it is.
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def text_problem(value: str, *, multiline: bool = False) -> str | None:
+    allowed = "\n\t\r" if multiline else ""
+    for char in value:
+        if (unicodedata.category(char) == "Cc" and char not in allowed) or char in _BIDI:
+            return f"contains the control character U+{ord(char):04X}"
+    return None
 
 
 def parse_time_of_day(value: str) -> time | None:
@@ -209,6 +222,10 @@ def normalise(
     name = request.name.strip()
     if not name or len(name) > 200:
         errors.add("name", request.name, "must be 1 to 200 characters")
+    elif problem := text_problem(request.name):
+        errors.add("name", request.name, problem)
+    if problem := text_problem(request.description, multiline=True):
+        errors.add("description", request.description[:40], problem)
     if len(request.description) > 5000:
         errors.add("description", request.description[:40] + "…", "must be at most 5000 characters")
     if not ID_PATTERN.match(request.equipment_id):
@@ -218,6 +235,8 @@ def normalise(
     for index, tag in enumerate(request.tags):
         if not tag or len(tag) > 64:
             errors.add(f"tags[{index}]", tag, "must be 1 to 64 characters")
+        elif problem := text_problem(tag):
+            errors.add(f"tags[{index}]", tag, problem)
 
     zone_name = request.timezone if request.timezone is not None else default_timezone
     zone: ZoneInfo | None = None

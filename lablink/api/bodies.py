@@ -1,0 +1,50 @@
+"""Request bodies, decoded strictly.
+
+Litestar converts a declared body leniently ("1" becomes 1, epoch seconds become a date);
+the body is decoded again here with msgspec's strict rules, so the API accepts exactly what
+its OpenAPI document says, and every refusal names the field, the value and the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+from litestar import Request
+from litestar.exceptions import HTTPException
+
+from lablink.domain.requests import field_error_from_msgspec
+from lablink.errors import InvalidRequest
+
+T = TypeVar("T")
+
+
+class BadRequest(InvalidRequest):
+    """Not a body that fails to fit, but a request that cannot be read: a body that is not
+    JSON at all, or a query parameter with an impossible value (HTTP 400, not 422)."""
+
+
+MalformedBody = BadRequest
+
+
+class UnsupportedMediaType(HTTPException):
+    status_code = 415
+
+
+async def strict_body(request: Request[Any, Any, Any], type_: type[T]) -> T:
+    media_type = request.content_type[0]
+    if media_type != "application/json":
+        raise UnsupportedMediaType(
+            detail=f"content-type {media_type!r} is not supported: send application/json"
+        )
+    raw = await request.body()
+    try:
+        decoded = msgspec.json.decode(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise MalformedBody.one("body", None, f"not valid JSON: {type(exc).__name__}") from exc
+    if not isinstance(decoded, dict):
+        raise InvalidRequest.one("body", decoded, "expected a JSON object")
+    try:
+        return msgspec.convert(decoded, type_)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest([field_error_from_msgspec(exc, decoded)]) from exc
