@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,6 +150,79 @@ def relay(
     configure_logging()
     settings = Settings.from_env(data_dir=data_dir)
     asyncio.run(run_relay(settings))
+
+
+events_app = typer.Typer(help="Follow the event log as NATS carries it.")
+app.add_typer(events_app, name="events")
+alarms_app = typer.Typer(help="Alarms as they are raised.")
+app.add_typer(alarms_app, name="alarms")
+
+
+def _nats_url(data_dir: Path | None) -> str:
+    from lablink.bus.watch import resolve_url
+
+    settings = Settings.from_env(data_dir=data_dir)
+    try:
+        return resolve_url(settings.nats_url, settings.data_dir)
+    except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@events_app.command("tail")
+def events_tail(
+    event_type: Annotated[
+        str | None, typer.Option("--type", help="e.g. execution.failed, or execution")
+    ] = None,
+    job: Annotated[str | None, typer.Option("--job", help="Only this job's events.")] = None,
+    equipment: Annotated[
+        str | None, typer.Option("--equipment", help="Only this instrument's events.")
+    ] = None,
+    from_start: Annotated[
+        bool, typer.Option("--from-start", help="Replay the stream from its start first.")
+    ] = False,
+    start_position: Annotated[
+        int | None, typer.Option("--from-position", help="Replay from this stream sequence.")
+    ] = None,
+    count: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="[env LABLINK_DATA_DIR]")] = None,
+) -> None:
+    """Print events live, filtered by type, job or equipment."""
+    from lablink.bus.watch import tail_events
+
+    url = _nats_url(data_dir)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(
+                tail_events(
+                    url,
+                    event_type=event_type,
+                    job_id=job,
+                    equipment_id=equipment,
+                    from_start=from_start,
+                    start_position=start_position,
+                    count=count,
+                )
+            )
+    except ConnectionError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+
+
+@alarms_app.command("watch")
+def alarms_watch(
+    count: Annotated[int | None, typer.Option(help="Stop after this many alarms.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="[env LABLINK_DATA_DIR]")] = None,
+) -> None:
+    """Print alarms as they are raised (subject lablink.alarms.<severity>.<equipment_id>)."""
+    from lablink.bus.watch import watch_alarms
+
+    url = _nats_url(data_dir)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(watch_alarms(url, count=count))
+    except ConnectionError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
 
 
 keys_app = typer.Typer(help="API keys: viewer (reads), operator (jobs, runs), admin (all).")

@@ -18,6 +18,7 @@ import structlog
 from lablink.application import JobService
 from lablink.bus.relay import NatsOptions, Relay
 from lablink.bus.server import NatsServer
+from lablink.bus.watch import URL_FILE
 from lablink.clock import Clock, SystemClock
 from lablink.logstore import open_store
 from lablink.projections.jobs import read_snapshot
@@ -103,6 +104,8 @@ class Runtime:
         if url is None:
             self.nats_server = await NatsServer(settings.data_dir / "nats").start()
             url = self.nats_server.url
+            # So that `lablink events tail` in another shell finds the private server.
+            (settings.data_dir / "nats" / URL_FILE).write_text(url + "\n")
             log.info("embedded nats-server started", url=url, store=str(settings.data_dir / "nats"))
         options = NatsOptions(
             url=url,

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from lablink.api.views import execution_view, iso, job_view
 from lablink.eventstore.base import format_instant
+from lablink.projections.jobs import COLUMNS as JOBS_COLUMNS
 from lablink.projections.statistics import bucket_of
 
 EXECUTION_COLUMNS = (
@@ -24,8 +25,12 @@ def _dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+# Every column but the aggregate state kept for snapshots (about 1 KB a row).
+JOB_COLUMNS = ", ".join(c for c in JOBS_COLUMNS if c != "state")
+
+
 def get_job(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
-    rows = _dicts(conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)))
+    rows = _dicts(conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)))
     return job_view(rows[0]) if rows else None
 
 
@@ -66,7 +71,7 @@ def list_jobs(
     (total,) = conn.execute(f"SELECT COUNT(*) FROM jobs{clause}", args).fetchone()
     rows = _dicts(
         conn.execute(
-            f"SELECT * FROM jobs{clause} ORDER BY created_at, job_id LIMIT ? OFFSET ?",
+            f"SELECT {JOB_COLUMNS} FROM jobs{clause} ORDER BY created_at, job_id LIMIT ? OFFSET ?",
             [*args, limit, offset],
         )
     )

@@ -18,6 +18,16 @@ from pathlib import Path
 _LISTENING = re.compile(r"Listening for client connections on ([0-9.]+):(\d+)")
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel sends it SIGTERM when LabLink dies, even by
+    SIGKILL, so a private server never outlives its owner and holds the JetStream store."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def nats_server_binary() -> str:
     beside = Path(sys.executable).parent / "nats-server"
     if beside.exists():
@@ -42,10 +52,18 @@ def render_config(store_dir: Path, port: int, *, name: str = "lablink") -> str:
 class NatsServer:
     """Start with ``await start()``; ``url`` is then nats://127.0.0.1:<port>."""
 
-    def __init__(self, store_dir: Path, *, port: int = -1, config: str | None = None) -> None:
+    def __init__(
+        self,
+        store_dir: Path,
+        *,
+        port: int = -1,
+        config: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.store_dir = Path(store_dir)
         self.port = port
         self._config = config
+        self._env = env
         self.process: asyncio.subprocess.Process | None = None
         self._drain: asyncio.Task[None] | None = None
 
@@ -63,6 +81,8 @@ class NatsServer:
             str(config_path),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **self._env} if self._env else None,
+            preexec_fn=_die_with_parent,
         )
         assert self.process.stderr is not None
         stderr = self.process.stderr

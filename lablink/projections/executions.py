@@ -87,6 +87,7 @@ def _final_fields(event: _Final) -> Row:
     match event:
         case ExecutionSucceeded():
             fields["result"] = to_json(event.result)
+            fields["progress"] = 1.0
         case ExecutionFailed():
             fields["error"] = to_json(event.error)
         case ExecutionTimedOut():

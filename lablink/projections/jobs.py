@@ -142,6 +142,7 @@ class JobsProjection:
             ["schedule_type"],
             ["enabled"],
             ["running_count"],
+            ["created_at", "job_id"],
         ):
             db.table("jobs").create_index(columns, if_not_exists=True)
 

@@ -81,6 +81,8 @@ class StatisticsProjection:
             {c: str for c in OPEN_COLUMNS}, pk="execution_id", if_not_exists=True
         )
         db.table("stats_open").create_index(["status"], if_not_exists=True)
+        db.table("stats_jobs").create_index(["status"], if_not_exists=True)
+        db.table("stats_jobs").create_index(["schedule_type"], if_not_exists=True)
         db.table("stats_buckets").create(
             {"key": str, "bucket": str, "schedule_type": str, "status": str, "count": int},
             pk="key",

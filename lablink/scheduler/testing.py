@@ -15,6 +15,8 @@ from lablink.application import JobService
 
 if TYPE_CHECKING:
     import httpx
+
+    from lablink.bus.relay import Relay
 from lablink.clock import ManualClock
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.ids import SequentialIds
@@ -154,7 +156,9 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def api_client(harness: Harness, *, auth: bool) -> AsyncIterator[httpx.AsyncClient]:
+async def api_client(
+    harness: Harness, *, auth: bool, relay: Relay | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     """The real Litestar app over the harness's engine and store, called in-process on the
     test's own event loop (Litestar's TestClient runs the app on a loop of its own, where
     the harness's engine cannot be reached)."""
@@ -172,6 +176,7 @@ async def api_client(harness: Harness, *, auth: bool) -> AsyncIterator[httpx.Asy
         service=harness.service,
         engine=harness.engine,
         auth_enabled=auth,
+        relay=relay,
     )
     try:
         transport = httpx.ASGITransport(app=create_app(context))  # type: ignore[arg-type]

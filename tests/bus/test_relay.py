@@ -3,8 +3,6 @@ crashes between commit and publish. Consumers dedupe by event id (the Nats-Msg-I
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,8 +10,8 @@ from typing import Any
 
 import nats
 import pytest
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from lablink.bus.consume import read_stream
 from lablink.bus.relay import NatsOptions, Relay
 from lablink.bus.server import NatsServer
 from lablink.bus.subjects import STREAM
@@ -41,41 +39,7 @@ def append(store: SQLiteEventStore, count: int, stream: str = "job_a") -> None:
 
 
 async def received(url: str, expected: int, wait: float = 20) -> list[dict[str, Any]]:
-    """Read the stream from its start until ``expected`` distinct events arrived; dedupe by
-    event id as a consumer must."""
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        deadline = asyncio.get_running_loop().time() + wait
-        # The relay creates the stream on its first connect: wait for JetStream's advisory.
-        created = await nc.subscribe(f"$JS.EVENT.ADVISORY.STREAM.CREATED.{STREAM}")
-        try:
-            await js.stream_info(STREAM)
-        except nats.js.errors.NotFoundError:
-            await created.next_msg(timeout=wait)
-        await created.unsubscribe()
-        sub = await js.pull_subscribe(
-            "lablink.events.>",
-            durable=None,
-            stream=STREAM,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
-        )
-        seen: dict[str, dict[str, Any]] = {}
-        order: list[str] = []
-        while len(seen) < expected and asyncio.get_running_loop().time() < deadline:
-            try:
-                messages = await sub.fetch(500, timeout=1)
-            except nats.errors.TimeoutError:
-                continue
-            for message in messages:
-                event_id = (message.headers or {}).get("Nats-Msg-Id", "")
-                if event_id not in seen:
-                    seen[event_id] = json.loads(message.data)
-                    order.append(event_id)
-                await message.ack()
-        return [seen[e] for e in order]
-    finally:
-        await nc.close()
+    return await read_stream(url, expected=expected, wait=wait)
 
 
 @pytest.fixture

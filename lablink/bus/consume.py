@@ -1,0 +1,59 @@
+"""Reading the event stream back: for audits and for tests. A new consumer can start at any
+stream position (JetStream's deliver policy by start sequence); events are deduplicated by
+their id, as every consumer of LabLink's stream must."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from lablink.bus.subjects import EVENTS_ALL, STREAM
+
+
+async def wait_for_stream(nc: NATS, wait: float) -> None:
+    """The relay creates the stream on its first connect: wait for JetStream's advisory."""
+    created = await nc.subscribe(f"$JS.EVENT.ADVISORY.STREAM.CREATED.{STREAM}")
+    try:
+        await nc.jetstream().stream_info(STREAM)
+    except NotFoundError:
+        await created.next_msg(timeout=wait)
+    finally:
+        await created.unsubscribe()
+
+
+async def read_stream(
+    url: str, *, expected: int, start: int = 1, wait: float = 20.0, subject: str = EVENTS_ALL
+) -> list[dict[str, Any]]:
+    """Distinct events from stream sequence ``start`` on, until ``expected`` arrived or
+    ``wait`` seconds passed, in stream order."""
+    nc = await nats.connect(servers=[u.strip() for u in url.split(",")])
+    try:
+        js = nc.jetstream()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        await wait_for_stream(nc, wait)
+        policy = (
+            ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+            if start <= 1
+            else ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
+        )
+        sub = await js.pull_subscribe(subject, durable=None, stream=STREAM, config=policy)
+        seen: dict[str, dict[str, Any]] = {}
+        while len(seen) < expected and loop.time() < deadline:
+            try:
+                messages = await sub.fetch(500, timeout=min(1.0, max(deadline - loop.time(), 0.1)))
+            except nats.errors.TimeoutError:
+                continue
+            for message in messages:
+                event_id = (message.headers or {}).get("Nats-Msg-Id", "")
+                seen.setdefault(event_id, json.loads(message.data))
+                await message.ack()
+        return list(seen.values())
+    finally:
+        await nc.close()

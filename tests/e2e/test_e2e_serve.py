@@ -1,0 +1,344 @@
+"""`lablink serve` as a real process: the guide's "Testing" routine over HTTP with an API key,
+then SIGKILL, a restart on the same data directory and port, and a graceful SIGTERM.
+
+The child's stdout is JSON lines (structlog) plus the admin key it prints once; the tests wait
+for log events, never for a fixed time (the only polls, of an execution's status and of a
+dead server's children, have bounded deadlines).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+LABLINK = str(Path(sys.executable).parent / "lablink")
+FINAL = {"completed", "failed", "timed_out", "cancelled", "interrupted", "skipped", "missed"}
+# The guide's Quick Start job, created disabled as its Best Practices "Testing" says.
+QUICK_START: dict[str, Any] = {
+    "name": "Hourly Voltage Check",
+    "description": "Measure output voltage every hour",
+    "schedule_type": "measurement",
+    "equipment_id": "power_supply_1",
+    "trigger_type": "interval",
+    "interval_hours": 1,
+    "parameters": {"command": "get_voltage"},
+    "enabled": False,
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+Process = tuple[int, str, str]  # pid, start time (clock ticks after boot), command line
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()  # state, ppid, ..., starttime at [19]
+
+
+def children(pid: int) -> list[Process]:
+    """The live child processes of ``pid`` (the embedded nats-server, for one)."""
+    found: list[Process] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat(int(entry.name))
+        if fields is not None and fields[1] == str(pid) and fields[0] != "Z":
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            except OSError:
+                continue
+            found.append((int(entry.name), fields[19], command))
+    return found
+
+
+def alive(process: Process) -> bool:
+    """Still running (not exited, not a zombie, and not a new process under a reused pid)."""
+    fields = _stat(process[0])
+    return fields is not None and fields[0] != "Z" and fields[19] == process[1]
+
+
+class Server:
+    """A `lablink serve` child whose output lines the test can wait for."""
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LABLINK_")}
+        env.update(
+            LABLINK_DATA_DIR=str(data_dir),
+            LABLINK_HOST="127.0.0.1",
+            LABLINK_TIMEZONE="UTC",
+            LABLINK_LOG_LEVEL="info",
+        )
+        self.port = port
+        self.proc = subprocess.Popen(
+            [LABLINK, "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        self.spawned: list[Process] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict):
+                record = {"event": "raw", "line": line.rstrip("\n")}
+            self.lines.put(record)
+        self.lines.put({"event": "eof", "returncode": self.proc.wait()})
+
+    def wait_for(self, event: str, timeout: float = 15) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                record = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                raise AssertionError(f"no {event!r} within {timeout}s: {self.seen}") from None
+            self.seen.append(record)
+            if record.get("event") == event:
+                return record
+            if record.get("event") == "eof":
+                raise AssertionError(f"the server exited before {event!r}: {self.seen}")
+
+    def printed(self) -> list[str]:
+        return [r["line"] for r in self.seen if r.get("event") == "raw"]
+
+    def listening(self) -> dict[str, Any]:
+        record = self.wait_for("api listening")
+        assert record["url"] == f"http://127.0.0.1:{self.port}"
+        return record
+
+    def track(self) -> None:
+        """Note the server's child processes (the embedded nats-server), to check on later."""
+        self.spawned += [p for p in children(self.proc.pid) if p not in self.spawned]
+
+    def crash(self) -> None:
+        self.track()
+        self.proc.send_signal(signal.SIGKILL)
+        assert self.proc.wait(timeout=10) == -signal.SIGKILL
+
+    def terminate(self) -> None:
+        self.track()
+        self.proc.send_signal(signal.SIGTERM)
+
+    def cleanup(self) -> None:
+        """After the test, pass or fail: stop the server, then its leftovers, by pid."""
+        if self.proc.poll() is None:
+            self.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        for process in self.spawned:
+            if alive(process):
+                os.kill(process[0], signal.SIGKILL)
+
+
+def accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
+def final_execution(client: httpx.Client, execution_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while True:
+        response = client.get(f"/api/scheduler/executions/{execution_id}")
+        assert response.status_code == 200, response.text
+        execution: dict[str, Any] = response.json()["execution"]
+        if execution["status"] in FINAL:
+            return execution
+        assert time.monotonic() < deadline, f"not final within 20 s: {execution}"
+        time.sleep(0.05)
+
+
+def snapshot(client: httpx.Client, job_id: str, execution_id: str) -> dict[str, Any]:
+    """Everything the restart must keep, as the API shows it."""
+    views: dict[str, Any] = {}
+    for name, path in (
+        ("job", f"/api/scheduler/jobs/{job_id}"),
+        ("execution", f"/api/scheduler/executions/{execution_id}"),
+        ("history", f"/api/scheduler/jobs/{job_id}/history"),
+        ("statistics", "/api/scheduler/statistics"),
+        ("events", f"/api/scheduler/jobs/{job_id}/events"),
+        ("executions", f"/api/scheduler/executions?job_id={job_id}"),
+        ("jobs", "/api/scheduler/jobs"),
+    ):
+        response = client.get(path)
+        assert response.status_code == 200, f"{path}: {response.status_code} {response.text}"
+        views[name] = response.json()
+    return views
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    """Every server a test starts is stopped afterwards, with whatever it spawned."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        server.cleanup()
+
+
+def test_serve_end_to_end_with_restart(tmp_path: Path, servers: list[Server]) -> None:
+    data = tmp_path / "data"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+
+    first = Server(data, port)
+    servers.append(first)
+    first.listening()
+    key_file = data / "admin.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = key_file.read_text().strip()
+    assert key.startswith("llk_")
+    printed = [line.strip() for line in first.printed() if line.strip().startswith("llk_")]
+    assert printed == [key], f"printed keys {printed} differ from {key_file}"
+
+    with httpx.Client(base_url=base, timeout=5) as anonymous:
+        health = anonymous.get("/health")
+        assert health.status_code == 200, health.text
+        assert health.json()["database"]["status"] == "ok"
+        schema = anonymous.get("/schema/openapi.json")
+        assert schema.status_code == 200, schema.text
+        assert "/api/scheduler/jobs/create" in schema.json()["paths"]
+        refused = anonymous.get("/api/scheduler/jobs")
+        assert refused.status_code == 401, refused.text
+        create_refused = anonymous.post("/api/scheduler/jobs/create", json=QUICK_START)
+        assert create_refused.status_code == 401, create_refused.text
+        wrong = anonymous.get(
+            "/api/scheduler/jobs", headers={"Authorization": "Bearer llk_not-a-key"}
+        )
+        assert wrong.status_code == 401, wrong.text
+
+    auth = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=base, headers=auth, timeout=5) as client:
+        created = client.post("/api/scheduler/jobs/create", json=QUICK_START)
+        assert created.status_code == 200, created.text
+        job_id = created.json()["job_id"]
+        assert job_id.startswith("job_")
+        job = client.get(f"/api/scheduler/jobs/{job_id}").json()["job"]
+        assert (job["enabled"], job["next_run_time"]) == (False, None)
+
+        run = client.post(f"/api/scheduler/jobs/{job_id}/run")
+        assert run.status_code == 200, run.text
+        execution_id = run.json()["execution_id"]
+        execution = final_execution(client, execution_id)
+        assert execution["status"] == "completed", execution
+        assert execution["trigger_info"] == "manual"
+        assert execution["job_id"] == job_id
+        assert isinstance(execution["result"]["value"], int | float), execution["result"]
+
+        resumed = client.post(f"/api/scheduler/jobs/{job_id}/resume")
+        assert resumed.status_code == 200, resumed.text
+        job = client.get(f"/api/scheduler/jobs/{job_id}").json()["job"]
+        assert job["enabled"] is True
+        assert job["status"] == "active"
+        assert job["next_run_time"] is not None
+        assert datetime.fromisoformat(job["next_run_time"]) > datetime.now(UTC)
+
+        history = client.get(f"/api/scheduler/jobs/{job_id}/history").json()["history"]
+        assert (history["total_executions"], history["successful"]) == (1, 1), history
+        assert history["last_status"] == "completed"
+        assert history["next_run"] == job["next_run_time"]
+        stats = client.get("/api/scheduler/statistics").json()["statistics"]
+        assert (stats["total_jobs"], stats["active_jobs"]) == (1, 1), stats
+        assert stats["total_executions_today"] >= 1, stats
+        assert stats["successful_today"] >= 1, stats
+        before = snapshot(client, job_id, execution_id)
+    first.crash()
+
+    second = Server(data, port)
+    servers.append(second)
+    second.listening()
+    assert not [line for line in second.printed() if "llk_" in line or "admin" in line], (
+        f"a second admin key was printed: {second.printed()}"
+    )
+    assert key_file.read_text().strip() == key
+    with httpx.Client(base_url=base, headers=auth, timeout=5) as client:
+        after = snapshot(client, job_id, execution_id)
+        for view in before:
+            assert after[view] == before[view], f"{view} changed across the restart"
+        job = after["job"]["job"]
+        assert job["enabled"] is True
+        assert job["version"] == before["job"]["job"]["version"]
+        trail = after["events"]["events"]
+        types = [e["type"] for e in trail]
+        assert types[0] == "job.created"
+        assert "job.resumed" in types
+        assert "execution.pending" in types
+        assert "execution.completed" in types
+        for event in trail:
+            if event["type"].startswith("job.") or event["type"] == "execution.pending":
+                assert event["actor"] == "admin", event
+        assert after["statistics"]["statistics"]["total_executions_today"] >= 1
+
+    second.terminate()
+    second.wait_for("scheduler stopped", timeout=10)
+    assert second.proc.wait(timeout=5) == 0
+    assert not [p for p in second.spawned if alive(p)], "a graceful stop left children"
+
+
+def test_api_listening_is_logged_once_the_port_accepts(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """A supervisor (or this suite) waits for "api listening" and then connects: the port
+    must accept by then (the line was once logged ~25 ms before uvicorn bound the socket)."""
+    port = free_port()
+    server = Server(tmp_path / "data", port)
+    servers.append(server)
+    server.listening()
+    assert accepts(port), (
+        f"'api listening' was logged but 127.0.0.1:{port} refused the connection:"
+        " lablink/runtime.py serve() must log it only once uvicorn's startup has bound"
+        " the socket"
+    )
+
+
+def test_sigkill_leaves_no_orphan_processes(tmp_path: Path, servers: list[Server]) -> None:
+    """`kill -9` of `lablink serve` (the OOM killer, a supervisor giving up) must not leave
+    its helpers running: the next start runs its own nats-server on the same JetStream store
+    (data/nats) while the orphan still holds it, as the restart test above shows."""
+    server = Server(tmp_path / "data", free_port())
+    servers.append(server)
+    server.listening()
+    server.crash()
+    deadline = time.monotonic() + 5  # a parent-death signal arrives at once; allow slack
+    while (orphans := [p for p in server.spawned if alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not orphans, (
+        f"processes of the SIGKILLed server still run: {orphans}. lablink/bus/server.py"
+        " NatsServer.start spawns nats-server with nothing tying it to lablink's life"
+        " (no PR_SET_PDEATHSIG in the child, no stale-pid check on the next start)"
+    )
