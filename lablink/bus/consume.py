@@ -5,6 +5,7 @@ their id, as every consumer of LabLink's stream must."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -17,12 +18,24 @@ from lablink.bus.subjects import EVENTS_ALL, STREAM
 
 
 async def wait_for_stream(nc: NATS, wait: float) -> None:
-    """The relay creates the stream on its first connect: wait for JetStream's advisory."""
+    """The relay creates the stream on its first connect: wait for JetStream's advisory.
+    A cluster still electing its JetStream leader answers nothing: ask again."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
     created = await nc.subscribe(f"$JS.EVENT.ADVISORY.STREAM.CREATED.{STREAM}")
     try:
-        await nc.jetstream().stream_info(STREAM)
-    except NotFoundError:
-        await created.next_msg(timeout=wait)
+        while True:
+            try:
+                await nc.jetstream(timeout=2).stream_info(STREAM)
+                return
+            except NotFoundError:
+                with contextlib.suppress(nats.errors.TimeoutError):
+                    await created.next_msg(timeout=min(2.0, max(deadline - loop.time(), 0.1)))
+                    return
+            except nats.errors.TimeoutError:
+                pass
+            if loop.time() > deadline:
+                raise TimeoutError(f"stream {STREAM} did not appear within {wait:g} s")
     finally:
         await created.unsubscribe()
 
@@ -43,7 +56,13 @@ async def read_stream(
             if start <= 1
             else ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
         )
-        sub = await js.pull_subscribe(subject, durable=None, stream=STREAM, config=policy)
+        while True:
+            try:  # after a node is lost, the cluster may need a moment to place the consumer
+                sub = await js.pull_subscribe(subject, durable=None, stream=STREAM, config=policy)
+                break
+            except nats.errors.TimeoutError:
+                if loop.time() > deadline:
+                    raise
         seen: dict[str, dict[str, Any]] = {}
         while len(seen) < expected and loop.time() < deadline:
             try:

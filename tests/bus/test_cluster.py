@@ -1,0 +1,137 @@
+"""deploy/nats-server.conf, as three real nats-server processes on loopback: LabLink
+publishes through the cluster (replicas 3) and keeps publishing when a node is killed; the
+dashboard user reads but cannot publish events."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import nats
+import pytest
+
+from lablink.bus.consume import read_stream
+from lablink.bus.relay import NatsOptions, Relay
+from lablink.bus.server import NatsServer
+from lablink.bus.subjects import STREAM
+from lablink.events import JobPaused, NewEvent
+from lablink.eventstore.sqlite import SQLiteEventStore
+from lablink.logstore import open_store
+
+CONFIG = Path(__file__).parents[2] / "deploy" / "nats-server.conf"
+PASSWORDS = {
+    "LABLINK_SCHEDULER_PASSWORD": "scheduler-secret",
+    "LABLINK_AGENT_PASSWORD": "agent-secret",
+    "LABLINK_DASHBOARD_PASSWORD": "dashboard-secret",
+    "NATS_SYS_PASSWORD": "sys-secret",
+}
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[list[NatsServer]]:
+    ports = free_ports(6)
+    client_ports, route_ports = ports[:3], ports[3:]
+    routes = {
+        f"NATS_ROUTE_{i + 1}": f"nats-route://127.0.0.1:{p}" for i, p in enumerate(route_ports)
+    }
+    nodes = []
+    for i in range(3):
+        env = {
+            **PASSWORDS,
+            **routes,
+            "NATS_SERVER_NAME": f"nats-{i + 1}",
+            "NATS_LISTEN": f"127.0.0.1:{client_ports[i]}",
+            "NATS_CLUSTER_LISTEN": f"127.0.0.1:{route_ports[i]}",
+            "NATS_STORE_DIR": str(tmp_path / f"nats-{i + 1}"),
+        }
+        nodes.append(
+            NatsServer(
+                tmp_path / f"nats-{i + 1}", port=client_ports[i], config=CONFIG.read_text(), env=env
+            )
+        )
+    await asyncio.gather(*(node.start() for node in nodes))
+    yield nodes
+    await asyncio.gather(*(node.stop() for node in nodes))
+
+
+def append(store: SQLiteEventStore, count: int) -> None:
+    for _ in range(count):
+        version = store.stream_version("job_a")
+        store.append(
+            "job_a",
+            version,
+            [
+                NewEvent(
+                    event=JobPaused(job_id="job_a", reason=f"n{version}"),
+                    actor="test",
+                    occurred_at=T0 + timedelta(seconds=version),
+                )
+            ],
+        )
+
+
+def dashboard_url(nodes: list[NatsServer]) -> str:
+    return ",".join(f"nats://dashboard:dashboard-secret@127.0.0.1:{node.port}" for node in nodes)
+
+
+async def test_publishes_through_the_cluster_and_survives_a_killed_node(
+    cluster: list[NatsServer], tmp_path: Path
+) -> None:
+    store = open_store(tmp_path / "scheduler.db")
+    options = NatsOptions(
+        url=",".join(node.url for node in cluster),
+        user="scheduler",
+        password="scheduler-secret",
+        replicas=3,
+    )
+    relay = Relay(store.path, options, batch_size=100, ack_timeout=5)
+    relay.attach(store)
+    await relay.start()
+    append(store, 50)
+    seen = await read_stream(dashboard_url(cluster), expected=50, wait=60)
+    assert [e["position"] for e in seen] == list(range(1, 51))
+
+    await cluster[0].kill()
+    append(store, 50)
+    survivors = cluster[1:]
+    seen = await read_stream(dashboard_url(survivors), expected=100, wait=60)
+    assert [e["position"] for e in seen] == list(range(1, 101))
+
+    nc = await nats.connect(servers=dashboard_url(survivors).split(","))
+    info = await nc.jetstream().stream_info(STREAM)
+    assert info.config.num_replicas == 3
+    await nc.close()
+    await relay.aclose()
+    store.close()
+
+
+async def test_dashboard_user_cannot_publish_events(cluster: list[NatsServer]) -> None:
+    errors: list[Exception] = []
+
+    async def record(exc: Exception) -> None:
+        errors.append(exc)
+
+    nc = await nats.connect(servers=dashboard_url(cluster).split(","), error_cb=record)
+    await nc.publish("lablink.events.job.created.job_x._", b"{}")
+    await nc.flush()
+    # The server answers a permissions violation asynchronously.
+    for _ in range(100):
+        if errors:
+            break
+        await nc.flush()
+    await nc.close()
+    assert any("permissions violation" in str(e).lower() for e in errors)
