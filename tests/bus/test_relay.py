@@ -3,6 +3,7 @@ crashes between commit and publish. Consumers dedupe by event id (the Nats-Msg-I
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -131,3 +132,40 @@ async def test_committed_but_unpublished_events_are_published_once_after_restart
     await nc.close()
     assert info.state.messages == 42
     await second.aclose()
+
+
+async def test_lablink_relay_process_killed_and_restarted_publishes_each_event_once(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    store = open_store(data / "scheduler.db")
+    append(store, 500)
+    env = {**os.environ, "LABLINK_DATA_DIR": str(data), "LABLINK_NATS_URL": server.url}
+    lablink = str(Path(sys.executable).parent / "lablink")
+    first = await asyncio.create_subprocess_exec(
+        lablink, "relay", env=env, stdout=subprocess.DEVNULL
+    )
+    # Killed as soon as some of the log is out: the rest is committed but unpublished.
+    await read_stream(server.url, expected=1, wait=30)
+    first.send_signal(signal.SIGKILL)
+    await asyncio.wait_for(first.wait(), 10)
+    append(store, 100)
+    second = await asyncio.create_subprocess_exec(
+        lablink, "relay", env=env, stdout=subprocess.DEVNULL
+    )
+    try:
+        events = await read_stream(server.url, expected=600, wait=30)
+        assert [e["position"] for e in events] == list(range(1, 601))
+        nc = await nats.connect(server.url)
+        info = await nc.jetstream().stream_info(STREAM)
+        await nc.close()
+        assert info.state.messages == 600  # JetStream kept one copy of each
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(second.wait(), 15) == 0
+        store.close()
