@@ -6,11 +6,11 @@ nothing); ``evolve(state, event)`` folds one event and never raises. Both are pu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import msgspec
+from msgspec.structs import replace
 
 from lablink.domain.planning import planned_next_fire
 from lablink.domain.requests import JobRequest, parse_job_request
@@ -40,8 +40,10 @@ from lablink.events import (
 JobStatus = str  # "active" | "paused" | "completed" | "deleted"
 
 
-@dataclass(frozen=True, slots=True)
-class JobState:
+class JobState(msgspec.Struct, frozen=True, kw_only=True):
+    """The job aggregate's state. A msgspec Struct: copying one field at a time (every
+    event does) and encoding it for the jobs view's snapshot are both cheap."""
+
     job_id: str
     exists: bool = False
     spec: JobSpec | None = None
@@ -59,9 +61,9 @@ class JobState:
     pending: tuple[str, ...] = ()
     running: tuple[str, ...] = ()
     # When each running execution started, so final facts can carry it.
-    started: dict[str, datetime] = field(default_factory=dict)
+    started: dict[str, datetime] = msgspec.field(default_factory=dict)
     # (scheduled_time, trigger_info) of every execution not yet ended.
-    requests: dict[str, tuple[datetime, str]] = field(default_factory=dict)
+    requests: dict[str, tuple[datetime, str]] = msgspec.field(default_factory=dict)
     queued: tuple[str, ...] = ()
     # Run-now executions not yet ended: they never count toward max_executions.
     manual: frozenset[str] = frozenset()

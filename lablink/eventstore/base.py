@@ -59,7 +59,9 @@ def format_instant(instant: datetime) -> str:
     """Fixed-width UTC text, so stored instants compare correctly as strings."""
     if instant.tzinfo is None:
         raise ValueError(f"naive datetime {instant!r} cannot be stored")
-    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is several times faster than strftime, and replay formats millions of these.
+    utc = instant.astimezone(UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="microseconds") + "Z"
 
 
 def parse_instant(text: str) -> datetime:
