@@ -21,6 +21,14 @@ class RowCache:
         self.columns = columns
         self._rows: dict[Any, Row | None] = {}
         self._dirty: set[Any] = set()
+        # An upsert, not INSERT OR REPLACE: REPLACE deletes and reinserts the row, touching
+        # every index; an update touches only the indexes whose columns changed.
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+        self._upsert = (
+            f"INSERT INTO {table} ({', '.join(columns)})"
+            f" VALUES ({', '.join('?' for _ in columns)})"
+            f" ON CONFLICT({key}) DO UPDATE SET {updates}"
+        )
 
     def get(self, key: Any) -> Row | None:
         row = self._rows.get(key, _MISSING)
@@ -48,11 +56,8 @@ class RowCache:
         if deletes:
             self.conn.executemany(f"DELETE FROM {self.table} WHERE {self.key} = ?", deletes)
         if upserts:
-            placeholders = ", ".join("?" for _ in self.columns)
             self.conn.executemany(
-                f"INSERT OR REPLACE INTO {self.table} ({', '.join(self.columns)})"
-                f" VALUES ({placeholders})",
-                [tuple(row[c] for c in self.columns) for row in upserts if row is not None],
+                self._upsert, [tuple(row[c] for c in self.columns) for row in upserts if row]
             )
         self._dirty.clear()
         self._rows.clear()

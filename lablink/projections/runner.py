@@ -23,7 +23,7 @@ from lablink.projections.keys import KeysProjection
 from lablink.projections.statistics import StatisticsProjection
 
 CHECKPOINTS = "projection_checkpoints"
-REBUILD_BATCH = 5000
+REBUILD_BATCH = 20_000
 # Events per transaction while rebuilding: large, since each commit waits for the disk.
 REBUILD_COMMIT_EVERY = 100_000
 
