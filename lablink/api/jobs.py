@@ -15,15 +15,15 @@ from lablink.api.auth import actor
 from lablink.api.bodies import strict_body
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS, WRITE_ERRORS
-from lablink.api.queries import get_job, job_history, list_jobs
+from lablink.api.queries import get_job, job_history, list_job_views
 from lablink.api.schemas import JobUpdate
-from lablink.api.views import iso_instant
 from lablink.domain import triggers
 from lablink.domain.requests import JobRequest
 from lablink.domain.schedule import Schedule
 from lablink.domain.validation import normalise
 from lablink.errors import JobNotFound
 from lablink.events import SCHEDULE_TYPES
+from lablink.projections.views import iso_instant
 
 Body = dict[str, Any]
 READ = {"role": "viewer"}
@@ -69,7 +69,7 @@ class JobController(Controller):
         offset: Annotated[int, QueryParameter(ge=0, le=2**62)] = 0,
     ) -> Body:
         """List jobs (``?enabled=true`` for the active ones)."""
-        total, jobs = list_jobs(
+        total, views = list_job_views(
             context.reader,
             enabled=enabled,
             schedule_type=schedule_type,
@@ -79,6 +79,8 @@ class JobController(Controller):
             limit=limit,
             offset=offset,
         )
+        # Each job's JSON was rendered when the view folded it: embed it as it is.
+        jobs = [msgspec.Raw(view.encode()) for view in views]
         return {"success": True, "count": len(jobs), "total": total, "jobs": jobs}
 
     @get("/jobs/{job_id:str}", opt=READ, responses=READ_ERRORS)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from lablink.api.views import execution_view, iso, job_view
 from lablink.eventstore.base import format_instant
-from lablink.projections.jobs import COLUMNS as JOBS_COLUMNS
 from lablink.projections.statistics import bucket_of
+from lablink.projections.views import execution_view, iso
 
 EXECUTION_COLUMNS = (
     "execution_id, seq, job_id, job_name, schedule_type, equipment_id, status, trigger_info,"
@@ -25,16 +25,12 @@ def _dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-# Every column but the aggregate state kept for snapshots (about 1 KB a row).
-JOB_COLUMNS = ", ".join(c for c in JOBS_COLUMNS if c != "state")
-
-
 def get_job(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
-    rows = _dicts(conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)))
-    return job_view(rows[0]) if rows else None
+    row = conn.execute("SELECT view FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    return json.loads(row[0]) if row else None
 
 
-def list_jobs(
+def list_job_views(
     conn: sqlite3.Connection,
     *,
     enabled: bool | None = None,
@@ -45,7 +41,8 @@ def list_jobs(
     status: str | None = None,
     limit: int = 1000,
     offset: int = 0,
-) -> tuple[int, list[dict[str, Any]]]:
+) -> tuple[int, list[str]]:
+    """(total matching, the page as the jobs' rendered JSON views)."""
     where: list[str] = []
     args: list[Any] = []
     if enabled is not None:
@@ -69,13 +66,14 @@ def list_jobs(
         args += [pattern, pattern]
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     (total,) = conn.execute(f"SELECT COUNT(*) FROM jobs{clause}", args).fetchone()
-    rows = _dicts(
-        conn.execute(
-            f"SELECT {JOB_COLUMNS} FROM jobs{clause} ORDER BY created_at, job_id LIMIT ? OFFSET ?",
+    views = [
+        row[0]
+        for row in conn.execute(
+            f"SELECT view FROM jobs{clause} ORDER BY created_at, job_id LIMIT ? OFFSET ?",
             [*args, limit, offset],
         )
-    )
-    return int(total), [job_view(r) for r in rows]
+    ]
+    return int(total), views
 
 
 def get_execution(conn: sqlite3.Connection, execution_id: str) -> dict[str, Any] | None:
@@ -158,12 +156,11 @@ def job_history(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
 
 
 def statistics(conn: sqlite3.Connection, *, now: datetime, zone: ZoneInfo) -> dict[str, Any]:
-    jobs = dict(conn.execute("SELECT status, COUNT(*) FROM stats_jobs GROUP BY status").fetchall())
-    by_type = dict(
-        conn.execute(
-            "SELECT schedule_type, COUNT(*) FROM stats_jobs GROUP BY schedule_type"
-        ).fetchall()
+    counts = dict(
+        conn.execute("SELECT key, count FROM stats_job_counts WHERE count > 0").fetchall()
     )
+    jobs = {k[7:]: v for k, v in counts.items() if k.startswith("status:")}
+    by_type = {k[5:]: v for k, v in counts.items() if k.startswith("type:")}
     (running,) = conn.execute("SELECT COUNT(*) FROM stats_open WHERE status = 'running'").fetchone()
     local_day = now.astimezone(zone).date()
     # Local midnights, so a 23- or 25-hour DST day counts exactly its own hours.

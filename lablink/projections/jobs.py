@@ -26,6 +26,7 @@ from lablink.events import (
 )
 from lablink.projections.base import instant, to_json
 from lablink.projections.rows import Row, RowCache
+from lablink.projections.views import job_view
 
 SPEC_COLUMNS = (
     "name",
@@ -72,6 +73,7 @@ COLUMNS = (
     "running_count",
     "queued_count",
     "state",
+    "view",
 )
 _DEFINITION_EVENTS = (JobCreated, JobUpdated, JobPaused, JobResumed, JobCompleted)
 _state_decoder = msgspec.json.Decoder(JobState)
@@ -102,6 +104,7 @@ def _row(state: JobState, version: int, updated_at: str | None) -> Row:
         queued_count=len(state.queued),
         state=to_json(state),
     )
+    row["view"] = to_json(job_view(row))
     return row
 
 

@@ -71,7 +71,7 @@ class _Counters:
 
 class StatisticsProjection:
     name = "statistics"
-    tables: tuple[str, ...] = ("stats_jobs", "stats_open", "stats_buckets")
+    tables: tuple[str, ...] = ("stats_jobs", "stats_job_counts", "stats_open", "stats_buckets")
 
     def create(self, db: sqlite_utils.Database) -> None:
         db.table("stats_jobs").create(
@@ -81,8 +81,10 @@ class StatisticsProjection:
             {c: str for c in OPEN_COLUMNS}, pk="execution_id", if_not_exists=True
         )
         db.table("stats_open").create_index(["status"], if_not_exists=True)
-        db.table("stats_jobs").create_index(["status"], if_not_exists=True)
-        db.table("stats_jobs").create_index(["schedule_type"], if_not_exists=True)
+        # Jobs by status and by type, kept as counters so statistics never scan the jobs.
+        db.table("stats_job_counts").create(
+            {"key": str, "count": int}, pk="key", if_not_exists=True
+        )
         db.table("stats_buckets").create(
             {"key": str, "bucket": str, "schedule_type": str, "status": str, "count": int},
             pk="key",
@@ -94,28 +96,32 @@ class StatisticsProjection:
         jobs = RowCache(conn, "stats_jobs", "job_id", JOB_COLUMNS)
         open_rows = RowCache(conn, "stats_open", "execution_id", OPEN_COLUMNS)
         counters = _Counters(conn)
+        tally = RowCache(conn, "stats_job_counts", "key", ("key", "count"))
         for recorded in events:
             event = recorded.event
             match event:
                 case JobCreated():
                     status = "active" if event.enabled else "paused"
-                    jobs.put(
+                    self._job(
+                        jobs,
+                        tally,
+                        event.job_id,
                         {
                             "job_id": event.job_id,
                             "schedule_type": event.spec.schedule_type,
                             "status": status,
-                        }
+                        },
                     )
                 case JobUpdated():
-                    self._job(jobs, event.job_id, schedule_type=event.spec.schedule_type)
+                    self._change(jobs, tally, event.job_id, schedule_type=event.spec.schedule_type)
                 case JobPaused():
-                    self._job(jobs, event.job_id, status="paused")
+                    self._change(jobs, tally, event.job_id, status="paused")
                 case JobResumed():
-                    self._job(jobs, event.job_id, status="active")
+                    self._change(jobs, tally, event.job_id, status="active")
                 case JobCompleted():
-                    self._job(jobs, event.job_id, status="completed")
+                    self._change(jobs, tally, event.job_id, status="completed")
                 case JobDeleted():
-                    jobs.delete(event.job_id)
+                    self._job(jobs, tally, event.job_id, None)
                 case ExecutionRequested() | ExecutionQueued():
                     job = jobs.get(event.job_id)
                     kind = job["schedule_type"] if job else "unknown"
@@ -148,14 +154,30 @@ class StatisticsProjection:
                     status = _FINAL_STATUS[type(event)]
                     self._move(open_rows, counters, event.execution_id, status, final=True)
         jobs.flush()
+        tally.flush()
         open_rows.flush()
         counters.rows.flush()
 
     @staticmethod
-    def _job(jobs: RowCache, job_id: str, **fields: str) -> None:
+    def _job(jobs: RowCache, tally: RowCache, job_id: str, new: dict[str, str] | None) -> None:
+        """Replace a job's row and keep the per-status and per-type job counts in step."""
+        old = jobs.get(job_id)
+        for row, delta in ((old, -1), (new, +1)):
+            if row is None:
+                continue
+            for key in (f"status:{row['status']}", f"type:{row['schedule_type']}"):
+                current = tally.get(key) or {"key": key, "count": 0}
+                tally.put({"key": key, "count": current["count"] + delta})
+        if new is None:
+            jobs.delete(job_id)
+        else:
+            jobs.put(new)
+
+    @classmethod
+    def _change(cls, jobs: RowCache, tally: RowCache, job_id: str, **fields: str) -> None:
         row = jobs.get(job_id)
         if row is not None:
-            jobs.put({**row, **fields})
+            cls._job(jobs, tally, job_id, {**row, **fields})
 
     @staticmethod
     def _move(

@@ -1,4 +1,7 @@
-"""Projection rows as the API shows them: JSON columns parsed, instants ISO 8601 with offset.
+"""Rows as the API shows them: JSON columns parsed, instants ISO 8601 with offset.
+
+The jobs view renders each job's API form when it folds it (column ``view``), so reading a
+page of jobs is one query and no per-row work.
 
 Job fields are shown in the job's own time zone; execution times in UTC (+00:00).
 """
@@ -29,7 +32,7 @@ EXECUTION_INSTANTS = (
     "window_start",
     "window_end",
 )
-HIDDEN_JOB_COLUMNS = ("state", "queued_count", "last_fire_time")
+HIDDEN_JOB_COLUMNS = ("state", "queued_count", "last_fire_time", "view")
 
 
 def iso(text: str | None, zone: ZoneInfo | None = None) -> str | None:
