@@ -7,6 +7,7 @@ restart (or after adding a projection) folds exactly the missing events.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -23,6 +24,7 @@ from lablink.projections.keys import KeysProjection
 from lablink.projections.statistics import StatisticsProjection
 
 CHECKPOINTS = "projection_checkpoints"
+META = "projection_meta"
 REBUILD_BATCH = 20_000
 # Events per transaction while rebuilding: large, since each commit waits for the disk.
 REBUILD_COMMIT_EVERY = 100_000
@@ -58,6 +60,32 @@ class Projector:
                     f"INSERT OR IGNORE INTO {CHECKPOINTS} (name, position) VALUES (?, 0)",
                     (projection.name,),
                 )
+
+    def fingerprint(self) -> str:
+        """A digest of the projections' table definitions, to spot a database whose views
+        were made by another version of LabLink."""
+        scratch = sqlite3.connect(":memory:")
+        try:
+            self.create(scratch)
+            sql = sorted(
+                row[0]
+                for row in scratch.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL")
+            )
+        finally:
+            scratch.close()
+        return hashlib.sha256("\n".join(sql).encode()).hexdigest()[:16]
+
+    def stored_fingerprint(self, conn: sqlite3.Connection) -> str | None:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {META} (key TEXT PRIMARY KEY, value TEXT)")
+        row = conn.execute(f"SELECT value FROM {META} WHERE key = 'fingerprint'").fetchone()
+        return str(row[0]) if row else None
+
+    def remember_fingerprint(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            f"INSERT INTO {META} (key, value) VALUES ('fingerprint', ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (self.fingerprint(),),
+        )
 
     def checkpoints(self, conn: sqlite3.Connection) -> dict[str, int]:
         return dict(conn.execute(f"SELECT name, position FROM {CHECKPOINTS}").fetchall())
@@ -105,6 +133,8 @@ class Projector:
             conn.execute("ROLLBACK")
             raise
         self.create(conn)
+        self.stored_fingerprint(conn)
+        self.remember_fingerprint(conn)
         events = store.read_all(after_position=0, until=until, batch_size=REBUILD_BATCH)
         return self._fold(conn, events, progress=progress)
 

@@ -256,3 +256,21 @@ def test_projections_catch_up_after_reopen(db_path: Any, clock: ManualClock) -> 
     reopened = open_store(db_path)
     assert [r["job_id"] for r in rows(reopened, "SELECT job_id FROM jobs")] == [job_id]
     reopened.close()
+
+
+def test_views_made_by_another_version_are_rebuilt_on_open(
+    db_path: Any, clock: ManualClock
+) -> None:
+    from lablink.logstore import open_store
+
+    store = open_store(db_path)
+    JobService(store, clock, default_timezone="UTC").create_job(HOURLY, actor="alice")
+    with store.lock:
+        store.conn.execute("DELETE FROM jobs")  # a stale view...
+        store.conn.execute("UPDATE projection_meta SET value = 'older-version'")  # ...of old
+    store.close()
+    reopened = open_store(db_path)
+    assert len(rows(reopened, "SELECT job_id FROM jobs")) == 1
+    (fingerprint,) = reopened.conn.execute("SELECT value FROM projection_meta").fetchone()
+    assert fingerprint != "older-version"
+    reopened.close()
