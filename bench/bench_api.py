@@ -53,9 +53,8 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from lablink.api.queries import list_jobs
+from lablink.api.queries import list_job_views as list_jobs
 from lablink.api.queries import statistics as statistics_query
-from lablink.api.views import job_view
 from lablink.domain.requests import parse_job_request
 from lablink.domain.validation import normalise
 from lablink.events import (
@@ -71,6 +70,7 @@ from lablink.events import (
 from lablink.eventstore import AppendRequest, SQLiteEventStore
 from lablink.eventstore.sqlite import connect
 from lablink.projections.runner import Projector
+from lablink.projections.views import job_view
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_OUTPUT = RESULTS_DIR / "api.json"
@@ -841,7 +841,7 @@ def in_process(db: Path, bodies: dict[str, dict[str, Any]]) -> dict[str, Any]:
         )
         now = datetime.now(UTC)
         jobs = {
-            "whole: lablink.api.queries.list_jobs(limit=100)": timed(
+            "whole: lablink.api.queries.list_job_views(limit=100)": timed(
                 lambda: list_jobs(conn, limit=100), 30
             ),
             "SELECT COUNT(*) FROM jobs": timed(
