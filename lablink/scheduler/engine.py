@@ -76,6 +76,7 @@ class Engine:
         self.timers = TimerQueue()
         self.committer = GroupCommitter(store)
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._job_locks: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -203,7 +204,20 @@ class Engine:
         self, job_id: str, decide: Decide, actor: str | None = None
     ) -> Decision | None:
         """Load, decide, append with the version read; on a version conflict, reload and
-        decide again. Starts whatever executions the decision started."""
+        decide again. Starts whatever executions the decision started.
+
+        One command per job at a time: a fire and the end of the previous execution would
+        otherwise both append at the same version, and the loser would go round again.
+        """
+        lock = self._job_locks.get(job_id)
+        if lock is None:
+            lock = self._job_locks[job_id] = asyncio.Lock()
+        async with lock:
+            return await self._command_locked(job_id, decide, actor)
+
+    async def _command_locked(
+        self, job_id: str, decide: Decide, actor: str | None
+    ) -> Decision | None:
         for _ in range(MAX_RETRIES):
             loaded = self.jobs.load(job_id)
             decision = decide(loaded.state)

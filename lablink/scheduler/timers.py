@@ -49,6 +49,11 @@ class TimerQueue:
 
     def cancel_timeout(self, execution_id: str) -> None:
         self._timeouts.discard(execution_id)
+        live = len(self._planned) + len(self._timeouts)
+        if len(self._heap) > 2 * live + 1024:
+            # Dead entries (ended executions, re-planned jobs) would otherwise pile up.
+            self._heap = [timer for timer in self._heap if self._live(timer)]
+            heapq.heapify(self._heap)
 
     def _live(self, timer: Timer) -> bool:
         if timer.kind == "fire":
