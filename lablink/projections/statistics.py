@@ -90,7 +90,8 @@ class StatisticsProjection:
             pk="key",
             if_not_exists=True,
         )
-        db.table("stats_buckets").create_index(["bucket"], if_not_exists=True)
+        # Covering: today's counts are read from the index alone.
+        db.table("stats_buckets").create_index(["bucket", "status", "count"], if_not_exists=True)
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
         jobs = RowCache(conn, "stats_jobs", "job_id", JOB_COLUMNS)
