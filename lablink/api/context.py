@@ -25,6 +25,8 @@ class ApiContext:
     auth_enabled: bool = True
     relay: Relay | None = None
 
+    statistics_cache: tuple[Any, dict[str, Any]] | None = None
+
     def __post_init__(self) -> None:
         # Reads use their own connection: in WAL mode they never wait for a commit.
         self.reader: sqlite3.Connection = connect(self.settings.db_path)

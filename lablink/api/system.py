@@ -20,8 +20,15 @@ class SystemController(Controller):
     @get("/api/scheduler/statistics", opt=READ, responses=READ_ERRORS)
     async def statistics(self, context: NamedDependency[ApiContext]) -> dict[str, Any]:
         """Totals, today's counts (in the server's time zone), jobs by type, next 10 runs."""
-        stats = statistics(context.reader, now=context.clock.now(), zone=context.zone)
-        return {"success": True, "statistics": stats}
+        now = context.clock.now()
+        # The answer changes only with the log or the date: reuse it until either moves.
+        (position,) = context.reader.execute("SELECT MAX(position) FROM events").fetchone()
+        key = (position, now.astimezone(context.zone).date())
+        cached = context.statistics_cache
+        if cached is None or cached[0] != key:
+            stats = statistics(context.reader, now=now, zone=context.zone)
+            context.statistics_cache = cached = (key, stats)
+        return {"success": True, "statistics": cached[1]}
 
     @get("/api/scheduler/running", opt=READ, responses=READ_ERRORS)
     async def running(self, context: NamedDependency[ApiContext]) -> dict[str, Any]:

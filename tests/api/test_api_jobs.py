@@ -278,3 +278,19 @@ async def test_openapi_documents_every_route(client: Client) -> None:
         "/health",
     ):
         assert path in paths, path
+
+
+async def test_statistics_follow_every_new_event(client: Client, harness: Harness) -> None:
+    before = (await client.get("/api/scheduler/statistics")).json()["statistics"]
+    assert before["total_jobs"] == 0
+    job_id = await create(client, HOURLY)
+    after = (await client.get("/api/scheduler/statistics")).json()["statistics"]
+    assert (after["total_jobs"], after["active_jobs"]) == (1, 1)
+    await client.post(f"/api/scheduler/jobs/{job_id}/pause")
+    paused = (await client.get("/api/scheduler/statistics")).json()["statistics"]
+    assert (paused["active_jobs"], paused["disabled_jobs"]) == (0, 1)
+    harness.clock.advance(timedelta(days=1))  # a new day with no new event: today's counts reset
+    await client.post(f"/api/scheduler/jobs/{job_id}/run")
+    await harness.settle()
+    today = (await client.get("/api/scheduler/statistics")).json()["statistics"]
+    assert today["total_executions_today"] == 1
