@@ -829,7 +829,7 @@ def measure_replay(
         grown = measure_grown(settings, store, replay_log, work) if settings.grown_events else []
     finally:
         store.close()
-    about = f"{n:,} events, {replay_log.jobs:,} jobs, {replay_log.executions:,} executions"
+    about = f"{n:,} events, {replay_log.jobs:,} jobs, {replay_log.built_executions:,} executions"
     figures = [
         Figure(
             "replay_rebuild",
@@ -1042,6 +1042,11 @@ def print_table(figures: Sequence[Figure], breakdown: Sequence[dict[str, Any]]) 
 def run(settings: Settings) -> dict[str, Any]:
     started = datetime.now(UTC)
     load_before = os.getloadavg()
+    if load_before[0] > 0.5:
+        say(
+            f"[yellow]warning: the machine is busy (1-minute load average {load_before[0]:.2f});"
+            " other processes will make these figures low and noisy[/]"
+        )
     with tempfile.TemporaryDirectory(prefix="lablink-bench-", dir=settings.tmpdir) as name:
         tmp = Path(name)
         machine = machine_info(tmp)
