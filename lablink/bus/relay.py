@@ -143,7 +143,10 @@ class Relay:
         self._nc: NATS | None = None
         self._equipment: dict[str, str] = {}
         self._unsubscribe: Any = None
-        self.status.published_position = self.checkpoint()
+        # A second connection, used only from a worker thread, for checkpoint writes.
+        self._writer: sqlite3.Connection = connect(db_path)
+        self._position = self._stored_checkpoint()
+        self.status.published_position = self._position
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -166,12 +169,12 @@ class Relay:
             self._stopping = True
             self._wake.set()
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.gather(self._task, return_exceptions=True)
         if self._nc is not None and not self._nc.is_closed:
             with contextlib.suppress(Exception):
                 await self._nc.close()
         self._conn.close()
+        self._writer.close()
 
     async def _caught_up(self) -> None:
         while self.status.connected and self.checkpoint() < self._log_position():
@@ -187,17 +190,27 @@ class Relay:
     # -- checkpoint -----------------------------------------------------------------------------
 
     def checkpoint(self) -> int:
+        return self._position
+
+    def _stored_checkpoint(self) -> int:
         row = self._conn.execute(
             "SELECT position FROM relay_checkpoints WHERE name = ?", (self.name,)
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def _save(self, position: int) -> None:
-        self._conn.execute(
+    def _write_checkpoint(self, position: int) -> None:
+        self._writer.execute(
             "INSERT INTO relay_checkpoints (name, position) VALUES (?, ?)"
             " ON CONFLICT(name) DO UPDATE SET position = excluded.position",
             (self.name, position),
         )
+
+    async def _save(self, position: int) -> None:
+        # Written off the event loop: the write waits for the log's writer lock, and the
+        # API and the engine share this loop. A checkpoint lost in a crash only sends a
+        # batch again, which JetStream drops by Nats-Msg-Id.
+        await asyncio.to_thread(self._write_checkpoint, position)
+        self._position = position
         self.status.published_position = position
         self._progress.set()
 
@@ -269,7 +282,7 @@ class Relay:
             )
             if self.checkpoint():
                 log.warning("stream was missing: refilling it from the log", stream=STREAM)
-                self._save(0)
+                await self._save(0)
 
     def _refresh_lag(self) -> None:
         self.status.log_position = self._log_position()
@@ -313,6 +326,11 @@ class Relay:
             )
         try:
             await asyncio.wait_for(asyncio.gather(*acks), self.ack_timeout)
+        except asyncio.CancelledError:
+            for ack in acks:
+                ack.cancel()
+            await asyncio.gather(*acks, return_exceptions=True)
+            raise
         except NotFoundError:
             await self._ensure_stream(js)
             return 0
@@ -329,7 +347,7 @@ class Relay:
                     alarm_subject(recorded.event.severity, recorded.event.equipment_id),
                     envelope(recorded),
                 )
-        self._save(batch[-1].position)
+        await self._save(batch[-1].position)
         self.status.published_total += len(batch)
         self.status.last_error = None
         self._refresh_lag()
