@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 
 from lablink.errors import DuplicateId, StreamVersionConflict
 from lablink.events import NewEvent, RecordedEvent
-from lablink.eventstore.base import ANY, AppendOutcome, AppendRequest, format_instant, parse_instant
+from lablink.eventstore.base import (
+    ANY,
+    AppendOutcome,
+    AppendRequest,
+    format_instant,
+    new_event_id,
+    parse_instant,
+)
 
 
 class MemoryEventStore:
@@ -48,7 +54,7 @@ class MemoryEventStore:
                     continue
                 recorded: list[RecordedEvent] = []
                 for offset, new in enumerate(request.events, start=1):
-                    event_id = new.event_id or uuid.uuid4().hex
+                    event_id = new.event_id or new_event_id()
                     if event_id in self._event_ids or event_id in new_ids:
                         raise DuplicateId(event_id)
                     new_ids.add(event_id)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from lablink.eventstore.base import (
     AppendOutcome,
     AppendRequest,
     format_instant,
+    new_event_id,
     parse_instant,
 )
 
@@ -164,7 +164,7 @@ class SQLiteEventStore:
         version = current
         for new in request.events:
             version += 1
-            event_id = new.event_id or uuid.uuid4().hex
+            event_id = new.event_id or new_event_id()
             try:
                 cursor = conn.execute(
                     _INSERT,
