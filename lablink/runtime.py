@@ -21,6 +21,7 @@ from lablink.bus.relay import NatsOptions, Relay
 from lablink.bus.server import NatsServer
 from lablink.bus.watch import URL_FILE
 from lablink.clock import Clock, SystemClock
+from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.logstore import open_store
 from lablink.projections.jobs import read_snapshot
 from lablink.repository import JobRepository
@@ -104,35 +105,47 @@ class Runtime:
         log.info("scheduler stopped")
 
     async def _start_bus(self) -> None:
-        settings = self.settings
-        url = settings.nats_url
-        if url is None:
-            self.nats_server = await NatsServer(settings.data_dir / "nats").start()
-            url = self.nats_server.url
-            # So that `lablink events tail` in another shell finds the private server.
-            (settings.data_dir / "nats" / URL_FILE).write_text(url + "\n")
-            log.info("embedded nats-server started", url=url, store=str(settings.data_dir / "nats"))
-        options = NatsOptions(
-            url=url,
-            user=settings.nats_user,
-            password=settings.nats_password,
-            credentials=settings.nats_credentials,
-            tls_ca=settings.nats_tls_ca,
-            tls_cert=settings.nats_tls_cert,
-            tls_key=settings.nats_tls_key,
-            replicas=settings.nats_replicas,
-        )
-        self.relay = Relay(settings.db_path, options)
-        self.relay.attach(self.store)
-        await self.relay.start()
+        self.nats_server, self.relay = await start_bus(self.settings, self.store)
 
 
-async def run_until_signalled(runtime: Runtime) -> None:
-    """Run until SIGTERM or SIGINT, then close gracefully (every event is flushed)."""
+async def start_bus(settings: Settings, store: SQLiteEventStore) -> tuple[NatsServer | None, Relay]:
+    """The relay, and a private nats-server under data/nats when no URL is configured."""
+    server = None
+    url = settings.nats_url
+    if url is None:
+        server = await NatsServer(settings.data_dir / "nats").start()
+        url = server.url
+        # So that `lablink events tail` in another shell finds the private server.
+        (settings.data_dir / "nats" / URL_FILE).write_text(url + "\n")
+        log.info("embedded nats-server started", url=url, store=str(settings.data_dir / "nats"))
+    options = NatsOptions(
+        url=url,
+        user=settings.nats_user,
+        password=settings.nats_password,
+        credentials=settings.nats_credentials,
+        tls_ca=settings.nats_tls_ca,
+        tls_cert=settings.nats_tls_cert,
+        tls_key=settings.nats_tls_key,
+        replicas=settings.nats_replicas,
+    )
+    relay = Relay(settings.db_path, options)
+    relay.attach(store)
+    await relay.start()
+    return server, relay
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def run_until_signalled(runtime: Runtime) -> None:
+    """Run until SIGTERM or SIGINT, then close gracefully (every event is flushed)."""
+    stop = stop_on_signals()
     async with runtime:
         await stop.wait()
 
@@ -224,20 +237,10 @@ async def serve(settings: Settings) -> None:
 
 async def run_relay(settings: Settings) -> None:
     """`lablink relay`: only the relay (and a private nats-server if no URL is set)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     store = open_store(settings.db_path)
-    server = None
-    url = settings.nats_url
-    if url is None:
-        server = await NatsServer(settings.data_dir / "nats").start()
-        url = server.url
-    relay = Relay(settings.db_path, NatsOptions(url=url, replicas=settings.nats_replicas))
-    relay.attach(store)
-    await relay.start()
-    log.info("relay started", url=url, db=str(settings.db_path))
+    server, relay = await start_bus(settings, store)
+    log.info("relay started", url=relay.options.url, db=str(settings.db_path))
     try:
         await stop.wait()
     finally:
