@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -112,7 +113,7 @@ def serve(
         settings = Settings.from_env(host=host, port=port, data_dir=data_dir)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    asyncio.run(serve_api(settings))
+    run_event_loop(serve_api(settings))
 
 
 @app.command()
@@ -255,6 +256,16 @@ def keys_create(
         store.close()
     typer.echo(key)
     console.print(f"key {key_id} for {name!r} with role {role!r}: shown once, store it now")
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """uvloop when installed (it serves HTTP about twice as fast), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def main() -> None:
