@@ -25,7 +25,7 @@ class ApiContext:
     auth_enabled: bool = True
     relay: Relay | None = None
 
-    statistics_cache: tuple[Any, dict[str, Any]] | None = None
+    statistics_cache: tuple[Any, Any] | None = None
 
     def __post_init__(self) -> None:
         # Reads use their own connection: in WAL mode they never wait for a commit.

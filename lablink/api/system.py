@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency
 
@@ -27,7 +28,9 @@ class SystemController(Controller):
         cached = context.statistics_cache
         if cached is None or cached[0] != key:
             stats = statistics(context.reader, now=now, zone=context.zone)
-            context.statistics_cache = cached = (key, stats)
+            # Cached encoded: a repeated answer costs no serialisation either.
+            body = msgspec.Raw(msgspec.json.encode(stats))
+            context.statistics_cache = cached = (key, body)
         return {"success": True, "statistics": cached[1]}
 
     @get("/api/scheduler/running", opt=READ, responses=READ_ERRORS)
