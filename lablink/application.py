@@ -21,6 +21,7 @@ from lablink.domain.job import (
     ResumeJob,
     UpdateJob,
     decide,
+    fold,
 )
 from lablink.domain.requests import JobRequest, parse_job_request
 from lablink.errors import JobNotFound, JobVersionConflict, StreamVersionConflict
@@ -77,7 +78,7 @@ class JobService:
                         command.job_id, expected_version, conflict.actual
                     ) from conflict
                 continue
-            self.jobs.recorded(command.job_id, JobRepository.fold(loaded.state, events), recorded)
+            self.jobs.recorded(command.job_id, fold(loaded.state, events), recorded)
             return recorded
         raise StreamVersionConflict(
             command.job_id, loaded.version, self.store.stream_version(command.job_id)

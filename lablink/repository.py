@@ -10,11 +10,11 @@ and folds only the events past that version.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lablink.domain.job import JobState, evolve
-from lablink.events import AnyEvent, RecordedEvent
+from lablink.events import RecordedEvent
 from lablink.eventstore.base import EventStore
 
 SnapshotSource = Callable[[str], tuple[JobState, int] | None]
@@ -73,9 +73,3 @@ class JobRepository:
     def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
-
-    @staticmethod
-    def fold(state: JobState, events: Iterable[AnyEvent]) -> JobState:
-        for event in events:
-            state = evolve(state, event)
-        return state

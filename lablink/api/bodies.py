@@ -24,9 +24,6 @@ class BadRequest(InvalidRequest):
     JSON at all, or a query parameter with an impossible value (HTTP 400, not 422)."""
 
 
-MalformedBody = BadRequest
-
-
 class UnsupportedMediaType(HTTPException):
     status_code = 415
 
@@ -41,7 +38,7 @@ async def strict_body(request: Request[Any, Any, Any], type_: type[T]) -> T:
     try:
         decoded = msgspec.json.decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise MalformedBody.one("body", None, f"not valid JSON: {type(exc).__name__}") from exc
+        raise BadRequest.one("body", None, f"not valid JSON: {type(exc).__name__}") from exc
     if not isinstance(decoded, dict):
         raise InvalidRequest.one("body", decoded, "expected a JSON object")
     try:

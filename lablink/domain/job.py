@@ -6,6 +6,7 @@ nothing); ``evolve(state, event)`` folds one event and never raises. Both are pu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -229,7 +230,7 @@ def evolve(state: JobState, event: AnyEvent) -> JobState:
             return state
 
 
-def fold(events: list[AnyEvent], state: JobState) -> JobState:
+def fold(state: JobState, events: Iterable[AnyEvent]) -> JobState:
     for event in events:
         state = evolve(state, event)
     return state

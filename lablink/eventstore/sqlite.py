@@ -165,6 +165,7 @@ class SQLiteEventStore:
         for new in request.events:
             version += 1
             event_id = new.event_id or new_event_id()
+            occurred_text = format_instant(new.occurred_at)
             try:
                 cursor = conn.execute(
                     _INSERT,
@@ -173,7 +174,7 @@ class SQLiteEventStore:
                         request.stream_id,
                         version,
                         event_type(new.event),
-                        format_instant(new.occurred_at),
+                        occurred_text,
                         new.actor,
                         new.correlation_id,
                         encode_event(new.event).decode(),
@@ -190,7 +191,7 @@ class SQLiteEventStore:
                     event_id=event_id,
                     stream_id=request.stream_id,
                     version=version,
-                    occurred_at=parse_instant(format_instant(new.occurred_at)),
+                    occurred_at=parse_instant(occurred_text),
                     actor=new.actor,
                     correlation_id=new.correlation_id,
                     event=new.event,

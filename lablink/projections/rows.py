@@ -6,11 +6,28 @@ a batch in memory and writing each touched row once is what makes replay fast.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from typing import Any
 
 Row = dict[str, Any]
 _MISSING = object()
+
+
+@functools.cache
+def _statements(table: str, key: str, columns: tuple[str, ...]) -> tuple[str, str]:
+    """(select one row, upsert one row), built once per table shape: projections make
+    several caches per append."""
+    select = f"SELECT {', '.join(columns)} FROM {table} WHERE {key} = ?"
+    # An upsert, not INSERT OR REPLACE: REPLACE deletes and reinserts the row, touching
+    # every index; an update touches only the indexes whose columns changed.
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+    upsert = (
+        f"INSERT INTO {table} ({', '.join(columns)})"
+        f" VALUES ({', '.join('?' for _ in columns)})"
+        f" ON CONFLICT({key}) DO UPDATE SET {updates}"
+    )
+    return select, upsert
 
 
 class RowCache:
@@ -21,22 +38,12 @@ class RowCache:
         self.columns = columns
         self._rows: dict[Any, Row | None] = {}
         self._dirty: set[Any] = set()
-        # An upsert, not INSERT OR REPLACE: REPLACE deletes and reinserts the row, touching
-        # every index; an update touches only the indexes whose columns changed.
-        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
-        self._upsert = (
-            f"INSERT INTO {table} ({', '.join(columns)})"
-            f" VALUES ({', '.join('?' for _ in columns)})"
-            f" ON CONFLICT({key}) DO UPDATE SET {updates}"
-        )
+        self._select, self._upsert = _statements(table, key, columns)
 
     def get(self, key: Any) -> Row | None:
         row = self._rows.get(key, _MISSING)
         if row is _MISSING:
-            fetched = self.conn.execute(
-                f"SELECT {', '.join(self.columns)} FROM {self.table} WHERE {self.key} = ?",
-                (key,),
-            ).fetchone()
+            fetched = self.conn.execute(self._select, (key,)).fetchone()
             row = dict(zip(self.columns, fetched, strict=True)) if fetched else None
             self._rows[key] = row
         return row  # type: ignore[return-value]
