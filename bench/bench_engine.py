@@ -56,7 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -328,6 +328,11 @@ class DispatchTimes:
     ) -> ExecutionOutcome:
         self.seen.append((request.scheduled_time.timestamp(), time.time()))
         return await self.inner.execute(request, progress)
+
+    async def recover(
+        self, request: ExecutionRequest, progress: ProgressReport
+    ) -> Awaitable[ExecutionOutcome] | None:
+        return None
 
     async def stop(self, execution_id: str) -> None:
         await self.inner.stop(execution_id)

@@ -15,7 +15,7 @@ Either way the work is bounded: a 1-second job down for a week writes a handful 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -339,11 +339,16 @@ def decide_cancel(state: JobState, execution_id: str, now: datetime, reason: str
     return Decision(events, _start_waiting(state, now, events))
 
 
-def decide_interrupted(state: JobState, now: datetime, reason: str) -> Decision:
-    """On restart: executions the dead scheduler left running or pending are interrupted;
+def decide_interrupted(
+    state: JobState, now: datetime, reason: str, keep: Collection[str] = ()
+) -> Decision:
+    """On restart: executions the dead scheduler left running or pending are interrupted,
+    except those in ``keep`` (an agent still runs them, or has reported how they ended);
     queued ones may then start."""
     events: list[AnyEvent] = []
     for execution_id in (*state.pending, *state.running):
+        if execution_id in keep:
+            continue
         state = _apply(
             state,
             events,

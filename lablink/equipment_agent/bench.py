@@ -119,7 +119,17 @@ class Bench:
     ) -> None:
         self._sessions = dict(sessions)
         self.offline = dict(offline or {})
-        self._resource_manager = resource_manager
+        self._resource_managers = [resource_manager] if resource_manager is not None else []
+
+    @classmethod
+    def combine(cls, benches: list[Bench]) -> Bench:
+        """One bench of several (one per VISA backend), closed together."""
+        combined = cls({})
+        for bench in benches:
+            combined._sessions.update(bench._sessions)
+            combined.offline.update(bench.offline)
+            combined._resource_managers.extend(bench._resource_managers)
+        return combined
 
     @classmethod
     def open(
@@ -169,11 +179,14 @@ class Bench:
     def __iter__(self) -> Iterator[str]:
         return iter(self._sessions)
 
+    def sessions(self) -> list[InstrumentSession]:
+        return list(self._sessions.values())
+
     def close(self) -> None:
         for session in self._sessions.values():
             session.close()
-        if self._resource_manager is not None:
-            self._resource_manager.close()
+        for resource_manager in self._resource_managers:
+            resource_manager.close()
 
 
 def _identify(inst: Instrument) -> Identity:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -44,7 +44,12 @@ from lablink.eventstore.base import EventStore, parse_instant
 from lablink.eventstore.group_commit import GroupCommitter
 from lablink.ids import IdGenerator, RandomIds
 from lablink.repository import JobRepository
-from lablink.scheduler.executor import ExecutionOutcome, ExecutionRequest, Executor
+from lablink.scheduler.executor import (
+    ExecutionOutcome,
+    ExecutionRequest,
+    Executor,
+    ProgressReport,
+)
 from lablink.scheduler.timers import Timer, TimerQueue
 
 log = structlog.get_logger(tag="scheduler")
@@ -100,22 +105,42 @@ class Engine:
         self._event_loop = asyncio.get_running_loop()
         await self.committer.__aenter__()
         self._unsubscribe = self.jobs.subscribe(self._on_change)
-        now = self.clock.now()
-        reason = "the scheduler stopped while the execution was running"
         if unfinished_jobs:
             log.info("recovering unfinished executions", jobs=len(unfinished_jobs))
-        await asyncio.gather(
-            *(
-                self._command(job_id, lambda s: decide_interrupted(s, now, reason))
-                for job_id in unfinished_jobs
-            )
-        )
+        await asyncio.gather(*(self._recover(job_id) for job_id in unfinished_jobs))
         now = self.clock.now()
         for job_id, when in active_jobs:
             self.timers.plan_fire(job_id, when or now)
         for job_id in unfinished_jobs:
             self.plan(job_id)
         log.info("engine open", planned=len(self.timers))
+
+    async def _recover(self, job_id: str) -> None:
+        """Ask the executor about each execution the previous process left running: those it
+        knows of (an agent still runs them or reported their end) are followed to their end;
+        the others, and every pending one, are interrupted."""
+        state = self.jobs.load(job_id).state
+        requests = [self._request(state, eid) for eid in state.running if state.spec is not None]
+        found = await asyncio.gather(
+            *(self.executor.recover(r, self._progress(r)) for r in requests),
+            return_exceptions=True,
+        )
+        keep: dict[str, Awaitable[ExecutionOutcome]] = {}
+        for request, outcome in zip(requests, found, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error("recovery failed", execution_id=request.execution_id, error=str(outcome))
+            elif outcome is not None:
+                keep[request.execution_id] = outcome
+        now = self.clock.now()
+        reason = "the scheduler stopped while the execution was running"
+        await self._command(job_id, lambda s: decide_interrupted(s, now, reason, keep=keep))
+        for request in requests:
+            if request.execution_id in keep:
+                log.info("execution recovered", execution_id=request.execution_id)
+                started_at = state.started.get(request.execution_id, now)
+                self._track(
+                    request, started_at, self._finish_with(request, keep[request.execution_id])
+                )
 
     async def start(
         self, active_jobs: list[tuple[str, datetime | None]], unfinished_jobs: list[str]
@@ -263,11 +288,13 @@ class Engine:
         await self._stop(execution_id)
         return True
 
-    def _dispatch(self, state: JobState, execution_id: str, started_at: datetime) -> None:
+    def _request(self, state: JobState, execution_id: str) -> ExecutionRequest:
         spec = state.spec
         assert spec is not None
-        scheduled_time, trigger_info = state.requests.get(execution_id, (started_at, "scheduled"))
-        request = ExecutionRequest(
+        scheduled_time, trigger_info = state.requests.get(
+            execution_id, (state.started.get(execution_id, self.clock.now()), "scheduled")
+        )
+        return ExecutionRequest(
             execution_id=execution_id,
             job_id=state.job_id,
             job_name=spec.name,
@@ -275,11 +302,23 @@ class Engine:
             scheduled_time=scheduled_time,
             trigger_info=trigger_info,
         )
+
+    def _dispatch(self, state: JobState, execution_id: str, started_at: datetime) -> None:
+        request = self._request(state, execution_id)
+        outcome = self.executor.execute(request, self._progress(request))
+        self._track(request, started_at, self._finish_with(request, outcome))
+
+    def _track(
+        self, request: ExecutionRequest, started_at: datetime, work: Coroutine[Any, Any, None]
+    ) -> None:
+        execution_id = request.execution_id
         self.timers.add_timeout(
-            state.job_id, execution_id, started_at + timedelta(seconds=spec.timeout_seconds)
+            request.job_id,
+            execution_id,
+            started_at + timedelta(seconds=request.spec.timeout_seconds),
         )
         self._wake.set()
-        task = asyncio.create_task(self._execute(request), name=f"execution {execution_id}")
+        task = asyncio.create_task(work, name=f"execution {execution_id}")
         self._tasks[execution_id] = task
         task.add_done_callback(lambda _: self._forget_task(execution_id))
 
@@ -287,7 +326,7 @@ class Engine:
         self._tasks.pop(execution_id, None)
         self.timers.cancel_timeout(execution_id)
 
-    async def _execute(self, request: ExecutionRequest) -> None:
+    def _progress(self, request: ExecutionRequest) -> ProgressReport:
         async def progress(fraction: float, message: str, data: dict[str, Any]) -> None:
             event = ExecutionProgressed(
                 job_id=request.job_id,
@@ -301,8 +340,13 @@ class Engine:
                 lambda s: Decision([event] if request.execution_id in s.running else [], s),
             )
 
+        return progress
+
+    async def _finish_with(
+        self, request: ExecutionRequest, pending: Awaitable[ExecutionOutcome]
+    ) -> None:
         try:
-            outcome = await self.executor.execute(request, progress)
+            outcome = await pending
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # recorded as a failed execution, never lost

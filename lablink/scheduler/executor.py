@@ -1,8 +1,8 @@
 """The seam between the engine and whatever drives instruments.
 
 The engine hands each execution to an Executor and records what comes back. The in-process
-executor drives pyvisa-sim instruments directly; the NATS executor (equipment agents issue)
-sends the same request to an agent. Both return the same outcome shape.
+executor drives pyvisa-sim instruments directly; the NATS executor sends the same request to
+an equipment agent. Both return the same outcome shape.
 """
 
 from __future__ import annotations
@@ -56,6 +56,14 @@ class Executor(Protocol):
         failed outcome; an exception escaping here is recorded as a failed execution too."""
         ...
 
+    async def recover(
+        self, request: ExecutionRequest, progress: ProgressReport
+    ) -> Awaitable[ExecutionOutcome] | None:
+        """After a scheduler restart, for an execution the previous process left running:
+        None at once when nothing knows of it (the engine records it interrupted), else an
+        awaitable of its outcome (an agent still runs it, or has reported how it ended)."""
+        ...
+
     async def stop(self, execution_id: str) -> None:
         """Stop a running execution (timeout or cancel) and put its instrument in its safe
         state. Called after the engine has cancelled the execute() task."""
@@ -71,6 +79,11 @@ class NoOpExecutor:
         self, request: ExecutionRequest, progress: ProgressReport
     ) -> ExecutionOutcome:
         return ExecutionOutcome(status="completed")
+
+    async def recover(
+        self, request: ExecutionRequest, progress: ProgressReport
+    ) -> Awaitable[ExecutionOutcome] | None:
+        return None
 
     async def stop(self, execution_id: str) -> None:
         return None

@@ -13,7 +13,7 @@ Over the simulated bench (the default) instrument time is simulated: a 600 s cap
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -95,12 +95,31 @@ class InProcessExecutor:
     async def execute(
         self, request: ExecutionRequest, progress: ProgressReport
     ) -> ExecutionOutcome:
+        try:
+            settings = self._profile(request)
+        except EquipmentError as exc:
+            return _failed(exc)
+        return await self.run(request, progress, settings)
+
+    async def recover(
+        self, request: ExecutionRequest, progress: ProgressReport
+    ) -> Awaitable[ExecutionOutcome] | None:
+        return None  # an operation dies with the process that ran it
+
+    async def run(
+        self,
+        request: ExecutionRequest,
+        progress: ProgressReport,
+        profile_settings: Mapping[str, Any] | None,
+    ) -> ExecutionOutcome:
+        """Run with the profile's settings already resolved (an agent gets them with the
+        command)."""
         execution_id = request.execution_id
         try:
             session = self.bench.session(request.spec.equipment_id)
-            job = self._job(request)
         except EquipmentError as exc:
             return _failed(exc)
+        job = self._job(request, profile_settings)
         ctx = RunContext(equipment_id=session.equipment_id, realtime=self.realtime)
         self._running[execution_id] = _Running(session, ctx)
         operation = partial(_operate, job=job, ctx=ctx, options=self.options)
@@ -125,17 +144,31 @@ class InProcessExecutor:
         return ExecutionOutcome(status="completed", result=result)
 
     async def stop(self, execution_id: str) -> None:
+        await self.halt(execution_id)
+
+    async def halt(self, execution_id: str) -> dict[str, Any] | None:
+        """Stop the execution and put its instrument in the safe state; the state applied,
+        or None when the execution was not running here or the safe state failed."""
         running = self._running.pop(execution_id, None)
         if running is None:
-            return
+            return None
         running.ctx.cancel.set()
-        # Queued behind the stopped operation, which ends at its next check.
+        return await self.safe_state(running.session.equipment_id, execution_id=execution_id)
+
+    async def safe_state(
+        self, equipment_id: str, *, execution_id: str | None = None
+    ) -> dict[str, Any] | None:
+        # Queued behind a stopped operation, which ends at its next check.
         try:
-            state = await asyncio.wrap_future(running.session.submit(_safe_state))
+            session = self.bench.session(equipment_id)
+            state = await asyncio.wrap_future(session.submit(_safe_state))
         except EquipmentError as exc:
-            log.error("safe state failed", execution_id=execution_id, error=str(exc))
-            return
-        log.info("safe state applied", execution_id=execution_id, **state)
+            log.error("safe state failed", equipment_id=equipment_id, error=str(exc))
+            return None
+        log.info(
+            "safe state applied", equipment_id=equipment_id, execution_id=execution_id, **state
+        )
+        return state
 
     async def aclose(self) -> None:
         # Outputs stay as they are: closing the scheduler must not switch a bench off.
@@ -144,17 +177,11 @@ class InProcessExecutor:
         self._running.clear()
         await asyncio.to_thread(self.bench.close)
 
-    def _job(self, request: ExecutionRequest) -> Job:
+    def _profile(self, request: ExecutionRequest) -> Mapping[str, Any] | None:
+        return resolve_profile(request, self.profiles)
+
+    def _job(self, request: ExecutionRequest, settings: Mapping[str, Any] | None) -> Job:
         spec = request.spec
-        settings: Mapping[str, Any] | None = None
-        if spec.profile_id is not None and self.profiles is not None:
-            settings = self.profiles(spec.profile_id)
-            if settings is None:
-                raise ProfileError(
-                    spec.equipment_id,
-                    f"profile {spec.profile_id!r} not found",
-                    details={"profile_id": spec.profile_id},
-                )
         return Job(
             execution_id=request.execution_id,
             job_id=request.job_id,
@@ -196,6 +223,24 @@ class InProcessExecutor:
             if not future.done():
                 ctx.cancel.set()
                 future.cancel()
+
+
+def resolve_profile(
+    request: ExecutionRequest, profiles: ProfileLookup | None
+) -> Mapping[str, Any] | None:
+    """The settings of the job's profile; None when it names none or no profiles are known
+    (then nothing is applied). An unknown profile fails the execution before it runs."""
+    spec = request.spec
+    if spec.profile_id is None or profiles is None:
+        return None
+    settings = profiles(spec.profile_id)
+    if settings is None:
+        raise ProfileError(
+            spec.equipment_id,
+            f"profile {spec.profile_id!r} not found",
+            details={"profile_id": spec.profile_id},
+        )
+    return settings
 
 
 def _operate(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,7 @@ class GateExecutor:
         self.stopped: list[str] = []
         self._gates: dict[str, asyncio.Future[ExecutionOutcome]] = {}
         self.gate_reached = asyncio.Event()
+        self.recoverable: set[str] = set()
 
     async def execute(
         self, request: ExecutionRequest, progress: ProgressReport
@@ -62,6 +63,18 @@ class GateExecutor:
     def fail(self, execution_id: str, error: Exception) -> None:
         """The executor raises instead of reporting an outcome."""
         self._gates[execution_id].set_exception(error)
+
+    async def recover(
+        self, request: ExecutionRequest, progress: ProgressReport
+    ) -> Awaitable[ExecutionOutcome] | None:
+        """Executions listed in ``recoverable`` are still running somewhere: held like new
+        ones, until the test releases them."""
+        if request.execution_id not in self.recoverable:
+            return None
+        self.requests.append(request)
+        gate: asyncio.Future[ExecutionOutcome] = asyncio.get_running_loop().create_future()
+        self._gates[request.execution_id] = gate
+        return gate
 
     async def stop(self, execution_id: str) -> None:
         self.stopped.append(execution_id)
