@@ -77,6 +77,9 @@ SELECT_ALL = (
     " FROM events ORDER BY position"
 )
 
+# The 1-minute load average as each replay run began: the machine may be shared.
+REPLAY_LOADS: list[float] = []
+
 # Targets from issue 2.
 GROUP_COMMIT_TARGET = 30_000.0
 REPLAY_TARGET = 200_000.0
@@ -541,13 +544,14 @@ def replay_breakdown(store: SQLiteEventStore, log: ReplayLog) -> list[dict[str, 
     after the timed rebuilds.
     """
     parts: list[dict[str, Any]] = []
-    for name, projections in [
-        ("none (read, decode, batch loop)", []),
-        *((p.name, [p]) for p in default_projections()),
+    for name, projections, processes in [
+        ("none (read, decode, batch loop)", [], None),
+        *((p.name, [p], None) for p in default_projections()),
+        ("all default projections, one process", default_projections(), 1),
     ]:
         with store.lock:
             start = time.perf_counter()
-            Projector(projections).rebuild(store, store.conn)
+            Projector(projections).rebuild(store, store.conn, processes=processes)
             elapsed = time.perf_counter() - start
         store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         parts.append(
@@ -670,6 +674,7 @@ class Settings:
     tmpdir: Path | None
     output: Path
     profile: bool
+    only_replay: bool = False
 
 
 def say(message: str) -> None:
@@ -810,6 +815,7 @@ def measure_replay(
     check_durability(store.conn)
     try:
         for run in range(settings.replay_runs):
+            REPLAY_LOADS.append(round(os.getloadavg()[0], 2))
             rebuild.seconds.append(replay_rebuild(store, replay_log))
             decode.seconds.append(replay_decode(store, replay_log))
             raw.seconds.append(replay_raw(replay_log, None))
@@ -1031,8 +1037,8 @@ def run(settings: Settings) -> dict[str, Any]:
             f"{machine['cpu_model']}, {machine['logical_cores']} cores, {machine['ram_gib']} GiB,"
             f" SQLite {machine['sqlite']}, fsync {machine['fsync_4k_median_ms']} ms; in {tmp}"
         )
-        figures = measure_commits(settings, tmp)
-        figures += measure_batches(settings, tmp)
+        figures = [] if settings.only_replay else measure_commits(settings, tmp)
+        figures += [] if settings.only_replay else measure_batches(settings, tmp)
         replay_log: ReplayLog | None = None
         breakdown: list[dict[str, Any]] = []
         if settings.replay:
@@ -1042,6 +1048,7 @@ def run(settings: Settings) -> dict[str, Any]:
     finished = datetime.now(UTC)
     machine["loadavg_1_5_15_before"] = [round(x, 2) for x in load_before]
     machine["loadavg_1_5_15_after"] = [round(x, 2) for x in os.getloadavg()]
+    machine["loadavg_1_at_each_replay_run"] = REPLAY_LOADS
     print_table(figures, breakdown)
     result: dict[str, Any] = {
         "benchmark": "event store (issue 2)",
@@ -1061,6 +1068,7 @@ def run(settings: Settings) -> dict[str, Any]:
             "replay_jobs": settings.replay_jobs if settings.replay else None,
             "big_log_events": settings.grown_events if settings.replay else None,
             "breakdown": settings.breakdown and settings.replay,
+            "only_replay": settings.only_replay,
             "pragmas": list(PRAGMAS),
         },
         "replay_log": (
@@ -1135,6 +1143,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     )
     parser.add_argument("--no-replay", action="store_true", help="skip the replay figures")
     parser.add_argument(
+        "--only-replay",
+        action="store_true",
+        help="only the replay figures (skip the commit and group-commit figures); combine with"
+        " --no-big-log-commits for the replay alone",
+    )
+    parser.add_argument(
         "--big-log-events",
         type=positive,
         default=10_000,
@@ -1165,6 +1179,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         help="afterwards, cProfile one rebuild, one read_all and one commit pass",
     )
     args = parser.parse_args(argv)
+    if args.only_replay and args.no_replay:
+        parser.error("--only-replay and --no-replay exclude each other")
     if args.replay_events <= args.replay_jobs:
         parser.error("--replay-events must exceed --replay-jobs")
     return Settings(
@@ -1184,6 +1200,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         tmpdir=args.tmpdir,
         output=args.output,
         profile=args.profile,
+        only_replay=args.only_replay,
     )
 
 

@@ -25,6 +25,7 @@ from lablink.events import (
     RecordedEvent,
 )
 from lablink.projections.base import instant
+from lablink.projections.bulk import BulkFold, Logged, Rows, fast_instant
 from lablink.projections.rows import Row, RowCache
 
 COUNTERS = (
@@ -59,6 +60,8 @@ _FINAL_COUNTER = {
 class HistoryProjection:
     name = "job_history"
     tables: tuple[str, ...] = ("job_history",)
+    # Relative cost of the bulk fold (µs per event), for sharing a rebuild between processes.
+    bulk_cost = 0.6
 
     def create(self, db: sqlite_utils.Database) -> None:
         types: dict[str, Any] = {c: str for c in COLUMNS}
@@ -114,6 +117,9 @@ class HistoryProjection:
                     rows.put(row)
         rows.flush()
 
+    def bulk(self) -> BulkFold:
+        return _BulkHistory()
+
     @staticmethod
     def _change(rows: RowCache, job_id: str, **fields: Any) -> None:
         row = rows.get(job_id)
@@ -138,3 +144,84 @@ class HistoryProjection:
         row = rows.get(job_id)
         if row is not None and row["last_execution_id"] == execution_id:
             rows.put({**row, "last_status": status})
+
+
+# -- bulk rebuild -------------------------------------------------------------------------------
+# The same fold as ``apply`` over plain lists, for rebuilding from empty tables (see
+# projections/bulk.py); the replay property tests hold the two to the same rows.
+
+_COL = {c: i for i, c in enumerate(COLUMNS)}
+_NAME, _TOTAL, _DURATIONS = _COL["job_name"], _COL["total_executions"], _COL["duration_count"]
+_DURATION_TOTAL, _LAST_AT = _COL["duration_total"], _COL["last_execution"]
+_LAST_ID, _LAST_STATUS = _COL["last_execution_id"], _COL["last_status"]
+_FINAL_AT = {kind: (_COL[counter], status) for kind, (counter, status) in _FINAL_COUNTER.items()}
+_SKIPPED, _MISSED = _COL["skipped"], _COL["missed"]
+_ENDS = (
+    ExecutionSucceeded,
+    ExecutionFailed,
+    ExecutionTimedOut,
+    ExecutionInterrupted,
+    ExecutionCancelled,
+)
+
+
+class _BulkHistory:
+    def __init__(self) -> None:
+        self.history: dict[str, list[Any]] = {}
+
+    def fold(self, events: Sequence[Logged]) -> None:
+        history = self.history
+        get = history.get
+        for _, _, _, _, event in events:
+            # Most frequent first; `type(e) is C` is the cheapest test that mypy narrows on.
+            if type(event) is ExecutionStarted:
+                row = get(event.job_id)
+                if row is not None and row[_LAST_ID] == event.execution_id:
+                    row[_LAST_STATUS] = "running"
+            elif isinstance(event, ExecutionRequested | ExecutionQueued):
+                row = get(event.job_id)
+                if row is not None:
+                    row[_TOTAL] += 1
+                    row[_LAST_AT] = fast_instant(event.actual_time)
+                    row[_LAST_ID] = event.execution_id
+                    row[_LAST_STATUS] = "pending" if type(event) is ExecutionRequested else "queued"
+            elif isinstance(event, _ENDS):
+                row = get(event.job_id)
+                if row is None:
+                    continue
+                counter, status = _FINAL_AT[type(event)]
+                row[counter] += 1
+                if event.started_at is not None:
+                    row[_DURATIONS] += 1
+                    row[_DURATION_TOTAL] += (event.completed_at - event.started_at).total_seconds()
+                if row[_LAST_ID] == event.execution_id:
+                    row[_LAST_STATUS] = status
+            elif isinstance(event, ExecutionSkipped | ExecutionMissed):
+                row = get(event.job_id)
+                if row is not None:
+                    row[_TOTAL] += 1
+                    row[_LAST_AT] = fast_instant(event.actual_time)
+                    row[_LAST_ID] = event.execution_id
+                    if type(event) is ExecutionSkipped:
+                        row[_SKIPPED] += 1
+                        row[_LAST_STATUS] = "skipped"
+                    else:
+                        row[_MISSED] += 1
+                        row[_LAST_STATUS] = "missed"
+            elif type(event) is JobCreated:
+                row = [None] * len(COLUMNS)
+                for name in COUNTERS:
+                    row[_COL[name]] = 0
+                row[0] = event.job_id
+                row[_NAME] = event.spec.name
+                row[_DURATION_TOTAL] = 0.0
+                history[event.job_id] = row
+            elif type(event) is JobUpdated:
+                row = get(event.job_id)
+                if row is not None:
+                    row[_NAME] = event.spec.name
+            elif type(event) is JobDeleted:
+                history.pop(event.job_id, None)
+
+    def rows(self) -> Rows:
+        return {"job_history": (COLUMNS, list(self.history.values()))}

@@ -25,6 +25,7 @@ from lablink.events import (
     RecordedEvent,
 )
 from lablink.projections.base import instant, to_json
+from lablink.projections.bulk import BulkFold, Logged, Rows, occurred_instant
 from lablink.projections.rows import Row, RowCache
 from lablink.projections.views import job_view
 
@@ -77,6 +78,8 @@ COLUMNS = (
 )
 _DEFINITION_EVENTS = (JobCreated, JobUpdated, JobPaused, JobResumed, JobCompleted)
 _state_decoder = msgspec.json.Decoder(JobState)
+_JOB_EVENTS = frozenset(JobEvent)
+_DEFINITIONS = frozenset(_DEFINITION_EVENTS)
 
 
 def _row(state: JobState, version: int, updated_at: str | None) -> Row:
@@ -111,6 +114,8 @@ def _row(state: JobState, version: int, updated_at: str | None) -> Row:
 class JobsProjection:
     name = "jobs"
     tables: tuple[str, ...] = ("jobs",)
+    # Relative cost of the bulk fold (µs per event), for sharing a rebuild between processes.
+    bulk_cost = 2.6
 
     def create(self, db: sqlite_utils.Database) -> None:
         types: dict[str, Any] = {c: str for c in COLUMNS}
@@ -148,6 +153,9 @@ class JobsProjection:
             ["created_at", "job_id"],
         ):
             db.table("jobs").create_index(columns, if_not_exists=True)
+
+    def bulk(self) -> BulkFold:
+        return _BulkJobs()
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
         cache = RowCache(conn, "jobs", "job_id", COLUMNS)
@@ -188,3 +196,52 @@ def read_snapshot(conn: sqlite3.Connection, job_id: str) -> tuple[JobState, int]
     if row is None:
         return None
     return _state_decoder.decode(row[0]), int(row[1])
+
+
+# -- bulk rebuild -------------------------------------------------------------------------------
+
+
+class _BulkJobs:
+    """The same fold as ``apply``, each job's state kept in memory and its row rendered once
+    at the end, for rebuilding from an empty table (see projections/bulk.py)."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, tuple[JobState, int, str | None]] = {}
+
+    def fold(self, events: Sequence[Logged]) -> None:
+        jobs = self.jobs
+        for _, version, occurred_at, _, event in events:
+            kind = type(event)
+            if kind not in _JOB_EVENTS:
+                continue
+            # Every job event has a job id: the membership test above is what mypy misses.
+            job_id: str = event.job_id  # type: ignore[union-attr,assignment]
+            if kind is JobDeleted:
+                jobs.pop(job_id, None)
+                continue
+            if kind is JobCreated:
+                # As live, where a creation is never in the same append as its job's row.
+                state, updated_at = JobState(job_id=job_id), None
+            else:
+                current = jobs.get(job_id)
+                if current is None:
+                    continue  # execution facts of a deleted job
+                state, _, updated_at = current
+            if kind in _DEFINITIONS:
+                updated_at = occurred_instant(occurred_at)
+            jobs[job_id] = (evolve(state, event), version, updated_at)
+
+    def rows(self) -> Rows:
+        return {
+            "jobs": (
+                COLUMNS,
+                [
+                    _values(_row(state, version, updated_at))
+                    for state, version, updated_at in self.jobs.values()
+                ],
+            )
+        }
+
+
+def _values(row: Row) -> list[Any]:
+    return [row[column] for column in COLUMNS]

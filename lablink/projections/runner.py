@@ -8,6 +8,7 @@ restart (or after adding a projection) folds exactly the missing events.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -15,8 +16,20 @@ from datetime import datetime
 import sqlite_utils
 
 from lablink.events import RecordedEvent
-from lablink.eventstore.base import EventStore
+from lablink.eventstore.base import EventStore, format_instant
+from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.projections.base import Projection
+from lablink.projections.bulk import (
+    BulkProjection,
+    Elsewhere,
+    Rows,
+    collector_paused,
+    logged,
+    read_chunk,
+    recorded,
+    write_rows,
+)
+from lablink.projections.equipment import EquipmentProjection
 from lablink.projections.executions import ExecutionsProjection
 from lablink.projections.history import HistoryProjection
 from lablink.projections.jobs import JobsProjection
@@ -28,6 +41,9 @@ META = "projection_meta"
 REBUILD_BATCH = 20_000
 # Events per transaction while rebuilding: large, since each commit waits for the disk.
 REBUILD_COMMIT_EVERY = 100_000
+# From this many events on, a rebuild hands some bulk folds to a second process: below it,
+# starting the process costs more than it saves.
+PARALLEL_MIN_EVENTS = 200_000
 
 Progress = Callable[[int], None]
 
@@ -39,6 +55,7 @@ def default_projections() -> list[Projection]:
         HistoryProjection(),
         StatisticsProjection(),
         KeysProjection(),
+        EquipmentProjection(),
     ]
 
 
@@ -120,8 +137,13 @@ class Projector:
         *,
         until: datetime | None = None,
         progress: Progress | None = None,
+        processes: int | None = None,
     ) -> int:
-        """Drop every projection table and fold the log again from position 0."""
+        """Drop every projection table and fold the log again from position 0.
+
+        ``processes`` (default: 2 for a large log on a machine with 2 cores or more) is how
+        many processes fold the projections that have a bulk path.
+        """
         conn.execute("BEGIN IMMEDIATE")
         try:
             for projection in self.projections:
@@ -135,8 +157,67 @@ class Projector:
         self.create(conn)
         self.stored_fingerprint(conn)
         self.remember_fingerprint(conn)
+        if isinstance(store, SQLiteEventStore):
+            return self._rebuild_bulk(store, conn, until, progress, processes)
         events = store.read_all(after_position=0, until=until, batch_size=REBUILD_BATCH)
         return self._fold(conn, events, progress=progress)
+
+    def _rebuild_bulk(
+        self,
+        store: SQLiteEventStore,
+        conn: sqlite3.Connection,
+        until: datetime | None,
+        progress: Progress | None,
+        processes: int | None,
+    ) -> int:
+        """Bulk folds in memory, their rows written once at the end; the other projections
+        folded batch by batch alongside, from the same reads."""
+        fast = [p for p in self.projections if isinstance(p, BulkProjection)]
+        generic = Projector([p for p in self.projections if not isinstance(p, BulkProjection)])
+        with store.lock:
+            bound = store.last_position()
+        bound_text = format_instant(until) if until is not None else None
+        if processes is None:
+            many = bound >= PARALLEL_MIN_EVENTS and (os.cpu_count() or 1) >= 2
+            processes = 2 if many else 1
+        remote = split(fast) if processes > 1 and str(store.path) != ":memory:" else []
+        local = [p for p in fast if p not in remote]
+        batches = _Batches(generic, conn) if generic.projections else None
+        elsewhere = Elsewhere(str(store.path), bound, bound_text, remote) if remote else None
+        try:
+            folds = [p.bulk() for p in local]
+            total = last = 0
+            with collector_paused():
+                while True:
+                    with store.lock:
+                        rows = read_chunk(store.conn, last, bound, bound_text)
+                    if not rows:
+                        break
+                    events = logged(rows)
+                    for fold in folds:
+                        fold.fold(events)
+                    if batches is not None:
+                        batches.add(recorded(rows, events))
+                    total += len(rows)
+                    last = rows[-1][0]
+                    if progress is not None:
+                        progress(len(rows))
+                if batches is not None:
+                    batches.close()
+                table_rows: Rows = {}
+                for fold in folds:
+                    table_rows.update(fold.rows())
+                if elsewhere is not None:
+                    table_rows.update(elsewhere.rows())
+                    elsewhere = None
+                _write(conn, table_rows, [p.name for p in fast], last)
+        except BaseException:
+            if batches is not None:
+                batches.abort()
+            if elsewhere is not None:
+                elsewhere.cancel()
+            raise
+        return total
 
     def _fold(
         self,
@@ -144,36 +225,96 @@ class Projector:
         events: Iterable[RecordedEvent],
         progress: Progress | None = None,
     ) -> int:
-        total = 0
-        in_transaction = 0
+        batches = _Batches(self, conn, progress)
         batch: list[RecordedEvent] = []
-
-        def flush() -> None:
-            nonlocal total, in_transaction
-            if not batch:
-                return
-            if not conn.in_transaction:
-                conn.execute("BEGIN IMMEDIATE")
-            self.apply(conn, batch)
-            total += len(batch)
-            in_transaction += len(batch)
-            if progress is not None:
-                progress(len(batch))
-            batch.clear()
-            if in_transaction >= REBUILD_COMMIT_EVERY:
-                conn.execute("COMMIT")
-                in_transaction = 0
-
         try:
-            for recorded in events:
-                batch.append(recorded)
+            for event in events:
+                batch.append(event)
                 if len(batch) >= REBUILD_BATCH:
-                    flush()
-            flush()
-            if conn.in_transaction:
-                conn.execute("COMMIT")
+                    batches.add(batch)
+                    batch = []
+            batches.add(batch)
+            batches.close()
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            batches.abort()
             raise
-        return total
+        return batches.total
+
+
+class _Batches:
+    """Folds batches through ``Projector.apply`` in large transactions: each commit waits for
+    the disk, and rows and checkpoints commit together whatever the batch size."""
+
+    def __init__(
+        self, projector: Projector, conn: sqlite3.Connection, progress: Progress | None = None
+    ) -> None:
+        self.projector = projector
+        self.conn = conn
+        self.progress = progress
+        self.total = 0
+        self._in_transaction = 0
+
+    def add(self, batch: list[RecordedEvent]) -> None:
+        if not batch:
+            return
+        conn = self.conn
+        if not conn.in_transaction:
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.projector.apply(conn, batch)
+        except BaseException:
+            self.abort()
+            raise
+        self.total += len(batch)
+        self._in_transaction += len(batch)
+        if self.progress is not None:
+            self.progress(len(batch))
+        if self._in_transaction >= REBUILD_COMMIT_EVERY:
+            conn.execute("COMMIT")
+            self._in_transaction = 0
+
+    def close(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("COMMIT")
+
+    def abort(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+
+def split(projections: Sequence[BulkProjection]) -> list[BulkProjection]:
+    """The bulk folds for a second process: about half the work, by their cost hints.
+
+    The heaviest stays here: the process that asks also writes every row, and the hints of
+    the folds with many rows count that writing.
+    """
+    here = there = 0.0
+    remote: list[BulkProjection] = []
+    for projection in sorted(projections, key=_cost, reverse=True):
+        if there < here:
+            remote.append(projection)
+            there += _cost(projection)
+        else:
+            here += _cost(projection)
+    return remote
+
+
+def _cost(projection: BulkProjection) -> float:
+    return float(getattr(projection, "bulk_cost", 1.0))
+
+
+def _write(conn: sqlite3.Connection, rows: Rows, names: list[str], last: int) -> None:
+    """Every bulk row and the bulk projections' checkpoints, in one transaction: a crash
+    before the commit leaves them empty at position 0, which a catch-up folds again."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        write_rows(conn, rows)
+        if last:
+            conn.executemany(
+                f"UPDATE {CHECKPOINTS} SET position = ? WHERE name = ?",
+                [(last, name) for name in names],
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
