@@ -153,6 +153,34 @@ def relay(
     asyncio.run(run_relay(settings))
 
 
+@app.command()
+def agent(
+    config: Annotated[
+        Path, typer.Option("--config", help="The lab.toml listing this agent's instruments.")
+    ],
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where a private nats-server's URL file is found [env LABLINK_DATA_DIR]."
+        ),
+    ] = None,
+) -> None:
+    """Run an equipment agent for the instruments of a lab.toml until SIGTERM or SIGINT.
+
+    NATS: [nats] url in the file, else LABLINK_NATS_URL, else the private server of the
+    `lablink serve` that uses --data-dir."""
+    from lablink.equipment_agent.config import ConfigError, load_config
+    from lablink.runtime import run_agent
+
+    configure_logging()
+    try:
+        lab = load_config(config)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from exc
+    url = lab.nats.url or _nats_url(data_dir)
+    run_event_loop(run_agent(lab, url, Settings.from_env(data_dir=data_dir)))
+
+
 events_app = typer.Typer(help="Follow the event log as NATS carries it.")
 app.add_typer(events_app, name="events")
 alarms_app = typer.Typer(help="Alarms as they are raised.")

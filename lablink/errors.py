@@ -57,6 +57,10 @@ class ExecutionNotFound(NotFound):
     kind = "execution"
 
 
+class EquipmentNotFound(NotFound):
+    kind = "equipment"
+
+
 class Conflict(LabLinkError):
     """The request is well-formed but clashes with the current state."""
 

@@ -21,10 +21,14 @@ from lablink.bus.relay import NatsOptions, Relay
 from lablink.bus.server import NatsServer
 from lablink.bus.watch import URL_FILE
 from lablink.clock import Clock, SystemClock
+from lablink.equipment_agent.agent import Agent
+from lablink.equipment_agent.config import AgentConfig, load_config, simulated_config
+from lablink.equipment_service import EquipmentService
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.logstore import open_store
 from lablink.projections.jobs import read_snapshot
 from lablink.repository import JobRepository
+from lablink.scheduler.agents import AgentExecutor
 from lablink.scheduler.engine import Engine, recovery_lists
 from lablink.scheduler.executor import Executor, NoOpExecutor
 from lablink.settings import Settings
@@ -33,13 +37,27 @@ log = structlog.get_logger(tag="scheduler")
 
 
 def make_executor(settings: Settings) -> Executor:
-    if settings.executor == "noop":
+    """The in-process executors; the agents executor needs the bus (see Runtime)."""
+    if settings.executor_kind == "noop":
         return NoOpExecutor()
     from lablink.equipment_agent.bench import BENCH_YAML, open_simulated_bench
     from lablink.scheduler.inprocess import InProcessExecutor
 
     return InProcessExecutor(
         open_simulated_bench(BENCH_YAML), settings.data_dir, realtime=settings.realtime
+    )
+
+
+def nats_options(settings: Settings, url: str) -> NatsOptions:
+    return NatsOptions(
+        url=url,
+        user=settings.nats_user,
+        password=settings.nats_password,
+        credentials=settings.nats_credentials,
+        tls_ca=settings.nats_tls_ca,
+        tls_cert=settings.nats_tls_cert,
+        tls_key=settings.nats_tls_key,
+        replicas=settings.nats_replicas,
     )
 
 
@@ -68,12 +86,18 @@ class Runtime:
         self.service = JobService(
             store, self.clock, default_timezone=settings.timezone, repository=self.jobs
         )
-        self.executor = self._executor or make_executor(settings)
-        self.engine = Engine(store, self.clock, self.executor, jobs=self.jobs)
         self.nats_server: NatsServer | None = None
         self.relay: Relay | None = None
+        self.agents: list[Agent] = []
         if settings.nats:
             await self._start_bus()
+        if self._executor is not None:
+            self.executor = self._executor
+        elif settings.executor_kind == "agents":
+            self.executor = await self._start_agents()
+        else:
+            self.executor = make_executor(settings)
+        self.engine = Engine(store, self.clock, self.executor, jobs=self.jobs)
         with store.lock:
             active, unfinished = recovery_lists(store.conn)
         await self.engine.start(active, unfinished)
@@ -97,6 +121,8 @@ class Runtime:
     ) -> None:
         await self.engine.aclose()
         await self.executor.aclose()
+        for agent in self.agents:
+            await agent.aclose()
         if self.relay is not None:
             await self.relay.aclose()
         if self.nats_server is not None:
@@ -106,6 +132,29 @@ class Runtime:
 
     async def _start_bus(self) -> None:
         self.nats_server, self.relay = await start_bus(self.settings, self.store)
+
+    async def _start_agents(self) -> AgentExecutor:
+        """The executor that reaches agents over NATS, and the agents `lablink serve` runs
+        itself: the simulated bench, or the instruments of LABLINK_AGENT_CONFIG."""
+        settings = self.settings
+        assert self.relay is not None, "the agents executor needs the bus"
+        options = self.relay.options
+        equipment = EquipmentService(self.store, self.clock)
+        executor = AgentExecutor(
+            options,
+            heartbeat_timeout=settings.heartbeat_timeout,
+            on_presence=equipment.on_presence,
+        )
+        await executor.start()
+        if settings.agents:
+            if settings.agent_config is not None:
+                config = load_config(settings.agent_config)
+            else:
+                config = simulated_config(settings.data_dir, realtime=settings.realtime)
+            agent = Agent(config, options)
+            await agent.start()
+            self.agents.append(agent)
+        return executor
 
 
 async def start_bus(settings: Settings, store: SQLiteEventStore) -> tuple[NatsServer | None, Relay]:
@@ -118,16 +167,7 @@ async def start_bus(settings: Settings, store: SQLiteEventStore) -> tuple[NatsSe
         # So that `lablink events tail` in another shell finds the private server.
         (settings.data_dir / "nats" / URL_FILE).write_text(url + "\n")
         log.info("embedded nats-server started", url=url, store=str(settings.data_dir / "nats"))
-    options = NatsOptions(
-        url=url,
-        user=settings.nats_user,
-        password=settings.nats_password,
-        credentials=settings.nats_credentials,
-        tls_ca=settings.nats_tls_ca,
-        tls_cert=settings.nats_tls_cert,
-        tls_key=settings.nats_tls_key,
-        replicas=settings.nats_replicas,
-    )
+    options = nats_options(settings, url)
     relay = Relay(settings.db_path, options)
     relay.attach(store)
     await relay.start()
@@ -248,3 +288,22 @@ async def run_relay(settings: Settings) -> None:
         if server is not None:
             await server.stop()
         store.close()
+
+
+async def run_agent(config: AgentConfig, url: str, settings: Settings) -> None:
+    """`lablink agent`: the instruments of one lab.toml, over NATS, until a signal."""
+    stop = stop_on_signals()
+    options = nats_options(settings, url)
+    lab = config.nats
+    options.user = lab.user or options.user
+    options.password = lab.password or options.password
+    options.credentials = lab.credentials or options.credentials
+    options.tls_ca = lab.tls_ca or options.tls_ca
+    options.tls_cert = lab.tls_cert or options.tls_cert
+    options.tls_key = lab.tls_key or options.tls_key
+    agent = Agent(config, options)
+    await agent.start()
+    try:
+        await stop.wait()
+    finally:
+        await agent.aclose()

@@ -35,7 +35,14 @@ class Settings(msgspec.Struct, kw_only=True):
     timezone: str = msgspec.field(default_factory=system_timezone)
     # Simulated instruments take no real time; real ones (and the crash tests) do.
     realtime: bool = False
-    executor: str = "sim"  # "sim" (in-process, simulated bench) or "noop"
+    # "agents" (equipment agents over NATS; the default with the bus on), "sim" (the
+    # simulated bench driven in-process; the default with LABLINK_NATS=off) or "noop".
+    executor: str = ""
+    # The instruments `lablink serve` runs agents for itself: a lab.toml, or None for the
+    # simulated bench. agents=False runs none (they run elsewhere, under `lablink agent`).
+    agents: bool = True
+    agent_config: Path | None = None
+    heartbeat_timeout: float = 5.0
     # API keys are required unless explicitly switched off (a bench on loopback).
     auth: bool = True
     # NATS: unset url = a private nats-server under data/nats; "off" = no bus at all.
@@ -48,6 +55,10 @@ class Settings(msgspec.Struct, kw_only=True):
     nats_tls_cert: str | None = None
     nats_tls_key: str | None = None
     nats_replicas: int = 1
+
+    @property
+    def executor_kind(self) -> str:
+        return self.executor or ("agents" if self.nats else "sim")
 
     @property
     def db_path(self) -> Path:
@@ -86,11 +97,25 @@ class Settings(msgspec.Struct, kw_only=True):
             values["nats_replicas"] = int(env["LABLINK_NATS_REPLICAS"])
         if "LABLINK_EXECUTOR" in env:
             values["executor"] = env["LABLINK_EXECUTOR"]
+        if env.get("LABLINK_AGENTS", "").lower() in ("off", "0", "false", "no"):
+            values["agents"] = False
+        if env.get("LABLINK_AGENT_CONFIG"):
+            values["agent_config"] = Path(env["LABLINK_AGENT_CONFIG"])
+        if "LABLINK_HEARTBEAT_TIMEOUT" in env:
+            values["heartbeat_timeout"] = float(env["LABLINK_HEARTBEAT_TIMEOUT"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         problem = zone_problem(settings.timezone)
         if problem:
             raise ValueError(f"timezone {settings.timezone!r}: {problem}")
-        if settings.executor not in ("sim", "noop"):
-            raise ValueError(f"executor {settings.executor!r}: expected 'sim' or 'noop'")
+        if not settings.executor:
+            settings.executor = "agents" if settings.nats else "sim"
+        if settings.executor not in ("agents", "sim", "noop"):
+            raise ValueError(f"executor {settings.executor!r}: expected 'agents', 'sim' or 'noop'")
+        if settings.executor == "agents" and not settings.nats:
+            raise ValueError("executor 'agents' needs NATS: LABLINK_NATS=off leaves none")
+        if not 0.1 <= settings.heartbeat_timeout <= 3600:
+            raise ValueError(
+                f"heartbeat timeout {settings.heartbeat_timeout!r}: expected 0.1 to 3600 s"
+            )
         return settings

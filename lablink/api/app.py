@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from lablink import __version__
 from lablink.api.auth import role_guard
 from lablink.api.context import ApiContext
+from lablink.api.equipment import EquipmentController
 from lablink.api.errors import EXCEPTION_HANDLERS
 from lablink.api.executions import ExecutionController
 from lablink.api.jobs import JobController
@@ -25,7 +26,7 @@ def create_app(context: ApiContext) -> Litestar:
         return context
 
     return Litestar(
-        route_handlers=[JobController, ExecutionController, SystemController],
+        route_handlers=[JobController, ExecutionController, SystemController, EquipmentController],
         dependencies={"context": Provide(provide_context, sync_to_thread=False)},
         guards=[role_guard],
         exception_handlers=EXCEPTION_HANDLERS,

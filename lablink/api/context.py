@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -11,6 +12,7 @@ from lablink.application import JobService
 from lablink.bus.relay import Relay
 from lablink.clock import Clock
 from lablink.eventstore.sqlite import SQLiteEventStore, connect
+from lablink.scheduler.agents import AgentExecutor
 from lablink.scheduler.engine import Engine
 from lablink.settings import Settings
 
@@ -40,6 +42,28 @@ class ApiContext:
         if self.relay is None:
             return {"status": "off", "connected": False, "url": None}
         return self.relay.status.as_dict()
+
+    def sightings(self) -> dict[str, tuple[datetime, bool]]:
+        """Last heartbeat seen per instrument (and whether its agent is online), when the
+        engine drives agents over NATS."""
+        executor = self.engine.executor
+        if not isinstance(executor, AgentExecutor):
+            return {}
+        return {eid: (s.at, s.online) for eid, s in executor.sightings.items()}
+
+    def agents_health(self) -> dict[str, Any]:
+        executor = self.engine.executor
+        if not isinstance(executor, AgentExecutor):
+            return {"status": "in-process", "executor": self.settings.executor}
+        sightings = executor.sightings
+        online = sorted(eid for eid, s in sightings.items() if s.online)
+        offline = sorted(eid for eid, s in sightings.items() if not s.online)
+        return {
+            "status": "ok" if online and not offline else ("degraded" if online else "none"),
+            "executor": "agents",
+            "online": online,
+            "offline": offline,
+        }
 
     def close(self) -> None:
         self.reader.close()

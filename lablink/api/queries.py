@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -206,3 +206,57 @@ def running_jobs(conn: sqlite3.Connection) -> list[str]:
             "SELECT DISTINCT job_id FROM stats_open WHERE status = 'running' ORDER BY job_id"
         )
     ]
+
+
+def list_equipment(
+    conn: sqlite3.Connection,
+    *,
+    live: Mapping[str, tuple[datetime, bool]] | None = None,
+    equipment_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """The equipment projection, with what each instrument runs now (the executions
+    projection). ``live`` gives the last heartbeat this process saw (and whether its agent
+    is still online), which is newer than the log: heartbeats are not events."""
+    sql = "SELECT * FROM equipment"
+    args: tuple[Any, ...] = ()
+    if equipment_id is not None:
+        sql += " WHERE equipment_id = ?"
+        args = (equipment_id,)
+    rows = _dicts(conn.execute(sql + " ORDER BY equipment_id", args))
+    running: dict[str, list[dict[str, Any]]] = {}
+    for eid, execution_id, job_id, job_name, started_at in conn.execute(
+        "SELECT equipment_id, execution_id, job_id, job_name, started_at FROM executions"
+        " WHERE status = 'running' ORDER BY seq"
+    ):
+        running.setdefault(eid, []).append(
+            {
+                "execution_id": execution_id,
+                "job_id": job_id,
+                "job_name": job_name,
+                "started_at": iso(started_at),
+            }
+        )
+    items = []
+    for row in rows:
+        eid = row["equipment_id"]
+        last_seen = row.pop("last_seen")
+        seen = (live or {}).get(eid)
+        if seen is not None and seen[1]:
+            last_seen = format_instant(seen[0])
+        identity = {k: row.pop(k) for k in ("manufacturer", "model", "serial", "firmware")}
+        items.append(
+            {
+                "equipment_id": eid,
+                "kind": row["kind"],
+                "status": row["status"],
+                "online": row["status"] == "online",
+                "identity": {**identity, "raw": row["identity"]},
+                "agent_id": row["agent_id"],
+                "resource": row["resource"],
+                "since": iso(row["since"]),
+                "last_seen": iso(last_seen),
+                "reason": row["reason"] or None,
+                "running": running.get(eid, []),
+            }
+        )
+    return items

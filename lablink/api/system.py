@@ -70,8 +70,5 @@ class SystemController(Controller):
                 "timezone": context.settings.timezone,
             },
             "nats": nats,
-            "agents": {
-                "status": "in-process simulated bench",
-                "executor": context.settings.executor,
-            },
+            "agents": context.agents_health(),
         }

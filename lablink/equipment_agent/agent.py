@@ -1,0 +1,390 @@
+"""An equipment agent: the instruments of one lab PC, reachable only over NATS.
+
+For each instrument it serves, the agent answers run, stop and status requests on
+``lablink.agents.<equipment_id>.*`` and says it is alive on ``….presence`` every heartbeat.
+Executions run on the instrument's own worker thread (one VISA session, one lock: see
+``bench``), through the same operations as the in-process executor. Every step goes to the
+durable ``LABLINK_REPORTS`` stream; the result is kept in the agent's ledger until JetStream
+has acknowledged it, so neither a scheduler restart nor a NATS outage loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import nats
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+
+from lablink.bus.relay import NatsOptions
+from lablink.equipment_agent.bench import Bench, PortWrapper
+from lablink.equipment_agent.config import AgentConfig
+from lablink.equipment_agent.ledger import Ledger
+from lablink.equipment_agent.protocol import (
+    Outcome,
+    Presence,
+    Report,
+    RunCommand,
+    RunReply,
+    StatusReply,
+    StatusRequest,
+    StopReply,
+    StopRequest,
+    encoder,
+    presence_subject,
+    report_subject,
+    run_subject,
+    status_subject,
+    stop_subject,
+)
+from lablink.events import ExecutionError
+from lablink.scheduler.executor import ExecutionOutcome, ExecutionRequest
+from lablink.scheduler.inprocess import InProcessExecutor
+
+log = structlog.get_logger(tag="agent")
+
+
+# Retrying a result publish while NATS is away: from quick to once a few seconds.
+_RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass
+class _Execution:
+    task: asyncio.Task[None]
+    equipment_id: str
+    inner: asyncio.Task[ExecutionOutcome] | None = None
+    stop_reason: str = ""
+
+
+@dataclass
+class Agent:
+    config: AgentConfig
+    options: NatsOptions
+    bench: Bench | None = None
+    wrap: PortWrapper | None = None
+    _nc: NATS | None = None
+    _js: JetStreamContext | None = None
+    _executor: InProcessExecutor | None = None
+    _ledger: Ledger | None = None
+    _subscriptions: list[Subscription] = field(default_factory=list)
+    _running: dict[str, _Execution] = field(default_factory=dict)
+    _heartbeat: asyncio.Task[None] | None = None
+    _republisher: asyncio.Task[None] | None = None
+    _closing: bool = False
+
+    @property
+    def agent_id(self) -> str:
+        return self.config.agent_id
+
+    async def start(self) -> None:
+        if self.bench is None:
+            self.bench = await asyncio.to_thread(self.config.open_bench, wrap=self.wrap)
+        self._executor = InProcessExecutor(
+            self.bench, self.config.data_dir, realtime=self.config.realtime
+        )
+        self._ledger = Ledger(self.config.data_dir / "agents" / f"{self.agent_id}.db")
+        self._nc = await nats.connect(
+            **self.options.connect_kwargs(),
+            name=f"lablink-agent-{self.agent_id}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+        )
+        self._js = self._nc.jetstream()
+        await self._settle_unfinished()
+        for equipment_id in self.bench:
+            for subject, handler in (
+                (run_subject(equipment_id), self._on_run),
+                (stop_subject(equipment_id), self._on_stop),
+                (status_subject(equipment_id), self._on_status),
+            ):
+                self._subscriptions.append(await self._nc.subscribe(subject, cb=handler))
+        await self._nc.flush()
+        await self._announce()
+        self._heartbeat = asyncio.create_task(self._beat(), name=f"agent {self.agent_id} heartbeat")
+        self._republisher = asyncio.create_task(
+            self._republish(), name=f"agent {self.agent_id} republish"
+        )
+        log.info(
+            "agent started",
+            agent_id=self.agent_id,
+            instruments=list(self.bench),
+            offline=self.bench.offline,
+        )
+
+    async def aclose(self) -> None:
+        """Say goodbye, stop what runs (safe state), close the instruments."""
+        self._closing = True
+        for task in (self._heartbeat, self._republisher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for sub in self._subscriptions:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        for execution_id in list(self._running):
+            await self._stop(execution_id, "the agent stopped")
+        if self._nc is not None and self._nc.is_connected:
+            with contextlib.suppress(Exception):
+                await self._announce(state="offline", reason="the agent stopped")
+                await self._nc.flush(timeout=2)
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+        if self._executor is not None:
+            await self._executor.aclose()
+        elif self.bench is not None:
+            await asyncio.to_thread(self.bench.close)
+        if self._ledger is not None:
+            self._ledger.close()
+        log.info("agent stopped", agent_id=self.agent_id)
+
+    # -- requests -------------------------------------------------------------------------------
+
+    async def _on_run(self, msg: Msg) -> None:
+        equipment_id = msg.subject.split(".")[2]
+        try:
+            command = msgspec.json.decode(msg.data, type=RunCommand)
+        except msgspec.DecodeError as exc:
+            await self._reply(
+                msg, RunReply(status="refused", agent_id=self.agent_id, reason=str(exc))
+            )
+            return
+        request = command.request
+        if request.spec.equipment_id != equipment_id:
+            reason = f"the job is for {request.spec.equipment_id!r}, not {equipment_id!r}"
+            await self._reply(
+                msg, RunReply(status="refused", agent_id=self.agent_id, reason=reason)
+            )
+            return
+        assert self._ledger is not None
+        ledger = self._ledger
+        fresh = await asyncio.to_thread(
+            ledger.accept, request.execution_id, request.job_id, equipment_id
+        )
+        if not fresh:
+            state, _ = await asyncio.to_thread(ledger.state, request.execution_id)
+            log.info("duplicate run ignored", execution_id=request.execution_id, state=state)
+            await self._reply(
+                msg, RunReply(status="duplicate", agent_id=self.agent_id, state=state)
+            )
+            return
+        task = asyncio.create_task(
+            self._run(request, command.profile_settings), name=f"run {request.execution_id}"
+        )
+        self._running[request.execution_id] = _Execution(task=task, equipment_id=equipment_id)
+        await self._reply(msg, RunReply(status="accepted", agent_id=self.agent_id))
+
+    async def _on_stop(self, msg: Msg) -> None:
+        try:
+            stop = msgspec.json.decode(msg.data, type=StopRequest)
+        except msgspec.DecodeError as exc:
+            await self._reply(msg, StopReply(stopped=False, error=str(exc)))
+            return
+        await self._reply(msg, await self._stop(stop.execution_id, stop.reason or "stopped"))
+
+    async def _on_status(self, msg: Msg) -> None:
+        try:
+            query = msgspec.json.decode(msg.data, type=StatusRequest)
+        except msgspec.DecodeError:
+            await self._reply(msg, StatusReply(state="unknown"))
+            return
+        assert self._ledger is not None
+        state, outcome = await asyncio.to_thread(self._ledger.state, query.execution_id)
+        await self._reply(msg, StatusReply(state=state, outcome=outcome))  # type: ignore[arg-type]
+
+    async def _reply(self, msg: Msg, reply: msgspec.Struct) -> None:
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(encoder.encode(reply))
+
+    # -- executions -----------------------------------------------------------------------------
+
+    async def _run(
+        self, request: ExecutionRequest, profile_settings: Mapping[str, Any] | None
+    ) -> None:
+        assert self._executor is not None
+        assert self._ledger is not None
+        execution_id = request.execution_id
+
+        async def progress(fraction: float, message: str, data: dict[str, Any]) -> None:
+            await self._publish(
+                request, progress=fraction, message=message, data=data, required=False
+            )
+
+        running = self._running[execution_id]
+        running.inner = asyncio.create_task(self._executor.run(request, progress, profile_settings))
+        try:
+            result = await asyncio.shield(running.inner)
+        except asyncio.CancelledError:
+            if not running.inner.cancelled():
+                raise
+            result = ExecutionOutcome.failed(
+                "stopped", f"stopped by the agent: {running.stop_reason or 'stopped'}"
+            )
+        except Exception as exc:  # never a trace in the record: a typed failure
+            log.exception("operation raised", execution_id=execution_id)
+            result = ExecutionOutcome.failed("internal_error", f"{type(exc).__name__}: {exc}")
+        outcome = Outcome(status=result.status, result=result.result, error=result.error)
+        await asyncio.to_thread(self._ledger.finish, execution_id, outcome)
+        self._running.pop(execution_id, None)
+        await self._publish(request, outcome=outcome, required=True)
+
+    async def _stop(self, execution_id: str, reason: str) -> StopReply:
+        assert self._executor is not None
+        running = self._running.get(execution_id)
+        if running is None or running.inner is None:
+            return StopReply(stopped=False, error=f"execution {execution_id} is not running here")
+        running.stop_reason = reason
+        running.inner.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await running.inner
+        state = await self._executor.halt(execution_id)
+        if state is None:
+            state = await self._executor.safe_state(running.equipment_id) or {}
+        return StopReply(stopped=True, safe_state=state)
+
+    async def _settle_unfinished(self) -> None:
+        """Executions a previous run of this agent accepted and never finished: it died under
+        them. Their instruments go to the safe state and the executions end failed."""
+        assert self._ledger is not None
+        assert self._executor is not None
+        for item in await asyncio.to_thread(self._ledger.unfinished):
+            await self._executor.safe_state(item.equipment_id, execution_id=item.execution_id)
+            outcome = Outcome(
+                status="failed",
+                error=ExecutionError(
+                    type="agent_restarted",
+                    message="the agent stopped while the execution was running; "
+                    "the instrument was put in its safe state when it came back",
+                ),
+            )
+            await asyncio.to_thread(self._ledger.finish, item.execution_id, outcome)
+
+    async def _republish(self) -> None:
+        """Results kept in the ledger because JetStream never acknowledged them."""
+        assert self._ledger is not None
+        for item in await asyncio.to_thread(self._ledger.unpublished):
+            await self._publish_report(
+                Report(
+                    execution_id=item.execution_id,
+                    job_id=item.job_id,
+                    equipment_id=item.equipment_id,
+                    agent_id=self.agent_id,
+                    seq=await asyncio.to_thread(self._ledger.next_seq, item.execution_id),
+                    at=datetime.now(UTC),
+                    outcome=item.outcome,
+                ),
+                required=True,
+            )
+
+    async def _publish(
+        self,
+        request: ExecutionRequest,
+        *,
+        progress: float = 1.0,
+        message: str = "",
+        data: dict[str, Any] | None = None,
+        outcome: Outcome | None = None,
+        required: bool,
+    ) -> None:
+        assert self._ledger is not None
+        seq = await asyncio.to_thread(self._ledger.next_seq, request.execution_id)
+        report = Report(
+            execution_id=request.execution_id,
+            job_id=request.job_id,
+            equipment_id=request.spec.equipment_id,
+            agent_id=self.agent_id,
+            seq=seq,
+            at=datetime.now(UTC),
+            progress=progress,
+            message=message,
+            data=data or {},
+            outcome=outcome,
+        )
+        await self._publish_report(report, required=required)
+
+    async def _publish_report(self, report: Report, *, required: bool) -> None:
+        """Publish to the durable stream. Progress is advisory and tried once; a result is
+        retried until JetStream acknowledges it (or the agent closes: the ledger keeps it
+        for the next start)."""
+        assert self._js is not None
+        assert self._ledger is not None
+        subject = report_subject(report.equipment_id, report.execution_id, report.seq)
+        headers = {"Nats-Msg-Id": f"{report.execution_id}:{report.seq}"}
+        payload = encoder.encode(report)
+        attempt = 0
+        while True:
+            try:
+                await self._js.publish(subject, payload, headers=headers, timeout=5)
+            except Exception as exc:
+                if not required:
+                    log.warning(
+                        "progress report dropped", execution_id=report.execution_id, error=str(exc)
+                    )
+                    return
+                if self._closing:
+                    log.warning("result kept for the next start", execution_id=report.execution_id)
+                    return
+                delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
+                attempt += 1
+                log.warning(
+                    "result publish failed; retrying",
+                    execution_id=report.execution_id,
+                    error=str(exc),
+                    retry_in=delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            if report.outcome is not None:
+                await asyncio.to_thread(self._ledger.published, report.execution_id)
+            return
+
+    # -- presence -------------------------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_seconds)
+            with contextlib.suppress(Exception):  # NATS away: the next beat tries again
+                await self._announce()
+
+    async def _announce(self, *, state: str = "online", reason: str = "") -> None:
+        assert self._nc is not None
+        assert self.bench is not None
+        kinds = {i.id: i.kind for i in self.config.instruments}
+        resources = {i.id: i.resource for i in self.config.instruments}
+        for session in self.bench.sessions():
+            eid = session.equipment_id
+            running = tuple(e for e, r in self._running.items() if r.equipment_id == eid)
+            presence = Presence(
+                equipment_id=eid,
+                agent_id=self.agent_id,
+                kind=kinds.get(eid, session.kind),
+                state=state,  # type: ignore[arg-type]
+                identity=session.identity.raw if session.identity else "",
+                resource=resources.get(eid, session.resource_name),
+                running=running,
+                reason=reason,
+                heartbeat_seconds=self.config.heartbeat_seconds,
+            )
+            await self._nc.publish(presence_subject(eid), encoder.encode(presence))
+        for eid, why in self.bench.offline.items():
+            presence = Presence(
+                equipment_id=eid,
+                agent_id=self.agent_id,
+                kind=kinds.get(eid, ""),
+                state="offline",
+                resource=resources.get(eid, ""),
+                reason=why,
+                heartbeat_seconds=self.config.heartbeat_seconds,
+            )
+            await self._nc.publish(presence_subject(eid), encoder.encode(presence))

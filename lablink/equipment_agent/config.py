@@ -1,0 +1,267 @@
+"""An agent's configuration: the instruments it serves, from a TOML file (``lab.toml``).
+
+::
+
+    [agent]
+    id = "lab-pc-1"                 # default: the host name
+    heartbeat_seconds = 1.0
+    data_dir = "data"               # acquisitions and the agent's ledger go here
+    # realtime = true               # default: false only when every instrument is simulated
+
+    [nats]                          # default: LABLINK_NATS_URL, else the embedded server's URL
+    url = "nats://127.0.0.1:4222"   # user, password, credentials, tls_ca, tls_cert, tls_key
+
+    [[instruments]]
+    id = "power_supply_1"
+    kind = "power_supply"           # power_supply, multimeter, oscilloscope, electronic_load,
+                                    # temperature_sensor
+    driver = "power_supply"         # the SCPI table; default: the kind's own
+    resource = "TCPIP0::10.20.0.11::inst0::INSTR"
+    backend = "@py"                 # "@py" (pyvisa-py, real instruments), "@sim" (the built-in
+                                    # simulated bench) or a pyvisa-sim YAML file
+    timeout_ms = 2000
+
+A mistake in the file is reported with the key, the value and the reason, before anything
+connects.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import tomllib
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lablink.equipment_agent.bench import (
+    BENCH_YAML,
+    DEFAULT_TIMEOUT_MS,
+    SIMULATED_BENCH,
+    Bench,
+    PortWrapper,
+)
+from lablink.equipment_agent.drivers import MODELS
+from lablink.equipment_agent.protocol import DEFAULT_HEARTBEAT_SECONDS
+from lablink.errors import LabLinkError
+
+# Ids become NATS subject tokens and file names.
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ConfigError(LabLinkError, ValueError):
+    def __init__(self, where: str, key: str, value: Any, reason: str) -> None:
+        super().__init__(f"{where}: {key} = {value!r}: {reason}")
+        self.where = where
+        self.key = key
+        self.value = value
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class InstrumentConfig:
+    id: str
+    kind: str
+    resource: str
+    backend: str = "@py"
+    driver: str = ""
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
+
+    @property
+    def simulated(self) -> bool:
+        return self.backend != "@py"
+
+    def visa_library(self, base: Path) -> str:
+        if self.backend == "@py":
+            return "@py"
+        if self.backend == "@sim":
+            return f"{BENCH_YAML}@sim"
+        path = Path(self.backend)
+        return f"{path if path.is_absolute() else base / path}@sim"
+
+
+@dataclass(frozen=True)
+class NatsConfig:
+    url: str | None = None
+    user: str | None = None
+    password: str | None = None
+    credentials: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    agent_id: str
+    instruments: tuple[InstrumentConfig, ...]
+    data_dir: Path = Path("data")
+    heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
+    realtime: bool = False
+    nats: NatsConfig = field(default_factory=NatsConfig)
+    # Where relative backend paths are resolved: the config file's folder.
+    base: Path = Path(".")
+
+    def open_bench(self, *, wrap: PortWrapper | None = None) -> Bench:
+        """One VISA session per instrument, grouped by backend (one resource manager each)."""
+        groups: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)
+        timeouts: dict[str, int] = {}
+        for inst in self.instruments:
+            library = inst.visa_library(self.base)
+            groups[library][inst.id] = (inst.driver or inst.kind, inst.resource)
+            timeouts[library] = max(timeouts.get(library, 0), inst.timeout_ms)
+        return Bench.combine(
+            [
+                Bench.open(members, library, wrap=wrap, timeout_ms=timeouts[library])
+                for library, members in groups.items()
+            ]
+        )
+
+
+def simulated_config(
+    data_dir: Path, *, agent_id: str = "embedded", realtime: bool = False
+) -> AgentConfig:
+    """The guide's six instruments on the built-in pyvisa-sim bench (``lablink serve``)."""
+    return AgentConfig(
+        agent_id=agent_id,
+        instruments=tuple(
+            InstrumentConfig(id=eid, kind=kind, resource=resource, backend="@sim")
+            for eid, (kind, resource) in SIMULATED_BENCH.items()
+        ),
+        data_dir=data_dir,
+        realtime=realtime,
+    )
+
+
+def load_config(path: Path) -> AgentConfig:
+    where = str(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(where, "file", str(path), f"cannot be read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(where, "file", str(path), f"is not valid TOML: {exc}") from exc
+    return parse_config(raw, where=where, base=path.parent)
+
+
+def parse_config(
+    raw: Mapping[str, Any], *, where: str = "config", base: Path = Path(".")
+) -> AgentConfig:
+    _only(raw, where, "", {"agent", "nats", "instruments"})
+    agent = _table(raw, where, "agent")
+    _only(agent, where, "agent.", {"id", "heartbeat_seconds", "data_dir", "realtime"})
+    agent_id = _text(agent, where, "agent.id", default=_host_id())
+    if not _ID.match(agent_id):
+        raise ConfigError(where, "agent.id", agent_id, "use 1-64 letters, digits, '_' or '-'")
+    heartbeat = agent.get("heartbeat_seconds", DEFAULT_HEARTBEAT_SECONDS)
+    if (
+        isinstance(heartbeat, bool)
+        or not isinstance(heartbeat, int | float)
+        or not 0.05 <= heartbeat <= 60
+    ):
+        raise ConfigError(
+            where,
+            "agent.heartbeat_seconds",
+            heartbeat,
+            "must be a number of seconds from 0.05 to 60",
+        )
+    data_dir = Path(_text(agent, where, "agent.data_dir", default="data"))
+    nats = _table(raw, where, "nats")
+    keys = {"url", "user", "password", "credentials", "tls_ca", "tls_cert", "tls_key"}
+    _only(nats, where, "nats.", keys)
+    nats_config = NatsConfig(**{k: _text(nats, where, f"nats.{k}", default=None) for k in keys})
+    items = raw.get("instruments")
+    if not isinstance(items, list) or not items:
+        raise ConfigError(where, "instruments", items, "list at least one [[instruments]] table")
+    instruments: list[InstrumentConfig] = []
+    seen: set[str] = set()
+    for n, item in enumerate(items):
+        instruments.append(_instrument(item, where, f"instruments[{n}].", seen))
+    realtime = agent.get("realtime", not all(i.simulated for i in instruments))
+    if not isinstance(realtime, bool):
+        raise ConfigError(where, "agent.realtime", realtime, "must be true or false")
+    return AgentConfig(
+        agent_id=agent_id,
+        instruments=tuple(instruments),
+        data_dir=data_dir if data_dir.is_absolute() else base / data_dir,
+        heartbeat_seconds=float(heartbeat),
+        realtime=realtime,
+        nats=nats_config,
+        base=base,
+    )
+
+
+def _instrument(item: Any, where: str, prefix: str, seen: set[str]) -> InstrumentConfig:
+    if not isinstance(item, dict):
+        raise ConfigError(where, prefix.rstrip("."), item, "must be a table")
+    _only(item, where, prefix, {"id", "kind", "driver", "resource", "backend", "timeout_ms"})
+    eid = _text(item, where, f"{prefix}id")
+    if not _ID.match(eid):
+        raise ConfigError(where, f"{prefix}id", eid, "use 1-64 letters, digits, '_' or '-'")
+    if eid in seen:
+        raise ConfigError(where, f"{prefix}id", eid, "is listed twice")
+    seen.add(eid)
+    kind = _text(item, where, f"{prefix}kind")
+    if kind not in MODELS:
+        raise ConfigError(
+            where, f"{prefix}kind", kind, f"unknown kind (known: {', '.join(MODELS)})"
+        )
+    driver = _text(item, where, f"{prefix}driver", default=kind)
+    if driver not in MODELS:
+        raise ConfigError(
+            where, f"{prefix}driver", driver, f"no such driver (known: {', '.join(MODELS)})"
+        )
+    if MODELS[driver].kind != kind:
+        raise ConfigError(
+            where, f"{prefix}driver", driver, f"drives {MODELS[driver].kind}, not {kind}"
+        )
+    resource = _text(item, where, f"{prefix}resource")
+    backend = _text(item, where, f"{prefix}backend", default="@py")
+    if backend not in ("@py", "@sim") and not backend.endswith((".yaml", ".yml")):
+        raise ConfigError(
+            where, f"{prefix}backend", backend, "use '@py', '@sim' or a pyvisa-sim .yaml file"
+        )
+    timeout = item.get("timeout_ms", DEFAULT_TIMEOUT_MS)
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 10 <= timeout <= 600_000:
+        raise ConfigError(
+            where, f"{prefix}timeout_ms", timeout, "must be whole milliseconds from 10 to 600000"
+        )
+    return InstrumentConfig(
+        id=eid, kind=kind, resource=resource, backend=backend, driver=driver, timeout_ms=timeout
+    )
+
+
+def _table(raw: Mapping[str, Any], where: str, key: str) -> Mapping[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(where, key, value, "must be a table")
+    return value
+
+
+def _only(raw: Mapping[str, Any], where: str, prefix: str, allowed: set[str]) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(
+                where,
+                f"{prefix}{key}",
+                raw[key],
+                f"unknown key (known: {', '.join(sorted(allowed))})",
+            )
+
+
+def _text(raw: Mapping[str, Any], where: str, key: str, *, default: Any = ...) -> Any:
+    name = key.rsplit(".", 1)[-1]
+    if name not in raw:
+        if default is ...:
+            raise ConfigError(where, key, None, "is required")
+        return default
+    value = raw[name]
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(where, key, value, "must be a non-empty string")
+    return value.strip()
+
+
+def _host_id() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:64] or "agent"

@@ -1,0 +1,141 @@
+"""What the scheduler and the equipment agents say to each other over NATS.
+
+Subjects are keyed by equipment id, so a NATS user per agent can be limited to its own
+instruments (see ``deploy/nats-server.conf``):
+
+- ``lablink.agents.<equipment_id>.run``    request/reply: run one execution (an
+  ``ExecutionRequest``); the reply says accepted, or duplicate when the agent has seen that
+  execution id before (it never drives the instrument twice for one execution).
+- ``lablink.agents.<equipment_id>.stop``   request/reply: stop an execution, safe state.
+- ``lablink.agents.<equipment_id>.status`` request/reply: what the agent knows of an
+  execution (after a scheduler restart).
+- ``lablink.reports.<equipment_id>.heartbeat`` / ``.online`` / ``.offline``: core NATS,
+  the agent's presence, with the instrument's identity.
+- ``lablink.reports.<equipment_id>.exec.<execution_id>.<seq>``: progress and the result, in
+  the durable JetStream stream ``LABLINK_REPORTS``, which the scheduler consumes; a result
+  published while the scheduler is down is recorded when it comes back.
+
+Core NATS request/reply gives "no responders" at once when no agent serves an instrument:
+that is how the scheduler tells "equipment offline" within a second or two.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+from lablink.events import ExecutionError
+from lablink.scheduler.executor import ExecutionRequest
+
+AGENTS_PREFIX = "lablink.agents"
+REPORTS_PREFIX = "lablink.reports"
+REPORTS_STREAM = "LABLINK_REPORTS"
+# Every execution report of every instrument; presence messages stay out of the stream.
+REPORTS_FILTER = f"{REPORTS_PREFIX}.*.exec.>"
+PRESENCE_FILTER = f"{REPORTS_PREFIX}.*.presence"
+REPORTS_CONSUMER = "lablink-scheduler"
+# How long JetStream keeps reports nobody acknowledged: a scheduler down longer than this
+# loses them (its executions are then interrupted on restart, as without agents).
+REPORTS_MAX_AGE_SECONDS = 7 * 24 * 3600
+
+DEFAULT_HEARTBEAT_SECONDS = 1.0
+# No heartbeat for this long: the agent is lost and its executions fail.
+DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 5.0
+# How long the scheduler waits for an agent to accept a run (no responders comes at once).
+RUN_REQUEST_TIMEOUT_SECONDS = 2.0
+
+
+def run_subject(equipment_id: str) -> str:
+    return f"{AGENTS_PREFIX}.{equipment_id}.run"
+
+
+def stop_subject(equipment_id: str) -> str:
+    return f"{AGENTS_PREFIX}.{equipment_id}.stop"
+
+
+def status_subject(equipment_id: str) -> str:
+    return f"{AGENTS_PREFIX}.{equipment_id}.status"
+
+
+def presence_subject(equipment_id: str) -> str:
+    return f"{REPORTS_PREFIX}.{equipment_id}.presence"
+
+
+def report_subject(equipment_id: str, execution_id: str, seq: int) -> str:
+    return f"{REPORTS_PREFIX}.{equipment_id}.exec.{execution_id}.{seq}"
+
+
+class RunCommand(msgspec.Struct, frozen=True, kw_only=True):
+    """What the scheduler sends: the execution, and the settings of its profile (resolved by
+    the scheduler, which owns the profiles) when the job names one and profiles are known."""
+
+    request: ExecutionRequest
+    profile_settings: dict[str, Any] | None = None
+
+
+class RunReply(msgspec.Struct, frozen=True, kw_only=True):
+    status: Literal["accepted", "duplicate", "refused"]
+    agent_id: str
+    # For a duplicate: "running" or "finished" (its result is, or was, in the stream).
+    state: str = ""
+    reason: str = ""
+
+
+class StopRequest(msgspec.Struct, frozen=True, kw_only=True):
+    execution_id: str
+    reason: str = ""
+
+
+class StopReply(msgspec.Struct, frozen=True, kw_only=True):
+    stopped: bool
+    safe_state: dict[str, Any] = msgspec.field(default_factory=dict)
+    error: str = ""
+
+
+class StatusRequest(msgspec.Struct, frozen=True, kw_only=True):
+    execution_id: str
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    status: Literal["completed", "failed"]
+    result: dict[str, Any] = msgspec.field(default_factory=dict)
+    error: ExecutionError | None = None
+
+
+class StatusReply(msgspec.Struct, frozen=True, kw_only=True):
+    state: Literal["unknown", "running", "finished"]
+    outcome: Outcome | None = None
+
+
+class Report(msgspec.Struct, frozen=True, kw_only=True):
+    """One step of an execution: progress (``outcome`` None) or its end."""
+
+    execution_id: str
+    job_id: str
+    equipment_id: str
+    agent_id: str
+    seq: int
+    at: datetime
+    progress: float = 0.0
+    message: str = ""
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    outcome: Outcome | None = None
+
+
+class Presence(msgspec.Struct, frozen=True, kw_only=True):
+    """An agent's heartbeat for one instrument (``state`` online), or its goodbye."""
+
+    equipment_id: str
+    agent_id: str
+    kind: str
+    state: Literal["online", "offline"]
+    identity: str = ""
+    resource: str = ""
+    running: tuple[str, ...] = ()
+    reason: str = ""
+    heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
+
+
+encoder = msgspec.json.Encoder()

@@ -1,0 +1,76 @@
+"""The write path for instruments' presence: load the stream, decide, append at its version.
+
+The agents executor calls this when an instrument comes online or goes offline (heartbeats
+in between change nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lablink.clock import Clock
+from lablink.domain.equipment import (
+    EquipmentState,
+    decide_offline,
+    decide_online,
+    evolve,
+    stream_id,
+)
+from lablink.equipment_agent.protocol import Presence
+from lablink.errors import StreamVersionConflict
+from lablink.events import AnyEvent, RecordedEvent, stamp
+from lablink.eventstore.base import EventStore
+
+ACTOR = "agents"
+MAX_RETRIES = 5
+
+
+class EquipmentService:
+    def __init__(self, store: EventStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+
+    def load(self, equipment_id: str) -> tuple[EquipmentState, int]:
+        state = EquipmentState(equipment_id=equipment_id)
+        version = 0
+        for recorded in self.store.read_stream(stream_id(equipment_id)):
+            state = evolve(state, recorded.event)
+            version = recorded.version
+        return state, version
+
+    def record(self, presence: Presence) -> list[RecordedEvent]:
+        if presence.state == "online":
+            return self._execute(
+                presence.equipment_id,
+                lambda s: decide_online(
+                    s,
+                    kind=presence.kind,
+                    identity=presence.identity,
+                    agent_id=presence.agent_id,
+                    resource=presence.resource,
+                ),
+            )
+        return self._execute(
+            presence.equipment_id, lambda s: decide_offline(s, presence.reason or "offline")
+        )
+
+    async def on_presence(self, presence: Presence) -> None:
+        self.record(presence)
+
+    def _execute(
+        self, equipment_id: str, decide: Callable[[EquipmentState], list[AnyEvent]]
+    ) -> list[RecordedEvent]:
+        for _ in range(MAX_RETRIES):
+            state, version = self.load(equipment_id)
+            events = decide(state)
+            if not events:
+                return []
+            try:
+                return self.store.append(
+                    stream_id(equipment_id), version, stamp(events, ACTOR, self.clock.now())
+                )
+            except StreamVersionConflict:
+                continue
+        raise StreamVersionConflict(
+            stream_id(equipment_id), version, self.store.stream_version(stream_id(equipment_id))
+        )
