@@ -24,6 +24,7 @@ from lablink.domain.job import JobState, evolve
 from lablink.domain.schedule import Schedule
 from lablink.errors import ExecutionRefused, JobNotFound
 from lablink.events import (
+    AlarmRaised,
     AnyEvent,
     ExecutionCancelled,
     ExecutionError,
@@ -60,6 +61,47 @@ def _apply(state: JobState, events: list[AnyEvent], *new: AnyEvent) -> JobState:
         events.append(event)
         state = evolve(state, event)
     return state
+
+
+# How loud a failure alarm is, by how the execution ended.
+ALARM_SEVERITY = {"failed": "critical", "timed_out": "critical", "interrupted": "warning"}
+
+
+def alarm_id(execution_id: str) -> str:
+    """One failure alarm per execution: its id follows from the execution's."""
+    return f"alarm_{execution_id.removeprefix('exec_')}"
+
+
+def _alarm(
+    state: JobState,
+    execution_id: str,
+    how: str,
+    message: str,
+    error: dict[str, object],
+    when: datetime | None,
+) -> list[AnyEvent]:
+    """With ``on_failure_alarm``, an execution that ends failed, timed out or interrupted
+    raises an alarm, in the same append as the fact itself: never one without the other."""
+    spec = state.spec
+    if spec is None or not spec.on_failure_alarm:
+        return []
+    scheduled = state.requests.get(execution_id)
+    return [
+        AlarmRaised(
+            alarm_id=alarm_id(execution_id),
+            kind="job_failure",
+            severity=ALARM_SEVERITY[how],  # type: ignore[arg-type]
+            message=f"job {spec.name!r} ({state.job_id}) {how.replace('_', ' ')} on "
+            f"{spec.equipment_id}: {message}",
+            equipment_id=spec.equipment_id,
+            job_id=state.job_id,
+            job_name=spec.name,
+            execution_id=execution_id,
+            execution_time=when or (scheduled[0] if scheduled else None),
+            error=dict(error),
+            equipment={"equipment_id": spec.equipment_id},
+        )
+    ]
 
 
 def _active(state: JobState) -> tuple[str, ...]:
@@ -298,7 +340,19 @@ def decide_finish(
             started_at=started,
             error=error,
         )
-    state = _apply(state, events, final)
+    alarm = (
+        _alarm(
+            state,
+            execution_id,
+            "failed",
+            error.message,
+            {"type": error.type, "message": error.message, "code": error.code, **error.details},
+            started,
+        )
+        if error is not None
+        else []
+    )
+    state = _apply(state, events, final, *alarm)
     return Decision(events, _start_waiting(state, now, events))
 
 
@@ -306,6 +360,16 @@ def decide_timeout(state: JobState, execution_id: str, now: datetime) -> Decisio
     if execution_id not in state.running or state.spec is None:
         return Decision([], state)
     events: list[AnyEvent] = []
+    started = state.started.get(execution_id)
+    limit = state.spec.timeout_seconds
+    alarm = _alarm(
+        state,
+        execution_id,
+        "timed_out",
+        f"still running after timeout_seconds={limit:g}",
+        {"type": "timed_out", "timeout_seconds": limit},
+        started,
+    )
     state = _apply(
         state,
         events,
@@ -313,9 +377,10 @@ def decide_timeout(state: JobState, execution_id: str, now: datetime) -> Decisio
             job_id=state.job_id,
             execution_id=execution_id,
             completed_at=now,
-            started_at=state.started.get(execution_id),
-            timeout_seconds=state.spec.timeout_seconds,
+            started_at=started,
+            timeout_seconds=limit,
         ),
+        *alarm,
     )
     return Decision(events, _start_waiting(state, now, events))
 
@@ -349,6 +414,8 @@ def decide_interrupted(
     for execution_id in (*state.pending, *state.running):
         if execution_id in keep:
             continue
+        started = state.started.get(execution_id)
+        alarm = _alarm(state, execution_id, "interrupted", reason, {"type": "interrupted"}, started)
         state = _apply(
             state,
             events,
@@ -356,9 +423,10 @@ def decide_interrupted(
                 job_id=state.job_id,
                 execution_id=execution_id,
                 completed_at=now,
-                started_at=state.started.get(execution_id),
+                started_at=started,
                 reason=reason,
             ),
+            *alarm,
         )
     if events:
         state = _start_waiting(state, now, events)

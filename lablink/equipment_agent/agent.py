@@ -30,6 +30,7 @@ from lablink.equipment_agent.bench import Bench, PortWrapper
 from lablink.equipment_agent.config import AgentConfig
 from lablink.equipment_agent.ledger import Ledger
 from lablink.equipment_agent.protocol import (
+    ABANDONED,
     Outcome,
     Presence,
     Report,
@@ -263,7 +264,7 @@ class Agent:
             outcome = Outcome(
                 status="failed",
                 error=ExecutionError(
-                    type="agent_restarted",
+                    type=ABANDONED,
                     message="the agent stopped while the execution was running; "
                     "the instrument was put in its safe state when it came back",
                 ),

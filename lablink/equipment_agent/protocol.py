@@ -40,6 +40,10 @@ REPORTS_CONSUMER = "lablink-scheduler"
 # loses them (its executions are then interrupted on restart, as without agents).
 REPORTS_MAX_AGE_SECONDS = 7 * 24 * 3600
 
+# The error type of an execution the agent found unfinished when it started again: it died
+# under it, so nothing knows how the operation ended.
+ABANDONED = "agent_restarted"
+
 DEFAULT_HEARTBEAT_SECONDS = 1.0
 # No heartbeat for this long: the agent is lost and its executions fail.
 DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 5.0

@@ -36,6 +36,7 @@ from nats.js.errors import NotFoundError
 from lablink.bus.relay import NatsOptions
 from lablink.equipment_agent.errors import EquipmentError
 from lablink.equipment_agent.protocol import (
+    ABANDONED,
     DEFAULT_HEARTBEAT_TIMEOUT_SECONDS,
     PRESENCE_FILTER,
     REPORTS_CONSUMER,
@@ -92,6 +93,10 @@ def _outcome(outcome: Outcome) -> ExecutionOutcome:
     return ExecutionOutcome(status=outcome.status, result=outcome.result, error=outcome.error)
 
 
+def _abandoned(outcome: Outcome) -> bool:
+    return outcome.error is not None and outcome.error.type == ABANDONED
+
+
 def _failed(type: str, message: str, **details: Any) -> Outcome:
     return Outcome(
         status="failed", error=ExecutionError(type=type, message=message, details=details)
@@ -120,6 +125,7 @@ class AgentExecutor:
         # Execution id -> its instrument, until it ends or is stopped.
         self._dispatched: dict[str, str] = {}
         self._orphans: OrderedDict[str, Outcome] = OrderedDict()
+        self._sending: dict[str, asyncio.Future[Outcome | None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -204,13 +210,20 @@ class AgentExecutor:
             command = RunCommand(
                 request=request, profile_settings=dict(settings) if settings else None
             )
-            refused = await self._send_run(equipment_id, command)
-            if refused is not None:
-                return _outcome(refused)
             self._dispatched[execution_id] = equipment_id
-            return _outcome(await waiter.outcome)
+            # Shielded, like the wait below: when the engine cancels this task (timeout,
+            # cancel), the request still completes and the execution stays known as
+            # dispatched, so that stop() reaches the agent that may have taken it.
+            sending = asyncio.ensure_future(self._send_run(equipment_id, command))
+            self._sending[execution_id] = sending
+            refused = await asyncio.shield(sending)
+            if refused is not None:
+                waiter.outcome.set_result(refused)
+            return _outcome(await asyncio.shield(waiter.outcome))
         finally:
             self._waiters.pop(execution_id, None)
+            if execution_id in self._sending and self._sending[execution_id].done():
+                del self._sending[execution_id]
             if waiter.outcome.done():
                 self._dispatched.pop(execution_id, None)
 
@@ -275,6 +288,8 @@ class AgentExecutor:
             if status.state == "unknown":
                 return None
             orphan = status.outcome
+        if orphan is not None and _abandoned(orphan):
+            return None  # the agent died under it too: nobody knows how it ended
         if orphan is not None:
             future: asyncio.Future[ExecutionOutcome] = asyncio.get_running_loop().create_future()
             future.set_result(_outcome(orphan))
@@ -285,14 +300,20 @@ class AgentExecutor:
 
         async def follow() -> ExecutionOutcome:
             try:
-                return _outcome(await waiter.outcome)
+                return _outcome(await asyncio.shield(waiter.outcome))
             finally:
                 self._waiters.pop(execution_id, None)
-                self._dispatched.pop(execution_id, None)
+                if waiter.outcome.done():
+                    self._dispatched.pop(execution_id, None)
 
         return follow()
 
     async def stop(self, execution_id: str) -> None:
+        sending = self._sending.pop(execution_id, None)
+        if sending is not None:  # cancelled while asking: let the request finish first
+            await asyncio.wait([sending], timeout=self.run_timeout + 1)
+            if sending.done() and not sending.cancelled() and sending.result() is not None:
+                self._dispatched.pop(execution_id, None)  # no agent took it
         equipment_id = self._dispatched.pop(execution_id, None)
         if equipment_id is None:
             return

@@ -1,0 +1,212 @@
+"""A scheduler that reaches its instruments through agents over a real nats-server, on a real
+SQLite file, for tests of the agents path. Nothing here is used in production.
+
+``AgentLab`` is the scheduler side (store, job service, engine, ``AgentExecutor``, the
+equipment write path), driven by a manual clock; agents are started next to it in-process
+(``start_agent``) or as `lablink agent` processes from a lab.toml (``write_lab_toml``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from lablink.application import JobService
+from lablink.bus.relay import NatsOptions
+from lablink.clock import ManualClock
+from lablink.equipment_agent.agent import Agent
+from lablink.equipment_agent.bench import SIMULATED_BENCH, PortWrapper
+from lablink.equipment_agent.config import AgentConfig, InstrumentConfig
+from lablink.equipment_service import EquipmentService
+from lablink.eventstore.sqlite import SQLiteEventStore
+from lablink.logstore import open_store
+from lablink.projections.jobs import read_snapshot
+from lablink.repository import JobRepository
+from lablink.scheduler.agents import AgentExecutor
+from lablink.scheduler.engine import Engine, recovery_lists
+from lablink.scheduler.inprocess import ProfileLookup
+
+FINAL = ("completed", "failed", "timed_out", "cancelled", "interrupted", "skipped", "missed")
+
+
+def bench_config(
+    bench_yaml: Path,
+    data_dir: Path,
+    *,
+    agent_id: str = "bench-agent",
+    realtime: bool = False,
+    heartbeat_seconds: float = 0.2,
+    only: tuple[str, ...] | None = None,
+) -> AgentConfig:
+    """The guide's simulated instruments (or ``only`` some) on a private copy of bench.yaml."""
+    return AgentConfig(
+        agent_id=agent_id,
+        instruments=tuple(
+            InstrumentConfig(id=eid, kind=kind, resource=resource, backend=str(bench_yaml))
+            for eid, (kind, resource) in SIMULATED_BENCH.items()
+            if only is None or eid in only
+        ),
+        data_dir=data_dir,
+        realtime=realtime,
+        heartbeat_seconds=heartbeat_seconds,
+    )
+
+
+def write_lab_toml(path: Path, config: AgentConfig, nats_url: str) -> Path:
+    """The lab.toml `lablink agent --config` reads, for ``config``."""
+    lines = [
+        "[agent]",
+        f'id = "{config.agent_id}"',
+        f"heartbeat_seconds = {config.heartbeat_seconds}",
+        f'data_dir = "{config.data_dir}"',
+        f"realtime = {'true' if config.realtime else 'false'}",
+        "",
+        "[nats]",
+        f'url = "{nats_url}"',
+    ]
+    for inst in config.instruments:
+        lines += [
+            "",
+            "[[instruments]]",
+            f'id = "{inst.id}"',
+            f'kind = "{inst.kind}"',
+            f'resource = "{inst.resource}"',
+            f'backend = "{inst.backend}"',
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class AgentLab:
+    def __init__(
+        self,
+        path: Path,
+        nats_url: str,
+        clock: ManualClock,
+        *,
+        heartbeat_timeout: float = 5.0,
+        run_timeout: float = 2.0,
+        profiles: ProfileLookup | None = None,
+    ) -> None:
+        self.path = path
+        self.options = NatsOptions(url=nats_url)
+        self.clock = clock
+        self.heartbeat_timeout = heartbeat_timeout
+        self.run_timeout = run_timeout
+        self.profiles = profiles
+        self.agents: list[Agent] = []
+
+    async def start(self) -> AgentLab:
+        self.store: SQLiteEventStore = open_store(self.path)
+        store = self.store
+
+        def snapshot(job_id: str) -> Any:
+            with store.lock:
+                return read_snapshot(store.conn, job_id)
+
+        self.jobs = JobRepository(store, snapshots=snapshot)
+        self.service = JobService(store, self.clock, default_timezone="UTC", repository=self.jobs)
+        self.equipment = EquipmentService(store, self.clock)
+        self.executor = AgentExecutor(
+            self.options,
+            profiles=self.profiles,
+            heartbeat_timeout=self.heartbeat_timeout,
+            run_timeout=self.run_timeout,
+            on_presence=self.equipment.on_presence,
+        )
+        await self.executor.start()
+        self.engine = Engine(store, self.clock, self.executor, jobs=self.jobs)
+        with store.lock:
+            active, unfinished = recovery_lists(store.conn)
+        await self.engine.open(active, unfinished)
+        return self
+
+    async def start_agent(self, config: AgentConfig, *, wrap: PortWrapper | None = None) -> Agent:
+        agent = Agent(config, self.options, wrap=wrap)
+        await agent.start()
+        self.agents.append(agent)
+        await self.online(*(i.id for i in config.instruments))
+        return agent
+
+    async def online(self, *equipment_ids: str, within: float = 20) -> None:
+        """Wait until the scheduler has seen each instrument's heartbeat."""
+        deadline = time.monotonic() + within
+        while not all(
+            (s := self.executor.sightings.get(eid)) is not None and s.online
+            for eid in equipment_ids
+        ):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not online within {within}s: {equipment_ids}")
+            await asyncio.sleep(0.02)
+
+    def create(self, body: Mapping[str, Any], actor: str = "tester") -> str:
+        job: dict[str, Any] = {
+            "name": "agent test",
+            "trigger_type": "interval",
+            "interval_hours": 1,
+            "enabled": False,
+            **body,
+        }
+        return self.service.create_job(job, actor)
+
+    async def run(self, body: Mapping[str, Any], *, within: float = 30) -> dict[str, Any]:
+        """Create a disabled job, run it now, and wait for its execution to end."""
+        job_id = self.create(body)
+        execution_id = await self.engine.run_now(job_id)
+        return await self.finished(execution_id, within=within)
+
+    async def finished(self, execution_id: str, *, within: float = 30) -> dict[str, Any]:
+        return await self.until(execution_id, FINAL, within=within)
+
+    async def until(
+        self, execution_id: str, statuses: tuple[str, ...], *, within: float = 30
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + within
+        while True:
+            rows = self.rows("SELECT * FROM executions WHERE execution_id = ?", execution_id)
+            if rows and rows[0]["status"] in statuses:
+                return rows[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{execution_id} not {statuses} within {within}s: {rows or 'no row'}"
+                )
+            await asyncio.sleep(0.02)
+
+    async def at(self, instant: datetime) -> int:
+        self.clock.set(instant)
+        return await self.engine.tick()
+
+    def rows(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        conn = sqlite3.connect(self.path)
+        try:
+            cursor = conn.execute(sql, args)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+        finally:
+            conn.close()
+
+    def events(self, stream_id: str) -> list[Any]:
+        return [r.event for r in self.store.read_stream(stream_id)]
+
+    async def crash(self) -> None:
+        """The scheduler dies: no goodbye, its tasks and connection just stop."""
+        tasks = list(self.engine.tasks().values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.engine.committer.aclose()
+        await self.executor.aclose()
+        self.store.close()
+
+    async def close(self) -> None:
+        await self.engine.aclose(grace_seconds=5)
+        await self.executor.aclose()
+        for agent in self.agents:
+            await agent.aclose()
+        self.agents.clear()
+        self.store.close()

@@ -1,0 +1,325 @@
+"""Every fault between the scheduler and an instrument, against a real nats-server and real
+agents (in-process, or `lablink agent` processes killed with SIGKILL)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+import pytest
+
+from lablink.bus.server import NatsServer
+from lablink.clock import ManualClock
+from lablink.equipment_agent.config import InstrumentConfig
+from lablink.equipment_agent.protocol import RunCommand, RunReply, encoder, run_subject
+from lablink.equipment_agent.scpi import MessagePort
+from lablink.equipment_agent.testing import (
+    RecordingPort,
+    bench_variant,
+    copy_bench,
+    execution_request,
+)
+from lablink.events import AlarmRaised, EquipmentOffline, EquipmentOnline
+from lablink.scheduler.agent_testing import AgentLab, bench_config, write_lab_toml
+
+LABLINK = str(Path(sys.executable).parent / "lablink")
+LONG_CAPTURE = {  # point by point on the supply, in real time: a minute unless stopped
+    "schedule_type": "acquisition",
+    "equipment_id": "power_supply_1",
+    "parameters": {"duration": 60, "sample_rate": 2},
+}
+
+
+@pytest.fixture
+async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    server = await NatsServer(tmp_path / "nats").start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def lab(
+    tmp_path: Path, nats_server: NatsServer, clock: ManualClock
+) -> AsyncIterator[AgentLab]:
+    lab = await AgentLab(
+        tmp_path / "scheduler.db", nats_server.url, clock, heartbeat_timeout=1.0
+    ).start()
+    try:
+        yield lab
+    finally:
+        await lab.close()
+
+
+def error(row: dict[str, Any], status: str = "failed") -> dict[str, Any]:
+    assert row["status"] == status, row
+    value: dict[str, Any] = json.loads(row["error"])
+    return value
+
+
+async def test_no_agent_fails_as_equipment_offline_without_waiting(
+    tmp_path: Path, nats_server: NatsServer, clock: ManualClock
+) -> None:
+    # A request timeout of a minute: only NATS's "no responders" can end this one early.
+    lab = await AgentLab(tmp_path / "scheduler.db", nats_server.url, clock, run_timeout=60).start()
+    try:
+        job_id = lab.create(
+            {
+                "name": "Hourly check",
+                "schedule_type": "measurement",
+                "equipment_id": "power_supply_1",
+                "on_failure_alarm": True,
+            }
+        )
+        execution_id = await lab.engine.run_now(job_id)
+        row = await asyncio.wait_for(lab.finished(execution_id), 15)
+        alarms = [e for e in lab.events(job_id) if isinstance(e, AlarmRaised)]
+    finally:
+        await lab.close()
+    problem = error(row)
+    assert problem["type"] == "equipment_offline"
+    assert problem["message"] == "equipment offline: no agent serves power_supply_1"
+    (alarm,) = alarms
+    assert alarm.kind == "job_failure"
+    assert alarm.severity == "critical"
+    assert alarm.job_id == job_id
+    assert alarm.job_name == "Hourly check"
+    assert alarm.execution_id == execution_id
+    assert alarm.equipment_id == "power_supply_1"
+    assert alarm.error["type"] == "equipment_offline"
+    assert alarm.execution_time is not None
+    assert "equipment offline" in alarm.message
+
+
+async def test_a_job_without_on_failure_alarm_raises_none(lab: AgentLab) -> None:
+    job_id = lab.create({"schedule_type": "measurement", "equipment_id": "power_supply_1"})
+    row = await lab.finished(await lab.engine.run_now(job_id))
+    assert row["status"] == "failed"
+    assert not [e for e in lab.events(job_id) if isinstance(e, AlarmRaised)]
+
+
+async def test_an_agent_killed_mid_run_fails_the_execution_as_agent_lost(
+    lab: AgentLab, tmp_path: Path, nats_server: NatsServer
+) -> None:
+    config = bench_config(
+        copy_bench(tmp_path / "bench"), tmp_path / "agent-data", agent_id="lab-pc", realtime=True
+    )
+    toml = write_lab_toml(tmp_path / "lab.toml", config, nats_server.url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABLINK_")}
+    agent = await asyncio.create_subprocess_exec(
+        LABLINK,
+        "agent",
+        "--config",
+        str(toml),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await lab.online("power_supply_1", within=30)
+        job_id = lab.create(LONG_CAPTURE)
+        execution_id = await lab.engine.run_now(job_id)
+        await lab.until(execution_id, ("running",))
+        await _until(lambda: lab.rows("SELECT 1 FROM executions WHERE progress > 0"))
+        agent.send_signal(signal.SIGKILL)
+        await agent.wait()
+        row = await lab.finished(execution_id, within=30)
+    finally:
+        if agent.returncode is None:
+            agent.kill()
+            await agent.wait()
+
+    problem = error(row)
+    assert problem["type"] == "agent_lost"
+    assert problem["message"] == "agent lost: no heartbeat from lab-pc for 1 s"
+    events = lab.events("equipment:power_supply_1")
+    assert [type(e) for e in events] == [EquipmentOnline, EquipmentOffline]
+    assert isinstance(events[-1], EquipmentOffline)
+    assert events[-1].reason == problem["message"]
+
+
+async def test_an_instrument_error_code_reaches_the_record(lab: AgentLab, tmp_path: Path) -> None:
+    # A smaller load than its driver table: the instrument itself refuses 5 A.
+    small = bench_variant(tmp_path / "small", "electronic load", "max: 30", "max: 3")
+    await lab.start_agent(bench_config(small, tmp_path / "data", only=("load_1",)))
+    row = await lab.run(
+        {
+            "schedule_type": "command",
+            "equipment_id": "load_1",
+            "parameters": {"command": "set_current", "parameters": {"value": 5.0}},
+        }
+    )
+    problem = error(row)
+    assert problem["type"] == "instrument_error"
+    assert problem["code"] == -100
+    assert problem["message"] == "load_1 reported error -100 'Command error' after 'CURR 5.000'"
+
+
+async def test_a_visa_timeout_is_explained_by_the_error_queue(
+    lab: AgentLab, tmp_path: Path
+) -> None:
+    # Firmware that no longer knows MEAS:VOLT?: the query times out, the queue says why.
+    old = bench_variant(tmp_path / "old", "power supply", '"MEAS:VOLT?"', '"MEAS:VOLT:DC?"')
+    config = bench_config(old, tmp_path / "data", only=("power_supply_1",))
+    (psu,) = config.instruments
+    slow = InstrumentConfig(
+        id=psu.id, kind=psu.kind, resource=psu.resource, backend=psu.backend, timeout_ms=50
+    )
+    await lab.start_agent(dataclasses.replace(config, instruments=(slow,)))
+    row = await lab.run(
+        {
+            "schedule_type": "measurement",
+            "equipment_id": "power_supply_1",
+            "parameters": {"command": "get_voltage"},
+        }
+    )
+    problem = error(row)
+    assert problem["type"] == "instrument_error"
+    assert problem["code"] == -100
+    assert problem["details"]["command"] == "MEAS:VOLT?"
+
+
+async def test_a_timeout_stops_the_agent_and_applies_the_safe_state(
+    lab: AgentLab, tmp_path: Path
+) -> None:
+    recorder = Recorder()
+    await lab.start_agent(
+        bench_config(copy_bench(tmp_path / "bench"), tmp_path / "data", realtime=True),
+        wrap=recorder,
+    )
+    switched_on = await lab.run(
+        {
+            "schedule_type": "command",
+            "equipment_id": "power_supply_1",
+            "parameters": {"command": "output_on"},
+        }
+    )
+    assert switched_on["status"] == "completed"
+    job_id = lab.create({**LONG_CAPTURE, "timeout_seconds": 5, "on_failure_alarm": True})
+    execution_id = await lab.engine.run_now(job_id)
+    running = await lab.until(execution_id, ("running",))
+    assert running["status"] == "running"
+    await lab.at(lab.clock.now() + timedelta(seconds=6))
+
+    row = await lab.finished(execution_id)
+    assert row["status"] == "timed_out"
+    (alarm,) = [e for e in lab.events(job_id) if isinstance(e, AlarmRaised)]
+    assert alarm.severity == "critical"
+    assert alarm.error == {"type": "timed_out", "timeout_seconds": 5.0}
+    await _until(lambda: "OUTP 0" in recorder.ports["power_supply_1"].sent())
+    state = await lab.run({"schedule_type": "state_capture", "equipment_id": "power_supply_1"})
+    assert json.loads(state["result"])["settings"]["output"]["value"] is False
+
+
+async def test_a_result_that_arrives_while_the_scheduler_is_down_is_recorded_after(
+    lab: AgentLab, tmp_path: Path, nats_server: NatsServer, clock: ManualClock
+) -> None:
+    agent = await lab.start_agent(
+        bench_config(copy_bench(tmp_path / "bench"), tmp_path / "data", realtime=True)
+    )
+    job_id = lab.create({**LONG_CAPTURE, "parameters": {"duration": 1.5, "sample_rate": 2}})
+    execution_id = await lab.engine.run_now(job_id)
+    ledger = agent._ledger
+    assert ledger is not None
+    await _until(lambda: ledger.state(execution_id)[0] == "running")
+    lab.agents.remove(agent)  # it outlives this scheduler
+    await lab.crash()
+
+    await _until(lambda: ledger.state(execution_id)[0] == "finished" and not ledger.unpublished())
+
+    again = await AgentLab(tmp_path / "scheduler.db", nats_server.url, clock).start()
+    again.agents.append(agent)
+    try:
+        row = await again.finished(execution_id, within=10)
+        assert row["status"] == "completed", row
+        assert json.loads(row["result"])["sample_count"] == 3
+    finally:
+        await again.close()
+        lab.store = again.store  # the fixture's close() finds it closed already
+
+
+async def test_a_redelivered_command_never_drives_the_instrument_twice(
+    lab: AgentLab, tmp_path: Path, nats_server: NatsServer
+) -> None:
+    recorder = Recorder()
+    config = bench_config(copy_bench(tmp_path / "bench"), tmp_path / "data", only=("multimeter_1",))
+    await lab.start_agent(config, wrap=recorder)
+    request = execution_request("multimeter_1", "measurement", {"command": "get_voltage"})
+    command = encoder.encode(RunCommand(request=request))
+    nc = await nats.connect(nats_server.url)
+    try:
+        replies = [
+            msgspec.json.decode(
+                (await nc.request(run_subject("multimeter_1"), command, timeout=5)).data,
+                type=RunReply,
+            )
+            for _ in range(3)
+        ]
+        # An agent restarted on the same ledger remembers it too.
+        await lab.agents.pop().aclose()
+        await lab.start_agent(config, wrap=recorder)
+        replies.append(
+            msgspec.json.decode(
+                (await nc.request(run_subject("multimeter_1"), command, timeout=5)).data,
+                type=RunReply,
+            )
+        )
+    finally:
+        await nc.close()
+
+    assert [r.status for r in replies] == ["accepted", "duplicate", "duplicate", "duplicate"]
+    assert recorder.count("multimeter_1", "MEAS:VOLT:DC?") == 1
+
+
+async def test_an_agent_that_stops_says_goodbye_and_is_recorded_offline(
+    lab: AgentLab, tmp_path: Path
+) -> None:
+    agent = await lab.start_agent(
+        bench_config(copy_bench(tmp_path / "bench"), tmp_path / "data", only=("sensor_1",))
+    )
+    lab.agents.remove(agent)
+    await agent.aclose()
+    await _until(lambda: len(lab.events("equipment:sensor_1")) == 2)
+    offline = lab.events("equipment:sensor_1")[-1]
+    assert isinstance(offline, EquipmentOffline)
+    assert offline.reason == "the agent stopped"
+    row = await lab.run({"schedule_type": "measurement", "equipment_id": "sensor_1"})
+    assert error(row)["type"] == "equipment_offline"
+
+
+class Recorder:
+    """Wraps each instrument's port in a RecordingPort, kept across agent restarts."""
+
+    def __init__(self) -> None:
+        self.ports: dict[str, RecordingPort] = {}
+        self.history: dict[str, list[str]] = {}
+
+    def __call__(self, equipment_id: str, port: MessagePort) -> MessagePort:
+        if equipment_id in self.ports:
+            self.history.setdefault(equipment_id, []).extend(self.ports[equipment_id].sent())
+        self.ports[equipment_id] = RecordingPort(port)
+        return self.ports[equipment_id]
+
+    def count(self, equipment_id: str, command: str) -> int:
+        sent = [*self.history.get(equipment_id, []), *self.ports[equipment_id].sent()]
+        return sent.count(command)
+
+
+async def _until(check: Any, within: float = 20) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {within}s")
+        await asyncio.sleep(0.02)
