@@ -118,6 +118,61 @@ def _check_number(
         errors.add(field, value, f"must be between {low:g} and {high:g}")
 
 
+# What any instrument LabLink drives can do, checked when a job is saved: the fastest is an
+# oscilloscope at 1 GS/s with 4 channels, and an agent runs one acquisition for at most a
+# week. Longer or faster captures are decimated on the instrument, so what is stored stays
+# bounded (100,000 samples per channel by default) whatever the job asks.
+MAX_ACQUISITION_SECONDS = 7 * 86_400.0
+MAX_SAMPLE_RATE = 1e9
+MAX_CHANNELS = 4
+ACQUISITION_FORMATS = ("csv",)
+
+
+def _check_acquisition_size(errors: _Collector, params: dict[str, Any], duration: float) -> None:
+    if duration > MAX_ACQUISITION_SECONDS:
+        errors.add(
+            "parameters.duration",
+            duration,
+            f"longer than an acquisition may run ({MAX_ACQUISITION_SECONDS:g} s, 7 days)",
+        )
+    rate = params.get("sample_rate")
+    if rate is not None:
+        if not isinstance(rate, int | float) or isinstance(rate, bool) or not math.isfinite(rate):
+            errors.add("parameters.sample_rate", rate, "must be a number of samples per second")
+        elif rate <= 0 or rate > MAX_SAMPLE_RATE:
+            errors.add(
+                "parameters.sample_rate",
+                rate,
+                f"must be above 0 and at most {MAX_SAMPLE_RATE:g} samples/s, the fastest "
+                "instrument LabLink drives",
+            )
+        elif rate * duration < 1:
+            errors.add(
+                "parameters.sample_rate",
+                rate,
+                f"takes no sample in {duration:g} s: sample_rate x duration must be at least 1",
+            )
+    channels = params.get("channels")
+    if channels is not None and (
+        not isinstance(channels, list)
+        or not channels
+        or len(channels) > MAX_CHANNELS
+        or len(set(map(repr, channels))) != len(channels)
+        or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= MAX_CHANNELS
+            for c in channels
+        )
+    ):
+        errors.add(
+            "parameters.channels",
+            channels,
+            f"must list 1 to {MAX_CHANNELS} distinct channel numbers from 1 to {MAX_CHANNELS}",
+        )
+    fmt = params.get("format")
+    if fmt is not None and fmt not in ACQUISITION_FORMATS:
+        errors.add("parameters.format", fmt, f"must be one of {', '.join(ACQUISITION_FORMATS)}")
+
+
 def _check_parameters(errors: _Collector, request: JobRequest) -> None:
     params = request.parameters
     kind = request.schedule_type
@@ -132,6 +187,8 @@ def _check_parameters(errors: _Collector, request: JobRequest) -> None:
             errors.add(
                 "parameters.duration", duration, "an acquisition needs a duration in seconds > 0"
             )
+        else:
+            _check_acquisition_size(errors, params, float(duration))
     if kind in ("measurement", "command"):
         command = params.get("command")
         if kind == "command" and not isinstance(command, str):

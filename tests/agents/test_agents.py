@@ -16,6 +16,7 @@ from lablink.api.app import create_app
 from lablink.api.context import ApiContext
 from lablink.bus.server import NatsServer
 from lablink.clock import ManualClock
+from lablink.equipment_agent.config import load_config
 from lablink.equipment_agent.testing import copy_bench
 from lablink.events import EquipmentOnline, ExecutionProgressed
 from lablink.scheduler.agent_testing import AgentLab, bench_config
@@ -269,3 +270,35 @@ async def test_equipment_api_shows_kind_identity_last_seen_and_running(
     }
     assert health["agents"]["status"] == "ok"
     assert len(health["agents"]["online"]) == 6
+
+
+async def test_the_guides_weekly_capture_runs_bounded_on_the_simulated_scope(
+    lab: AgentLab, tmp_path: Path
+) -> None:
+    row = await lab.run(
+        {
+            "name": "Weekly High-Resolution Waveform Capture",
+            "schedule_type": "acquisition",
+            "equipment_id": "scope_1",
+            "parameters": {"duration": 600, "sample_rate": 1_000_000, "channels": [1, 2, 3, 4]},
+        },
+        within=120,
+    )
+    outcome = result(row)
+    assert outcome["samples_covered"] == 2_400_000_000
+    assert outcome["decimated"] is True
+    assert outcome["samples_per_channel"] == 100_000  # the bound, not 600 million
+    assert outcome["sample_count"] == 400_000
+    assert outcome["records"] == 800
+    path = Path(outcome["file"])
+    assert path.parent == tmp_path / "data" / "acquisitions"
+    assert path.stat().st_size == outcome["file_bytes"] < 100_000 * 64
+
+
+def test_the_shipped_lab_toml_parses() -> None:
+    config = load_config(Path(__file__).parents[2] / "deploy" / "lab.toml")
+    assert config.agent_id == "lab-pc-1"
+    assert [i.id for i in config.instruments] == ["power_supply_1", "multimeter_1"]
+    assert all(i.backend == "@py" for i in config.instruments)
+    assert config.realtime is True  # real instruments take real time
+    assert config.nats.user == "agent-power_supply_1"

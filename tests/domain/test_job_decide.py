@@ -279,6 +279,33 @@ def test_acquisition_needs_a_positive_duration() -> None:
     assert "duration" in refusal(body)["parameters.duration"]
 
 
+def test_the_guides_weekly_capture_is_a_size_an_instrument_can_take() -> None:
+    weekly = {"duration": 600, "sample_rate": 1_000_000, "channels": [1, 2, 3, 4]}
+    event = created({**HOURLY, "schedule_type": "acquisition", "parameters": weekly})
+    assert event.spec.parameters == weekly
+
+
+@pytest.mark.parametrize(
+    ("parameters", "field", "reason"),
+    [
+        ({"duration": 30 * 86_400}, "duration", "longer than an acquisition may run"),
+        ({"duration": 60, "sample_rate": 5e12}, "sample_rate", "fastest instrument"),
+        ({"duration": 60, "sample_rate": 0}, "sample_rate", "above 0"),
+        ({"duration": 60, "sample_rate": "fast"}, "sample_rate", "must be a number"),
+        ({"duration": 0.5, "sample_rate": 1}, "sample_rate", "takes no sample"),
+        ({"duration": 60, "channels": [1, 2, 3, 4, 5]}, "channels", "1 to 4 distinct"),
+        ({"duration": 60, "channels": [1, 1]}, "channels", "distinct"),
+        ({"duration": 60, "channels": []}, "channels", "distinct"),
+        ({"duration": 60, "format": "xlsx"}, "format", "one of csv"),
+    ],
+)
+def test_acquisition_sizes_no_instrument_could_take_are_refused(
+    parameters: dict[str, Any], field: str, reason: str
+) -> None:
+    body = {**HOURLY, "schedule_type": "acquisition", "parameters": parameters}
+    assert reason in refusal(body)[f"parameters.{field}"]
+
+
 # -- update / pause / resume / delete / complete ---------------------------------------------
 
 
