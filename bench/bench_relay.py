@@ -24,8 +24,9 @@ service would be) that stamps each event on receipt.
   ``js.publish_async``, pipelined, of the very same messages (subjects, envelopes,
   ``Nats-Msg-Id`` headers) to a stream with the same settings, on the same server; and, as a
   diagnostic, the same while the 10,000 events/s producer appends in this process.
-- **What-if.** Each paced run is repeated with the relay's checkpoint written off the event
-  loop (``OffLoopCheckpointRelay``, the fix suggested for ``Relay._save``).
+- **Own process.** Each paced run is repeated with the relay as ``lablink relay``, its own
+  process (a legitimate deployment beside ``lablink serve``): it shares the disk and the two
+  cores with the appends, but not the GIL, and sees their commits by PRAGMA data_version.
 
 Every figure is the median of several runs. When a target is missed the relay's thread is
 profiled (cProfile, on a backlog drain and on an extra paced run) and its steps are timed one
@@ -71,7 +72,7 @@ from nats.js.errors import NotFoundError
 from rich.console import Console
 from rich.table import Table
 
-from lablink.bus.relay import CHECKPOINTS, NatsOptions, Relay, envelope
+from lablink.bus.relay import _ROWS, CHECKPOINTS, NatsOptions, Relay, envelope, row_envelope
 from lablink.bus.server import NatsServer, nats_server_binary
 from lablink.bus.subjects import EVENTS_ALL, STREAM, event_subject
 from lablink.domain.requests import parse_job_request
@@ -86,6 +87,7 @@ from lablink.events import (
     JobCreated,
     NewEvent,
     RecordedEvent,
+    decode_event,
 )
 from lablink.eventstore import AppendRequest, SQLiteEventStore
 from lablink.eventstore.sqlite import connect, read_events
@@ -505,50 +507,92 @@ class Consumer:
 
 
 class TimedRelay(Relay):
-    """LabLink's relay, unchanged, recording when each checkpoint was saved (after the batch's
-    acks), how long the save blocked the event loop, and each batch's size and duration."""
+    """LabLink's relay, unchanged, recording when its checkpoint moved (after a batch's acks)
+    and how long each checkpoint write took (in its worker thread, off the event loop)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.saves: list[tuple[float, int]] = []
-        self.save_seconds: list[float] = []
-        self.batches: list[tuple[int, float]] = []
+        self.write_seconds: list[float] = []
         super().__init__(*args, **kwargs)
+        self._first = self.checkpoint()
 
-    async def _save(self, position: int) -> None:
-        started = now()
-        await super()._save(position)
-        done = now()
-        self.saves.append((done, position))
-        self.save_seconds.append(done - started)
+    def _set_checkpoint(self, position: int) -> None:
+        super()._set_checkpoint(position)
+        self.saves.append((now(), position))
 
-    async def _publish_batch(self, js: JetStreamContext) -> int:
-        started = now()
-        published = await super()._publish_batch(js)
-        if published:
-            self.batches.append((published, now() - started))
-        return published
+    def _write_checkpoint(self, position: int) -> None:
+        started = time.monotonic()
+        super()._write_checkpoint(position)
+        self.write_seconds.append(time.monotonic() - started)  # list.append: thread-safe
 
     def timings(self) -> dict[str, Any]:
-        """Batches and checkpoint saves, in milliseconds."""
-        saves = sorted(self.save_seconds)
-        sizes = sorted(size for size, _ in self.batches)
-        durations = sorted(seconds for _, seconds in self.batches)
+        """Acked batches and checkpoint writes, in milliseconds."""
+        writes = sorted(self.write_seconds)
+        positions = [self._first] + [position for _, position in self.saves]
+        sizes = sorted(b - a for a, b in itertools.pairwise(positions))
+        times = [t for t, _ in self.saves]
+        gaps = sorted(b - a for a, b in itertools.pairwise(times))
         return {
-            "batches": len(self.batches),
+            "batches_acked": len(self.saves),
             "batch_events_p50": percentile(sizes, 0.5) if sizes else 0,
             "batch_events_max": sizes[-1] if sizes else 0,
-            "batch_ms_p50": round(percentile(durations, 0.5) * 1000, 2),
-            "batch_ms_p99": round(percentile(durations, 0.99) * 1000, 2),
-            "checkpoint_save_ms_p50": round(percentile(saves, 0.5) * 1000, 2),
-            "checkpoint_save_ms_p99": round(percentile(saves, 0.99) * 1000, 2),
-            "checkpoint_save_ms_max": round(saves[-1] * 1000, 2) if saves else 0.0,
-            "checkpoint_save_seconds_total": round(sum(saves), 3),
+            "ms_between_acked_batches_p50": round(percentile(gaps, 0.5) * 1000, 2),
+            "ms_between_acked_batches_p99": round(percentile(gaps, 0.99) * 1000, 2),
+            "checkpoint_writes": len(writes),
+            "checkpoint_write_ms_p50": round(percentile(writes, 0.5) * 1000, 2),
+            "checkpoint_write_ms_p99": round(percentile(writes, 0.99) * 1000, 2),
+            "checkpoint_write_ms_max": round(writes[-1] * 1000, 2) if writes else 0.0,
+            "checkpoint_write_seconds_total": round(sum(writes), 3),
         }
 
 
-class OffLoopCheckpointRelay(TimedRelay):
-    """The what-if of the first runs (checkpoint in memory, written off the event loop) is
-    now LabLink's own relay; kept so the comparison columns stay, measuring the same code."""
+class RelayProcess:
+    """``lablink relay`` in its own process, as it is deployed beside ``lablink serve``: it
+    shares the disk with the appends, not the GIL. It sees commits by PRAGMA data_version."""
+
+    def __init__(self, db: Path, url: str) -> None:
+        self.db = db
+        self.url = url
+        self.log = db.parent / "relay.log"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self, wait: float = 30.0) -> RelayProcess:
+        env = {**os.environ, "LABLINK_DATA_DIR": str(self.db.parent), "LABLINK_NATS_URL": self.url}
+        with self.log.open("wb") as output:
+            self.process = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).parent / "lablink"),
+                "relay",
+                env=env,
+                stdout=output,
+                stderr=asyncio.subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+        if not await wait_until(lambda: b"relay started" in self.log.read_bytes(), wait):
+            raise RuntimeError(f"lablink relay did not start: {self.log.read_text()[-2000:]}")
+        await asyncio.sleep(0.5)  # it connects right after that line
+        return self
+
+    def published(self) -> int:
+        """Its checkpoint, as it writes it (coalesced, a few ms after the acks)."""
+        conn = sqlite3.connect(self.db)
+        try:
+            row = conn.execute(
+                "SELECT position FROM relay_checkpoints WHERE name = 'relay'"
+            ).fetchone()
+            return int(row[0]) if row else 0
+        finally:
+            conn.close()
+
+    async def stop(self) -> None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), 15)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
 
 async def wait_until(condition: Callable[[], bool], seconds: float, step: float = 0.02) -> bool:
@@ -645,10 +689,11 @@ async def paced_run(
     rate: int,
     directory: Path,
     profiler: cProfile.Profile | None = None,
-    relay_class: type[TimedRelay] = TimedRelay,
+    own_process: bool = False,
 ) -> dict[str, Any]:
-    """One paced run; with ``profiler``, the event loop's thread (the relay's) is profiled
-    from the relay's start to the end of the producer."""
+    """One paced run, the relay on this process's event loop or (``own_process``) as
+    ``lablink relay``; with ``profiler``, the event loop's thread (the in-process relay's) is
+    profiled from the relay's start to the end of the producer."""
     db = copy_log(template, directory)
     await fresh_stream(admin)
     consumer = await Consumer(server.url, directory / "receipts.json").start()
@@ -661,14 +706,20 @@ async def paced_run(
 
     store = open_store(db)
     relay: TimedRelay | None = None
+    process: RelayProcess | None = None
     try:
         store.subscribe(committed)  # before the relay's listener: the commit time comes first
         first_position = store.last_position() + 1
-        relay = relay_class(db, NatsOptions(url=server.url))
-        relay.attach(store)
-        if profiler is not None:
-            profiler.enable()
-        await relay.start()
+        if own_process:
+            process = await RelayProcess(db, server.url).start()
+            published: Callable[[], int] = process.published
+        else:
+            relay = TimedRelay(db, NatsOptions(url=server.url))
+            relay.attach(store)
+            if profiler is not None:
+                profiler.enable()
+            await relay.start()
+            published = relay.checkpoint
         producer = Producer(
             store, requests, rate, settings.warmup, settings.duration, settings.tick
         )
@@ -677,19 +728,17 @@ async def paced_run(
             profiler.disable()
         produced_at = now()
         last = store.last_position()
-        published_then = relay.status.published_position
-        caught_up = await wait_until(
-            lambda: relay is not None and relay.status.published_position >= last,
-            settings.grace,
-        )
-        published = relay.status.published_position
-        receipts = await consumer.finish(published, wait=30)
+        published_then = published()
+        caught_up = await wait_until(lambda: published() >= last, settings.grace)
+        receipts = await consumer.finish(published(), wait=30)
     finally:
         if profiler is not None:
             profiler.disable()
         await consumer.kill()
         if relay is not None:
             await relay.aclose(drain_seconds=0)
+        if process is not None:
+            await process.stop()
         store.close()
     start, end = producer.window
     in_window = [p for p, t in commits.items() if start <= t < end and p >= first_position]
@@ -726,7 +775,7 @@ async def paced_run(
             "append_batch_ms_p50": round(percentile(appends, 0.5) * 1000, 2),
             "append_batch_ms_p99": round(percentile(appends, 0.99) * 1000, 2),
         },
-        "relay": relay.timings(),
+        "relay": relay.timings() if relay is not None else {"process": "lablink relay"},
     }
 
 
@@ -949,24 +998,21 @@ def timed_ms(action: Callable[[], object], repeat: int) -> float:
 
 def relay_steps(template: Path, batch: int = 1000) -> dict[str, Any]:
     """The relay's per-batch steps outside NATS, timed one by one on a copy of the backlog,
-    and what the same work costs done differently (``what_if``)."""
+    and what the same work costs done differently (``what_if_ms``)."""
     directory = Path(tempfile.mkdtemp(prefix="lablink-bench-relay-steps-"))
     try:
         db = copy_log(template, directory)
         relay = Relay(db, NatsOptions(url="nats://127.0.0.1:1"), batch_size=batch)
         conn = relay._conn
-        events = read_events(conn, 0, batch)
-        positions = itertools.count(1)  # a new value each time, so every save writes
-        raw_select = (
-            "SELECT position, event_id, stream_id, version, type, occurred_at, actor,"
-            " correlation_id, payload FROM events WHERE position > ? ORDER BY position LIMIT ?"
-        )
+        rows = conn.execute(_ROWS, (0, batch)).fetchall()
+        events = [decode_event(row[8]) for row in rows]
+        positions = itertools.count(1)  # a new value each time, so every write writes
         raw_encoder = msgspec.json.Encoder()
 
-        def passthrough() -> list[bytes]:
-            # The envelope built from the stored columns, the payload spliced in as it is
-            # stored (msgspec.Raw), with no decode of the event and no datetime round trip.
-            rows = conn.execute(raw_select, (0, batch)).fetchall()
+        def spliced() -> list[bytes]:
+            # The stored payload spliced in as msgspec.Raw: no decode at all. Not what the
+            # relay does: not byte-for-byte today's envelope for rows of an older schema or a
+            # float field stored as an int.
             return [
                 raw_encoder.encode(
                     {
@@ -981,41 +1027,44 @@ def relay_steps(template: Path, batch: int = 1000) -> dict[str, Any]:
                         "data": msgspec.Raw(r[8].encode()),
                     }
                 )
-                for r in rows
+                for r in conn.execute(_ROWS, (0, batch)).fetchall()
             ]
 
-        check = json.loads(passthrough()[0])
-        ours = json.loads(envelope(events[0]))
-        same_fields = sorted(check) == sorted(ours) and check["data"] == ours["data"]
+        def relay_today() -> list[bytes]:
+            return [
+                row_envelope(r, decode_event(r[8]))
+                for r in conn.execute(_ROWS, (0, batch)).fetchall()
+            ]
+
         steps = {
-            f"read_events({batch}) (SELECT + decode_event + parse_instant)": timed_ms(
-                lambda: read_events(conn, 0, batch), 20
+            f"SELECT {batch} rows": timed_ms(
+                lambda: conn.execute(_ROWS, (0, batch)).fetchall(), 20
             ),
-            f"envelope() x {batch}": timed_ms(lambda: [envelope(e) for e in events], 20),
-            f"event_subject() + _equipment_of() x {batch}": timed_ms(
-                lambda: [
-                    event_subject(e.type, e.stream_id, relay._equipment_of(e)) for e in events
-                ],
-                20,
+            f"decode_event() x {batch}": timed_ms(
+                lambda: [decode_event(row[8]) for row in rows], 20
             ),
-            "checkpoint() (SELECT)": timed_ms(relay.checkpoint, 200),
-            "_refresh_lag() (MAX(position) + checkpoint + read_events(.., 1))": timed_ms(
+            f"row_envelope() x {batch}": timed_ms(
+                lambda: [row_envelope(r, e) for r, e in zip(rows, events, strict=True)], 20
+            ),
+            f"_subject() x {batch} (cached event_subject + _equipment_of)": timed_ms(
+                lambda: [relay._subject(r, e) for r, e in zip(rows, events, strict=True)], 20
+            ),
+            "_refresh_lag() (MAX(position) + oldest unpublished)": timed_ms(
                 relay._refresh_lag, 200
             ),
-            "_save() (checkpoint UPSERT, autocommit, synchronous=FULL: one fsync)": timed_ms(
-                lambda: relay._save(next(positions)), 50
+            "_write_checkpoint() (UPSERT, synchronous=FULL, worker thread)": timed_ms(
+                lambda: relay._write_checkpoint(next(positions)), 50
             ),
         }
         what_if = {
-            f"raw SELECT + envelope from stored columns, payload as msgspec.Raw x {batch}": (
-                timed_ms(passthrough, 20)
-            ),
-            f"read_events({batch}) + envelope() x {batch} (today)": timed_ms(
+            f"relay now: SELECT + decode + row_envelope x {batch}": timed_ms(relay_today, 20),
+            f"before: read_events({batch}) + envelope() x {batch}": timed_ms(
                 lambda: [envelope(e) for e in read_events(conn, 0, batch)], 20
             ),
-            "passthrough envelope has the same fields and data": same_fields,
+            f"payload spliced as msgspec.Raw x {batch} (not used)": timed_ms(spliced, 20),
         }
         conn.close()
+        relay._writer.close()
         return {"batch": batch, "steps_ms": steps, "what_if_ms": what_if}
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -1114,7 +1163,7 @@ class Settings:
     profile: str  # "auto" (when a target is missed), "always" or "never"
     profile_events: int
     under_load_events: int
-    what_if: bool
+    own_process: bool
 
 
 @dataclass
@@ -1160,52 +1209,9 @@ def print_table(rows: Sequence[Row]) -> None:
     console.print(table)
 
 
-def print_what_if(
-    today: dict[str, list[dict[str, Any]]], what_if: dict[str, list[dict[str, Any]]]
-) -> list[dict[str, Any]]:
-    """Today's relay beside the same relay with its checkpoint written off the event loop."""
-    table = Table(
-        title="What-if: the relay's checkpoint written off the event loop (median of runs)",
-        show_lines=True,
-    )
-    for column in ("Offered", "Relay", "Received events/s", "Lag p50 / p99 / max"):
-        table.add_column(column, justify="left" if column in ("Offered", "Relay") else "right")
-    table.add_column("Loop blocked in _save (s/run)", justify="right")
-    summary: list[dict[str, Any]] = []
-    for rate, runs in what_if.items():
-        for name, series in (("today", today[rate]), ("checkpoint off loop", runs)):
-            lag = {key: median_of(series, "lag", key) for key in ("p50_ms", "p99_ms", "max_ms")}
-            lower = any(
-                run["lag_is_lower_bound"] and run["lag"][key] <= lag[key]
-                for run in series
-                for key in lag
-            )
-            received = median_of(series, "received_events_per_second")
-            blocked = median_of(series, "relay", "checkpoint_save_seconds_total")
-            table.add_row(
-                f"{int(rate):,}/s",
-                name,
-                f"{received:,.0f}",
-                fmt_lag(lag, lower),
-                f"{blocked:.3f}",
-            )
-            summary.append(
-                {
-                    "rate": int(rate),
-                    "relay": name,
-                    "runs": len(series),
-                    "received_events_per_second": received,
-                    "lag_ms": lag,
-                    "lag_is_lower_bound": lower,
-                    "loop_blocked_in_save_seconds": blocked,
-                }
-            )
-    console.print(table)
-    return summary
-
-
 def summarise(
     paced: dict[int, list[dict[str, Any]]],
+    own_process: dict[int, list[dict[str, Any]]],
     saturation: list[dict[str, Any]],
     raw: list[dict[str, Any]],
     under_load: list[dict[str, Any]],
@@ -1213,7 +1219,11 @@ def summarise(
     ceiling = median_of(raw, "published_events_per_second")
     raw_e2e = median_of(raw, "end_to_end_events_per_second")
     rows: list[Row] = []
-    for rate, runs in paced.items():
+    configs = [(rate, runs, "relay in-process") for rate, runs in paced.items()]
+    configs += [
+        (rate, runs, "relay as `lablink relay`") for rate, runs in own_process.items() if runs
+    ]
+    for rate, runs, placement in configs:
         received = median_of(runs, "received_events_per_second")
         lag = {key: median_of(runs, "lag", key) for key in ("p50_ms", "p99_ms", "max_ms")}
         # A censored run (events still unpublished when it stopped) only gives lower bounds:
@@ -1233,7 +1243,7 @@ def summarise(
                 why.append(f"p99 {lag['p99_ms']:.0f} ms")
         rows.append(
             Row(
-                f"paced {rate:,} events/s, end to end",
+                f"paced {rate:,} events/s, {placement}, end to end",
                 received,
                 lag,
                 lower,
@@ -1319,7 +1329,7 @@ async def measure(settings: Settings, tmp: Path) -> dict[str, Any]:
     under_load: list[dict[str, Any]] = []
     heaviest = max(settings.rates)
     profile: dict[str, Any] = {}
-    what_if: dict[int, list[dict[str, Any]]] = {rate: [] for rate in settings.rates}
+    own: dict[int, list[dict[str, Any]]] = {rate: [] for rate in settings.rates}
     steps: dict[str, Any] | None = None
     try:
         await server.start()
@@ -1346,7 +1356,7 @@ async def measure(settings: Settings, tmp: Path) -> dict[str, Any]:
                     f" {result['received_events_per_second']:,.0f}/s, lag"
                     f" {fmt_lag(result['lag'], result['lag_is_lower_bound'])}"
                 )
-                if settings.what_if:  # right after, so drift touches both alike
+                if settings.own_process:  # right after, so drift touches both alike
                     probe = disk_probe(tmp)
                     result = await paced_run(
                         settings,
@@ -1355,13 +1365,13 @@ async def measure(settings: Settings, tmp: Path) -> dict[str, Any]:
                         base,
                         lifecycle_requests,
                         rate,
-                        tmp / f"what-if-{rate}-{run}",
-                        relay_class=OffLoopCheckpointRelay,
+                        tmp / f"own-process-{rate}-{run}",
+                        own_process=True,
                     )
                     result["before"] = probe
-                    what_if[rate].append(result)
+                    own[rate].append(result)
                     say(
-                        f"run {run} what-if (checkpoint off the loop) {rate:,}/s: received"
+                        f"run {run} paced {rate:,}/s, relay as its own process: received"
                         f" {result['received_events_per_second']:,.0f}/s, lag"
                         f" {fmt_lag(result['lag'], result['lag_is_lower_bound'])}"
                     )
@@ -1402,7 +1412,7 @@ async def measure(settings: Settings, tmp: Path) -> dict[str, Any]:
                 f"run {run} relay backlog: {result['published_events_per_second']:,.0f}/s"
                 f" acked, {result['end_to_end_events_per_second']:,.0f}/s received"
             )
-        rows = summarise(paced, saturation, raw, under_load)
+        rows = summarise(paced, own, saturation, raw, under_load)
         missed = not all(row.met for row in rows if row.met is not None)
         if settings.profile == "always" or (settings.profile == "auto" and missed):
             out = settings.output.with_name(f"{settings.output.stem}-profile-drain.txt")
@@ -1447,8 +1457,8 @@ async def measure(settings: Settings, tmp: Path) -> dict[str, Any]:
         "raw_ceiling": raw,
         "raw_under_load": under_load,
         "profile": profile or None,
-        "what_if_checkpoint_off_loop": {str(rate): runs for rate, runs in what_if.items()}
-        if settings.what_if
+        "paced_own_process": {str(rate): runs for rate, runs in own.items()}
+        if settings.own_process
         else None,
         "relay_steps": steps,
     }
@@ -1472,10 +1482,6 @@ def run(settings: Settings) -> dict[str, Any]:
     machine["loadavg_1_5_15_after"] = [round(x, 2) for x in os.getloadavg()]
     rows: list[Row] = measured.pop("rows")
     print_table(rows)
-    if measured["what_if_checkpoint_off_loop"]:
-        measured["what_if_summary"] = print_what_if(
-            measured["paced"], measured["what_if_checkpoint_off_loop"]
-        )
     if measured["raw_under_load"]:
         loaded = median_of(measured["raw_under_load"], "published_events_per_second")
         heaviest = str(max(settings.rates))
@@ -1502,12 +1508,14 @@ def run(settings: Settings) -> dict[str, Any]:
             "grace_seconds": settings.grace,
             "backlog_events": settings.backlog,
             "under_load_events": settings.under_load_events,
-            "what_if": settings.what_if,
+            "own_process": settings.own_process,
             "profile": settings.profile,
             "profile_events": settings.profile_events,
             "jobs": settings.jobs,
             "relay": "Relay(db, NatsOptions(url)) with LabLink's defaults: batch_size=1000,"
-            " ack_timeout=5, poll_seconds=1; attached to the store in paced runs",
+            " window=4 batches in flight, ack_timeout=5, poll_seconds=1, watch_seconds=0.01;"
+            " attached to the store in in-process paced runs; `lablink relay` (same defaults)"
+            " in own-process paced runs",
             "stream": "LABLINK_EVENTS, file storage, duplicate_window=600 s, 1 replica;"
             " nats-server sync_interval: always",
             "consumer": "separate process; nats-py ordered push consumer, deliver all",
@@ -1591,10 +1599,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         " in-process (0: skip this diagnostic)",
     )
     parser.add_argument(
-        "--what-if",
+        "--own-process",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also run every paced run with the suggested fix (checkpoint off the event loop)",
+        help="also run every paced run with the relay as `lablink relay`, its own process",
     )
     args = parser.parse_args(argv)
     if args.backlog <= args.jobs:
@@ -1613,7 +1621,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         profile=args.profile,
         profile_events=args.profile_events,
         under_load_events=min(args.under_load_events, args.backlog),
-        what_if=args.what_if,
+        own_process=args.own_process,
     )
 
 
@@ -1627,8 +1635,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args[:1] == ["consumer"]:
         asyncio.run(consume(args[1], Path(args[2])))
         return
-    # SIGINT too: asyncio.run's own Ctrl-C handler cancels the main task, and a cancellation
-    # that lands in Relay.aclose() is swallowed there (it suppresses CancelledError).
+    # SIGINT too: unwinding by SystemExit stops the servers and consumers the same way on
+    # both signals.
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)
     configure_logging("warning")  # LabLink's logs, as `lablink serve` has them, minus info

@@ -8,7 +8,7 @@ again, unless the client pinned the version it edited (then it is told).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from lablink.clock import Clock
 from lablink.domain.job import (
@@ -25,12 +25,19 @@ from lablink.domain.job import (
 )
 from lablink.domain.requests import JobRequest, parse_job_request
 from lablink.errors import JobNotFound, JobVersionConflict, StreamVersionConflict
-from lablink.events import RecordedEvent, stamp
+from lablink.events import AnyEvent, JobCreated, JobUpdated, RecordedEvent, stamp
 from lablink.eventstore.base import EventStore
 from lablink.ids import IdGenerator, RandomIds
 from lablink.repository import JobRepository, Loaded
 
 MAX_RETRIES = 5
+
+
+class ProfileCheck(Protocol):
+    """Whether a job may name a profile: raise InvalidRequest naming ``profile_id``, the value
+    and the reason (no such profile; a profile for another kind of instrument)."""
+
+    def check(self, profile_id: str, equipment_id: str) -> None: ...
 
 
 class JobService:
@@ -42,8 +49,11 @@ class JobService:
         default_timezone: str = "UTC",
         ids: IdGenerator | None = None,
         repository: JobRepository | None = None,
+        profiles: ProfileCheck | None = None,
     ) -> None:
         self.store = store
+        # None: a job's profile_id is checked only as an identifier.
+        self.profiles = profiles
         self.clock = clock
         self.default_timezone = default_timezone
         self.ids = ids or RandomIds()
@@ -67,6 +77,7 @@ class JobService:
             events = decide(loaded.state, command, now)
             if not events:
                 return []
+            self._check_profile(events)
             try:
                 recorded = self.store.append(
                     command.job_id, loaded.version, stamp(events, actor, now)
@@ -83,6 +94,20 @@ class JobService:
         raise StreamVersionConflict(
             command.job_id, loaded.version, self.store.stream_version(command.job_id)
         )
+
+    def _check_profile(self, events: list[AnyEvent]) -> None:
+        """A job created, or updated to name a profile or another instrument, must name a
+        profile that exists for that kind of instrument (checked after decide, so the job's
+        own fields are reported first)."""
+        if self.profiles is None:
+            return
+        for event in events:
+            if isinstance(event, JobUpdated) and not (
+                {"profile_id", "equipment_id"} & set(event.changed_fields)
+            ):
+                continue
+            if isinstance(event, JobCreated | JobUpdated) and event.spec.profile_id is not None:
+                self.profiles.check(event.spec.profile_id, event.spec.equipment_id)
 
     def create_job(self, body: bytes | str | Mapping[str, Any], actor: str) -> str:
         return self.create(

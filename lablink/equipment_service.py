@@ -6,8 +6,10 @@ in between change nothing).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
+from lablink.alarm_service import AlarmService
 from lablink.clock import Clock
 from lablink.domain.equipment import (
     EquipmentState,
@@ -17,7 +19,7 @@ from lablink.domain.equipment import (
     stream_id,
 )
 from lablink.equipment_agent.protocol import Presence
-from lablink.errors import StreamVersionConflict
+from lablink.errors import AlarmNotFound, AlarmStateConflict, StreamVersionConflict
 from lablink.events import AnyEvent, RecordedEvent, stamp
 from lablink.eventstore.base import EventStore
 
@@ -26,9 +28,10 @@ MAX_RETRIES = 5
 
 
 class EquipmentService:
-    def __init__(self, store: EventStore, clock: Clock) -> None:
+    def __init__(self, store: EventStore, clock: Clock, alarms: AlarmService | None = None):
         self.store = store
         self.clock = clock
+        self.alarms = alarms
 
     def load(self, equipment_id: str) -> tuple[EquipmentState, int]:
         state = EquipmentState(equipment_id=equipment_id)
@@ -40,7 +43,8 @@ class EquipmentService:
 
     def record(self, presence: Presence) -> list[RecordedEvent]:
         if presence.state == "online":
-            return self._execute(
+            before, _ = self.load(presence.equipment_id)
+            recorded = self._execute(
                 presence.equipment_id,
                 lambda s: decide_online(
                     s,
@@ -50,9 +54,18 @@ class EquipmentService:
                     resource=presence.resource,
                 ),
             )
+            if recorded and before.open_alarm and self.alarms is not None:
+                self._clear(before.open_alarm)
+            return recorded
         return self._execute(
             presence.equipment_id, lambda s: decide_offline(s, presence.reason or "offline")
         )
+
+    def _clear(self, alarm_id: str) -> None:
+        """Back online: its offline alarm clears itself, unless someone cleared it already."""
+        assert self.alarms is not None
+        with contextlib.suppress(AlarmStateConflict, AlarmNotFound):
+            self.alarms.clear(alarm_id, by=ACTOR, note="back online", actor=ACTOR)
 
     async def on_presence(self, presence: Presence) -> None:
         self.record(presence)

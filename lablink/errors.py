@@ -61,6 +61,10 @@ class EquipmentNotFound(NotFound):
     kind = "equipment"
 
 
+class AlarmNotFound(NotFound):
+    kind = "alarm"
+
+
 class Conflict(LabLinkError):
     """The request is well-formed but clashes with the current state."""
 
@@ -94,6 +98,16 @@ class JobStateConflict(Conflict):
         self.job_id = job_id
         self.reason = reason
         super().__init__(f"job {job_id!r}: {reason}")
+
+
+class AlarmStateConflict(Conflict):
+    """The alarm's state does not allow the command (acknowledging a cleared alarm)."""
+
+    def __init__(self, alarm_id: str, state: str, reason: str) -> None:
+        self.alarm_id = alarm_id
+        self.state = state
+        self.reason = reason
+        super().__init__(f"alarm {alarm_id!r} is {state}: {reason}")
 
 
 class ExecutionRefused(Conflict):

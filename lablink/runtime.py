@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from lablink.alarm_service import AlarmService, raised_position
 from lablink.application import JobService
 from lablink.bus.relay import NatsOptions, Relay
 from lablink.bus.server import NatsServer
@@ -31,6 +32,7 @@ from lablink.repository import JobRepository
 from lablink.scheduler.agents import AgentExecutor
 from lablink.scheduler.engine import Engine, recovery_lists
 from lablink.scheduler.executor import Executor, NoOpExecutor
+from lablink.scheduler.retention import RetentionPass
 from lablink.settings import Settings
 
 log = structlog.get_logger(tag="scheduler")
@@ -101,6 +103,8 @@ class Runtime:
         with store.lock:
             active, unfinished = recovery_lists(store.conn)
         await self.engine.start(active, unfinished)
+        self.retention = RetentionPass(store, self.clock, settings.retention_days)
+        await self.retention.start()
         # Everything loaded so far lives as long as the process: keep the collector from
         # walking it again and again (its pauses were tens of ms under load).
         gc.freeze()
@@ -119,6 +123,7 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self.retention.aclose()
         await self.engine.aclose()
         await self.executor.aclose()
         for agent in self.agents:
@@ -139,7 +144,14 @@ class Runtime:
         settings = self.settings
         assert self.relay is not None, "the agents executor needs the bus"
         options = self.relay.options
-        equipment = EquipmentService(self.store, self.clock)
+        store = self.store
+
+        def locate(alarm_id: str) -> int | None:
+            with store.lock:
+                return raised_position(store.conn, alarm_id)
+
+        alarms = AlarmService(store, self.clock, locate)
+        equipment = EquipmentService(store, self.clock, alarms=alarms)
         executor = AgentExecutor(
             options,
             heartbeat_timeout=settings.heartbeat_timeout,

@@ -43,6 +43,9 @@ class Settings(msgspec.Struct, kw_only=True):
     agents: bool = True
     agent_config: Path | None = None
     heartbeat_timeout: float = 5.0
+    # Executions that ended more than this many days ago leave the executions view, daily
+    # (0 = never); the log keeps every event.
+    retention_days: float = 30.0
     # API keys are required unless explicitly switched off (a bench on loopback).
     auth: bool = True
     # NATS: unset url = a private nats-server under data/nats; "off" = no bus at all.
@@ -103,6 +106,8 @@ class Settings(msgspec.Struct, kw_only=True):
             values["agent_config"] = Path(env["LABLINK_AGENT_CONFIG"])
         if "LABLINK_HEARTBEAT_TIMEOUT" in env:
             values["heartbeat_timeout"] = float(env["LABLINK_HEARTBEAT_TIMEOUT"])
+        if "LABLINK_RETENTION_DAYS" in env:
+            values["retention_days"] = float(env["LABLINK_RETENTION_DAYS"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         problem = zone_problem(settings.timezone)
@@ -117,5 +122,9 @@ class Settings(msgspec.Struct, kw_only=True):
         if not 0.1 <= settings.heartbeat_timeout <= 3600:
             raise ValueError(
                 f"heartbeat timeout {settings.heartbeat_timeout!r}: expected 0.1 to 3600 s"
+            )
+        if not 0 <= settings.retention_days <= 36500:
+            raise ValueError(
+                f"retention days {settings.retention_days!r}: expected 0 (off) to 36500"
             )
         return settings

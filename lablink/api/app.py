@@ -10,12 +10,15 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from lablink import __version__
+from lablink.api.alarms import AlarmController
+from lablink.api.audit import AuditController
 from lablink.api.auth import role_guard
 from lablink.api.context import ApiContext
 from lablink.api.equipment import EquipmentController
 from lablink.api.errors import EXCEPTION_HANDLERS
 from lablink.api.executions import ExecutionController
 from lablink.api.jobs import JobController
+from lablink.api.profiles import ProfileController
 from lablink.api.system import SystemController
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -26,7 +29,15 @@ def create_app(context: ApiContext) -> Litestar:
         return context
 
     return Litestar(
-        route_handlers=[JobController, ExecutionController, SystemController, EquipmentController],
+        route_handlers=[
+            JobController,
+            ExecutionController,
+            SystemController,
+            EquipmentController,
+            AlarmController,
+            AuditController,
+            ProfileController,
+        ],
         dependencies={"context": Provide(provide_context, sync_to_thread=False)},
         guards=[role_guard],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from lablink.alarm_service import AlarmService, raised_position
 from lablink.application import JobService
 from lablink.bus.relay import Relay
 from lablink.clock import Clock
@@ -33,6 +34,15 @@ class ApiContext:
         # Reads use their own connection: in WAL mode they never wait for a commit.
         self.reader: sqlite3.Connection = connect(self.settings.db_path)
         self.reader.execute("PRAGMA query_only = ON")
+        self.alarms = AlarmService(self.store, self.clock, self._locate_alarm)
+
+    def _locate_alarm(self, alarm_id: str) -> int | None:
+        # The alarm write path runs on a worker thread: a connection of its own.
+        conn = connect(self.settings.db_path)
+        try:
+            return raised_position(conn, alarm_id)
+        finally:
+            conn.close()
 
     @property
     def zone(self) -> ZoneInfo:

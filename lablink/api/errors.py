@@ -17,10 +17,12 @@ from litestar.utils.scope.state import ScopeState
 
 from lablink.api.bodies import BadRequest
 from lablink.errors import (
+    AlarmStateConflict,
     Conflict,
     ExecutionRefused,
     FieldError,
     InvalidRequest,
+    JobStateConflict,
     JobVersionConflict,
     NotFound,
 )
@@ -142,6 +144,11 @@ def conflict(request: Request[Any, Any, Any], exc: Conflict) -> Response[Any]:
         errors = [{"field": "version", "value": exc.expected, "reason": str(exc)}]
     elif isinstance(exc, ExecutionRefused):
         extra = {"running": list(exc.blocking)}
+        errors = [{"field": "job_id", "value": exc.job_id, "reason": exc.reason}]
+    elif isinstance(exc, AlarmStateConflict):
+        extra = {"state": exc.state}
+        errors = [{"field": "alarm_id", "value": exc.alarm_id, "reason": exc.reason}]
+    elif isinstance(exc, JobStateConflict):
         errors = [{"field": "job_id", "value": exc.job_id, "reason": exc.reason}]
     return _problem(409, str(exc), errors, **extra)
 

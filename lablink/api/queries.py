@@ -260,3 +260,95 @@ def list_equipment(
             }
         )
     return items
+
+
+ALARM_COLUMNS = (
+    "alarm_id, raised_position, kind, severity, state, message, equipment_id, job_id,"
+    " job_name, execution_id, execution_time, error, equipment, raised_at, raised_by,"
+    " acknowledged_by, acknowledged_at, acknowledge_note, cleared_by, cleared_at, clear_note"
+)
+
+
+def _alarm_view(row: dict[str, Any]) -> dict[str, Any]:
+    view = dict(row)
+    view.pop("raised_position")
+    view["error"] = json.loads(row["error"] or "{}")
+    view["equipment"] = json.loads(row["equipment"] or "{}")
+    for name in ("execution_time", "raised_at", "acknowledged_at", "cleared_at"):
+        view[name] = iso(row[name])
+    view["acknowledged"] = (
+        {
+            "by": row["acknowledged_by"],
+            "at": view["acknowledged_at"],
+            "note": row["acknowledge_note"],
+        }
+        if row["acknowledged_by"]
+        else None
+    )
+    view["cleared"] = (
+        {"by": row["cleared_by"], "at": view["cleared_at"], "note": row["clear_note"]}
+        if row["cleared_by"]
+        else None
+    )
+    for name in (
+        "acknowledged_by",
+        "acknowledged_at",
+        "acknowledge_note",
+        "cleared_by",
+        "cleared_at",
+        "clear_note",
+    ):
+        view.pop(name)
+    return view
+
+
+def get_alarm(conn: sqlite3.Connection, alarm_id: str) -> dict[str, Any] | None:
+    rows = _dicts(
+        conn.execute(f"SELECT {ALARM_COLUMNS} FROM alarms WHERE alarm_id = ?", (alarm_id,))
+    )
+    return _alarm_view(rows[0]) if rows else None
+
+
+def list_alarms(
+    conn: sqlite3.Connection,
+    *,
+    state: Sequence[str] = (),
+    severity: Sequence[str] = (),
+    equipment_id: str | None = None,
+    job_id: str | None = None,
+    limit: int = 100,
+    before: int | None = None,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Newest first, with the cursor of the next (older) page."""
+    where: list[str] = []
+    args: list[Any] = []
+    for column, values in (("state", state), ("severity", severity)):
+        if values:
+            where.append(f"{column} IN ({', '.join('?' for _ in values)})")
+            args += list(values)
+    for column, value in (("equipment_id", equipment_id), ("job_id", job_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if before is not None:
+        where.append("raised_position < ?")
+        args.append(before)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = _dicts(
+        conn.execute(
+            f"SELECT {ALARM_COLUMNS} FROM alarms{clause} ORDER BY raised_position DESC LIMIT ?",
+            [*args, limit + 1],
+        )
+    )
+    more = len(rows) > limit
+    page = rows[:limit]
+    cursor = page[-1]["raised_position"] if more and page else None
+    return [_alarm_view(r) for r in page], cursor
+
+
+def alarm_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    counts = dict(conn.execute("SELECT state, COUNT(*) FROM alarms GROUP BY state").fetchall())
+    return {
+        "active_alarms": counts.get("active", 0) + counts.get("acknowledged", 0),
+        "unacknowledged_alarms": counts.get("active", 0),
+    }

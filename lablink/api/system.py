@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS
-from lablink.api.queries import running_jobs, statistics
+from lablink.api.queries import alarm_counts, running_jobs, statistics
 
 READ = {"role": "viewer"}
 
@@ -28,6 +28,7 @@ class SystemController(Controller):
         cached = context.statistics_cache
         if cached is None or cached[0] != key:
             stats = statistics(context.reader, now=now, zone=context.zone)
+            stats.update(alarm_counts(context.reader))
             # Cached encoded: a repeated answer costs no serialisation either.
             body = msgspec.Raw(msgspec.json.encode(stats))
             context.statistics_cache = cached = (key, body)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
-from lablink.events import AnyEvent, EquipmentOffline, EquipmentOnline
+from lablink.events import AlarmRaised, AnyEvent, EquipmentOffline, EquipmentOnline
 
 
 def stream_id(equipment_id: str) -> str:
@@ -23,6 +23,9 @@ class EquipmentState(msgspec.Struct, frozen=True, kw_only=True):
     identity: str = ""
     agent_id: str = ""
     resource: str = ""
+    offline_count: int = 0
+    # The alarm raised when it last went offline, until it is back online.
+    open_alarm: str = ""
 
 
 def evolve(state: EquipmentState, event: AnyEvent) -> EquipmentState:
@@ -38,7 +41,11 @@ def evolve(state: EquipmentState, event: AnyEvent) -> EquipmentState:
                 resource=event.resource,
             )
         case EquipmentOffline():
-            return msgspec.structs.replace(state, known=True, online=False)
+            return msgspec.structs.replace(
+                state, known=True, online=False, offline_count=state.offline_count + 1
+            )
+        case AlarmRaised():
+            return msgspec.structs.replace(state, open_alarm=event.alarm_id)
     return state
 
 
@@ -65,7 +72,26 @@ def decide_online(
 
 
 def decide_offline(state: EquipmentState, reason: str) -> list[AnyEvent]:
-    """Offline once: an instrument never seen is recorded too, so the API can say why."""
+    """Offline once, with an alarm: an instrument never seen is recorded too, so the API
+    can say why."""
     if state.known and not state.online:
         return []
-    return [EquipmentOffline(equipment_id=state.equipment_id, reason=reason)]
+    eid = state.equipment_id
+    return [
+        EquipmentOffline(equipment_id=eid, reason=reason),
+        AlarmRaised(
+            alarm_id=f"alarm_offline_{eid}_{state.offline_count + 1}",
+            kind="equipment_offline",
+            severity="critical",
+            message=f"equipment {eid} is offline: {reason}",
+            equipment_id=eid,
+            error={"type": "equipment_offline", "reason": reason},
+            equipment={
+                "equipment_id": eid,
+                "kind": state.kind,
+                "identity": state.identity,
+                "agent_id": state.agent_id,
+                "resource": state.resource,
+            },
+        ),
+    ]

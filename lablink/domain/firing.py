@@ -223,6 +223,7 @@ def decide_fire(state: JobState, now: datetime, new_id: NewId) -> Decision:
     if spec is None or state.anchor is None or state.status != "active":
         return Decision([], state)
     events: list[AnyEvent] = []
+    streak = state.consecutive_missed
     first = state.next_fire_time()
     if first is not None and first <= now:
         schedule = Schedule.from_spec(spec, state.anchor)
@@ -261,10 +262,40 @@ def decide_fire(state: JobState, now: datetime, new_id: NewId) -> Decision:
             )
             if _completion(state, spec) is not None:
                 break
+    state = _apply(state, events, *_missed_alarm(state, spec, events, streak, now))
     done = _completion(state, spec)
     if done is not None:
         state = _apply(state, events, done)
     return Decision(events, state)
+
+
+def _missed_alarm(
+    state: JobState, spec: JobSpec, events: list[AnyEvent], before: int, now: datetime
+) -> list[AnyEvent]:
+    """The dead-man's switch: with ``alarm_after_missed: N``, the fire that makes N
+    occurrences in a row missed or skipped raises one alarm (a run that starts resets the
+    count, and with it the switch)."""
+    limit = spec.alarm_after_missed
+    if limit is None or not before < limit <= state.consecutive_missed:
+        return []
+    last = next(e for e in reversed(events) if isinstance(e, ExecutionMissed | ExecutionSkipped))
+    count = state.consecutive_missed
+    return [
+        AlarmRaised(
+            alarm_id=alarm_id(last.execution_id),
+            kind="missed_runs",
+            severity="warning",
+            message=f"job {spec.name!r} ({state.job_id}) has not run: its last {count} "
+            f"occurrence(s) were missed or skipped (alarm_after_missed={limit})",
+            equipment_id=spec.equipment_id,
+            job_id=state.job_id,
+            job_name=spec.name,
+            execution_id=last.execution_id,
+            execution_time=now,
+            error={"type": "missed_runs", "consecutive": count, "reason": last.reason},
+            equipment={"equipment_id": spec.equipment_id},
+        )
+    ]
 
 
 def _require(state: JobState, job_id: str) -> JobSpec:

@@ -106,16 +106,15 @@ class AgentConfig:
 
     def open_bench(self, *, wrap: PortWrapper | None = None) -> Bench:
         """One VISA session per instrument, grouped by backend (one resource manager each)."""
-        groups: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)
-        timeouts: dict[str, int] = {}
+        # One resource manager per (backend, timeout): each instrument keeps its own timeout.
+        groups: dict[tuple[str, int], dict[str, tuple[str, str]]] = defaultdict(dict)
         for inst in self.instruments:
-            library = inst.visa_library(self.base)
-            groups[library][inst.id] = (inst.driver or inst.kind, inst.resource)
-            timeouts[library] = max(timeouts.get(library, 0), inst.timeout_ms)
+            key = (inst.visa_library(self.base), inst.timeout_ms)
+            groups[key][inst.id] = (inst.driver or inst.kind, inst.resource)
         return Bench.combine(
             [
-                Bench.open(members, library, wrap=wrap, timeout_ms=timeouts[library])
-                for library, members in groups.items()
+                Bench.open(members, library, wrap=wrap, timeout_ms=timeout_ms)
+                for (library, timeout_ms), members in groups.items()
             ]
         )
 
@@ -177,8 +176,16 @@ def parse_config(
         raise ConfigError(where, "instruments", items, "list at least one [[instruments]] table")
     instruments: list[InstrumentConfig] = []
     seen: set[str] = set()
+    resources: dict[str, str] = {}
     for n, item in enumerate(items):
-        instruments.append(_instrument(item, where, f"instruments[{n}].", seen))
+        inst = _instrument(item, where, f"instruments[{n}].", seen)
+        # Two ids on one resource would open two sessions to one instrument.
+        other = resources.setdefault(f"{inst.backend} {inst.resource}", inst.id)
+        if other != inst.id:
+            raise ConfigError(
+                where, f"instruments[{n}].resource", inst.resource, f"is already {other}'s"
+            )
+        instruments.append(inst)
     realtime = agent.get("realtime", not all(i.simulated for i in instruments))
     if not isinstance(realtime, bool):
         raise ConfigError(where, "agent.realtime", realtime, "must be true or false")

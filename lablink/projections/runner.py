@@ -18,6 +18,7 @@ import sqlite_utils
 from lablink.events import RecordedEvent
 from lablink.eventstore.base import EventStore, format_instant
 from lablink.eventstore.sqlite import SQLiteEventStore
+from lablink.projections.alarms import AlarmsProjection
 from lablink.projections.base import Projection
 from lablink.projections.bulk import (
     BulkProjection,
@@ -34,6 +35,7 @@ from lablink.projections.executions import ExecutionsProjection
 from lablink.projections.history import HistoryProjection
 from lablink.projections.jobs import JobsProjection
 from lablink.projections.keys import KeysProjection
+from lablink.projections.profiles import ProfilesProjection
 from lablink.projections.statistics import StatisticsProjection
 
 CHECKPOINTS = "projection_checkpoints"
@@ -56,6 +58,8 @@ def default_projections() -> list[Projection]:
         StatisticsProjection(),
         KeysProjection(),
         EquipmentProjection(),
+        ProfilesProjection(),
+        AlarmsProjection(),
     ]
 
 

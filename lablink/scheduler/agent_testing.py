@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from lablink.alarm_service import AlarmService, raised_position
 from lablink.application import JobService
 from lablink.bus.relay import NatsOptions
 from lablink.clock import ManualClock
@@ -111,7 +112,13 @@ class AgentLab:
 
         self.jobs = JobRepository(store, snapshots=snapshot)
         self.service = JobService(store, self.clock, default_timezone="UTC", repository=self.jobs)
-        self.equipment = EquipmentService(store, self.clock)
+
+        def locate(alarm_id: str) -> int | None:
+            with store.lock:
+                return raised_position(store.conn, alarm_id)
+
+        self.alarms = AlarmService(store, self.clock, locate)
+        self.equipment = EquipmentService(store, self.clock, alarms=self.alarms)
         self.executor = AgentExecutor(
             self.options,
             profiles=self.profiles,

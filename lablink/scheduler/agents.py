@@ -363,7 +363,9 @@ class AgentExecutor:
         while True:
             try:
                 msgs = await sub.fetch(_FETCH_BATCH, timeout=wait)
-            except nats.errors.TimeoutError:
+            # nats-py raises its own TimeoutError, or asyncio's when the deadline passes
+            # between its quick first try and the long wait.
+            except (TimeoutError, nats.errors.TimeoutError):
                 return taken
             for msg in msgs:
                 await self._take(msg)

@@ -172,7 +172,8 @@ class Engine:
             delay = IDLE_WAKEUP_SECONDS if due is None else (due - self.clock.now()).total_seconds()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                    async with asyncio.timeout(delay):  # not wait_for: see bus/relay.py
+                        await self._wake.wait()
                 self._wake.clear()
                 continue
             await self.tick()

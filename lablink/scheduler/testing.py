@@ -84,10 +84,14 @@ class GateExecutor:
 
 
 class Harness:
-    def __init__(self, path: Path, clock: ManualClock, *, tz: str = "Europe/Berlin") -> None:
+    def __init__(
+        self, path: Path, clock: ManualClock, *, tz: str = "Europe/Berlin", profiles: bool = False
+    ) -> None:
         self.path = path
         self.clock = clock
         self.tz = tz
+        # True: the shipped profiles are loaded and the job service checks profile_id.
+        self.profiles = profiles
         self.executor = GateExecutor()
         self.ids = SequentialIds()
 
@@ -101,8 +105,19 @@ class Harness:
 
         self.ids = SequentialIds(prefix)
         self.jobs = JobRepository(store, snapshots=snapshot)
+        check = None
+        if self.profiles:
+            from lablink.profile_service import StoredProfiles, load_shipped_profiles
+
+            load_shipped_profiles(store, self.clock)
+            check = StoredProfiles(store)
         self.service = JobService(
-            store, self.clock, default_timezone=self.tz, ids=self.ids, repository=self.jobs
+            store,
+            self.clock,
+            default_timezone=self.tz,
+            ids=self.ids,
+            repository=self.jobs,
+            profiles=check,
         )
         self.engine = Engine(store, self.clock, self.executor, jobs=self.jobs, ids=self.ids)
         with store.lock:

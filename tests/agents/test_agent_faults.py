@@ -144,10 +144,17 @@ async def test_an_agent_killed_mid_run_fails_the_execution_as_agent_lost(
     problem = error(row)
     assert problem["type"] == "agent_lost"
     assert problem["message"] == "agent lost: no heartbeat from lab-pc for 1 s"
-    events = lab.events("equipment:power_supply_1")
-    assert [type(e) for e in events] == [EquipmentOnline, EquipmentOffline]
-    assert isinstance(events[-1], EquipmentOffline)
-    assert events[-1].reason == problem["message"]
+    online, offline, alarm = lab.events("equipment:power_supply_1")
+    assert isinstance(online, EquipmentOnline)
+    assert isinstance(offline, EquipmentOffline)
+    assert offline.reason == problem["message"]
+    # An instrument going offline raises an alarm with what the log knew of it.
+    assert isinstance(alarm, AlarmRaised)
+    assert alarm.kind == "equipment_offline"
+    assert alarm.severity == "critical"
+    assert alarm.equipment_id == "power_supply_1"
+    assert alarm.equipment["agent_id"] == "lab-pc"
+    assert alarm.equipment["identity"].startswith("LabLink Sim,PSU-3005")
 
 
 async def test_an_instrument_error_code_reaches_the_record(lab: AgentLab, tmp_path: Path) -> None:
@@ -291,8 +298,8 @@ async def test_an_agent_that_stops_says_goodbye_and_is_recorded_offline(
     )
     lab.agents.remove(agent)
     await agent.aclose()
-    await _until(lambda: len(lab.events("equipment:sensor_1")) == 2)
-    offline = lab.events("equipment:sensor_1")[-1]
+    await _until(lambda: len(lab.events("equipment:sensor_1")) == 3)
+    offline = lab.events("equipment:sensor_1")[1]
     assert isinstance(offline, EquipmentOffline)
     assert offline.reason == "the agent stopped"
     row = await lab.run({"schedule_type": "measurement", "equipment_id": "sensor_1"})

@@ -13,15 +13,18 @@ Europe/Berlin (the harness's server zone, so the default zone of every job).
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
+from lablink.clock import ManualClock
 from lablink.scheduler.executor import ExecutionOutcome
-from lablink.scheduler.testing import Harness
+from lablink.scheduler.testing import Harness, api_client
 
 Client = httpx.AsyncClient
 Body = dict[str, Any]
@@ -296,11 +299,11 @@ GUIDE = dict(GUIDE_BODIES)
 
 # Bodies whose dates the calendar has overtaken: refused as written, accepted once moved.
 PAST_DATED = ("Trigger Types: DATE", "Advanced Features 4. Execution Limits")
-# Bodies naming a profile that no profile store knows yet (profiles arrive with a later issue).
-WITH_PROFILE = (
+# Bodies naming a profile the embedded bench ships (the guide's "With Profiles" snippet names
+# a placeholder, profile_name, that no bench has).
+SHIPPED_PROFILE = (
     "Advanced Features 2. Equipment Profile Integration",
     "Example 3: Scheduled Acquisition with Profile",
-    "Integration: With Profiles",
 )
 ACCEPTED_AS_WRITTEN = [title for title, _ in GUIDE_BODIES if title not in PAST_DATED]
 
@@ -587,17 +590,46 @@ async def test_refusal_sentence_shows_the_date_as_sent(
     assert as_sent in detail, detail
 
 
-@pytest.mark.parametrize("title", WITH_PROFILE)
-async def test_profile_bodies_accepted_without_a_profile_check_for_now(
-    client: Client, title: str
+@pytest.fixture
+async def checked_client(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Client]:
+    """The app as `lablink serve` runs it: the shipped profiles loaded, profile_id checked."""
+    harness = await Harness(tmp_path / "data" / "scheduler.db", clock, profiles=True).start()
+    try:
+        async with api_client(harness, auth=False) as test_client:
+            yield test_client
+    finally:
+        await harness.close()
+
+
+@pytest.mark.parametrize("title", SHIPPED_PROFILE)
+async def test_profile_bodies_run_as_written_with_the_profile_check_on(
+    checked_client: Client, title: str
 ) -> None:
-    """No profile store exists yet, so profile_id is only checked as an identifier (it becomes
-    a NATS subject token). The profiles issue turns the check on (DESIGN.md: "Profiles are
-    validated against the instrument's limits at creation"); these bodies then need their
-    profiles created first, and this test changes with it."""
+    """The bench ships the oscilloscope profiles the guide's examples name, so they are
+    accepted as written with the check on (the profile exists, and is for the oscilloscope
+    kind the job's instrument is)."""
     body = complete(title, guide_body(title))
-    job = await get_job(client, await create(client, body))
+    job = await get_job(checked_client, await create(checked_client, body))
     assert job["profile_id"] == guide_body(title)["profile_id"]
+    profile = (await checked_client.get(f"/api/profiles/{job['profile_id']}")).json()["profile"]
+    assert profile["equipment_type"] == "oscilloscope"
+
+
+async def test_the_placeholder_profile_name_is_a_422_naming_it(checked_client: Client) -> None:
+    """The guide's "With Profiles" snippet names a placeholder, ``profile_name``: no such
+    profile exists, so the answer is a 422 naming the field and the value, and nothing is
+    created."""
+    title = "Integration: With Profiles"
+    response = await checked_client.post(
+        "/api/scheduler/jobs/create", json=complete(title, guide_body(title))
+    )
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["errors"]
+    assert error["field"] == "profile_id"
+    assert error["value"] == "profile_name"
+    assert "no such profile" in error["reason"]
+    assert "profile_id='profile_name'" in response.json()["detail"]
+    assert await job_count(checked_client) == 0
 
 
 async def create_every_guide_body(client: Client) -> dict[str, str]:

@@ -342,3 +342,63 @@ def test_sigkill_leaves_no_orphan_processes(tmp_path: Path, servers: list[Server
         " NatsServer.start spawns nats-server with nothing tying it to lablink's life"
         " (no PR_SET_PDEATHSIG in the child, no stale-pid check on the next start)"
     )
+
+
+def test_a_failure_alarm_over_http_on_a_real_server(tmp_path: Path, servers: list[Server]) -> None:
+    """The guide's Alarm Integration on `lablink serve`: a job with on_failure_alarm fails
+    (the instrument refuses the value), the alarm is listed with everything the guide names,
+    then acknowledged and cleared; statistics count it while it is active."""
+    data = tmp_path / "data"
+    port = free_port()
+    server = Server(data, port)
+    servers.append(server)
+    server.listening()
+    auth = {"Authorization": f"Bearer {(data / 'admin.key').read_text().strip()}"}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=5) as client:
+        created = client.post(
+            "/api/scheduler/jobs/create",
+            json={
+                "name": "Supply setpoint",
+                "schedule_type": "command",
+                "equipment_id": "power_supply_1",
+                "trigger_type": "interval",
+                "interval_hours": 1,
+                "parameters": {"command": "set_voltage", "parameters": {"value": 99}},
+                "enabled": False,
+                "on_failure_alarm": True,
+            },
+        )
+        assert created.status_code == 200, created.text
+        job_id = created.json()["job_id"]
+        execution_id = client.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"]
+        assert final_execution(client, execution_id)["status"] == "failed"
+
+        listed = client.get("/api/alarms", params={"job_id": job_id, "state": "active"}).json()
+        assert listed["count"] == 1, listed
+        alarm = listed["alarms"][0]
+        assert alarm["kind"] == "job_failure"
+        assert alarm["severity"] == "critical"
+        assert (alarm["job_id"], alarm["job_name"]) == (job_id, "Supply setpoint")
+        assert alarm["execution_id"] == execution_id
+        assert alarm["equipment_id"] == "power_supply_1"
+        assert alarm["error"]["type"] == "invalid_parameter"
+        assert alarm["execution_time"] is not None
+        stats = client.get("/api/scheduler/statistics").json()["statistics"]
+        assert (stats["active_alarms"], stats["unacknowledged_alarms"]) == (1, 1)
+
+        alarm_id = alarm["alarm_id"]
+        acked = client.post(
+            f"/api/alarms/{alarm_id}/acknowledge", json={"note": "looking at the supply"}
+        )
+        assert acked.status_code == 200, acked.text
+        assert acked.json()["alarm"]["acknowledged"]["by"] == "admin"
+        again = client.post(f"/api/alarms/{alarm_id}/acknowledge")
+        assert again.status_code == 409, again.text
+        assert again.json()["errors"][0]["field"] == "alarm_id"
+        cleared = client.post(f"/api/alarms/{alarm_id}/clear", json={"note": "limit is 30 V"})
+        assert cleared.status_code == 200, cleared.text
+        final = client.get(f"/api/alarms/{alarm_id}").json()["alarm"]
+        assert final["state"] == "cleared"
+        assert final["cleared"]["note"] == "limit is 30 V"
+        stats = client.get("/api/scheduler/statistics").json()["statistics"]
+        assert stats["active_alarms"] == 0

@@ -1,0 +1,126 @@
+"""Alarms: list and read (viewer), acknowledge and clear (operator)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, QueryParameter
+
+from lablink.api.auth import actor
+from lablink.api.bodies import BadRequest, strict_body
+from lablink.api.context import ApiContext
+from lablink.api.openapi import READ_ERRORS, WRITE_ERRORS
+from lablink.api.queries import get_alarm, list_alarms
+from lablink.errors import AlarmNotFound
+
+READ = {"role": "viewer"}
+WRITE = {"role": "operator"}
+STATES = ("active", "acknowledged", "cleared")
+SEVERITIES = ("info", "warning", "critical")
+
+
+class AlarmAction(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Who acknowledges or clears (default: the API key's name) and why."""
+
+    by: str | None = msgspec.field(default=None)
+    note: str = ""
+
+
+def _choices(name: str, values: list[str] | None, allowed: tuple[str, ...]) -> list[str]:
+    chosen = [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+    for value in chosen:
+        if value not in allowed:
+            raise BadRequest.one(name, value, "must be one of " + ", ".join(allowed))
+    return chosen
+
+
+async def _action(request: Request[Any, Any, Any]) -> AlarmAction:
+    if not (await request.body()).strip():
+        return AlarmAction()
+    action = await strict_body(request, AlarmAction)
+    if action.by is not None and not action.by.strip():
+        raise BadRequest.one("by", action.by, "must name someone, or be left out")
+    if len(action.note) > 2000:
+        raise BadRequest.one("note", action.note[:40] + "…", "must be at most 2000 characters")
+    return action
+
+
+class AlarmController(Controller):
+    path = "/api/alarms"
+    tags = ["alarms"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
+
+    @get("/", opt=READ, responses=READ_ERRORS)
+    async def list_alarms(
+        self,
+        context: NamedDependency[ApiContext],
+        # "state" is a name Litestar reserves for its own kwarg: read it by its query name.
+        alarm_state: Annotated[
+            list[str] | None,
+            QueryParameter(
+                name="state", description="repeat or comma-separate: " + ", ".join(STATES)
+            ),
+        ] = None,
+        severity: Annotated[
+            list[str] | None,
+            QueryParameter(description="repeat or comma-separate: " + ", ".join(SEVERITIES)),
+        ] = None,
+        equipment_id: FromQuery[str | None] = None,
+        job_id: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        cursor: Annotated[
+            int | None,
+            QueryParameter(ge=1, le=2**62, description="next_cursor of the previous page"),
+        ] = None,
+    ) -> dict[str, Any]:
+        """Alarms, newest first."""
+        page, next_cursor = list_alarms(
+            context.reader,
+            state=_choices("state", alarm_state, STATES),
+            severity=_choices("severity", severity, SEVERITIES),
+            equipment_id=equipment_id,
+            job_id=job_id,
+            limit=limit,
+            before=cursor,
+        )
+        return {"success": True, "count": len(page), "alarms": page, "next_cursor": next_cursor}
+
+    @get("/{alarm_id:str}", opt=READ, responses=READ_ERRORS)
+    async def get_alarm(
+        self, alarm_id: FromPath[str], context: NamedDependency[ApiContext]
+    ) -> dict[str, Any]:
+        alarm = get_alarm(context.reader, alarm_id)
+        if alarm is None:
+            raise AlarmNotFound(alarm_id)
+        return {"success": True, "alarm": alarm}
+
+    @post("/{alarm_id:str}/acknowledge", status_code=200, opt=WRITE, responses=WRITE_ERRORS)
+    async def acknowledge(
+        self,
+        alarm_id: FromPath[str],
+        request: Request[Any, Any, Any],
+        context: NamedDependency[ApiContext],
+    ) -> dict[str, Any]:
+        """Someone has seen it: `{"by": name, "note": text}`, both optional."""
+        action = await _action(request)
+        who = actor(request)
+        await asyncio.to_thread(
+            context.alarms.acknowledge, alarm_id, action.by or who, action.note, who
+        )
+        return {"success": True, "alarm": get_alarm(context.reader, alarm_id)}
+
+    @post("/{alarm_id:str}/clear", status_code=200, opt=WRITE, responses=WRITE_ERRORS)
+    async def clear(
+        self,
+        alarm_id: FromPath[str],
+        request: Request[Any, Any, Any],
+        context: NamedDependency[ApiContext],
+    ) -> dict[str, Any]:
+        """The cause is dealt with: `{"by": name, "note": text}`, both optional."""
+        action = await _action(request)
+        who = actor(request)
+        await asyncio.to_thread(context.alarms.clear, alarm_id, action.by or who, action.note, who)
+        return {"success": True, "alarm": get_alarm(context.reader, alarm_id)}

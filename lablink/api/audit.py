@@ -1,0 +1,120 @@
+"""GET /api/audit: who did what, and when, straight from the event log.
+
+Every event names its actor (the API key's name, ``scheduler``, ``retention``…), so the log
+is the audit trail. To see the system as it stood at a moment, rebuild the views with
+``lablink replay --until TIME`` (docs/api.md, "Audit").
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.params import QueryParameter
+
+from lablink.api.audit_queries import list_audit
+from lablink.api.bodies import BadRequest
+from lablink.api.context import ApiContext
+from lablink.api.openapi import READ_ERRORS
+from lablink.events import EVENT_TYPES
+
+READ = {"role": "viewer"}
+
+
+def _aware(name: str, value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise BadRequest.one(
+            name, value.isoformat(), "needs a UTC offset, e.g. 2026-01-01T00:00:00Z"
+        )
+    return value
+
+
+def event_types(values: list[str] | None) -> list[str]:
+    """Each ``type``: a full type (``job.paused``) or a family prefix ending with a dot
+    (``job.``); a bare family name (``job``) is read as its prefix."""
+    known = sorted(EVENT_TYPES)
+    families = sorted({t.split(".", 1)[0] + "." for t in known})
+    chosen: list[str] = []
+    for item in values or []:
+        for value in (v.strip() for v in item.split(",")):
+            if not value:
+                continue
+            if value in EVENT_TYPES:
+                chosen.append(value)
+            elif value in families or value + "." in families:
+                chosen.append(value if value.endswith(".") else value + ".")
+            else:
+                raise BadRequest.one(
+                    "type",
+                    value,
+                    "not an event type nor a family prefix; families: "
+                    + ", ".join(families)
+                    + "; types: "
+                    + ", ".join(known),
+                )
+    return chosen
+
+
+def _text(name: str, value: str | None) -> str | None:
+    if value is not None and (not value or len(value) > 200):
+        raise BadRequest.one(name, value, "must be 1 to 200 characters")
+    return value
+
+
+class AuditController(Controller):
+    path = "/api/audit"
+    tags = ["audit"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
+
+    @get("/", opt=READ, responses=READ_ERRORS)
+    async def list_events(
+        self,
+        context: NamedDependency[ApiContext],
+        since: Annotated[
+            datetime | None,
+            QueryParameter(description="occurred_at >= since (ISO 8601 with offset)"),
+        ] = None,
+        until: Annotated[
+            datetime | None,
+            QueryParameter(
+                description="occurred_at <= until (ISO 8601 with offset): the events"
+                " `lablink replay --until` folds"
+            ),
+        ] = None,
+        actor: Annotated[
+            str | None,
+            QueryParameter(description="who: an API key's name, scheduler, retention…"),
+        ] = None,
+        job_id: Annotated[
+            str | None, QueryParameter(description="only this job's events (its stream)")
+        ] = None,
+        type: Annotated[
+            list[str] | None,
+            QueryParameter(
+                description="a full type (job.paused) or a family prefix (job., execution.);"
+                " repeat or comma-separate"
+            ),
+        ] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        cursor: Annotated[
+            int | None,
+            QueryParameter(ge=0, le=2**62, description="next_cursor of the previous page"),
+        ] = None,
+    ) -> dict[str, Any]:
+        """The event log, oldest first, filtered by time, actor, job and type."""
+        since = _aware("since", since)
+        until = _aware("until", until)
+        if since is not None and until is not None and since > until:
+            raise BadRequest.one("until", until.isoformat(), f"is before since={since.isoformat()}")
+        page, next_cursor = list_audit(
+            context.reader,
+            since=since,
+            until=until,
+            actor=_text("actor", actor),
+            job_id=_text("job_id", job_id),
+            types=event_types(type),
+            limit=limit,
+            after=cursor,
+        )
+        return {"success": True, "count": len(page), "events": page, "next_cursor": next_cursor}

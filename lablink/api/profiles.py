@@ -1,0 +1,132 @@
+"""Equipment profiles: list, get, create, update, delete (admins write, viewers read)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from litestar import Controller, Request, delete, get, post, put
+from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from lablink.api.auth import actor
+from lablink.api.bodies import strict_body
+from lablink.api.context import ApiContext
+from lablink.api.openapi import READ_ERRORS, WRITE_ERRORS
+from lablink.domain.profiles import (
+    ProfileExists,
+    ProfileNotFound,
+    ProfileRequest,
+    ProfileUpdate,
+    ProfileVersionConflict,
+)
+from lablink.equipment_agent.drivers import MODELS
+from lablink.profile_service import ProfileService
+from lablink.projections.profiles import list_profiles, read_profile
+
+Body = dict[str, Any]
+T = TypeVar("T")
+READ = {"role": "viewer"}
+WRITE = {"role": "admin"}
+
+
+def _service(context: ApiContext) -> ProfileService:
+    return ProfileService(context.store, context.clock)
+
+
+async def _write(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a write off the event loop. The exception map gives a Conflict a 409 but names no
+    field for these two, so they become a 409 whose one error is the sentence."""
+    try:
+        return await asyncio.to_thread(call, *args, **kwargs)
+    except (ProfileExists, ProfileVersionConflict) as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from exc
+
+
+def _read(context: ApiContext, profile_id: str) -> Body:
+    profile = read_profile(context.reader, profile_id)
+    if profile is None:
+        raise ProfileNotFound(profile_id)
+    return profile
+
+
+class ProfileController(Controller):
+    path = "/api/profiles"
+    tags = ["profiles"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
+
+    @get("/", opt=READ, responses=READ_ERRORS)
+    async def list_profiles(
+        self,
+        context: NamedDependency[ApiContext],
+        equipment_type: Annotated[
+            str | None,
+            QueryParameter(description="one of " + ", ".join(MODELS), max_length=64),
+        ] = None,
+        tag: Annotated[str | None, QueryParameter(max_length=64)] = None,
+    ) -> Body:
+        """Every profile, by id (``?equipment_type=oscilloscope``, ``?tag=...``)."""
+        items = list_profiles(context.reader, equipment_type=equipment_type, tag=tag)
+        return {"success": True, "count": len(items), "profiles": items}
+
+    @get("/{profile_id:str}", opt=READ, responses=READ_ERRORS)
+    async def get_profile(
+        self, context: NamedDependency[ApiContext], profile_id: FromPath[str]
+    ) -> Body:
+        """One profile: its settings in the order they are applied, and its ``version``."""
+        return {"success": True, "profile": _read(context, profile_id)}
+
+    @post("/", status_code=200, opt=WRITE, responses=WRITE_ERRORS)
+    async def create_profile(
+        self,
+        request: Request[Any, Any, Any],
+        data: JSONBody[ProfileRequest],
+        context: NamedDependency[ApiContext],
+    ) -> Body:
+        """Create a profile (id: ``profile_id``, else ``name``); its settings are checked
+        against the limits of the driver for its ``equipment_type`` (422 naming each)."""
+        data = await strict_body(request, ProfileRequest)
+        profile_id = await _write(_service(context).create, data, actor(request))
+        return {
+            "success": True,
+            "profile_id": profile_id,
+            "message": f"profile {profile_id!r} created",
+            "profile": _read(context, profile_id),
+        }
+
+    @put("/{profile_id:str}", opt=WRITE, responses=WRITE_ERRORS)
+    async def update_profile(
+        self,
+        request: Request[Any, Any, Any],
+        profile_id: FromPath[str],
+        data: JSONBody[ProfileUpdate],
+        context: NamedDependency[ApiContext],
+    ) -> Body:
+        """Change the fields given (``settings`` is replaced whole); pass the profile's
+        ``version`` to refuse stale edits (409)."""
+        data = await strict_body(request, ProfileUpdate)
+        version = data.version if isinstance(data.version, int) else None
+        recorded = await _write(
+            _service(context).update,
+            profile_id,
+            data.changes(),
+            actor(request),
+            expected_version=version,
+        )
+        return {
+            "success": True,
+            "message": "profile updated" if recorded else "nothing changed",
+            "profile": _read(context, profile_id),
+        }
+
+    @delete("/{profile_id:str}", status_code=200, opt=WRITE, responses=WRITE_ERRORS)
+    async def delete_profile(
+        self,
+        request: Request[Any, Any, Any],
+        profile_id: FromPath[str],
+        context: NamedDependency[ApiContext],
+    ) -> Body:
+        """Delete a profile. Jobs naming it fail before they run until they name another."""
+        await _write(_service(context).delete, profile_id, actor(request))
+        return {"success": True, "message": f"profile {profile_id} deleted"}
