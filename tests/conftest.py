@@ -1,4 +1,5 @@
-"""Shared fixtures: real SQLite files in a temporary folder, an injected clock."""
+"""Shared fixtures: real SQLite files in a temporary folder, an injected clock, a real
+nats-server on a free loopback port."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from lablink.application import JobService
+from lablink.bus.server import NatsServer
 from lablink.clock import ManualClock
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.ids import SequentialIds
@@ -54,3 +56,13 @@ async def client(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
     """The real Litestar app over the harness's engine and store, auth off."""
     async with api_client(harness, auth=False) as test_client:
         yield test_client
+
+
+@pytest.fixture
+async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    """A private nats-server (JetStream under tmp_path, sync_interval always), stopped after."""
+    server = await NatsServer(tmp_path / "nats").start()
+    try:
+        yield server
+    finally:
+        await server.stop()

@@ -237,15 +237,6 @@ class Lab:
 
 
 @pytest.fixture
-async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
-    server = await NatsServer(tmp_path / "nats").start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
 async def instrument() -> AsyncIterator[LoopbackServer]:
     server = await LoopbackServer(LoopbackMultimeter()).start()
     try:

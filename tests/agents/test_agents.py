@@ -31,15 +31,6 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture
-async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
-    server = await NatsServer(tmp_path / "nats").start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
 async def lab(
     tmp_path: Path, nats_server: NatsServer, clock: ManualClock
 ) -> AsyncIterator[AgentLab]:
