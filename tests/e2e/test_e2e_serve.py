@@ -402,3 +402,39 @@ def test_a_failure_alarm_over_http_on_a_real_server(tmp_path: Path, servers: lis
         assert final["cleared"]["note"] == "limit is 30 V"
         stats = client.get("/api/scheduler/statistics").json()["statistics"]
         assert stats["active_alarms"] == 0
+
+
+def test_manual_cleanup_beside_a_running_server(tmp_path: Path, servers: list[Server]) -> None:
+    """The guide's "Manual cleanup", run in another process while `lablink serve` runs: the
+    pruned executions leave the API's list, the job's totals stay, and the audit shows who."""
+    from lablink.scheduler.storage import SchedulerStorage
+
+    data = tmp_path / "data"
+    port = free_port()
+    server = Server(data, port)
+    servers.append(server)
+    server.listening()
+    auth = {"Authorization": f"Bearer {(data / 'admin.key').read_text().strip()}"}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=5) as client:
+        job_id = client.post("/api/scheduler/jobs/create", json=QUICK_START).json()["job_id"]
+        for _ in range(2):
+            execution_id = client.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"]
+            assert final_execution(client, execution_id)["status"] == "completed"
+        history = client.get(f"/api/scheduler/jobs/{job_id}/history").json()["history"]
+
+        removed = SchedulerStorage(data / "scheduler.db").cleanup_old_executions(days=0)
+
+        assert removed == 2
+        listed = client.get("/api/scheduler/executions", params={"job_id": job_id}).json()
+        assert listed["count"] == 0
+        gone = client.get(f"/api/scheduler/executions/{execution_id}")
+        assert gone.status_code == 404
+        after = client.get(f"/api/scheduler/jobs/{job_id}/history").json()["history"]
+        assert (after["total_executions"], after["successful"]) == (
+            history["total_executions"],
+            history["successful"],
+        )
+        audit = client.get("/api/audit", params={"type": "executions.pruned"}).json()
+        (pruned,) = audit["events"]
+        assert pruned["actor"] == "cleanup_old_executions"
+        assert pruned["data"]["days"] == 0
