@@ -181,6 +181,27 @@ def agent(
     run_event_loop(run_agent(lab, url, Settings.from_env(data_dir=data_dir)))
 
 
+profiles_app = typer.Typer(help="Equipment profiles: settings a job applies before it runs.")
+app.add_typer(profiles_app, name="profiles")
+
+
+@profiles_app.command("import")
+def profiles_import(
+    directory: Annotated[Path, typer.Argument(help="A folder of profile *.json files.")],
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where scheduler.db lives [env LABLINK_DATA_DIR].")
+    ] = None,
+) -> None:
+    """Load a folder of profile files: new ones created, changed ones updated, bad ones
+    refused with their reasons (exit code 1 if any was refused)."""
+    from lablink.profile_import import run_import
+
+    settings = Settings.from_env(data_dir=data_dir)
+    code = run_import(directory, settings.db_path, echo=typer.echo)
+    if code:
+        raise typer.Exit(code)
+
+
 events_app = typer.Typer(help="Follow the event log as NATS carries it.")
 app.add_typer(events_app, name="events")
 alarms_app = typer.Typer(help="Alarms as they are raised.")

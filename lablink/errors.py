@@ -65,6 +65,10 @@ class AlarmNotFound(NotFound):
     kind = "alarm"
 
 
+class ProfileNotFound(NotFound):
+    kind = "profile"
+
+
 class Conflict(LabLinkError):
     """The request is well-formed but clashes with the current state."""
 
@@ -121,6 +125,28 @@ class ExecutionRefused(Conflict):
 
 
 class DuplicateId(Conflict):
+    field = "id"
+
     def __init__(self, object_id: str) -> None:
         self.object_id = object_id
         super().__init__(f"{object_id!r} already exists")
+
+
+class ProfileExists(DuplicateId):
+    field = "profile_id"
+
+    def __init__(self, profile_id: str) -> None:
+        self.object_id = profile_id
+        Conflict.__init__(self, f"profile {profile_id!r} already exists")
+
+
+class ProfileVersionConflict(Conflict):
+    """A client updated a profile from a stale copy."""
+
+    def __init__(self, profile_id: str, expected: int, actual: int) -> None:
+        self.profile_id = profile_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"profile {profile_id!r} is at version {actual}, the request names {expected}"
+        )

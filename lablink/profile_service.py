@@ -22,10 +22,8 @@ from lablink.domain.profiles import (
     DeleteProfile,
     Models,
     ProfileCommand,
-    ProfileNotFound,
     ProfileRequest,
     ProfileState,
-    ProfileVersionConflict,
     SaveProfile,
     UpdateProfile,
     decide,
@@ -36,7 +34,12 @@ from lablink.domain.profiles import (
 )
 from lablink.equipment_agent.bench import SIMULATED_BENCH
 from lablink.equipment_agent.drivers import MODELS
-from lablink.errors import InvalidRequest, StreamVersionConflict
+from lablink.errors import (
+    InvalidRequest,
+    ProfileNotFound,
+    ProfileVersionConflict,
+    StreamVersionConflict,
+)
 from lablink.events import RecordedEvent, stamp
 from lablink.eventstore.base import EventStore
 

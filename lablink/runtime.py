@@ -27,26 +27,31 @@ from lablink.equipment_agent.config import AgentConfig, load_config, simulated_c
 from lablink.equipment_service import EquipmentService
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.logstore import open_store
+from lablink.profile_service import StoredProfiles, load_shipped_profiles
 from lablink.projections.jobs import read_snapshot
+from lablink.projections.profiles import profile_lookup
 from lablink.repository import JobRepository
 from lablink.scheduler.agents import AgentExecutor
 from lablink.scheduler.engine import Engine, recovery_lists
 from lablink.scheduler.executor import Executor, NoOpExecutor
+from lablink.scheduler.inprocess import InProcessExecutor, ProfileLookup
 from lablink.scheduler.retention import RetentionPass
 from lablink.settings import Settings
 
 log = structlog.get_logger(tag="scheduler")
 
 
-def make_executor(settings: Settings) -> Executor:
+def make_executor(settings: Settings, profiles: ProfileLookup | None = None) -> Executor:
     """The in-process executors; the agents executor needs the bus (see Runtime)."""
     if settings.executor_kind == "noop":
         return NoOpExecutor()
     from lablink.equipment_agent.bench import BENCH_YAML, open_simulated_bench
-    from lablink.scheduler.inprocess import InProcessExecutor
 
     return InProcessExecutor(
-        open_simulated_bench(BENCH_YAML), settings.data_dir, realtime=settings.realtime
+        open_simulated_bench(BENCH_YAML),
+        settings.data_dir,
+        realtime=settings.realtime,
+        profiles=profiles,
     )
 
 
@@ -85,8 +90,15 @@ class Runtime:
                 return read_snapshot(store.conn, job_id)
 
         self.jobs = JobRepository(store, snapshots=snapshot)
+        # The profiles the guide's examples name, and a starter set per simulated instrument,
+        # are in the log from the first start on (never overwriting an admin's edits).
+        load_shipped_profiles(store, self.clock)
         self.service = JobService(
-            store, self.clock, default_timezone=settings.timezone, repository=self.jobs
+            store,
+            self.clock,
+            default_timezone=settings.timezone,
+            repository=self.jobs,
+            profiles=StoredProfiles(store),
         )
         self.nats_server: NatsServer | None = None
         self.relay: Relay | None = None
@@ -98,7 +110,7 @@ class Runtime:
         elif settings.executor_kind == "agents":
             self.executor = await self._start_agents()
         else:
-            self.executor = make_executor(settings)
+            self.executor = make_executor(settings, profile_lookup(store))
         self.engine = Engine(store, self.clock, self.executor, jobs=self.jobs)
         with store.lock:
             active, unfinished = recovery_lists(store.conn)
@@ -156,6 +168,7 @@ class Runtime:
             options,
             heartbeat_timeout=settings.heartbeat_timeout,
             on_presence=equipment.on_presence,
+            profiles=profile_lookup(store),
         )
         await executor.start()
         if settings.agents:

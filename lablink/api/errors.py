@@ -19,12 +19,14 @@ from lablink.api.bodies import BadRequest
 from lablink.errors import (
     AlarmStateConflict,
     Conflict,
+    DuplicateId,
     ExecutionRefused,
     FieldError,
     InvalidRequest,
     JobStateConflict,
     JobVersionConflict,
     NotFound,
+    ProfileVersionConflict,
 )
 
 log = structlog.get_logger(tag="api")
@@ -139,9 +141,11 @@ def not_found(request: Request[Any, Any, Any], exc: NotFound) -> Response[Any]:
 def conflict(request: Request[Any, Any, Any], exc: Conflict) -> Response[Any]:
     extra: dict[str, Any] = {}
     errors: list[dict[str, Any]] = []
-    if isinstance(exc, JobVersionConflict):
+    if isinstance(exc, JobVersionConflict | ProfileVersionConflict):
         extra = {"expected_version": exc.expected, "current_version": exc.actual}
         errors = [{"field": "version", "value": exc.expected, "reason": str(exc)}]
+    elif isinstance(exc, DuplicateId):
+        errors = [{"field": exc.field, "value": exc.object_id, "reason": "already exists"}]
     elif isinstance(exc, ExecutionRefused):
         extra = {"running": list(exc.blocking)}
         errors = [{"field": "job_id", "value": exc.job_id, "reason": exc.reason}]

@@ -8,7 +8,6 @@ from typing import Annotated, Any, TypeVar
 
 from litestar import Controller, Request, delete, get, post, put
 from litestar.di import NamedDependency
-from litestar.exceptions import HTTPException
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from lablink.api.auth import actor
@@ -16,13 +15,11 @@ from lablink.api.bodies import strict_body
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS, WRITE_ERRORS
 from lablink.domain.profiles import (
-    ProfileExists,
-    ProfileNotFound,
     ProfileRequest,
     ProfileUpdate,
-    ProfileVersionConflict,
 )
 from lablink.equipment_agent.drivers import MODELS
+from lablink.errors import ProfileNotFound
 from lablink.profile_service import ProfileService
 from lablink.projections.profiles import list_profiles, read_profile
 
@@ -37,12 +34,8 @@ def _service(context: ApiContext) -> ProfileService:
 
 
 async def _write(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a write off the event loop. The exception map gives a Conflict a 409 but names no
-    field for these two, so they become a 409 whose one error is the sentence."""
-    try:
-        return await asyncio.to_thread(call, *args, **kwargs)
-    except (ProfileExists, ProfileVersionConflict) as exc:
-        raise HTTPException(status_code=409, detail=str(exc)) from exc
+    """Run a write off the event loop (a conflict becomes a 409 naming the field)."""
+    return await asyncio.to_thread(call, *args, **kwargs)
 
 
 def _read(context: ApiContext, profile_id: str) -> Body:

@@ -21,7 +21,7 @@ from lablink.domain.requests import field_error_from_msgspec
 from lablink.domain.validation import ID_PATTERN, ID_RULE, text_problem
 from lablink.equipment_agent.errors import InvalidParameter
 from lablink.equipment_agent.scpi import InstrumentModel
-from lablink.errors import Conflict, DuplicateId, FieldError, InvalidRequest, NotFound
+from lablink.errors import FieldError, InvalidRequest, ProfileExists, ProfileNotFound
 from lablink.events import AnyEvent, ProfileCreated, ProfileDeleted, ProfileUpdated
 
 Models = Mapping[str, InstrumentModel]
@@ -51,28 +51,6 @@ EQUIPMENT_TYPE_ALIASES: Mapping[str, str] = {
 
 def stream_id(profile_id: str) -> str:
     return f"profile:{profile_id}"
-
-
-class ProfileNotFound(NotFound):
-    kind = "profile"
-
-
-class ProfileExists(DuplicateId):
-    def __init__(self, profile_id: str) -> None:
-        self.object_id = profile_id
-        Exception.__init__(self, f"profile {profile_id!r} already exists")
-
-
-class ProfileVersionConflict(Conflict):
-    """A client updated a profile from a stale copy (a Conflict: HTTP 409)."""
-
-    def __init__(self, profile_id: str, expected: int, actual: int) -> None:
-        self.profile_id = profile_id
-        self.expected = expected
-        self.actual = actual
-        super().__init__(
-            f"profile {profile_id!r} is at version {actual}, the request names {expected}"
-        )
 
 
 # -- what a client or a file sends -------------------------------------------------------------

@@ -438,3 +438,51 @@ def test_manual_cleanup_beside_a_running_server(tmp_path: Path, servers: list[Se
         (pruned,) = audit["events"]
         assert pruned["actor"] == "cleanup_old_executions"
         assert pruned["data"]["days"] == 0
+
+
+def test_the_guides_profile_example_runs_on_a_real_server(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """Example 3 of the guide (weekly capture on scope_1 with profile high_res_1GS) runs as
+    written on `lablink serve` with no instrument attached: the shipped profile is applied and
+    read back by the agent before the capture; the guide's placeholder `profile_name` is a
+    422 naming it."""
+    data = tmp_path / "data"
+    port = free_port()
+    server = Server(data, port)
+    servers.append(server)
+    server.listening()
+    auth = {"Authorization": f"Bearer {(data / 'admin.key').read_text().strip()}"}
+    weekly = {
+        "name": "Weekly High-Resolution Waveform Capture",
+        "schedule_type": "acquisition",
+        "equipment_id": "scope_1",
+        "profile_id": "high_res_1GS",
+        "trigger_type": "weekly",
+        "day_of_week": 1,
+        "time_of_day": "08:00:00",
+        "parameters": {"duration": 600, "sample_rate": 1000000, "channels": [1, 2, 3, 4]},
+        "on_failure_alarm": True,
+        "tags": ["weekly-report", "high-priority"],
+    }
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=30) as client:
+        shipped = client.get("/api/profiles").json()
+        assert {"high_res_1GS", "high_resolution_profile"} <= {
+            p["profile_id"] for p in shipped["profiles"]
+        }
+        created = client.post("/api/scheduler/jobs/create", json=weekly)
+        assert created.status_code == 200, created.text
+        job_id = created.json()["job_id"]
+        execution_id = client.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"]
+        execution = final_execution(client, execution_id)
+        assert execution["status"] == "completed", execution
+        profile = execution["result"]["profile"]
+        assert (profile["id"], profile["applied"]) == ("high_res_1GS", True)
+        assert profile["settings"]["trigger_level"] == 0.5
+
+        placeholder = client.post(
+            "/api/scheduler/jobs/create", json={**weekly, "profile_id": "profile_name"}
+        )
+        assert placeholder.status_code == 422, placeholder.text
+        (error,) = placeholder.json()["errors"]
+        assert (error["field"], error["value"]) == ("profile_id", "profile_name")

@@ -146,11 +146,15 @@ async def test_unknown_ids_are_404_and_duplicates_and_stale_versions_409(client:
     again = await client.post("/api/profiles", json=PSU)
     assert again.status_code == 409
     assert again.json()["detail"] == "profile 'psu_5v' already exists"
-    assert again.json()["errors"]
+    assert again.json()["errors"] == [
+        {"field": "profile_id", "value": "psu_5v", "reason": "already exists"}
+    ]
     stale = await client.put("/api/profiles/psu_5v", json={"name": "psu_5v", "version": 7})
     assert stale.status_code == 409
     assert "at version 1" in stale.json()["detail"]
     assert "names 7" in stale.json()["detail"]
+    assert stale.json()["errors"][0]["field"] == "version"
+    assert (stale.json()["expected_version"], stale.json()["current_version"]) == (7, 1)
 
 
 @pytest.fixture

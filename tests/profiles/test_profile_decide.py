@@ -11,8 +11,6 @@ from lablink.domain.profiles import (
     CreateProfile,
     DeleteProfile,
     ProfileCommand,
-    ProfileExists,
-    ProfileNotFound,
     ProfileState,
     SaveProfile,
     UpdateProfile,
@@ -23,7 +21,7 @@ from lablink.domain.profiles import (
     profile_id_of,
 )
 from lablink.equipment_agent.drivers import MODELS
-from lablink.errors import FieldError, InvalidRequest
+from lablink.errors import FieldError, InvalidRequest, ProfileExists, ProfileNotFound
 from lablink.events import AnyEvent, ProfileCreated, ProfileDeleted, ProfileUpdated
 
 SCOPE: dict[str, Any] = {
