@@ -95,7 +95,33 @@ def apply_profile(inst: Instrument, job: Job) -> dict[str, Any] | None:
                 code=exc.code,
                 details={**exc.details, "profile_id": pid, "applied_before_error": applied},
             ) from exc
+        # Compared with the value as it went over the wire (the driver's resolution), not
+        # as the profile wrote it.
+        sent = settable[name].decode(settable[name].encode(value))
+        if not _same(applied[name], sent):
+            # Accepted without an error but not taken as sent: the instrument ignored or
+            # coerced it, and the operation would run on settings nobody asked for.
+            raise ProfileError(
+                eid,
+                f"profile {pid!r} could not be applied: {name} read back as "
+                f"{applied[name]!r} after setting {sent!r}",
+                details={
+                    "profile_id": pid,
+                    "setting": name,
+                    "sent": sent,
+                    "read_back": applied[name],
+                    "applied_before_error": {k: v for k, v in applied.items() if k != name},
+                },
+            )
     return {"id": pid, "applied": True, "settings": applied}
+
+
+def _same(read_back: Any, sent: Any) -> bool:
+    if isinstance(sent, bool) or isinstance(read_back, bool):
+        return bool(read_back) == bool(sent)
+    if isinstance(sent, int | float) and isinstance(read_back, int | float):
+        return math.isclose(float(read_back), float(sent), rel_tol=1e-4, abs_tol=1e-9)
+    return str(read_back).strip().upper() == str(sent).strip().upper()
 
 
 def measurement(

@@ -208,7 +208,7 @@ class AgentExecutor:
         waiter = self._wait_for(request, progress)
         try:
             command = RunCommand(
-                request=request, profile_settings=dict(settings) if settings else None
+                request=request, profile_settings=None if settings is None else dict(settings)
             )
             self._dispatched[execution_id] = equipment_id
             # Shielded, like the wait below: when the engine cancels this task (timeout,

@@ -304,3 +304,22 @@ async def test_profile_without_a_profile_source_is_recorded_as_not_applied(
     profile = completed(outcome)["profile"]
     assert profile["id"] == "high_res_1GS"
     assert profile["applied"] is False
+
+
+async def test_a_setting_the_instrument_does_not_take_is_a_profile_failure(
+    tmp_path: Path,
+) -> None:
+    # Firmware that answers NPLC? with a fixed value: the write raises no error, but the
+    # read-back says the setting did not take.
+    stuck = bench_variant(tmp_path / "stuck", "multimeter", 'r: "{:.3f}"', 'r: "1.000"')
+    profiles = {"precise": {"nplc": 10.0}}
+    async with running(stuck, tmp_path / "data", profiles=profiles.get) as executor:
+        outcome = await run(executor, "multimeter_1", "measurement", profile_id="precise")
+
+    assert outcome.status == "failed"
+    assert outcome.error is not None
+    assert outcome.error.type == "profile_error"
+    assert outcome.error.message == (
+        "profile 'precise' could not be applied: nplc read back as 1.0 after setting 10.0"
+    )
+    assert "value" not in outcome.result  # the measurement never ran
