@@ -17,7 +17,6 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from lablink import __version__
 from lablink.eventstore.sqlite import SQLiteEventStore, connect
 from lablink.logconfig import configure_logging
-from lablink.logstore import DEFAULT_DB
 from lablink.projections.runner import Projector
 from lablink.runtime import Runtime, run_relay, run_until_signalled
 from lablink.runtime import serve as serve_api
@@ -44,7 +43,13 @@ def version() -> None:
 
 @app.command()
 def replay(
-    db: Annotated[Path, typer.Option(help="The database holding the event log.")] = DEFAULT_DB,
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            help="The database holding the event log [default: scheduler.db under "
+            "LABLINK_DATA_DIR, else data/]."
+        ),
+    ] = None,
     until: Annotated[
         str | None,
         typer.Option(
@@ -62,6 +67,8 @@ def replay(
     With --until the log is left untouched and the views as they stood at that moment are
     written to --output (default: data/replay-<time>.db beside DB), for auditing.
     """
+    if db is None:
+        db = Settings.from_env().db_path
     if not db.exists():
         raise typer.BadParameter(f"no database at {db}", param_hint="--db")
     until_at = _parse_until(until) if until else None

@@ -7,7 +7,6 @@ is the audit trail. To see the system as it stood at a moment, rebuild the views
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, get
@@ -15,20 +14,12 @@ from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
 from lablink.api.audit_queries import list_audit
-from lablink.api.bodies import BadRequest
+from lablink.api.bodies import INSTANT_FORMAT, BadRequest, query_instant
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS
 from lablink.events import EVENT_TYPES
 
 READ = {"role": "viewer"}
-
-
-def _aware(name: str, value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise BadRequest.one(
-            name, value.isoformat(), "needs a UTC offset, e.g. 2026-01-01T00:00:00Z"
-        )
-    return value
 
 
 def event_types(values: list[str] | None) -> list[str]:
@@ -72,14 +63,17 @@ class AuditController(Controller):
         self,
         context: NamedDependency[ApiContext],
         since: Annotated[
-            datetime | None,
-            QueryParameter(description="occurred_at >= since (ISO 8601 with offset)"),
+            str | None,
+            QueryParameter(
+                format=INSTANT_FORMAT, description="occurred_at >= since (ISO 8601 with offset)"
+            ),
         ] = None,
         until: Annotated[
-            datetime | None,
+            str | None,
             QueryParameter(
+                format=INSTANT_FORMAT,
                 description="occurred_at <= until (ISO 8601 with offset): the events"
-                " `lablink replay --until` folds"
+                " `lablink replay --until` folds",
             ),
         ] = None,
         actor: Annotated[
@@ -103,14 +97,14 @@ class AuditController(Controller):
         ] = None,
     ) -> dict[str, Any]:
         """The event log, oldest first, filtered by time, actor, job and type."""
-        since = _aware("since", since)
-        until = _aware("until", until)
-        if since is not None and until is not None and since > until:
-            raise BadRequest.one("until", until.isoformat(), f"is before since={since.isoformat()}")
+        start = query_instant("since", since)
+        end = query_instant("until", until)
+        if start is not None and end is not None and start > end:
+            raise BadRequest.one("until", until, f"is before since={since}")
         page, next_cursor = list_audit(
             context.reader,
-            since=since,
-            until=until,
+            since=start,
+            until=end,
             actor=_text("actor", actor),
             job_id=_text("job_id", job_id),
             types=event_types(type),

@@ -7,11 +7,13 @@ its OpenAPI document says, and every refusal names the field, the value and the 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request
 from litestar.exceptions import HTTPException
+from litestar.openapi.spec import OpenAPIFormat
 
 from lablink.domain.requests import field_error_from_msgspec
 from lablink.errors import InvalidRequest
@@ -45,3 +47,22 @@ async def strict_body(request: Request[Any, Any, Any], type_: type[T]) -> T:
         return msgspec.convert(decoded, type_)
     except msgspec.ValidationError as exc:
         raise InvalidRequest([field_error_from_msgspec(exc, decoded)]) from exc
+
+
+# An instant in a query string: ISO 8601 with a UTC offset. Typed as text, not datetime, so
+# that Litestar does not take "0.0" for a Unix timestamp.
+INSTANT_FORMAT = OpenAPIFormat.DATE_TIME
+
+
+def query_instant(name: str, text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise BadRequest.one(
+            name, text, "is not an ISO 8601 time, e.g. 2026-01-01T00:00:00Z"
+        ) from None
+    if value.tzinfo is None:
+        raise BadRequest.one(name, text, "needs a UTC offset, e.g. 2026-01-01T00:00:00Z")
+    return value

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from lablink.api.bodies import BadRequest
+from lablink.api.bodies import INSTANT_FORMAT, BadRequest, query_instant
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS
 from lablink.api.queries import get_execution, list_executions
@@ -17,14 +16,6 @@ from lablink.errors import ExecutionNotFound
 from lablink.events import EXECUTION_STATUSES
 
 READ = {"role": "viewer"}
-
-
-def _aware(name: str, value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise BadRequest.one(
-            name, value.isoformat(), "needs a UTC offset, e.g. 2026-01-01T00:00:00Z"
-        )
-    return value
 
 
 class ExecutionController(Controller):
@@ -43,12 +34,16 @@ class ExecutionController(Controller):
             ),
         ] = None,
         since: Annotated[
-            datetime | None,
-            QueryParameter(description="actual_time >= since (ISO 8601 with offset)"),
+            str | None,
+            QueryParameter(
+                format=INSTANT_FORMAT, description="actual_time >= since (ISO 8601 with offset)"
+            ),
         ] = None,
         until: Annotated[
-            datetime | None,
-            QueryParameter(description="actual_time < until (ISO 8601 with offset)"),
+            str | None,
+            QueryParameter(
+                format=INSTANT_FORMAT, description="actual_time < until (ISO 8601 with offset)"
+            ),
         ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         cursor: Annotated[
@@ -66,8 +61,8 @@ class ExecutionController(Controller):
             context.reader,
             job_id=job_id,
             status=statuses,
-            since=_aware("since", since),
-            until=_aware("until", until),
+            since=query_instant("since", since),
+            until=query_instant("until", until),
             limit=limit,
             before=cursor,
         )

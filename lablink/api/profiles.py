@@ -11,12 +11,13 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from lablink.api.auth import actor
-from lablink.api.bodies import strict_body
+from lablink.api.bodies import BadRequest, strict_body
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS, WRITE_ERRORS
 from lablink.domain.profiles import (
     ProfileRequest,
     ProfileUpdate,
+    equipment_kind,
 )
 from lablink.equipment_agent.drivers import MODELS
 from lablink.errors import ProfileNotFound
@@ -60,6 +61,13 @@ class ProfileController(Controller):
         tag: Annotated[str | None, QueryParameter(max_length=64)] = None,
     ) -> Body:
         """Every profile, by id (``?equipment_type=oscilloscope``, ``?tag=...``)."""
+        if equipment_type is not None:
+            kind = equipment_kind(equipment_type, MODELS)
+            if kind is None:
+                raise BadRequest.one(
+                    "equipment_type", equipment_type, "must be one of " + ", ".join(MODELS)
+                )
+            equipment_type = kind  # the aliases a profile may be saved with ("scope", ...)
         items = list_profiles(context.reader, equipment_type=equipment_type, tag=tag)
         return {"success": True, "count": len(items), "profiles": items}
 

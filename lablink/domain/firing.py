@@ -15,9 +15,10 @@ Either way the work is bounded: a 1-second job down for a week writes a handful 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from lablink.domain import triggers
 from lablink.domain.job import JobState, evolve
@@ -79,6 +80,7 @@ def _alarm(
     message: str,
     error: dict[str, object],
     when: datetime | None,
+    equipment: Mapping[str, Any] | None = None,
 ) -> list[AnyEvent]:
     """With ``on_failure_alarm``, an execution that ends failed, timed out or interrupted
     raises an alarm, in the same append as the fact itself: never one without the other."""
@@ -99,7 +101,7 @@ def _alarm(
             execution_id=execution_id,
             execution_time=when or (scheduled[0] if scheduled else None),
             error=dict(error),
-            equipment={"equipment_id": spec.equipment_id},
+            equipment={**(equipment or {}), "equipment_id": spec.equipment_id},
         )
     ]
 
@@ -347,6 +349,7 @@ def decide_finish(
     *,
     result: dict[str, object] | None = None,
     error: ExecutionError | None = None,
+    equipment: Mapping[str, Any] | None = None,
 ) -> Decision:
     """The executor reported an outcome. Late reports of an execution that already ended
     (timed out, interrupted) change nothing."""
@@ -379,6 +382,7 @@ def decide_finish(
             error.message,
             {"type": error.type, "message": error.message, "code": error.code, **error.details},
             started,
+            equipment,
         )
         if error is not None
         else []
@@ -387,7 +391,12 @@ def decide_finish(
     return Decision(events, _start_waiting(state, now, events))
 
 
-def decide_timeout(state: JobState, execution_id: str, now: datetime) -> Decision:
+def decide_timeout(
+    state: JobState,
+    execution_id: str,
+    now: datetime,
+    equipment: Mapping[str, Any] | None = None,
+) -> Decision:
     if execution_id not in state.running or state.spec is None:
         return Decision([], state)
     events: list[AnyEvent] = []
@@ -400,6 +409,7 @@ def decide_timeout(state: JobState, execution_id: str, now: datetime) -> Decisio
         f"still running after timeout_seconds={limit:g}",
         {"type": "timed_out", "timeout_seconds": limit},
         started,
+        equipment,
     )
     state = _apply(
         state,
@@ -436,7 +446,11 @@ def decide_cancel(state: JobState, execution_id: str, now: datetime, reason: str
 
 
 def decide_interrupted(
-    state: JobState, now: datetime, reason: str, keep: Collection[str] = ()
+    state: JobState,
+    now: datetime,
+    reason: str,
+    keep: Collection[str] = (),
+    equipment: Mapping[str, Any] | None = None,
 ) -> Decision:
     """On restart: executions the dead scheduler left running or pending are interrupted,
     except those in ``keep`` (an agent still runs them, or has reported how they ended);
@@ -446,7 +460,9 @@ def decide_interrupted(
         if execution_id in keep:
             continue
         started = state.started.get(execution_id)
-        alarm = _alarm(state, execution_id, "interrupted", reason, {"type": "interrupted"}, started)
+        alarm = _alarm(
+            state, execution_id, "interrupted", reason, {"type": "interrupted"}, started, equipment
+        )
         state = _apply(
             state,
             events,

@@ -9,7 +9,9 @@ equipment write path), driven by a manual clock; agents are started next to it i
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import sys
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -78,9 +80,13 @@ def write_lab_toml(path: Path, config: AgentConfig, nats_url: str) -> Path:
             f'kind = "{inst.kind}"',
             f'resource = "{inst.resource}"',
             f'backend = "{inst.backend}"',
+            f"timeout_ms = {inst.timeout_ms}",
         ]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+LABLINK = str(Path(sys.executable).parent / "lablink")
 
 
 class AgentLab:
@@ -101,6 +107,7 @@ class AgentLab:
         self.run_timeout = run_timeout
         self.profiles = profiles
         self.agents: list[Agent] = []
+        self.processes: list[asyncio.subprocess.Process] = []
 
     async def start(self) -> AgentLab:
         self.store: SQLiteEventStore = open_store(self.path)
@@ -139,6 +146,26 @@ class AgentLab:
         self.agents.append(agent)
         await self.online(*(i.id for i in config.instruments))
         return agent
+
+    async def start_agent_process(
+        self, config: AgentConfig, toml: Path
+    ) -> asyncio.subprocess.Process:
+        """`lablink agent --config toml` as a child process (the caller kills it); returns
+        once the scheduler has seen its instruments' heartbeats."""
+        write_lab_toml(toml, config, self.options.url)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LABLINK_")}
+        process = await asyncio.create_subprocess_exec(
+            LABLINK,
+            "agent",
+            "--config",
+            str(toml),
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        self.processes.append(process)
+        await self.online(*(i.id for i in config.instruments), within=30)
+        return process
 
     async def online(self, *equipment_ids: str, within: float = 20) -> None:
         """Wait until the scheduler has seen each instrument's heartbeat."""
@@ -211,6 +238,10 @@ class AgentLab:
         self.store.close()
 
     async def close(self) -> None:
+        for process in self.processes:
+            if process.returncode is None:
+                process.terminate()
+                await process.wait()
         await self.engine.aclose(grace_seconds=5)
         await self.executor.aclose()
         for agent in self.agents:

@@ -340,6 +340,22 @@ class AgentExecutor:
             error=reply.error,
         )
 
+    def describe_equipment(self, equipment_id: str) -> dict[str, Any]:
+        """What the instrument's agent last said of it: kind, *IDN? identity, agent, resource
+        and whether it is online (empty when no agent ever reported it)."""
+        sighting = self.sightings.get(equipment_id)
+        if sighting is None:
+            return {}
+        presence = sighting.presence
+        return {
+            "kind": presence.kind,
+            "identity": presence.identity,
+            "agent_id": presence.agent_id,
+            "resource": presence.resource,
+            "online": sighting.online,
+            "last_seen": sighting.at.isoformat(),
+        }
+
     def _wait_for(self, request: ExecutionRequest, progress: ProgressReport) -> _Waiter:
         waiter = _Waiter(request, progress, asyncio.get_running_loop().create_future())
         self._waiters[request.execution_id] = waiter

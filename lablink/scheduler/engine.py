@@ -133,7 +133,11 @@ class Engine:
                 keep[request.execution_id] = outcome
         now = self.clock.now()
         reason = "the scheduler stopped while the execution was running"
-        await self._command(job_id, lambda s: decide_interrupted(s, now, reason, keep=keep))
+        equipment = self._equipment(state)
+        await self._command(
+            job_id,
+            lambda s: decide_interrupted(s, now, reason, keep=keep, equipment=equipment),
+        )
         for request in requests:
             if request.execution_id in keep:
                 log.info("execution recovered", execution_id=request.execution_id)
@@ -221,7 +225,8 @@ class Engine:
         elif timer.execution_id is not None:
             execution_id = timer.execution_id
             decision = await self._command(
-                timer.job_id, lambda s: decide_timeout(s, execution_id, now)
+                timer.job_id,
+                lambda s: decide_timeout(s, execution_id, now, self._equipment(s)),
             )
             if decision is not None and decision.events:
                 await self._stop(execution_id)
@@ -365,6 +370,7 @@ class Engine:
                 now,
                 result=outcome.result,
                 error=outcome.error if outcome.status == "failed" else None,
+                equipment=self._equipment(s),
             ),
         )
 
@@ -375,6 +381,14 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.executor.stop(execution_id)
+
+    def _equipment(self, state: JobState) -> dict[str, Any]:
+        """What the executor knows of the job's instrument, for the alarm a failure raises
+        (the guide's "equipment information")."""
+        if state.spec is None:
+            return {}
+        describe = getattr(self.executor, "describe_equipment", None)
+        return dict(describe(state.spec.equipment_id)) if describe is not None else {}
 
     def tasks(self) -> dict[str, asyncio.Task[None]]:
         """The execution tasks in flight, by execution id."""

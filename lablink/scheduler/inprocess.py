@@ -143,6 +143,19 @@ class InProcessExecutor:
         self._running.pop(execution_id, None)
         return ExecutionOutcome(status="completed", result=result)
 
+    def describe_equipment(self, equipment_id: str) -> dict[str, Any]:
+        """The instrument as this process opened it (for failure alarms)."""
+        try:
+            session = self.bench.session(equipment_id)
+        except EquipmentError as exc:
+            return {"online": False, "reason": str(exc)}
+        return {
+            "kind": session.kind,
+            "identity": session.identity.raw if session.identity else "",
+            "resource": session.resource_name,
+            "online": True,
+        }
+
     async def stop(self, execution_id: str) -> None:
         await self.halt(execution_id)
 

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ import msgspec
 import nats
 import pytest
 
+from lablink.api.queries import list_equipment
 from lablink.bus.server import NatsServer
 from lablink.clock import ManualClock
 from lablink.equipment_agent.config import InstrumentConfig
@@ -151,7 +153,8 @@ async def test_an_agent_killed_mid_run_fails_the_execution_as_agent_lost(
 async def test_an_instrument_error_code_reaches_the_record(lab: AgentLab, tmp_path: Path) -> None:
     # A smaller load than its driver table: the instrument itself refuses 5 A.
     small = bench_variant(tmp_path / "small", "electronic load", "max: 30", "max: 3")
-    await lab.start_agent(bench_config(small, tmp_path / "data", only=("load_1",)))
+    config = bench_config(small, tmp_path / "agent-data", only=("load_1",))
+    await lab.start_agent_process(config, tmp_path / "lab.toml")  # `lablink agent`
     row = await lab.run(
         {
             "schedule_type": "command",
@@ -170,12 +173,14 @@ async def test_a_visa_timeout_is_explained_by_the_error_queue(
 ) -> None:
     # Firmware that no longer knows MEAS:VOLT?: the query times out, the queue says why.
     old = bench_variant(tmp_path / "old", "power supply", '"MEAS:VOLT?"', '"MEAS:VOLT:DC?"')
-    config = bench_config(old, tmp_path / "data", only=("power_supply_1",))
+    config = bench_config(old, tmp_path / "agent-data", only=("power_supply_1",))
     (psu,) = config.instruments
     slow = InstrumentConfig(
         id=psu.id, kind=psu.kind, resource=psu.resource, backend=psu.backend, timeout_ms=50
     )
-    await lab.start_agent(dataclasses.replace(config, instruments=(slow,)))
+    await lab.start_agent_process(  # `lablink agent`, its lab.toml giving timeout_ms = 50
+        dataclasses.replace(config, instruments=(slow,)), tmp_path / "lab.toml"
+    )
     row = await lab.run(
         {
             "schedule_type": "measurement",
@@ -192,11 +197,8 @@ async def test_a_visa_timeout_is_explained_by_the_error_queue(
 async def test_a_timeout_stops_the_agent_and_applies_the_safe_state(
     lab: AgentLab, tmp_path: Path
 ) -> None:
-    recorder = Recorder()
-    await lab.start_agent(
-        bench_config(copy_bench(tmp_path / "bench"), tmp_path / "data", realtime=True),
-        wrap=recorder,
-    )
+    config = bench_config(copy_bench(tmp_path / "bench"), tmp_path / "agent-data", realtime=True)
+    await lab.start_agent_process(config, tmp_path / "lab.toml")  # `lablink agent`
     switched_on = await lab.run(
         {
             "schedule_type": "command",
@@ -209,6 +211,14 @@ async def test_a_timeout_stops_the_agent_and_applies_the_safe_state(
     execution_id = await lab.engine.run_now(job_id)
     running = await lab.until(execution_id, ("running",))
     assert running["status"] == "running"
+    # The equipment view says what the instrument is running.
+    conn = sqlite3.connect(lab.path)
+    try:
+        (psu,) = list_equipment(conn, equipment_id="power_supply_1")
+    finally:
+        conn.close()
+    assert [r["execution_id"] for r in psu["running"]] == [execution_id]
+    assert psu["running"][0]["job_id"] == job_id
     await lab.at(lab.clock.now() + timedelta(seconds=6))
 
     row = await lab.finished(execution_id)
@@ -216,7 +226,12 @@ async def test_a_timeout_stops_the_agent_and_applies_the_safe_state(
     (alarm,) = [e for e in lab.events(job_id) if isinstance(e, AlarmRaised)]
     assert alarm.severity == "critical"
     assert alarm.error == {"type": "timed_out", "timeout_seconds": 5.0}
-    await _until(lambda: "OUTP 0" in recorder.ports["power_supply_1"].sent())
+    # The guide's "equipment information": what the agent said of the instrument.
+    assert alarm.equipment["equipment_id"] == "power_supply_1"
+    assert alarm.equipment["kind"] == "power_supply"
+    assert alarm.equipment["identity"].startswith("LabLink Sim,PSU-3005")
+    assert alarm.equipment["agent_id"] == "bench-agent"
+    # A capture leaves the output as it is: off means the agent's safe state ran.
     state = await lab.run({"schedule_type": "state_capture", "equipment_id": "power_supply_1"})
     assert json.loads(state["result"])["settings"]["output"]["value"] is False
 

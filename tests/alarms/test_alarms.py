@@ -4,14 +4,18 @@ statistics. A real engine on a real SQLite file, driven by the manual clock."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import pytest
 
 from lablink.alarm_service import AlarmService, raised_position
+from lablink.bus.relay import NatsOptions, Relay
+from lablink.bus.server import NatsServer
 from lablink.clock import ManualClock
 from lablink.equipment_agent.protocol import Presence
 from lablink.equipment_service import EquipmentService
@@ -284,3 +288,31 @@ def msgspec_replace(presence: Presence, **changes: Any) -> Presence:
 async def test_the_statistics_count_alarms(client: httpx.AsyncClient) -> None:
     stats = (await client.get("/api/scheduler/statistics")).json()["statistics"]
     assert (stats["active_alarms"], stats["unacknowledged_alarms"]) == (0, 0)
+
+
+async def test_a_failure_alarm_is_published_on_its_severity_and_equipment_subject(
+    harness: Harness, nats_server: NatsServer
+) -> None:
+    h = harness
+    relay = Relay(h.store.path, NatsOptions(url=nats_server.url), batch_size=100, ack_timeout=2)
+    relay.attach(h.store)
+    await relay.start()
+    nc = await nats.connect(nats_server.url)
+    try:
+        exact = await nc.subscribe("lablink.alarms.critical.load_1")
+        await nc.flush()
+        h.executor.hold = True
+        job = h.service.create_job({**BASE, "on_failure_alarm": True}, "alice")
+        await h.at(minutes(10))
+        (running,) = h.executor.held()
+        h.executor.release(running, ExecutionOutcome.failed("instrument_error", "boom"))
+        await h.settle()
+        msg = await exact.next_msg(timeout=20)
+    finally:
+        await nc.close()
+        await relay.aclose()
+    envelope = json.loads(msg.data)
+    assert envelope["type"] == "alarm.raised"
+    assert envelope["stream_id"] == job
+    assert envelope["data"]["execution_id"] == running
+    assert envelope["data"]["error"]["message"] == "boom"

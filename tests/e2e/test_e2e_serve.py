@@ -381,6 +381,8 @@ def test_a_failure_alarm_over_http_on_a_real_server(tmp_path: Path, servers: lis
         assert (alarm["job_id"], alarm["job_name"]) == (job_id, "Supply setpoint")
         assert alarm["execution_id"] == execution_id
         assert alarm["equipment_id"] == "power_supply_1"
+        assert alarm["equipment"]["kind"] == "power_supply"
+        assert alarm["equipment"]["identity"].startswith("LabLink Sim,PSU-3005")
         assert alarm["error"]["type"] == "invalid_parameter"
         assert alarm["execution_time"] is not None
         stats = client.get("/api/scheduler/statistics").json()["statistics"]
@@ -486,3 +488,88 @@ def test_the_guides_profile_example_runs_on_a_real_server(
         assert placeholder.status_code == 422, placeholder.text
         (error,) = placeholder.json()["errors"]
         assert (error["field"], error["value"]) == ("profile_id", "profile_name")
+
+
+GUIDE_RUNS: list[dict[str, Any]] = [
+    # Job Types 1-5, as the guide prints them (a name and a trigger added to each).
+    {
+        "schedule_type": "acquisition",
+        "equipment_id": "oscilloscope_1",
+        "parameters": {"duration": 60, "sample_rate": 1000, "channels": [1, 2]},
+    },
+    {"schedule_type": "state_capture", "equipment_id": "power_supply_1"},
+    {
+        "schedule_type": "measurement",
+        "equipment_id": "multimeter_1",
+        "parameters": {"command": "get_voltage"},
+    },
+    {
+        "schedule_type": "command",
+        "equipment_id": "load_1",
+        "parameters": {"command": "set_current", "parameters": {"value": 2.5}},
+    },
+    {
+        "schedule_type": "equipment_test",
+        "equipment_id": "power_supply_1",
+        "parameters": {"test_name": "self_test"},
+    },
+    # Examples 1, 2 and 4.
+    {
+        "name": "Nightly Equipment State Backup",
+        "schedule_type": "state_capture",
+        "equipment_id": "power_supply_1",
+        "trigger_type": "daily",
+        "time_of_day": "02:00:00",
+        "on_failure_alarm": True,
+        "tags": ["backup", "critical"],
+    },
+    {
+        "name": "4-Hour Equipment Health Check",
+        "schedule_type": "equipment_test",
+        "equipment_id": "oscilloscope_1",
+        "trigger_type": "interval",
+        "interval_hours": 4,
+        "parameters": {"test_name": "connection"},
+        "conflict_policy": "skip",
+        "on_failure_alarm": True,
+    },
+    {
+        "name": "Business Hours Load Testing",
+        "schedule_type": "command",
+        "equipment_id": "load_1",
+        "trigger_type": "cron",
+        "cron_expression": "0 9-17 * * 1-5",
+        "parameters": {
+            "command": "run_load_test",
+            "parameters": {"duration": 60, "current": 5.0},
+        },
+        "conflict_policy": "queue",
+    },
+]
+
+
+def test_the_guides_job_bodies_run_to_completion_on_a_real_server(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """`lablink serve` with no instrument attached runs the guide's job bodies through its
+    agent over NATS (run now: the schedules themselves are tested elsewhere)."""
+    data = tmp_path / "data"
+    port = free_port()
+    server = Server(data, port)
+    servers.append(server)
+    server.listening()
+    auth = {"Authorization": f"Bearer {(data / 'admin.key').read_text().strip()}"}
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=30) as client:
+        for n, body in enumerate(GUIDE_RUNS):
+            job: dict[str, Any] = {"name": f"guide body {n}"}
+            if "trigger_type" not in body:  # a Job Types snippet: the smallest trigger
+                job.update(trigger_type="interval", interval_hours=1)
+            job.update(body)
+            job["enabled"] = False
+            created = client.post("/api/scheduler/jobs/create", json=job)
+            assert created.status_code == 200, (n, created.text)
+            job_id = created.json()["job_id"]
+            run = client.post(f"/api/scheduler/jobs/{job_id}/run")
+            assert run.status_code == 200, (n, run.text)
+            execution = final_execution(client, run.json()["execution_id"])
+            assert execution["status"] == "completed", (n, execution)

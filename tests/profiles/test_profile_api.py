@@ -187,3 +187,17 @@ async def test_viewers_read_only_admins_write(secured: Client, harness: Harness)
     gone = await secured.delete("/api/profiles/psu_5v", headers=viewer)
     assert gone.status_code == 403
     assert (await secured.delete("/api/profiles/psu_5v", headers=admin)).status_code == 200
+
+
+async def test_the_list_filter_takes_kinds_and_their_aliases_and_refuses_others(
+    client: Client,
+) -> None:
+    await create(client, PSU)
+    supplies = (await client.get("/api/profiles", params={"equipment_type": "psu"})).json()
+    assert [p["profile_id"] for p in supplies["profiles"]] == ["psu_5v"]
+    scopes = (await client.get("/api/profiles", params={"equipment_type": "scope"})).json()
+    assert scopes["count"] == 0
+    bad = await client.get("/api/profiles", params={"equipment_type": "toaster"})
+    assert bad.status_code == 400
+    (error,) = bad.json()["errors"]
+    assert (error["field"], error["value"]) == ("equipment_type", "toaster")
