@@ -15,7 +15,7 @@ from lablink.api.bodies import BadRequest, strict_body
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS, WRITE_ERRORS
 from lablink.api.queries import get_alarm, list_alarms
-from lablink.errors import AlarmNotFound
+from lablink.errors import AlarmNotFound, InvalidRequest
 
 READ = {"role": "viewer"}
 WRITE = {"role": "operator"}
@@ -42,10 +42,11 @@ async def _action(request: Request[Any, Any, Any]) -> AlarmAction:
     if not (await request.body()).strip():
         return AlarmAction()
     action = await strict_body(request, AlarmAction)
+    # Body fields, like every other body field: 422.
     if action.by is not None and not action.by.strip():
-        raise BadRequest.one("by", action.by, "must name someone, or be left out")
+        raise InvalidRequest.one("by", action.by, "must name someone, or be left out")
     if len(action.note) > 2000:
-        raise BadRequest.one("note", action.note[:40] + "…", "must be at most 2000 characters")
+        raise InvalidRequest.one("note", action.note[:40] + "…", "must be at most 2000 characters")
     return action
 
 

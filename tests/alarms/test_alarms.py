@@ -200,6 +200,12 @@ async def test_alarms_over_http_filter_acknowledge_and_clear(
         )
         assert unknown_field.status_code == 422
         assert unknown_field.json()["errors"][0]["field"] == "who"
+        for body, field in (({"by": " "}, "by"), ({"note": "x" * 2001}, "note")):
+            refused = await client.post(
+                f"/api/alarms/{alarm_id}/acknowledge", json=body, headers=operator
+            )
+            assert refused.status_code == 422
+            assert refused.json()["errors"][0]["field"] == field
 
         stats = (await client.get("/api/scheduler/statistics", headers=viewer)).json()
         assert stats["statistics"]["active_alarms"] == 1
