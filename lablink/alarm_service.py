@@ -16,6 +16,7 @@ from lablink.domain.alarms import AlarmState, decide_acknowledge, decide_clear, 
 from lablink.errors import AlarmNotFound, StreamVersionConflict
 from lablink.events import AnyEvent, RecordedEvent, stamp
 from lablink.eventstore.base import EventStore
+from lablink.eventstore.sqlite import SQLiteEventStore
 
 MAX_RETRIES = 5
 # alarm id -> the log position of its raise, or None.
@@ -35,6 +36,17 @@ class AlarmService:
         self.clock = clock
         # The alarms view, used only as an index: where in the log each alarm was raised.
         self._locate = locate
+
+    @classmethod
+    def on_store(cls, store: SQLiteEventStore, clock: Clock) -> AlarmService:
+        """Finding raises through the store's own connection, under its lock (the
+        scheduler's thread, the engine's loop)."""
+
+        def locate(alarm_id: str) -> int | None:
+            with store.lock:
+                return raised_position(store.conn, alarm_id)
+
+        return cls(store, clock, locate)
 
     def load(self, alarm_id: str) -> tuple[AlarmState, int]:
         state = AlarmState(alarm_id=alarm_id)

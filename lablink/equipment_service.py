@@ -43,8 +43,7 @@ class EquipmentService:
 
     def record(self, presence: Presence) -> list[RecordedEvent]:
         if presence.state == "online":
-            before, _ = self.load(presence.equipment_id)
-            recorded = self._execute(
+            before, recorded = self._execute(
                 presence.equipment_id,
                 lambda s: decide_online(
                     s,
@@ -57,9 +56,10 @@ class EquipmentService:
             if recorded and before.open_alarm and self.alarms is not None:
                 self._clear(before.open_alarm)
             return recorded
-        return self._execute(
+        _, recorded = self._execute(
             presence.equipment_id, lambda s: decide_offline(s, presence.reason or "offline")
         )
+        return recorded
 
     def _clear(self, alarm_id: str) -> None:
         """Back online: its offline alarm clears itself, unless someone cleared it already."""
@@ -72,14 +72,15 @@ class EquipmentService:
 
     def _execute(
         self, equipment_id: str, decide: Callable[[EquipmentState], list[AnyEvent]]
-    ) -> list[RecordedEvent]:
+    ) -> tuple[EquipmentState, list[RecordedEvent]]:
+        """The state decided from, and what was appended."""
         for _ in range(MAX_RETRIES):
             state, version = self.load(equipment_id)
             events = decide(state)
             if not events:
-                return []
+                return state, []
             try:
-                return self.store.append(
+                return state, self.store.append(
                     stream_id(equipment_id), version, stamp(events, ACTOR, self.clock.now())
                 )
             except StreamVersionConflict:

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from lablink.alarm_service import AlarmService, raised_position
+from lablink.alarm_service import AlarmService
 from lablink.application import JobService
 from lablink.bus.relay import NatsOptions, Relay
 from lablink.bus.server import NatsServer
@@ -158,11 +158,7 @@ class Runtime:
         options = self.relay.options
         store = self.store
 
-        def locate(alarm_id: str) -> int | None:
-            with store.lock:
-                return raised_position(store.conn, alarm_id)
-
-        alarms = AlarmService(store, self.clock, locate)
+        alarms = AlarmService.on_store(store, self.clock)
         equipment = EquipmentService(store, self.clock, alarms=alarms)
         executor = AgentExecutor(
             options,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -11,7 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from lablink.api.auth import actor
-from lablink.api.bodies import BadRequest, strict_body
+from lablink.api.bodies import query_choices, strict_body
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS, WRITE_ERRORS
 from lablink.api.queries import get_alarm, list_alarms
@@ -30,14 +31,6 @@ class AlarmAction(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     note: str = ""
 
 
-def _choices(name: str, values: list[str] | None, allowed: tuple[str, ...]) -> list[str]:
-    chosen = [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
-    for value in chosen:
-        if value not in allowed:
-            raise BadRequest.one(name, value, "must be one of " + ", ".join(allowed))
-    return chosen
-
-
 async def _action(request: Request[Any, Any, Any]) -> AlarmAction:
     if not (await request.body()).strip():
         return AlarmAction()
@@ -48,6 +41,19 @@ async def _action(request: Request[Any, Any, Any]) -> AlarmAction:
     if len(action.note) > 2000:
         raise InvalidRequest.one("note", action.note[:40] + "…", "must be at most 2000 characters")
     return action
+
+
+async def _act(
+    command: Callable[[str, str, str, str], object],
+    alarm_id: str,
+    request: Request[Any, Any, Any],
+    context: ApiContext,
+) -> dict[str, Any]:
+    """Acknowledge or clear: ``by`` defaults to the key's name, which is the actor."""
+    action = await _action(request)
+    who = actor(request)
+    await asyncio.to_thread(command, alarm_id, action.by or who, action.note, who)
+    return {"success": True, "alarm": get_alarm(context.reader, alarm_id)}
 
 
 class AlarmController(Controller):
@@ -80,8 +86,8 @@ class AlarmController(Controller):
         """Alarms, newest first."""
         page, next_cursor = list_alarms(
             context.reader,
-            state=_choices("state", alarm_state, STATES),
-            severity=_choices("severity", severity, SEVERITIES),
+            state=query_choices("state", alarm_state, STATES),
+            severity=query_choices("severity", severity, SEVERITIES),
             equipment_id=equipment_id,
             job_id=job_id,
             limit=limit,
@@ -106,12 +112,7 @@ class AlarmController(Controller):
         context: NamedDependency[ApiContext],
     ) -> dict[str, Any]:
         """Someone has seen it: `{"by": name, "note": text}`, both optional."""
-        action = await _action(request)
-        who = actor(request)
-        await asyncio.to_thread(
-            context.alarms.acknowledge, alarm_id, action.by or who, action.note, who
-        )
-        return {"success": True, "alarm": get_alarm(context.reader, alarm_id)}
+        return await _act(context.alarms.acknowledge, alarm_id, request, context)
 
     @post("/{alarm_id:str}/clear", status_code=200, opt=WRITE, responses=WRITE_ERRORS)
     async def clear(
@@ -121,7 +122,4 @@ class AlarmController(Controller):
         context: NamedDependency[ApiContext],
     ) -> dict[str, Any]:
         """The cause is dealt with: `{"by": name, "note": text}`, both optional."""
-        action = await _action(request)
-        who = actor(request)
-        await asyncio.to_thread(context.alarms.clear, alarm_id, action.by or who, action.note, who)
-        return {"success": True, "alarm": get_alarm(context.reader, alarm_id)}
+        return await _act(context.alarms.clear, alarm_id, request, context)

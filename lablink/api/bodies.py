@@ -7,6 +7,7 @@ its OpenAPI document says, and every refusal names the field, the value and the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -66,3 +67,12 @@ def query_instant(name: str, text: str | None) -> datetime | None:
     if value.tzinfo is None:
         raise BadRequest.one(name, text, "needs a UTC offset, e.g. 2026-01-01T00:00:00Z")
     return value
+
+
+def query_choices(name: str, values: list[str] | None, allowed: Sequence[str]) -> list[str]:
+    """A repeated or comma-separated query parameter, each value one of ``allowed``."""
+    chosen = [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+    for value in chosen:
+        if value not in allowed:
+            raise BadRequest.one(name, value, "must be one of " + ", ".join(allowed))
+    return chosen

@@ -8,7 +8,7 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from lablink.api.bodies import INSTANT_FORMAT, BadRequest, query_instant
+from lablink.api.bodies import INSTANT_FORMAT, query_choices, query_instant
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS
 from lablink.api.queries import get_execution, list_executions
@@ -51,12 +51,7 @@ class ExecutionController(Controller):
             QueryParameter(ge=1, le=2**62, description="next_cursor of the previous page"),
         ] = None,
     ) -> dict[str, Any]:
-        statuses = [s.strip() for item in status or [] for s in item.split(",") if s.strip()]
-        for value in statuses:
-            if value not in EXECUTION_STATUSES:
-                raise BadRequest.one(
-                    "status", value, "must be one of " + ", ".join(EXECUTION_STATUSES)
-                )
+        statuses = query_choices("status", status, EXECUTION_STATUSES)
         page, next_cursor = list_executions(
             context.reader,
             job_id=job_id,

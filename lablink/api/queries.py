@@ -25,6 +25,14 @@ def _dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+def _page(
+    rows: list[dict[str, Any]], limit: int, key: str
+) -> tuple[list[dict[str, Any]], int | None]:
+    """``limit + 1`` rows read: the page, and the cursor of the next one if there is one."""
+    page = rows[:limit]
+    return page, (page[-1][key] if len(rows) > limit and page else None)
+
+
 def get_job(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
     row = conn.execute("SELECT view FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
     return json.loads(row[0]) if row else None
@@ -120,9 +128,7 @@ def list_executions(
             [*args, limit + 1],
         )
     )
-    more = len(rows) > limit
-    page = rows[:limit]
-    cursor = page[-1]["seq"] if more and page else None
+    page, cursor = _page(rows, limit, "seq")
     return [execution_view(r) for r in page], cursor
 
 
@@ -340,9 +346,7 @@ def list_alarms(
             [*args, limit + 1],
         )
     )
-    more = len(rows) > limit
-    page = rows[:limit]
-    cursor = page[-1]["raised_position"] if more and page else None
+    page, cursor = _page(rows, limit, "raised_position")
     return [_alarm_view(r) for r in page], cursor
 
 

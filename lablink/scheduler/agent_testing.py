@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Mapping
@@ -18,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lablink.alarm_service import AlarmService, raised_position
+from lablink.alarm_service import AlarmService
 from lablink.application import JobService
 from lablink.bus.relay import NatsOptions
 from lablink.clock import ManualClock
@@ -33,6 +32,7 @@ from lablink.repository import JobRepository
 from lablink.scheduler.agents import AgentExecutor
 from lablink.scheduler.engine import Engine, recovery_lists
 from lablink.scheduler.inprocess import ProfileLookup
+from lablink.scheduler.testing import read_rows
 
 FINAL = ("completed", "failed", "timed_out", "cancelled", "interrupted", "skipped", "missed")
 
@@ -120,11 +120,7 @@ class AgentLab:
         self.jobs = JobRepository(store, snapshots=snapshot)
         self.service = JobService(store, self.clock, default_timezone="UTC", repository=self.jobs)
 
-        def locate(alarm_id: str) -> int | None:
-            with store.lock:
-                return raised_position(store.conn, alarm_id)
-
-        self.alarms = AlarmService(store, self.clock, locate)
+        self.alarms = AlarmService.on_store(store, self.clock)
         self.equipment = EquipmentService(store, self.clock, alarms=self.alarms)
         self.executor = AgentExecutor(
             self.options,
@@ -216,13 +212,7 @@ class AgentLab:
         return await self.engine.tick()
 
     def rows(self, sql: str, *args: Any) -> list[dict[str, Any]]:
-        conn = sqlite3.connect(self.path)
-        try:
-            cursor = conn.execute(sql, args)
-            names = [d[0] for d in cursor.description]
-            return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
-        finally:
-            conn.close()
+        return read_rows(self.path, sql, *args)
 
     def events(self, stream_id: str) -> list[Any]:
         return [r.event for r in self.store.read_stream(stream_id)]

@@ -370,7 +370,8 @@ class Engine:
                 now,
                 result=outcome.result,
                 error=outcome.error if outcome.status == "failed" else None,
-                equipment=self._equipment(s),
+                # Only a failure can raise an alarm: a success needs no description.
+                equipment=self._equipment(s) if outcome.status == "failed" else None,
             ),
         )
 

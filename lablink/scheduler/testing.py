@@ -31,6 +31,17 @@ from lablink.scheduler.executor import (
 )
 
 
+def read_rows(path: Path, sql: str, *args: Any) -> list[dict[str, Any]]:
+    """A query on a connection of its own, rows as dicts: what a test checks in the views."""
+    conn = sqlite3.connect(path)
+    try:
+        cursor = conn.execute(sql, args)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    finally:
+        conn.close()
+
+
 class GateExecutor:
     """Executions finish at once, or (hold=True) when the test releases them."""
 
@@ -163,13 +174,7 @@ class Harness:
         self.store.close()
 
     def rows(self, sql: str, *args: Any) -> list[dict[str, Any]]:
-        conn = sqlite3.connect(self.path)
-        try:
-            cursor = conn.execute(sql, args)
-            names = [d[0] for d in cursor.description]
-            return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
-        finally:
-            conn.close()
+        return read_rows(self.path, sql, *args)
 
     def executions(self, job_id: str) -> list[dict[str, Any]]:
         return self.rows(

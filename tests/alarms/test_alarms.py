@@ -13,7 +13,7 @@ import httpx
 import nats
 import pytest
 
-from lablink.alarm_service import AlarmService, raised_position
+from lablink.alarm_service import AlarmService
 from lablink.bus.relay import NatsOptions, Relay
 from lablink.bus.server import NatsServer
 from lablink.clock import ManualClock
@@ -251,12 +251,8 @@ async def test_an_instrument_offline_raises_an_alarm_that_clears_when_it_is_back
 ) -> None:
     store = harness.store
 
-    def locate(alarm_id: str) -> int | None:
-        with store.lock:
-            return raised_position(store.conn, alarm_id)
-
     service = EquipmentService(
-        store, harness.clock, alarms=AlarmService(store, harness.clock, locate)
+        store, harness.clock, alarms=AlarmService.on_store(store, harness.clock)
     )
     online = Presence(
         equipment_id="scope_1",

@@ -202,6 +202,16 @@ def snapshot(client: httpx.Client, job_id: str, execution_id: str) -> dict[str, 
     return views
 
 
+def admin_client(data: Path, servers: list[Server]) -> tuple[str, dict[str, str]]:
+    """A `lablink serve` on a free port, listening: its URL and its admin key's header."""
+    port = free_port()
+    server = Server(data, port)
+    servers.append(server)
+    server.listening()
+    key = (data / "admin.key").read_text().strip()
+    return f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {key}"}
+
+
 @pytest.fixture
 def servers() -> Iterator[list[Server]]:
     """Every server a test starts is stopped afterwards, with whatever it spawned."""
@@ -349,12 +359,8 @@ def test_a_failure_alarm_over_http_on_a_real_server(tmp_path: Path, servers: lis
     (the instrument refuses the value), the alarm is listed with everything the guide names,
     then acknowledged and cleared; statistics count it while it is active."""
     data = tmp_path / "data"
-    port = free_port()
-    server = Server(data, port)
-    servers.append(server)
-    server.listening()
-    auth = {"Authorization": f"Bearer {(data / 'admin.key').read_text().strip()}"}
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=5) as client:
+    base, auth = admin_client(data, servers)
+    with httpx.Client(base_url=base, headers=auth, timeout=5) as client:
         created = client.post(
             "/api/scheduler/jobs/create",
             json={
@@ -412,12 +418,8 @@ def test_manual_cleanup_beside_a_running_server(tmp_path: Path, servers: list[Se
     from lablink.scheduler.storage import SchedulerStorage
 
     data = tmp_path / "data"
-    port = free_port()
-    server = Server(data, port)
-    servers.append(server)
-    server.listening()
-    auth = {"Authorization": f"Bearer {(data / 'admin.key').read_text().strip()}"}
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=5) as client:
+    base, auth = admin_client(data, servers)
+    with httpx.Client(base_url=base, headers=auth, timeout=5) as client:
         job_id = client.post("/api/scheduler/jobs/create", json=QUICK_START).json()["job_id"]
         for _ in range(2):
             execution_id = client.post(f"/api/scheduler/jobs/{job_id}/run").json()["execution_id"]
@@ -450,11 +452,7 @@ def test_the_guides_profile_example_runs_on_a_real_server(
     read back by the agent before the capture; the guide's placeholder `profile_name` is a
     422 naming it."""
     data = tmp_path / "data"
-    port = free_port()
-    server = Server(data, port)
-    servers.append(server)
-    server.listening()
-    auth = {"Authorization": f"Bearer {(data / 'admin.key').read_text().strip()}"}
+    base, auth = admin_client(data, servers)
     weekly = {
         "name": "Weekly High-Resolution Waveform Capture",
         "schedule_type": "acquisition",
@@ -467,7 +465,7 @@ def test_the_guides_profile_example_runs_on_a_real_server(
         "on_failure_alarm": True,
         "tags": ["weekly-report", "high-priority"],
     }
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=30) as client:
+    with httpx.Client(base_url=base, headers=auth, timeout=30) as client:
         shipped = client.get("/api/profiles").json()
         assert {"high_res_1GS", "high_resolution_profile"} <= {
             p["profile_id"] for p in shipped["profiles"]
@@ -554,12 +552,8 @@ def test_the_guides_job_bodies_run_to_completion_on_a_real_server(
     """`lablink serve` with no instrument attached runs the guide's job bodies through its
     agent over NATS (run now: the schedules themselves are tested elsewhere)."""
     data = tmp_path / "data"
-    port = free_port()
-    server = Server(data, port)
-    servers.append(server)
-    server.listening()
-    auth = {"Authorization": f"Bearer {(data / 'admin.key').read_text().strip()}"}
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth, timeout=30) as client:
+    base, auth = admin_client(data, servers)
+    with httpx.Client(base_url=base, headers=auth, timeout=30) as client:
         for n, body in enumerate(GUIDE_RUNS):
             job: dict[str, Any] = {"name": f"guide body {n}"}
             if "trigger_type" not in body:  # a Job Types snippet: the smallest trigger
