@@ -388,8 +388,7 @@ class Engine:
         (the guide's "equipment information")."""
         if state.spec is None:
             return {}
-        describe = getattr(self.executor, "describe_equipment", None)
-        return dict(describe(state.spec.equipment_id)) if describe is not None else {}
+        return self.executor.describe_equipment(state.spec.equipment_id)
 
     def tasks(self) -> dict[str, asyncio.Task[None]]:
         """The execution tasks in flight, by execution id."""

@@ -69,6 +69,11 @@ class Executor(Protocol):
         state. Called after the engine has cancelled the execute() task."""
         ...
 
+    def describe_equipment(self, equipment_id: str) -> dict[str, Any]:
+        """What this executor knows of an instrument (kind, identity, agent…), for the alarm
+        a failure raises; empty when it knows nothing."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -87,6 +92,9 @@ class NoOpExecutor:
 
     async def stop(self, execution_id: str) -> None:
         return None
+
+    def describe_equipment(self, equipment_id: str) -> dict[str, Any]:
+        return {}
 
     async def aclose(self) -> None:
         return None

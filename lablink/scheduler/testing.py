@@ -90,6 +90,9 @@ class GateExecutor:
     async def stop(self, execution_id: str) -> None:
         self.stopped.append(execution_id)
 
+    def describe_equipment(self, equipment_id: str) -> dict[str, Any]:
+        return {}
+
     async def aclose(self) -> None:
         return None
 
