@@ -27,6 +27,16 @@ ACTOR = "agents"
 MAX_RETRIES = 5
 
 
+def load_equipment(store: EventStore, equipment_id: str) -> tuple[EquipmentState, int]:
+    """The instrument folded from its stream, with the version it reflects."""
+    state = EquipmentState(equipment_id=equipment_id)
+    version = 0
+    for recorded in store.read_stream(stream_id(equipment_id)):
+        state = evolve(state, recorded.event)
+        version = recorded.version
+    return state, version
+
+
 class EquipmentService:
     def __init__(self, store: EventStore, clock: Clock, alarms: AlarmService | None = None):
         self.store = store
@@ -34,12 +44,7 @@ class EquipmentService:
         self.alarms = alarms
 
     def load(self, equipment_id: str) -> tuple[EquipmentState, int]:
-        state = EquipmentState(equipment_id=equipment_id)
-        version = 0
-        for recorded in self.store.read_stream(stream_id(equipment_id)):
-            state = evolve(state, recorded.event)
-            version = recorded.version
-        return state, version
+        return load_equipment(self.store, equipment_id)
 
     def record(self, presence: Presence) -> list[RecordedEvent]:
         if presence.state == "online":

@@ -14,9 +14,6 @@ from typing import Any, Literal
 import msgspec
 
 from lablink.clock import Clock
-from lablink.domain.equipment import EquipmentState
-from lablink.domain.equipment import evolve as evolve_equipment
-from lablink.domain.equipment import stream_id as equipment_stream
 from lablink.domain.profiles import (
     CreateProfile,
     DeleteProfile,
@@ -34,6 +31,7 @@ from lablink.domain.profiles import (
 )
 from lablink.equipment_agent.bench import SIMULATED_BENCH
 from lablink.equipment_agent.drivers import MODELS
+from lablink.equipment_service import load_equipment
 from lablink.errors import (
     InvalidRequest,
     ProfileNotFound,
@@ -188,9 +186,7 @@ class StoredProfiles:
         self.bench = bench
 
     def instrument_kind(self, equipment_id: str) -> str | None:
-        state = EquipmentState(equipment_id=equipment_id)
-        for recorded in self.store.read_stream(equipment_stream(equipment_id)):
-            state = evolve_equipment(state, recorded.event)
+        state, _ = load_equipment(self.store, equipment_id)
         if state.kind:
             return state.kind
         known = self.bench.get(equipment_id)
