@@ -25,6 +25,7 @@ from lablink.clock import Clock, SystemClock
 from lablink.equipment_agent.agent import Agent
 from lablink.equipment_agent.config import AgentConfig, load_config, simulated_config
 from lablink.equipment_service import EquipmentService
+from lablink.health import Health
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.logstore import open_store
 from lablink.profile_service import StoredProfiles, load_shipped_profiles
@@ -37,6 +38,7 @@ from lablink.scheduler.executor import Executor, NoOpExecutor
 from lablink.scheduler.inprocess import InProcessExecutor, ProfileLookup
 from lablink.scheduler.retention import RetentionPass
 from lablink.settings import Settings
+from lablink.supervision import Supervisor
 
 log = structlog.get_logger(tag="scheduler")
 
@@ -79,6 +81,10 @@ class Runtime:
         self.settings = settings
         self.clock = clock or SystemClock()
         self._executor = executor
+        # What every component says of itself (`/health`), and the supervisor every
+        # background loop runs under.
+        self.health = Health(self.clock)
+        self.supervisor = Supervisor(self.health)
 
     async def __aenter__(self) -> Runtime:
         settings = self.settings
@@ -135,6 +141,7 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self.supervisor.aclose()
         await self.retention.aclose()
         await self.engine.aclose()
         await self.executor.aclose()
@@ -275,6 +282,7 @@ async def serve(settings: Settings) -> None:
             engine=runtime.engine,
             auth_enabled=settings.auth,
             relay=runtime.relay,
+            health=runtime.health,
         )
         config = uvicorn.Config(
             create_app(context),

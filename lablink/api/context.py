@@ -13,6 +13,7 @@ from lablink.application import JobService
 from lablink.bus.relay import Relay
 from lablink.clock import Clock
 from lablink.eventstore.sqlite import SQLiteEventStore, connect
+from lablink.health import Health
 from lablink.scheduler.agents import AgentExecutor
 from lablink.scheduler.engine import Engine
 from lablink.settings import Settings
@@ -27,6 +28,8 @@ class ApiContext:
     engine: Engine
     auth_enabled: bool = True
     relay: Relay | None = None
+    # What the runtime's components say of themselves; None: the API alone (tests).
+    health: Health | None = None
 
     statistics_cache: tuple[Any, Any] | None = None
 
