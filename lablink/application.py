@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+import msgspec
+
 from lablink.clock import Clock
 from lablink.domain.job import (
     CompleteJob,
@@ -23,9 +25,12 @@ from lablink.domain.job import (
     decide,
     fold,
 )
+from lablink.domain.parameters import CHECKED_FIELDS, parameter_problems
 from lablink.domain.requests import JobRequest, parse_job_request
-from lablink.errors import JobNotFound, JobVersionConflict, StreamVersionConflict
-from lablink.events import AnyEvent, JobCreated, JobUpdated, RecordedEvent, stamp
+from lablink.equipment_agent.scpi import InstrumentModel
+from lablink.errors import InvalidRequest, JobNotFound, JobVersionConflict, StreamVersionConflict
+from lablink.events import AnyEvent, JobCreated, JobSpec, JobUpdated, RecordedEvent, stamp
+from lablink.events.jobs import ParametersCheck
 from lablink.eventstore.base import EventStore
 from lablink.ids import IdGenerator, RandomIds
 from lablink.repository import JobRepository, Loaded
@@ -40,6 +45,13 @@ class ProfileCheck(Protocol):
     def check(self, profile_id: str, equipment_id: str) -> None: ...
 
 
+class InstrumentModels(Protocol):
+    """The driver table an instrument runs under, or None while no agent has described it
+    (``lablink.instrument_models.KnownInstruments``)."""
+
+    def model(self, equipment_id: str) -> InstrumentModel | None: ...
+
+
 class JobService:
     def __init__(
         self,
@@ -50,8 +62,11 @@ class JobService:
         ids: IdGenerator | None = None,
         repository: JobRepository | None = None,
         profiles: ProfileCheck | None = None,
+        instruments: InstrumentModels | None = None,
     ) -> None:
         self.store = store
+        # None: parameters are left for the agent to check when the job runs ("pending").
+        self.instruments = instruments
         # None: a job's profile_id is checked only as an identifier.
         self.profiles = profiles
         self.clock = clock
@@ -78,6 +93,7 @@ class JobService:
             if not events:
                 return []
             self._check_profile(events)
+            events = self._check_parameters(events)
             try:
                 recorded = self.store.append(
                     command.job_id, loaded.version, stamp(events, actor, now)
@@ -108,6 +124,32 @@ class JobService:
                 continue
             if isinstance(event, JobCreated | JobUpdated) and event.spec.profile_id is not None:
                 self.profiles.check(event.spec.profile_id, event.spec.equipment_id)
+
+    def _check_parameters(self, events: list[AnyEvent]) -> list[AnyEvent]:
+        """A job created, or updated in what the check covers, has its parameters checked
+        against the driver of its instrument when LabLink knows it (InvalidRequest naming
+        the field, the value and the limit); the event records whether it was."""
+        checked: list[AnyEvent] = []
+        for event in events:
+            if isinstance(event, JobCreated) or (
+                isinstance(event, JobUpdated) and CHECKED_FIELDS & set(event.changed_fields)
+            ):
+                event = msgspec.structs.replace(
+                    event, parameters_check=self.check_parameters(event.spec)
+                )
+            checked.append(event)
+        return checked
+
+    def check_parameters(self, spec: JobSpec) -> ParametersCheck:
+        """ "passed" if the instrument's driver takes the job's parameters, "pending" if no
+        agent has described the instrument yet; InvalidRequest naming what it refuses."""
+        model = self.instruments.model(spec.equipment_id) if self.instruments else None
+        if model is None:
+            return "pending"
+        problems = parameter_problems(model, spec.equipment_id, spec.schedule_type, spec.parameters)
+        if problems:
+            raise InvalidRequest(problems)
+        return "passed"
 
     def create_job(self, body: bytes | str | Mapping[str, Any], actor: str) -> str:
         return self.create(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
 from lablink import __version__
+from lablink.bus.options import NatsOptions
+from lablink.datadir import DataDirLock
 from lablink.eventstore.sqlite import SQLiteEventStore, connect
 from lablink.logconfig import configure_logging
 from lablink.projections.runner import Projector
@@ -22,8 +24,30 @@ from lablink.runtime import Runtime, run_relay, run_until_signalled
 from lablink.runtime import serve as serve_api
 from lablink.settings import Settings
 
-app = typer.Typer(help="LabLink: an event-sourced scheduler for laboratory instruments.")
+app = typer.Typer(
+    help="LabLink: an event-sourced scheduler for laboratory instruments.",
+    # Markdown, not Rich markup: Rich would swallow "[env LABLINK_HOST]" as a style tag.
+    rich_markup_mode="markdown",
+)
 console = Console(stderr=True)
+
+# Exit code of a start refused for its data directory: unusable (missing and uncreatable,
+# read-only, not a directory), already used by another LabLink, or a database that cannot
+# be opened for writing. The same as a usage error: the command cannot run as asked.
+EXIT_DATA_DIR = 2
+
+
+@contextlib.contextmanager
+def data_dir_errors(when_locked: str = "") -> Iterator[None]:
+    """One line on stderr naming the path and the cause, exit code 2, no traceback."""
+    from lablink.errors import DataDirError, DataDirLocked, StorageError
+
+    try:
+        yield
+    except (DataDirError, StorageError) as exc:
+        hint = f": {when_locked}" if when_locked and isinstance(exc, DataDirLocked) else ""
+        typer.echo(f"lablink: {exc}{hint}", err=True)
+        raise typer.Exit(EXIT_DATA_DIR) from None
 
 
 def _parse_until(value: str) -> datetime:
@@ -65,13 +89,17 @@ def replay(
 
     Without --until the views in DB are rebuilt in place (stop `lablink serve` first).
     With --until the log is left untouched and the views as they stood at that moment are
-    written to --output (default: data/replay-<time>.db beside DB), for auditing.
+    written to --output (default: `data/replay-<time>.db` beside DB), for auditing.
     """
     if db is None:
         db = Settings.from_env().db_path
     if not db.exists():
         raise typer.BadParameter(f"no database at {db}", param_hint="--db")
     until_at = _parse_until(until) if until else None
+    # Rebuilding in place drops the views a running scheduler reads and writes: only with the
+    # data directory to itself. Replaying into another file (--output, --until) only reads
+    # the log, which is safe beside a running server.
+    held = _replay_lock(db.parent) if until_at is None and output is None else None
     source = SQLiteEventStore(db)
     if until_at is not None and output is None:
         output = db.parent / f"replay-{until_at.strftime('%Y%m%dT%H%M%SZ')}.db"
@@ -104,6 +132,15 @@ def replay(
     if output is not None:
         target.close()
     source.close()
+    if held is not None:
+        held.release()
+
+
+def _replay_lock(directory: Path) -> DataDirLock:
+    with data_dir_errors(
+        when_locked="stop it before replaying in place, or replay into --output FILE"
+    ):
+        return DataDirLock(directory).acquire()
 
 
 @app.command()
@@ -120,7 +157,15 @@ def serve(
         settings = Settings.from_env(host=host, port=port, data_dir=data_dir)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    run_event_loop(serve_api(settings))
+    from lablink.errors import UnsafeBind
+
+    try:
+        with data_dir_errors():
+            run_event_loop(serve_api(settings))
+    except UnsafeBind as exc:
+        # A refusal to start, like a data directory that cannot be used: one line, exit 2.
+        typer.echo(f"lablink: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -144,7 +189,8 @@ def scheduler(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    asyncio.run(run_until_signalled(Runtime(settings)))
+    with data_dir_errors():
+        asyncio.run(run_until_signalled(Runtime(settings)))
 
 
 @app.command()
@@ -157,7 +203,8 @@ def relay(
     nats-server under data/nats) until SIGTERM or SIGINT."""
     configure_logging()
     settings = Settings.from_env(data_dir=data_dir)
-    asyncio.run(run_relay(settings))
+    with data_dir_errors():
+        asyncio.run(run_relay(settings))
 
 
 @app.command()
@@ -175,8 +222,11 @@ def agent(
     """Run an equipment agent for the instruments of a lab.toml until SIGTERM or SIGINT.
 
     NATS: [nats] url in the file, else LABLINK_NATS_URL, else the private server of the
-    `lablink serve` that uses --data-dir."""
+    `lablink serve` that uses --data-dir. Credentials: [nats] in the file, else
+    LABLINK_NATS_USER/_PASSWORD/_CREDENTIALS, else (the private server) the agent's own user,
+    made in data/nats/credentials.json the first time."""
     from lablink.equipment_agent.config import ConfigError, load_config
+    from lablink.errors import BusCredentialsError
     from lablink.runtime import run_agent
 
     configure_logging()
@@ -184,8 +234,12 @@ def agent(
         lab = load_config(config)
     except ConfigError as exc:
         raise typer.BadParameter(str(exc), param_hint="--config") from exc
-    url = lab.nats.url or _nats_url(data_dir)
-    run_event_loop(run_agent(lab, url, Settings.from_env(data_dir=data_dir)))
+    url, private = (lab.nats.url, None) if lab.nats.url else _nats_target(data_dir)
+    try:
+        run_event_loop(run_agent(lab, url, Settings.from_env(data_dir=data_dir), private))
+    except BusCredentialsError as exc:
+        typer.echo(f"lablink: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 profiles_app = typer.Typer(help="Equipment profiles: settings a job applies before it runs.")
@@ -194,7 +248,7 @@ app.add_typer(profiles_app, name="profiles")
 
 @profiles_app.command("import")
 def profiles_import(
-    directory: Annotated[Path, typer.Argument(help="A folder of profile *.json files.")],
+    directory: Annotated[Path, typer.Argument(help="A folder of profile `*.json` files.")],
     data_dir: Annotated[
         Path | None, typer.Option(help="Where scheduler.db lives [env LABLINK_DATA_DIR].")
     ] = None,
@@ -214,14 +268,33 @@ app.add_typer(events_app, name="events")
 alarms_app = typer.Typer(help="Alarms as they are raised.")
 app.add_typer(alarms_app, name="alarms")
 
+from lablink.bus.commands import app as nats_app  # noqa: E402  (a sub-app of its own module)
 
-def _nats_url(data_dir: Path | None) -> str:
-    from lablink.bus.watch import resolve_url
+app.add_typer(nats_app, name="nats")
+
+
+def _nats_target(data_dir: Path | None) -> tuple[str, Path | None]:
+    """The NATS URL, and the private server's folder when it is that server's."""
+    from lablink.bus.access import resolve
 
     settings = Settings.from_env(data_dir=data_dir)
     try:
-        return resolve_url(settings.nats_url, settings.data_dir)
+        return resolve(settings.nats_url, settings.data_dir)
     except FileNotFoundError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def _subscriber(data_dir: Path | None) -> NatsOptions:
+    """How the read-only commands connect: LABLINK_NATS_* if set, else the private server's
+    read-only ``subscriber`` user (data/nats/credentials.json)."""
+    from lablink.bus.access import subscriber_options
+    from lablink.errors import BusCredentialsError
+    from lablink.runtime import nats_options
+
+    url, private = _nats_target(data_dir)
+    try:
+        return subscriber_options(nats_options(Settings.from_env(data_dir=data_dir), url), private)
+    except BusCredentialsError as exc:
         raise typer.BadParameter(str(exc)) from exc
 
 
@@ -246,7 +319,7 @@ def events_tail(
     """Print events live, filtered by type, job or equipment."""
     from lablink.bus.watch import tail_events
 
-    url = _nats_url(data_dir)
+    url = _subscriber(data_dir)
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(
@@ -270,10 +343,10 @@ def alarms_watch(
     count: Annotated[int | None, typer.Option(help="Stop after this many alarms.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="[env LABLINK_DATA_DIR]")] = None,
 ) -> None:
-    """Print alarms as they are raised (subject lablink.alarms.<severity>.<equipment_id>)."""
+    """Print alarms as they are raised (subject `lablink.alarms.<severity>.<equipment_id>`)."""
     from lablink.bus.watch import watch_alarms
 
-    url = _nats_url(data_dir)
+    url = _subscriber(data_dir)
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(watch_alarms(url, count=count))
@@ -301,7 +374,8 @@ def keys_create(
     from lablink.logstore import open_store
 
     settings = Settings.from_env(data_dir=data_dir)
-    store = open_store(settings.db_path)
+    with data_dir_errors():
+        store = open_store(settings.db_path)
     try:
         key_id, key = create_key(
             store, name=name, role=role, actor="lablink keys create", now=SystemClock().now()
@@ -312,6 +386,90 @@ def keys_create(
         store.close()
     typer.echo(key)
     console.print(f"key {key_id} for {name!r} with role {role!r}: shown once, store it now")
+
+
+def _existing_db(data_dir: Path | None) -> Path:
+    """The database the keys commands read; listing or revoking never creates one."""
+    settings = Settings.from_env(data_dir=data_dir)
+    if not settings.db_path.exists():
+        typer.echo(f"lablink: no database at {settings.db_path} (wrong --data-dir?)", err=True)
+        raise typer.Exit(2)
+    return settings.db_path
+
+
+@keys_app.command("list")
+def keys_list(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where scheduler.db lives [env LABLINK_DATA_DIR].")
+    ] = None,
+) -> None:
+    """Every API key: id, name, role, first characters, created, last used, revoked."""
+    from rich.table import Table
+
+    from lablink.keys import key_listing, last_used
+    from lablink.logstore import open_store
+
+    db = _existing_db(data_dir)
+    with data_dir_errors():
+        store = open_store(db)
+    try:
+        with store.lock:
+            rows = key_listing(store.conn, last_used(store.conn))
+    finally:
+        store.close()
+    table = Table(title=f"API keys in {db}")
+    for column in ("id", "name", "role", "prefix", "created", "last used", "revoked"):
+        table.add_column(column, no_wrap=column in ("id", "prefix"))
+    for row in rows:
+        revoked = (
+            f"[red]{row['revoked_at']} by {row['revoked_by']}[/red]" if row["revoked"] else "no"
+        )
+        table.add_row(
+            row["key_id"],
+            row["name"],
+            row["role"],
+            row["prefix"] or "—",
+            f"{row['created_at']} by {row['created_by']}",
+            row["last_used_at"] or "—",
+            revoked,
+        )
+    Console(width=200).print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (see `lablink keys list`).")],
+    by: Annotated[
+        str | None, typer.Option(help="Who revokes it, recorded as the actor [your login].")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where scheduler.db lives [env LABLINK_DATA_DIR].")
+    ] = None,
+) -> None:
+    """Revoke an API key: it fails from the next request on (an apikey.revoked event)."""
+    import getpass
+
+    from lablink.clock import SystemClock
+    from lablink.errors import KeyAlreadyRevoked, KeyNotFound
+    from lablink.keys import revoke_key
+    from lablink.logstore import open_store
+
+    db = _existing_db(data_dir)
+    if by is None:
+        try:
+            by = getpass.getuser()
+        except (OSError, KeyError):
+            by = "lablink keys revoke"
+    with data_dir_errors():
+        store = open_store(db)
+    try:
+        revoke_key(store, key_id, actor=by, now=SystemClock().now())
+    except (KeyNotFound, KeyAlreadyRevoked) as exc:
+        typer.echo(f"lablink: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    typer.echo(f"key {key_id} revoked by {by}")
 
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:

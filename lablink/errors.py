@@ -69,6 +69,10 @@ class ProfileNotFound(NotFound):
     kind = "profile"
 
 
+class KeyNotFound(NotFound):
+    kind = "key"
+
+
 class Conflict(LabLinkError):
     """The request is well-formed but clashes with the current state."""
 
@@ -150,3 +154,143 @@ class ProfileVersionConflict(Conflict):
         super().__init__(
             f"profile {profile_id!r} is at version {actual}, the request names {expected}"
         )
+
+
+class KeyAlreadyRevoked(Conflict):
+    """A revocation of a key that is already revoked; names when and by whom it was."""
+
+    def __init__(self, key_id: str, revoked_at: str | None, revoked_by: str | None) -> None:
+        self.key_id = key_id
+        self.revoked_at = revoked_at
+        self.revoked_by = revoked_by
+        super().__init__(f"key {key_id!r} was already revoked at {revoked_at} by {revoked_by}")
+
+
+class UnsafeBind(LabLinkError, ValueError):
+    """API keys off on an address other machines can reach: anyone there would be admin."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        super().__init__(
+            f"refusing to serve on {host!r} with LABLINK_AUTH=off: without API keys the API"
+            " may listen only on a loopback address (127.0.0.1, ::1, localhost);"
+            " turn keys on, or bind to 127.0.0.1"
+        )
+
+
+class StorageError(LabLinkError, OSError):
+    """The event log could not be read or written; the operation wrote nothing.
+
+    Raised by the SQLite store in place of sqlite3's own errors (translated at its boundary,
+    see ``lablink.eventstore.sqlite``), so callers tell a full disk from a bug. ``path`` is
+    the database file, ``cause`` what SQLite said.
+    """
+
+    reason = "the event log cannot be used"
+    # How long a client should wait before trying again (HTTP Retry-After).
+    retry_after = 30
+
+    def __init__(self, path: str, cause: str) -> None:
+        self.path = path
+        self.cause = cause
+        super().__init__(f"{self.reason}: {cause} ({path}); nothing was written")
+
+
+class StorageFull(StorageError):
+    """The disk under the data directory, or the database's page limit, is full."""
+
+    reason = "storage full"
+
+
+class StorageReadOnly(StorageError):
+    """The database file or its directory cannot be written (read-only file or mount)."""
+
+    reason = "storage read-only"
+    retry_after = 60
+
+
+class StorageUnavailable(StorageError):
+    """Any other storage failure: an I/O error, a file that cannot be opened, a lock held
+    too long by another process."""
+
+    reason = "storage unavailable"
+
+
+class DataDirError(LabLinkError, OSError):
+    """The data directory cannot be used; ``path`` names it."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class DataDirUnusable(DataDirError):
+    """Missing and uncreatable, not a directory, or not writable."""
+
+    def __init__(self, path: str, cause: str) -> None:
+        self.cause = cause
+        super().__init__(path, f"cannot use data directory {path}: {cause}")
+
+
+class DataDirLocked(DataDirError):
+    """Another LabLink process holds the data directory's lock."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        self.pid = pid
+        holder = f"pid {pid}" if pid is not None else "pid unknown"
+        super().__init__(path, f"LabLink is already running on {path} ({holder})")
+
+
+class RecordingFailed(LabLinkError):
+    """The scheduler could not write a decision to the log (disk full, database locked, the
+    write path stopped); nothing of it was written, and the work is kept to be retried.
+    ``stream_id`` names the stream (a job id, ``scheduler``), ``cause`` what went wrong."""
+
+    def __init__(self, stream_id: str, cause: BaseException) -> None:
+        self.stream_id = stream_id
+        self.cause = cause
+        text = str(cause) or type(cause).__name__
+        super().__init__(f"could not record to {stream_id!r}: {type(cause).__name__}: {text}")
+
+
+class BusError(LabLinkError):
+    """Trouble on the bus (NATS, JetStream, the private nats-server)."""
+
+
+class BusCredentialsError(BusError, ValueError):
+    """The private bus's credentials file (``path``) cannot be used; ``reason`` says why."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"bus credentials {path}: {reason}")
+
+
+class PublishRefused(BusError):
+    """JetStream answered the publish of the event at ``position`` with an error."""
+
+    def __init__(self, position: int, code: int | None, description: str) -> None:
+        self.position = position
+        self.code = code
+        self.description = description
+        super().__init__(
+            f"JetStream refused the event at position {position}: {description} (code {code})"
+        )
+
+
+class AckFailed(BusError, RuntimeError):
+    """Acks never came for ``missing`` events of the batch ending at ``position``."""
+
+    def __init__(self, position: int, missing: int) -> None:
+        self.position = position
+        self.missing = missing
+        super().__init__(f"{missing} acks missing for the batch ending at position {position}")
+
+
+class NatsServerExited(BusError):
+    """The private nats-server (``pid``) exited by itself with ``returncode``."""
+
+    def __init__(self, pid: int | None, returncode: int | None) -> None:
+        self.pid = pid
+        self.returncode = returncode
+        super().__init__(f"nats-server (pid {pid}) exited with code {returncode}")

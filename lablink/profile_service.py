@@ -29,9 +29,9 @@ from lablink.domain.profiles import (
     profile_id_of,
     stream_id,
 )
+from lablink.domain.requests import check_numbers, decode_json
 from lablink.equipment_agent.bench import SIMULATED_BENCH
 from lablink.equipment_agent.drivers import MODELS
-from lablink.equipment_service import load_equipment
 from lablink.errors import (
     InvalidRequest,
     ProfileNotFound,
@@ -40,6 +40,7 @@ from lablink.errors import (
 )
 from lablink.events import RecordedEvent, stamp
 from lablink.eventstore.base import EventStore
+from lablink.instrument_models import KnownInstruments
 
 MAX_RETRIES = 5
 SHIPPED_DIR = Path(__file__).parent / "equipment_agent" / "profiles"
@@ -134,11 +135,12 @@ FILE_METADATA = ("created_at", "modified_at", "updated_at")
 def read_profile_file(path: Path) -> tuple[str, ProfileRequest]:
     """A profile file: its id (``profile_id`` in the file, else the file's name) and body."""
     try:
-        raw = msgspec.json.decode(path.read_bytes())
+        raw = decode_json(path.read_bytes())
     except (OSError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest.one("file", path.name, f"not readable JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise InvalidRequest.one("file", path.name, "expected a JSON object")
+    check_numbers(raw)
     for key in FILE_METADATA:
         raw.pop(key, None)
     request = parse_profile_request(raw)
@@ -183,14 +185,10 @@ class StoredProfiles:
         bench: Mapping[str, tuple[str, str]] = SIMULATED_BENCH,
     ) -> None:
         self.store = store
-        self.bench = bench
+        self.instruments = KnownInstruments(store, bench=bench)
 
     def instrument_kind(self, equipment_id: str) -> str | None:
-        state, _ = load_equipment(self.store, equipment_id)
-        if state.kind:
-            return state.kind
-        known = self.bench.get(equipment_id)
-        return known[0] if known is not None else None
+        return self.instruments.kind(equipment_id)
 
     def check(self, profile_id: str, equipment_id: str) -> None:
         state, _ = load_profile(self.store, profile_id)

@@ -11,6 +11,7 @@ import gc
 import os
 import signal
 import socket
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -18,15 +19,21 @@ import structlog
 
 from lablink.alarm_service import AlarmService
 from lablink.application import JobService
+from lablink.bus import access
+from lablink.bus import probes as bus_probes
+from lablink.bus.permissions import SCHEDULER
+from lablink.bus.private import PrivateNats
 from lablink.bus.relay import NatsOptions, Relay
-from lablink.bus.server import NatsServer
-from lablink.bus.watch import URL_FILE
 from lablink.clock import Clock, SystemClock
+from lablink.datadir import claim as claim_data_dir
+from lablink.datadir import secure_files
 from lablink.equipment_agent.agent import Agent
 from lablink.equipment_agent.config import AgentConfig, load_config, simulated_config
 from lablink.equipment_service import EquipmentService
+from lablink.eventstore.probe import EventLogProbe
+from lablink.eventstore.sqlite import SQLiteEventStore, translated
 from lablink.health import Health
-from lablink.eventstore.sqlite import SQLiteEventStore
+from lablink.instrument_models import KnownInstruments
 from lablink.logstore import open_store
 from lablink.profile_service import StoredProfiles, load_shipped_profiles
 from lablink.projections.jobs import read_snapshot
@@ -88,8 +95,14 @@ class Runtime:
 
     async def __aenter__(self) -> Runtime:
         settings = self.settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = store = open_store(settings.db_path)
+        # One scheduler per data directory (and one publisher when the bus is on): a second
+        # start exits here, before it opens anything (lablink/datadir.py).
+        self.claim = claim_data_dir(settings.data_dir, scheduler=True, relay=settings.nats)
+        with translated(settings.db_path):  # a start that cannot write exits with one line
+            self.store = store = open_store(settings.db_path)
+        store.clock = self.clock  # when the event log's writes started failing
+        secure_files(settings.data_dir)
+        self.health.probe("event_log", EventLogProbe(store, settings.data_dir))
 
         def snapshot(job_id: str) -> Any:
             with store.lock:
@@ -105,8 +118,10 @@ class Runtime:
             default_timezone=settings.timezone,
             repository=self.jobs,
             profiles=StoredProfiles(store),
+            # A job's parameters are checked against its instrument's driver when saved.
+            instruments=KnownInstruments(store),
         )
-        self.nats_server: NatsServer | None = None
+        self.nats_server: PrivateNats | None = None
         self.relay: Relay | None = None
         self.agents: list[Agent] = []
         if settings.nats:
@@ -117,12 +132,24 @@ class Runtime:
             self.executor = await self._start_agents()
         else:
             self.executor = make_executor(settings, profile_lookup(store))
-        self.engine = Engine(store, self.clock, self.executor, jobs=self.jobs)
+        # The engine's loop and its group committer run under the runtime's supervisor
+        # (task.engine, task.committer), as does retention (task.retention).
+        self.engine = Engine(
+            store,
+            self.clock,
+            self.executor,
+            jobs=self.jobs,
+            supervisor=self.supervisor,
+            alarms=AlarmService.on_store(store, self.clock),
+            fault_grace_seconds=settings.scheduler_fault_grace,
+        )
         with store.lock:
             active, unfinished = recovery_lists(store.conn)
         await self.engine.start(active, unfinished)
+        if isinstance(self.executor, AgentExecutor):  # after recovery: see its docstring
+            await self.executor.follow_late_results(self.engine.record_late_result)
         self.retention = RetentionPass(store, self.clock, settings.retention_days)
-        await self.retention.start()
+        await self.retention.start(self.supervisor)
         # Everything loaded so far lives as long as the process: keep the collector from
         # walking it again and again (its pauses were tens of ms under load).
         gc.freeze()
@@ -141,9 +168,11 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.supervisor.aclose()
+        # The engine before the supervisor: its executions' outcomes still need the
+        # committer (and the agents) that the supervisor's other tasks keep running.
         await self.retention.aclose()
         await self.engine.aclose()
+        await self.supervisor.aclose()
         await self.executor.aclose()
         for agent in self.agents:
             await agent.aclose()
@@ -152,10 +181,11 @@ class Runtime:
         if self.nats_server is not None:
             await self.nats_server.stop()
         self.store.close()
+        self.claim.release()
         log.info("scheduler stopped")
 
     async def _start_bus(self) -> None:
-        self.nats_server, self.relay = await start_bus(self.settings, self.store)
+        self.nats_server, self.relay = await start_bus(self.settings, self.store, self.health)
 
     async def _start_agents(self) -> AgentExecutor:
         """The executor that reaches agents over NATS, and the agents `lablink serve` runs
@@ -172,6 +202,8 @@ class Runtime:
             heartbeat_timeout=settings.heartbeat_timeout,
             on_presence=equipment.on_presence,
             profiles=profile_lookup(store),
+            supervisor=self.supervisor,
+            clock=self.clock,
         )
         await executor.start()
         if settings.agents:
@@ -179,27 +211,53 @@ class Runtime:
                 config = load_config(settings.agent_config)
             else:
                 config = simulated_config(settings.data_dir, realtime=settings.realtime)
-            agent = Agent(config, options)
+            agent = Agent(config, await embedded_agent_options(self.nats_server, config, options))
             await agent.start()
             self.agents.append(agent)
         return executor
 
 
-async def start_bus(settings: Settings, store: SQLiteEventStore) -> tuple[NatsServer | None, Relay]:
-    """The relay, and a private nats-server under data/nats when no URL is configured."""
+async def start_bus(
+    settings: Settings, store: SQLiteEventStore, health: Health | None = None
+) -> tuple[PrivateNats | None, Relay]:
+    """The relay, and a private nats-server under data/nats when no URL is configured: with
+    its own users (``bus.credentials``), supervised (``task.nats-server``), and restarted by
+    the relay if its stream stops taking events (``bus.relay``). Registers the ``relay`` and
+    ``nats`` health probes in ``health``."""
+    health = health if health is not None else Health(SystemClock())
     server = None
-    url = settings.nats_url
-    if url is None:
-        server = await NatsServer(settings.data_dir / "nats").start()
-        url = server.url
-        # So that `lablink events tail` in another shell finds the private server.
-        (settings.data_dir / "nats" / URL_FILE).write_text(url + "\n")
-        log.info("embedded nats-server started", url=url, store=str(settings.data_dir / "nats"))
-    options = nats_options(settings, url)
-    relay = Relay(settings.db_path, options)
+    if settings.nats_url is None:
+        server = await PrivateNats(access.private_folder(settings.data_dir), health).start()
+        options = server.options(SCHEDULER)
+        options.replicas = settings.nats_replicas
+        log.info("embedded nats-server started", url=server.url, store=str(server.folder))
+    else:
+        options = nats_options(settings, settings.nats_url)
+    relay = Relay(
+        settings.db_path,
+        options,
+        health=health,
+        on_stuck=server.restart if server is not None else None,
+    )
+    bus_probes.register(health, relay.status)
     relay.attach(store)
     await relay.start()
     return server, relay
+
+
+async def embedded_agent_options(
+    server: PrivateNats | None, config: AgentConfig, options: NatsOptions
+) -> NatsOptions:
+    """How the agent `lablink serve` runs itself connects: as its own ``agent-<id>`` user of
+    the private server, else (an external NATS) with the configured credentials."""
+    if server is None:
+        return options
+    return await access.agent_options(
+        NatsOptions(url=server.url),
+        server.folder,
+        config.agent_id,
+        (i.id for i in config.instruments),
+    )
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -224,7 +282,8 @@ def ensure_admin_key(runtime: Runtime) -> str | None:
     from lablink.keys import count_keys, create_key
 
     with runtime.store.lock:
-        existing = count_keys(runtime.store.conn)
+        # Revoked keys count: revoking every key must not make a new admin key appear.
+        existing = count_keys(runtime.store.conn, include_revoked=True)
     if existing:
         return None
     _, key = create_key(
@@ -261,6 +320,12 @@ async def serve(settings: Settings) -> None:
 
     _Server = _listening_server()
     from lablink.api.context import ApiContext
+    from lablink.api.hosts import is_loopback
+    from lablink.errors import UnsafeBind
+
+    # Without keys anyone who reaches the port is admin: only this machine may.
+    if not settings.auth and not is_loopback(settings.host):
+        raise UnsafeBind(settings.host)
 
     async with Runtime(settings) as runtime:
         if settings.auth:
@@ -307,6 +372,8 @@ async def serve(settings: Settings) -> None:
 async def run_relay(settings: Settings) -> None:
     """`lablink relay`: only the relay (and a private nats-server if no URL is set)."""
     stop = stop_on_signals()
+    # Beside a `lablink scheduler` with LABLINK_NATS=off, not beside another publisher.
+    claim = claim_data_dir(settings.data_dir, scheduler=False, relay=True)
     store = open_store(settings.db_path)
     server, relay = await start_bus(settings, store)
     log.info("relay started", url=relay.options.url, db=str(settings.db_path))
@@ -317,10 +384,17 @@ async def run_relay(settings: Settings) -> None:
         if server is not None:
             await server.stop()
         store.close()
+        claim.release()
 
 
-async def run_agent(config: AgentConfig, url: str, settings: Settings) -> None:
-    """`lablink agent`: the instruments of one lab.toml, over NATS, until a signal."""
+async def run_agent(
+    config: AgentConfig, url: str, settings: Settings, private: Path | None = None
+) -> None:
+    """`lablink agent`: the instruments of one lab.toml, over NATS, until a signal.
+
+    Credentials: the file's ``[nats]``, else LABLINK_NATS_*, else (``private``: the URL is that
+    of the private server of this data directory) the agent's own user there, made the first
+    time."""
     stop = stop_on_signals()
     options = nats_options(settings, url)
     lab = config.nats
@@ -330,6 +404,9 @@ async def run_agent(config: AgentConfig, url: str, settings: Settings) -> None:
     options.tls_ca = lab.tls_ca or options.tls_ca
     options.tls_cert = lab.tls_cert or options.tls_cert
     options.tls_key = lab.tls_key or options.tls_key
+    options = await access.agent_options(
+        options, private, config.agent_id, (i.id for i in config.instruments)
+    )
     agent = Agent(config, options)
     await agent.start()
     try:

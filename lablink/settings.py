@@ -46,8 +46,17 @@ class Settings(msgspec.Struct, kw_only=True):
     # Executions that ended more than this many days ago leave the executions view, daily
     # (0 = never); the log keeps every event.
     retention_days: float = 30.0
+    # How long the scheduler may fail to record before a scheduler_fault alarm is raised.
+    scheduler_fault_grace: float = 30.0
     # API keys are required unless explicitly switched off (a bench on loopback).
     auth: bool = True
+    # Host names the API answers to beyond those of its bound address (DNS rebinding, and
+    # the Origin of state-changing requests, are checked against them).
+    allowed_hosts: tuple[str, ...] = ()
+    # Presented keys that fail from one client address: this many within the window, then
+    # 429 until the oldest ages out.
+    auth_max_failures: int = 10
+    auth_failure_window: float = 60.0
     # NATS: unset url = a private nats-server under data/nats; "off" = no bus at all.
     nats: bool = True
     nats_url: str | None = None
@@ -83,6 +92,14 @@ class Settings(msgspec.Struct, kw_only=True):
             values["realtime"] = True
         if env.get("LABLINK_AUTH", "").lower() in ("off", "0", "false", "no"):
             values["auth"] = False
+        if "LABLINK_ALLOWED_HOSTS" in env:
+            values["allowed_hosts"] = tuple(
+                h.strip() for h in env["LABLINK_ALLOWED_HOSTS"].split(",") if h.strip()
+            )
+        if "LABLINK_AUTH_MAX_FAILURES" in env:
+            values["auth_max_failures"] = int(env["LABLINK_AUTH_MAX_FAILURES"])
+        if "LABLINK_AUTH_FAILURE_WINDOW" in env:
+            values["auth_failure_window"] = float(env["LABLINK_AUTH_FAILURE_WINDOW"])
         if env.get("LABLINK_NATS", "").lower() in ("off", "0", "false", "no"):
             values["nats"] = False
         for name in (
@@ -108,6 +125,8 @@ class Settings(msgspec.Struct, kw_only=True):
             values["heartbeat_timeout"] = float(env["LABLINK_HEARTBEAT_TIMEOUT"])
         if "LABLINK_RETENTION_DAYS" in env:
             values["retention_days"] = float(env["LABLINK_RETENTION_DAYS"])
+        if "LABLINK_SCHEDULER_FAULT_GRACE" in env:
+            values["scheduler_fault_grace"] = float(env["LABLINK_SCHEDULER_FAULT_GRACE"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         problem = zone_problem(settings.timezone)
@@ -126,5 +145,23 @@ class Settings(msgspec.Struct, kw_only=True):
         if not 0 <= settings.retention_days <= 36500:
             raise ValueError(
                 f"retention days {settings.retention_days!r}: expected 0 (off) to 36500"
+            )
+        if not 0 <= settings.scheduler_fault_grace <= 86400:
+            raise ValueError(
+                f"scheduler fault grace {settings.scheduler_fault_grace!r}: expected 0 to 86400 s"
+            )
+        for host in settings.allowed_hosts:
+            if host != "*" and ("*" in host.removeprefix("*.") or "/" in host):
+                raise ValueError(
+                    f"allowed host {host!r}: expected a host name or address, optionally"
+                    " with :port, or *.domain for its subdomains"
+                )
+        if not 1 <= settings.auth_max_failures <= 1_000_000:
+            raise ValueError(
+                f"auth max failures {settings.auth_max_failures!r}: expected 1 to 1000000"
+            )
+        if not 1 <= settings.auth_failure_window <= 86400:
+            raise ValueError(
+                f"auth failure window {settings.auth_failure_window!r}: expected 1 to 86400 s"
             )
         return settings

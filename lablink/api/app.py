@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
 from lablink import __version__
@@ -17,9 +18,13 @@ from lablink.api.context import ApiContext
 from lablink.api.equipment import EquipmentController
 from lablink.api.errors import EXCEPTION_HANDLERS
 from lablink.api.executions import ExecutionController
+from lablink.api.hosts import BrowserGuard, browser_guard_config
 from lablink.api.jobs import JobController
+from lablink.api.keys import KeyController
 from lablink.api.profiles import ProfileController
 from lablink.api.system import SystemController
+from lablink.api.throttle import FailedAuthentications
+from lablink.keys import KeyUsage
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -27,6 +32,14 @@ MAX_BODY_BYTES = 1024 * 1024
 def create_app(context: ApiContext) -> Litestar:
     def provide_context(request: Request[Any, Any, Any]) -> ApiContext:
         return context
+
+    settings = context.settings
+    failures = FailedAuthentications(
+        context.clock,
+        max_failures=settings.auth_max_failures,
+        window_seconds=settings.auth_failure_window,
+    )
+    usage = KeyUsage(settings.db_path, context.clock)
 
     return Litestar(
         route_handlers=[
@@ -37,12 +50,15 @@ def create_app(context: ApiContext) -> Litestar:
             AlarmController,
             AuditController,
             ProfileController,
+            KeyController,
         ],
+        # Outermost: a foreign Host or Origin is refused before anything else runs.
+        middleware=[DefineMiddleware(BrowserGuard, config=browser_guard_config(settings))],
         dependencies={"context": Provide(provide_context, sync_to_thread=False)},
         guards=[role_guard],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_BODY_BYTES,
-        state=State({"context": context}),
+        state=State({"context": context, "auth_failures": failures, "key_usage": usage}),
         openapi_config=OpenAPIConfig(
             title="LabLink scheduler",
             version=__version__,

@@ -4,20 +4,31 @@ Roles nest: viewer (reads) < operator (jobs, runs, pause/resume, alarm acknowled
 < admin (profiles, equipment, keys). No key is a 401; a key whose role is too low is a 403
 naming the role it needs. ``LABLINK_AUTH=off`` turns this off for a bench on loopback; every
 request then acts as "local" with the admin role.
+
+A wrong key (never issued, or revoked) is a 401, logged with the client's address and the
+key's id (revoked) or first characters (unknown), never the key. Too many from one address
+and it gets 429 for a while (see throttle.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import (
+    NotAuthorizedException,
+    PermissionDeniedException,
+    TooManyRequestsException,
+)
 from litestar.handlers.base import BaseRouteHandler
 
 from lablink.api.context import ApiContext
-from lablink.keys import Identity, lookup
+from lablink.api.throttle import FailedAuthentications
+from lablink.keys import Identity, KeyUsage, lookup, shown_prefix
 
 LOCAL = Identity(name="local", role="admin")
+log = structlog.get_logger(tag="api")
 
 
 def _presented_key(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
@@ -27,8 +38,14 @@ def _presented_key(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None
     return connection.headers.get("x-api-key") or None
 
 
+def _client(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    client = connection.client
+    return client.host if client is not None else "unknown"
+
+
 def identify(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity:
-    context: ApiContext = connection.app.state["context"]
+    state = connection.app.state
+    context: ApiContext = state["context"]
     if not context.auth_enabled:
         return LOCAL
     key = _presented_key(connection)
@@ -36,10 +53,41 @@ def identify(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity:
         raise NotAuthorizedException(
             "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
         )
-    identity = lookup(context.reader, key)
-    if identity is None:
+    throttle: FailedAuthentications = state["auth_failures"]
+    client = _client(connection)
+    wait = throttle.retry_after(client)
+    if wait is not None:
+        raise TooManyRequestsException(
+            f"too many failed authentications from {client}: try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+    match = lookup(context.reader, key)
+    if match is None or match.revoked:
+        failures = throttle.failed(client)
+        # A revoked key is named by its id; an unknown one only by its first characters.
+        named = {"key_id": match.key_id} if match is not None else {"key_prefix": shown_prefix(key)}
+        log.warning(
+            "authentication failed",
+            reason="revoked key" if match is not None else "unknown key",
+            **named,
+            client=client,
+            path=connection.url.path,
+            failures=failures,
+            max_failures=throttle.max_failures,
+        )
+        if failures >= throttle.max_failures:
+            log.warning(
+                "authentication throttled",
+                client=client,
+                failures=failures,
+                retry_after=throttle.retry_after(client),
+            )
+        if match is not None:
+            raise NotAuthorizedException(f"the API key {match.key_id!r} has been revoked")
         raise NotAuthorizedException("the API key is unknown or revoked")
-    return identity
+    usage: KeyUsage = state["key_usage"]
+    usage.seen(match.key_id)
+    return match.identity()
 
 
 def role_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:

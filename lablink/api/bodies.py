@@ -16,7 +16,7 @@ from litestar import Request
 from litestar.exceptions import HTTPException
 from litestar.openapi.spec import OpenAPIFormat
 
-from lablink.domain.requests import field_error_from_msgspec
+from lablink.domain.requests import check_numbers, decode_json, field_error_from_msgspec
 from lablink.errors import InvalidRequest
 
 T = TypeVar("T")
@@ -39,11 +39,14 @@ async def strict_body(request: Request[Any, Any, Any], type_: type[T]) -> T:
         )
     raw = await request.body()
     try:
-        decoded = msgspec.json.decode(raw)
+        decoded = decode_json(raw)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest.one("body", None, f"not valid JSON: {type(exc).__name__}") from exc
     if not isinstance(decoded, dict):
         raise InvalidRequest.one("body", decoded, "expected a JSON object")
+    # A 400-digit integer (or 1e400) is valid JSON: 422 naming its field, before any check
+    # compares it with a float and overflows.
+    check_numbers(decoded)
     try:
         return msgspec.convert(decoded, type_)
     except msgspec.ValidationError as exc:

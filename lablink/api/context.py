@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from lablink.alarm_service import AlarmService, raised_position
+from lablink.api.probes import api_probes
 from lablink.application import JobService
 from lablink.bus.relay import Relay
 from lablink.clock import Clock
@@ -38,6 +39,8 @@ class ApiContext:
         self.reader: sqlite3.Connection = connect(self.settings.db_path)
         self.reader.execute("PRAGMA query_only = ON")
         self.alarms = AlarmService(self.store, self.clock, self._locate_alarm)
+        # What the API answers for itself in /health when the runtime's registry lacks it.
+        self.probes: Health = api_probes(self)
 
     def _locate_alarm(self, alarm_id: str) -> int | None:
         # The alarm write path runs on a worker thread: a connection of its own.

@@ -2,11 +2,14 @@
 
 Every 4xx body has ``detail`` (one sentence) and ``errors`` (field, value, reason), so a
 client always learns which field, which value and why. Nothing a client sends becomes a 500.
+A storage failure (full disk, read-only database) is a 503 naming the cause, with
+Retry-After: the request wrote nothing and may be sent again.
 """
 
 from __future__ import annotations
 
 import re
+import sqlite3
 from typing import Any
 
 import msgspec
@@ -16,6 +19,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.utils.scope.state import ScopeState
 
 from lablink.api.bodies import BadRequest
+from lablink.domain.requests import decode_json, number_problems
 from lablink.errors import (
     AlarmStateConflict,
     Conflict,
@@ -25,9 +29,12 @@ from lablink.errors import (
     InvalidRequest,
     JobStateConflict,
     JobVersionConflict,
+    KeyAlreadyRevoked,
     NotFound,
     ProfileVersionConflict,
+    StorageError,
 )
+from lablink.eventstore.sqlite import storage_error
 
 log = structlog.get_logger(tag="api")
 
@@ -154,10 +161,29 @@ def conflict(request: Request[Any, Any, Any], exc: Conflict) -> Response[Any]:
         errors = [{"field": "alarm_id", "value": exc.alarm_id, "reason": exc.reason}]
     elif isinstance(exc, JobStateConflict):
         errors = [{"field": "job_id", "value": exc.job_id, "reason": exc.reason}]
+    elif isinstance(exc, KeyAlreadyRevoked):
+        extra = {"revoked_at": exc.revoked_at, "revoked_by": exc.revoked_by}
+        errors = [{"field": "key_id", "value": exc.key_id, "reason": "already revoked"}]
     return _problem(409, str(exc), errors, **extra)
 
 
+def _out_of_range(request: Request[Any, Any, Any]) -> list[FieldError]:
+    """The numbers of the body beyond a float's range (``1e400``), each by its field."""
+    raw = ScopeState.from_scope(request.scope).body
+    if not isinstance(raw, bytes) or not raw:
+        return []
+    try:
+        return number_problems(decode_json(raw))
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return []
+
+
 def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if exc.status_code == 400 and "Number out of range" in str(exc.detail):
+        # Litestar's own decoding refused 1e400 without naming the field: name it (422).
+        problems = _out_of_range(request)
+        if problems:
+            return invalid_request(request, InvalidRequest(problems))
     response = _problem(
         exc.status_code,
         exc.detail,
@@ -165,6 +191,27 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
     )
     response.headers.update(exc.headers or {})
     return response
+
+
+def storage_unavailable(request: Request[Any, Any, Any], exc: StorageError) -> Response[Any]:
+    log.error("storage error", path=request.url.path, error=str(exc), kind=type(exc).__name__)
+    response = _problem(
+        503,
+        str(exc),
+        [{"field": "storage", "value": exc.path, "reason": exc.cause}],
+    )
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def sqlite_error(request: Request[Any, Any, Any], exc: sqlite3.Error) -> Response[Any]:
+    # A read through the API's own connection (not the store) met a storage failure.
+    context = request.app.state.get("context")
+    path = context.settings.db_path if context is not None else "scheduler.db"
+    translated = storage_error(exc, path)
+    if translated is not None:
+        return storage_unavailable(request, translated)
+    return internal_error(request, exc)
 
 
 def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -180,5 +227,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     NotFound: not_found,
     Conflict: conflict,
     HTTPException: http_error,
+    StorageError: storage_unavailable,
+    sqlite3.Error: sqlite_error,
     Exception: internal_error,
 }

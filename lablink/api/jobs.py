@@ -203,11 +203,13 @@ class JobController(Controller):
         data = await strict_body(request, JobRequest)
         now = context.clock.now()
         spec, anchor = normalise(data, now=now, default_timezone=context.settings.timezone)
+        checked = await asyncio.to_thread(context.service.check_parameters, spec)
         zone = ZoneInfo(spec.timezone)
         runs = _next_runs(Schedule.from_spec(spec, anchor), now, count, zone)
         return {
             "success": True,
             "valid": True,
+            "parameters_check": checked,
             "job": msgspec.to_builtins(spec),
             "next_runs": runs,
         }

@@ -26,16 +26,26 @@ def _spec(description: str) -> ResponseSpec:
 
 
 READ_ERRORS: dict[int, ResponseSpec] = {
-    400: _spec("a query or path parameter is invalid"),
+    400: _spec("a query or path parameter is invalid, or the Host is not an allowed host"),
     401: _spec("no API key, or an unknown one"),
-    403: _spec("the key's role is too low; the detail names the role needed"),
+    403: _spec(
+        "the key's role is too low (the detail names the role needed), or a state-changing"
+        " request came from a foreign Origin"
+    ),
     404: _spec("no such job or execution"),
+    429: _spec(
+        "too many failed authentications from this address; Retry-After says when to try again"
+    ),
 }
 WRITE_ERRORS: dict[int, ResponseSpec] = {
     **READ_ERRORS,
-    400: _spec("the body is not JSON, or a parameter is invalid"),
+    400: _spec("the body is not JSON, a parameter is invalid, or the Host is not allowed"),
     409: _spec("a stale version, or run-now refused by the conflict policy"),
     413: _spec("the body is over 1 MB"),
     415: _spec("the body is not application/json"),
     422: _spec("the body does not fit: each error names the field, the value and why"),
+    503: _spec(
+        "the event log cannot be written (disk full, read-only database): nothing was"
+        " written; the detail names the cause, Retry-After says when to try again"
+    ),
 }

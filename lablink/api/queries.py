@@ -9,6 +9,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from lablink.events import EXECUTION_STATUSES
 from lablink.eventstore.base import format_instant
 from lablink.projections.statistics import bucket_of
 from lablink.projections.views import execution_view, iso
@@ -16,7 +17,8 @@ from lablink.projections.views import execution_view, iso
 EXECUTION_COLUMNS = (
     "execution_id, seq, job_id, job_name, schedule_type, equipment_id, status, trigger_info,"
     " scheduled_time, actual_time, started_at, completed_at, duration_seconds, result, error,"
-    " progress, message, missed_count, window_start, window_end"
+    " progress, message, missed_count, window_start, window_end, coalesced_count, coalesced_into,"
+    " late_result"
 )
 
 
@@ -132,7 +134,23 @@ def list_executions(
     return [execution_view(r) for r in page], cursor
 
 
+# Final statuses as the history counts them (``completed`` is the guide's ``successful``).
+HISTORY_COUNTS = (
+    "successful",
+    "failed",
+    "timed_out",
+    "interrupted",
+    "cancelled",
+    "skipped",
+    "missed",
+    "coalesced",
+)
+
+
 def job_history(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
+    """Each execution counts once in ``total_executions`` and once under its own status
+    (docs/api.md, "Job history"): the counts never overlap, and with ``in_progress`` they sum
+    to the total."""
     rows = _dicts(conn.execute("SELECT * FROM job_history WHERE job_id = ?", (job_id,)))
     job = conn.execute(
         "SELECT next_run_time, timezone FROM jobs WHERE job_id = ?", (job_id,)
@@ -142,23 +160,23 @@ def job_history(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
     row = rows[0]
     zone = ZoneInfo(job[1])
     average = row["duration_total"] / row["duration_count"] if row["duration_count"] else None
+    counts = {name: row[name] for name in HISTORY_COUNTS}
     return {
         "job_id": job_id,
         "job_name": row["job_name"],
         "total_executions": row["total_executions"],
-        "successful": row["successful"],
-        "failed": row["failed"] + row["timed_out"] + row["interrupted"],
-        "cancelled": row["cancelled"],
-        "timed_out": row["timed_out"],
-        "interrupted": row["interrupted"],
-        "skipped": row["skipped"],
-        "missed": row["missed"],
+        **counts,
+        # Pending, queued or running now.
+        "in_progress": row["total_executions"] - sum(counts.values()),
         "average_duration": average,
         "last_execution": iso(row["last_execution"], zone),
         "last_execution_id": row["last_execution_id"],
         "last_status": row["last_status"],
         "next_run": iso(job[0], zone),
     }
+
+
+FAILED_TODAY = ("failed", "timed_out", "interrupted")
 
 
 def statistics(conn: sqlite3.Connection, *, now: datetime, zone: ZoneInfo) -> dict[str, Any]:
@@ -196,9 +214,13 @@ def statistics(conn: sqlite3.Connection, *, now: datetime, zone: ZoneInfo) -> di
         "running_executions": running,
         "total_executions_today": sum(v for v in today.values() if v),
         "successful_today": today.get("completed", 0) or 0,
-        "failed_today": sum(today.get(s, 0) or 0 for s in ("failed", "timed_out", "interrupted")),
+        # Every execution that ended without its result: the endings that raise a failure
+        # alarm (failed, timed_out, interrupted), each also given on its own below.
+        "failed_today": sum(today.get(s, 0) or 0 for s in FAILED_TODAY),
+        "failed_today_includes": list(FAILED_TODAY),
         "skipped_today": today.get("skipped", 0) or 0,
         "missed_today": today.get("missed", 0) or 0,
+        "today_by_status": {s: today.get(s, 0) or 0 for s in EXECUTION_STATUSES},
         "by_type": by_type,
         "upcoming_jobs": upcoming,
         "timezone": zone.key,

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Response, get
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS
+from lablink.api.probes import HealthReport, Liveness, Readiness, components, readiness, report
 from lablink.api.queries import alarm_counts, running_jobs, statistics
 
 READ = {"role": "viewer"}
@@ -40,36 +42,43 @@ class SystemController(Controller):
         jobs = running_jobs(context.reader)
         return {"success": True, "count": len(jobs), "running_jobs": jobs}
 
-    @get("/health")
-    async def health(self, context: NamedDependency[ApiContext]) -> dict[str, Any]:
-        """Database, scheduler, NATS and agents. No key needed."""
-        try:
-            (position,) = context.reader.execute(
-                "SELECT COALESCE(MAX(position), 0) FROM events"
-            ).fetchone()
-            database: dict[str, Any] = {
-                "status": "ok",
-                "path": str(context.settings.db_path),
-                "events": position,
-            }
-        except Exception as exc:  # reported, not raised: health must answer
-            database = {"status": "error", "error": str(exc)}
-        nats = context.nats_health()
-        if database["status"] != "ok":
-            status = "error"
-        elif nats["status"] == "degraded":
-            status = "degraded"  # scheduling goes on; the bus lags behind the log
-        else:
-            status = "ok"
-        return {
-            "status": status,
-            "database": database,
-            "scheduler": {
-                "status": "ok",
-                "planned_jobs": len(context.engine.timers),
-                "running_executions": len(context.engine.tasks()),
-                "timezone": context.settings.timezone,
-            },
-            "nats": nats,
-            "agents": context.agents_health(),
-        }
+    @get(
+        "/health",
+        responses={
+            503: ResponseSpec(
+                data_container=HealthReport,
+                description="a component is failing: the same body, naming it and why",
+                generate_examples=False,
+            )
+        },
+    )
+    async def health(self, context: NamedDependency[ApiContext]) -> Response[HealthReport]:
+        """Every component (scheduler, event log, relay, NATS, agents, background tasks) with
+        its state (ok, degraded, failing), reason and since when. 200 unless a component is
+        failing (degraded is 200), then 503. No key needed."""
+        # On the event loop: probes may read the state of asyncio tasks, and each is cheap
+        # (a stat, a statvfs, a one-row query).
+        body = report(context)
+        return Response(body, status_code=503 if body.status == "failing" else 200)
+
+    @get("/health/live")
+    async def live(self) -> Liveness:
+        """Liveness: the process and its event loop answer (always 200). No key needed."""
+        return Liveness()
+
+    @get(
+        "/health/ready",
+        responses={
+            503: ResponseSpec(
+                data_container=Readiness,
+                description="not ready: the store is not open, the engine has not started, or"
+                " a component is failing; ``reasons`` says which",
+                generate_examples=False,
+            )
+        },
+    )
+    async def ready(self, context: NamedDependency[ApiContext]) -> Response[Readiness]:
+        """Readiness: 200 once the store is open, the engine started and nothing is failing;
+        503 with the reasons otherwise. No key needed."""
+        body = readiness(components(context))
+        return Response(body, status_code=200 if body.ready else 503)

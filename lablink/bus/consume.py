@@ -14,6 +14,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from lablink.bus.options import NatsOptions
 from lablink.bus.subjects import EVENTS_ALL, STREAM
 
 
@@ -41,11 +42,17 @@ async def wait_for_stream(nc: NATS, wait: float) -> None:
 
 
 async def read_stream(
-    url: str, *, expected: int, start: int = 1, wait: float = 20.0, subject: str = EVENTS_ALL
+    url: str | NatsOptions,
+    *,
+    expected: int,
+    start: int = 1,
+    wait: float = 20.0,
+    subject: str = EVENTS_ALL,
 ) -> list[dict[str, Any]]:
     """Distinct events from stream sequence ``start`` on, until ``expected`` arrived or
-    ``wait`` seconds passed, in stream order."""
-    nc = await nats.connect(servers=[u.strip() for u in url.split(",")])
+    ``wait`` seconds passed, in stream order. ``url`` may carry a user (``NatsOptions``)."""
+    options = url if isinstance(url, NatsOptions) else NatsOptions(url=url)
+    nc = await nats.connect(**options.connect_kwargs())
     try:
         js = nc.jetstream()
         loop = asyncio.get_running_loop()

@@ -5,12 +5,31 @@ The relay reads events past its checkpoint and publishes each to ``LABLINK_EVENT
 the same id). Up to ``window`` batches are in flight: batch n+1 is read and published while
 the acks of batch n are awaited, because waiting for every ack before reading again left the
 relay at a fraction of what the server takes. Messages still go out in position order, and
-the checkpoint moves, in order, only past batches whose every message was acked. On a failed
-or late ack, whatever is in flight is dropped and publishing resumes after the checkpoint. So
-a crash or an outage never loses an event and never reorders them; at worst some events are
-sent again. NATS being down never blocks the scheduler or the API: events keep committing and
-the backlog drains in order on reconnect. If the stream disappears, it is recreated and
-refilled from the log.
+the checkpoint moves, in order, only past batches whose every message was acked. So a crash or
+an outage never loses an event and never reorders them; at worst some events are sent again.
+NATS being down never blocks the scheduler or the API: events keep committing and the backlog
+drains in order on reconnect. If the stream disappears, it is recreated and refilled from the
+log.
+
+Sessions. Publishing runs in sessions under a ``Supervisor`` (health entry ``task.relay``): a
+session opens a connection of its own, makes sure of the stream and publishes from the
+checkpoint until anything fails (a lost connection, a refused publish, acks that never come,
+a bug); then it closes that connection and the supervisor starts a new one after a capped
+backoff. Nothing survives from one session to the next but the checkpoint, so no state of a
+connection that went bad (which is what kept the relay of finding 4 looping on "acks missing"
+until LabLink restarted) can outlive it.
+
+A stream that takes nothing. After a write error on its disk (ENOSPC, EFBIG), nats-server keeps
+the stream's file store failed: it answers no publish to that stream, even once the disk has
+room again, until the server restarts (nats-server issues 6211, 8386). The relay sees a
+reachable JetStream whose acks never come; when that lasts ``stuck_seconds`` with a backlog,
+it calls ``on_stuck`` (the private server is then restarted, see ``bus.private``), and again
+after growing pauses while it lasts. With an external NATS it reports it, failing, in health.
+
+Acks are read by the relay itself rather than through nats-py's ``publish_async``: that
+loses a JetStream error reply and leaves its future pending for ever (nats.py issue #985),
+which turned every refusal ("insufficient resources", "maximum messages exceeded") into an
+anonymous ack timeout.
 """
 
 from __future__ import annotations
@@ -18,10 +37,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import sqlite3
+import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +51,15 @@ import msgspec
 import nats
 import structlog
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import PubAck, StorageType, StreamConfig
+from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from lablink.bus.options import NatsOptions, redact
 from lablink.bus.subjects import EVENTS_ALL, STREAM, alarm_subject, event_subject
+from lablink.clock import SystemClock
+from lablink.errors import AckFailed, PublishRefused
 from lablink.events import (
     AlarmRaised,
     AnyEvent,
@@ -44,9 +70,14 @@ from lablink.events import (
 )
 from lablink.eventstore.base import parse_instant
 from lablink.eventstore.sqlite import SQLiteEventStore, connect
+from lablink.health import Health
+from lablink.supervision import Supervisor, Watch, describe
+
+__all__ = ["AckFailed", "NatsOptions", "Relay", "RelayStatus", "envelope", "row_envelope"]
 
 log = structlog.get_logger(tag="relay")
 
+TASK = "task.relay"
 SHUTDOWN_SECONDS = 2.0
 CHECKPOINTS = """
 CREATE TABLE IF NOT EXISTS relay_checkpoints (name TEXT PRIMARY KEY, position INTEGER NOT NULL)
@@ -56,6 +87,13 @@ _ROWS = (
     " payload FROM events WHERE position > ? ORDER BY position LIMIT ?"
 )
 _MAX_SUBJECTS = 50_000
+_FOREVER = 10 * 365 * 86400.0
+# The connection's own liveness check: a server that stops answering (SIGSTOP, a hung host)
+# is noticed within about PING_SECONDS x (MAX_PINGS + 1) even while nothing is published.
+PING_SECONDS = 2.0
+MAX_PINGS = 2
+# A pause between two calls of on_stuck grows from stuck_seconds to this.
+MAX_STUCK_PAUSE = 600.0
 Row = tuple[int, str, str, int, str, str, str, str | None, str]
 
 
@@ -115,62 +153,155 @@ def row_envelope(row: Row, event: AnyEvent) -> bytes:
 
 
 @dataclass
-class NatsOptions:
-    url: str
-    user: str | None = None
-    password: str | None = None
-    credentials: str | None = None  # a .creds file
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    replicas: int = 1
-
-    def connect_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"servers": [u.strip() for u in self.url.split(",")]}
-        if self.user:
-            kwargs.update(user=self.user, password=self.password)
-        if self.credentials:
-            kwargs["user_credentials"] = self.credentials
-        if self.tls_ca or self.tls_cert:
-            import ssl
-
-            context = ssl.create_default_context(cafile=self.tls_ca)
-            if self.tls_cert:
-                context.load_cert_chain(self.tls_cert, self.tls_key)
-            kwargs["tls"] = context
-        return kwargs
-
-
-@dataclass
 class RelayStatus:
+    """What the relay says of itself, read by the health probes (``bus.probes``) and the
+    API's ``nats`` summary; written from the event loop and from committing threads."""
+
     url: str
     connected: bool = False
     published_position: int = 0
     log_position: int = 0
     last_error: str | None = None
     oldest_unpublished_at: datetime | None = None
-    published_total: int = field(default=0)
+    published_total: int = 0
+    # Monotonic instants: since when the relay has had no connection (None: it has one),
+    # when the checkpoint last moved, and how many times the stream was found stuck.
+    disconnected_since: float | None = field(default_factory=time.monotonic)
+    last_progress: float = field(default_factory=time.monotonic)
+    stuck_calls: int = 0
+    # (position, first seen): when each range of positions was first seen committed, to
+    # tell the age of the oldest unpublished event whatever the clocks of its writers.
+    _seen: collections.deque[tuple[int, float]] = field(default_factory=collections.deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def lag(self) -> int:
         return max(0, self.log_position - self.published_position)
 
+    def observe(self, position: int, now: float | None = None) -> None:
+        """The log reaches ``position`` (seen now)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if position <= self.log_position:
+                return
+            caught_up = self.log_position <= self.published_position
+            self.log_position = position
+            if position <= self.published_position:
+                return
+            if caught_up:  # from caught up to behind: not stalled before now
+                self.last_progress = max(self.last_progress, now)
+            seen = self._seen
+            # Neighbouring observations merge (keeping the earlier instant, so an age is never
+            # understated), more coarsely the longer the backlog: a few thousand entries at most.
+            grain = max(0.25, (now - seen[0][1]) / 2048) if seen else 0.25
+            if seen and now - seen[-1][1] < grain:
+                seen[-1] = (position, seen[-1][1])
+            else:
+                seen.append((position, now))
+
+    def published(self, position: int, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            seen = self._seen
+            if position < self.published_position:  # a refill from 0: all of it waits anew
+                seen.clear()
+                if self.log_position > position:
+                    seen.append((self.log_position, now))
+            self.published_position = position
+            self.last_progress = now
+            while seen and seen[0][0] <= position:
+                seen.popleft()
+
+    def set_connected(self, connected: bool, now: float | None = None) -> None:
+        self.connected = connected
+        if connected:
+            self.disconnected_since = None
+        elif self.disconnected_since is None:
+            self.disconnected_since = time.monotonic() if now is None else now
+
+    def lag_seconds(self, now: float | None = None) -> float:
+        """How long the oldest unpublished event has waited (0 when caught up)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if self.log_position <= self.published_position:
+                return 0.0
+            first = next((t for p, t in self._seen if p > self.published_position), None)
+        return max(0.0, now - first) if first is not None else 0.0
+
+    def stalled_seconds(self, now: float | None = None) -> float:
+        """How long the relay has been behind without moving its checkpoint."""
+        now = time.monotonic() if now is None else now
+        lag = self.lag_seconds(now)
+        return min(lag, max(0.0, now - self.last_progress)) if lag else 0.0
+
+    def disconnected_seconds(self, now: float | None = None) -> float:
+        if self.disconnected_since is None:
+            return 0.0
+        return max(0.0, (time.monotonic() if now is None else now) - self.disconnected_since)
+
     def as_dict(self) -> dict[str, Any]:
-        lag_seconds = (
-            (datetime.now(UTC) - self.oldest_unpublished_at).total_seconds()
-            if self.oldest_unpublished_at and self.lag
-            else 0.0
-        )
+        from lablink.bus.probes import relay_reading  # the one place states are decided
+
+        reading = relay_reading(self)
         return {
-            "status": "ok" if self.connected and self.lag < 1000 else "degraded",
+            "status": reading.state,
             "url": self.url,
             "connected": self.connected,
             "published_position": self.published_position,
             "log_position": self.log_position,
             "lag_events": self.lag,
-            "lag_seconds": round(lag_seconds, 3),
+            "lag_seconds": round(self.lag_seconds(), 3),
             "last_error": self.last_error,
         }
+
+
+class _Acks:
+    """JetStream's answers to one session's publishes, on one inbox subscription: a future per
+    message, failed with ``PublishRefused`` when JetStream says no."""
+
+    def __init__(self, nc: NATS) -> None:
+        self._nc = nc
+        self.inbox = nc.new_inbox()
+        self._pending: dict[str, tuple[asyncio.Future[int], int]] = {}
+        self._next = 0
+
+    async def start(self) -> None:
+        await self._nc.subscribe(f"{self.inbox}.*", cb=self._answer)
+
+    def expect(self, position: int) -> tuple[str, asyncio.Future[int]]:
+        """A reply subject for the publish of ``position`` and the future of its ack."""
+        self._next += 1
+        token = str(self._next)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending[token] = (future, position)
+        return f"{self.inbox}.{token}", future
+
+    async def _answer(self, msg: Msg) -> None:
+        found = self._pending.pop(msg.subject.rpartition(".")[2], None)
+        if found is None or found[0].done():
+            return
+        future, position = found
+        status = (msg.headers or {}).get("Status")
+        if status == "503":  # no responders: nothing stores that subject
+            future.set_exception(PublishRefused(position, 503, "no stream for the subject"))
+            return
+        try:
+            answer = json.loads(msg.data)
+        except ValueError:
+            future.set_exception(PublishRefused(position, None, f"unreadable ack {msg.data!r}"))
+            return
+        error = answer.get("error") if isinstance(answer, dict) else None
+        if error:
+            future.set_exception(
+                PublishRefused(position, error.get("code"), str(error.get("description", error)))
+            )
+        else:
+            future.set_result(int(answer.get("seq", 0)) if isinstance(answer, dict) else 0)
+
+    def close(self) -> None:
+        for future, _ in self._pending.values():
+            future.cancel()
+        self._pending.clear()
 
 
 @dataclass
@@ -179,7 +310,7 @@ class _Batch:
 
     last: int  # position of its last event
     size: int
-    acks: list[asyncio.Future[PubAck]]
+    acks: list[asyncio.Future[int]]
     alarms: list[tuple[str, bytes]]
     started: float
 
@@ -190,10 +321,11 @@ class _Batch:
                 ack.exception()
 
 
-class AckFailed(RuntimeError):
-    def __init__(self, position: int, missing: int) -> None:
-        self.position = position
-        super().__init__(f"{missing} acks missing for the batch ending at position {position}")
+class _Stopping(Exception):
+    """Ends a session because the relay stops."""
+
+
+Escalation = Callable[[str], Awaitable[None]]
 
 
 class Relay:
@@ -208,6 +340,11 @@ class Relay:
         ack_timeout: float = 5.0,
         poll_seconds: float = 1.0,
         watch_seconds: float = 0.01,
+        health: Health | None = None,
+        on_stuck: Escalation | None = None,
+        stuck_seconds: float = 30.0,
+        initial_backoff: float = 0.2,
+        max_backoff: float = 5.0,
     ) -> None:
         self.db_path = db_path
         self.options = options
@@ -217,25 +354,36 @@ class Relay:
         self.ack_timeout = ack_timeout  # for the oldest batch in flight to be fully acked
         self.poll_seconds = poll_seconds
         self.watch_seconds = watch_seconds
-        self.status = RelayStatus(url=options.url)
+        self.on_stuck = on_stuck
+        self.stuck_seconds = stuck_seconds
+        self.status = RelayStatus(url=redact(options.url))
+        # The runtime's registry when given (`/health`), else one of its own.
+        self.health = health if health is not None else Health(SystemClock())
+        self._supervisor = Supervisor(
+            self.health, initial_backoff=initial_backoff, max_backoff=max_backoff
+        )
         self._conn: sqlite3.Connection = connect(db_path)
         self._conn.execute(CHECKPOINTS)
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()  # set whenever the checkpoint moves
         self._dirty = asyncio.Event()  # the checkpoint moved since it was last written
         self._stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self._started = False
         self._writer_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nc: NATS | None = None
         self._lost = asyncio.Event()  # set when the current connection is lost
+        self._healthy = False  # task.relay last said ok
+        self._next_stuck_call = 0.0
+        self._stuck_pause = stuck_seconds
         self._equipment: dict[str, str] = {}
         self._subjects: dict[tuple[str, str, str | None], str] = {}
         self._unsubscribe: Any = None
         # A second connection, used only from a worker thread, for checkpoint writes.
         self._writer: sqlite3.Connection = connect(db_path)
         self._position = self._saved = self._stored_checkpoint()
-        self.status.published_position = self._position
+        self.status.published(self._position)
+        self.status.observe(self._log_position())
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -250,14 +398,24 @@ class Relay:
             status = self.status
             if status.oldest_unpublished_at is None:
                 status.oldest_unpublished_at = events[0].occurred_at
-            status.log_position = max(status.log_position, events[-1].position)
+            status.observe(events[-1].position)
         self.notify()
 
     async def start(self) -> Relay:
         self._loop = asyncio.get_running_loop()
-        self._task = asyncio.create_task(self._run(), name="nats-relay")
+        self._started = True
+        self._supervisor.spawn(TASK, self._session)
         self._writer_task = asyncio.create_task(self._write_checkpoints(), name="relay-checkpoint")
         return self
+
+    @property
+    def running(self) -> bool:
+        return self._started and not self._stopping
+
+    @property
+    def stopped(self) -> bool:
+        """Closed, and its publishing session ended."""
+        return self._stopping and TASK not in self._supervisor
 
     async def aclose(self, drain_seconds: float = 5.0) -> None:
         """Publish what is pending (for up to ``drain_seconds``), then stop. Cancelling the
@@ -266,7 +424,7 @@ class Relay:
             self._unsubscribe()
             self._unsubscribe = None
         try:
-            if self._task is not None:
+            if self._started:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(drain_seconds):
                         await self._caught_up()
@@ -275,28 +433,22 @@ class Relay:
 
     async def _shutdown(self) -> None:
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            # Bounded: on Python 3.11 the publishing task group has been seen to miss its
-            # parent's cancellation (tasks left pending after cancel()); a shutdown must not
-            # wait for ever on it. Closing the connection ends the session from below.
-            _, pending = await asyncio.wait([self._task], timeout=SHUTDOWN_SECONDS)
-            if pending:
-                log.warning("relay task slow to stop: closing its connection")
-                if self._nc is not None:
-                    with contextlib.suppress(Exception):
-                        await self._nc.close()
-                self._lost.set()
-                self._task.cancel()
-                _, pending = await asyncio.wait([self._task], timeout=SHUTDOWN_SECONDS)
-            if pending:
-                log.error("relay task did not stop; abandoning it", task=repr(self._task))
+        closing = asyncio.ensure_future(self._supervisor.aclose(grace_seconds=SHUTDOWN_SECONDS))
+        # Bounded: on Python 3.11 a task group has been seen to miss its parent's cancellation
+        # (tasks left pending after cancel()); a shutdown must not wait for ever on it.
+        # Closing the connection ends the session from below.
+        done, _ = await asyncio.wait([closing], timeout=2 * SHUTDOWN_SECONDS)
+        if not done:
+            log.warning("relay session slow to stop: closing its connection")
+            await self._close_connection()
+            self._lost.set()
+            done, _ = await asyncio.wait([closing], timeout=SHUTDOWN_SECONDS)
+            if not done:
+                log.error("relay session did not stop; abandoning it")
         if self._writer_task is not None:
             self._dirty.set()  # the last position is written, then the writer returns
             await asyncio.wait([self._writer_task])
-        if self._nc is not None and not self._nc.is_closed:
-            with contextlib.suppress(Exception):
-                await self._nc.close()
+        await self._close_connection()
         self._conn.close()
         self._writer.close()
 
@@ -332,7 +484,7 @@ class Relay:
 
     def _set_checkpoint(self, position: int) -> None:
         self._position = position
-        self.status.published_position = position
+        self.status.published(position)
         self._progress.set()
         self._dirty.set()
 
@@ -361,36 +513,58 @@ class Relay:
         # Changes whenever another connection, in any process, commits to the database.
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
-    # -- the loop -------------------------------------------------------------------------------
+    # -- sessions -------------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        backoff = 0.1
-        while not self._stopping:
-            try:
-                js = await self._connected()
-                await self._ensure_stream(js)
-                await self._pump(js)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # NATS trouble: report, back off, try again
-                while isinstance(exc, ExceptionGroup):
-                    exc = exc.exceptions[0]
-                self.status.last_error = f"{type(exc).__name__}: {exc}"
-                self.status.connected = bool(self._nc and self._nc.is_connected)
-                log.warning("relay paused", error=self.status.last_error, retry_in=backoff)
-                self._refresh_lag()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-            else:
-                backoff = 0.1
+    async def _session(self, watch: Watch) -> None:
+        """One connection's worth of publishing; raises whatever ended it (see the module
+        docstring), returns only when the relay stops."""
+        reached = False
+        try:
+            nc = await self._connect()
+            js = nc.jetstream(timeout=self.ack_timeout)
+            await self._ensure_stream(js)
+            reached = True  # JetStream answers: what fails from here on is the stream's
+            await self._pump(nc, js, watch)
+        except _Stopping:
+            return
+        except Exception as exc:
+            if self._stopping:
+                return
+            await self._failed(exc, reached)
+            raise
+        finally:
+            await self._close_connection()
 
-    async def _connected(self) -> JetStreamContext:
-        if self._nc is None or self._nc.is_closed:
-            self._nc = await self._connect()
-        self.status.connected = self._nc.is_connected
-        if not self._nc.is_connected:
-            raise ConnectionError("not connected to NATS")
-        return self._nc.jetstream(timeout=self.ack_timeout)
+    async def _failed(self, exc: BaseException, reached: bool) -> None:
+        self._healthy = False
+        self.status.last_error = describe(exc)
+        self.status.set_connected(bool(self._nc is not None and self._nc.is_connected))
+        self._refresh_lag()
+        if reached and isinstance(exc, AckFailed):
+            await self._maybe_stuck()
+
+    async def _maybe_stuck(self) -> None:
+        """Acks missing from a JetStream that answers, for ``stuck_seconds`` with a backlog:
+        the stream's store has failed (module docstring)."""
+        now = time.monotonic()
+        stalled = self.status.stalled_seconds(now)
+        if stalled < self.stuck_seconds or now < self._next_stuck_call:
+            return
+        self.status.stuck_calls += 1
+        self._next_stuck_call = now + self._stuck_pause
+        self._stuck_pause = min(self._stuck_pause * 2, MAX_STUCK_PAUSE)
+        reason = (
+            f"stream {STREAM} has taken no event for {stalled:.0f} s although JetStream"
+            f" answers ({self.status.last_error})"
+        )
+        if self.on_stuck is None:
+            log.error("stream takes no event; its nats-server may need a restart", reason=reason)
+            return
+        log.error("stream takes no event; restarting the nats-server", reason=reason)
+        try:
+            await self.on_stuck(reason)
+        except Exception as exc:  # the next failed session tries again
+            log.error("could not restart the nats-server", error=describe(exc))
 
     async def _connect(self) -> NATS:
         """A connection that never reconnects by itself: nats-py would then send what it had
@@ -398,10 +572,16 @@ class Relay:
         of position order. A lost connection ends the session instead (``_pump``), and the
         next one resumes after the checkpoint. Each server is tried (twice) before giving up."""
         lost = asyncio.Event()
+        self._lost = lost
+        status = self.status
 
         async def closed() -> None:
-            self.status.connected = False
+            status.set_connected(False)
             lost.set()
+
+        async def quiet(exc: Exception) -> None:
+            # The session's own failure says it; nats-py would log each one again.
+            log.debug("nats client error", error=describe(exc))
 
         nc = await nats.connect(
             **self.options.connect_kwargs(),
@@ -410,11 +590,23 @@ class Relay:
             allow_reconnect=False,
             max_reconnect_attempts=1,
             reconnect_time_wait=0.1,
+            ping_interval=PING_SECONDS,
+            max_outstanding_pings=MAX_PINGS,
             disconnected_cb=closed,
             closed_cb=closed,
+            error_cb=quiet,
         )
-        self._lost = lost
+        self._nc = nc
+        status.set_connected(nc.is_connected)
         return nc
+
+    async def _close_connection(self) -> None:
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            # Bounded: closing flushes, and a stopped server never answers the flush.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(SHUTDOWN_SECONDS):
+                    await nc.close()
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
         try:
@@ -434,38 +626,62 @@ class Relay:
                 self._set_checkpoint(0)
 
     def _refresh_lag(self) -> None:
-        self.status.log_position = max(self.status.log_position, self._log_position())
+        self.status.observe(self._log_position())
         row = self._conn.execute(
             "SELECT occurred_at FROM events WHERE position > ? ORDER BY position LIMIT 1",
             (self.checkpoint(),),
         ).fetchone()
         self.status.oldest_unpublished_at = parse_instant(row[0]) if row else None
 
-    async def _pump(self, js: JetStreamContext) -> None:
+    def _working(self, watch: Watch) -> None:
+        """The session does its job (caught up, or a batch was acked)."""
+        self.status.last_error = None
+        if not self._healthy:
+            self._healthy = True
+            self._stuck_pause = self.stuck_seconds
+            self._next_stuck_call = 0.0
+            watch.ok("publishing", url=self.status.url)
+
+    async def _pump(self, nc: NATS, js: JetStreamContext, watch: Watch) -> None:
         """Publish from the checkpoint on, with up to ``window`` batches in flight, until
         something fails; then nothing is left in flight."""
         in_flight: collections.deque[_Batch] = collections.deque()
         sent = asyncio.Event()
         slots = asyncio.Semaphore(self.window)
+        acks = _Acks(nc)
+        await acks.start()
+        failure: BaseException | None = None
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._publish(js, in_flight, sent, slots))
-                tasks.create_task(self._confirm(in_flight, sent, slots))
+                tasks.create_task(self._publish(nc, acks, in_flight, sent, slots, watch))
+                tasks.create_task(self._confirm(nc, in_flight, sent, slots, watch))
                 tasks.create_task(self._watch_connection())
+                tasks.create_task(self._until_stopping(watch))
+        except BaseExceptionGroup as group:
+            failure = _first(group)
         finally:
             for batch in in_flight:
                 batch.drop()
+            acks.close()
+        # Raised here, not in the except clause: its message is its own, not the group's.
+        raise failure or RuntimeError("the publishing tasks ended by themselves")
+
+    async def _until_stopping(self, watch: Watch) -> None:
+        await watch.sleep(_FOREVER)
+        raise _Stopping
 
     async def _watch_connection(self) -> None:
         await self._lost.wait()
-        raise ConnectionError("connection to NATS lost")
+        raise ConnectionError(f"connection to NATS lost ({self.status.url})")
 
     async def _publish(
         self,
-        js: JetStreamContext,
+        nc: NATS,
+        acks: _Acks,
         in_flight: collections.deque[_Batch],
         sent: asyncio.Event,
         slots: asyncio.Semaphore,
+        watch: Watch,
     ) -> None:
         after = self.checkpoint()
         while True:
@@ -476,8 +692,10 @@ class Relay:
                 self._refresh_lag()
                 if rows:
                     break
+                if not in_flight:
+                    self._working(watch)  # caught up
                 await self._idle()
-            in_flight.append(await self._send(js, rows))
+            in_flight.append(await self._send(nc, acks, rows))
             sent.set()
             after = rows[-1][0]
 
@@ -497,7 +715,7 @@ class Relay:
             if self._data_version() != version:
                 return
 
-    async def _send(self, js: JetStreamContext, rows: list[Row]) -> _Batch:
+    async def _send(self, nc: NATS, acks: _Acks, rows: list[Row]) -> _Batch:
         batch = _Batch(rows[-1][0], len(rows), [], [], time.monotonic())
         try:
             for row in rows:
@@ -506,10 +724,13 @@ class Relay:
                 if isinstance(event, AlarmRaised):
                     alarm = alarm_subject(event.severity, event.equipment_id)
                     batch.alarms.append((alarm, payload))
-                batch.acks.append(
-                    await js.publish_async(
-                        self._subject(row, event), payload, headers={"Nats-Msg-Id": row[1]}
-                    )
+                reply, ack = acks.expect(row[0])
+                batch.acks.append(ack)
+                await nc.publish(
+                    self._subject(row, event),
+                    payload,
+                    reply=reply,
+                    headers={"Nats-Msg-Id": row[1]},
                 )
         except BaseException:
             batch.drop()
@@ -517,9 +738,13 @@ class Relay:
         return batch
 
     async def _confirm(
-        self, in_flight: collections.deque[_Batch], sent: asyncio.Event, slots: asyncio.Semaphore
+        self,
+        nc: NATS,
+        in_flight: collections.deque[_Batch],
+        sent: asyncio.Event,
+        slots: asyncio.Semaphore,
+        watch: Watch,
     ) -> None:
-        assert self._nc is not None
         while True:
             while not in_flight:
                 sent.clear()
@@ -528,21 +753,22 @@ class Relay:
             # The oldest batch gets ack_timeout from when it is the oldest, so a window of
             # batches on a slow disk is not timed out for the batches queued before it.
             _, missing = await asyncio.wait(batch.acks, timeout=self.ack_timeout)
+            for ack in batch.acks:  # a refusal, said at once, before any timeout
+                if ack.done() and not ack.cancelled() and (error := ack.exception()):
+                    raise error
             if missing:
                 raise AckFailed(batch.last, len(missing))
             for ack in batch.acks:
-                if ack.cancelled():  # by nats-py, closing: not our own cancellation
+                if ack.cancelled():  # closing: not our own cancellation
                     raise AckFailed(batch.last, 1)
-                if (error := ack.exception()) is not None:
-                    raise error
             for subject, payload in batch.alarms:
-                await self._nc.publish(subject, payload)
+                await nc.publish(subject, payload)
             in_flight.popleft()
             slots.release()
             self._set_checkpoint(batch.last)
             self.status.published_total += batch.size
-            self.status.last_error = None
             self._refresh_lag()
+            self._working(watch)
             log.debug(
                 "published",
                 events=batch.size,
@@ -577,3 +803,21 @@ class Relay:
             ).fetchone()
             self._equipment[job_id] = row[0] if row else ""
         return self._equipment[job_id] or None
+
+
+def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The error that ended a task group: a stop wins, then the first real failure."""
+    flat: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            flat.append(exc)
+
+    walk(group)
+    for exc in flat:
+        if isinstance(exc, _Stopping):
+            return exc
+    return next((e for e in flat if not isinstance(e, asyncio.CancelledError)), flat[0])

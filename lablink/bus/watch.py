@@ -1,4 +1,8 @@
-"""Subscribers for people: `lablink events tail` and `lablink alarms watch`."""
+"""Subscribers for people: `lablink events tail` and `lablink alarms watch`.
+
+On the machine of `lablink serve` they connect as the private server's read-only
+``subscriber`` (``bus.access``); elsewhere with the configured LABLINK_NATS_* credentials.
+"""
 
 from __future__ import annotations
 
@@ -12,32 +16,33 @@ from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from rich.console import Console
 
+from lablink.bus.access import resolve
 from lablink.bus.consume import wait_for_stream
+from lablink.bus.options import NatsOptions
+from lablink.bus.private import URL_FILE
 from lablink.bus.subjects import ALARMS_PREFIX, STREAM, event_filter
 
-URL_FILE = "url"  # data/nats/url: where the private server of `lablink serve` listens
+__all__ = ["URL_FILE", "connect", "resolve_url", "tail_events", "watch_alarms"]
 
 
 def resolve_url(explicit: str | None, data_dir: Path) -> str:
-    if explicit:
-        return explicit
-    path = data_dir / "nats" / URL_FILE
-    if path.exists():
-        return path.read_text().strip()
-    raise FileNotFoundError(
-        f"no NATS URL: set LABLINK_NATS_URL, or start `lablink serve` (it writes {path})"
-    )
+    return resolve(explicit, data_dir)[0]
 
 
-async def connect(url: str) -> NATS:
+def _options(target: str | NatsOptions) -> NatsOptions:
+    return target if isinstance(target, NatsOptions) else NatsOptions(url=target)
+
+
+async def connect(target: str | NatsOptions) -> NATS:
     """Connect once, or fail with a clear message (no endless reconnect from a CLI)."""
+    options = _options(target)
 
     async def quiet(exc: Exception) -> None:
         return None
 
     try:
         return await nats.connect(
-            url,
+            **options.connect_kwargs(),
             connect_timeout=3,
             allow_reconnect=False,
             max_reconnect_attempts=1,
@@ -45,7 +50,7 @@ async def connect(url: str) -> NATS:
             error_cb=quiet,
         )
     except Exception as exc:
-        raise ConnectionError(f"cannot reach NATS at {url}: {exc}") from exc
+        raise ConnectionError(f"cannot reach NATS at {options.redacted()}: {exc}") from exc
 
 
 def _line(envelope: dict[str, Any]) -> str:
@@ -63,7 +68,7 @@ def _line(envelope: dict[str, Any]) -> str:
 
 
 async def tail_events(
-    url: str,
+    url: str | NatsOptions,
     *,
     event_type: str | None = None,
     job_id: str | None = None,
@@ -111,14 +116,16 @@ async def tail_events(
 
 
 async def watch_alarms(
-    url: str, *, count: int | None = None, console: Console | None = None
+    url: str | NatsOptions, *, count: int | None = None, console: Console | None = None
 ) -> int:
     console = console or Console()
     nc = await connect(url)
     try:
         subscription = await nc.subscribe(f"{ALARMS_PREFIX}.>")
         await nc.flush()  # the server has the subscription: no alarm from now on is missed
-        print(f"watching {ALARMS_PREFIX}.> on {url}", file=sys.stderr, flush=True)
+        print(
+            f"watching {ALARMS_PREFIX}.> on {_options(url).redacted()}", file=sys.stderr, flush=True
+        )
         printed = 0
         async for message in subscription.messages:
             envelope = json.loads(message.data)

@@ -4,12 +4,17 @@ Each function takes the job's folded state, the instant and an id source, and re
 events to append. Conflict policies, misfires, coalescing, max_executions and completion are
 decided here, so the engine that calls them holds no scheduling rules of its own.
 
-Catch-up after downtime (DESIGN.md, "Misfire"):
-- coalesce=True: all due fires collapse into one run of the latest one, plus one ``missed``
-  record for the others stating how many and over which window. The run is ``scheduled`` if it
-  is the only due fire and starts within misfire_grace_time, else ``catch_up``.
-- coalesce=False: every due fire within misfire_grace_time of now runs in turn (each subject to
-  the conflict policy, at most MAX_CATCH_UP_RUNS); older ones become one ``missed`` record.
+Catch-up after downtime or a late tick (DESIGN.md, "Misfire"; docs/scheduling.md has the
+table of statuses). A due fire is *late* by now - its scheduled time, and *missed* only when
+that is beyond misfire_grace_time:
+- coalesce=True: all due fires collapse into one run of the latest one. The others are one
+  ``missed`` record for those beyond the grace time and one ``coalesced`` record, naming the
+  run, for those within it; each states how many, the window and how late they were. The run
+  is ``scheduled`` if it is the only due fire and starts within misfire_grace_time, else
+  ``catch_up``.
+- coalesce=False: the latest due fires within misfire_grace_time run in turn (each subject to
+  the conflict policy, at most MAX_CATCH_UP_RUNS); older ones become one ``missed`` record,
+  whose reason says how many of them were still within the grace time but over that cap.
 Either way the work is bounded: a 1-second job down for a week writes a handful of events.
 """
 
@@ -18,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from lablink.domain import triggers
 from lablink.domain.job import JobState, evolve
@@ -28,9 +33,11 @@ from lablink.events import (
     AlarmRaised,
     AnyEvent,
     ExecutionCancelled,
+    ExecutionCoalesced,
     ExecutionError,
     ExecutionFailed,
     ExecutionInterrupted,
+    ExecutionLateResult,
     ExecutionMissed,
     ExecutionQueued,
     ExecutionRequested,
@@ -199,24 +206,106 @@ def _latest_fire(schedule: Schedule, first: datetime, until: datetime) -> dateti
     return fires[-1] if fires else first
 
 
-def _plan_runs(
-    schedule: Schedule, spec: JobSpec, first: datetime, now: datetime
-) -> tuple[list[datetime], int, datetime | None]:
-    """(fires to run, how many due fires are missed, the last missed fire)."""
+@dataclass(frozen=True, slots=True)
+class _Streak:
+    """Consecutive due fires written as one record: how many, the first and the last."""
+
+    count: int
+    first: datetime
+    last: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    runs: list[datetime]
+    missed: _Streak | None = None
+    coalesced: _Streak | None = None
+    # Of the missed fires (coalesce=False), those still within the grace time that the
+    # catch-up cap left out.
+    over_cap: int = 0
+
+
+def _streak(schedule: Schedule, first: datetime, before: datetime) -> _Streak | None:
+    """The fires in [first, before), ``first`` being a fire of the schedule."""
+    if before <= first:
+        return None
+    count = triggers.count_fires_between(schedule, first - _TICK, before - _TICK)
+    if not count:
+        return None
+    return _Streak(count, first, _latest_fire(schedule, first, before - _TICK))
+
+
+def _last_fires(schedule: Schedule, after: datetime, until: datetime, count: int) -> list[datetime]:
+    """The latest ``count`` fires in (after, until]."""
+    if schedule.interval is not None:
+        # At most count + 1 fires fit in count + 1 intervals: no need to walk from ``after``.
+        after = max(after, until - timedelta(seconds=schedule.interval * (count + 1)))
+        return triggers.fires_between(schedule, after, until, count + 2)[-count:]
+    # Cron and calendar triggers fire at most once a minute: a week's grace is 10,080 fires.
+    return triggers.fires_between(schedule, after, until, 10_000_000)[-count:]
+
+
+def _plan_runs(schedule: Schedule, spec: JobSpec, first: datetime, now: datetime) -> _Plan:
+    """Which due fires (``first`` <= t <= ``now``) run, which are missed, which coalesced."""
+    # A fire scheduled before the cutoff is later than misfire_grace_time allows.
+    cutoff = now - timedelta(seconds=spec.misfire_grace_time)
     due = 1 + triggers.count_fires_between(schedule, first, now)
     latest = first if due == 1 else _latest_fire(schedule, first, now)
     if spec.coalesce:
-        runs = [latest]
-    else:
-        grace = timedelta(seconds=spec.misfire_grace_time)
-        runs = triggers.fires_between(
-            schedule, max(first, now - grace) - _TICK, now, MAX_CATCH_UP_RUNS
+        missed = _streak(schedule, first, min(cutoff, latest))
+        start = first if missed is None else triggers.next_fire(schedule, missed.last)
+        coalesced = None
+        if start is not None and start < latest:
+            coalesced = _streak(schedule, start, latest)
+        return _Plan([latest], missed, coalesced)
+    lower = max(first, cutoff) - _TICK
+    within = triggers.count_fires_between(schedule, lower, now)
+    runs = _last_fires(schedule, lower, now, min(within, MAX_CATCH_UP_RUNS)) if within else []
+    missed = _streak(schedule, first, runs[0] if runs else latest + _TICK)
+    return _Plan(runs, missed, over_cap=within - len(runs))
+
+
+def _span(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    if seconds < 10:
+        return f"{seconds:.3f} s"
+    if seconds < 3600:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 3600:.1f} h ({seconds:.0f} s)"
+
+
+def _late(streak: _Streak, now: datetime) -> str:
+    """How late the fires of a streak were at ``now``: the last one least, the first most."""
+    if streak.count == 1:
+        return f"{_span(now - streak.first)} late"
+    return f"{_span(now - streak.last)} to {_span(now - streak.first)} late"
+
+
+def _fires(streak: _Streak) -> str:
+    if streak.count == 1:
+        return f"1 fire at {streak.first.isoformat()}"
+    return f"{streak.count} fires from {streak.first.isoformat()} to {streak.last.isoformat()}"
+
+
+def _missed_reason(spec: JobSpec, plan: _Plan, streak: _Streak, now: datetime) -> str:
+    grace = f"misfire_grace_time={spec.misfire_grace_time:g}s"
+    if plan.over_cap:
+        beyond = streak.count - plan.over_cap
+        why = [f"{beyond} could not start within {grace}"] if beyond else []
+        why.append(
+            f"{plan.over_cap} {'was' if plan.over_cap == 1 else 'were'} within {grace} but "
+            f"beyond the {MAX_CATCH_UP_RUNS} catch-up runs coalesce=false allows (the latest "
+            f"{len(plan.runs)} ran)"
         )
-    missed = due - len(runs)
-    if not missed:
-        return runs, 0, None
-    last_missed = _latest_fire(schedule, first, (runs[0] if runs else latest + _TICK) - _TICK)
-    return runs, missed, last_missed
+        return (
+            f"{_fires(streak)} were not run ({_late(streak, now)} when the scheduler reached "
+            f"them): {'; '.join(why)}"
+        )
+    tail = "; coalesce runs only the latest due fire" if spec.coalesce else ""
+    return (
+        f"{_fires(streak)} could not start within {grace}: "
+        f"{_late(streak, now)} when the scheduler reached them{tail}"
+    )
 
 
 def decide_fire(state: JobState, now: datetime, new_id: NewId) -> Decision:
@@ -229,35 +318,62 @@ def decide_fire(state: JobState, now: datetime, new_id: NewId) -> Decision:
     first = state.next_fire_time()
     if first is not None and first <= now:
         schedule = Schedule.from_spec(spec, state.anchor)
-        runs, missed, last_missed = _plan_runs(schedule, spec, first, now)
-        if missed and last_missed is not None:
+        plan = _plan_runs(schedule, spec, first, now)
+        missed = plan.missed
+        if missed is not None:
             state = _apply(
                 state,
                 events,
                 ExecutionMissed(
                     job_id=state.job_id,
                     execution_id=new_id(),
-                    scheduled_time=first,
+                    scheduled_time=missed.first,
                     actual_time=now,
-                    missed_count=missed,
-                    window_start=first,
-                    window_end=last_missed,
-                    reason=(
-                        f"{missed} fire(s) from {first.isoformat()} to "
-                        f"{last_missed.isoformat()} could not start within "
-                        f"misfire_grace_time={spec.misfire_grace_time:g}s"
-                        + (" (coalesced into one run)" if spec.coalesce else "")
-                    ),
+                    missed_count=missed.count,
+                    window_start=missed.first,
+                    window_end=missed.last,
+                    reason=_missed_reason(spec, plan, missed, now),
                 ),
             )
         grace = timedelta(seconds=spec.misfire_grace_time)
-        for scheduled in runs:
-            on_time = not missed and len(runs) == 1 and now - scheduled <= grace
+        merged = plan.coalesced
+        for scheduled in plan.runs:
+            on_time = (
+                missed is None
+                and merged is None
+                and len(plan.runs) == 1
+                and now - scheduled <= grace
+            )
+            execution_id = new_id()
+            if merged is not None:
+                # Recorded before the run it joined, so that the run is the job's latest
+                # execution (history's last_status follows it).
+                state = _apply(
+                    state,
+                    events,
+                    ExecutionCoalesced(
+                        job_id=state.job_id,
+                        execution_id=new_id(),
+                        scheduled_time=merged.first,
+                        actual_time=now,
+                        coalesced_count=merged.count,
+                        window_start=merged.first,
+                        window_end=merged.last,
+                        into_execution_id=execution_id,
+                        reason=(
+                            f"{_fires(merged)}, {_late(merged, now)} (within "
+                            f"misfire_grace_time={spec.misfire_grace_time:g}s), "
+                            f"{'was' if merged.count == 1 else 'were'} coalesced "
+                            f"into execution {execution_id}, the fire of {scheduled.isoformat()}"
+                        ),
+                    ),
+                )
+                merged = None
             state = _place(
                 state,
                 spec,
                 events,
-                execution_id=new_id(),
+                execution_id=execution_id,
                 scheduled_time=scheduled,
                 now=now,
                 trigger_info="scheduled" if on_time else "catch_up",
@@ -389,6 +505,61 @@ def decide_finish(
     )
     state = _apply(state, events, final, *alarm)
     return Decision(events, _start_waiting(state, now, events))
+
+
+LateVerdict = Literal["late", "running", "foreign", "unknown"]
+
+
+def late_result_verdict(state: JobState, execution_id: str, equipment_id: str) -> LateVerdict:
+    """What a result that no one waited for is, for this job: ``late`` for an execution that
+    ended without its result (and has no late result yet); ``running`` for one still under
+    way (its result is for the restart's recovery); ``foreign`` when the job drives another
+    instrument than the report names; ``unknown`` otherwise (a duplicate of a result already
+    recorded, or an execution this job never had)."""
+    if state.spec is None or not state.exists:
+        return "unknown"
+    if state.spec.equipment_id != equipment_id:
+        return "foreign"
+    if execution_id in state.running or execution_id in state.pending:
+        return "running"
+    if execution_id in state.unsettled:
+        return "late"
+    return "unknown"
+
+
+def decide_late_result(
+    state: JobState,
+    execution_id: str,
+    now: datetime,
+    *,
+    equipment_id: str,
+    status: Literal["completed", "failed"],
+    result: Mapping[str, Any] | None = None,
+    error: ExecutionError | None = None,
+    agent_id: str = "",
+    reported_at: datetime | None = None,
+) -> Decision:
+    """An agent's result for an execution that already ended without it is kept as its
+    own fact; the execution's status stays as it was. Anything else records nothing."""
+    if late_result_verdict(state, execution_id, equipment_id) != "late":
+        return Decision([], state)
+    events: list[AnyEvent] = []
+    state = _apply(
+        state,
+        events,
+        ExecutionLateResult(
+            job_id=state.job_id,
+            execution_id=execution_id,
+            received_at=now,
+            status=status,
+            result=dict(result or {}),
+            error=error,
+            agent_id=agent_id,
+            equipment_id=equipment_id,
+            reported_at=reported_at,
+        ),
+    )
+    return Decision(events, state)
 
 
 def decide_timeout(

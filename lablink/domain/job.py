@@ -7,7 +7,7 @@ nothing); ``evolve(state, event)`` folds one event and never raises. Both are pu
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -18,10 +18,13 @@ from lablink.domain.requests import JobRequest, parse_job_request
 from lablink.domain.validation import INTERVAL_FIELDS, TRIGGER_FIELDS, normalise
 from lablink.errors import InvalidRequest, JobNotFound, JobStateConflict
 from lablink.events import (
+    ENDED_WITHOUT_RESULT,
     AnyEvent,
     ExecutionCancelled,
+    ExecutionCoalesced,
     ExecutionFailed,
     ExecutionInterrupted,
+    ExecutionLateResult,
     ExecutionMissed,
     ExecutionQueued,
     ExecutionRequested,
@@ -33,12 +36,15 @@ from lablink.events import (
     JobCreated,
     JobDeleted,
     JobPaused,
+    JobReanchored,
     JobResumed,
     JobSpec,
     JobUpdated,
 )
 
 JobStatus = str  # "active" | "paused" | "completed" | "deleted"
+# How many executions ended without their result a job remembers (see JobState.unsettled).
+MAX_UNSETTLED = 32
 
 
 class JobState(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,6 +75,13 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     # Run-now executions not yet ended: they never count toward max_executions.
     manual: frozenset[str] = frozenset()
     consecutive_missed: int = 0
+    # Whether the parameters were checked against the instrument's driver when last saved
+    # ("passed") or are left for the agent ("pending"); see domain/parameters.py.
+    parameters_check: str = "pending"
+    # The newest executions that ended while running without their agent's result (agent
+    # lost, timed out, cancelled, interrupted…): a result that still comes for one of them
+    # is kept as a late result, once. Bounded: it travels in every snapshot.
+    unsettled: tuple[str, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -140,6 +153,15 @@ def _ended(state: JobState, execution_id: str) -> JobState:
     )
 
 
+def _without_result(event: AnyEvent) -> bool:
+    """Did this end come from the scheduler's side, so that the agent's result may follow?"""
+    if isinstance(event, ExecutionSucceeded):
+        return False
+    if isinstance(event, ExecutionFailed):
+        return event.error.type in ENDED_WITHOUT_RESULT
+    return True
+
+
 def _note_fire(
     state: JobState, execution_id: str, scheduled_time: datetime, trigger_info: str
 ) -> JobState:
@@ -164,15 +186,27 @@ def evolve(state: JobState, event: AnyEvent) -> JobState:
                 created_at=event.created_at,
                 created_by=event.created_by,
                 rescheduled_at=event.created_at,
+                parameters_check=event.parameters_check,
             )
         case JobUpdated():
             return replace(
-                state, spec=event.spec, anchor=event.anchor, rescheduled_at=event.updated_at
+                state,
+                spec=event.spec,
+                anchor=event.anchor,
+                rescheduled_at=event.updated_at,
+                parameters_check=event.parameters_check or state.parameters_check,
             )
         case JobPaused():
             return replace(state, status="paused")
         case JobResumed():
             return replace(state, status="active", rescheduled_at=event.resumed_at)
+        case JobReanchored():
+            return replace(
+                state,
+                anchor=event.anchor,
+                rescheduled_at=event.rescheduled_at,
+                last_fire_time=event.last_fire_time,
+            )
         case JobDeleted():
             return replace(state, status="deleted")
         case JobCompleted():
@@ -217,7 +251,15 @@ def evolve(state: JobState, event: AnyEvent) -> JobState:
             | ExecutionCancelled()
             | ExecutionInterrupted()
         ):
-            return _ended(state, event.execution_id)
+            ended = _ended(state, event.execution_id)
+            if event.execution_id in state.running and _without_result(event):
+                unsettled = (*state.unsettled, event.execution_id)[-MAX_UNSETTLED:]
+                ended = replace(ended, unsettled=unsettled)
+            return ended
+        case ExecutionLateResult():
+            if event.execution_id not in state.unsettled:
+                return state
+            return replace(state, unsettled=_without(state.unsettled, event.execution_id))
         case ExecutionSkipped():
             if event.trigger_info == "manual":
                 return state
@@ -226,8 +268,44 @@ def evolve(state: JobState, event: AnyEvent) -> JobState:
         case ExecutionMissed():
             state = _note_fire(state, event.execution_id, event.window_end, "scheduled")
             return replace(state, consecutive_missed=state.consecutive_missed + event.missed_count)
+        case ExecutionCoalesced():
+            # Not missed: they ran as the run they joined, which counts (or is skipped) itself.
+            return _note_fire(state, event.execution_id, event.window_end, "scheduled")
         case _:
             return state
+
+
+def decide_reanchor(state: JobState, shift: timedelta, now: datetime) -> list[AnyEvent]:
+    """The wall clock was set back by ``shift`` (negative) and now reads ``now``: an active
+    interval job's fire times move with it.
+
+    Interval triggers count elapsed time (docs/scheduling.md, "Clock steps"), so the anchor,
+    the last handled fire and the restart instant all move by the step, and the next fire
+    comes one interval after the last one in elapsed time: no hour of silence after the clock
+    is set back. Calendar triggers (cron, daily, weekly, monthly, date) do not move: they
+    name wall-clock times, and never fire a scheduled time they already fired. Neither does
+    an interval job whose ``start_date`` is still ahead: its start is a wall-clock time too.
+    """
+    spec = state.spec
+    if (
+        spec is None
+        or spec.trigger_type != "interval"
+        or state.status != "active"
+        or state.anchor is None
+        or state.rescheduled_at is None
+        or not shift
+        or (spec.start_date is not None and spec.start_date > now)
+    ):
+        return []
+    return [
+        JobReanchored(
+            job_id=state.job_id,
+            shift_seconds=shift.total_seconds(),
+            anchor=state.anchor + shift,
+            rescheduled_at=state.rescheduled_at + shift,
+            last_fire_time=None if state.last_fire_time is None else state.last_fire_time + shift,
+        )
+    ]
 
 
 def fold(state: JobState, events: Iterable[AnyEvent]) -> JobState:

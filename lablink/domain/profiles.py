@@ -6,6 +6,11 @@ profile whole, in the format of LabLink's profile files (``name``, ``description
 the driver for its equipment type: a value the instrument would refuse is refused when the
 profile is saved, not when a job runs at 3 a.m. The driver tables are passed in (``models``),
 so this module stays pure. ``evolve`` folds one event and never raises.
+
+Settings may use the names of the original LabLink server's profiles (``current_limit``,
+``output_enabled``, ``load_enabled``, a load's ``CC`` mode, a multimeter's ``range: "AUTO"``):
+each driver table lists them as aliases of its own settings. They are checked through the
+setting they stand for and stored as written, so a profile reads back as it was sent.
 """
 
 from __future__ import annotations
@@ -62,7 +67,8 @@ class ProfileRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     name: str
     equipment_type: str
-    description: str = ""
+    # The original LabLink server writes null for a profile without a description.
+    description: str | None = ""
     model: str = ""
     settings: dict[str, Any] = msgspec.field(default_factory=dict)
     tags: list[str] = msgspec.field(default_factory=list)
@@ -76,7 +82,7 @@ class ProfileUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     version: int | UnsetType = UNSET
     name: str | UnsetType = UNSET
     equipment_type: str | UnsetType = UNSET
-    description: str | UnsetType = UNSET
+    description: str | UnsetType | None = UNSET
     model: str | UnsetType = UNSET
     settings: dict[str, Any] | UnsetType = UNSET
     tags: list[str] | UnsetType = UNSET
@@ -246,14 +252,15 @@ def check(request: ProfileRequest, models: Models) -> Profile:
         add("name", request.name, f"must be 1 to {MAX_NAME} characters")
     elif problem := text_problem(request.name):
         add("name", request.name, problem)
-    if len(request.description) > MAX_DESCRIPTION:
+    description = request.description or ""
+    if len(description) > MAX_DESCRIPTION:
         add(
             "description",
-            request.description[:40] + "…",
+            description[:40] + "…",
             f"must be at most {MAX_DESCRIPTION} characters",
         )
-    elif problem := text_problem(request.description, multiline=True):
-        add("description", request.description[:40], problem)
+    elif problem := text_problem(description, multiline=True):
+        add("description", description[:40], problem)
     if len(request.model) > MAX_MODEL:
         add("model", request.model[:40] + "…", f"must be at most {MAX_MODEL} characters")
     elif problem := text_problem(request.model):
@@ -281,7 +288,7 @@ def check(request: ProfileRequest, models: Models) -> Profile:
     return Profile(
         name=name,
         equipment_type=kind,
-        description=request.description,
+        description=description,
         model=request.model.strip(),
         settings=settings,
         tags=tuple(request.tags),
@@ -292,26 +299,38 @@ def _check_settings(
     settings: Mapping[str, Any], model: InstrumentModel, add: Callable[[str, Any, str], None]
 ) -> dict[str, Any]:
     """Each setting against the driver's table, in the order given (the order they are
-    applied). Values come back in the setting's own type (``"curr"`` -> ``"CURR"``)."""
+    applied), under its own name or an alias. Names are kept as written; values come back in
+    the setting's own type (``"curr"`` -> ``"CURR"``), except a word an alias reads as another
+    value (``"AUTO"``, ``"SLOW"``), kept as written."""
     settable = [s.name for s in model.settings if s.writable]
+    also = f"; also accepted: {', '.join(a.name for a in model.aliases)}" if model.aliases else ""
     checked: dict[str, Any] = {}
+    set_by: dict[str, str] = {}  # the table's setting -> the name that set it
     for name, value in settings.items():
         field = f"settings.{name}"
-        setting = model.setting(name)
-        if setting is None:
+        resolved = model.resolve(name, value)
+        if resolved is None:
             add(
                 field,
                 value,
-                f"the {model.kind} driver has no setting {name!r}; settable: {', '.join(settable)}",
+                f"the {model.kind} driver has no setting {name!r}; settable: "
+                f"{', '.join(settable)}{also}",
             )
             continue
+        setting, meant = resolved
         if not setting.writable:
             add(field, value, f"is read-only on the {model.kind}; settable: {', '.join(settable)}")
             continue
+        if setting.name in set_by:
+            add(field, value, f"sets {setting.name}, which {set_by[setting.name]} already sets")
+            continue
+        set_by[setting.name] = name
         try:
-            checked[name] = setting.validate(model.kind, value, parameter=name, context="profile")
+            normal = setting.validate(model.kind, meant, parameter=name, context="profile")
         except InvalidParameter as exc:
             add(field, value, _limit_reason(exc, model.kind))
+            continue
+        checked[name] = normal if meant is value else value
     return checked
 
 

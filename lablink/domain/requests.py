@@ -7,7 +7,9 @@ errors naming the field, the value and the reason.
 from __future__ import annotations
 
 import re
+import sys
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -70,15 +72,88 @@ def field_error_from_msgspec(exc: msgspec.ValidationError, raw: dict[str, Any]) 
     return FieldError(field="body", value=None, reason=text)
 
 
+# The largest number a body may carry anywhere: what a float holds. JSON allows any length,
+# and Python would carry a longer integer along until a float conversion overflowed deep
+# inside some check (a 500); each field's own limits then apply to what is left.
+MAX_NUMBER = sys.float_info.max
+_MAX_INTEGER = int(MAX_NUMBER)
+_MAX_DECIMAL = Decimal(MAX_NUMBER)
+# Numbers as Decimal: how a number JSON can write but no float holds (1e400) is read, so
+# that the field holding it can be named.
+_DECIMALS = msgspec.json.Decoder(float_hook=Decimal)
+MAX_NUMBER_PROBLEMS = 10
+
+
+def decode_json(body: bytes | str) -> Any:
+    """JSON as Python values; raises msgspec.DecodeError when it is not JSON.
+
+    msgspec refuses a number beyond a float's range with no useful path; such a number is
+    read as a Decimal instead, for ``check_numbers`` to name."""
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.ValidationError:
+        return _DECIMALS.decode(body)
+
+
+def _describe_number(value: int | Decimal) -> str:
+    """A short text for a number that may be too long to print (Python refuses to turn an
+    integer of more than 4300 digits into text)."""
+    if isinstance(value, int):
+        digits = int(value.bit_length() * 0.30103) + 1
+        return f"{'-' if value < 0 else ''}an integer of about {digits} digits"
+    return f"{value:.6e}"
+
+
+def number_problems(value: Any, field: str = "") -> list[FieldError]:
+    """Every number in ``value`` (at any depth) that no check could compare safely, each
+    naming its field (``parameters.parameters.value``, ``channels[2]``)."""
+    problems: list[FieldError] = []
+
+    def walk(item: Any, path: str) -> None:
+        if len(problems) >= MAX_NUMBER_PROBLEMS:
+            return
+        if isinstance(item, dict):
+            for key, child in item.items():
+                walk(child, f"{path}.{key}" if path else str(key))
+        elif isinstance(item, list | tuple):
+            for index, child in enumerate(item):
+                walk(child, f"{path}[{index}]")
+        elif (isinstance(item, int) and not isinstance(item, bool)) or isinstance(item, Decimal):
+            if isinstance(item, int):
+                fits = -_MAX_INTEGER <= item <= _MAX_INTEGER
+            else:
+                fits = item.is_finite() and abs(item) <= _MAX_DECIMAL
+            if not fits:
+                problems.append(
+                    FieldError(
+                        field=path or "body",
+                        value=_describe_number(item),
+                        reason=f"is out of range: numbers must be within ±{MAX_NUMBER:.6e}",
+                    )
+                )
+
+    walk(value, field)
+    return problems
+
+
+def check_numbers(value: Any) -> None:
+    """Refuse (InvalidRequest, HTTP 422) a body holding a number no check can compare."""
+    problems = number_problems(value)
+    if problems:
+        raise InvalidRequest(problems)
+
+
 def parse_object(body: bytes | str | dict[str, Any]) -> dict[str, Any]:
     if isinstance(body, dict):
-        return body
-    try:
-        raw = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest.one("body", None, f"not valid JSON: {exc}") from exc
+        raw = body
+    else:
+        try:
+            raw = decode_json(body)
+        except msgspec.DecodeError as exc:
+            raise InvalidRequest.one("body", None, f"not valid JSON: {exc}") from exc
     if not isinstance(raw, dict):
         raise InvalidRequest.one("body", raw, "expected a JSON object")
+    check_numbers(raw)
     return raw
 
 

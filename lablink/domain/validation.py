@@ -6,16 +6,18 @@ the reason. Pure: the instant "now" and the default time zone are passed in.
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
+
 from lablink.domain import triggers
 from lablink.domain.requests import JobRequest
 from lablink.domain.schedule import Schedule
+from lablink.equipment_agent.scpi import finite_number
 from lablink.errors import FieldError, InvalidRequest
 from lablink.events.jobs import JobSpec
 
@@ -54,7 +56,7 @@ def default_timeout(schedule_type: str, parameters: dict[str, Any]) -> float:
     """Acquisition: its duration plus a margin (10 %, at least 60 s); others: per type."""
     if schedule_type == "acquisition":
         duration = parameters.get("duration")
-        if isinstance(duration, int | float) and not isinstance(duration, bool) and duration > 0:
+        if finite_number(duration) and 0 < duration <= MAX_ACQUISITION_SECONDS:
             return float(duration) + max(60.0, 0.1 * float(duration))
         return 120.0
     return DEFAULT_TIMEOUTS[schedule_type]
@@ -99,6 +101,15 @@ def parse_time_of_day(value: str) -> time | None:
     return time(hour, minute, second)
 
 
+# What one job may hold (docs/api.md, "Limits"): a job is read whole on every list page and
+# written whole into every update's event, so none of it may grow without bound.
+MAX_NAME = 200  # characters
+MAX_DESCRIPTION_BYTES = 4096  # UTF-8
+MAX_TAGS = 32
+MAX_TAG = 64  # characters
+MAX_PARAMETERS_BYTES = 65536  # as JSON (UTF-8)
+
+
 class _Collector:
     def __init__(self) -> None:
         self.errors: list[FieldError] = []
@@ -109,12 +120,40 @@ class _Collector:
         self.errors.append(FieldError(field=field, value=shown, reason=reason))
 
 
+def _check_sizes(errors: _Collector, request: JobRequest) -> None:
+    """The limits on what a job holds, each refusal naming the limit."""
+    name = request.name.strip()
+    if not name or len(request.name) > MAX_NAME:
+        shown = request.name if len(request.name) <= MAX_NAME else request.name[:40] + "…"
+        errors.add("name", shown, f"must be 1 to {MAX_NAME} characters (got {len(request.name)})")
+    size = len(request.description.encode())
+    if size > MAX_DESCRIPTION_BYTES:
+        errors.add(
+            "description",
+            request.description[:40] + "…",
+            f"must be at most {MAX_DESCRIPTION_BYTES} bytes (4 KiB) as UTF-8 (got {size})",
+        )
+    if len(request.tags) > MAX_TAGS:
+        errors.add("tags", f"{len(request.tags)} tags", f"at most {MAX_TAGS} tags")
+    for index, tag in enumerate(request.tags[:MAX_TAGS]):
+        if not tag or len(tag) > MAX_TAG:
+            shown = tag if len(tag) <= MAX_TAG else tag[:40] + "…"
+            errors.add(f"tags[{index}]", shown, f"must be 1 to {MAX_TAG} characters")
+    size = len(msgspec.json.encode(request.parameters))
+    if size > MAX_PARAMETERS_BYTES:
+        errors.add(
+            "parameters",
+            f"{size} bytes of JSON",
+            f"must be at most {MAX_PARAMETERS_BYTES} bytes (64 KiB) encoded as JSON",
+        )
+
+
 def _check_number(
     errors: _Collector, field: str, value: float | None, low: float, high: float
 ) -> None:
     if value is None:
         return
-    if not math.isfinite(value) or value < low or value > high:
+    if not finite_number(value) or value < low or value > high:
         errors.add(field, value, f"must be between {low:g} and {high:g}")
 
 
@@ -137,7 +176,7 @@ def _check_acquisition_size(errors: _Collector, params: dict[str, Any], duration
         )
     rate = params.get("sample_rate")
     if rate is not None:
-        if not isinstance(rate, int | float) or isinstance(rate, bool) or not math.isfinite(rate):
+        if not finite_number(rate):
             errors.add("parameters.sample_rate", rate, "must be a number of samples per second")
         elif rate <= 0 or rate > MAX_SAMPLE_RATE:
             errors.add(
@@ -178,12 +217,7 @@ def _check_parameters(errors: _Collector, request: JobRequest) -> None:
     kind = request.schedule_type
     if kind == "acquisition":
         duration = params.get("duration")
-        if (
-            not isinstance(duration, int | float)
-            or isinstance(duration, bool)
-            or not math.isfinite(duration)
-            or duration <= 0
-        ):
+        if not finite_number(duration) or duration <= 0:
             errors.add(
                 "parameters.duration", duration, "an acquisition needs a duration in seconds > 0"
             )
@@ -236,7 +270,7 @@ def _check_trigger(errors: _Collector, request: JobRequest) -> time | None:
         bad = False
         for field in given:
             value = getattr(request, field)
-            if not math.isfinite(value) or not 0 <= value * unit[field] <= MAX_INTERVAL_SECONDS:
+            if not finite_number(value) or not 0 <= value * unit[field] <= MAX_INTERVAL_SECONDS:
                 errors.add(field, value, "must be a number from 0 up to 366 days")
                 bad = True
         total = sum(getattr(request, f) * unit[f] for f in given)
@@ -276,23 +310,18 @@ def normalise(
     ``anchor`` is kept from the job's creation when an update does not set start_date.
     """
     errors = _Collector()
+    _check_sizes(errors, request)
     name = request.name.strip()
-    if not name or len(name) > 200:
-        errors.add("name", request.name, "must be 1 to 200 characters")
-    elif problem := text_problem(request.name):
+    if len(request.name) <= MAX_NAME and (problem := text_problem(request.name)):
         errors.add("name", request.name, problem)
-    if problem := text_problem(request.description, multiline=True):
+    if problem := text_problem(request.description[:MAX_DESCRIPTION_BYTES], multiline=True):
         errors.add("description", request.description[:40], problem)
-    if len(request.description) > 5000:
-        errors.add("description", request.description[:40] + "…", "must be at most 5000 characters")
     if not ID_PATTERN.match(request.equipment_id):
         errors.add("equipment_id", request.equipment_id, ID_RULE)
     if request.profile_id is not None and not ID_PATTERN.match(request.profile_id):
         errors.add("profile_id", request.profile_id, ID_RULE)
-    for index, tag in enumerate(request.tags):
-        if not tag or len(tag) > 64:
-            errors.add(f"tags[{index}]", tag, "must be 1 to 64 characters")
-        elif problem := text_problem(tag):
+    for index, tag in enumerate(request.tags[:MAX_TAGS]):
+        if tag and len(tag) <= MAX_TAG and (problem := text_problem(tag)):
             errors.add(f"tags[{index}]", tag, problem)
 
     zone_name = request.timezone if request.timezone is not None else default_timezone

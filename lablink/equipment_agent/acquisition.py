@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from lablink.equipment_agent.checks import FORMATS, MAX_DURATION_S, POINT_RATE_LIMITS
 from lablink.equipment_agent.context import Job, RunContext
 from lablink.equipment_agent.errors import CommunicationError, EquipmentError, InvalidParameter
 from lablink.equipment_agent.instrument import Instrument
@@ -33,10 +34,6 @@ from lablink.equipment_agent.scpi import WaveformCapture, check_number
 log = structlog.get_logger(tag="equipment")
 
 DEFAULT_MAX_SAMPLES_PER_CHANNEL = 100_000
-MAX_DURATION_S = 7 * 86_400.0
-# Point-by-point sampling is one query per sample: a few hundred per second at best.
-POINT_RATE_LIMITS = (0.001, 1_000.0)
-FORMATS = ("csv",)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
 
 

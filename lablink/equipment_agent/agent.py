@@ -6,6 +6,10 @@ Executions run on the instrument's own worker thread (one VISA session, one lock
 ``bench``), through the same operations as the in-process executor. Every step goes to the
 durable ``LABLINK_REPORTS`` stream; the result is kept in the agent's ledger until JetStream
 has acknowledged it, so neither a scheduler restart nor a NATS outage loses it.
+
+A run command received later than its job's misfire grace time after it was due (a backlog
+after an outage, an agent that was frozen) is refused before anything touches the
+instrument: the execution fails ``stale_command``, stating how late it came.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import asyncio
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -26,11 +30,13 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from lablink.bus.relay import NatsOptions
+from lablink.clock import Clock, SystemClock
 from lablink.equipment_agent.bench import Bench, PortWrapper
 from lablink.equipment_agent.config import AgentConfig
 from lablink.equipment_agent.ledger import Ledger
 from lablink.equipment_agent.protocol import (
     ABANDONED,
+    STALE_COMMAND,
     Outcome,
     Presence,
     Report,
@@ -81,6 +87,10 @@ class Agent:
     _heartbeat: asyncio.Task[None] | None = None
     _republisher: asyncio.Task[None] | None = None
     _closing: bool = False
+    # The agent's own clock: a command's lateness is measured on it.
+    clock: Clock = field(default_factory=SystemClock)
+    # Reports of refused commands on their way to the stream.
+    _refusals: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def agent_id(self) -> str:
@@ -124,7 +134,7 @@ class Agent:
     async def aclose(self) -> None:
         """Say goodbye, stop what runs (safe state), close the instruments."""
         self._closing = True
-        for task in (self._heartbeat, self._republisher):
+        for task in (self._heartbeat, self._republisher, *self._refusals):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -169,6 +179,10 @@ class Agent:
             return
         assert self._ledger is not None
         ledger = self._ledger
+        stale = _staleness(command, self.clock.now())
+        if stale is not None:
+            await self._refuse_stale(msg, request, stale)
+            return
         fresh = await asyncio.to_thread(
             ledger.accept, request.execution_id, request.job_id, equipment_id
         )
@@ -184,6 +198,42 @@ class Agent:
         )
         self._running[request.execution_id] = _Execution(task=task, equipment_id=equipment_id)
         await self._reply(msg, RunReply(status="accepted", agent_id=self.agent_id))
+
+    async def _refuse_stale(
+        self, msg: Msg, request: ExecutionRequest, error: ExecutionError
+    ) -> None:
+        """Refuse a stale command without touching the instrument. The refusal is recorded
+        in the ledger and published as the execution's result, so that it reaches the log
+        even when the scheduler stopped waiting for this reply long ago."""
+        assert self._ledger is not None
+        outcome = Outcome(status="failed", error=error)
+        fresh = await asyncio.to_thread(
+            self._ledger.refuse,
+            request.execution_id,
+            request.job_id,
+            request.spec.equipment_id,
+            outcome,
+        )
+        if not fresh:  # seen before: say what became of it, as for any duplicate
+            state, _ = await asyncio.to_thread(self._ledger.state, request.execution_id)
+            await self._reply(
+                msg, RunReply(status="duplicate", agent_id=self.agent_id, state=state)
+            )
+            return
+        log.warning(
+            "stale run command refused",
+            execution_id=request.execution_id,
+            job_id=request.job_id,
+            equipment_id=request.spec.equipment_id,
+            late_seconds=error.details.get("late_seconds"),
+        )
+        await self._reply(
+            msg,
+            RunReply(status="refused", agent_id=self.agent_id, reason=error.message, error=error),
+        )
+        task = asyncio.create_task(self._publish(request, outcome=outcome, required=True))
+        self._refusals.add(task)
+        task.add_done_callback(self._refusals.discard)
 
     async def _on_stop(self, msg: Msg) -> None:
         try:
@@ -389,3 +439,32 @@ class Agent:
                 heartbeat_seconds=self.config.heartbeat_seconds,
             )
             await self._nc.publish(presence_subject(eid), encoder.encode(presence))
+
+
+def _staleness(command: RunCommand, now: datetime) -> ExecutionError | None:
+    """The ``stale_command`` error when ``command`` came later than its job's misfire grace
+    time after it was due; None when it may run."""
+    request = command.request
+    due = command.due_at or request.scheduled_time
+    grace = (
+        command.misfire_grace_time
+        if command.misfire_grace_time is not None
+        else request.spec.misfire_grace_time
+    )
+    late = (now - due).total_seconds()
+    if late <= grace:
+        return None
+    how_late = str(timedelta(seconds=round(late)))
+    return ExecutionError(
+        type=STALE_COMMAND,
+        message=f"stale command: received {how_late} after it was due at {due.isoformat()},"
+        f" beyond misfire_grace_time={grace:g}s; the instrument was not touched",
+        details={
+            "equipment_id": request.spec.equipment_id,
+            "due_at": due.isoformat(),
+            "received_at": now.isoformat(),
+            "late_seconds": round(late, 3),
+            "misfire_grace_time": grace,
+            "trigger_info": request.trigger_info,
+        },
+    )

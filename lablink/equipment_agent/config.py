@@ -10,6 +10,8 @@
 
     [nats]                          # default: LABLINK_NATS_URL, else the embedded server's URL
     url = "nats://127.0.0.1:4222"   # user, password, credentials, tls_ca, tls_cert, tls_key
+                                    # (default: LABLINK_NATS_*, else on the embedded server
+                                    # the agent's own user agent-<id>, see docs/nats.md)
 
     [[instruments]]
     id = "power_supply_1"

@@ -5,6 +5,12 @@ Each kind lists its measurements (``get_<name>``), its settings (``get_<name>``,
 setting is its output (``output_on`` / ``output_off``, switched off by the safe state) and any
 multi-step procedures. Every kind also answers ``reset``. The limits match the device file
 ``bench.yaml``; a test keeps the two in step.
+
+Profiles written for the original LabLink server name some settings differently
+(``current_limit``, ``output_enabled``, ``load_enabled``, a multimeter's ``range`` and
+``rate``, a load's ``CC``/``CV``/``CR``/``CP`` modes); each table lists those names as aliases of
+its own settings, so such a profile is stored as written and applied through the table
+(docs/api.md, "Setting names of the original LabLink").
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from lablink.equipment_agent.checks import expect_only
 from lablink.equipment_agent.context import RunContext
 from lablink.equipment_agent.errors import InvalidParameter
 from lablink.equipment_agent.instrument import Instrument
@@ -19,6 +26,7 @@ from lablink.equipment_agent.scpi import (
     InstrumentModel,
     Measurement,
     MessagePort,
+    SettingAlias,
     WaveformCapture,
     check_number,
     choice,
@@ -29,6 +37,8 @@ from lablink.equipment_agent.scpi import (
 )
 
 SCOPE_CHANNELS = (1, 2, 3, 4)
+# An electronic load's modes as most loads' fronts (and the original LabLink) name them.
+LOAD_MODES = {"CC": "CURR", "CV": "VOLT", "CR": "RES", "CP": "POW"}
 
 POWER_SUPPLY = InstrumentModel(
     kind="power_supply",
@@ -45,6 +55,10 @@ POWER_SUPPLY = InstrumentModel(
     ),
     primary="voltage",
     output="output",
+    aliases=(
+        SettingAlias(name="current_limit", setting="current"),
+        SettingAlias(name="output_enabled", setting="output"),
+    ),
 )
 
 MULTIMETER = InstrumentModel(
@@ -58,8 +72,28 @@ MULTIMETER = InstrumentModel(
         number("nplc", "VOLT:DC:NPLC", "PLC", 0.02, 100.0),
         number("voltage_range", "VOLT:DC:RANG", "V", 0.1, 1000.0),
         switch("autorange", "VOLT:DC:RANG:AUTO"),
+        # What the meter measures between jobs: only the functions LabLink reads.
+        choice(
+            "function", "FUNC", ("VOLT:DC", "CURR:DC", "RES"), {"DCV": "VOLT:DC", "DCI": "CURR:DC"}
+        ),
+        choice("trigger_source", "TRIG:SOUR", ("IMM", "BUS", "EXT"), {"AUTO": "IMM"}),
+        # On: above 10 GOhm input impedance on the low DC ranges; off: 10 MOhm.
+        switch("high_impedance", "VOLT:DC:IMP:AUTO"),
     ),
     primary="voltage",
+    aliases=(
+        SettingAlias(name="range", setting="voltage_range", keywords={"AUTO": ("autorange", True)}),
+        SettingAlias(
+            name="rate",
+            setting="nplc",
+            keywords={"SLOW": ("nplc", 10.0), "MEDIUM": ("nplc", 1.0), "FAST": ("nplc", 0.02)},
+        ),
+        SettingAlias(
+            name="dc_impedance",
+            setting="high_impedance",
+            keywords={"10G": ("high_impedance", True), "10M": ("high_impedance", False)},
+        ),
+    ),
 )
 
 OSCILLOSCOPE = InstrumentModel(
@@ -71,6 +105,21 @@ OSCILLOSCOPE = InstrumentModel(
     settings=(
         number("sample_rate", "ACQ:SRAT", "Sa/s", 1.0, 1e9, fmt="{:.6e}"),
         number("trigger_level", "TRIG:LEV", "V", -5.0, 5.0),
+        choice(
+            "trigger_mode",
+            "TRIG:SWE",
+            ("AUTO", "NORM", "SING"),
+            {"NORMAL": "NORM", "SINGLE": "SING"},
+        ),
+        number("timebase_scale", "TIM:SCAL", "s/div", 1e-9, 50.0, fmt="{:.6e}"),
+        *(
+            number(f"channel_{n}_scale", f"CHAN{n}:SCAL", "V/div", 0.001, 10.0, fmt="{:.6e}")
+            for n in SCOPE_CHANNELS
+        ),
+        *(
+            choice(f"channel_{n}_coupling", f"CHAN{n}:COUP", ("AC", "DC", "GND"))
+            for n in SCOPE_CHANNELS
+        ),
         readonly("record_length", "ACQ:POIN", "pts", type="int"),
         readonly("y_increment", "WAV:YINC", "V"),
         readonly("y_origin", "WAV:YOR", "V"),
@@ -80,21 +129,33 @@ OSCILLOSCOPE = InstrumentModel(
 )
 
 
+def check_load_test(
+    model: InstrumentModel, equipment_id: str, params: Mapping[str, Any]
+) -> tuple[float, int]:
+    """run_load_test's parameters: (duration, samples); ``current`` within the load's limit."""
+    command = "run_load_test"
+    expect_only(equipment_id, command, params, "duration", "current", "samples")
+    duration = check_number(equipment_id, params, "duration", 0.0, 86_400.0, context=command)
+    samples = int(
+        check_number(
+            equipment_id, params, "samples", 2, 1_000, context=command, default=5, whole=True
+        )
+    )
+    if "current" not in params:
+        raise InvalidParameter(equipment_id, "current", None, "is required", context=command)
+    current = model.setting("current")
+    assert current is not None
+    current.validate(equipment_id, params["current"], parameter="current", context=command)
+    return duration, samples
+
+
 def run_load_test(inst: Instrument, params: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
     """Sink ``current`` amps for ``duration`` seconds, sampling ``samples`` readings evenly.
 
     The input is switched off at the end whatever happens, so a failed or stopped test never
-    leaves the load drawing current.
+    leaves the load drawing current. Every parameter is checked before anything is sent.
     """
-    command = "run_load_test"
-    inst.expect_only(command, params, "duration", "current", "samples")
-    eid = inst.equipment_id
-    duration = check_number(eid, params, "duration", 0.0, 86_400.0, context=command)
-    samples = int(
-        check_number(eid, params, "samples", 2, 1_000, context=command, default=5, whole=True)
-    )
-    if "current" not in params:
-        raise InvalidParameter(inst.equipment_id, "current", None, "is required", context=command)
+    duration, samples = check_load_test(inst.model, inst.equipment_id, params)
     inst.apply("mode", "CURR", parameter="mode")
     setpoint = inst.apply("current", params["current"], parameter="current")
     readings: list[dict[str, float]] = []
@@ -138,13 +199,19 @@ ELECTRONIC_LOAD = InstrumentModel(
     ),
     settings=(
         number("current", "CURR", "A", 0.0, 30.0),
-        choice("mode", "FUNC", ("CURR", "VOLT", "RES", "POW")),
+        # Constant current, voltage, resistance or power; the levels of the last three.
+        choice("mode", "FUNC", ("CURR", "VOLT", "RES", "POW"), LOAD_MODES),
+        number("voltage", "VOLT", "V", 0.0, 150.0),
+        number("resistance", "RES", "Ohm", 0.05, 10_000.0),
+        number("power", "POW", "W", 0.0, 300.0),
         # A load's input plays the part of a source's output.
         switch("input", "INP"),
     ),
     primary="current",
     output="input",
     procedures={"run_load_test": run_load_test},
+    checks={"run_load_test": check_load_test},
+    aliases=(SettingAlias(name="load_enabled", setting="input"),),
 )
 
 TEMPERATURE_SENSOR = InstrumentModel(

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import pyvisa
 import structlog
 
+from lablink.equipment_agent.checks import check_command
 from lablink.equipment_agent.context import RunContext
 from lablink.equipment_agent.errors import (
     CommunicationError,
@@ -208,13 +209,12 @@ class Instrument:
     def run_command(
         self, name: str, parameters: Mapping[str, Any], ctx: RunContext
     ) -> dict[str, Any]:
+        # Everything the table alone can refuse is refused before anything is sent (the same
+        # checks the job service runs when a job is saved).
+        check_command(self.model, self.equipment_id, name, parameters)
         handler = self._commands.get(name)
         if handler is None:
             raise UnknownCommand(self.equipment_id, self.kind, name, self._commands)
-        if not isinstance(parameters, Mapping):
-            raise InvalidParameter(
-                self.equipment_id, "parameters", parameters, "is not an object", context=name
-            )
         return {"command": name, **handler(self, parameters, ctx)}
 
     def expect_only(self, command: str, parameters: Mapping[str, Any], *allowed: str) -> None:

@@ -65,6 +65,26 @@ class Ledger:
             )
             return cursor.rowcount == 1
 
+    def refuse(self, execution_id: str, job_id: str, equipment_id: str, outcome: Outcome) -> bool:
+        """Record a run command refused without running (accepted and finished at once, so
+        that a restart has nothing to settle); False when this execution id was seen before."""
+        now = datetime.now(UTC).isoformat()
+        with self._lock:
+            cursor = self._conn.execute(
+                "INSERT OR IGNORE INTO executions"
+                " (execution_id, job_id, equipment_id, accepted_at, finished_at, outcome)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    execution_id,
+                    job_id,
+                    equipment_id,
+                    now,
+                    now,
+                    msgspec.json.encode(outcome).decode(),
+                ),
+            )
+            return cursor.rowcount == 1
+
     def next_seq(self, execution_id: str) -> int:
         """Report numbers per execution, unique across agent restarts (they key JetStream's
         duplicate detection)."""

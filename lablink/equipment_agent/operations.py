@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lablink.equipment_agent.acquisition import DEFAULT_MAX_SAMPLES_PER_CHANNEL, acquire
+from lablink.equipment_agent.checks import check_job
 from lablink.equipment_agent.context import Job, RunContext
 from lablink.equipment_agent.errors import (
     CommunicationError,
@@ -24,6 +25,7 @@ from lablink.equipment_agent.errors import (
     ProfileError,
 )
 from lablink.equipment_agent.instrument import Instrument
+from lablink.equipment_agent.scpi import Setting
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +52,9 @@ def run_operation(
             job.schedule_type,
             f"is not one of {', '.join(OPERATIONS)}",
         )
+    # A job the table alone can refuse changes nothing on the instrument, its profile
+    # included (the job service ran the same checks when it was saved, if it knew the kind).
+    check_job(inst.model, inst.equipment_id, job.schedule_type, job.parameters)
     profile = apply_profile(inst, job)
     result = operation(inst, job, ctx, options, profile)
     if profile is not None:
@@ -65,19 +70,28 @@ def apply_profile(inst: Instrument, job: Job) -> dict[str, Any] | None:
     if job.profile_settings is None:
         return {"id": pid, "applied": False, "reason": "no profile settings were provided"}
     settable = {s.name: s for s in inst.model.settings if s.writable}
-    checked: dict[str, Any] = {}
-    # Every value is checked before any is sent, so a refused profile changes nothing.
+    # name as the profile wrote it -> (the table's setting, the value in its terms)
+    checked: dict[str, tuple[Setting, Any]] = {}
+    aliases: dict[str, str] = {}
+    # Every value is checked before any is sent, so a refused profile changes nothing. A name
+    # of the original LabLink's profiles is set through the setting it stands for.
     for name, value in job.profile_settings.items():
-        setting = settable.get(name)
-        if setting is None:
+        resolved = inst.model.resolve(name, value)
+        if resolved is None or resolved[0].name not in settable:
             raise ProfileError(
                 eid,
                 f"profile {pid!r} sets {name!r}, which {eid} ({inst.kind}) does not have; "
                 f"settable: {', '.join(settable)}",
                 details={"profile_id": pid, "setting": name, "settable": list(settable)},
             )
+        setting, meant = resolved
+        if setting.name != name:
+            aliases[name] = setting.name
         try:
-            checked[name] = setting.validate(eid, value, parameter=name, context="profile")
+            checked[name] = (
+                setting,
+                setting.validate(eid, meant, parameter=name, context="profile"),
+            )
         except InvalidParameter as exc:
             raise ProfileError(
                 eid,
@@ -85,9 +99,9 @@ def apply_profile(inst: Instrument, job: Job) -> dict[str, Any] | None:
                 details={**exc.details, "profile_id": pid},
             ) from exc
     applied: dict[str, Any] = {}
-    for name, value in checked.items():
+    for name, (setting, value) in checked.items():
         try:
-            applied[name] = inst.apply(name, value, parameter=name)
+            applied[name] = inst.apply(setting.name, value, parameter=name)
         except InstrumentError as exc:
             raise ProfileError(
                 eid,
@@ -95,9 +109,9 @@ def apply_profile(inst: Instrument, job: Job) -> dict[str, Any] | None:
                 code=exc.code,
                 details={**exc.details, "profile_id": pid, "applied_before_error": applied},
             ) from exc
-        # Compared with the value as it went over the wire (the driver's resolution), not
-        # as the profile wrote it.
-        sent = settable[name].decode(settable[name].encode(value))
+        # Compared with the value as it went over the wire (the driver's resolution, a load's
+        # CC sent as CURR), not as the profile wrote it.
+        sent = setting.decode(setting.encode(value))
         if not _same(applied[name], sent):
             # Accepted without an error but not taken as sent: the instrument ignored or
             # coerced it, and the operation would run on settings nobody asked for.
@@ -113,7 +127,10 @@ def apply_profile(inst: Instrument, job: Job) -> dict[str, Any] | None:
                     "applied_before_error": {k: v for k, v in applied.items() if k != name},
                 },
             )
-    return {"id": pid, "applied": True, "settings": applied}
+    result: dict[str, Any] = {"id": pid, "applied": True, "settings": applied}
+    if aliases:
+        result["aliases"] = aliases  # the names written -> the settings they set
+    return result
 
 
 def _same(read_back: Any, sent: Any) -> bool:

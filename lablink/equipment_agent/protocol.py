@@ -5,15 +5,17 @@ instruments (see ``deploy/nats-server.conf``):
 
 - ``lablink.agents.<equipment_id>.run``    request/reply: run one execution (an
   ``ExecutionRequest``); the reply says accepted, or duplicate when the agent has seen that
-  execution id before (it never drives the instrument twice for one execution).
+  execution id before (it never drives the instrument twice for one execution), or refused
+  (a stale command: received later than the job's misfire grace time after it was due).
 - ``lablink.agents.<equipment_id>.stop``   request/reply: stop an execution, safe state.
 - ``lablink.agents.<equipment_id>.status`` request/reply: what the agent knows of an
   execution (after a scheduler restart).
-- ``lablink.reports.<equipment_id>.heartbeat`` / ``.online`` / ``.offline``: core NATS,
-  the agent's presence, with the instrument's identity.
+- ``lablink.reports.<equipment_id>.presence``: core NATS, the agent's heartbeat (online)
+  or goodbye (offline), with the instrument's identity.
 - ``lablink.reports.<equipment_id>.exec.<execution_id>.<seq>``: progress and the result, in
   the durable JetStream stream ``LABLINK_REPORTS``, which the scheduler consumes; a result
-  published while the scheduler is down is recorded when it comes back.
+  published while the scheduler is down is recorded when it comes back. The scheduler takes
+  a report only on its own instrument's subject.
 
 Core NATS request/reply gives "no responders" at once when no agent serves an instrument:
 that is how the scheduler tells "equipment offline" within a second or two.
@@ -43,6 +45,8 @@ REPORTS_MAX_AGE_SECONDS = 7 * 24 * 3600
 # The error type of an execution the agent found unfinished when it started again: it died
 # under it, so nothing knows how the operation ended.
 ABANDONED = "agent_restarted"
+# The error type of a run command the agent received too late to run (see RunCommand).
+STALE_COMMAND = "stale_command"
 
 DEFAULT_HEARTBEAT_SECONDS = 1.0
 # No heartbeat for this long: the agent is lost and its executions fail.
@@ -71,12 +75,28 @@ def report_subject(equipment_id: str, execution_id: str, seq: int) -> str:
     return f"{REPORTS_PREFIX}.{equipment_id}.exec.{execution_id}.{seq}"
 
 
+def subject_equipment(subject: str) -> str:
+    """The instrument a ``lablink.agents.…`` or ``lablink.reports.…`` subject is for."""
+    parts = subject.split(".")
+    return parts[2] if len(parts) > 2 else ""
+
+
 class RunCommand(msgspec.Struct, frozen=True, kw_only=True):
     """What the scheduler sends: the execution, and the settings of its profile (resolved by
-    the scheduler, which owns the profiles) when the job names one and profiles are known."""
+    the scheduler, which owns the profiles) when the job names one and profiles are known.
+
+    ``due_at`` is when the execution was due to start (a scheduled fire: its scheduled time;
+    a run-now: when it was asked for; a catch-up or a queued run: when the scheduler started
+    it) and ``misfire_grace_time`` the job's. An agent that receives the command more than
+    the grace time after ``due_at`` refuses it (``stale_command``) without touching the
+    instrument: a backlog delivered after an outage never drives instruments at the wrong
+    time. Commands without them (older schedulers) use the request's scheduled time and the
+    job's grace time."""
 
     request: ExecutionRequest
     profile_settings: dict[str, Any] | None = None
+    due_at: datetime | None = None
+    misfire_grace_time: float | None = None
 
 
 class RunReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -85,6 +105,8 @@ class RunReply(msgspec.Struct, frozen=True, kw_only=True):
     # For a duplicate: "running" or "finished" (its result is, or was, in the stream).
     state: str = ""
     reason: str = ""
+    # For a refusal the agent records (a stale command): the execution's error.
+    error: ExecutionError | None = None
 
 
 class StopRequest(msgspec.Struct, frozen=True, kw_only=True):

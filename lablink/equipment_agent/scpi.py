@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeGuard
 
 from lablink.equipment_agent.errors import InvalidParameter
 
@@ -23,6 +23,9 @@ SettingValue = float | int | bool | str
 ValueType = Literal["float", "int", "bool", "choice"]
 # A multi-step routine a kind offers as a command (e.g. the load's run_load_test).
 Procedure = Callable[["Instrument", Mapping[str, Any], "RunContext"], dict[str, Any]]
+# What a procedure refuses in its parameters, decided without the instrument (raises
+# InvalidParameter): run before the procedure, and when a job naming it is saved.
+ProcedureCheck = Callable[["InstrumentModel", str, Mapping[str, Any]], object]
 
 
 class MessagePort(Protocol):
@@ -38,6 +41,21 @@ class MessagePort(Protocol):
 
 def parse_number(text: str) -> float:
     return float(text.strip())
+
+
+def finite_number(value: Any) -> TypeGuard[int | float]:
+    """A number a limit can be compared with: not a bool, not NaN or infinite. An integer of
+    any size counts, and is compared exactly (``math.isfinite`` would convert it to a float,
+    which overflows beyond 1.8e308)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def whole_number(value: int | float) -> bool:
+    return isinstance(value, int) or value.is_integer()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +88,9 @@ class Setting:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] = ()
+    # Other words for a choice, as other tools write them (an electronic load's ``CC`` for
+    # ``CURR``): accepted, kept as written, sent as the choice they stand for.
+    value_aliases: Mapping[str, str] = field(default_factory=dict)
     writable: bool = True
     format: str = "{:.3f}"
 
@@ -83,7 +104,10 @@ class Setting:
     def encode(self, value: SettingValue) -> str:
         if self.type == "bool":
             return "1" if value else "0"
-        if self.type in ("int", "choice"):
+        if self.type == "choice":
+            word = str(value).upper()
+            return self.value_aliases.get(word, word)
+        if self.type == "int":
             return str(value)
         return self.format.format(value)
 
@@ -119,16 +143,19 @@ class Setting:
                 return bool(value)
             raise refuse("is not on/off (true, false, 1 or 0)")
         if self.type == "choice":
-            if isinstance(value, str) and value.upper() in self.choices:
+            if isinstance(value, str) and (
+                value.upper() in self.choices or value.upper() in self.value_aliases
+            ):
                 return value.upper()
-            raise refuse(f"is not one of {', '.join(self.choices)}", list(self.choices))
+            also = f" (or {', '.join(self.value_aliases)})" if self.value_aliases else ""
+            raise refuse(f"is not one of {', '.join(self.choices)}{also}", list(self.choices))
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise refuse("is not a number")
-        if not math.isfinite(value):
+        if not finite_number(value):
             raise refuse("is not a finite number")
         number: float | int = value
         if self.type == "int":
-            if not float(value).is_integer():
+            if not whole_number(value):
                 raise refuse("is not a whole number")
             number = int(value)
         unit = f" {self.unit}" if self.unit else ""
@@ -158,9 +185,9 @@ def check_number(
 
     if value is None:
         raise refuse("is required")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not finite_number(value):
         raise refuse("is not a finite number")
-    if whole and not float(value).is_integer():
+    if whole and not whole_number(value):
         raise refuse("is not a whole number")
     if value < minimum:
         raise refuse(f"is below the minimum {minimum:g}", minimum)
@@ -187,8 +214,12 @@ def switch(name: str, header: str) -> Setting:
     return Setting(name=name, header=header, type="bool")
 
 
-def choice(name: str, header: str, choices: tuple[str, ...]) -> Setting:
-    return Setting(name=name, header=header, type="choice", choices=choices)
+def choice(
+    name: str, header: str, choices: tuple[str, ...], aliases: Mapping[str, str] | None = None
+) -> Setting:
+    aliases = dict(aliases or {})
+    assert set(aliases.values()) <= set(choices), f"{name}: an alias for no choice"
+    return Setting(name=name, header=header, type="choice", choices=choices, value_aliases=aliases)
 
 
 def readonly(name: str, header: str, unit: str = "", type: ValueType = "float") -> Setting:
@@ -213,6 +244,20 @@ class WaveformCapture:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SettingAlias:
+    """A setting name another tool writes (the original LabLink server's profiles use
+    ``current_limit`` for a supply's ``current``), set through one of the table's own.
+
+    ``keywords`` are words written as the value that stand for another setting of the table
+    and a value of it (a multimeter's ``range: "AUTO"`` is ``autorange: true``; its
+    ``rate: "SLOW"`` is ``nplc: 10``)."""
+
+    name: str
+    setting: str
+    keywords: Mapping[str, tuple[str, SettingValue]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class InstrumentModel:
     """The driver table of one instrument kind."""
 
@@ -225,6 +270,10 @@ class InstrumentModel:
     output: str | None = None
     capture: WaveformCapture | None = None
     procedures: Mapping[str, Procedure] = field(default_factory=dict)
+    # One per procedure: its parameters checked from the table alone (checks.py).
+    checks: Mapping[str, ProcedureCheck] = field(default_factory=dict)
+    # Setting names other tools write, accepted in profiles (docs/api.md, "Profiles").
+    aliases: tuple[SettingAlias, ...] = ()
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.measurements]
@@ -232,6 +281,14 @@ class InstrumentModel:
             raise ValueError(f"{self.kind}: primary {self.primary!r} is not a measurement")
         if self.output is not None and self.output not in self.setting_names:
             raise ValueError(f"{self.kind}: output {self.output!r} is not a setting")
+        if set(self.checks) != set(self.procedures):
+            raise ValueError(f"{self.kind}: every procedure needs a parameter check, and only they")
+        for alias in self.aliases:
+            targets = {alias.setting, *(t for t, _ in alias.keywords.values())}
+            if alias.name in self.setting_names:
+                raise ValueError(f"{self.kind}: alias {alias.name!r} is already a name")
+            if not targets <= set(self.setting_names):
+                raise ValueError(f"{self.kind}: alias {alias.name!r} names no setting")
 
     @property
     def setting_names(self) -> tuple[str, ...]:
@@ -242,6 +299,26 @@ class InstrumentModel:
 
     def setting(self, name: str) -> Setting | None:
         return next((s for s in self.settings if s.name == name), None)
+
+    def alias(self, name: str) -> SettingAlias | None:
+        return next((a for a in self.aliases if a.name == name), None)
+
+    def resolve(self, name: str, value: Any) -> tuple[Setting, Any] | None:
+        """The setting a name sets (its own, or the one an alias stands for) and the value in
+        that setting's terms; None if the table knows the name neither way."""
+        own = self.setting(name)
+        if own is not None:
+            return own, value
+        alias = self.alias(name)
+        if alias is None:
+            return None
+        if isinstance(value, str) and value.strip().upper() in alias.keywords:
+            target, meant = alias.keywords[value.strip().upper()]
+        else:
+            target, meant = alias.setting, value
+        setting = self.setting(target)
+        assert setting is not None  # checked when the table was built
+        return setting, meant
 
 
 @dataclass(frozen=True)

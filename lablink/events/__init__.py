@@ -5,12 +5,16 @@ from lablink.events.base import Event
 from lablink.events.envelope import NewEvent, RecordedEvent, stamp
 from lablink.events.equipment import EquipmentOffline, EquipmentOnline
 from lablink.events.executions import (
+    ENDED_WITHOUT_RESULT,
+    ERROR_TYPES,
     EXECUTION_STATUSES,
     FINAL_STATUSES,
     ExecutionCancelled,
+    ExecutionCoalesced,
     ExecutionError,
     ExecutionFailed,
     ExecutionInterrupted,
+    ExecutionLateResult,
     ExecutionMissed,
     ExecutionProgressed,
     ExecutionQueued,
@@ -21,6 +25,7 @@ from lablink.events.executions import (
     ExecutionSucceeded,
     ExecutionTimedOut,
     TriggerInfo,
+    documented_error,
 )
 from lablink.events.jobs import (
     CONFLICT_POLICIES,
@@ -31,6 +36,7 @@ from lablink.events.jobs import (
     JobCreated,
     JobDeleted,
     JobPaused,
+    JobReanchored,
     JobResumed,
     JobSpec,
     JobUpdated,
@@ -40,6 +46,7 @@ from lablink.events.jobs import (
 from lablink.events.keys import ROLES, ApiKeyCreated, ApiKeyRevoked, Role
 from lablink.events.profiles import ProfileCreated, ProfileDeleted, ProfileUpdated
 from lablink.events.retention import ExecutionsPruned
+from lablink.events.scheduler import ClockStepped
 from lablink.events.union import (
     EVENT_TYPES,
     AnyEvent,
@@ -51,6 +58,8 @@ from lablink.events.union import (
 
 __all__ = [
     "CONFLICT_POLICIES",
+    "ENDED_WITHOUT_RESULT",
+    "ERROR_TYPES",
     "EVENT_TYPES",
     "EXECUTION_STATUSES",
     "FINAL_STATUSES",
@@ -63,14 +72,17 @@ __all__ = [
     "AnyEvent",
     "ApiKeyCreated",
     "ApiKeyRevoked",
+    "ClockStepped",
     "ConflictPolicy",
     "EquipmentOffline",
     "EquipmentOnline",
     "Event",
     "ExecutionCancelled",
+    "ExecutionCoalesced",
     "ExecutionError",
     "ExecutionFailed",
     "ExecutionInterrupted",
+    "ExecutionLateResult",
     "ExecutionMissed",
     "ExecutionProgressed",
     "ExecutionQueued",
@@ -86,6 +98,7 @@ __all__ = [
     "JobDeleted",
     "JobEvent",
     "JobPaused",
+    "JobReanchored",
     "JobResumed",
     "JobSpec",
     "JobUpdated",
@@ -99,6 +112,7 @@ __all__ = [
     "TriggerInfo",
     "TriggerType",
     "decode_event",
+    "documented_error",
     "encode_event",
     "event_type",
     "stamp",

@@ -10,7 +10,7 @@ import msgspec
 from lablink.events.base import Event
 
 Severity = Literal["info", "warning", "critical"]
-AlarmKind = Literal["job_failure", "equipment_offline", "missed_runs"]
+AlarmKind = Literal["job_failure", "equipment_offline", "missed_runs", "scheduler_fault"]
 
 
 class AlarmRaised(Event, frozen=True, kw_only=True, tag="alarm.raised"):

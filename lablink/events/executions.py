@@ -25,6 +25,7 @@ ExecutionStatus = Literal[
     "interrupted",
     "skipped",
     "missed",
+    "coalesced",
 ]
 EXECUTION_STATUSES: tuple[str, ...] = (
     "pending",
@@ -37,9 +38,19 @@ EXECUTION_STATUSES: tuple[str, ...] = (
     "interrupted",
     "skipped",
     "missed",
+    "coalesced",
 )
 FINAL_STATUSES: frozenset[str] = frozenset(
-    {"completed", "failed", "timed_out", "cancelled", "interrupted", "skipped", "missed"}
+    {
+        "completed",
+        "failed",
+        "timed_out",
+        "cancelled",
+        "interrupted",
+        "skipped",
+        "missed",
+        "coalesced",
+    }
 )
 
 
@@ -141,7 +152,8 @@ class ExecutionSkipped(Event, frozen=True, kw_only=True, tag="execution.skipped"
 
 
 class ExecutionMissed(Event, frozen=True, kw_only=True, tag="execution.missed"):
-    """One record for one or many fires that could not start within the grace time."""
+    """One record for one or many fires that could not start within the grace time
+    (``reason`` states how late they were)."""
 
     job_id: str
     execution_id: str
@@ -151,3 +163,87 @@ class ExecutionMissed(Event, frozen=True, kw_only=True, tag="execution.missed"):
     window_start: datetime
     window_end: datetime
     reason: str
+
+
+class ExecutionCoalesced(Event, frozen=True, kw_only=True, tag="execution.coalesced"):
+    """One record for one or many fires that were due within misfire_grace_time and that
+    ``coalesce`` merged into one run (``into_execution_id``, the latest due fire): they were
+    not missed, they ran as that run."""
+
+    job_id: str
+    execution_id: str
+    scheduled_time: datetime
+    actual_time: datetime
+    coalesced_count: int
+    window_start: datetime
+    window_end: datetime
+    into_execution_id: str
+    reason: str
+
+
+# Every ``ExecutionError.type`` a failed execution can record, with its meaning: the one list
+# docs/agents.md shows. An exception that escapes an executor is recorded as
+# ``executor_error`` (its class name goes into the message), never under its own name.
+ERROR_TYPES: dict[str, str] = {
+    "equipment_offline": "no agent serves the instrument, its agent did not answer the run "
+    "request, NATS was unavailable, or the agent said the instrument is offline",
+    "agent_lost": "the instrument's agent fell silent (no heartbeat for the heartbeat timeout) "
+    "while the execution ran",
+    "agent_restarted": "the agent stopped while the execution ran; it put the instrument in "
+    "its safe state when it started again",
+    "refused": "the agent refused the run command (undecodable, or for another instrument)",
+    "stale_command": "the agent received the run command later than the job's "
+    "misfire_grace_time after it was due, and did not run it",
+    "unknown_command": "the job names a command the instrument's driver does not have",
+    "invalid_parameter": "a parameter the driver refused before sending anything",
+    "instrument_error": "the instrument reported an error (SYST:ERR?), with its code",
+    "communication_error": "the instrument did not answer (VISA timeout) or answered "
+    "something the driver cannot read",
+    "equipment_test_failed": "a diagnostic ran to the end and the instrument did not pass it",
+    "profile_error": "the job's profile is unknown or could not be applied",
+    "stopped": "the agent stopped the operation (timeout, cancel, agent shutdown)",
+    "equipment_error": "any other instrument fault",
+    "internal_error": "the operation raised an unexpected exception on the agent (logged there "
+    "with its traceback)",
+    "executor_error": "the scheduler's executor raised an unexpected exception (logged with "
+    "its traceback)",
+}
+
+# Failures the scheduler records without a result from the agent: the agent may still report
+# one, which is then kept as a late result.
+ENDED_WITHOUT_RESULT: frozenset[str] = frozenset(
+    {"agent_lost", "equipment_offline", "executor_error"}
+)
+
+
+class ExecutionLateResult(Event, frozen=True, kw_only=True, tag="execution.late_result"):
+    """An agent's result for an execution that had already ended without it (agent lost,
+    timed out, interrupted, cancelled): kept, but the execution's status does not change."""
+
+    job_id: str
+    execution_id: str
+    received_at: datetime
+    status: Literal["completed", "failed"]
+    result: dict[str, Any] = msgspec.field(default_factory=dict)
+    error: ExecutionError | None = None
+    agent_id: str = ""
+    equipment_id: str = ""
+    # When the agent says it produced the result (its clock).
+    reported_at: datetime | None = None
+
+
+def documented_error(error: ExecutionError | None) -> ExecutionError:
+    """``error`` when its type is one of ERROR_TYPES; else the same failure as
+    ``executor_error``, keeping the type it came with in ``details["reported_type"]``."""
+    if error is None:
+        return ExecutionError(
+            type="executor_error", message="the executor reported a failure without an error"
+        )
+    if error.type in ERROR_TYPES:
+        return error
+    return ExecutionError(
+        type="executor_error",
+        message=error.message,
+        code=error.code,
+        details={**error.details, "reported_type": error.type},
+    )

@@ -12,6 +12,7 @@ from lablink.events.base import Event
 ScheduleType = Literal["acquisition", "state_capture", "measurement", "command", "equipment_test"]
 TriggerType = Literal["cron", "interval", "daily", "weekly", "monthly", "date"]
 ConflictPolicy = Literal["skip", "queue", "replace"]
+ParametersCheck = Literal["passed", "pending"]
 
 SCHEDULE_TYPES: tuple[str, ...] = (
     "acquisition",
@@ -78,6 +79,10 @@ class JobCreated(Event, frozen=True, kw_only=True, tag="job.created"):
     created_at: datetime
     # Interval fire times are anchor + n * interval; the anchor is fixed at creation.
     anchor: datetime
+    # Whether the parameters were checked against the instrument's driver table when saved
+    # ("passed"), or are left for the agent to check when the job runs ("pending": no agent
+    # had described the instrument). Jobs recorded before the check existed read "pending".
+    parameters_check: ParametersCheck = "pending"
 
 
 class JobUpdated(Event, frozen=True, kw_only=True, tag="job.updated"):
@@ -87,6 +92,9 @@ class JobUpdated(Event, frozen=True, kw_only=True, tag="job.updated"):
     # The schedule restarts from here: fires between the last one and the update are not due.
     updated_at: datetime
     changed_fields: tuple[str, ...] = ()
+    # As on JobCreated, when this update changed what the check covers (parameters, the
+    # job type or the instrument); None: the previous outcome stands.
+    parameters_check: ParametersCheck | None = None
 
 
 class JobPaused(Event, frozen=True, kw_only=True, tag="job.paused"):
@@ -109,3 +117,20 @@ class JobCompleted(Event, frozen=True, kw_only=True, tag="job.completed"):
 
     job_id: str
     reason: Literal["end_date", "date_ran", "max_executions", "no_more_fires", "manual"]
+
+
+class JobReanchored(Event, frozen=True, kw_only=True, tag="job.reanchored"):
+    """An interval job's fire times moved with a wall-clock step.
+
+    Interval triggers count elapsed time: when the wall clock is set by ``shift_seconds``,
+    the anchor, the last handled fire and the schedule's restart instant move by as much, so
+    the job keeps firing every interval with no gap and no burst (see docs/scheduling.md).
+    The new values are stored, not recomputed, so a replay folds to the same state.
+    """
+
+    job_id: str
+    shift_seconds: float
+    anchor: datetime
+    rescheduled_at: datetime
+    last_fire_time: datetime | None = None
+    reason: str = "clock_stepped"

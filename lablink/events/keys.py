@@ -16,7 +16,12 @@ class ApiKeyCreated(Event, frozen=True, kw_only=True, tag="apikey.created"):
     role: Role
     # sha256 of the whole key: keys are 256-bit random tokens, so a fast hash is enough.
     key_hash: str
+    # The key's first characters ("llk_" and 4 more, 24 of its 256 random bits), which name
+    # it in logs and listings. None for keys made before it was recorded.
+    prefix: str | None = None
 
 
 class ApiKeyRevoked(Event, frozen=True, kw_only=True, tag="apikey.revoked"):
+    """The key stops working at once; the event's actor is who revoked it."""
+
     key_id: str

@@ -10,8 +10,10 @@ from lablink.events.alarms import AlarmAcknowledged, AlarmCleared, AlarmRaised
 from lablink.events.equipment import EquipmentOffline, EquipmentOnline
 from lablink.events.executions import (
     ExecutionCancelled,
+    ExecutionCoalesced,
     ExecutionFailed,
     ExecutionInterrupted,
+    ExecutionLateResult,
     ExecutionMissed,
     ExecutionProgressed,
     ExecutionQueued,
@@ -26,12 +28,14 @@ from lablink.events.jobs import (
     JobCreated,
     JobDeleted,
     JobPaused,
+    JobReanchored,
     JobResumed,
     JobUpdated,
 )
 from lablink.events.keys import ApiKeyCreated, ApiKeyRevoked
 from lablink.events.profiles import ProfileCreated, ProfileDeleted, ProfileUpdated
 from lablink.events.retention import ExecutionsPruned
+from lablink.events.scheduler import ClockStepped
 
 AnyEvent = (
     JobCreated
@@ -51,6 +55,8 @@ AnyEvent = (
     | ExecutionInterrupted
     | ExecutionSkipped
     | ExecutionMissed
+    | ExecutionCoalesced
+    | ExecutionLateResult
     | ProfileCreated
     | ProfileUpdated
     | ProfileDeleted
@@ -62,6 +68,8 @@ AnyEvent = (
     | ExecutionsPruned
     | ApiKeyCreated
     | ApiKeyRevoked
+    | JobReanchored
+    | ClockStepped
 )
 
 # Facts recorded in a job's stream (they all carry job_id).
@@ -83,6 +91,9 @@ JobEvent = (
     ExecutionInterrupted,
     ExecutionSkipped,
     ExecutionMissed,
+    ExecutionCoalesced,
+    ExecutionLateResult,
+    JobReanchored,
 )
 
 EVENT_TYPES: dict[str, type[Any]] = {

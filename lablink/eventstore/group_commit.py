@@ -4,6 +4,11 @@ Callers ``await committer.append(...)``; while one batch is being written in a w
 the next requests queue up, so under load batches grow by themselves and durability
 (synchronous=FULL) stops capping throughput. Each request is still checked against its own
 stream version, and gets its own outcome.
+
+In a running LabLink the writing loop is a supervised task (``task.committer``, see
+``lablink.supervision``): if it ever raised, the queue would survive it and the loop would be
+started again after a backoff. A failed write is never the loop's failure: it is handed to
+the callers of that batch, who decide what to do (the engine keeps its fires and retries).
 """
 
 from __future__ import annotations
@@ -14,12 +19,19 @@ from collections.abc import Sequence
 from lablink.errors import StreamVersionConflict
 from lablink.events import NewEvent, RecordedEvent
 from lablink.eventstore.base import AppendOutcome, AppendRequest, EventStore
+from lablink.supervision import Supervisor, Watch
 
 _Pending = tuple[AppendRequest, asyncio.Future[list[RecordedEvent]]]
+TASK_NAME = "task.committer"
+
+
+class CommitterStopped(RuntimeError):
+    def __init__(self) -> None:
+        super().__init__("the group committer is not running")
 
 
 class _Failed:
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: BaseException) -> None:
         self.error = error
 
 
@@ -29,16 +41,42 @@ class GroupCommitter:
         self.max_batch = max_batch
         self._pending: list[_Pending] = []
         self._wakeup = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._watch: Watch | None = None
         self._task: asyncio.Task[None] | None = None
+        self._started = False
+        self._looping = False
         self._closing = False
         self.batches = 0  # transactions written, for tests and metrics
 
+    def start(self, supervisor: Supervisor, name: str = TASK_NAME) -> Watch:
+        """Run the writing loop under ``supervisor``; after ``aclose``, the same body takes
+        appends again."""
+        self._started = True
+        self._closing = False
+        self._drained.clear()
+        if self._watch is not None and name in supervisor:
+            return self._watch  # the same body takes appends again
+        self._watch = supervisor.spawn(name, self.run)
+        return self._watch
+
     async def __aenter__(self) -> GroupCommitter:
-        self._task = asyncio.create_task(self._run(), name="group-commit")
+        """Run the writing loop as a plain task (scripts and benchmarks that hold one)."""
+        self._started = True
+        self._task = asyncio.create_task(self._loop(), name="group-commit")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    async def run(self, watch: Watch) -> None:
+        """The supervised body: the loop; once closed, it waits to be started again or for
+        the supervisor to stop (a body that returns by itself would be restarted)."""
+        while not watch.stopping:
+            if not self._closing:
+                await self._loop()
+                continue
+            await watch.sleep(0.1)  # closed: until started again or the supervisor stops
 
     async def aclose(self) -> None:
         """Write everything already queued, then stop."""
@@ -47,12 +85,22 @@ class GroupCommitter:
         if self._task is not None:
             await self._task
             self._task = None
+        elif self._looping:
+            await self._drained.wait()
+        else:
+            # Nobody runs the loop (it is between a failure and its restart, or its
+            # supervisor stopped first): what is queued is written here.
+            await self._drain()
+
+    @property
+    def running(self) -> bool:
+        return self._started and not self._closing
 
     async def append(
         self, stream_id: str, expected_version: int, events: Sequence[NewEvent]
     ) -> list[RecordedEvent]:
-        if self._closing or self._task is None:
-            raise RuntimeError("the group committer is not running")
+        if not self.running:
+            raise CommitterStopped()
         future: asyncio.Future[list[RecordedEvent]] = asyncio.get_running_loop().create_future()
         request = AppendRequest(
             stream_id=stream_id, expected_version=expected_version, events=events
@@ -61,35 +109,56 @@ class GroupCommitter:
         self._wakeup.set()
         return await future
 
-    async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                batch, self._pending = (
-                    self._pending[: self.max_batch],
-                    self._pending[self.max_batch :],
-                )
-                await self._write(batch)
-            if self._closing:
-                return
+    async def _loop(self) -> None:
+        self._looping = True
+        try:
+            while True:
+                if not self._pending and not self._closing:
+                    await self._wakeup.wait()
+                self._wakeup.clear()
+                await self._drain()
+                if self._closing and not self._pending:
+                    self._drained.set()
+                    return
+        finally:
+            self._looping = False
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = (
+                self._pending[: self.max_batch],
+                self._pending[self.max_batch :],
+            )
+            await self._write(batch)
 
     async def _write(self, batch: list[_Pending]) -> None:
         requests = [request for request, _ in batch]
         outcomes: list[AppendOutcome | _Failed] = []
         try:
-            outcomes.extend(await asyncio.to_thread(self.store.append_batch, requests))
-            self.batches += 1
-        except Exception:
-            # One bad request (say, a duplicate event id) must not fail its neighbours:
-            # write them one by one so each caller gets its own answer.
-            outcomes = []
-            for request in requests:
-                try:
-                    outcomes.extend(await asyncio.to_thread(self.store.append_batch, [request]))
-                    self.batches += 1
-                except Exception as exc:  # handed to the caller, not swallowed
-                    outcomes.append(_Failed(exc))
+            try:
+                outcomes.extend(await asyncio.to_thread(self.store.append_batch, requests))
+                self.batches += 1
+            except Exception:
+                # One bad request (say, a duplicate event id) must not fail its neighbours:
+                # write them one by one so each caller gets its own answer.
+                outcomes = []
+                for request in requests:
+                    try:
+                        outcomes.extend(await asyncio.to_thread(self.store.append_batch, [request]))
+                        self.batches += 1
+                    except Exception as exc:  # handed to the caller, not swallowed
+                        outcomes.append(_Failed(exc))
+        except BaseException as exc:
+            # Cancelled mid-write (a stop that ran out of grace): no caller may wait for
+            # ever on an answer, though whether the write landed is unknown.
+            for _, future in batch:
+                if future.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
+            raise
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():
                 continue

@@ -4,17 +4,36 @@ One table, one row per event: global position (rowid), event id, stream id and v
 (unique together: the optimistic lock), type, time, actor, correlation id and the payload as
 JSON a person can read with the sqlite3 shell. WAL with synchronous=FULL: an append that
 returned is on disk.
+
+SQLite's own errors stop here: a full disk, a read-only file or an I/O failure leaves the store
+as a named ``StorageError`` (``translated``), with the transaction rolled back, so callers and
+the API can tell "the disk is full" from a bug. The store remembers how its last append went
+(``write_status``): the event log's health probe reads it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from lablink.errors import DuplicateId, StreamVersionConflict
+import structlog
+
+from lablink.clock import Clock, SystemClock
+from lablink.errors import (
+    DuplicateId,
+    StorageError,
+    StorageFull,
+    StorageReadOnly,
+    StorageUnavailable,
+    StreamVersionConflict,
+)
 from lablink.events import NewEvent, RecordedEvent, decode_event, encode_event, event_type
 from lablink.eventstore.base import (
     ANY,
@@ -52,17 +71,90 @@ _COLUMNS = "position, event_id, stream_id, version, occurred_at, actor, correlat
 # projections commit (or roll back) together with the events they fold.
 InTransactionHook = Callable[[sqlite3.Connection, list[RecordedEvent]], None]
 
+log = structlog.get_logger(tag="scheduler")
+
+# SQLite's primary result codes (the low byte of an extended code) that say the storage,
+# not the statement, failed. Anything else (a constraint, a syntax error) is a bug or a
+# conflict and stays what it is.
+_STORAGE_ERRORS: dict[int, type[StorageError]] = {
+    sqlite3.SQLITE_FULL: StorageFull,
+    sqlite3.SQLITE_READONLY: StorageReadOnly,
+    sqlite3.SQLITE_PERM: StorageReadOnly,
+    sqlite3.SQLITE_IOERR: StorageUnavailable,
+    sqlite3.SQLITE_CANTOPEN: StorageUnavailable,
+    sqlite3.SQLITE_BUSY: StorageUnavailable,
+    sqlite3.SQLITE_LOCKED: StorageUnavailable,
+    sqlite3.SQLITE_CORRUPT: StorageUnavailable,
+    sqlite3.SQLITE_NOTADB: StorageUnavailable,
+}
+
+
+def storage_error(exc: BaseException, path: str | Path) -> StorageError | None:
+    """The named error for a storage failure SQLite reported, or None for any other error."""
+    if isinstance(exc, StorageError):
+        return exc
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not isinstance(exc, sqlite3.Error) or code is None:
+        return None
+    kind = _STORAGE_ERRORS.get(code & 0xFF)
+    return kind(str(path), str(exc)) if kind is not None else None
+
+
+@contextlib.contextmanager
+def translated(path: str | Path) -> Iterator[None]:
+    """Raise storage failures inside as ``StorageError`` (the sqlite3 error as its cause)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        error = storage_error(exc, path)
+        if error is None:
+            raise
+        raise error from exc
+
 
 def connect(path: str | Path) -> sqlite3.Connection:
-    """A connection with LabLink's durability settings; transactions are explicit."""
+    """A connection with LabLink's durability settings; transactions are explicit.
+
+    A new database file is created 0600 (and its directory 0700): SQLite gives the -wal and
+    -shm files the mode of the database, and the log holds every key hash and result.
+    SQLite's errors are raised as they are (callers of a bare connection handle them); a
+    directory or file that cannot be created is a ``StorageError``.
+    """
     if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        file = Path(path)
+        try:
+            file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not file.exists():
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as exc:
+            kind: type[StorageError] = StorageUnavailable
+            if exc.errno == errno.ENOSPC:
+                kind = StorageFull
+            elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                kind = StorageReadOnly
+            raise kind(str(path), exc.strerror or str(exc)) from exc
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=10000")
-    conn.execute("PRAGMA foreign_keys=ON")
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+@dataclass
+class WriteStatus:
+    """How the store's appends have gone, for the event log's health probe."""
+
+    # The last append's storage failure; None once an append succeeds again.
+    error: StorageError | None = None
+    failed_since: datetime | None = None
+    consecutive_failures: int = 0
+    last_ok_at: datetime | None = None
 
 
 def _row_to_event(row: tuple[int, str, str, int, str, str, str | None, str]) -> RecordedEvent:
@@ -96,13 +188,17 @@ class SQLiteEventStore:
         *,
         in_transaction: InTransactionHook | None = None,
         connection: sqlite3.Connection | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.path = Path(path)
-        self.conn = connection if connection is not None else connect(path)
-        self.conn.executescript(SCHEMA)
+        with translated(self.path):
+            self.conn = connection if connection is not None else connect(path)
+            self.conn.executescript(SCHEMA)
         self._lock = threading.RLock()
         self._in_transaction = in_transaction
         self._after_commit: list[Callable[[list[RecordedEvent]], None]] = []
+        self.clock: Clock = clock or SystemClock()
+        self.write_status = WriteStatus()
 
     def set_in_transaction_hook(self, hook: InTransactionHook | None) -> None:
         self._in_transaction = hook
@@ -132,26 +228,65 @@ class SQLiteEventStore:
 
     def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
         outcomes: list[AppendOutcome] = []
+        committed: list[RecordedEvent] = []
         with self._lock:
             conn = self.conn
-            conn.execute("BEGIN IMMEDIATE")
-            committed: list[RecordedEvent] = []
             try:
-                for request in requests:
-                    outcome = self._append_one(conn, request)
-                    outcomes.append(outcome)
-                    if not isinstance(outcome, StreamVersionConflict):
-                        committed.extend(outcome)
-                if committed and self._in_transaction is not None:
-                    self._in_transaction(conn, committed)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
+                with translated(self.path):
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        for request in requests:
+                            outcome = self._append_one(conn, request)
+                            outcomes.append(outcome)
+                            if not isinstance(outcome, StreamVersionConflict):
+                                committed.extend(outcome)
+                        if committed and self._in_transaction is not None:
+                            self._in_transaction(conn, committed)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        self._roll_back(conn)
+                        raise
+            except StorageError as exc:
+                self._write_failed(exc)
                 raise
+            self._write_succeeded()
         if committed:
             for listener in list(self._after_commit):
                 listener(committed)
         return outcomes
+
+    def _roll_back(self, conn: sqlite3.Connection) -> None:
+        # SQLite may already have rolled the transaction back by itself (a full disk does),
+        # and a ROLLBACK then fails with "no transaction is active", hiding the real error.
+        if not conn.in_transaction:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # the error being raised matters more
+            log.error("rollback failed", db=str(self.path), error=str(exc))
+
+    def _write_failed(self, exc: StorageError) -> None:
+        status = self.write_status
+        if status.error is None:
+            status.failed_since = self.clock.now()
+            log.error("event log write failed", db=str(self.path), error=str(exc))
+        status.error = exc
+        status.consecutive_failures += 1
+
+    def _write_succeeded(self) -> None:
+        status = self.write_status
+        now = self.clock.now()
+        if status.error is not None:
+            log.info(
+                "event log writable again",
+                db=str(self.path),
+                failures=status.consecutive_failures,
+                since=status.failed_since.isoformat() if status.failed_since else None,
+            )
+        status.error = None
+        status.failed_since = None
+        status.consecutive_failures = 0
+        status.last_ok_at = now
 
     def _append_one(self, conn: sqlite3.Connection, request: AppendRequest) -> AppendOutcome:
         (current,) = conn.execute(
@@ -202,7 +337,7 @@ class SQLiteEventStore:
     # -- reading ---------------------------------------------------------------------------
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
-        with self._lock:
+        with self._lock, translated(self.path):
             rows = self.conn.execute(
                 f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND version > ?"
                 " ORDER BY version",
@@ -216,7 +351,7 @@ class SQLiteEventStore:
         position = after_position
         bound = format_instant(until) if until is not None else None
         while True:
-            with self._lock:
+            with self._lock, translated(self.path):
                 rows = self.conn.execute(
                     f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
                     (position, batch_size),
@@ -229,14 +364,14 @@ class SQLiteEventStore:
             position = rows[-1][0]
 
     def stream_version(self, stream_id: str) -> int:
-        with self._lock:
+        with self._lock, translated(self.path):
             (version,) = self.conn.execute(
                 "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?", (stream_id,)
             ).fetchone()
         return int(version)
 
     def last_position(self) -> int:
-        with self._lock:
+        with self._lock, translated(self.path):
             (position,) = self.conn.execute(
                 "SELECT COALESCE(MAX(position), 0) FROM events"
             ).fetchone()

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlite_utils
 
 from lablink.events import (
     ExecutionCancelled,
+    ExecutionCoalesced,
     ExecutionFailed,
     ExecutionInterrupted,
+    ExecutionLateResult,
     ExecutionMissed,
     ExecutionProgressed,
     ExecutionQueued,
@@ -55,9 +57,21 @@ COLUMNS = (
     "missed_count",
     "window_start",
     "window_end",
+    "coalesced_count",
+    "coalesced_into",
+    "late_result",
 )
 JOB_COLUMNS = ("job_id", "name", "schedule_type", "equipment_id")
-FINAL = ("completed", "failed", "timed_out", "cancelled", "interrupted", "skipped", "missed")
+FINAL = (
+    "completed",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "interrupted",
+    "skipped",
+    "missed",
+    "coalesced",
+)
 
 _Final = (
     ExecutionSucceeded
@@ -66,6 +80,10 @@ _Final = (
     | ExecutionCancelled
     | ExecutionInterrupted
 )
+# The facts that open an execution's row.
+_Opening = (
+    ExecutionRequested | ExecutionQueued | ExecutionSkipped | ExecutionMissed | ExecutionCoalesced
+)
 _STATUS = {
     ExecutionSucceeded: "completed",
     ExecutionFailed: "failed",
@@ -73,6 +91,22 @@ _STATUS = {
     ExecutionCancelled: "cancelled",
     ExecutionInterrupted: "interrupted",
 }
+
+
+def _late(event: ExecutionLateResult) -> str:
+    """The late result as the execution view shows it (both folds write this text)."""
+    return to_json(
+        {
+            "status": event.status,
+            "result": event.result,
+            "error": event.error,
+            "agent_id": event.agent_id,
+            "received_at": event.received_at.astimezone(UTC).isoformat(),
+            "reported_at": (
+                event.reported_at.astimezone(UTC).isoformat() if event.reported_at else None
+            ),
+        }
+    )
 
 
 def _duration(started: datetime | None, completed: datetime) -> float | None:
@@ -115,7 +149,9 @@ class ExecutionsProjection:
 
     def create(self, db: sqlite_utils.Database) -> None:
         types: dict[str, Any] = {c: str for c in COLUMNS}
-        types.update(seq=int, duration_seconds=float, progress=float, missed_count=int)
+        types.update(
+            seq=int, duration_seconds=float, progress=float, missed_count=int, coalesced_count=int
+        )
         db.table("executions").create(types, pk="execution_id", if_not_exists=True)
         for columns in (["job_id", "seq"], ["status", "seq"], ["actual_time"], ["seq"]):
             db.table("executions").create_index(columns, if_not_exists=True)
@@ -143,6 +179,7 @@ class ExecutionsProjection:
                     | ExecutionQueued()
                     | ExecutionSkipped()
                     | ExecutionMissed()
+                    | ExecutionCoalesced()
                 ):
                     rows.put(self._new_row(recorded.position, event, jobs.get(event.job_id)))
                 case ExecutionStarted():
@@ -167,6 +204,8 @@ class ExecutionsProjection:
                     if event.started_at is not None:
                         fields["started_at"] = instant(event.started_at)
                     self._update(rows, event.execution_id, **fields)
+                case ExecutionLateResult():
+                    self._update(rows, event.execution_id, late_result=_late(event))
                 case ExecutionsPruned():
                     rows.flush()
                     cutoff = instant(event.cutoff)
@@ -191,7 +230,7 @@ class ExecutionsProjection:
     @staticmethod
     def _new_row(
         position: int,
-        event: ExecutionRequested | ExecutionQueued | ExecutionSkipped | ExecutionMissed,
+        event: _Opening,
         job: Row | None,
     ) -> Row:
         row: Row = dict.fromkeys(COLUMNS)
@@ -226,6 +265,16 @@ class ExecutionsProjection:
                     window_start=instant(event.window_start),
                     window_end=instant(event.window_end),
                 )
+            case ExecutionCoalesced():
+                row.update(
+                    status="coalesced",
+                    trigger_info="scheduled",
+                    message=event.reason,
+                    window_start=instant(event.window_start),
+                    window_end=instant(event.window_end),
+                    coalesced_count=event.coalesced_count,
+                    coalesced_into=event.into_execution_id,
+                )
         return row
 
 
@@ -237,8 +286,15 @@ _COL = {c: i for i, c in enumerate(COLUMNS)}
 _STATUS_AT, _STARTED_AT, _COMPLETED_AT = _COL["status"], _COL["started_at"], _COL["completed_at"]
 _DURATION, _RESULT, _ERROR = _COL["duration_seconds"], _COL["result"], _COL["error"]
 _PROGRESS, _MESSAGE, _ACTUAL = _COL["progress"], _COL["message"], _COL["actual_time"]
+_LATE = _COL["late_result"]
 _FINAL_SET = frozenset(FINAL)
-_OPENS = (ExecutionRequested, ExecutionQueued, ExecutionSkipped, ExecutionMissed)
+_OPENS = (
+    ExecutionRequested,
+    ExecutionQueued,
+    ExecutionSkipped,
+    ExecutionMissed,
+    ExecutionCoalesced,
+)
 _ENDS = (
     ExecutionSucceeded,
     ExecutionFailed,
@@ -284,13 +340,17 @@ class _BulkExecutions:
                     spec.schedule_type,
                     spec.equipment_id,
                 )
+            elif type(event) is ExecutionLateResult:
+                row = get(event.execution_id)
+                if row is not None:
+                    row[_LATE] = _late(event)
             elif type(event) is ExecutionsPruned:
                 self._prune(fast_instant(event.cutoff))
 
     def _opened(
         self,
         position: int,
-        event: ExecutionRequested | ExecutionQueued | ExecutionSkipped | ExecutionMissed,
+        event: _Opening,
     ) -> list[Any]:
         job = self.jobs.get(event.job_id)
         status: str
@@ -298,6 +358,8 @@ class _BulkExecutions:
         missed_count: int | None = None
         window_start: str | None = None
         window_end: str | None = None
+        coalesced_count: int | None = None
+        coalesced_into: str | None = None
         match event:
             case ExecutionRequested():
                 status, trigger_info = "pending", event.trigger_info
@@ -311,6 +373,12 @@ class _BulkExecutions:
                 missed_count = event.missed_count
                 window_start = fast_instant(event.window_start)
                 window_end = fast_instant(event.window_end)
+            case ExecutionCoalesced():
+                status, trigger_info, message = "coalesced", "scheduled", event.reason
+                window_start = fast_instant(event.window_start)
+                window_end = fast_instant(event.window_end)
+                coalesced_count = event.coalesced_count
+                coalesced_into = event.into_execution_id
         return [
             event.execution_id,
             position,
@@ -332,6 +400,9 @@ class _BulkExecutions:
             missed_count,
             window_start,
             window_end,
+            coalesced_count,
+            coalesced_into,
+            None,  # late_result
         ]
 
     @staticmethod

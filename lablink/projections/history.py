@@ -1,4 +1,9 @@
-"""Per-job execution totals. They survive retention: pruning rows never lowers a total."""
+"""Per-job execution totals. They survive retention: pruning rows never lowers a total.
+
+Each execution counts once in ``total_executions`` and, once it has ended, once under its own
+final status (``successful`` for ``completed``): the counters never overlap, so they sum to the
+total less the executions still pending, queued or running.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import sqlite_utils
 
 from lablink.events import (
     ExecutionCancelled,
+    ExecutionCoalesced,
     ExecutionFailed,
     ExecutionInterrupted,
     ExecutionMissed,
@@ -37,6 +43,7 @@ COUNTERS = (
     "cancelled",
     "skipped",
     "missed",
+    "coalesced",
     "duration_count",
 )
 COLUMNS = (
@@ -87,8 +94,8 @@ class HistoryProjection:
                     self._opened(rows, event.job_id, event.execution_id, event.actual_time)
                     status = "queued" if isinstance(event, ExecutionQueued) else "pending"
                     self._change(rows, event.job_id, last_status=status)
-                case ExecutionSkipped() | ExecutionMissed():
-                    status = "skipped" if isinstance(event, ExecutionSkipped) else "missed"
+                case ExecutionSkipped() | ExecutionMissed() | ExecutionCoalesced():
+                    status = _ONCE[type(event)]
                     self._opened(rows, event.job_id, event.execution_id, event.actual_time)
                     current = rows.get(event.job_id)
                     if current is not None:
@@ -155,7 +162,13 @@ _NAME, _TOTAL, _DURATIONS = _COL["job_name"], _COL["total_executions"], _COL["du
 _DURATION_TOTAL, _LAST_AT = _COL["duration_total"], _COL["last_execution"]
 _LAST_ID, _LAST_STATUS = _COL["last_execution_id"], _COL["last_status"]
 _FINAL_AT = {kind: (_COL[counter], status) for kind, (counter, status) in _FINAL_COUNTER.items()}
-_SKIPPED, _MISSED = _COL["skipped"], _COL["missed"]
+# Executions recorded already ended: the counter each adds to, which is also its status.
+_ONCE: dict[type[Any], str] = {
+    ExecutionSkipped: "skipped",
+    ExecutionMissed: "missed",
+    ExecutionCoalesced: "coalesced",
+}
+_ONCE_AT = {kind: _COL[status] for kind, status in _ONCE.items()}
 _ENDS = (
     ExecutionSucceeded,
     ExecutionFailed,
@@ -196,18 +209,14 @@ class _BulkHistory:
                     row[_DURATION_TOTAL] += (event.completed_at - event.started_at).total_seconds()
                 if row[_LAST_ID] == event.execution_id:
                     row[_LAST_STATUS] = status
-            elif isinstance(event, ExecutionSkipped | ExecutionMissed):
+            elif isinstance(event, ExecutionSkipped | ExecutionMissed | ExecutionCoalesced):
                 row = get(event.job_id)
                 if row is not None:
                     row[_TOTAL] += 1
                     row[_LAST_AT] = fast_instant(event.actual_time)
                     row[_LAST_ID] = event.execution_id
-                    if type(event) is ExecutionSkipped:
-                        row[_SKIPPED] += 1
-                        row[_LAST_STATUS] = "skipped"
-                    else:
-                        row[_MISSED] += 1
-                        row[_LAST_STATUS] = "missed"
+                    row[_ONCE_AT[type(event)]] += 1
+                    row[_LAST_STATUS] = _ONCE[type(event)]
             elif type(event) is JobCreated:
                 row = [None] * len(COLUMNS)
                 for name in COUNTERS:

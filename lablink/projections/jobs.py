@@ -73,6 +73,7 @@ COLUMNS = (
     "execution_count",
     "running_count",
     "queued_count",
+    "parameters_check",
     "state",
     "view",
 )
@@ -105,6 +106,7 @@ def _row(state: JobState, version: int, updated_at: str | None) -> Row:
         execution_count=state.counted_runs,
         running_count=len(state.running) + len(state.pending),
         queued_count=len(state.queued),
+        parameters_check=state.parameters_check,
         state=to_json(state),
     )
     row["view"] = to_json(job_view(row))

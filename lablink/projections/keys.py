@@ -1,4 +1,6 @@
-"""API keys by hash, for authenticating requests. Secrets never reach the log."""
+"""API keys by hash, for authenticating requests and listing them. Secrets never reach the
+log: a key's row holds its sha256 and, for keys made since revocation came, the first
+characters that name it in logs and listings."""
 
 from __future__ import annotations
 
@@ -12,7 +14,30 @@ from lablink.events import ApiKeyCreated, ApiKeyRevoked, RecordedEvent
 from lablink.projections.base import instant
 from lablink.projections.bulk import BulkFold, Logged, Rows, occurred_instant
 
-_COLUMNS = ("key_id", "name", "role", "key_hash", "created_by", "created_at", "revoked")
+_COLUMNS = (
+    "key_id",
+    "name",
+    "role",
+    "key_hash",
+    "created_by",
+    "created_at",
+    "revoked",
+    "prefix",
+    "revoked_at",
+    "revoked_by",
+)
+_INSERT = (
+    f"INSERT OR REPLACE INTO api_keys ({', '.join(_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(_COLUMNS))})"
+)
+# The first revocation is the one on record; a second (only possible through a raw append)
+# changes nothing.
+_REVOKE = (
+    "UPDATE api_keys SET revoked = 1, revoked_at = COALESCE(revoked_at, ?),"
+    " revoked_by = COALESCE(revoked_by, ?) WHERE key_id = ?"
+)
+# What a listing shows: never the hash.
+_PUBLIC = "key_id, name, role, prefix, created_by, created_at, revoked, revoked_at, revoked_by"
 
 
 class KeysProjection:
@@ -31,6 +56,9 @@ class KeysProjection:
                 "created_by": str,
                 "created_at": str,
                 "revoked": int,
+                "prefix": str,
+                "revoked_at": str,
+                "revoked_by": str,
             },
             pk="key_id",
             if_not_exists=True,
@@ -45,7 +73,7 @@ class KeysProjection:
             match recorded.event:
                 case ApiKeyCreated() as event:
                     conn.execute(
-                        "INSERT OR REPLACE INTO api_keys VALUES (?, ?, ?, ?, ?, ?, 0)",
+                        _INSERT,
                         (
                             event.key_id,
                             event.name,
@@ -53,11 +81,15 @@ class KeysProjection:
                             event.key_hash,
                             recorded.actor,
                             instant(recorded.occurred_at),
+                            0,
+                            event.prefix,
+                            None,
+                            None,
                         ),
                     )
                 case ApiKeyRevoked() as event:
                     conn.execute(
-                        "UPDATE api_keys SET revoked = 1 WHERE key_id = ?", (event.key_id,)
+                        _REVOKE, (instant(recorded.occurred_at), recorded.actor, event.key_id)
                     )
 
 
@@ -85,10 +117,53 @@ class _BulkKeys:
                     actor,
                     occurred_instant(occurred_at),
                     0,
+                    event.prefix,
+                    None,
+                    None,
                 ]
                 by_hash[event.key_hash] = event.key_id
             elif type(event) is ApiKeyRevoked and event.key_id in keys:
-                keys[event.key_id][6] = 1
+                row = keys[event.key_id]
+                row[6] = 1
+                if row[8] is None:
+                    row[8] = occurred_instant(occurred_at)
+                if row[9] is None:
+                    row[9] = actor
 
     def rows(self) -> Rows:
         return {"api_keys": (_COLUMNS, list(self.keys.values()))}
+
+
+# -- reads (this module owns the api_keys table) -------------------------------------------
+
+
+def find_by_hash(conn: sqlite3.Connection, key_hash: str) -> dict[str, Any] | None:
+    """The key with this hash, revoked or not (so a failed attempt can name it)."""
+    cursor = conn.execute(f"SELECT {_PUBLIC} FROM api_keys WHERE key_hash = ?", (key_hash,))
+    row = cursor.fetchone()
+    return _as_dict(cursor, row) if row else None
+
+
+def read_key(conn: sqlite3.Connection, key_id: str) -> dict[str, Any] | None:
+    cursor = conn.execute(f"SELECT {_PUBLIC} FROM api_keys WHERE key_id = ?", (key_id,))
+    row = cursor.fetchone()
+    return _as_dict(cursor, row) if row else None
+
+
+def list_keys(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every key ever made, oldest first, revoked ones included."""
+    cursor = conn.execute(f"SELECT {_PUBLIC} FROM api_keys ORDER BY created_at, key_id")
+    return [_as_dict(cursor, row) for row in cursor.fetchall()]
+
+
+def count_keys(conn: sqlite3.Connection, *, include_revoked: bool = False) -> int:
+    sql = "SELECT COUNT(*) FROM api_keys" + ("" if include_revoked else " WHERE revoked = 0")
+    (count,) = conn.execute(sql).fetchone()
+    return int(count)
+
+
+def _as_dict(cursor: sqlite3.Cursor, row: Sequence[Any]) -> dict[str, Any]:
+    names = [d[0] for d in cursor.description]
+    record = dict(zip(names, row, strict=True))
+    record["revoked"] = bool(record["revoked"])
+    return record

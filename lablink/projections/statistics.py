@@ -16,6 +16,7 @@ import sqlite_utils
 
 from lablink.events import (
     ExecutionCancelled,
+    ExecutionCoalesced,
     ExecutionFailed,
     ExecutionInterrupted,
     ExecutionMissed,
@@ -142,10 +143,10 @@ class StatisticsProjection:
                         }
                     )
                     counters.add(bucket, kind, status, +1)
-                case ExecutionSkipped() | ExecutionMissed():
+                case ExecutionSkipped() | ExecutionMissed() | ExecutionCoalesced():
                     job = jobs.get(event.job_id)
                     kind = job["schedule_type"] if job else "unknown"
-                    status = "skipped" if isinstance(event, ExecutionSkipped) else "missed"
+                    status = _ONCE_STATUS[type(event)]
                     counters.add(bucket_of(event.actual_time), kind, status, +1)
                 case ExecutionStarted():
                     self._move(open_rows, counters, event.execution_id, "running", final=False)
@@ -213,7 +214,11 @@ _JOB_STATUS: dict[type[Any], str] = {
     JobCompleted: "completed",
 }
 _OPEN_STATUS: dict[type[Any], str] = {ExecutionRequested: "pending", ExecutionQueued: "queued"}
-_ONCE_STATUS: dict[type[Any], str] = {ExecutionSkipped: "skipped", ExecutionMissed: "missed"}
+_ONCE_STATUS: dict[type[Any], str] = {
+    ExecutionSkipped: "skipped",
+    ExecutionMissed: "missed",
+    ExecutionCoalesced: "coalesced",
+}
 
 
 def _fast_bucket(instant: datetime) -> str:
@@ -254,7 +259,7 @@ class _BulkStatistics:
                     status,
                 ]
                 count(bucket, schedule_type, status, +1)
-            elif isinstance(event, ExecutionSkipped | ExecutionMissed):
+            elif isinstance(event, ExecutionSkipped | ExecutionMissed | ExecutionCoalesced):
                 job = jobs.get(event.job_id)
                 schedule_type = job[0] if job else "unknown"
                 status = _ONCE_STATUS[type(event)]

@@ -63,8 +63,9 @@ def job_view(row: dict[str, Any]) -> dict[str, Any]:
 def execution_view(row: dict[str, Any]) -> dict[str, Any]:
     view = dict(row)
     view.pop("seq", None)
-    for column in ("result", "error"):
-        view[column] = json.loads(row[column]) if row[column] else None
+    for column in ("result", "error", "late_result"):
+        if column in row:
+            view[column] = json.loads(row[column]) if row[column] else None
     for column in EXECUTION_INSTANTS:
         view[column] = iso(row[column])
     return view

@@ -25,6 +25,7 @@ from lablink.equipment_agent.agent import Agent
 from lablink.equipment_agent.bench import SIMULATED_BENCH, PortWrapper
 from lablink.equipment_agent.config import AgentConfig, InstrumentConfig
 from lablink.equipment_service import EquipmentService
+from lablink.events import FINAL_STATUSES
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.logstore import open_store
 from lablink.projections.jobs import read_snapshot
@@ -33,8 +34,9 @@ from lablink.scheduler.agents import AgentExecutor
 from lablink.scheduler.engine import Engine, recovery_lists
 from lablink.scheduler.inprocess import ProfileLookup
 from lablink.scheduler.testing import read_rows
+from lablink.supervision import Supervisor
 
-FINAL = ("completed", "failed", "timed_out", "cancelled", "interrupted", "skipped", "missed")
+FINAL = tuple(sorted(FINAL_STATUSES))
 
 
 def bench_config(
@@ -99,8 +101,10 @@ class AgentLab:
         heartbeat_timeout: float = 5.0,
         run_timeout: float = 2.0,
         profiles: ProfileLookup | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.path = path
+        self.supervisor = supervisor
         self.options = NatsOptions(url=nats_url)
         self.clock = clock
         self.heartbeat_timeout = heartbeat_timeout
@@ -128,12 +132,15 @@ class AgentLab:
             heartbeat_timeout=self.heartbeat_timeout,
             run_timeout=self.run_timeout,
             on_presence=self.equipment.on_presence,
+            supervisor=self.supervisor,
+            clock=self.clock,
         )
         await self.executor.start()
         self.engine = Engine(store, self.clock, self.executor, jobs=self.jobs)
         with store.lock:
             active, unfinished = recovery_lists(store.conn)
         await self.engine.open(active, unfinished)
+        await self.executor.follow_late_results(self.engine.record_late_result)
         return self
 
     async def start_agent(self, config: AgentConfig, *, wrap: PortWrapper | None = None) -> Agent:

@@ -7,21 +7,29 @@ progress and result come back through the durable ``LABLINK_REPORTS`` stream, co
 with a durable consumer: a result published while this process was down is delivered when
 it starts again, before the engine decides what the previous process left running.
 
-Agents say they are alive on ``lablink.reports.<equipment_id>.presence``. An instrument
-whose agent falls silent for the heartbeat timeout is lost: its executions fail ("agent
-lost") and the change is reported (``on_presence``) so the log records it offline.
+A report counts only on its own instrument's subject (``lablink.reports.<equipment_id>.…``)
+and for the execution's own instrument and job: anything else is refused with a warning.
+
+Agents say they are alive on ``lablink.reports.<equipment_id>.presence``
+(``lablink.scheduler.presence``). An instrument whose agent falls silent for the heartbeat
+timeout is lost: its executions fail ("agent lost") and the change is reported
+(``on_presence``) so the log records it offline. A result that still comes for an execution
+that ended that way (or timed out, was cancelled or interrupted) is handed to the recorder
+given to ``follow_late_results``: it is kept as a late result.
+
+Each execution's waiter completes exactly once: the first word (the agent's refusal, its
+result, or the loss of its heartbeat) stands and later ones change nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 import msgspec
 import nats
@@ -34,6 +42,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from nats.js.errors import NotFoundError
 
 from lablink.bus.relay import NatsOptions
+from lablink.clock import Clock, SystemClock
 from lablink.equipment_agent.errors import EquipmentError
 from lablink.equipment_agent.protocol import (
     ABANDONED,
@@ -45,7 +54,6 @@ from lablink.equipment_agent.protocol import (
     REPORTS_STREAM,
     RUN_REQUEST_TIMEOUT_SECONDS,
     Outcome,
-    Presence,
     Report,
     RunCommand,
     RunReply,
@@ -57,10 +65,14 @@ from lablink.equipment_agent.protocol import (
     run_subject,
     status_subject,
     stop_subject,
+    subject_equipment,
 )
-from lablink.events import ExecutionError
+from lablink.events import ERROR_TYPES, ExecutionError
+from lablink.health import Health
 from lablink.scheduler.executor import ExecutionOutcome, ExecutionRequest, ProgressReport
 from lablink.scheduler.inprocess import ProfileLookup, resolve_profile
+from lablink.scheduler.presence import PresenceListener, Presences, Sighting
+from lablink.supervision import Supervisor, Watch
 
 log = structlog.get_logger(tag="executor")
 
@@ -68,7 +80,25 @@ log = structlog.get_logger(tag="executor")
 _ORPHANS_KEPT = 10_000
 _MONITOR_PERIOD_SECONDS = 0.25
 _FETCH_BATCH = 100
-PresenceListener = Callable[[Presence], Awaitable[None]]
+# While closed under a supervisor that still runs: how often a parked loop looks again.
+_PARKED_SECONDS = 60.0
+
+
+class LateResults(Protocol):
+    """Records a result no execution waited for (``Engine.record_late_result``); returns
+    the verdict: ``late`` (recorded), ``running`` (its execution still runs), ``foreign``
+    or ``unknown`` (nothing recorded)."""
+
+    async def __call__(
+        self,
+        job_id: str,
+        execution_id: str,
+        outcome: ExecutionOutcome,
+        *,
+        equipment_id: str,
+        agent_id: str = "",
+        reported_at: datetime | None = None,
+    ) -> str: ...
 
 
 @dataclass
@@ -77,16 +107,12 @@ class _Waiter:
     progress: ProgressReport
     outcome: asyncio.Future[Outcome]
 
-
-@dataclass
-class Sighting:
-    presence: Presence
-    last_seen: float  # time.monotonic()
-    at: datetime  # wall clock, for the API
-
-    @property
-    def online(self) -> bool:
-        return self.presence.state == "online"
+    def settle(self, outcome: Outcome) -> bool:
+        """Complete the wait, once: False (and nothing changes) when it already was."""
+        if self.outcome.done():
+            return False
+        self.outcome.set_result(outcome)
+        return True
 
 
 def _outcome(outcome: Outcome) -> ExecutionOutcome:
@@ -112,21 +138,47 @@ class AgentExecutor:
         heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT_SECONDS,
         run_timeout: float = RUN_REQUEST_TIMEOUT_SECONDS,
         on_presence: PresenceListener | None = None,
+        supervisor: Supervisor | None = None,
+        health: Health | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.options = options
         self.profiles = profiles
-        self.heartbeat_timeout = heartbeat_timeout
         self.run_timeout = run_timeout
-        self.on_presence = on_presence
-        self.sightings: dict[str, Sighting] = {}
+        # The scheduler's clock, to tell how late an execution already is when it is sent.
+        self.clock = clock or SystemClock()
+        # Without a supervisor of the runtime's, the loops run under one of our own.
+        self._own_supervisor = supervisor is None
+        self.health = health or (supervisor.health if supervisor else Health(self.clock))
+        self.supervisor = supervisor or Supervisor(self.health)
+        self.presences = Presences(
+            heartbeat_timeout=heartbeat_timeout,
+            health=self.health,
+            on_gone=self._fail_all,
+            on_change=on_presence,
+        )
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
+        self._reports: JetStreamContext.PullSubscription | None = None
         self._waiters: dict[str, _Waiter] = {}
         # Execution id -> its instrument, until it ends or is stopped.
         self._dispatched: dict[str, str] = {}
-        self._orphans: OrderedDict[str, Outcome] = OrderedDict()
+        self._orphans: OrderedDict[str, Report] = OrderedDict()
         self._sending: dict[str, asyncio.Future[Outcome | None]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._late: LateResults | None = None
+        self._closed = False
+
+    @property
+    def sightings(self) -> dict[str, Sighting]:
+        return self.presences.sightings
+
+    @property
+    def heartbeat_timeout(self) -> float:
+        return self.presences.heartbeat_timeout
+
+    @heartbeat_timeout.setter
+    def heartbeat_timeout(self, seconds: float) -> None:
+        self.presences.heartbeat_timeout = seconds
 
     @property
     def nc(self) -> NATS:
@@ -143,9 +195,37 @@ class AgentExecutor:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
         )
-        self._js = js = self._nc.jetstream()
-        await self._ensure_stream(js)
-        sub = await js.pull_subscribe(
+        self._js = self._nc.jetstream()
+        self._reports = await self._subscribe_reports()
+        await self._nc.subscribe(PRESENCE_FILTER, cb=self.presences.on_message)
+        backlog = await self._fetch(self._reports, wait=0.2)
+        if backlog:
+            log.info("reports taken in after start", reports=backlog)
+        self.supervisor.spawn("task.reports", self._consume)
+        self.supervisor.spawn("task.heartbeats", self._monitor)
+
+    async def follow_late_results(self, record: LateResults) -> None:
+        """From now on, results no execution waits for go to ``record``. Call it once the
+        engine has recovered: the results that came before and that no recovery claimed
+        are handed over at once."""
+        self._late = record
+        for execution_id, report in list(self._orphans.items()):
+            if await self._hand_late(report) != "running":
+                self._orphans.pop(execution_id, None)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._own_supervisor:
+            await self.supervisor.aclose()
+        self.presences.forget_health()
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+
+    async def _subscribe_reports(self) -> JetStreamContext.PullSubscription:
+        assert self._js is not None
+        await self._ensure_stream(self._js)
+        return await self._js.pull_subscribe(
             REPORTS_FILTER,
             durable=REPORTS_CONSUMER,
             stream=REPORTS_STREAM,
@@ -156,24 +236,6 @@ class AgentExecutor:
                 max_ack_pending=10_000,
             ),
         )
-        await self._nc.subscribe(PRESENCE_FILTER, cb=self._on_presence)
-        backlog = await self._fetch(sub, wait=0.2)
-        if backlog:
-            log.info("reports taken in after start", reports=backlog)
-        self._tasks = [
-            asyncio.create_task(self._consume(sub), name="agent reports"),
-            asyncio.create_task(self._monitor(), name="agent heartbeats"),
-        ]
-
-    async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.close()
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
         try:
@@ -208,7 +270,10 @@ class AgentExecutor:
         waiter = self._wait_for(request, progress)
         try:
             command = RunCommand(
-                request=request, profile_settings=None if settings is None else dict(settings)
+                request=request,
+                profile_settings=None if settings is None else dict(settings),
+                due_at=self._due_at(request),
+                misfire_grace_time=request.spec.misfire_grace_time,
             )
             self._dispatched[execution_id] = equipment_id
             # Shielded, like the wait below: when the engine cancels this task (timeout,
@@ -217,8 +282,9 @@ class AgentExecutor:
             sending = asyncio.ensure_future(self._send_run(equipment_id, command))
             self._sending[execution_id] = sending
             refused = await asyncio.shield(sending)
+            # The heartbeat watcher may have ended the wait while the request was out.
             if refused is not None:
-                waiter.outcome.set_result(refused)
+                waiter.settle(refused)
             return _outcome(await asyncio.shield(waiter.outcome))
         finally:
             self._waiters.pop(execution_id, None)
@@ -226,6 +292,18 @@ class AgentExecutor:
                 del self._sending[execution_id]
             if waiter.outcome.done():
                 self._dispatched.pop(execution_id, None)
+
+    def _due_at(self, request: ExecutionRequest) -> datetime:
+        """When the execution was due to start, on this host's wall clock (the agent's
+        reference for refusing stale commands). A scheduled fire was due at its scheduled
+        time; a run-now, a catch-up or a queued run that starts now is due now."""
+        sent = datetime.now(UTC)
+        if request.trigger_info != "scheduled":
+            return sent
+        late = self.clock.now() - request.scheduled_time
+        if timedelta(0) < late <= timedelta(seconds=request.spec.misfire_grace_time):
+            return sent - late
+        return sent  # on time, or started later by its conflict policy (queue)
 
     async def _send_run(self, equipment_id: str, command: RunCommand) -> Outcome | None:
         """None once an agent has the execution; else why it failed before it started."""
@@ -252,15 +330,15 @@ class AgentExecutor:
                 f"equipment offline: NATS is unavailable ({type(exc).__name__})",
                 equipment_id=equipment_id,
             )
-        reply = msgspec.json.decode(msg.data, type=RunReply)
+        try:
+            reply = msgspec.json.decode(msg.data, type=RunReply)
+        except msgspec.DecodeError as exc:
+            return _failed("refused", f"the agent's reply could not be read: {exc}")
         if reply.status == "refused":
+            if reply.error is not None and reply.error.type in ERROR_TYPES:
+                return Outcome(status="failed", error=reply.error)
             return _failed("refused", f"the agent refused the execution: {reply.reason}")
-        if equipment_id not in self.sightings:  # accepted before its first heartbeat
-            presence = Presence(
-                equipment_id=equipment_id, agent_id=reply.agent_id, kind="", state="online"
-            )
-            self.sightings[equipment_id] = Sighting(presence, time.monotonic(), datetime.now(UTC))
-        self._seen_now(equipment_id)
+        self.presences.accepted_by(equipment_id, reply.agent_id)
         if reply.status == "duplicate":
             log.warning(
                 "agent already had this execution",
@@ -274,7 +352,8 @@ class AgentExecutor:
     ) -> Awaitable[ExecutionOutcome] | None:
         execution_id = request.execution_id
         equipment_id = request.spec.equipment_id
-        orphan = self._orphans.pop(execution_id, None)
+        report = self._orphans.pop(execution_id, None)
+        orphan = report.outcome if report is not None else None
         if orphan is None:
             try:
                 msg = await self.nc.request(
@@ -296,7 +375,7 @@ class AgentExecutor:
             return future
         waiter = self._wait_for(request, progress)
         self._dispatched[execution_id] = equipment_id
-        self._seen_now(equipment_id)
+        self.presences.seen_now(equipment_id)
 
         async def follow() -> ExecutionOutcome:
             try:
@@ -341,20 +420,8 @@ class AgentExecutor:
         )
 
     def describe_equipment(self, equipment_id: str) -> dict[str, Any]:
-        """What the instrument's agent last said of it: kind, *IDN? identity, agent, resource
-        and whether it is online (empty when no agent ever reported it)."""
-        sighting = self.sightings.get(equipment_id)
-        if sighting is None:
-            return {}
-        presence = sighting.presence
-        return {
-            "kind": presence.kind,
-            "identity": presence.identity,
-            "agent_id": presence.agent_id,
-            "resource": presence.resource,
-            "online": sighting.online,
-            "last_seen": sighting.at.isoformat(),
-        }
+        """What the instrument's agent last said of it (see ``Presences.describe``)."""
+        return self.presences.describe(equipment_id)
 
     def _wait_for(self, request: ExecutionRequest, progress: ProgressReport) -> _Waiter:
         waiter = _Waiter(request, progress, asyncio.get_running_loop().create_future())
@@ -363,15 +430,28 @@ class AgentExecutor:
 
     # -- reports --------------------------------------------------------------------------------
 
-    async def _consume(self, sub: JetStreamContext.PullSubscription) -> None:
-        while True:
+    async def _consume(self, watch: Watch) -> None:
+        """Supervised (``task.reports``): a failure other than an idle wait restarts this
+        body after the supervisor's backoff, with a fresh subscription (the stream may have
+        gone with a nats-server that lost its store)."""
+        while not watch.stopping:
+            if self._closed:
+                await watch.sleep(_PARKED_SECONDS)
+                continue
             try:
-                await self._fetch(sub, wait=1.0)
-            except asyncio.CancelledError:
+                if self._reports is None:
+                    self._reports = await self._subscribe_reports()
+                await self._fetch(self._reports, wait=1.0)
+            except Exception:
+                if self._closed:
+                    continue
+                sub, self._reports = self._reports, None
+                if sub is not None:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
                 raise
-            except Exception as exc:  # NATS away: the consumer is durable, resume later
-                log.warning("reports fetch failed", error=str(exc) or type(exc).__name__)
-                await asyncio.sleep(0.5)
+            await self._retry_orphans()
+            watch.ok(waiting=len(self._waiters), orphans=len(self._orphans))
 
     async def _fetch(self, sub: JetStreamContext.PullSubscription, *, wait: float) -> int:
         """Take reports until none is waiting; returns how many."""
@@ -396,15 +476,36 @@ class AgentExecutor:
             log.error("undecodable report dropped", subject=msg.subject, error=str(exc))
             await msg.ack()
             return
-        self._seen_now(report.equipment_id)
         waiter = self._waiters.get(report.execution_id)
+        refusal = _refusal(msg.subject, report, waiter)
+        if refusal is not None:
+            log.warning(
+                "report refused",
+                reason=refusal,
+                subject=msg.subject,
+                execution_id=report.execution_id,
+                equipment_id=report.equipment_id,
+                agent_id=report.agent_id,
+            )
+            await msg.ack()  # forged or misrouted: never recorded, never redelivered
+            return
+        self.presences.seen_now(report.equipment_id)
         if report.outcome is not None:
-            if waiter is not None and not waiter.outcome.done():
-                waiter.outcome.set_result(report.outcome)
+            # A waiter already ended (its agent was lost while its run request was out)
+            # takes no second outcome: the result is late, as if nobody waited.
+            if waiter is not None and waiter.settle(report.outcome):
+                pass
+            elif self._late is None:
+                self._keep_orphan(report)
             else:
-                self._orphans[report.execution_id] = report.outcome
-                while len(self._orphans) > _ORPHANS_KEPT:
-                    self._orphans.popitem(last=False)
+                try:
+                    verdict = await self._hand_late(report)
+                except Exception:
+                    # Not acknowledged: JetStream offers it again after its ack wait.
+                    log.exception("late result not recorded", execution_id=report.execution_id)
+                    return
+                if verdict == "running":  # its end is not recorded yet: try again later
+                    self._keep_orphan(report)
         elif waiter is not None:
             try:
                 await waiter.progress(report.progress, report.message, report.data)
@@ -414,68 +515,92 @@ class AgentExecutor:
         # engine ignores a second end of an execution that already ended.
         await msg.ack()
 
+    async def _retry_orphans(self) -> None:
+        """Results kept because their execution's end was not recorded yet when they came
+        (the agent lost while the engine was still writing it): hand them over again."""
+        if self._late is None or not self._orphans:
+            return
+        for execution_id, report in list(self._orphans.items())[:_FETCH_BATCH]:
+            if execution_id in self._waiters:
+                continue
+            try:
+                verdict = await self._hand_late(report)
+            except Exception:
+                log.exception("late result not recorded", execution_id=execution_id)
+                return
+            if verdict != "running":
+                self._orphans.pop(execution_id, None)
+
+    def _keep_orphan(self, report: Report) -> None:
+        self._orphans[report.execution_id] = report
+        while len(self._orphans) > _ORPHANS_KEPT:
+            self._orphans.popitem(last=False)
+
+    async def _hand_late(self, report: Report) -> str:
+        """Give a result no execution waits for to the late-result recorder; log what it
+        was. Its verdict is returned (``running``: keep it for a recovery)."""
+        assert self._late is not None
+        assert report.outcome is not None
+        verdict = await self._late(
+            report.job_id,
+            report.execution_id,
+            _outcome(report.outcome),
+            equipment_id=report.equipment_id,
+            agent_id=report.agent_id,
+            reported_at=report.at,
+        )
+        fields = {
+            "execution_id": report.execution_id,
+            "job_id": report.job_id,
+            "equipment_id": report.equipment_id,
+            "agent_id": report.agent_id,
+            "status": report.outcome.status,
+        }
+        if verdict == "late":
+            log.warning("late result recorded: the execution had already ended", **fields)
+        elif verdict == "foreign":
+            log.warning("report refused: the job drives another instrument", **fields)
+        elif verdict == "unknown":
+            log.info("result ignored: its execution already has its outcome", **fields)
+        return verdict
+
     # -- presence -------------------------------------------------------------------------------
 
-    async def _on_presence(self, msg: Msg) -> None:
-        try:
-            presence = msgspec.json.decode(msg.data, type=Presence)
-        except msgspec.DecodeError:
-            return
-        before = self.sightings.get(presence.equipment_id)
-        self.sightings[presence.equipment_id] = Sighting(
-            presence, time.monotonic(), datetime.now(UTC)
-        )
-        changed = (
-            before is None
-            or before.presence.state != presence.state
-            or before.presence.identity != presence.identity
-            or before.presence.agent_id != presence.agent_id
-        )
-        if presence.state == "offline":
-            self._fail_all(
-                presence.equipment_id,
-                "equipment_offline",
-                f"equipment offline: {presence.reason or 'its agent went away'}",
-            )
-        if changed:
-            await self._report_presence(presence)
-
-    async def _monitor(self) -> None:
-        while True:
-            await asyncio.sleep(_MONITOR_PERIOD_SECONDS)
-            now = time.monotonic()
-            for equipment_id, sighting in list(self.sightings.items()):
-                limit = max(self.heartbeat_timeout, 3 * sighting.presence.heartbeat_seconds)
-                if not sighting.online or now - sighting.last_seen <= limit:
-                    continue
-                reason = (
-                    f"agent lost: no heartbeat from {sighting.presence.agent_id or 'its agent'}"
-                    f" for {limit:g} s"
-                )
-                log.warning("agent lost", equipment_id=equipment_id, reason=reason)
-                lost = msgspec.structs.replace(sighting.presence, state="offline", reason=reason)
-                self.sightings[equipment_id] = Sighting(lost, sighting.last_seen, sighting.at)
-                self._fail_all(equipment_id, "agent_lost", reason)
-                await self._report_presence(lost)
+    async def _monitor(self, watch: Watch) -> None:
+        """Supervised (``task.heartbeats``): instruments whose agent fell silent are lost."""
+        while not watch.stopping:
+            if await watch.sleep(_PARKED_SECONDS if self._closed else _MONITOR_PERIOD_SECONDS):
+                return
+            if not self._closed:
+                await self.presences.check()
+                watch.ok(instruments=len(self.sightings))
 
     def _fail_all(self, equipment_id: str, type: str, message: str) -> None:
+        """The instrument's agent is gone: every execution waiting on it ends, once."""
         for waiter in list(self._waiters.values()):
             if (
                 waiter.request.spec.equipment_id == equipment_id
                 and waiter.request.execution_id in self._dispatched
-                and not waiter.outcome.done()
             ):
-                waiter.outcome.set_result(_failed(type, message, equipment_id=equipment_id))
+                waiter.settle(_failed(type, message, equipment_id=equipment_id))
 
-    def _seen_now(self, equipment_id: str) -> None:
-        sighting = self.sightings.get(equipment_id)
-        if sighting is not None and sighting.online:
-            sighting.last_seen = time.monotonic()
 
-    async def _report_presence(self, presence: Presence) -> None:
-        if self.on_presence is None:
-            return
-        try:
-            await self.on_presence(presence)
-        except Exception:
-            log.exception("presence change not recorded", equipment_id=presence.equipment_id)
+def _refusal(subject: str, report: Report, waiter: _Waiter | None) -> str | None:
+    """Why a report cannot count, or None: it must come on its own instrument's subject,
+    for its own execution, and match the instrument and job of the execution it ends."""
+    parts = subject.split(".")
+    on = subject_equipment(subject)
+    if on != report.equipment_id:
+        return f"a report for {report.equipment_id!r} on the subject of {on!r}"
+    if len(parts) < 5 or parts[4] != report.execution_id:
+        return f"a report for {report.execution_id} on another execution's subject"
+    if waiter is not None:
+        request = waiter.request
+        if request.spec.equipment_id != report.equipment_id:
+            return (
+                f"execution {report.execution_id} runs on {request.spec.equipment_id!r},"
+                f" not {report.equipment_id!r}"
+            )
+        if request.job_id != report.job_id:
+            return f"execution {report.execution_id} belongs to {request.job_id}"
+    return None

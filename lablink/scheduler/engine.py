@@ -5,9 +5,28 @@ one priority queue, and when a timer is due it asks the pure decisions in
 ``lablink.domain.firing`` what happened and appends that to the log through the group
 committer. Executions go to an Executor; what it reports becomes events the same way.
 
-Time comes from the injected clock. ``tick()`` processes everything due now; ``start()`` runs
-a loop that sleeps until the next timer, so tests drive ``tick()`` with a manual clock and
-never wait for a schedule in real time.
+Time comes from the injected clock. ``tick()`` processes everything due now; ``iterate()`` is
+one turn of the loop (notice a clock step, retry what waits to be recorded, tick); ``start()``
+runs the loop under the supervisor (``task.engine``), sleeping until the next timer but never
+longer than ``IDLE_WAKEUP_SECONDS``. Tests drive ``tick()`` or ``iterate()`` with a manual
+clock and never wait for a schedule in real time.
+
+Never die, never spin, never lose a fire (issue 11):
+
+- An append that fails (disk full, database locked) loses nothing: a fire's timer is planned
+  again at its scheduled time, a timeout's too, and an outcome waits ("parked") to be
+  recorded. The loop then backs off (capped, exponential), `/health` shows ``task.engine`` and
+  ``scheduler`` failing with the error and since when, and after a grace period a
+  ``scheduler_fault`` alarm is raised (``lablink.scheduler.faults``). When an append works
+  again, parked outcomes are recorded first, then the kept fires are decided at the new now:
+  fires that fell due meanwhile follow the job's misfire and coalesce rules, as after
+  downtime.
+- Anything else a job's timer raises (a bug) is logged with the job id, and that job alone
+  is tried again later; the others fire on.
+- The wall clock may be set under us. Each turn compares wall and monotonic time
+  (``lablink.clock.StepDetector``); on a step, timeouts move with it, interval jobs are
+  re-anchored when it went back (``job.reanchored``), every timer is planned again, and a
+  ``scheduler.clock_stepped`` event records the step. See docs/scheduling.md.
 """
 
 from __future__ import annotations
@@ -16,49 +35,100 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
-from lablink.clock import Clock
+from lablink.alarm_service import AlarmService
+from lablink.clock import Clock, ClockStep, StepDetector
 from lablink.domain.firing import (
     Decision,
+    LateVerdict,
     decide_cancel,
     decide_finish,
     decide_fire,
     decide_interrupted,
+    decide_late_result,
     decide_run_now,
     decide_timeout,
+    late_result_verdict,
 )
-from lablink.domain.job import JobState
-from lablink.errors import StreamVersionConflict
+from lablink.domain.job import JobState, decide_reanchor, fold
+from lablink.errors import RecordingFailed, StorageError, StreamVersionConflict
 from lablink.events import (
+    ClockStepped,
     ExecutionError,
     ExecutionProgressed,
     RecordedEvent,
+    documented_error,
     event_type,
     stamp,
 )
-from lablink.eventstore.base import EventStore, parse_instant
+from lablink.eventstore.base import ANY, EventStore, parse_instant
 from lablink.eventstore.group_commit import GroupCommitter
+from lablink.eventstore.sqlite import SQLiteEventStore
+from lablink.health import Health, Reading
 from lablink.ids import IdGenerator, RandomIds
-from lablink.repository import JobRepository
+from lablink.repository import JobRepository, Loaded
 from lablink.scheduler.executor import (
     ExecutionOutcome,
     ExecutionRequest,
     Executor,
     ProgressReport,
 )
+from lablink.scheduler.faults import (
+    DEFAULT_GRACE_SECONDS,
+    SCHEDULER_STREAM,
+    RecordingFault,
+    SchedulerFaultAlarm,
+)
 from lablink.scheduler.timers import Timer, TimerQueue
+from lablink.supervision import Backoff, Supervisor, Watch, describe
 
 log = structlog.get_logger(tag="scheduler")
 
 ACTOR = "scheduler"
 MAX_RETRIES = 10
-IDLE_WAKEUP_SECONDS = 60.0
+TASK_NAME = "task.engine"
+PROBE_NAME = "scheduler"
+# The loop wakes at least this often with nothing to do: its age shows a stall in /health
+# and a clock step is noticed within it. Cheap: one wake is a few clock reads.
+IDLE_WAKEUP_SECONDS = 1.0
+# A turn that did nothing still sleeps this long: the loop cannot spin, whatever the clock
+# says (a manual clock, or one read twice across a step).
+MIN_SLEEP_SECONDS = 0.005
+# The loop's age past which /health reads degraded, and failing (stalled).
+SLOW_AFTER_SECONDS = 5.0
+STALLED_AFTER_SECONDS = 30.0
+# A job whose timer raised something other than a storage failure is tried again after
+# this backoff (its own; the other jobs fire on).
+JOB_RETRY_INITIAL = 1.0
+JOB_RETRY_MAX = 300.0
 
 Decide = Callable[[JobState], Decision]
+
+
+@dataclass
+class _Parked:
+    """A decision that could not be recorded, waiting for the log (see ``_command``)."""
+
+    job_id: str
+    decide: Decide
+    actor: str | None
+    future: asyncio.Future[Decision | None]
+
+
+@dataclass
+class _PendingStep:
+    """A clock step being handled: interval jobs still to re-anchor, then its record."""
+
+    step: ClockStep
+    jobs: list[str]
+    planned: int
+    reanchored: int = 0
+    done: set[str] = field(default_factory=set)
 
 
 class Engine:
@@ -71,6 +141,9 @@ class Engine:
         jobs: JobRepository,
         ids: IdGenerator | None = None,
         actor: str = ACTOR,
+        supervisor: Supervisor | None = None,
+        alarms: AlarmService | None = None,
+        fault_grace_seconds: float = DEFAULT_GRACE_SECONDS,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -80,11 +153,32 @@ class Engine:
         self.actor = actor
         self.timers = TimerQueue()
         self.committer = GroupCommitter(store)
+        # The runtime's supervisor, or one of our own (tests, benchmarks, scripts).
+        self._own_supervisor = supervisor is None
+        self.supervisor = supervisor if supervisor is not None else Supervisor(Health(clock))
+        self.health = self.supervisor.health
+        self.fault = RecordingFault(clock)
+        if alarms is None and isinstance(store, SQLiteEventStore):
+            alarms = AlarmService.on_store(store, clock)
+        self.fault_alarm = (
+            SchedulerFaultAlarm(store, clock, alarms, self.fault, grace_seconds=fault_grace_seconds)
+            if alarms is not None
+            else None
+        )
+        self.steps = StepDetector(clock)
+        self._pending_steps: list[_PendingStep] = []
+        self._parked: list[_Parked] = []
+        self._job_failures: dict[str, Backoff] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._job_locks: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
-        self._loop_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self._loop_done = asyncio.Event()
+        self._watch: Watch | None = None
+        self._last_turn = clock.monotonic()
+        self.turns = 0  # turns of the loop (iterate), for tests and metrics
         self._stopping = False
+        self._closed = False
         self._unsubscribe: Callable[[], None] | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
 
@@ -103,8 +197,11 @@ class Engine:
         process stopped: those executions are interrupted (queued ones may then start).
         """
         self._event_loop = asyncio.get_running_loop()
-        await self.committer.__aenter__()
+        self.committer.start(self.supervisor)
         self._unsubscribe = self.jobs.subscribe(self._on_change)
+        self.steps.check()  # the first reading: steps are measured from here
+        self._last_turn = self.clock.monotonic()
+        self.health.probe(PROBE_NAME, self.probe)
         if unfinished_jobs:
             log.info("recovering unfinished executions", jobs=len(unfinished_jobs))
         await asyncio.gather(*(self._recover(job_id) for job_id in unfinished_jobs))
@@ -134,9 +231,11 @@ class Engine:
         now = self.clock.now()
         reason = "the scheduler stopped while the execution was running"
         equipment = self._equipment(state)
+        # Not parked: no loop runs yet to retry it, and a start that cannot record must say so.
         await self._command(
             job_id,
             lambda s: decide_interrupted(s, now, reason, keep=keep, equipment=equipment),
+            park=False,
         )
         for request in requests:
             if request.execution_id in keep:
@@ -149,44 +248,255 @@ class Engine:
     async def start(
         self, active_jobs: list[tuple[str, datetime | None]], unfinished_jobs: list[str]
     ) -> None:
+        """Open, then run the loop under the supervisor as ``task.engine``."""
         await self.open(active_jobs, unfinished_jobs)
-        self._loop_task = asyncio.create_task(self._run(), name="scheduler-engine")
+        self.start_loop()
+
+    def start_loop(self) -> Watch:
+        """Run the loop (after ``open``) under the supervisor as ``task.engine``."""
+        self._watch = self.supervisor.spawn(TASK_NAME, self._body)
+        return self._watch
 
     async def aclose(self, grace_seconds: float = 10.0) -> None:
         """Stop firing; let running executions finish for up to ``grace_seconds``; then
         flush every event. Executions still running are left for the next start to mark
-        interrupted."""
+        interrupted. Closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
-        if self._loop_task is not None:
-            await self._loop_task
-        if self._tasks:
-            _, pending = await asyncio.wait(list(self._tasks.values()), timeout=grace_seconds)
-            for task in pending:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*pending, return_exceptions=True)
+        if self._watch is not None:
+            await self._loop_done.wait()
+        await self._drain_tasks(grace_seconds)
+        pending = [task for task in self._tasks.values() if not task.done()]
+        for task in pending:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*pending, return_exceptions=True)
+        for parked in self._parked:
+            # The log could not take them before the stop: the next start interrupts their
+            # executions, as after a crash.
+            if not parked.future.done():
+                parked.future.cancel()
+        self._parked.clear()
         if self._unsubscribe is not None:
             self._unsubscribe()
+            self._unsubscribe = None
         await self.committer.aclose()
+        self.health.remove(PROBE_NAME)
+        if self._own_supervisor:
+            await self.supervisor.aclose()
 
-    async def _run(self) -> None:
-        while not self._stopping:
-            due = self.timers.next_due()
-            delay = IDLE_WAKEUP_SECONDS if due is None else (due - self.clock.now()).total_seconds()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):  # not wait_for: see bus/relay.py
-                        await self._wake.wait()
-                self._wake.clear()
-                continue
-            await self.tick()
+    async def _drain_tasks(self, grace_seconds: float) -> None:
+        """Let running executions end for up to ``grace_seconds``, recording their outcomes;
+        stop waiting early when all that is left waits for a log that refuses writes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_seconds
+        while True:
+            busy = [task for task in self._tasks.values() if not task.done()]
+            if not busy:
+                return
+            if self._parked:
+                try:
+                    await self._flush_parked()
+                except RecordingFailed:
+                    if len(busy) <= self.waiting_to_record:
+                        return
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            await asyncio.wait(busy, timeout=min(left, 0.5))
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def _body(self, watch: Watch) -> None:
+        """``task.engine``: turn, then sleep until the next timer (at most a second). A turn
+        that cannot record backs off; anything else it raises goes to the supervisor, which
+        logs it and starts the body again (the timers live on in the engine)."""
+        self._loop_done.clear()
+        try:
+            while not self._stopping and not watch.stopping:
+                try:
+                    processed = await self.turn()
+                except RecordingFailed as exc:
+                    if await self._pause(watch.failed(exc), watch):
+                        break
+                    continue
+                if watch.failing_since is not None:
+                    watch.ok("recording again")
+                await self._sleep(processed)
+        finally:
+            self._loop_done.set()
+        # Stopped by aclose: stay until the supervisor stops (a body that returns is restarted).
+        while not watch.stopping:
+            await watch.sleep(3600)
+
+    async def turn(self) -> int:
+        """``iterate``, then raise or clear the ``scheduler_fault`` alarm as the outcome
+        says; what the loop does between its sleeps."""
+        try:
+            return await self.iterate()
+        finally:
+            await self._check_fault()
+
+    @property
+    def waiting_to_record(self) -> int:
+        """Decisions (outcomes, late results) waiting for the log to take them."""
+        return sum(1 for parked in self._parked if not parked.future.done())
+
+    async def iterate(self) -> int:
+        """One turn of the loop, without its sleep: notice a clock step, record what waits to
+        be recorded, then process every timer due now. Returns how many timers were due.
+
+        Raises ``RecordingFailed`` when the log cannot be written; nothing is lost (see the
+        module docstring), the caller waits and turns again.
+        """
+        self._last_turn = self.clock.monotonic()
+        self.turns += 1
+        step = self.steps.check()
+        if step is not None:
+            self._clock_stepped(step)
+        await self._handle_steps()
+        await self._flush_parked()
+        processed = await self.tick()
+        if self.fault.failing:
+            # Nothing is left that could not be recorded (kept fires and outcomes would have
+            # raised above): whatever failed is behind us, even if no append was needed.
+            self.fault.recorded()
+        return processed
+
+    async def _check_fault(self) -> None:
+        if self.fault_alarm is None:
+            return
+        try:
+            await self.fault_alarm.check()
+        except Exception:  # the alarm is a report: it must never stop the loop
+            log.exception("scheduler_fault alarm check failed")
+
+    async def _sleep(self, processed: int) -> None:
+        due = self.timers.next_due()
+        delay = IDLE_WAKEUP_SECONDS
+        if due is not None:
+            delay = min(delay, (due - self.clock.now()).total_seconds())
+        if delay <= 0:
+            if processed:
+                return  # more is due: turn again at once, there is work
+            delay = MIN_SLEEP_SECONDS
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):  # not wait_for: see bus/relay.py
+                await self._wake.wait()
+        self._wake.clear()
+
+    async def _pause(self, seconds: float, watch: Watch) -> bool:
+        """Wait out a backoff (real time, whatever the injected clock), turning the alarm
+        check every second; True when stopping."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while not (self._stopping or watch.stopping):
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, IDLE_WAKEUP_SECONDS)):
+                    await self._stopped.wait()
+            self._last_turn = self.clock.monotonic()
+            await self._check_fault()
+        return True
+
+    def probe(self) -> Reading:
+        """The ``scheduler`` health entry: the loop's age, planned jobs, running executions;
+        failing when the loop is stalled or cannot record."""
+        age = self.clock.monotonic() - self._last_turn
+        details: dict[str, Any] = {
+            "last_iteration_age_seconds": round(age, 3),
+            "planned_jobs": len(self.timers),
+            "running_executions": len(self._tasks),
+            "waiting_to_record": self.waiting_to_record,
+        }
+        fault = self.fault
+        if fault.failing:
+            assert fault.since is not None
+            details.update(
+                failing_since=fault.since.isoformat(),
+                failures=fault.failures,
+                last_error=fault.last_error,
+            )
+            return Reading(
+                state="failing",
+                reason=f"cannot record to the event log since {fault.since.isoformat()}: "
+                f"{fault.last_error}",
+                details=details,
+            )
+        if self._watch is not None and not self._stopping:
+            if age > STALLED_AFTER_SECONDS:
+                return Reading(
+                    state="failing",
+                    reason=f"the scheduler loop has not turned for {age:.0f} s",
+                    details=details,
+                )
+            if age > SLOW_AFTER_SECONDS:
+                return Reading(
+                    state="degraded",
+                    reason=f"the scheduler loop last turned {age:.0f} s ago",
+                    details=details,
+                )
+        return Reading(state="ok", details=details)
+
+    # -- clock steps ----------------------------------------------------------------------------
+
+    def _clock_stepped(self, step: ClockStep) -> None:
+        log.warning(
+            "wall clock stepped",
+            seconds=round(step.seconds, 6),
+            wall_before=step.wall_before.isoformat(),
+            wall_after=step.wall_after.isoformat(),
+        )
+        # A timeout counts elapsed time: it moves with the clock, either way.
+        self.timers.shift_timeouts(step.delta)
+        planned = self.timers.planned_jobs()
+        # Back: interval jobs keep their elapsed-time rhythm (re-anchored); forward: the
+        # fires now due follow the misfire rules, as after downtime.
+        jobs = planned if step.seconds < 0 else []
+        self._pending_steps.append(_PendingStep(step=step, jobs=jobs, planned=len(planned)))
+
+    async def _handle_steps(self) -> None:
+        while self._pending_steps:
+            pending = self._pending_steps[0]
+            step = pending.step
+            for job_id in pending.jobs:
+                if job_id in pending.done:
+                    continue
+                decision = await self._command(job_id, _reanchoring(step), park=False)
+                pending.done.add(job_id)
+                if decision is not None and decision.events:
+                    pending.reanchored += 1
+            for job_id in self.timers.planned_jobs():
+                self.plan(job_id)
+            event = ClockStepped(
+                step_seconds=step.seconds,
+                wall_before=step.wall_before,
+                wall_after=step.wall_after,
+                planned_jobs=pending.planned,
+                reanchored_jobs=pending.reanchored,
+            )
+            await self._append(SCHEDULER_STREAM, ANY, [event])
+            self._pending_steps.pop(0)
 
     # -- planning -------------------------------------------------------------------------------
 
     def plan(self, job_id: str) -> None:
         """(Re)plan a job's next fire from its state; a job due for completion fires now."""
-        state = self.jobs.load(job_id).state
+        try:
+            state = self.jobs.load(job_id).state
+        except Exception as exc:
+            # The log cannot be read now: look again shortly (the fire decides from the
+            # job's events, so a timer too early does no harm).
+            log.warning("could not plan job; trying again", job_id=job_id, error=describe(exc))
+            self.timers.plan_fire(job_id, self.clock.now() + timedelta(seconds=JOB_RETRY_INITIAL))
+            self._wake.set()
+            return
         when = state.next_fire_time()
         if when is None and state.status == "active":
             when = self.clock.now()  # decide_fire will complete it
@@ -211,53 +521,115 @@ class Engine:
     # -- processing -----------------------------------------------------------------------------
 
     async def tick(self) -> int:
-        """Process every timer due now; returns how many."""
+        """Process every timer due now; returns how many.
+
+        Every due timer is handled, whatever happens to its neighbours; if the log could not
+        be written for some, their timers are kept and the first such failure is raised
+        (``RecordingFailed``) once all were tried.
+        """
         now = self.clock.now()
         due = self.timers.pop_due(now)
         if due:
-            await asyncio.gather(*(self._handle(timer, now) for timer in due))
+            failures = await asyncio.gather(*(self._handle(timer, now) for timer in due))
+            failed = next((f for f in failures if f is not None), None)
+            if failed is not None:
+                raise failed
         return len(due)
 
-    async def _handle(self, timer: Timer, now: Any) -> None:
-        if timer.kind == "fire":
-            await self._command(timer.job_id, lambda s: decide_fire(s, now, self.ids.execution_id))
-            self.plan(timer.job_id)
-        elif timer.execution_id is not None:
+    async def _handle(self, timer: Timer, now: datetime) -> RecordingFailed | None:
+        job_id = timer.job_id
+        try:
+            if timer.kind == "fire":
+                await self._command(
+                    job_id, lambda s: decide_fire(s, now, self.ids.execution_id), park=False
+                )
+                self._job_failures.pop(job_id, None)
+                self.plan(job_id)
+                return None
             execution_id = timer.execution_id
+            assert execution_id is not None
             decision = await self._command(
-                timer.job_id,
+                job_id,
                 lambda s: decide_timeout(s, execution_id, now, self._equipment(s)),
+                park=False,
             )
-            if decision is not None and decision.events:
+        except RecordingFailed as exc:
+            self._keep(timer)
+            return exc
+        except Exception:
+            backoff = self._job_failures.setdefault(
+                job_id, Backoff(JOB_RETRY_INITIAL, JOB_RETRY_MAX)
+            )
+            delay = backoff.next()
+            log.exception(
+                "timer failed; this job is tried again later",
+                job_id=job_id,
+                kind=timer.kind,
+                retry_in=round(delay, 3),
+            )
+            self._keep(timer, now + timedelta(seconds=delay))
+            return None
+        if decision is not None and decision.events:
+            try:
                 await self._stop(execution_id)
+            except Exception:
+                log.exception("could not stop a timed-out execution", execution_id=execution_id)
+        return None
+
+    def _keep(self, timer: Timer, when: datetime | None = None) -> None:
+        """A timer whose decision was not recorded goes back into the queue, so it is tried
+        again (at its own time: still due, so on the next turn after the backoff)."""
+        if timer.kind == "fire":
+            # Unless something planned the job meanwhile (paused, updated, deleted).
+            if self.timers.planned(timer.job_id) is None:
+                self.timers.plan_fire(timer.job_id, when or timer.when)
+        elif timer.execution_id in self._tasks:
+            self.timers.add_timeout(timer.job_id, timer.execution_id, when or timer.when)
 
     async def _command(
-        self, job_id: str, decide: Decide, actor: str | None = None
+        self, job_id: str, decide: Decide, actor: str | None = None, *, park: bool = True
     ) -> Decision | None:
         """Load, decide, append with the version read; on a version conflict, reload and
         decide again. Starts whatever executions the decision started.
 
         One command per job at a time: a fire and the end of the previous execution would
         otherwise both append at the same version, and the loser would go round again.
+
+        When the log cannot be written, ``park=True`` (an outcome, a late result: facts that
+        must not be lost) waits, outside the job's lock, until the loop records it;
+        ``park=False`` (a fire, a timeout, a request from the API) raises ``RecordingFailed``
+        and the caller keeps its own work.
         """
+        try:
+            return await self._command_once(job_id, decide, actor)
+        except RecordingFailed:
+            if not park or self._stopping:
+                raise
+        future: asyncio.Future[Decision | None] = asyncio.get_running_loop().create_future()
+        self._parked.append(_Parked(job_id, decide, actor, future))
+        log.warning("decision waits until the log can be written", job_id=job_id)
+        return await future
+
+    async def _command_once(
+        self, job_id: str, decide: Decide, actor: str | None, *, track: bool = True
+    ) -> Decision | None:
         lock = self._job_locks.get(job_id)
         if lock is None:
             lock = self._job_locks[job_id] = asyncio.Lock()
         async with lock:
-            return await self._command_locked(job_id, decide, actor)
+            return await self._command_locked(job_id, decide, actor, track)
 
     async def _command_locked(
-        self, job_id: str, decide: Decide, actor: str | None
+        self, job_id: str, decide: Decide, actor: str | None, track: bool
     ) -> Decision | None:
         for _ in range(MAX_RETRIES):
-            loaded = self.jobs.load(job_id)
+            loaded = self._load(job_id, track)
             decision = decide(loaded.state)
             if not decision.events:
                 return decision
-            now = self.clock.now()
             try:
-                recorded = await self.committer.append(
-                    job_id, loaded.version, stamp(decision.events, actor or self.actor, now)
+                recorded = await self._append(
+                    job_id, loaded.version, decision.events, actor or self.actor, track=track
                 )
             except StreamVersionConflict:
                 self.jobs.forget(job_id)
@@ -275,24 +647,98 @@ class Engine:
         log.error("job stream kept changing; decision dropped", job_id=job_id)
         return None
 
+    def _load(self, job_id: str, track: bool = True) -> Loaded:
+        try:
+            return self.jobs.load(job_id)
+        except (StorageError, sqlite3.OperationalError) as exc:
+            if track:
+                self._failed(job_id, exc)
+            raise RecordingFailed(job_id, exc) from exc
+
+    async def _append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: list[Any],
+        actor: str | None = None,
+        *,
+        track: bool = True,
+    ) -> list[RecordedEvent]:
+        """Append through the group committer; every failure but a version conflict is the
+        log refusing the write (``RecordingFailed``). ``track``: the engine's own work, whose
+        failures and successes make the fault (a client's request is answered instead)."""
+        try:
+            recorded = await self.committer.append(
+                stream_id, expected_version, stamp(events, actor or self.actor, self.clock.now())
+            )
+        except StreamVersionConflict:
+            if track:
+                self.fault.recorded()
+            raise
+        except Exception as exc:
+            if track:
+                self._failed(stream_id, exc)
+            raise RecordingFailed(stream_id, exc) from exc
+        if track:
+            self.fault.recorded()
+        return recorded
+
+    def _failed(self, stream_id: str, exc: BaseException) -> None:
+        if not self.fault.failing:
+            # Once per fault: with many jobs due, every one of them fails the same way.
+            log.error(
+                "could not record; fires are kept until the log can be written",
+                stream_id=stream_id,
+                error=describe(exc),
+            )
+        self.fault.failed(exc)
+
+    async def _flush_parked(self) -> None:
+        """Record the decisions that waited for the log, oldest first."""
+        while self._parked:
+            parked = self._parked[0]
+            if not parked.future.done():
+                try:
+                    decision = await self._command_once(parked.job_id, parked.decide, parked.actor)
+                except RecordingFailed:
+                    raise  # still waiting; the loop backs off and comes back
+                except Exception as exc:
+                    parked.future.set_exception(exc)
+                else:
+                    parked.future.set_result(decision)
+            self._parked.pop(0)
+
     # -- executions -----------------------------------------------------------------------------
 
     async def run_now(self, job_id: str, actor: str | None = None) -> str:
-        """Run now (HTTP POST …/run). Raises ExecutionRefused if the policy says no."""
+        """Run now (HTTP POST …/run). Raises ExecutionRefused if the policy says no, and the
+        storage error when the log cannot be written (HTTP 503)."""
         execution_id = self.ids.execution_id()
         now = self.clock.now()
-        await self._command(job_id, lambda s: decide_run_now(s, now, execution_id), actor)
+        await self._client_command(job_id, lambda s: decide_run_now(s, now, execution_id), actor)
         return execution_id
 
     async def cancel(self, job_id: str, execution_id: str, reason: str = "cancelled") -> bool:
         now = self.clock.now()
-        decision = await self._command(
+        decision = await self._client_command(
             job_id, lambda s: decide_cancel(s, execution_id, now, reason)
         )
         if decision is None or not decision.events:
             return False
         await self._stop(execution_id)
         return True
+
+    async def _client_command(
+        self, job_id: str, decide: Decide, actor: str | None = None
+    ) -> Decision | None:
+        """A command a client waits for: a failure to record is answered at once, as the
+        storage error itself (the API's 503), not kept."""
+        try:
+            return await self._command_once(job_id, decide, actor, track=False)
+        except RecordingFailed as exc:
+            if isinstance(exc.cause, StorageError):
+                raise exc.cause from exc
+            raise
 
     def _request(self, state: JobState, execution_id: str) -> ExecutionRequest:
         spec = state.spec
@@ -326,11 +772,17 @@ class Engine:
         self._wake.set()
         task = asyncio.create_task(work, name=f"execution {execution_id}")
         self._tasks[execution_id] = task
-        task.add_done_callback(lambda _: self._forget_task(execution_id))
+        task.add_done_callback(lambda done: self._forget_task(execution_id, done))
 
-    def _forget_task(self, execution_id: str) -> None:
+    def _forget_task(self, execution_id: str, task: asyncio.Task[None]) -> None:
         self._tasks.pop(execution_id, None)
         self.timers.cancel_timeout(execution_id)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "execution's outcome not recorded",
+                execution_id=execution_id,
+                error=describe(task.exception() or Exception()),
+            )
 
     def _progress(self, request: ExecutionRequest) -> ProgressReport:
         async def progress(fraction: float, message: str, data: dict[str, Any]) -> None:
@@ -341,10 +793,21 @@ class Engine:
                 message=message,
                 data=data,
             )
-            await self._command(
-                request.job_id,
-                lambda s: Decision([event] if request.execution_id in s.running else [], s),
-            )
+            try:
+                # Not tracked: a lost progress report is no fault of the schedule.
+                await self._command_once(
+                    request.job_id,
+                    lambda s: Decision([event] if request.execution_id in s.running else [], s),
+                    None,
+                    track=False,
+                )
+            except RecordingFailed as exc:
+                # Progress is a courtesy: it must not fail the execution it reports on.
+                log.warning(
+                    "progress not recorded",
+                    execution_id=request.execution_id,
+                    error=describe(exc.cause),
+                )
 
         return progress
 
@@ -356,11 +819,26 @@ class Engine:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # recorded as a failed execution, never lost
+            # A runtime exception's class is no error type: the record says executor_error
+            # (one of ERROR_TYPES), the log keeps the traceback.
             log.exception("executor raised", execution_id=request.execution_id)
             outcome = ExecutionOutcome(
                 status="failed",
-                error=ExecutionError(type=type(exc).__name__, message=str(exc) or repr(exc)),
+                error=ExecutionError(
+                    type="executor_error",
+                    message=f"the executor raised {type(exc).__name__}: {str(exc) or repr(exc)}",
+                    details={"exception": type(exc).__name__},
+                ),
             )
+        if outcome.status == "failed":
+            error = documented_error(outcome.error)
+            if error is not outcome.error:
+                log.error(
+                    "executor reported an undocumented error type",
+                    execution_id=request.execution_id,
+                    reported=None if outcome.error is None else outcome.error.type,
+                )
+                outcome = ExecutionOutcome(status="failed", result=outcome.result, error=error)
         now = self.clock.now()
         await self._command(
             request.job_id,
@@ -374,6 +852,39 @@ class Engine:
                 equipment=self._equipment(s) if outcome.status == "failed" else None,
             ),
         )
+
+    async def record_late_result(
+        self,
+        job_id: str,
+        execution_id: str,
+        outcome: ExecutionOutcome,
+        *,
+        equipment_id: str,
+        agent_id: str = "",
+        reported_at: datetime | None = None,
+    ) -> LateVerdict:
+        """A result no execution waited for (see ``decide_late_result``): recorded when its
+        execution ended without it; the verdict says what it was."""
+        verdict: list[LateVerdict] = ["unknown"]
+        error = documented_error(outcome.error) if outcome.status == "failed" else None
+
+        def decide(state: JobState) -> Decision:
+            verdict[0] = late_result_verdict(state, execution_id, equipment_id)
+            return decide_late_result(
+                state,
+                execution_id,
+                now,
+                equipment_id=equipment_id,
+                status=outcome.status,
+                result=outcome.result,
+                error=error,
+                agent_id=agent_id,
+                reported_at=reported_at,
+            )
+
+        now = self.clock.now()
+        await self._command(job_id, decide)
+        return verdict[0]
 
     async def _stop(self, execution_id: str) -> None:
         task = self._tasks.pop(execution_id, None)
@@ -393,6 +904,14 @@ class Engine:
     def tasks(self) -> dict[str, asyncio.Task[None]]:
         """The execution tasks in flight, by execution id."""
         return dict(self._tasks)
+
+
+def _reanchoring(step: ClockStep) -> Decide:
+    def decide(state: JobState) -> Decision:
+        events = decide_reanchor(state, step.delta, step.wall_after)
+        return Decision(events, fold(state, events))
+
+    return decide
 
 
 def recovery_lists(

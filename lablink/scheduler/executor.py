@@ -53,7 +53,8 @@ class Executor(Protocol):
         self, request: ExecutionRequest, progress: ProgressReport
     ) -> ExecutionOutcome:
         """Run the operation. Errors the instrument or the parameters cause come back as a
-        failed outcome; an exception escaping here is recorded as a failed execution too."""
+        failed outcome whose error type is one of ``lablink.events.ERROR_TYPES``; an
+        exception escaping here is recorded as a failed execution too (``executor_error``)."""
         ...
 
     async def recover(

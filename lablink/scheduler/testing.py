@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import httpx
 
     from lablink.bus.relay import Relay
+    from lablink.health import Health
 from lablink.clock import ManualClock
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.ids import SequentialIds
@@ -99,13 +100,22 @@ class GateExecutor:
 
 class Harness:
     def __init__(
-        self, path: Path, clock: ManualClock, *, tz: str = "Europe/Berlin", profiles: bool = False
+        self,
+        path: Path,
+        clock: ManualClock,
+        *,
+        tz: str = "Europe/Berlin",
+        profiles: bool = False,
+        instruments: bool = False,
     ) -> None:
         self.path = path
         self.clock = clock
         self.tz = tz
         # True: the shipped profiles are loaded and the job service checks profile_id.
         self.profiles = profiles
+        # True: the job service checks parameters against the instruments' drivers, as
+        # `lablink serve` does.
+        self.instruments = instruments
         self.executor = GateExecutor()
         self.ids = SequentialIds()
 
@@ -125,6 +135,11 @@ class Harness:
 
             load_shipped_profiles(store, self.clock)
             check = StoredProfiles(store)
+        known = None
+        if self.instruments:
+            from lablink.instrument_models import KnownInstruments
+
+            known = KnownInstruments(store)
         self.service = JobService(
             store,
             self.clock,
@@ -132,6 +147,7 @@ class Harness:
             ids=self.ids,
             repository=self.jobs,
             profiles=check,
+            instruments=known,
         )
         self.engine = Engine(store, self.clock, self.executor, jobs=self.jobs, ids=self.ids)
         with store.lock:
@@ -193,18 +209,22 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def api_client(
-    harness: Harness, *, auth: bool, relay: Relay | None = None
+    harness: Harness, *, auth: bool, relay: Relay | None = None, health: Health | None = None
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The real Litestar app over the harness's engine and store, called in-process on the
     test's own event loop (Litestar's TestClient runs the app on a loop of its own, where
-    the harness's engine cannot be reached)."""
+    the harness's engine cannot be reached). ``health``: a registry /health renders, as the
+    runtime's (None: the API answers for itself)."""
     import httpx
 
     from lablink.api.app import create_app
     from lablink.api.context import ApiContext
     from lablink.settings import Settings
 
-    settings = Settings(data_dir=harness.path.parent, timezone=harness.tz, auth=auth)
+    # The test client's host: the app answers only to the hosts it is told of.
+    settings = Settings(
+        data_dir=harness.path.parent, timezone=harness.tz, auth=auth, allowed_hosts=("testserver",)
+    )
     context = ApiContext(
         settings=settings,
         clock=harness.clock,
@@ -213,6 +233,7 @@ async def api_client(
         engine=harness.engine,
         auth_enabled=auth,
         relay=relay,
+        health=health,
     )
     try:
         transport = httpx.ASGITransport(app=create_app(context))  # type: ignore[arg-type]

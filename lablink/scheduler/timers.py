@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 
@@ -26,7 +26,8 @@ class TimerQueue:
         self._heap: list[Timer] = []
         self._seq = itertools.count()
         self._planned: dict[str, datetime] = {}
-        self._timeouts: set[str] = set()
+        # execution id -> when it times out; a timer in the heap is live only at that instant
+        self._timeouts: dict[str, tuple[str, datetime]] = {}
 
     def __len__(self) -> int:
         return len(self._planned)
@@ -43,12 +44,25 @@ class TimerQueue:
     def planned(self, job_id: str) -> datetime | None:
         return self._planned.get(job_id)
 
+    def planned_jobs(self) -> list[str]:
+        return list(self._planned)
+
     def add_timeout(self, job_id: str, execution_id: str, when: datetime) -> None:
-        self._timeouts.add(execution_id)
+        self._timeouts[execution_id] = (job_id, when)
         heapq.heappush(self._heap, Timer(when, next(self._seq), "timeout", job_id, execution_id))
 
+    def timeout(self, execution_id: str) -> datetime | None:
+        entry = self._timeouts.get(execution_id)
+        return entry[1] if entry is not None else None
+
+    def shift_timeouts(self, delta: timedelta) -> None:
+        """Move every timeout by ``delta``: a timeout measures elapsed time, so when the wall
+        clock is set it moves with it (a clock set an hour forward times nothing out)."""
+        for execution_id, (job_id, when) in list(self._timeouts.items()):
+            self.add_timeout(job_id, execution_id, when + delta)
+
     def cancel_timeout(self, execution_id: str) -> None:
-        self._timeouts.discard(execution_id)
+        self._timeouts.pop(execution_id, None)
         live = len(self._planned) + len(self._timeouts)
         if len(self._heap) > 2 * live + 1024:
             # Dead entries (ended executions, re-planned jobs) would otherwise pile up.
@@ -58,7 +72,8 @@ class TimerQueue:
     def _live(self, timer: Timer) -> bool:
         if timer.kind == "fire":
             return self._planned.get(timer.job_id) == timer.when
-        return timer.execution_id in self._timeouts
+        entry = self._timeouts.get(timer.execution_id or "")
+        return entry is not None and entry[1] == timer.when
 
     def next_due(self) -> datetime | None:
         while self._heap:
@@ -79,6 +94,6 @@ class TimerQueue:
             if timer.kind == "fire":
                 del self._planned[timer.job_id]
             else:
-                self._timeouts.discard(timer.execution_id or "")
+                self._timeouts.pop(timer.execution_id or "", None)
             due.append(timer)
         return due

@@ -12,7 +12,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -270,7 +270,8 @@ async def test_a_redelivered_command_never_drives_the_instrument_twice(
     config = bench_config(copy_bench(tmp_path / "bench"), tmp_path / "data", only=("multimeter_1",))
     await lab.start_agent(config, wrap=recorder)
     request = execution_request("multimeter_1", "measurement", {"command": "get_voltage"})
-    command = encoder.encode(RunCommand(request=request))
+    # Due now: a command long past its job's misfire grace time would be refused as stale.
+    command = encoder.encode(RunCommand(request=request, due_at=datetime.now(UTC)))
     nc = await nats.connect(nats_server.url)
     try:
         replies = [

@@ -224,7 +224,7 @@ async def test_equipment_is_recorded_online_with_its_identity(lab: AgentLab) -> 
 async def test_equipment_api_shows_kind_identity_last_seen_and_running(
     lab: AgentLab, tmp_path: Path
 ) -> None:
-    settings = Settings(data_dir=tmp_path, timezone="UTC", auth=False)
+    settings = Settings(data_dir=tmp_path, timezone="UTC", auth=False, allowed_hosts=("test",))
     context = ApiContext(
         settings=settings,
         clock=lab.clock,
@@ -295,7 +295,7 @@ def test_the_shipped_lab_toml_parses() -> None:
     assert [i.id for i in config.instruments] == ["power_supply_1", "multimeter_1"]
     assert all(i.backend == "@py" for i in config.instruments)
     assert config.realtime is True  # real instruments take real time
-    assert config.nats.user == "agent-power_supply_1"
+    assert config.nats.user == "agent-lab-pc-1"  # agent-<agent id>, as deploy/nats-server.conf
 
 
 async def test_the_five_job_types_fire_on_schedule_through_the_agent(lab: AgentLab) -> None:

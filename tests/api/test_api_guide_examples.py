@@ -592,8 +592,11 @@ async def test_refusal_sentence_shows_the_date_as_sent(
 
 @pytest.fixture
 async def checked_client(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Client]:
-    """The app as `lablink serve` runs it: the shipped profiles loaded, profile_id checked."""
-    harness = await Harness(tmp_path / "data" / "scheduler.db", clock, profiles=True).start()
+    """The app as `lablink serve` runs it: the shipped profiles loaded, profile_id checked,
+    and job parameters checked against the simulated bench's drivers."""
+    harness = await Harness(
+        tmp_path / "data" / "scheduler.db", clock, profiles=True, instruments=True
+    ).start()
     try:
         async with api_client(harness, auth=False) as test_client:
             yield test_client
@@ -630,6 +633,20 @@ async def test_the_placeholder_profile_name_is_a_422_naming_it(checked_client: C
     assert "no such profile" in error["reason"]
     assert "profile_id='profile_name'" in response.json()["detail"]
     assert await job_count(checked_client) == 0
+
+
+async def test_every_guide_body_passes_the_parameter_check(checked_client: Client) -> None:
+    """Every job the guide shows runs on the simulated bench as written: its parameters pass
+    the check against the instrument's driver (the placeholder profile aside)."""
+    bodies = [t for t, _ in GUIDE_BODIES if t != "Integration: With Profiles"]
+    for title in bodies:
+        body = complete(title, guide_body(title))
+        for field in DATE_FIELDS:
+            if title in PAST_DATED and field in body:
+                body[field] = two_years_later(body[field])
+        job = await get_job(checked_client, await create(checked_client, body))
+        assert job["parameters_check"] == "passed", title
+    assert await job_count(checked_client) == len(bodies)
 
 
 async def create_every_guide_body(client: Client) -> dict[str, str]:
@@ -672,7 +689,7 @@ async def test_guide_get_examples_after_creating_every_body(
     busy = (await client.post(f"/api/scheduler/jobs/{busy_job}/run")).json()["execution_id"]
     await harness.settle()
     harness.executor.release(
-        failing, ExecutionOutcome.failed("InstrumentTimeout", "no answer to *IDN?", code=-113)
+        failing, ExecutionOutcome.failed("communication_error", "no answer to *IDN?", code=-113)
     )
     await harness.settle()
 
@@ -693,7 +710,7 @@ async def test_guide_get_examples_after_creating_every_body(
     # GET /api/scheduler/executions (filter by status)  (Monitoring Dashboard 4. Recent Failures)
     failures = (await client.get("/api/scheduler/executions", params={"status": "failed"})).json()
     assert [e["execution_id"] for e in failures["executions"]] == [failing]
-    assert failures["executions"][0]["error"]["type"] == "InstrumentTimeout"
+    assert failures["executions"][0]["error"]["type"] == "communication_error"
     assert failures["executions"][0]["error"]["message"] == "no answer to *IDN?"
     running_only = (
         await client.get("/api/scheduler/executions", params={"status": "running"})

@@ -1,6 +1,6 @@
 """deploy/nats-server.conf, as three real nats-server processes on loopback: LabLink
 publishes through the cluster (replicas 3) and keeps publishing when a node is killed; the
-dashboard user reads but cannot publish events."""
+read-only subscriber user reads but cannot publish events."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ from lablink.logstore import open_store
 
 CONFIG = Path(__file__).parents[2] / "deploy" / "nats-server.conf"
 PASSWORDS = {
-    "LABLINK_SCHEDULER_PASSWORD": "scheduler-secret",
-    "LABLINK_AGENT_PASSWORD": "agent-secret",
-    "LABLINK_DASHBOARD_PASSWORD": "dashboard-secret",
+    "NATS_SCHEDULER_PASSWORD": "scheduler-secret",
+    "NATS_AGENT_LAB_PC_1_PASSWORD": "agent-secret",
+    "NATS_SUBSCRIBER_PASSWORD": "subscriber-secret",
     "NATS_SYS_PASSWORD": "sys-secret",
 }
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -84,8 +84,10 @@ def append(store: SQLiteEventStore, count: int) -> None:
         )
 
 
-def dashboard_url(nodes: list[NatsServer]) -> str:
-    return ",".join(f"nats://dashboard:dashboard-secret@127.0.0.1:{node.port}" for node in nodes)
+def subscriber(nodes: list[NatsServer]) -> NatsOptions:
+    """The read-only user (whose replies come to its own inbox, ``_INBOX.subscriber``)."""
+    url = ",".join(node.url for node in nodes)
+    return NatsOptions(url=url, user="subscriber", password="subscriber-secret")
 
 
 async def test_publishes_through_the_cluster_and_survives_a_killed_node(
@@ -102,16 +104,16 @@ async def test_publishes_through_the_cluster_and_survives_a_killed_node(
     relay.attach(store)
     await relay.start()
     append(store, 50)
-    seen = await read_stream(dashboard_url(cluster), expected=50, wait=60)
+    seen = await read_stream(subscriber(cluster), expected=50, wait=60)
     assert [e["position"] for e in seen] == list(range(1, 51))
 
     await cluster[0].kill()
     append(store, 50)
     survivors = cluster[1:]
-    seen = await read_stream(dashboard_url(survivors), expected=100, wait=60)
+    seen = await read_stream(subscriber(survivors), expected=100, wait=60)
     assert [e["position"] for e in seen] == list(range(1, 101))
 
-    nc = await nats.connect(servers=dashboard_url(survivors).split(","))
+    nc = await nats.connect(**subscriber(survivors).connect_kwargs())
     info = await nc.jetstream().stream_info(STREAM)
     assert info.config.num_replicas == 3
     await nc.close()
@@ -119,13 +121,13 @@ async def test_publishes_through_the_cluster_and_survives_a_killed_node(
     store.close()
 
 
-async def test_dashboard_user_cannot_publish_events(cluster: list[NatsServer]) -> None:
+async def test_subscriber_user_cannot_publish_events(cluster: list[NatsServer]) -> None:
     errors: list[Exception] = []
 
     async def record(exc: Exception) -> None:
         errors.append(exc)
 
-    nc = await nats.connect(servers=dashboard_url(cluster).split(","), error_cb=record)
+    nc = await nats.connect(**subscriber(cluster).connect_kwargs(), error_cb=record)
     await nc.publish("lablink.events.job.created.job_x._", b"{}")
     await nc.flush()
     # The server answers a permissions violation asynchronously.

@@ -356,20 +356,22 @@ def test_sigkill_leaves_no_orphan_processes(tmp_path: Path, servers: list[Server
 
 def test_a_failure_alarm_over_http_on_a_real_server(tmp_path: Path, servers: list[Server]) -> None:
     """The guide's Alarm Integration on `lablink serve`: a job with on_failure_alarm fails
-    (the instrument refuses the value), the alarm is listed with everything the guide names,
-    then acknowledged and cleared; statistics count it while it is active."""
+    (a week-long capture at 1 Sa/s would need the scope below its slowest rate, which only the
+    instrument's record length reveals, so it passes the check at creation and fails when it
+    runs), the alarm is listed with everything the guide names, then acknowledged and
+    cleared; statistics count it while it is active."""
     data = tmp_path / "data"
     base, auth = admin_client(data, servers)
     with httpx.Client(base_url=base, headers=auth, timeout=5) as client:
         created = client.post(
             "/api/scheduler/jobs/create",
             json={
-                "name": "Supply setpoint",
-                "schedule_type": "command",
-                "equipment_id": "power_supply_1",
+                "name": "Week-long capture",
+                "schedule_type": "acquisition",
+                "equipment_id": "scope_1",
                 "trigger_type": "interval",
                 "interval_hours": 1,
-                "parameters": {"command": "set_voltage", "parameters": {"value": 99}},
+                "parameters": {"duration": 604_800, "sample_rate": 1, "channels": [1]},
                 "enabled": False,
                 "on_failure_alarm": True,
             },
@@ -384,11 +386,11 @@ def test_a_failure_alarm_over_http_on_a_real_server(tmp_path: Path, servers: lis
         alarm = listed["alarms"][0]
         assert alarm["kind"] == "job_failure"
         assert alarm["severity"] == "critical"
-        assert (alarm["job_id"], alarm["job_name"]) == (job_id, "Supply setpoint")
+        assert (alarm["job_id"], alarm["job_name"]) == (job_id, "Week-long capture")
         assert alarm["execution_id"] == execution_id
-        assert alarm["equipment_id"] == "power_supply_1"
-        assert alarm["equipment"]["kind"] == "power_supply"
-        assert alarm["equipment"]["identity"].startswith("LabLink Sim,PSU-3005")
+        assert alarm["equipment_id"] == "scope_1"
+        assert alarm["equipment"]["kind"] == "oscilloscope"
+        assert alarm["equipment"]["identity"].startswith("LabLink Sim,DSO-1104")
         assert alarm["error"]["type"] == "invalid_parameter"
         assert alarm["execution_time"] is not None
         stats = client.get("/api/scheduler/statistics").json()["statistics"]
@@ -396,18 +398,18 @@ def test_a_failure_alarm_over_http_on_a_real_server(tmp_path: Path, servers: lis
 
         alarm_id = alarm["alarm_id"]
         acked = client.post(
-            f"/api/alarms/{alarm_id}/acknowledge", json={"note": "looking at the supply"}
+            f"/api/alarms/{alarm_id}/acknowledge", json={"note": "looking at the scope"}
         )
         assert acked.status_code == 200, acked.text
         assert acked.json()["alarm"]["acknowledged"]["by"] == "admin"
         again = client.post(f"/api/alarms/{alarm_id}/acknowledge")
         assert again.status_code == 409, again.text
         assert again.json()["errors"][0]["field"] == "alarm_id"
-        cleared = client.post(f"/api/alarms/{alarm_id}/clear", json={"note": "limit is 30 V"})
+        cleared = client.post(f"/api/alarms/{alarm_id}/clear", json={"note": "capture shorter"})
         assert cleared.status_code == 200, cleared.text
         final = client.get(f"/api/alarms/{alarm_id}").json()["alarm"]
         assert final["state"] == "cleared"
-        assert final["cleared"]["note"] == "limit is 30 V"
+        assert final["cleared"]["note"] == "capture shorter"
         stats = client.get("/api/scheduler/statistics").json()["statistics"]
         assert stats["active_alarms"] == 0
 
@@ -439,8 +441,9 @@ def test_manual_cleanup_beside_a_running_server(tmp_path: Path, servers: list[Se
             history["successful"],
         )
         audit = client.get("/api/audit", params={"type": "executions.pruned"}).json()
-        (pruned,) = audit["events"]
-        assert pruned["actor"] == "cleanup_old_executions"
+        # The server's own daily pass ran at its start (actor "retention"); this is the other.
+        assert [e["actor"] for e in audit["events"]] == ["retention", "cleanup_old_executions"]
+        pruned = audit["events"][-1]
         assert pruned["data"]["days"] == 0
 
 

@@ -18,12 +18,15 @@ from lablink.events import (
     AnyEvent,
     ApiKeyCreated,
     ApiKeyRevoked,
+    ClockStepped,
     EquipmentOffline,
     EquipmentOnline,
     ExecutionCancelled,
+    ExecutionCoalesced,
     ExecutionError,
     ExecutionFailed,
     ExecutionInterrupted,
+    ExecutionLateResult,
     ExecutionMissed,
     ExecutionProgressed,
     ExecutionQueued,
@@ -37,6 +40,7 @@ from lablink.events import (
     JobCreated,
     JobDeleted,
     JobPaused,
+    JobReanchored,
     JobResumed,
     JobSpec,
     JobUpdated,
@@ -113,6 +117,27 @@ SAMPLES: list[AnyEvent] = [
         window_end=T,
         reason="down",
     ),
+    ExecutionCoalesced(
+        job_id=J,
+        execution_id="exec_2",
+        scheduled_time=T,
+        actual_time=T,
+        coalesced_count=3,
+        window_start=T,
+        window_end=T,
+        into_execution_id=X,
+        reason="3 fires 1 s to 3 s late",
+    ),
+    ExecutionLateResult(
+        job_id=J,
+        execution_id=X,
+        received_at=T,
+        status="completed",
+        result={"value": 1.5},
+        agent_id="lab-pc",
+        equipment_id="power_supply_1",
+        reported_at=T,
+    ),
     ProfileCreated(profile_id="p1", name="P", equipment_type="oscilloscope", settings={"a": 1}),
     ProfileUpdated(profile_id="p1", name="P2", equipment_type="oscilloscope"),
     ProfileDeleted(profile_id="p1"),
@@ -134,6 +159,10 @@ SAMPLES: list[AnyEvent] = [
     ExecutionsPruned(cutoff=T, days=30),
     ApiKeyCreated(key_id="k1", name="alice", role="operator", key_hash="ab" * 32),
     ApiKeyRevoked(key_id="k1"),
+    JobReanchored(
+        job_id="job_1", shift_seconds=-3600.0, anchor=T, rescheduled_at=T, last_fire_time=T
+    ),
+    ClockStepped(step_seconds=-3600.0, wall_before=T, wall_after=T, planned_jobs=2),
 ]
 
 # Tags are part of the stored format: renaming one would orphan every row that carries it.
@@ -155,6 +184,8 @@ STABLE_TAGS = {
     "execution.interrupted",
     "execution.skipped",
     "execution.missed",
+    "execution.coalesced",
+    "execution.late_result",
     "profile.created",
     "profile.updated",
     "profile.deleted",
@@ -166,6 +197,8 @@ STABLE_TAGS = {
     "executions.pruned",
     "apikey.created",
     "apikey.revoked",
+    "job.reanchored",
+    "scheduler.clock_stepped",
 }
 
 

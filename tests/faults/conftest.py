@@ -9,7 +9,9 @@
   gives the same rows;
 - published equals the log: the JetStream stream holds the log's event ids in log order
   (``Nats-Msg-Id``), none twice, none missing up to what was published;
-- no execution has two starts.
+- no execution has two starts;
+- every error a failed execution (or a late result) records has one of the documented types
+  (``lablink.events.ERROR_TYPES``), never a runtime exception's name.
 """
 
 from __future__ import annotations
@@ -24,8 +26,21 @@ import nats
 import pytest
 
 from lablink.bus.subjects import STREAM
+from lablink.events import ERROR_TYPES
 from lablink.eventstore.sqlite import SQLiteEventStore, connect
 from lablink.projections.runner import Projector
+
+
+def recorded_error_types(conn: sqlite3.Connection) -> set[str]:
+    """The error types of every ``execution.failed`` and ``execution.late_result`` in the log."""
+    return {
+        row[0]
+        for row in conn.execute(
+            "SELECT json_extract(payload, '$.error.type') FROM events"
+            " WHERE type IN ('execution.failed', 'execution.late_result')"
+        )
+        if row[0] is not None
+    }
 
 
 def _rows(conn: sqlite3.Connection, table: str) -> list[tuple[Any, ...]]:
@@ -85,6 +100,8 @@ class Invariants:
             )
             twice = {eid: n for eid, n in starts.items() if n > 1}
             assert not twice, f"executions started more than once: {twice}"
+            undocumented = recorded_error_types(conn) - set(ERROR_TYPES)
+            assert not undocumented, f"undocumented error types recorded: {undocumented}"
             self._replay_equals_live(db_path, conn)
         finally:
             conn.close()

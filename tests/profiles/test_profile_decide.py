@@ -98,27 +98,30 @@ def test_every_bad_setting_is_reported_at_once() -> None:
     body = {
         **SCOPE,
         "equipment_type": "electronic_load",
-        "settings": {"mode": "WATTS", "current": 31, "input": "yes", "voltage": 3},
+        "settings": {"mode": "WATTS", "current": 31, "input": "yes", "slew_rate": 3},
     }
     errors = refused(given(), create(body))
     assert [(e.field, e.value) for e in errors] == [
         ("settings.mode", "WATTS"),
         ("settings.current", 31),
         ("settings.input", "yes"),
-        ("settings.voltage", 3),
+        ("settings.slew_rate", 3),
     ]
-    assert errors[0].reason == "is not one of CURR, VOLT, RES, POW"
+    assert errors[0].reason == "is not one of CURR, VOLT, RES, POW (or CC, CV, CR, CP)"
     assert errors[1].reason == "is above the maximum 30 A of the electronic_load driver"
     assert "is not on/off" in errors[2].reason
-    assert errors[3].reason.startswith("the electronic_load driver has no setting 'voltage'")
-    assert "settable: current, mode, input" in errors[3].reason
+    assert errors[3].reason.startswith("the electronic_load driver has no setting 'slew_rate'")
+    assert "settable: current, mode, voltage, resistance, power, input" in errors[3].reason
+    assert errors[3].reason.endswith("; also accepted: load_enabled")
 
 
 def test_read_only_settings_cannot_be_in_a_profile() -> None:
     body = {**SCOPE, "settings": {"record_length": 1000}}
     (error,) = refused(given(), create(body))
     assert error.field == "settings.record_length"
-    assert error.reason == "is read-only on the oscilloscope; settable: sample_rate, trigger_level"
+    assert error.reason.startswith(
+        "is read-only on the oscilloscope; settable: sample_rate, trigger_level, trigger_mode,"
+    )
 
 
 def test_values_are_stored_in_the_settings_own_type_and_order() -> None:

@@ -23,9 +23,11 @@ from lablink.events import (
     ApiKeyCreated,
     ApiKeyRevoked,
     ExecutionCancelled,
+    ExecutionCoalesced,
     ExecutionError,
     ExecutionFailed,
     ExecutionInterrupted,
+    ExecutionLateResult,
     ExecutionMissed,
     ExecutionProgressed,
     ExecutionQueued,
@@ -96,7 +98,10 @@ step = st.one_of(
     run_step,
     st.tuples(st.just("skip"), st.integers(0, 20)),
     st.tuples(st.just("miss"), st.integers(0, 20), st.integers(1, 10_000)),
+    st.tuples(st.just("coalesce"), st.integers(0, 20), st.integers(1, 300)),
     st.tuples(st.just("finish"), st.integers(0, 20), st.sampled_from(FINALS)),
+    # An agent's result for an ended execution (possibly pruned already, or never known).
+    st.tuples(st.just("late"), st.integers(0, 40), st.sampled_from(["completed", "failed"])),
     st.tuples(st.just("prune"), st.integers(0, 40)),
     # Few ids and hashes, so that keys are replaced and hashes collide (INSERT OR REPLACE).
     st.tuples(st.just("key"), st.integers(0, 3), st.integers(0, 2)),
@@ -130,6 +135,7 @@ class World:
         )
         self.jobs: list[str] = []
         self.open: dict[str, tuple[str, Any]] = {}  # execution id -> (job id, started_at)
+        self.ended: list[tuple[str, str]] = []  # (job id, execution id)
         self.executions = 0
 
     def job(self, index: int) -> str | None:
@@ -258,6 +264,7 @@ class World:
                     )
                 if action[3] in FINALS:
                     events.append(self.final(job_id, execution_id, action[3], now))
+                    self.ended.append((job_id, execution_id))
                 else:
                     self.open[execution_id] = (job_id, now if action[3] == "running" else None)
                 self.fact(job_id, *events)
@@ -289,6 +296,34 @@ class World:
                         reason="down",
                     ),
                 )
+            elif kind == "coalesce":
+                # Fires within the grace merged into a run recorded with them (the engine's
+                # order: the coalesced record, then the run it joined).
+                self.executions += 2
+                run_id = f"exec_{self.executions - 1}"
+                self.fact(
+                    job_id,
+                    ExecutionCoalesced(
+                        job_id=job_id,
+                        execution_id=f"exec_{self.executions}",
+                        scheduled_time=now - timedelta(seconds=action[2]),
+                        actual_time=now,
+                        coalesced_count=action[2],
+                        window_start=now - timedelta(seconds=action[2]),
+                        window_end=now - timedelta(seconds=1),
+                        into_execution_id=run_id,
+                        reason="late",
+                    ),
+                    ExecutionRequested(
+                        job_id=job_id,
+                        execution_id=run_id,
+                        scheduled_time=now,
+                        actual_time=now,
+                        trigger_info="catch_up",
+                    ),
+                    ExecutionStarted(job_id=job_id, execution_id=run_id, started_at=now),
+                )
+                self.open[run_id] = (job_id, now)
             elif kind == "finish" and self.open:
                 execution_id = sorted(self.open)[action[1] % len(self.open)]
                 owner, started = self.open.pop(execution_id)
@@ -299,6 +334,24 @@ class World:
                     )
                     started = now
                 self.fact(owner, self.final(owner, execution_id, action[2], started))
+                self.ended.append((owner, execution_id))
+            elif kind == "late" and self.ended:
+                owner, execution_id = self.ended[action[1] % len(self.ended)]
+                failed = action[2] == "failed"
+                self.fact(
+                    owner,
+                    ExecutionLateResult(
+                        job_id=owner,
+                        execution_id=execution_id,
+                        received_at=now,
+                        status=action[2],
+                        result={} if failed else {"v": 2},
+                        error=ExecutionError(type="stopped", message="stopped") if failed else None,
+                        agent_id="agent-1",
+                        equipment_id="psu_1",
+                        reported_at=now - timedelta(seconds=3),
+                    ),
+                )
         except LabLinkError:
             if kind == "create":
                 raise  # every template is valid: a refusal here is a bug

@@ -106,22 +106,37 @@ async def test_replace_runs_concurrently_up_to_max_instances(harness: Harness) -
 # -- misfires and coalescing -----------------------------------------------------------------
 
 
-async def test_a_week_down_with_coalesce_is_one_run_and_one_missed_record(
+async def test_a_week_down_with_coalesce_is_one_run_one_missed_and_one_coalesced_record(
     harness: Harness,
 ) -> None:
     h = harness
     job = await create(h, interval_minutes=None, interval_seconds=1)
     await h.at(T0 + timedelta(days=7, seconds=0.5))
     rows = h.executions(job)
-    assert [r["status"] for r in rows] == ["missed", "completed"]
-    missed, run = rows
-    assert missed["missed_count"] == 7 * 86400 - 1
+    # Beyond the 300 s grace: missed; the last 299 s of fires: coalesced into the run.
+    assert [r["status"] for r in rows] == ["missed", "coalesced", "completed"]
+    missed, _, run = rows
+    assert missed["missed_count"] == 7 * 86400 - 300
     assert run["trigger_info"] == "catch_up"
     assert run["scheduled_time"] == "2026-03-09T09:00:00.000000Z"
     assert h.rows("SELECT COUNT(*) AS n FROM events")[0]["n"] < 10
-    window = h.rows("SELECT window_start, window_end FROM executions WHERE status='missed'")
+    window = h.rows(
+        "SELECT window_start, window_end, coalesced_count, coalesced_into FROM executions"
+        " WHERE status IN ('missed', 'coalesced') ORDER BY seq"
+    )
     assert window == [
-        {"window_start": "2026-03-02T09:00:01.000000Z", "window_end": "2026-03-09T08:59:59.000000Z"}
+        {
+            "window_start": "2026-03-02T09:00:01.000000Z",
+            "window_end": "2026-03-09T08:55:00.000000Z",
+            "coalesced_count": None,
+            "coalesced_into": None,
+        },
+        {
+            "window_start": "2026-03-09T08:55:01.000000Z",
+            "window_end": "2026-03-09T08:59:59.000000Z",
+            "coalesced_count": 299,
+            "coalesced_into": run["execution_id"],
+        },
     ]
     assert h.job(job)["next_run_time"] == "2026-03-09T09:00:01.000000Z"
 

@@ -1,0 +1,98 @@
+"""Who may do what on LabLink's bus: one NATS user per role, and the subjects each may use.
+
+Pure data, rendered into a nats-server configuration by ``lablink.bus.serverconf`` for the
+private server of `lablink serve` and for ``deploy/nats-server.conf`` alike, so the two never
+differ. The roles:
+
+- ``scheduler`` (`lablink serve`, `lablink scheduler`, `lablink relay`): owns the streams. It
+  publishes the log, alarms and run commands, consumes agents' reports, and uses the JetStream
+  API for its streams and consumers.
+- ``agent-<agent_id>``, one per equipment agent: only its own instruments. It receives their
+  run/stop/status requests on ``lablink.agents.<equipment_id>.>`` and answers them (responses
+  only: ``allow_responses``), and publishes their presence and reports on
+  ``lablink.reports.<equipment_id>.>``; JetStream's acks of those reports come back to its own
+  inbox. It cannot publish a run command, nor a report for another instrument, nor touch the
+  JetStream API.
+- ``subscriber`` (`lablink events tail`, `lablink alarms watch`, dashboards): reads. It may
+  create and use consumers on ``LABLINK_EVENTS`` and subscribe to events and alarms; it
+  publishes nothing under ``lablink.>`` and cannot create, change, purge or delete a stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from lablink.bus.options import inbox_prefix
+from lablink.bus.subjects import ALARMS_PREFIX, EVENTS_ALL, STREAM
+
+Role = Literal["scheduler", "agent", "subscriber"]
+
+SCHEDULER = "scheduler"
+SUBSCRIBER = "subscriber"
+AGENT_PREFIX = "agent-"
+# The subjects of `lablink.equipment_agent.protocol`, repeated here so the bus does not import
+# the agent package; tests/faults/test_bus_auth.py checks they agree.
+AGENTS = "lablink.agents"
+REPORTS = "lablink.reports"
+
+
+def agent_user(agent_id: str) -> str:
+    return f"{AGENT_PREFIX}{agent_id}"
+
+
+@dataclass(frozen=True)
+class Permissions:
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    allow_responses: bool = False
+
+
+def scheduler_permissions() -> Permissions:
+    return Permissions(
+        publish=("lablink.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "_INBOX.>"),
+        subscribe=("lablink.>", "_INBOX.>", "$JS.EVENT.>"),
+    )
+
+
+def agent_permissions(user: str, instruments: Iterable[str]) -> Permissions:
+    ids = sorted(set(instruments))
+    return Permissions(
+        publish=tuple(f"{REPORTS}.{eid}.>" for eid in ids),
+        subscribe=(*(f"{AGENTS}.{eid}.>" for eid in ids), f"{inbox_prefix(user)}.>"),
+        allow_responses=True,
+    )
+
+
+def subscriber_permissions(user: str = SUBSCRIBER) -> Permissions:
+    api = "$JS.API"
+    return Permissions(
+        publish=(
+            f"{api}.INFO",
+            f"{api}.STREAM.NAMES",  # nats-py finds a subject's stream by name
+            f"{api}.STREAM.INFO.{STREAM}",
+            f"{api}.STREAM.MSG.GET.{STREAM}",
+            f"{api}.CONSUMER.CREATE.{STREAM}",
+            f"{api}.CONSUMER.CREATE.{STREAM}.>",
+            f"{api}.CONSUMER.INFO.{STREAM}.>",
+            f"{api}.CONSUMER.DELETE.{STREAM}.>",
+            f"{api}.CONSUMER.MSG.NEXT.{STREAM}.>",
+            f"$JS.ACK.{STREAM}.>",
+            "$JS.FC.>",  # flow control of ordered consumers
+        ),
+        subscribe=(
+            EVENTS_ALL,
+            f"{ALARMS_PREFIX}.>",
+            f"$JS.EVENT.ADVISORY.STREAM.CREATED.{STREAM}",
+            f"{inbox_prefix(user)}.>",
+        ),
+    )
+
+
+def permissions_of(role: Role, user: str, instruments: Iterable[str] = ()) -> Permissions:
+    if role == "scheduler":
+        return scheduler_permissions()
+    if role == "agent":
+        return agent_permissions(user, instruments)
+    return subscriber_permissions(user)
