@@ -354,6 +354,11 @@ class Relay:
         self.ack_timeout = ack_timeout  # for the oldest batch in flight to be fully acked
         self.poll_seconds = poll_seconds
         self.watch_seconds = watch_seconds
+        # How often an idle relay looks for another process's commits: from watch_seconds
+        # right after activity, doubling up to this while nothing happens, so a quiet server
+        # costs next to nothing (100 checks a second were most of its idle CPU).
+        self.idle_watch_seconds = max(watch_seconds, 0.5)
+        self._watch_now = watch_seconds
         self.on_stuck = on_stuck
         self.stuck_seconds = stuck_seconds
         self.status = RelayStatus(url=redact(options.url))
@@ -691,6 +696,7 @@ class Relay:
                 rows: list[Row] = self._conn.execute(_ROWS, (after, self.batch_size)).fetchall()
                 self._refresh_lag()
                 if rows:
+                    self._watch_now = self.watch_seconds
                     break
                 if not in_flight:
                     self._working(watch)  # caught up
@@ -709,11 +715,12 @@ class Relay:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
             # arrives as the event is set, and the relay would never stop.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.watch_seconds):
+                async with asyncio.timeout(self._watch_now):
                     await self._wake.wait()
                 return
             if self._data_version() != version:
                 return
+            self._watch_now = min(self._watch_now * 2, self.idle_watch_seconds)
 
     async def _send(self, nc: NATS, acks: _Acks, rows: list[Row]) -> _Batch:
         batch = _Batch(rows[-1][0], len(rows), [], [], time.monotonic())

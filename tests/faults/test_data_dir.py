@@ -222,7 +222,7 @@ def unwritable(directory: Path) -> Iterator[str]:
         return
     made = subprocess.run(["chattr", "+i", str(directory)], capture_output=True, check=False)
     if made.returncode != 0:
-        pytest.skip(f"root, and chattr +i fails here: {made.stderr.decode().strip()}")
+        pytest.fail(f"cannot make the fault: chattr +i fails here: {made.stderr.decode().strip()}")
     try:
         yield "chattr +i"
     finally:
@@ -233,12 +233,12 @@ def unwritable(directory: Path) -> Iterator[str]:
 def read_only_mount(directory: Path) -> Iterator[None]:
     """``directory`` bind-mounted read-only onto itself (root with mount rights only)."""
     if not ROOT:
-        pytest.skip("a bind mount needs root")
+        pytest.fail("cannot make the fault: a bind mount needs root")
     bound = subprocess.run(
         ["mount", "--bind", str(directory), str(directory)], capture_output=True, check=False
     )
     if bound.returncode != 0:
-        pytest.skip(f"mount --bind fails here: {bound.stderr.decode().strip()}")
+        pytest.fail(f"cannot make the fault: mount --bind fails: {bound.stderr.decode().strip()}")
     try:
         subprocess.run(
             ["mount", "-o", "remount,ro,bind", str(directory)], check=True, capture_output=True
@@ -305,7 +305,7 @@ def test_a_read_only_database_file_is_one_line_and_exit_2(
     if ROOT:
         made = subprocess.run(["chattr", "+i", str(database)], capture_output=True, check=False)
         if made.returncode != 0:
-            pytest.skip(f"chattr +i fails here: {made.stderr.decode().strip()}")
+            pytest.fail(f"cannot make the fault: chattr +i fails: {made.stderr.decode().strip()}")
         cause = "Operation not permitted"
     else:
         database.chmod(0o400)
