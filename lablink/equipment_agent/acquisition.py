@@ -25,7 +25,12 @@ from typing import Any
 
 import structlog
 
-from lablink.equipment_agent.checks import FORMATS, MAX_DURATION_S, POINT_RATE_LIMITS
+from lablink.equipment_agent.checks import (
+    FORMATS,
+    MAX_DURATION_S,
+    POINT_RATE_LIMITS,
+    channels_of,
+)
 from lablink.equipment_agent.context import Job, RunContext
 from lablink.equipment_agent.errors import CommunicationError, EquipmentError, InvalidParameter
 from lablink.equipment_agent.instrument import Instrument
@@ -158,7 +163,7 @@ def acquire(
     if duration <= 0:
         raise InvalidParameter(eid, "duration", duration, "must be positive", context="acquisition")
     cap = inst.model.capture
-    channels = _channels(inst, params, cap.channels if cap else (1,))
+    channels = channels_of(inst.equipment_id, params, cap.channels if cap else (1,))
     identity = inst.identity()
     header: list[tuple[str, Any]] = [
         ("lablink acquisition", job.execution_id),
@@ -294,28 +299,6 @@ def _restore_rate(inst: Instrument, setting: str, rate: float) -> None:
         inst.apply(setting, rate)
     except EquipmentError as exc:
         log.warning("could not restore sample rate", equipment_id=inst.equipment_id, error=exc)
-
-
-def _channels(
-    inst: Instrument, params: Mapping[str, Any], valid: tuple[int, ...]
-) -> tuple[int, ...]:
-    raw = params.get("channels", [valid[0]])
-    ok = (
-        isinstance(raw, list | tuple)
-        and raw
-        and all(isinstance(c, int) and not isinstance(c, bool) and c in valid for c in raw)
-        and len(set(raw)) == len(raw)
-    )
-    if not ok:
-        raise InvalidParameter(
-            inst.equipment_id,
-            "channels",
-            raw,
-            f"must be a non-empty list of distinct channels from {list(valid)}",
-            limit=list(valid),
-            context="acquisition",
-        )
-    return tuple(raw)
 
 
 def _describe_profile(profile: Mapping[str, Any] | None) -> str:
