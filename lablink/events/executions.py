@@ -7,7 +7,7 @@ executions under the same optimistic lock) and carry the execution id as correla
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -27,19 +27,7 @@ ExecutionStatus = Literal[
     "missed",
     "coalesced",
 ]
-EXECUTION_STATUSES: tuple[str, ...] = (
-    "pending",
-    "queued",
-    "running",
-    "completed",
-    "failed",
-    "timed_out",
-    "cancelled",
-    "interrupted",
-    "skipped",
-    "missed",
-    "coalesced",
-)
+EXECUTION_STATUSES: tuple[str, ...] = get_args(ExecutionStatus)
 FINAL_STATUSES: frozenset[str] = frozenset(
     {
         "completed",

@@ -14,6 +14,8 @@ from typing import Any
 import sqlite_utils
 
 from lablink.events import (
+    EXECUTION_STATUSES,
+    FINAL_STATUSES,
     ExecutionCancelled,
     ExecutionCoalesced,
     ExecutionFailed,
@@ -62,16 +64,8 @@ COLUMNS = (
     "late_result",
 )
 JOB_COLUMNS = ("job_id", "name", "schedule_type", "equipment_id")
-FINAL = (
-    "completed",
-    "failed",
-    "timed_out",
-    "cancelled",
-    "interrupted",
-    "skipped",
-    "missed",
-    "coalesced",
-)
+# In the statuses' documented order (the retention query binds them in it).
+FINAL = tuple(s for s in EXECUTION_STATUSES if s in FINAL_STATUSES)
 
 _Final = (
     ExecutionSucceeded
