@@ -143,10 +143,10 @@ class PrivateNats:
         await server.stop()
 
     async def reload(self, check: NatsOptions | None = None) -> None:
-        """Have the running server read ``auth.conf`` again; with ``check``, wait until that
-        user can connect."""
-        if self.pid is not None and self.running:
-            os.kill(self.pid, signal.SIGHUP)
+        """Have the running server read ``auth.conf`` again and wait until it has applied it;
+        with ``check``, also until that user can connect."""
+        if self._server is not None and self.running:
+            await self._server.reload(RELOAD_WAIT_SECONDS)
             if check is not None:
                 await wait_until_accepted(check)
 

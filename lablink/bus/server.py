@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 
 _LISTENING = re.compile(r"Listening for client connections on ([0-9.]+):(\d+)")
+# Logged once a SIGHUP's reload is applied, clients' permissions included.
+_RELOADED = "Reloaded server configuration"
 
 
 def _die_with_parent() -> None:
@@ -68,6 +70,8 @@ class NatsServer:
         self._env = env
         self.process: asyncio.subprocess.Process | None = None
         self._drain: asyncio.Task[None] | None = None
+        self.reloads = 0
+        self._reloaded = asyncio.Event()
 
     @property
     def url(self) -> str:
@@ -110,11 +114,26 @@ class NatsServer:
         self._drain = asyncio.create_task(self._discard(stderr))
         return self
 
-    @staticmethod
-    async def _discard(stream: asyncio.StreamReader) -> None:
+    async def _discard(self, stream: asyncio.StreamReader) -> None:
         # Keep reading so the server never blocks on a full stderr pipe.
-        while await stream.readline():
-            pass
+        while raw := await stream.readline():
+            if _RELOADED.encode() in raw:
+                self.reloads += 1
+                self._reloaded.set()
+
+    async def reload(self, wait_seconds: float = 15.0) -> None:
+        """SIGHUP, then wait until the server says the reload is applied: until then a client
+        connecting as a new user may already be accepted yet have its permissions reset under
+        it (a reply it owes refused)."""
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        before = self.reloads
+        process.send_signal(signal.SIGHUP)
+        async with asyncio.timeout(wait_seconds):
+            while self.reloads == before:
+                self._reloaded.clear()
+                await self._reloaded.wait()
 
     async def stop(self, sig: int = signal.SIGTERM, wait_seconds: float = 10.0) -> None:
         process = self.process

@@ -107,6 +107,19 @@ class Client:
         assert any("permissions violation" in e and subject.lower() in e for e in found), found
 
 
+async def first_reply(nc: NATS, subject: str, deadline: float = 30.0) -> Msg:
+    """The first answer to a request on ``subject``, asking again while nobody answers."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while True:
+        try:
+            return await nc.request(subject, b"{}", timeout=2)
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            if loop.time() > end:
+                raise
+            await asyncio.sleep(0.05)
+
+
 def append(store: SQLiteEventStore, count: int) -> None:
     for _ in range(count):
         version = store.stream_version("job_a")
@@ -156,15 +169,6 @@ async def test_an_agent_user_cannot_forge_reports_nor_send_run_commands(
             storage=StorageType.FILE,
         )
     )
-    # Everything an agent could reach, as the scheduler sees it.
-    seen: list[str] = []
-
-    async def saw(msg: Msg) -> None:
-        seen.append(msg.subject)
-
-    await scheduler.nc.subscribe("lablink.>", cb=saw)
-    await scheduler.nc.flush()
-
     user, changed = bus.credentials.ensure_agent("bench-a", ["power_supply_1"])
     assert changed
     assert user.name == agent_user("bench-a")
@@ -177,9 +181,27 @@ async def test_an_agent_user_cannot_forge_reports_nor_send_run_commands(
 
     await agent.nc.subscribe(protocol.run_subject("power_supply_1"), cb=serve)
     await agent.nc.flush()
-    reply = await scheduler.nc.request(protocol.run_subject("power_supply_1"), b"{}", timeout=5)
+    # Just after a reload nats-server 2.15 may, for a moment, not route to a subscription
+    # made then (no responders); the scheduler asks again in production, so does the test.
+    reply = await first_reply(scheduler.nc, protocol.run_subject("power_supply_1"))
     assert json.loads(reply.data) == {"status": "accepted"}
-    await agent.nc.publish(protocol.presence_subject("power_supply_1"), b"{}")
+
+    # Everything an agent could reach from here on, as the scheduler sees it.
+    seen: list[str] = []
+
+    async def saw(msg: Msg) -> None:
+        seen.append(msg.subject)
+
+    await scheduler.nc.subscribe("lablink.>", cb=saw)
+    await scheduler.nc.flush()
+    presence = protocol.presence_subject("power_supply_1")
+    for _ in range(600):  # as above: a new subscription may take a moment to be routed
+        await agent.nc.publish(presence, b"{}")
+        await agent.nc.flush()
+        if presence in seen:
+            break
+        await asyncio.sleep(0.05)
+    assert presence in seen, (scheduler.errors, seen)
     ack = await agent.nc.jetstream().publish(
         protocol.report_subject("power_supply_1", "exec_1", 1), b"{}", timeout=5
     )
@@ -204,7 +226,7 @@ async def test_an_agent_user_cannot_forge_reports_nor_send_run_commands(
     await scheduler.nc.flush()
     await asyncio.sleep(0.2)
     forged = [s for s in seen if "multimeter_1" in s or s.endswith(".run")]
-    assert forged == [protocol.run_subject("power_supply_1")]  # only the scheduler's own
+    assert forged == []
     info = await js.stream_info(protocol.REPORTS_STREAM)
     assert info.state.messages == 1
     await agent.nc.close()
