@@ -511,8 +511,8 @@ def serve_hello(port: int, bodies_path: Path) -> None:
                 print(json.dumps(line), flush=True)
 
     app = Litestar(route_handlers=[jobs, stats], debug=False)
-    # As in lablink.runtime.serve: uvicorn re-raises SIGTERM after its graceful shutdown;
-    # a handler that does nothing lets the process end with code 0.
+    # uvicorn re-raises SIGTERM after its graceful shutdown; a handler that does nothing lets
+    # the process end with code 0 (lablink.runtime.serve's server does not re-raise it).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     asyncio.run(Server(uvicorn_config(app, port)).serve())
 

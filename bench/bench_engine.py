@@ -82,18 +82,14 @@ from lablink.events import (
 )
 from lablink.eventstore import AppendRequest, SQLiteEventStore
 from lablink.eventstore.base import AppendOutcome, format_instant
+from lablink.instruments.execution import ExecutionRequest, Outcome, ProgressReport
 from lablink.logconfig import configure_logging
 from lablink.logstore import open_store
 from lablink.projections.jobs import read_snapshot
 from lablink.projections.runner import Projector, default_projections
 from lablink.repository import JobRepository
 from lablink.scheduler.engine import Engine, recovery_lists
-from lablink.scheduler.executor import (
-    ExecutionOutcome,
-    ExecutionRequest,
-    NoOpExecutor,
-    ProgressReport,
-)
+from lablink.scheduler.executor import NoOpExecutor
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_OUTPUT = RESULTS_DIR / "engine.json"
@@ -323,15 +319,13 @@ class DispatchTimes:
         self.inner = NoOpExecutor()
         self.seen: list[tuple[float, float]] = []  # (scheduled, dispatched), epoch seconds
 
-    async def execute(
-        self, request: ExecutionRequest, progress: ProgressReport
-    ) -> ExecutionOutcome:
+    async def execute(self, request: ExecutionRequest, progress: ProgressReport) -> Outcome:
         self.seen.append((request.scheduled_time.timestamp(), time.time()))
         return await self.inner.execute(request, progress)
 
     async def recover(
         self, request: ExecutionRequest, progress: ProgressReport
-    ) -> Awaitable[ExecutionOutcome] | None:
+    ) -> Awaitable[Outcome] | None:
         return None
 
     async def stop(self, execution_id: str) -> None:

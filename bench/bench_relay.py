@@ -73,7 +73,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.workload import INTERVAL_SECONDS, Job, creations, make_jobs
-from lablink.bus.relay import _ROWS, CHECKPOINTS, NatsOptions, Relay, envelope, row_envelope
+from lablink.bus.relay import CHECKPOINTS, NatsOptions, Relay, envelope, row_envelope
 from lablink.bus.server import NatsServer, nats_server_binary
 from lablink.bus.subjects import EVENTS_ALL, STREAM, event_subject
 from lablink.events import (
@@ -88,7 +88,7 @@ from lablink.events import (
     decode_event,
 )
 from lablink.eventstore import AppendRequest, SQLiteEventStore
-from lablink.eventstore.sqlite import connect, read_events
+from lablink.eventstore.sqlite import LogReader, connect
 from lablink.logconfig import configure_logging
 from lablink.logstore import open_store
 
@@ -279,7 +279,7 @@ def relay_messages(db: Path, jobs: Sequence[Job]) -> list[Message]:
     try:
         messages: list[Message] = []
         position = 0
-        while batch := read_events(conn, position, 5_000):
+        while batch := LogReader(conn).read_events(position, 5_000):
             for recorded in batch:
                 messages.append(
                     Message(
@@ -843,7 +843,7 @@ async def raw_under_load(
 PROFILE_KEYS = (
     "_publish_batch",
     "read_events",
-    "_row_to_event",
+    "event_of",
     "decode_event",
     "envelope",
     "event_subject",
@@ -939,7 +939,7 @@ def relay_steps(template: Path, batch: int = 1000) -> dict[str, Any]:
         db = copy_log(template, directory)
         relay = Relay(db, NatsOptions(url="nats://127.0.0.1:1"), batch_size=batch)
         conn = relay._conn
-        rows = conn.execute(_ROWS, (0, batch)).fetchall()
+        rows = LogReader(conn).read_rows(0, batch)
         events = [decode_event(row[8]) for row in rows]
         positions = itertools.count(1)  # a new value each time, so every write writes
         raw_encoder = msgspec.json.Encoder()
@@ -962,19 +962,16 @@ def relay_steps(template: Path, batch: int = 1000) -> dict[str, Any]:
                         "data": msgspec.Raw(r[8].encode()),
                     }
                 )
-                for r in conn.execute(_ROWS, (0, batch)).fetchall()
+                for r in LogReader(conn).read_rows(0, batch)
             ]
 
         def relay_today() -> list[bytes]:
             return [
-                row_envelope(r, decode_event(r[8]))
-                for r in conn.execute(_ROWS, (0, batch)).fetchall()
+                row_envelope(r, decode_event(r[8])) for r in LogReader(conn).read_rows(0, batch)
             ]
 
         steps = {
-            f"SELECT {batch} rows": timed_ms(
-                lambda: conn.execute(_ROWS, (0, batch)).fetchall(), 20
-            ),
+            f"SELECT {batch} rows": timed_ms(lambda: LogReader(conn).read_rows(0, batch), 20),
             f"decode_event() x {batch}": timed_ms(
                 lambda: [decode_event(row[8]) for row in rows], 20
             ),
@@ -994,7 +991,7 @@ def relay_steps(template: Path, batch: int = 1000) -> dict[str, Any]:
         what_if = {
             f"relay now: SELECT + decode + row_envelope x {batch}": timed_ms(relay_today, 20),
             f"before: read_events({batch}) + envelope() x {batch}": timed_ms(
-                lambda: [envelope(e) for e in read_events(conn, 0, batch)], 20
+                lambda: [envelope(e) for e in LogReader(conn).read_events(0, batch)], 20
             ),
             f"payload spliced as msgspec.Raw x {batch} (not used)": timed_ms(spliced, 20),
         }

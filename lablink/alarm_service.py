@@ -1,33 +1,28 @@
-"""The write path for acknowledging and clearing alarms.
+"""Acknowledging and clearing alarms, through the write path (``lablink.handler``).
 
 An alarm's facts are its raise (stored with what caused it, in a job's or an instrument's
 stream) and the acknowledgements and clears of its own stream ``alarm:<alarm_id>``. The
-alarms view says where the raise is (its log position); the decision folds the raise and
-the alarm's own stream, and appends at the version read.
+alarms view says where the raise is (its log position); the alarm's repository starts from
+the raise and folds the alarm's own stream, and the handler appends at the version read.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 
 from lablink.clock import Clock
 from lablink.domain.alarms import AlarmState, decide_acknowledge, decide_clear, evolve, stream_id
-from lablink.errors import AlarmNotFound, StreamVersionConflict
-from lablink.events import AnyEvent, RecordedEvent, stamp
+from lablink.errors import AlarmNotFound
+from lablink.events import RecordedEvent
 from lablink.eventstore.base import EventStore
 from lablink.eventstore.sqlite import SQLiteEventStore
+from lablink.handler import CommandHandler
+from lablink.projections.alarms import raised_position
+from lablink.repository import Repository, of_events
 
 MAX_RETRIES = 5
 # alarm id -> the log position of its raise, or None.
 Locate = Callable[[str], int | None]
-
-
-def raised_position(conn: sqlite3.Connection, alarm_id: str) -> int | None:
-    row = conn.execute(
-        "SELECT raised_position FROM alarms WHERE alarm_id = ?", (alarm_id,)
-    ).fetchone()
-    return int(row[0]) if row else None
 
 
 class AlarmService:
@@ -36,6 +31,10 @@ class AlarmService:
         self.clock = clock
         # The alarms view, used only as an index: where in the log each alarm was raised.
         self._locate = locate
+        self.repository = Repository(
+            store, initial=self._raised, fold=of_events(evolve), stream=stream_id
+        )
+        self.handler = CommandHandler(store, clock, retries=MAX_RETRIES)
 
     @classmethod
     def on_store(cls, store: SQLiteEventStore, clock: Clock) -> AlarmService:
@@ -48,7 +47,8 @@ class AlarmService:
 
         return cls(store, clock, locate)
 
-    def load(self, alarm_id: str) -> tuple[AlarmState, int]:
+    def _raised(self, alarm_id: str) -> AlarmState:
+        """The alarm as its raise left it: the state its own stream folds on."""
         state = AlarmState(alarm_id=alarm_id)
         position = self._locate(alarm_id)
         if position is None:
@@ -56,30 +56,17 @@ class AlarmService:
         for recorded in self.store.read_all(after_position=position - 1, batch_size=1):
             state = evolve(state, recorded.event)
             break
-        version = 0
-        for recorded in self.store.read_stream(stream_id(alarm_id)):
-            state = evolve(state, recorded.event)
-            version = recorded.version
-        return state, version
+        return state
+
+    def load(self, alarm_id: str) -> tuple[AlarmState, int]:
+        return self.repository.current(alarm_id)
 
     def acknowledge(self, alarm_id: str, by: str, note: str, actor: str) -> list[RecordedEvent]:
-        return self._execute(alarm_id, lambda s: decide_acknowledge(s, by, note), actor)
+        return self.handler.handle(
+            self.repository, alarm_id, lambda s, _: decide_acknowledge(s, by, note), actor
+        ).recorded
 
     def clear(self, alarm_id: str, by: str, note: str, actor: str) -> list[RecordedEvent]:
-        return self._execute(alarm_id, lambda s: decide_clear(s, by, note), actor)
-
-    def _execute(
-        self, alarm_id: str, decide: Callable[[AlarmState], list[AnyEvent]], actor: str
-    ) -> list[RecordedEvent]:
-        for _ in range(MAX_RETRIES):
-            state, version = self.load(alarm_id)
-            events = decide(state)
-            try:
-                return self.store.append(
-                    stream_id(alarm_id), version, stamp(events, actor, self.clock.now())
-                )
-            except StreamVersionConflict:
-                continue
-        raise StreamVersionConflict(
-            stream_id(alarm_id), version, self.store.stream_version(stream_id(alarm_id))
-        )
+        return self.handler.handle(
+            self.repository, alarm_id, lambda s, _: decide_clear(s, by, note), actor
+        ).recorded

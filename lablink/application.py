@@ -1,13 +1,15 @@
-"""The one write path for jobs: load the job's events, decide, append with the version read.
+"""Commands on jobs from HTTP and the CLI: decided on the job's state, written by the handler.
 
-HTTP handlers, the CLI and (later) the scheduler engine call this; none of them writes events
-any other way. A stale version on append means someone else wrote first: reload and decide
-again, unless the client pinned the version it edited (then it is told).
+The scheduler engine writes its own commands on jobs (fires, outcomes) through the same
+repository and handler (``lablink.handler``). A stale version on append means someone else
+wrote first: reload and decide again, unless the client pinned the version it edited (then
+it is told, as ``JobVersionConflict``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Protocol
 
 import msgspec
@@ -23,16 +25,16 @@ from lablink.domain.job import (
     ResumeJob,
     UpdateJob,
     decide,
-    fold,
 )
 from lablink.domain.parameters import CHECKED_FIELDS, parameter_problems
 from lablink.domain.requests import JobRequest, parse_job_request
-from lablink.equipment_agent.scpi import InstrumentModel
-from lablink.errors import InvalidRequest, JobNotFound, JobVersionConflict, StreamVersionConflict
-from lablink.events import AnyEvent, JobCreated, JobSpec, JobUpdated, RecordedEvent, stamp
+from lablink.errors import InvalidRequest, JobNotFound, JobVersionConflict
+from lablink.events import AnyEvent, JobCreated, JobSpec, JobUpdated, RecordedEvent
 from lablink.events.jobs import ParametersCheck
 from lablink.eventstore.base import EventStore
+from lablink.handler import CommandHandler
 from lablink.ids import IdGenerator, RandomIds
+from lablink.instruments.scpi import InstrumentModel
 from lablink.repository import JobRepository, Loaded
 
 MAX_RETRIES = 5
@@ -73,43 +75,29 @@ class JobService:
         self.default_timezone = default_timezone
         self.ids = ids or RandomIds()
         self.jobs = repository or JobRepository(store)
+        self.handler = CommandHandler(store, clock, retries=MAX_RETRIES)
 
-    def load(self, job_id: str) -> Loaded:
+    def load(self, job_id: str) -> Loaded[JobState]:
         return self.jobs.load(job_id)
 
     def execute(
         self, command: JobCommand, actor: str, *, expected_version: int | None = None
     ) -> list[RecordedEvent]:
-        for _ in range(MAX_RETRIES):
-            loaded = self.jobs.load(command.job_id)
-            if (
-                expected_version is not None
-                and loaded.state.exists
-                and expected_version != loaded.version
-            ):
-                raise JobVersionConflict(command.job_id, expected_version, loaded.version)
-            now = self.clock.now()
-            events = decide(loaded.state, command, now)
-            if not events:
-                return []
-            self._check_profile(events)
-            events = self._check_parameters(events)
-            try:
-                recorded = self.store.append(
-                    command.job_id, loaded.version, stamp(events, actor, now)
-                )
-            except StreamVersionConflict as conflict:
-                self.jobs.forget(command.job_id)
-                if expected_version is not None:
-                    raise JobVersionConflict(
-                        command.job_id, expected_version, conflict.actual
-                    ) from conflict
-                continue
-            self.jobs.recorded(command.job_id, fold(loaded.state, events), recorded)
-            return recorded
-        raise StreamVersionConflict(
-            command.job_id, loaded.version, self.store.stream_version(command.job_id)
-        )
+        def decide_checked(state: JobState, now: datetime) -> list[AnyEvent]:
+            events = decide(state, command, now)
+            if events:
+                self._check_profile(events)
+                events = self._check_parameters(events)
+            return events
+
+        return self.handler.handle(
+            self.jobs,
+            command.job_id,
+            decide_checked,
+            actor,
+            expected_version=expected_version,
+            stale=lambda expected, actual: JobVersionConflict(command.job_id, expected, actual),
+        ).recorded
 
     def _check_profile(self, events: list[AnyEvent]) -> None:
         """A job created, or updated to name a profile or another instrument, must name a

@@ -268,7 +268,7 @@ app.add_typer(events_app, name="events")
 alarms_app = typer.Typer(help="Alarms as they are raised.")
 app.add_typer(alarms_app, name="alarms")
 
-from lablink.bus.commands import app as nats_app  # noqa: E402  (a sub-app of its own module)
+from lablink.nats_cli import app as nats_app  # noqa: E402  (a sub-app of its own module)
 
 app.add_typer(nats_app, name="nats")
 

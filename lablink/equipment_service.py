@@ -1,4 +1,4 @@
-"""The write path for instruments' presence: load the stream, decide, append at its version.
+"""Instruments' presence, recorded through the write path (``lablink.handler``).
 
 The agents executor calls this when an instrument comes online or goes offline (heartbeats
 in between change nothing).
@@ -7,7 +7,6 @@ in between change nothing).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 
 from lablink.alarm_service import AlarmService
 from lablink.clock import Clock
@@ -18,23 +17,24 @@ from lablink.domain.equipment import (
     evolve,
     stream_id,
 )
-from lablink.equipment_agent.protocol import Presence
-from lablink.errors import AlarmNotFound, AlarmStateConflict, StreamVersionConflict
-from lablink.events import AnyEvent, RecordedEvent, stamp
+from lablink.errors import AlarmNotFound, AlarmStateConflict
+from lablink.events import RecordedEvent
 from lablink.eventstore.base import EventStore
+from lablink.handler import CommandHandler
+from lablink.instruments.protocol import Presence
+from lablink.repository import Repository, keyed
 
 ACTOR = "agents"
 MAX_RETRIES = 5
 
 
+def equipment_repository(store: EventStore) -> Repository[EquipmentState]:
+    return keyed(store, EquipmentState, "equipment_id", evolve, stream_id)
+
+
 def load_equipment(store: EventStore, equipment_id: str) -> tuple[EquipmentState, int]:
     """The instrument folded from its stream, with the version it reflects."""
-    state = EquipmentState(equipment_id=equipment_id)
-    version = 0
-    for recorded in store.read_stream(stream_id(equipment_id)):
-        state = evolve(state, recorded.event)
-        version = recorded.version
-    return state, version
+    return equipment_repository(store).current(equipment_id)
 
 
 class EquipmentService:
@@ -42,29 +42,35 @@ class EquipmentService:
         self.store = store
         self.clock = clock
         self.alarms = alarms
+        self.repository = equipment_repository(store)
+        self.handler = CommandHandler(store, clock, retries=MAX_RETRIES)
 
     def load(self, equipment_id: str) -> tuple[EquipmentState, int]:
-        return load_equipment(self.store, equipment_id)
+        return self.repository.current(equipment_id)
 
     def record(self, presence: Presence) -> list[RecordedEvent]:
         if presence.state == "online":
-            before, recorded = self._execute(
+            handled = self.handler.handle(
+                self.repository,
                 presence.equipment_id,
-                lambda s: decide_online(
+                lambda s, _: decide_online(
                     s,
                     kind=presence.kind,
                     identity=presence.identity,
                     agent_id=presence.agent_id,
                     resource=presence.resource,
                 ),
+                ACTOR,
             )
-            if recorded and before.open_alarm and self.alarms is not None:
-                self._clear(before.open_alarm)
-            return recorded
-        _, recorded = self._execute(
-            presence.equipment_id, lambda s: decide_offline(s, presence.reason or "offline")
-        )
-        return recorded
+            if handled.recorded and handled.before.open_alarm and self.alarms is not None:
+                self._clear(handled.before.open_alarm)
+            return handled.recorded
+        return self.handler.handle(
+            self.repository,
+            presence.equipment_id,
+            lambda s, _: decide_offline(s, presence.reason or "offline"),
+            ACTOR,
+        ).recorded
 
     def _clear(self, alarm_id: str) -> None:
         """Back online: its offline alarm clears itself, unless someone cleared it already."""
@@ -74,22 +80,3 @@ class EquipmentService:
 
     async def on_presence(self, presence: Presence) -> None:
         self.record(presence)
-
-    def _execute(
-        self, equipment_id: str, decide: Callable[[EquipmentState], list[AnyEvent]]
-    ) -> tuple[EquipmentState, list[RecordedEvent]]:
-        """The state decided from, and what was appended."""
-        for _ in range(MAX_RETRIES):
-            state, version = self.load(equipment_id)
-            events = decide(state)
-            if not events:
-                return state, []
-            try:
-                return state, self.store.append(
-                    stream_id(equipment_id), version, stamp(events, ACTOR, self.clock.now())
-                )
-            except StreamVersionConflict:
-                continue
-        raise StreamVersionConflict(
-            stream_id(equipment_id), version, self.store.stream_version(stream_id(equipment_id))
-        )

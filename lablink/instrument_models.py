@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lablink.equipment_agent.bench import SIMULATED_BENCH
-from lablink.equipment_agent.drivers import MODELS
-from lablink.equipment_agent.scpi import InstrumentModel
 from lablink.equipment_service import load_equipment
 from lablink.eventstore.base import EventStore
+from lablink.instruments.drivers import MODELS
+from lablink.instruments.scpi import InstrumentModel
+from lablink.instruments.simulated import SIMULATED_BENCH
 
 
 class KnownInstruments:

@@ -20,12 +20,14 @@ import msgspec
 import structlog
 
 from lablink.clock import Clock
-from lablink.errors import InvalidRequest, KeyAlreadyRevoked, KeyNotFound, StreamVersionConflict
-from lablink.events import ROLES, ApiKeyCreated, ApiKeyRevoked, NewEvent, RecordedEvent
+from lablink.errors import InvalidRequest, KeyAlreadyRevoked, KeyNotFound
+from lablink.events import ROLES, AnyEvent, ApiKeyCreated, ApiKeyRevoked, RecordedEvent
 from lablink.eventstore.base import EventStore, format_instant
 from lablink.eventstore.sqlite import connect
+from lablink.handler import CommandHandler
 from lablink.projections.keys import count_keys as count_rows
 from lablink.projections.keys import find_by_hash, list_keys
+from lablink.repository import Repository
 
 KEY_PREFIX = "llk_"
 # "llk_" and four characters of the random part: enough to tell keys apart in a log.
@@ -82,7 +84,7 @@ def create_key(
         key_hash=hash_key(key),
         prefix=key[:PREFIX_LENGTH],
     )
-    store.append(f"apikey:{key_id}", 0, [NewEvent(event=event, actor=actor, occurred_at=now)])
+    CommandHandler(store).record(stream_id(key_id), [event], actor, expected_version=0, at=now)
     return key_id, key
 
 
@@ -95,42 +97,52 @@ class KeyState(msgspec.Struct, kw_only=True):
     revoked_by: str | None = None
 
 
+def stream_id(key_id: str) -> str:
+    return f"apikey:{key_id}"
+
+
+def evolve_key(state: KeyState | None, recorded: RecordedEvent) -> KeyState | None:
+    """One event of a key's stream; None until it was created."""
+    match recorded.event:
+        case ApiKeyCreated():
+            state = KeyState(key_id=recorded.event.key_id)
+        case ApiKeyRevoked() if state is not None and state.revoked_at is None:
+            state = msgspec.structs.replace(
+                state, revoked_at=recorded.occurred_at, revoked_by=recorded.actor
+            )
+    if state is not None:
+        state = msgspec.structs.replace(state, version=recorded.version)
+    return state
+
+
 def key_state(key_id: str, events: list[RecordedEvent]) -> KeyState | None:
     """Fold a key's stream; None when it was never created."""
     state: KeyState | None = None
     for recorded in events:
-        match recorded.event:
-            case ApiKeyCreated():
-                state = KeyState(key_id=key_id)
-            case ApiKeyRevoked() if state is not None and state.revoked_at is None:
-                state.revoked_at = recorded.occurred_at
-                state.revoked_by = recorded.actor
-        if state is not None:
-            state.version = recorded.version
+        state = evolve_key(state, recorded)
     return state
+
+
+def _decide_revoke(key_id: str, state: KeyState | None) -> list[AnyEvent]:
+    if state is None:
+        raise KeyNotFound(key_id)
+    if state.revoked_at is not None:
+        raise KeyAlreadyRevoked(key_id, format_instant(state.revoked_at), state.revoked_by)
+    return [ApiKeyRevoked(key_id=key_id)]
 
 
 def revoke_key(store: EventStore, key_id: str, *, actor: str, now: datetime) -> RecordedEvent:
     """Revoke a key: an ``apikey.revoked`` event whose actor is who revoked it. Unknown: 404;
-    already revoked: 409 naming when and by whom (revoking is not silently repeated)."""
-    stream = f"apikey:{key_id}"
-    attempts = 3
-    for attempt in range(attempts):
-        state = key_state(key_id, store.read_stream(stream))
-        if state is None:
-            raise KeyNotFound(key_id)
-        if state.revoked_at is not None:
-            raise KeyAlreadyRevoked(key_id, format_instant(state.revoked_at), state.revoked_by)
-        event = NewEvent(event=ApiKeyRevoked(key_id=key_id), actor=actor, occurred_at=now)
-        try:
-            (recorded,) = store.append(stream, state.version, [event])
-        except StreamVersionConflict:
-            # Revoked by someone else meanwhile: read again, to say by whom.
-            if attempt == attempts - 1:
-                raise
-            continue
-        return recorded
-    raise AssertionError("unreachable")
+    already revoked: 409 naming when and by whom (revoking is not silently repeated): a
+    revocation that loses the race reads again, to say by whom."""
+    keys: Repository[KeyState | None] = Repository(
+        store, initial=lambda _: None, fold=evolve_key, stream=stream_id
+    )
+    handled = CommandHandler(store).handle(
+        keys, key_id, lambda state, _: _decide_revoke(key_id, state), actor, retries=3, at=now
+    )
+    (recorded,) = handled.recorded
+    return recorded
 
 
 def lookup(conn: sqlite3.Connection, key: str) -> KeyMatch | None:

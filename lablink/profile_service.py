@@ -1,4 +1,4 @@
-"""The write path for equipment profiles: load the stream, decide, append at its version.
+"""Commands on equipment profiles, through the write path (``lablink.handler``).
 
 Also what the rest of LabLink asks of profiles: whether a job may name one
 (``StoredProfiles.check``, the job service's profile check) and the profiles LabLink ships for
@@ -30,17 +30,18 @@ from lablink.domain.profiles import (
     stream_id,
 )
 from lablink.domain.requests import check_numbers, decode_json
-from lablink.equipment_agent.bench import SIMULATED_BENCH
-from lablink.equipment_agent.drivers import MODELS
 from lablink.errors import (
     InvalidRequest,
     ProfileNotFound,
     ProfileVersionConflict,
-    StreamVersionConflict,
 )
-from lablink.events import RecordedEvent, stamp
+from lablink.events import RecordedEvent
 from lablink.eventstore.base import EventStore
+from lablink.handler import CommandHandler
 from lablink.instrument_models import KnownInstruments
+from lablink.instruments.drivers import MODELS
+from lablink.instruments.simulated import SIMULATED_BENCH
+from lablink.repository import Repository, keyed
 
 MAX_RETRIES = 5
 SHIPPED_DIR = Path(__file__).parent / "equipment_agent" / "profiles"
@@ -49,14 +50,13 @@ SERVE_ACTOR = "lablink serve"
 Saved = Literal["created", "updated", "unchanged"]
 
 
+def profile_repository(store: EventStore) -> Repository[ProfileState]:
+    return keyed(store, ProfileState, "profile_id", evolve, stream_id, exists=lambda s: s.exists)
+
+
 def load_profile(store: EventStore, profile_id: str) -> tuple[ProfileState, int]:
     """The profile aggregate folded from its stream, with the version it reflects."""
-    state = ProfileState(profile_id=profile_id)
-    version = 0
-    for recorded in store.read_stream(stream_id(profile_id)):
-        state = evolve(state, recorded.event)
-        version = recorded.version
-    return state, version
+    return profile_repository(store).current(profile_id)
 
 
 class ProfileService:
@@ -64,9 +64,11 @@ class ProfileService:
         self.store = store
         self.clock = clock
         self.models = models
+        self.repository = profile_repository(store)
+        self.handler = CommandHandler(store, clock, retries=MAX_RETRIES)
 
     def load(self, profile_id: str) -> tuple[ProfileState, int]:
-        return load_profile(self.store, profile_id)
+        return self.repository.current(profile_id)
 
     def get(self, profile_id: str) -> ProfileState:
         state, _ = self.load(profile_id)
@@ -77,23 +79,16 @@ class ProfileService:
     def execute(
         self, command: ProfileCommand, actor: str, *, expected_version: int | None = None
     ) -> list[RecordedEvent]:
-        stream = stream_id(command.profile_id)
-        for _ in range(MAX_RETRIES):
-            state, version = self.load(command.profile_id)
-            if expected_version is not None and state.exists and expected_version != version:
-                raise ProfileVersionConflict(command.profile_id, expected_version, version)
-            events = decide(state, command, self.models)
-            if not events:
-                return []
-            try:
-                return self.store.append(stream, version, stamp(events, actor, self.clock.now()))
-            except StreamVersionConflict as conflict:
-                if expected_version is not None:
-                    raise ProfileVersionConflict(
-                        command.profile_id, expected_version, conflict.actual
-                    ) from conflict
-                continue
-        raise StreamVersionConflict(stream, version, self.store.stream_version(stream))
+        return self.handler.handle(
+            self.repository,
+            command.profile_id,
+            lambda state, _: decide(state, command, self.models),
+            actor,
+            expected_version=expected_version,
+            stale=lambda expected, actual: ProfileVersionConflict(
+                command.profile_id, expected, actual
+            ),
+        ).recorded
 
     def create(self, request: ProfileRequest, actor: str) -> str:
         profile_id = profile_id_of(request)

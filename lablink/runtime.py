@@ -7,10 +7,13 @@ and the engine. `lablink scheduler` runs this alone; `lablink serve` adds the HT
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import gc
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,11 +32,13 @@ from lablink.datadir import claim as claim_data_dir
 from lablink.datadir import secure_files
 from lablink.equipment_agent.agent import Agent
 from lablink.equipment_agent.config import AgentConfig, load_config, simulated_config
+from lablink.equipment_agent.inprocess import InProcessExecutor
 from lablink.equipment_service import EquipmentService
 from lablink.eventstore.probe import EventLogProbe
 from lablink.eventstore.sqlite import SQLiteEventStore, translated
 from lablink.health import Health
 from lablink.instrument_models import KnownInstruments
+from lablink.instruments.execution import ProfileLookup
 from lablink.logstore import open_store
 from lablink.profile_service import StoredProfiles, load_shipped_profiles
 from lablink.projections.jobs import read_snapshot
@@ -42,7 +47,6 @@ from lablink.repository import JobRepository
 from lablink.scheduler.agents import AgentExecutor
 from lablink.scheduler.engine import Engine, recovery_lists
 from lablink.scheduler.executor import Executor, NoOpExecutor
-from lablink.scheduler.inprocess import InProcessExecutor, ProfileLookup
 from lablink.scheduler.retention import RetentionPass
 from lablink.settings import Settings
 from lablink.supervision import Supervisor
@@ -94,12 +98,46 @@ class Runtime:
         self.supervisor = Supervisor(self.health)
 
     async def __aenter__(self) -> Runtime:
+        # Each part is entered into one exit stack as it opens, so that a start failing at
+        # any step closes, in reverse, everything opened before it (as APScheduler 4's
+        # schedulers do); a started runtime keeps the stack for __aexit__.
+        async with contextlib.AsyncExitStack() as stack:
+            active = await self._open(stack)
+            self._stack = stack.pop_all()
+        # Everything loaded so far lives as long as the process: keep the collector from
+        # walking it again and again (its pauses were tens of ms under load).
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
+        log.info(
+            "scheduler started",
+            db=str(self.settings.db_path),
+            timezone=self.settings.timezone,
+            jobs=active,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+        log.info("scheduler stopped")
+
+    async def _open(self, stack: contextlib.AsyncExitStack) -> int:
+        """Open every part, each entered into ``stack``; returns the number of active jobs.
+
+        Closing runs in reverse: retention, the engine, the supervisor, the executor, the
+        agents, the relay, the nats-server, the store, the data-directory lock."""
         settings = self.settings
         # One scheduler per data directory (and one publisher when the bus is on): a second
         # start exits here, before it opens anything (lablink/datadir.py).
         self.claim = claim_data_dir(settings.data_dir, scheduler=True, relay=settings.nats)
+        stack.callback(self.claim.release)
         with translated(settings.db_path):  # a start that cannot write exits with one line
             self.store = store = open_store(settings.db_path)
+        stack.callback(store.close)
         store.clock = self.clock  # when the event log's writes started failing
         secure_files(settings.data_dir)
         self.health.probe("event_log", EventLogProbe(store, settings.data_dir))
@@ -125,15 +163,27 @@ class Runtime:
         self.relay: Relay | None = None
         self.agents: list[Agent] = []
         if settings.nats:
-            await self._start_bus()
+            self.nats_server, self.relay = await start_bus(settings, store, self.health)
+            if self.nats_server is not None:
+                stack.push_async_callback(self.nats_server.stop)
+            stack.push_async_callback(self.relay.aclose)
+        # The agents close after the executor, and the supervisor's tasks (the executor's
+        # reports and heartbeats among them) stop before it closes its connection.
+        stack.push_async_callback(self._close_agents)
         if self._executor is not None:
             self.executor = self._executor
         elif settings.executor_kind == "agents":
-            self.executor = await self._start_agents()
+            self.executor = self._agents_executor()
         else:
             self.executor = make_executor(settings, profile_lookup(store))
+        stack.push_async_callback(self.executor.aclose)
+        stack.push_async_callback(self.supervisor.aclose)
+        if self._executor is None and isinstance(self.executor, AgentExecutor):
+            await self._start_agents(self.executor)
         # The engine's loop and its group committer run under the runtime's supervisor
-        # (task.engine, task.committer), as does retention (task.retention).
+        # (task.engine, task.committer), as does retention (task.retention). The engine
+        # closes before the supervisor: its executions' outcomes still need the committer
+        # (and the agents) that the supervisor's other tasks keep running.
         self.engine = Engine(
             store,
             self.clock,
@@ -143,78 +193,53 @@ class Runtime:
             alarms=AlarmService.on_store(store, self.clock),
             fault_grace_seconds=settings.scheduler_fault_grace,
         )
+        stack.push_async_callback(self.engine.aclose)
         with store.lock:
             active, unfinished = recovery_lists(store.conn)
         await self.engine.start(active, unfinished)
         if isinstance(self.executor, AgentExecutor):  # after recovery: see its docstring
             await self.executor.follow_late_results(self.engine.record_late_result)
         self.retention = RetentionPass(store, self.clock, settings.retention_days)
+        stack.push_async_callback(self.retention.aclose)
         await self.retention.start(self.supervisor)
-        # Everything loaded so far lives as long as the process: keep the collector from
-        # walking it again and again (its pauses were tens of ms under load).
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
-        log.info(
-            "scheduler started",
-            db=str(settings.db_path),
-            timezone=settings.timezone,
-            jobs=len(active),
-        )
-        return self
+        return len(active)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        # The engine before the supervisor: its executions' outcomes still need the
-        # committer (and the agents) that the supervisor's other tasks keep running.
-        await self.retention.aclose()
-        await self.engine.aclose()
-        await self.supervisor.aclose()
-        await self.executor.aclose()
+    async def _close_agents(self) -> None:
         for agent in self.agents:
             await agent.aclose()
-        if self.relay is not None:
-            await self.relay.aclose()
-        if self.nats_server is not None:
-            await self.nats_server.stop()
-        self.store.close()
-        self.claim.release()
-        log.info("scheduler stopped")
 
-    async def _start_bus(self) -> None:
-        self.nats_server, self.relay = await start_bus(self.settings, self.store, self.health)
-
-    async def _start_agents(self) -> AgentExecutor:
-        """The executor that reaches agents over NATS, and the agents `lablink serve` runs
-        itself: the simulated bench, or the instruments of LABLINK_AGENT_CONFIG."""
-        settings = self.settings
+    def _agents_executor(self) -> AgentExecutor:
+        """The executor that reaches agents over NATS (started by ``_start_agents``)."""
         assert self.relay is not None, "the agents executor needs the bus"
-        options = self.relay.options
         store = self.store
-
         alarms = AlarmService.on_store(store, self.clock)
         equipment = EquipmentService(store, self.clock, alarms=alarms)
-        executor = AgentExecutor(
-            options,
-            heartbeat_timeout=settings.heartbeat_timeout,
+        return AgentExecutor(
+            self.relay.options,
+            heartbeat_timeout=self.settings.heartbeat_timeout,
             on_presence=equipment.on_presence,
             profiles=profile_lookup(store),
             supervisor=self.supervisor,
             clock=self.clock,
         )
+
+    async def _start_agents(self, executor: AgentExecutor) -> None:
+        """Start the agents executor, and the agents `lablink serve` runs itself: the
+        simulated bench, or the instruments of LABLINK_AGENT_CONFIG."""
+        settings = self.settings
         await executor.start()
         if settings.agents:
             if settings.agent_config is not None:
                 config = load_config(settings.agent_config)
             else:
                 config = simulated_config(settings.data_dir, realtime=settings.realtime)
-            agent = Agent(config, await embedded_agent_options(self.nats_server, config, options))
-            await agent.start()
+            agent = Agent(
+                config, await embedded_agent_options(self.nats_server, config, executor.options)
+            )
+            # Listed before it starts: an agent that fails part-way (its instruments open,
+            # its connection not) is closed with the rest.
             self.agents.append(agent)
-        return executor
+            await agent.start()
 
 
 async def start_bus(
@@ -225,23 +250,28 @@ async def start_bus(
     the relay if its stream stops taking events (``bus.relay``). Registers the ``relay`` and
     ``nats`` health probes in ``health``."""
     health = health if health is not None else Health(SystemClock())
-    server = None
-    if settings.nats_url is None:
-        server = await PrivateNats(access.private_folder(settings.data_dir), health).start()
-        options = server.options(SCHEDULER)
-        options.replicas = settings.nats_replicas
-        log.info("embedded nats-server started", url=server.url, store=str(server.folder))
-    else:
-        options = nats_options(settings, settings.nats_url)
-    relay = Relay(
-        settings.db_path,
-        options,
-        health=health,
-        on_stuck=server.restart if server is not None else None,
-    )
-    bus_probes.register(health, relay.status)
-    relay.attach(store)
-    await relay.start()
+    # A relay that fails to start stops the server started for it.
+    async with contextlib.AsyncExitStack() as stack:
+        server = None
+        if settings.nats_url is None:
+            server = await PrivateNats(access.private_folder(settings.data_dir), health).start()
+            stack.push_async_callback(server.stop)
+            options = server.options(SCHEDULER)
+            options.replicas = settings.nats_replicas
+            log.info("embedded nats-server started", url=server.url, store=str(server.folder))
+        else:
+            options = nats_options(settings, settings.nats_url)
+        relay = Relay(
+            settings.db_path,
+            options,
+            health=health,
+            on_stuck=server.restart if server is not None else None,
+        )
+        stack.push_async_callback(relay.aclose)
+        bus_probes.register(health, relay.status)
+        relay.attach(store)
+        await relay.start()
+        stack.pop_all()
     return server, relay
 
 
@@ -301,7 +331,17 @@ def _listening_server() -> type[Any]:
     import uvicorn
 
     class Server(uvicorn.Server):
-        """Logs "api listening" once the socket accepts connections, not before."""
+        """Logs "api listening" once the socket accepts connections, not before; stops
+        serving on SIGTERM or SIGINT (a second SIGINT: at once), as uvicorn does, but
+        does not raise the signal again afterwards: the runtime around the server still
+        closes, flushing every event."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.handle_exit, sig, None)
+            yield
 
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
@@ -358,11 +398,6 @@ async def serve(settings: Settings) -> None:
             lifespan="on",
         )
         server = _Server(config)
-        # uvicorn catches SIGTERM/SIGINT to stop serving, then restores the previous handlers
-        # and raises the signal again. Handlers of ours that do nothing make that re-raise
-        # harmless, so the engine still closes and flushes every event after the server.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda signum, frame: None)
         try:
             await server.serve()
         finally:
@@ -372,19 +407,18 @@ async def serve(settings: Settings) -> None:
 async def run_relay(settings: Settings) -> None:
     """`lablink relay`: only the relay (and a private nats-server if no URL is set)."""
     stop = stop_on_signals()
-    # Beside a `lablink scheduler` with LABLINK_NATS=off, not beside another publisher.
-    claim = claim_data_dir(settings.data_dir, scheduler=False, relay=True)
-    store = open_store(settings.db_path)
-    server, relay = await start_bus(settings, store)
-    log.info("relay started", url=relay.options.url, db=str(settings.db_path))
-    try:
-        await stop.wait()
-    finally:
-        await relay.aclose()
+    async with contextlib.AsyncExitStack() as stack:
+        # Beside a `lablink scheduler` with LABLINK_NATS=off, not beside another publisher.
+        claim = claim_data_dir(settings.data_dir, scheduler=False, relay=True)
+        stack.callback(claim.release)
+        store = open_store(settings.db_path)
+        stack.callback(store.close)
+        server, relay = await start_bus(settings, store)
         if server is not None:
-            await server.stop()
-        store.close()
-        claim.release()
+            stack.push_async_callback(server.stop)
+        stack.push_async_callback(relay.aclose)
+        log.info("relay started", url=relay.options.url, db=str(settings.db_path))
+        await stop.wait()
 
 
 async def run_agent(
@@ -396,14 +430,9 @@ async def run_agent(
     of the private server of this data directory) the agent's own user there, made the first
     time."""
     stop = stop_on_signals()
-    options = nats_options(settings, url)
-    lab = config.nats
-    options.user = lab.user or options.user
-    options.password = lab.password or options.password
-    options.credentials = lab.credentials or options.credentials
-    options.tls_ca = lab.tls_ca or options.tls_ca
-    options.tls_cert = lab.tls_cert or options.tls_cert
-    options.tls_key = lab.tls_key or options.tls_key
+    # What the file's [nats] sets wins over LABLINK_NATS_*; its url is the caller's ``url``.
+    lab = {k: v for k, v in dataclasses.asdict(config.nats).items() if k != "url" and v}
+    options = dataclasses.replace(nats_options(settings, url), **lab)
     options = await access.agent_options(
         options, private, config.agent_id, (i.id for i in config.instruments)
     )

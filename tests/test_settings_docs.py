@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 import lablink
 from lablink.bus.subjects import STREAM
 from lablink.cli import app
-from lablink.equipment_agent.protocol import REPORTS_STREAM
+from lablink.instruments.protocol import REPORTS_STREAM
 from lablink.logconfig import configure_logging
 from lablink.settings import Settings
 

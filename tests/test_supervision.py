@@ -5,8 +5,6 @@ a capped exponential backoff; ``ok()`` puts it back to ok and starts the backoff
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
 import pytest
 
@@ -14,14 +12,7 @@ from lablink.clock import ManualClock
 from lablink.health import Health
 from lablink.supervision import Backoff, Supervisor, Watch, describe
 from tests.conftest import START
-
-
-async def until(condition: Callable[[], bool], what: str, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(0.01)
+from tests.support.eventually import eventually
 
 
 def test_backoff_doubles_up_to_its_cap_and_starts_over() -> None:
@@ -63,7 +54,7 @@ async def test_a_failing_body_is_restarted_shown_failing_and_recovers() -> None:
         await watch.sleep(3600)
 
     watch = supervisor.spawn("task.flaky", body)
-    await until(lambda: len(runs) >= 2, "a restart")
+    await eventually(lambda: len(runs) >= 2, interval=0.01, what="a restart")
     entry = health.get("task.flaky")
     assert entry is not None
     assert entry.state == "failing"
@@ -71,8 +62,8 @@ async def test_a_failing_body_is_restarted_shown_failing_and_recovers() -> None:
     assert "No space left on device" in entry.reason
     assert entry.details["last_error"] == entry.reason
 
-    await until(lambda: len(runs) == 4, "the fourth run")
-    await until(lambda: watch.failing_since is None, "recovery")
+    await eventually(lambda: len(runs) == 4, interval=0.01, what="the fourth run")
+    await eventually(lambda: watch.failing_since is None, interval=0.01, what="recovery")
     entry = health.get("task.flaky")
     assert entry is not None
     assert (entry.state, entry.reason, entry.details["failures"]) == ("ok", "working", 3)
@@ -90,7 +81,7 @@ async def test_a_body_that_returns_by_itself_is_started_again() -> None:
         runs += 1
 
     watch = supervisor.spawn("task.quitter", body)
-    await until(lambda: runs >= 3, "restarts")
+    await eventually(lambda: runs >= 3, interval=0.01, what="restarts")
     assert watch.last_error == "RuntimeError: task.quitter returned by itself"
     await supervisor.aclose()
 

@@ -15,7 +15,9 @@ from lablink.api.auth import actor
 from lablink.api.bodies import query_choices, strict_body
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS, WRITE_ERRORS
+from lablink.api.paging import Limit, OlderThan
 from lablink.api.queries import get_alarm, list_alarms
+from lablink.api.responses import AlarmAnswer, AlarmList, AlarmView, view, views
 from lablink.errors import AlarmNotFound, InvalidRequest
 
 READ = {"role": "viewer"}
@@ -48,12 +50,13 @@ async def _act(
     alarm_id: str,
     request: Request[Any, Any, Any],
     context: ApiContext,
-) -> dict[str, Any]:
+) -> AlarmAnswer:
     """Acknowledge or clear: ``by`` defaults to the key's name, which is the actor."""
     action = await _action(request)
     who = actor(request)
     await asyncio.to_thread(command, alarm_id, action.by or who, action.note, who)
-    return {"success": True, "alarm": get_alarm(context.reader, alarm_id)}
+    alarm = get_alarm(context.reader, alarm_id)
+    return AlarmAnswer(success=True, alarm=None if alarm is None else view(alarm, AlarmView))
 
 
 class AlarmController(Controller):
@@ -77,12 +80,9 @@ class AlarmController(Controller):
         ] = None,
         equipment_id: FromQuery[str | None] = None,
         job_id: FromQuery[str | None] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-        cursor: Annotated[
-            int | None,
-            QueryParameter(ge=1, le=2**62, description="next_cursor of the previous page"),
-        ] = None,
-    ) -> dict[str, Any]:
+        limit: Limit = 100,
+        cursor: OlderThan = None,
+    ) -> AlarmList:
         """Alarms, newest first."""
         page, next_cursor = list_alarms(
             context.reader,
@@ -93,16 +93,18 @@ class AlarmController(Controller):
             limit=limit,
             before=cursor,
         )
-        return {"success": True, "count": len(page), "alarms": page, "next_cursor": next_cursor}
+        return AlarmList(
+            success=True, count=len(page), alarms=views(page, AlarmView), next_cursor=next_cursor
+        )
 
     @get("/{alarm_id:str}", opt=READ, responses=READ_ERRORS)
     async def get_alarm(
         self, alarm_id: FromPath[str], context: NamedDependency[ApiContext]
-    ) -> dict[str, Any]:
+    ) -> AlarmAnswer:
         alarm = get_alarm(context.reader, alarm_id)
         if alarm is None:
             raise AlarmNotFound(alarm_id)
-        return {"success": True, "alarm": alarm}
+        return AlarmAnswer(success=True, alarm=view(alarm, AlarmView))
 
     @post("/{alarm_id:str}/acknowledge", status_code=200, opt=WRITE, responses=WRITE_ERRORS)
     async def acknowledge(
@@ -110,7 +112,7 @@ class AlarmController(Controller):
         alarm_id: FromPath[str],
         request: Request[Any, Any, Any],
         context: NamedDependency[ApiContext],
-    ) -> dict[str, Any]:
+    ) -> AlarmAnswer:
         """Someone has seen it: `{"by": name, "note": text}`, both optional."""
         return await _act(context.alarms.acknowledge, alarm_id, request, context)
 
@@ -120,6 +122,6 @@ class AlarmController(Controller):
         alarm_id: FromPath[str],
         request: Request[Any, Any, Any],
         context: NamedDependency[ApiContext],
-    ) -> dict[str, Any]:
+    ) -> AlarmAnswer:
         """The cause is dealt with: `{"by": name, "note": text}`, both optional."""
         return await _act(context.alarms.clear, alarm_id, request, context)

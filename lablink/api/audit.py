@@ -7,7 +7,7 @@ is the audit trail. To see the system as it stood at a moment, rebuild the views
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from litestar import Controller, get
 from litestar.di import NamedDependency
@@ -17,6 +17,8 @@ from lablink.api.audit_queries import list_audit
 from lablink.api.bodies import INSTANT_FORMAT, BadRequest, query_instant
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS
+from lablink.api.paging import After, Limit
+from lablink.api.responses import AuditEvent, AuditPage, views
 from lablink.events import EVENT_TYPES
 
 READ = {"role": "viewer"}
@@ -90,12 +92,9 @@ class AuditController(Controller):
                 " repeat or comma-separate"
             ),
         ] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-        cursor: Annotated[
-            int | None,
-            QueryParameter(ge=0, le=2**62, description="next_cursor of the previous page"),
-        ] = None,
-    ) -> dict[str, Any]:
+        limit: Limit = 100,
+        cursor: After = None,
+    ) -> AuditPage:
         """The event log, oldest first, filtered by time, actor, job and type."""
         start = query_instant("since", since)
         end = query_instant("until", until)
@@ -111,4 +110,6 @@ class AuditController(Controller):
             limit=limit,
             after=cursor,
         )
-        return {"success": True, "count": len(page), "events": page, "next_cursor": next_cursor}
+        return AuditPage(
+            success=True, count=len(page), events=views(page, AuditEvent), next_cursor=next_cursor
+        )

@@ -8,13 +8,15 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from lablink.alarm_service import AlarmService, raised_position
+from lablink.alarm_service import AlarmService
 from lablink.api.probes import api_probes
 from lablink.application import JobService
+from lablink.bus.probes import relay_summary
 from lablink.bus.relay import Relay
 from lablink.clock import Clock
 from lablink.eventstore.sqlite import SQLiteEventStore, connect
 from lablink.health import Health
+from lablink.projections.alarms import raised_position
 from lablink.scheduler.agents import AgentExecutor
 from lablink.scheduler.engine import Engine
 from lablink.settings import Settings
@@ -57,7 +59,7 @@ class ApiContext:
     def nats_health(self) -> dict[str, Any]:
         if self.relay is None:
             return {"status": "off", "connected": False, "url": None}
-        return self.relay.status.as_dict()
+        return relay_summary(self.relay.status)
 
     def sightings(self) -> dict[str, tuple[datetime, bool]]:
         """Last heartbeat seen per instrument (and whether its agent is online), when the

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath
@@ -11,6 +9,7 @@ from litestar.params import FromPath
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS
 from lablink.api.queries import list_equipment
+from lablink.api.responses import EquipmentAnswer, EquipmentList, EquipmentView, views
 from lablink.errors import EquipmentNotFound
 
 READ = {"role": "viewer"}
@@ -21,17 +20,17 @@ class EquipmentController(Controller):
     tags = ["equipment"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
 
     @get("/", opt=READ, responses=READ_ERRORS)
-    async def list_equipment(self, context: NamedDependency[ApiContext]) -> dict[str, Any]:
+    async def list_equipment(self, context: NamedDependency[ApiContext]) -> EquipmentList:
         """Every instrument an agent has reported, by id."""
-        items = list_equipment(context.reader, live=context.sightings())
-        return {"success": True, "count": len(items), "equipment": items}
+        items = views(list_equipment(context.reader, live=context.sightings()), EquipmentView)
+        return EquipmentList(success=True, count=len(items), equipment=items)
 
     @get("/{equipment_id:str}", opt=READ, responses=READ_ERRORS)
     async def get_equipment(
         self, context: NamedDependency[ApiContext], equipment_id: FromPath[str]
-    ) -> dict[str, Any]:
+    ) -> EquipmentAnswer:
         """One instrument: kind, online/offline, *IDN? identity, last seen, running."""
         items = list_equipment(context.reader, live=context.sightings(), equipment_id=equipment_id)
         if not items:
             raise EquipmentNotFound(equipment_id)
-        return {"success": True, "equipment": items[0]}
+        return EquipmentAnswer(success=True, equipment=views(items, EquipmentView)[0])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from litestar import Controller, get
 from litestar.di import NamedDependency
@@ -11,7 +11,9 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from lablink.api.bodies import INSTANT_FORMAT, query_choices, query_instant
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS
+from lablink.api.paging import Limit, OlderThan
 from lablink.api.queries import get_execution, list_executions
+from lablink.api.responses import ExecutionAnswer, ExecutionList, ExecutionView, view, views
 from lablink.errors import ExecutionNotFound
 from lablink.events import EXECUTION_STATUSES
 
@@ -45,12 +47,9 @@ class ExecutionController(Controller):
                 format=INSTANT_FORMAT, description="actual_time < until (ISO 8601 with offset)"
             ),
         ] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-        cursor: Annotated[
-            int | None,
-            QueryParameter(ge=1, le=2**62, description="next_cursor of the previous page"),
-        ] = None,
-    ) -> dict[str, Any]:
+        limit: Limit = 100,
+        cursor: OlderThan = None,
+    ) -> ExecutionList:
         statuses = query_choices("status", status, EXECUTION_STATUSES)
         page, next_cursor = list_executions(
             context.reader,
@@ -61,13 +60,18 @@ class ExecutionController(Controller):
             limit=limit,
             before=cursor,
         )
-        return {"success": True, "count": len(page), "executions": page, "next_cursor": next_cursor}
+        return ExecutionList(
+            success=True,
+            count=len(page),
+            executions=views(page, ExecutionView),
+            next_cursor=next_cursor,
+        )
 
     @get("/{execution_id:str}", opt=READ, responses=READ_ERRORS)
     async def get_execution(
         self, execution_id: FromPath[str], context: NamedDependency[ApiContext]
-    ) -> dict[str, Any]:
+    ) -> ExecutionAnswer:
         execution = get_execution(context.reader, execution_id)
         if execution is None:
             raise ExecutionNotFound(execution_id)
-        return {"success": True, "execution": execution}
+        return ExecutionAnswer(success=True, execution=view(execution, ExecutionView))

@@ -12,10 +12,28 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from lablink.api.auth import actor
-from lablink.api.bodies import strict_body
+from lablink.api.bodies import takes
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS, WRITE_ERRORS
+from lablink.api.paging import Limit, Offset
 from lablink.api.queries import get_job, job_history, list_job_views
+from lablink.api.responses import (
+    HistoryAnswer,
+    JobAnswer,
+    JobCreatedAnswer,
+    JobEvents,
+    JobHistory,
+    JobList,
+    JobStreamEvent,
+    JobUpdatedAnswer,
+    JobView,
+    Message,
+    NextRuns,
+    Preview,
+    RunAnswer,
+    embedded,
+    view,
+)
 from lablink.api.schemas import JobUpdate
 from lablink.domain import triggers
 from lablink.domain.requests import JobRequest
@@ -25,9 +43,14 @@ from lablink.errors import JobNotFound
 from lablink.events import SCHEDULE_TYPES
 from lablink.projections.views import iso_instant
 
-Body = dict[str, Any]
 READ = {"role": "viewer"}
 WRITE = {"role": "operator"}
+
+
+def _job_view(context: ApiContext, job_id: str) -> JobView | None:
+    job = get_job(context.reader, job_id)
+    # Encoded as the view holds it: numbers and instants exactly as the projection wrote them.
+    return None if job is None else embedded(msgspec.Raw(msgspec.json.encode(job)), JobView)
 
 
 def _next_runs(schedule: Schedule, after: Any, count: int, zone: ZoneInfo) -> list[str]:
@@ -38,18 +61,17 @@ class JobController(Controller):
     path = "/api/scheduler"
     tags = ["jobs"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
 
-    @post("/jobs/create", status_code=200, opt=WRITE, responses=WRITE_ERRORS)
+    @post("/jobs/create", status_code=200, opt=WRITE, responses=WRITE_ERRORS, **takes(JobRequest))
     async def create_job(
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[JobRequest],
         context: NamedDependency[ApiContext],
-    ) -> Body:
+    ) -> JobCreatedAnswer:
         """Create a job (the guide's "Create Job")."""
-        data = await strict_body(request, JobRequest)
         who = actor(request)
         job_id = await asyncio.to_thread(context.service.create, data, who)
-        return {"success": True, "job_id": job_id, "message": f"job {data.name!r} created"}
+        return JobCreatedAnswer(success=True, job_id=job_id, message=f"job {data.name!r} created")
 
     @get("/jobs", opt=READ, responses=READ_ERRORS)
     async def list_jobs(
@@ -65,9 +87,9 @@ class JobController(Controller):
             str | None,
             QueryParameter(description="substring of name or description", max_length=200),
         ] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000,
-        offset: Annotated[int, QueryParameter(ge=0, le=2**62)] = 0,
-    ) -> Body:
+        limit: Limit = 1000,
+        offset: Offset = 0,
+    ) -> JobList:
         """List jobs (``?enabled=true`` for the active ones)."""
         total, views = list_job_views(
             context.reader,
@@ -80,26 +102,27 @@ class JobController(Controller):
             offset=offset,
         )
         # Each job's JSON was rendered when the view folded it: embed it as it is.
-        jobs = [msgspec.Raw(view.encode()) for view in views]
-        return {"success": True, "count": len(jobs), "total": total, "jobs": jobs}
+        jobs = [embedded(msgspec.Raw(view.encode()), JobView) for view in views]
+        return JobList(success=True, count=len(jobs), total=total, jobs=jobs)
 
     @get("/jobs/{job_id:str}", opt=READ, responses=READ_ERRORS)
-    async def get_job(self, job_id: FromPath[str], context: NamedDependency[ApiContext]) -> Body:
-        job = get_job(context.reader, job_id)
+    async def get_job(
+        self, job_id: FromPath[str], context: NamedDependency[ApiContext]
+    ) -> JobAnswer:
+        job = _job_view(context, job_id)
         if job is None:
             raise JobNotFound(job_id)
-        return {"success": True, "job": job}
+        return JobAnswer(success=True, job=job)
 
-    @put("/jobs/{job_id:str}", opt=WRITE, responses=WRITE_ERRORS)
+    @put("/jobs/{job_id:str}", opt=WRITE, responses=WRITE_ERRORS, **takes(JobUpdate))
     async def update_job(
         self,
         request: Request[Any, Any, Any],
         job_id: FromPath[str],
         data: JSONBody[JobUpdate],
         context: NamedDependency[ApiContext],
-    ) -> Body:
+    ) -> JobUpdatedAnswer:
         """Change the fields given; pass the job's ``version`` to refuse stale edits (409)."""
-        data = await strict_body(request, JobUpdate)
         version = data.version if isinstance(data.version, int) else None
         recorded = await asyncio.to_thread(
             context.service.update_job,
@@ -108,9 +131,8 @@ class JobController(Controller):
             actor(request),
             expected_version=version,
         )
-        job = get_job(context.reader, job_id)
         message = "job updated" if recorded else "nothing changed"
-        return {"success": True, "message": message, "job": job}
+        return JobUpdatedAnswer(success=True, message=message, job=_job_view(context, job_id))
 
     @delete("/jobs/{job_id:str}", status_code=200, opt=WRITE, responses=WRITE_ERRORS)
     async def delete_job(
@@ -118,9 +140,9 @@ class JobController(Controller):
         request: Request[Any, Any, Any],
         job_id: FromPath[str],
         context: NamedDependency[ApiContext],
-    ) -> Body:
+    ) -> Message:
         await asyncio.to_thread(context.service.delete_job, job_id, actor(request))
-        return {"success": True, "message": f"job {job_id} deleted"}
+        return Message(success=True, message=f"job {job_id} deleted")
 
     @post("/jobs/{job_id:str}/pause", status_code=200, opt=WRITE, responses=WRITE_ERRORS)
     async def pause_job(
@@ -128,9 +150,9 @@ class JobController(Controller):
         request: Request[Any, Any, Any],
         job_id: FromPath[str],
         context: NamedDependency[ApiContext],
-    ) -> Body:
+    ) -> Message:
         await asyncio.to_thread(context.service.pause_job, job_id, actor(request))
-        return {"success": True, "message": f"job {job_id} paused"}
+        return Message(success=True, message=f"job {job_id} paused")
 
     @post("/jobs/{job_id:str}/resume", status_code=200, opt=WRITE, responses=WRITE_ERRORS)
     async def resume_job(
@@ -138,9 +160,9 @@ class JobController(Controller):
         request: Request[Any, Any, Any],
         job_id: FromPath[str],
         context: NamedDependency[ApiContext],
-    ) -> Body:
+    ) -> Message:
         await asyncio.to_thread(context.service.resume_job, job_id, actor(request))
-        return {"success": True, "message": f"job {job_id} resumed"}
+        return Message(success=True, message=f"job {job_id} resumed")
 
     @post("/jobs/{job_id:str}/run", status_code=200, opt=WRITE, responses=WRITE_ERRORS)
     async def run_job(
@@ -148,20 +170,20 @@ class JobController(Controller):
         request: Request[Any, Any, Any],
         job_id: FromPath[str],
         context: NamedDependency[ApiContext],
-    ) -> Body:
+    ) -> RunAnswer:
         """Run now: works on a disabled job, obeys the conflict policy (409 naming the
         running execution when it refuses), moves no schedule, counts toward no limit."""
         execution_id = await context.engine.run_now(job_id, actor=actor(request))
-        return {"success": True, "execution_id": execution_id, "message": f"job {job_id} started"}
+        return RunAnswer(success=True, execution_id=execution_id, message=f"job {job_id} started")
 
     @get("/jobs/{job_id:str}/history", opt=READ, responses=READ_ERRORS)
     async def job_history(
         self, job_id: FromPath[str], context: NamedDependency[ApiContext]
-    ) -> Body:
+    ) -> HistoryAnswer:
         history = job_history(context.reader, job_id)
         if history is None:
             raise JobNotFound(job_id)
-        return {"success": True, "history": history}
+        return HistoryAnswer(success=True, history=view(history, JobHistory))
 
     @get("/jobs/{job_id:str}/next-runs", opt=READ, responses=READ_ERRORS)
     async def next_runs(
@@ -169,7 +191,7 @@ class JobController(Controller):
         job_id: FromPath[str],
         context: NamedDependency[ApiContext],
         count: Annotated[int, QueryParameter(ge=1, le=1000)] = 10,
-    ) -> Body:
+    ) -> NextRuns:
         """The next ``count`` fire times, with UTC offsets, whether the job is enabled or not."""
         state = context.service.get_state(job_id)
         assert state.spec is not None
@@ -182,55 +204,50 @@ class JobController(Controller):
             runs = [iso_instant(first, zone), *_next_runs(schedule, first, count - 1, zone)]
         else:
             runs = _next_runs(schedule, after, count, zone)
-        return {
-            "success": True,
-            "job_id": job_id,
-            "enabled": state.enabled,
-            "status": state.status,
-            "timezone": state.spec.timezone,
-            "next_runs": runs,
-        }
+        return NextRuns(
+            success=True,
+            job_id=job_id,
+            enabled=state.enabled,
+            status=state.status,
+            timezone=state.spec.timezone,
+            next_runs=runs,
+        )
 
-    @post("/preview", status_code=200, opt=READ, responses=WRITE_ERRORS)
+    @post("/preview", status_code=200, opt=READ, responses=WRITE_ERRORS, **takes(JobRequest))
     async def preview(
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[JobRequest],
         context: NamedDependency[ApiContext],
         count: Annotated[int, QueryParameter(ge=1, le=1000)] = 10,
-    ) -> Body:
+    ) -> Preview:
         """Validate a job body and list its next runs; nothing is created."""
-        data = await strict_body(request, JobRequest)
         now = context.clock.now()
         spec, anchor = normalise(data, now=now, default_timezone=context.settings.timezone)
         checked = await asyncio.to_thread(context.service.check_parameters, spec)
         zone = ZoneInfo(spec.timezone)
         runs = _next_runs(Schedule.from_spec(spec, anchor), now, count, zone)
-        return {
-            "success": True,
-            "valid": True,
-            "parameters_check": checked,
-            "job": msgspec.to_builtins(spec),
-            "next_runs": runs,
-        }
+        return Preview(success=True, valid=True, parameters_check=checked, job=spec, next_runs=runs)
 
     @get("/jobs/{job_id:str}/events", opt=READ, responses=READ_ERRORS)
-    async def job_events(self, job_id: FromPath[str], context: NamedDependency[ApiContext]) -> Body:
+    async def job_events(
+        self, job_id: FromPath[str], context: NamedDependency[ApiContext]
+    ) -> JobEvents:
         """The job's audit trail: every event of its stream, with actor and time."""
         recorded = context.store.read_stream(job_id)
         if not recorded:
             raise JobNotFound(job_id)
         events = [
-            {
-                "position": r.position,
-                "version": r.version,
-                "event_id": r.event_id,
-                "type": r.type,
-                "occurred_at": r.occurred_at.isoformat(),
-                "actor": r.actor,
-                "correlation_id": r.correlation_id,
-                "data": msgspec.to_builtins(r.event),
-            }
+            JobStreamEvent(
+                position=r.position,
+                version=r.version,
+                event_id=r.event_id,
+                type=r.type,
+                occurred_at=r.occurred_at.isoformat(),
+                actor=r.actor,
+                correlation_id=r.correlation_id,
+                data=msgspec.to_builtins(r.event),
+            )
             for r in recorded
         ]
-        return {"success": True, "job_id": job_id, "count": len(events), "events": events}
+        return JobEvents(success=True, job_id=job_id, count=len(events), events=events)

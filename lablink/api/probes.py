@@ -12,16 +12,42 @@ their ``since`` is as true as the registry's.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+import sqlite3
+from typing import Any, Literal, Protocol
 
 import msgspec
 
 from lablink.bus.probes import register as register_bus_probes
+from lablink.bus.relay import Relay
+from lablink.clock import Clock
+from lablink.eventstore.sqlite import LogReader
 from lablink.health import Component, Health, Reading, State, worst
 from lablink.scheduler.agents import AgentExecutor
+from lablink.scheduler.engine import Engine
+from lablink.settings import Settings
 
-if TYPE_CHECKING:
-    from lablink.api.context import ApiContext
+
+class ApiContext(Protocol):
+    """What the probes read of ``api.context.ApiContext`` (named here so that the context,
+    which builds its probes, and the probes do not import each other)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def relay(self) -> Relay | None: ...
+    @property
+    def health(self) -> Health | None: ...
+    @property
+    def reader(self) -> sqlite3.Connection: ...
+    @property
+    def probes(self) -> Health: ...
+    def nats_health(self) -> dict[str, Any]: ...
+    def agents_health(self) -> dict[str, Any]: ...
+
 
 # The components that must be there, and not failing, for the process to be ready.
 STORE = ("event_log", "database")
@@ -60,9 +86,7 @@ def api_probes(context: ApiContext) -> Health:
     health = Health(context.clock)
 
     def database() -> Reading:
-        (position,) = context.reader.execute(
-            "SELECT COALESCE(MAX(position), 0) FROM events"
-        ).fetchone()
+        position = LogReader(context.reader).last_position()
         return Reading(
             state="ok",
             details={"path": str(context.settings.db_path), "events": position},
@@ -124,9 +148,7 @@ def components(context: ApiContext) -> dict[str, Component]:
 
 def _database_summary(context: ApiContext) -> dict[str, Any]:
     try:
-        (position,) = context.reader.execute(
-            "SELECT COALESCE(MAX(position), 0) FROM events"
-        ).fetchone()
+        position = LogReader(context.reader).last_position()
     except Exception as exc:  # reported, not raised: health must answer
         return {"status": "error", "path": str(context.settings.db_path), "error": str(exc)}
     return {"status": "ok", "path": str(context.settings.db_path), "events": position}

@@ -11,20 +11,29 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from lablink.api.auth import actor
-from lablink.api.bodies import BadRequest, strict_body
+from lablink.api.bodies import BadRequest, takes
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS, WRITE_ERRORS
+from lablink.api.responses import (
+    Message,
+    ProfileAnswer,
+    ProfileCreatedAnswer,
+    ProfileList,
+    ProfileUpdatedAnswer,
+    ProfileView,
+    view,
+    views,
+)
 from lablink.domain.profiles import (
     ProfileRequest,
     ProfileUpdate,
     equipment_kind,
 )
-from lablink.equipment_agent.drivers import MODELS
 from lablink.errors import ProfileNotFound
+from lablink.instruments.drivers import MODELS
 from lablink.profile_service import ProfileService
 from lablink.projections.profiles import list_profiles, read_profile
 
-Body = dict[str, Any]
 T = TypeVar("T")
 READ = {"role": "viewer"}
 WRITE = {"role": "admin"}
@@ -39,11 +48,11 @@ async def _write(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await asyncio.to_thread(call, *args, **kwargs)
 
 
-def _read(context: ApiContext, profile_id: str) -> Body:
+def _read(context: ApiContext, profile_id: str) -> ProfileView:
     profile = read_profile(context.reader, profile_id)
     if profile is None:
         raise ProfileNotFound(profile_id)
-    return profile
+    return view(profile, ProfileView)
 
 
 class ProfileController(Controller):
@@ -59,7 +68,7 @@ class ProfileController(Controller):
             QueryParameter(description="one of " + ", ".join(MODELS), max_length=64),
         ] = None,
         tag: Annotated[str | None, QueryParameter(max_length=64)] = None,
-    ) -> Body:
+    ) -> ProfileList:
         """Every profile, by id (``?equipment_type=oscilloscope``, ``?tag=...``)."""
         if equipment_type is not None:
             kind = equipment_kind(equipment_type, MODELS)
@@ -68,45 +77,45 @@ class ProfileController(Controller):
                     "equipment_type", equipment_type, "must be one of " + ", ".join(MODELS)
                 )
             equipment_type = kind  # the aliases a profile may be saved with ("scope", ...)
-        items = list_profiles(context.reader, equipment_type=equipment_type, tag=tag)
-        return {"success": True, "count": len(items), "profiles": items}
+        items = views(
+            list_profiles(context.reader, equipment_type=equipment_type, tag=tag), ProfileView
+        )
+        return ProfileList(success=True, count=len(items), profiles=items)
 
     @get("/{profile_id:str}", opt=READ, responses=READ_ERRORS)
     async def get_profile(
         self, context: NamedDependency[ApiContext], profile_id: FromPath[str]
-    ) -> Body:
+    ) -> ProfileAnswer:
         """One profile: its settings in the order they are applied, and its ``version``."""
-        return {"success": True, "profile": _read(context, profile_id)}
+        return ProfileAnswer(success=True, profile=_read(context, profile_id))
 
-    @post("/", status_code=200, opt=WRITE, responses=WRITE_ERRORS)
+    @post("/", status_code=200, opt=WRITE, responses=WRITE_ERRORS, **takes(ProfileRequest))
     async def create_profile(
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[ProfileRequest],
         context: NamedDependency[ApiContext],
-    ) -> Body:
+    ) -> ProfileCreatedAnswer:
         """Create a profile (id: ``profile_id``, else ``name``); its settings are checked
         against the limits of the driver for its ``equipment_type`` (422 naming each)."""
-        data = await strict_body(request, ProfileRequest)
         profile_id = await _write(_service(context).create, data, actor(request))
-        return {
-            "success": True,
-            "profile_id": profile_id,
-            "message": f"profile {profile_id!r} created",
-            "profile": _read(context, profile_id),
-        }
+        return ProfileCreatedAnswer(
+            success=True,
+            profile_id=profile_id,
+            message=f"profile {profile_id!r} created",
+            profile=_read(context, profile_id),
+        )
 
-    @put("/{profile_id:str}", opt=WRITE, responses=WRITE_ERRORS)
+    @put("/{profile_id:str}", opt=WRITE, responses=WRITE_ERRORS, **takes(ProfileUpdate))
     async def update_profile(
         self,
         request: Request[Any, Any, Any],
         profile_id: FromPath[str],
         data: JSONBody[ProfileUpdate],
         context: NamedDependency[ApiContext],
-    ) -> Body:
+    ) -> ProfileUpdatedAnswer:
         """Change the fields given (``settings`` is replaced whole); pass the profile's
         ``version`` to refuse stale edits (409)."""
-        data = await strict_body(request, ProfileUpdate)
         version = data.version if isinstance(data.version, int) else None
         recorded = await _write(
             _service(context).update,
@@ -115,11 +124,11 @@ class ProfileController(Controller):
             actor(request),
             expected_version=version,
         )
-        return {
-            "success": True,
-            "message": "profile updated" if recorded else "nothing changed",
-            "profile": _read(context, profile_id),
-        }
+        return ProfileUpdatedAnswer(
+            success=True,
+            message="profile updated" if recorded else "nothing changed",
+            profile=_read(context, profile_id),
+        )
 
     @delete("/{profile_id:str}", status_code=200, opt=WRITE, responses=WRITE_ERRORS)
     async def delete_profile(
@@ -127,7 +136,7 @@ class ProfileController(Controller):
         request: Request[Any, Any, Any],
         profile_id: FromPath[str],
         context: NamedDependency[ApiContext],
-    ) -> Body:
+    ) -> Message:
         """Delete a profile. Jobs naming it fail before they run until they name another."""
         await _write(_service(context).delete, profile_id, actor(request))
-        return {"success": True, "message": f"profile {profile_id} deleted"}
+        return Message(success=True, message=f"profile {profile_id} deleted")

@@ -1,4 +1,5 @@
-"""Reads for the API, from the projections only. Each function takes a read connection."""
+"""Reads for the API: the projections' query functions (each projection module owns its
+tables and their SQL), shaped as the API shows them. Each function takes a read connection."""
 
 from __future__ import annotations
 
@@ -11,20 +12,34 @@ from zoneinfo import ZoneInfo
 
 from lablink.events import EXECUTION_STATUSES
 from lablink.eventstore.base import format_instant
-from lablink.projections.statistics import bucket_of
+from lablink.projections.alarms import get_alarm_row, list_alarm_rows, state_counts
+from lablink.projections.equipment import list_equipment_rows
+from lablink.projections.executions import get_execution_row, list_execution_rows, running_now
+from lablink.projections.history import ENDED_COUNTERS, read_history
+from lablink.projections.jobs import get_job, list_job_views, next_to_fire, schedule_of
+from lablink.projections.statistics import (
+    counts_between,
+    job_counts,
+    running_count,
+    running_job_ids,
+)
 from lablink.projections.views import execution_view, iso
 
-EXECUTION_COLUMNS = (
-    "execution_id, seq, job_id, job_name, schedule_type, equipment_id, status, trigger_info,"
-    " scheduled_time, actual_time, started_at, completed_at, duration_seconds, result, error,"
-    " progress, message, missed_count, window_start, window_end, coalesced_count, coalesced_into,"
-    " late_result"
-)
-
-
-def _dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+# get_job and list_job_views are the jobs view's own (it renders each job as it folds it),
+# named here too so that the controllers read from one place.
+__all__ = [
+    "alarm_counts",
+    "get_alarm",
+    "get_execution",
+    "get_job",
+    "job_history",
+    "list_alarms",
+    "list_equipment",
+    "list_executions",
+    "list_job_views",
+    "running_jobs",
+    "statistics",
+]
 
 
 def _page(
@@ -35,64 +50,9 @@ def _page(
     return page, (page[-1][key] if len(rows) > limit and page else None)
 
 
-def get_job(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
-    row = conn.execute("SELECT view FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-    return json.loads(row[0]) if row else None
-
-
-def list_job_views(
-    conn: sqlite3.Connection,
-    *,
-    enabled: bool | None = None,
-    schedule_type: str | None = None,
-    equipment_id: str | None = None,
-    tag: str | None = None,
-    search: str | None = None,
-    status: str | None = None,
-    limit: int = 1000,
-    offset: int = 0,
-) -> tuple[int, list[str]]:
-    """(total matching, the page as the jobs' rendered JSON views)."""
-    where: list[str] = []
-    args: list[Any] = []
-    if enabled is not None:
-        where.append("enabled = ?")
-        args.append(int(enabled))
-    if schedule_type is not None:
-        where.append("schedule_type = ?")
-        args.append(schedule_type)
-    if equipment_id is not None:
-        where.append("equipment_id = ?")
-        args.append(equipment_id)
-    if status is not None:
-        where.append("status = ?")
-        args.append(status)
-    if tag is not None:
-        where.append("EXISTS (SELECT 1 FROM json_each(jobs.tags) WHERE value = ?)")
-        args.append(tag)
-    if search:
-        where.append("(name LIKE ? ESCAPE '\\' OR description LIKE ? ESCAPE '\\')")
-        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        args += [pattern, pattern]
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    (total,) = conn.execute(f"SELECT COUNT(*) FROM jobs{clause}", args).fetchone()
-    views = [
-        row[0]
-        for row in conn.execute(
-            f"SELECT view FROM jobs{clause} ORDER BY created_at, job_id LIMIT ? OFFSET ?",
-            [*args, limit, offset],
-        )
-    ]
-    return int(total), views
-
-
 def get_execution(conn: sqlite3.Connection, execution_id: str) -> dict[str, Any] | None:
-    rows = _dicts(
-        conn.execute(
-            f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE execution_id = ?", (execution_id,)
-        )
-    )
-    return execution_view(rows[0]) if rows else None
+    row = get_execution_row(conn, execution_id)
+    return execution_view(row) if row else None
 
 
 def list_executions(
@@ -106,61 +66,30 @@ def list_executions(
     before: int | None = None,
 ) -> tuple[list[dict[str, Any]], int | None]:
     """Newest first. Returns the page and the cursor for the next (older) page, if any."""
-    where: list[str] = []
-    args: list[Any] = []
-    if job_id is not None:
-        where.append("job_id = ?")
-        args.append(job_id)
-    if status:
-        where.append(f"status IN ({', '.join('?' for _ in status)})")
-        args += list(status)
-    if since is not None:
-        where.append("actual_time >= ?")
-        args.append(format_instant(since))
-    if until is not None:
-        where.append("actual_time < ?")
-        args.append(format_instant(until))
-    if before is not None:
-        where.append("seq < ?")
-        args.append(before)
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    rows = _dicts(
-        conn.execute(
-            f"SELECT {EXECUTION_COLUMNS} FROM executions{clause} ORDER BY seq DESC LIMIT ?",
-            [*args, limit + 1],
-        )
+    rows = list_execution_rows(
+        conn,
+        job_id=job_id,
+        status=status,
+        since=since,
+        until=until,
+        before=before,
+        limit=limit + 1,
     )
     page, cursor = _page(rows, limit, "seq")
     return [execution_view(r) for r in page], cursor
-
-
-# Final statuses as the history counts them (``completed`` is the guide's ``successful``).
-HISTORY_COUNTS = (
-    "successful",
-    "failed",
-    "timed_out",
-    "interrupted",
-    "cancelled",
-    "skipped",
-    "missed",
-    "coalesced",
-)
 
 
 def job_history(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
     """Each execution counts once in ``total_executions`` and once under its own status
     (docs/api.md, "Job history"): the counts never overlap, and with ``in_progress`` they sum
     to the total."""
-    rows = _dicts(conn.execute("SELECT * FROM job_history WHERE job_id = ?", (job_id,)))
-    job = conn.execute(
-        "SELECT next_run_time, timezone FROM jobs WHERE job_id = ?", (job_id,)
-    ).fetchone()
-    if not rows or job is None:
+    row = read_history(conn, job_id)
+    job = schedule_of(conn, job_id)
+    if row is None or job is None:
         return None
-    row = rows[0]
     zone = ZoneInfo(job[1])
     average = row["duration_total"] / row["duration_count"] if row["duration_count"] else None
-    counts = {name: row[name] for name in HISTORY_COUNTS}
+    counts = {name: row[name] for name in ENDED_COUNTERS}
     return {
         "job_id": job_id,
         "job_name": row["job_name"],
@@ -180,30 +109,18 @@ FAILED_TODAY = ("failed", "timed_out", "interrupted")
 
 
 def statistics(conn: sqlite3.Connection, *, now: datetime, zone: ZoneInfo) -> dict[str, Any]:
-    counts = dict(
-        conn.execute("SELECT key, count FROM stats_job_counts WHERE count > 0").fetchall()
-    )
+    counts = job_counts(conn)
     jobs = {k[7:]: v for k, v in counts.items() if k.startswith("status:")}
     by_type = {k[5:]: v for k, v in counts.items() if k.startswith("type:")}
-    (running,) = conn.execute("SELECT COUNT(*) FROM stats_open WHERE status = 'running'").fetchone()
+    running = running_count(conn)
     local_day = now.astimezone(zone).date()
     # Local midnights, so a 23- or 25-hour DST day counts exactly its own hours.
     start = datetime.combine(local_day, time(0), tzinfo=zone)
     end = datetime.combine(local_day + timedelta(days=1), time(0), tzinfo=zone)
-    today = dict(
-        conn.execute(
-            "SELECT status, SUM(count) FROM stats_buckets WHERE bucket >= ? AND bucket < ?"
-            " GROUP BY status",
-            (bucket_of(start), bucket_of(end)),
-        ).fetchall()
-    )
+    today = counts_between(conn, start, end)
     upcoming = [
         {"job_id": job_id, "job_name": name, "next_run": iso(when, ZoneInfo(tz))}
-        for job_id, name, when, tz in conn.execute(
-            "SELECT job_id, name, next_run_time, timezone FROM jobs"
-            " WHERE status = 'active' AND next_run_time IS NOT NULL"
-            " ORDER BY next_run_time LIMIT 10"
-        )
+        for job_id, name, when, tz in next_to_fire(conn, 10)
     ]
     total = sum(jobs.values())
     return {
@@ -228,12 +145,7 @@ def statistics(conn: sqlite3.Connection, *, now: datetime, zone: ZoneInfo) -> di
 
 
 def running_jobs(conn: sqlite3.Connection) -> list[str]:
-    return [
-        r[0]
-        for r in conn.execute(
-            "SELECT DISTINCT job_id FROM stats_open WHERE status = 'running' ORDER BY job_id"
-        )
-    ]
+    return running_job_ids(conn)
 
 
 def list_equipment(
@@ -245,17 +157,9 @@ def list_equipment(
     """The equipment projection, with what each instrument runs now (the executions
     projection). ``live`` gives the last heartbeat this process saw (and whether its agent
     is still online), which is newer than the log: heartbeats are not events."""
-    sql = "SELECT * FROM equipment"
-    args: tuple[Any, ...] = ()
-    if equipment_id is not None:
-        sql += " WHERE equipment_id = ?"
-        args = (equipment_id,)
-    rows = _dicts(conn.execute(sql + " ORDER BY equipment_id", args))
+    rows = list_equipment_rows(conn, equipment_id)
     running: dict[str, list[dict[str, Any]]] = {}
-    for eid, execution_id, job_id, job_name, started_at in conn.execute(
-        "SELECT equipment_id, execution_id, job_id, job_name, started_at FROM executions"
-        " WHERE status = 'running' ORDER BY seq"
-    ):
+    for eid, execution_id, job_id, job_name, started_at in running_now(conn):
         running.setdefault(eid, []).append(
             {
                 "execution_id": execution_id,
@@ -288,13 +192,6 @@ def list_equipment(
             }
         )
     return items
-
-
-ALARM_COLUMNS = (
-    "alarm_id, raised_position, kind, severity, state, message, equipment_id, job_id,"
-    " job_name, execution_id, execution_time, error, equipment, raised_at, raised_by,"
-    " acknowledged_by, acknowledged_at, acknowledge_note, cleared_by, cleared_at, clear_note"
-)
 
 
 def _alarm_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -331,10 +228,8 @@ def _alarm_view(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def get_alarm(conn: sqlite3.Connection, alarm_id: str) -> dict[str, Any] | None:
-    rows = _dicts(
-        conn.execute(f"SELECT {ALARM_COLUMNS} FROM alarms WHERE alarm_id = ?", (alarm_id,))
-    )
-    return _alarm_view(rows[0]) if rows else None
+    row = get_alarm_row(conn, alarm_id)
+    return _alarm_view(row) if row else None
 
 
 def list_alarms(
@@ -348,32 +243,21 @@ def list_alarms(
     before: int | None = None,
 ) -> tuple[list[dict[str, Any]], int | None]:
     """Newest first, with the cursor of the next (older) page."""
-    where: list[str] = []
-    args: list[Any] = []
-    for column, values in (("state", state), ("severity", severity)):
-        if values:
-            where.append(f"{column} IN ({', '.join('?' for _ in values)})")
-            args += list(values)
-    for column, value in (("equipment_id", equipment_id), ("job_id", job_id)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            args.append(value)
-    if before is not None:
-        where.append("raised_position < ?")
-        args.append(before)
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    rows = _dicts(
-        conn.execute(
-            f"SELECT {ALARM_COLUMNS} FROM alarms{clause} ORDER BY raised_position DESC LIMIT ?",
-            [*args, limit + 1],
-        )
+    rows = list_alarm_rows(
+        conn,
+        state=state,
+        severity=severity,
+        equipment_id=equipment_id,
+        job_id=job_id,
+        before=before,
+        limit=limit + 1,
     )
     page, cursor = _page(rows, limit, "raised_position")
     return [_alarm_view(r) for r in page], cursor
 
 
 def alarm_counts(conn: sqlite3.Connection) -> dict[str, int]:
-    counts = dict(conn.execute("SELECT state, COUNT(*) FROM alarms GROUP BY state").fetchall())
+    counts = state_counts(conn)
     return {
         "active_alarms": counts.get("active", 0) + counts.get("acknowledged", 0),
         "unacknowledged_alarms": counts.get("active", 0),

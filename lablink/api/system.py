@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
@@ -13,6 +11,8 @@ from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS
 from lablink.api.probes import HealthReport, Liveness, Readiness, components, readiness, report
 from lablink.api.queries import alarm_counts, running_jobs, statistics
+from lablink.api.responses import RunningJobs, Statistics, StatisticsAnswer, embedded
+from lablink.eventstore.sqlite import LogReader
 
 READ = {"role": "viewer"}
 
@@ -21,11 +21,11 @@ class SystemController(Controller):
     tags = ["monitoring"]  # noqa: RUF012 (Litestar declares it as an instance attribute)
 
     @get("/api/scheduler/statistics", opt=READ, responses=READ_ERRORS)
-    async def statistics(self, context: NamedDependency[ApiContext]) -> dict[str, Any]:
+    async def statistics(self, context: NamedDependency[ApiContext]) -> StatisticsAnswer:
         """Totals, today's counts (in the server's time zone), jobs by type, next 10 runs."""
         now = context.clock.now()
         # The answer changes only with the log or the date: reuse it until either moves.
-        (position,) = context.reader.execute("SELECT MAX(position) FROM events").fetchone()
+        position = LogReader(context.reader).last_position()
         key = (position, now.astimezone(context.zone).date())
         cached = context.statistics_cache
         if cached is None or cached[0] != key:
@@ -34,13 +34,13 @@ class SystemController(Controller):
             # Cached encoded: a repeated answer costs no serialisation either.
             body = msgspec.Raw(msgspec.json.encode(stats))
             context.statistics_cache = cached = (key, body)
-        return {"success": True, "statistics": cached[1]}
+        return StatisticsAnswer(success=True, statistics=embedded(cached[1], Statistics))
 
     @get("/api/scheduler/running", opt=READ, responses=READ_ERRORS)
-    async def running(self, context: NamedDependency[ApiContext]) -> dict[str, Any]:
+    async def running(self, context: NamedDependency[ApiContext]) -> RunningJobs:
         """Ids of the jobs with an execution running now."""
         jobs = running_jobs(context.reader)
-        return {"success": True, "count": len(jobs), "running_jobs": jobs}
+        return RunningJobs(success=True, count=len(jobs), running_jobs=jobs)
 
     @get(
         "/health",

@@ -26,16 +26,16 @@ from typing import Literal
 
 from lablink.bus.options import inbox_prefix
 from lablink.bus.subjects import ALARMS_PREFIX, EVENTS_ALL, STREAM
+from lablink.instruments.protocol import AGENTS_PREFIX, REPORTS_PREFIX
 
 Role = Literal["scheduler", "agent", "subscriber"]
 
 SCHEDULER = "scheduler"
 SUBSCRIBER = "subscriber"
 AGENT_PREFIX = "agent-"
-# The subjects of `lablink.equipment_agent.protocol`, repeated here so the bus does not import
-# the agent package; tests/faults/test_bus_auth.py checks they agree.
-AGENTS = "lablink.agents"
-REPORTS = "lablink.reports"
+# The agents' subjects, from the protocol the scheduler and the agents speak.
+AGENTS = AGENTS_PREFIX
+REPORTS = REPORTS_PREFIX
 
 
 def agent_user(agent_id: str) -> str:

@@ -15,6 +15,7 @@ its error and since when.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from lablink.bus.relay import RelayStatus
 from lablink.health import Health, Reading, State
@@ -80,6 +81,20 @@ def nats_reading(
         reason=f"disconnected from {status.url} for {away:.0f} s{error}",
         details=details,
     )
+
+
+def relay_summary(status: RelayStatus) -> dict[str, Any]:
+    """The ``nats`` section of /health: the relay's state, judged by ``relay_reading``."""
+    return {
+        "status": relay_reading(status).state,
+        "url": status.url,
+        "connected": status.connected,
+        "published_position": status.published_position,
+        "log_position": status.log_position,
+        "lag_events": status.lag,
+        "lag_seconds": round(status.lag_seconds(), 3),
+        "last_error": status.last_error,
+    }
 
 
 def register(health: Health, status: RelayStatus) -> None:

@@ -48,14 +48,12 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import nats
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import StorageType, StreamConfig
-from nats.js.errors import NotFoundError
 
+from lablink.bus.connection import connect_nats, ensure_stream
 from lablink.bus.options import NatsOptions, redact
 from lablink.bus.subjects import EVENTS_ALL, STREAM, alarm_subject, event_subject
 from lablink.clock import SystemClock
@@ -68,9 +66,10 @@ from lablink.events import (
     RecordedEvent,
     decode_event,
 )
-from lablink.eventstore.base import parse_instant
-from lablink.eventstore.sqlite import SQLiteEventStore, connect
+from lablink.eventstore.base import StoredRow, parse_instant
+from lablink.eventstore.sqlite import LogReader, SQLiteEventStore, connect
 from lablink.health import Health
+from lablink.projections.executions import equipment_of_job
 from lablink.supervision import Supervisor, Watch, describe
 
 __all__ = ["AckFailed", "NatsOptions", "Relay", "RelayStatus", "envelope", "row_envelope"]
@@ -82,10 +81,6 @@ SHUTDOWN_SECONDS = 2.0
 CHECKPOINTS = """
 CREATE TABLE IF NOT EXISTS relay_checkpoints (name TEXT PRIMARY KEY, position INTEGER NOT NULL)
 """
-_ROWS = (
-    "SELECT position, event_id, stream_id, version, type, occurred_at, actor, correlation_id,"
-    " payload FROM events WHERE position > ? ORDER BY position LIMIT ?"
-)
 _MAX_SUBJECTS = 50_000
 _FOREVER = 10 * 365 * 86400.0
 # The connection's own liveness check: a server that stops answering (SIGSTOP, a hung host)
@@ -94,7 +89,6 @@ PING_SECONDS = 2.0
 MAX_PINGS = 2
 # A pause between two calls of on_stuck grows from stuck_seconds to this.
 MAX_STUCK_PAUSE = 600.0
-Row = tuple[int, str, str, int, str, str, str, str | None, str]
 
 
 class _Envelope(msgspec.Struct):
@@ -131,7 +125,7 @@ def envelope(recorded: RecordedEvent) -> bytes:
     )
 
 
-def row_envelope(row: Row, event: AnyEvent) -> bytes:
+def row_envelope(row: StoredRow, event: AnyEvent) -> bytes:
     """The published form of a stored row and its decoded payload, without building a
     ``RecordedEvent``. The payload is decoded and encoded again rather than spliced in as it
     is stored: a row of an older schema, or a float field stored as an int, would otherwise
@@ -238,21 +232,6 @@ class RelayStatus:
         if self.disconnected_since is None:
             return 0.0
         return max(0.0, (time.monotonic() if now is None else now) - self.disconnected_since)
-
-    def as_dict(self) -> dict[str, Any]:
-        from lablink.bus.probes import relay_reading  # the one place states are decided
-
-        reading = relay_reading(self)
-        return {
-            "status": reading.state,
-            "url": self.url,
-            "connected": self.connected,
-            "published_position": self.published_position,
-            "log_position": self.log_position,
-            "lag_events": self.lag,
-            "lag_seconds": round(self.lag_seconds(), 3),
-            "last_error": self.last_error,
-        }
 
 
 class _Acks:
@@ -369,6 +348,7 @@ class Relay:
         )
         self._conn: sqlite3.Connection = connect(db_path)
         self._conn.execute(CHECKPOINTS)
+        self._log = LogReader(self._conn)
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()  # set whenever the checkpoint moves
         self._dirty = asyncio.Event()  # the checkpoint moved since it was last written
@@ -511,8 +491,7 @@ class Relay:
                 return
 
     def _log_position(self) -> int:
-        (position,) = self._conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()
-        return int(position)
+        return self._log.last_position()
 
     def _data_version(self) -> int:
         # Changes whenever another connection, in any process, commits to the database.
@@ -588,8 +567,8 @@ class Relay:
             # The session's own failure says it; nats-py would log each one again.
             log.debug("nats client error", error=describe(exc))
 
-        nc = await nats.connect(
-            **self.options.connect_kwargs(),
+        nc = await connect_nats(
+            self.options,
             name=f"lablink-{self.name}",
             connect_timeout=2,
             allow_reconnect=False,
@@ -614,29 +593,15 @@ class Relay:
                     await nc.close()
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
-        try:
-            await js.stream_info(STREAM)
-        except NotFoundError:
-            await js.add_stream(
-                StreamConfig(
-                    name=STREAM,
-                    subjects=[EVENTS_ALL],
-                    storage=StorageType.FILE,
-                    duplicate_window=600.0,
-                    num_replicas=self.options.replicas,
-                )
-            )
-            if self.checkpoint():
-                log.warning("stream was missing: refilling it from the log", stream=STREAM)
-                self._set_checkpoint(0)
+        created = await ensure_stream(js, STREAM, [EVENTS_ALL], replicas=self.options.replicas)
+        if created and self.checkpoint():
+            log.warning("stream was missing: refilling it from the log", stream=STREAM)
+            self._set_checkpoint(0)
 
     def _refresh_lag(self) -> None:
         self.status.observe(self._log_position())
-        row = self._conn.execute(
-            "SELECT occurred_at FROM events WHERE position > ? ORDER BY position LIMIT 1",
-            (self.checkpoint(),),
-        ).fetchone()
-        self.status.oldest_unpublished_at = parse_instant(row[0]) if row else None
+        rows = self._log.read_rows(self.checkpoint(), 1)
+        self.status.oldest_unpublished_at = parse_instant(rows[0][5]) if rows else None
 
     def _working(self, watch: Watch) -> None:
         """The session does its job (caught up, or a batch was acked)."""
@@ -693,7 +658,7 @@ class Relay:
             await slots.acquire()
             while True:
                 self._wake.clear()  # before reading: a commit from now on wakes us again
-                rows: list[Row] = self._conn.execute(_ROWS, (after, self.batch_size)).fetchall()
+                rows = self._log.read_rows(after, self.batch_size)
                 self._refresh_lag()
                 if rows:
                     self._watch_now = self.watch_seconds
@@ -722,7 +687,7 @@ class Relay:
                 return
             self._watch_now = min(self._watch_now * 2, self.idle_watch_seconds)
 
-    async def _send(self, nc: NATS, acks: _Acks, rows: list[Row]) -> _Batch:
+    async def _send(self, nc: NATS, acks: _Acks, rows: list[StoredRow]) -> _Batch:
         batch = _Batch(rows[-1][0], len(rows), [], [], time.monotonic())
         try:
             for row in rows:
@@ -783,7 +748,7 @@ class Relay:
                 ms=round((time.monotonic() - batch.started) * 1000, 2),
             )
 
-    def _subject(self, row: Row, event: AnyEvent) -> str:
+    def _subject(self, row: StoredRow, event: AnyEvent) -> str:
         # Cached: event_subject makes four regex passes, and a job's events repeat the same
         # few subjects.
         key = (row[4], row[2], self._equipment_of(event))
@@ -805,10 +770,7 @@ class Relay:
         if job_id is None:
             return None
         if job_id not in self._equipment:
-            row = self._conn.execute(
-                "SELECT equipment_id FROM execution_jobs WHERE job_id = ?", (job_id,)
-            ).fetchone()
-            self._equipment[job_id] = row[0] if row else ""
+            self._equipment[job_id] = equipment_of_job(self._conn, job_id) or ""
         return self._equipment[job_id] or None
 
 

@@ -14,16 +14,15 @@ import msgspec
 from msgspec.structs import replace
 
 from lablink.domain.planning import planned_next_fire
-from lablink.domain.requests import JobRequest, parse_job_request
-from lablink.domain.validation import INTERVAL_FIELDS, TRIGGER_FIELDS, normalise
+from lablink.domain.requests import JobRequest, parse_job_changes, request_of
+from lablink.domain.validation import ALL_TRIGGER_FIELDS, normalise
 from lablink.errors import InvalidRequest, JobNotFound, JobStateConflict
 from lablink.events import (
     ENDED_WITHOUT_RESULT,
     AnyEvent,
-    ExecutionCancelled,
     ExecutionCoalesced,
+    ExecutionEnded,
     ExecutionFailed,
-    ExecutionInterrupted,
     ExecutionLateResult,
     ExecutionMissed,
     ExecutionQueued,
@@ -31,7 +30,6 @@ from lablink.events import (
     ExecutionSkipped,
     ExecutionStarted,
     ExecutionSucceeded,
-    ExecutionTimedOut,
     JobCompleted,
     JobCreated,
     JobDeleted,
@@ -244,13 +242,7 @@ def evolve(state: JobState, event: AnyEvent) -> JobState:
                 counted_runs=state.counted_runs + (1 if counts else 0),
                 consecutive_missed=0 if counts else state.consecutive_missed,
             )
-        case (
-            ExecutionSucceeded()
-            | ExecutionFailed()
-            | ExecutionTimedOut()
-            | ExecutionCancelled()
-            | ExecutionInterrupted()
-        ):
+        case _ if isinstance(event, ExecutionEnded):
             ended = _ended(state, event.execution_id)
             if event.execution_id in state.running and _without_result(event):
                 unsettled = (*state.unsettled, event.execution_id)[-MAX_UNSETTLED:]
@@ -317,15 +309,6 @@ def fold(state: JobState, events: Iterable[AnyEvent]) -> JobState:
 # -- decide -----------------------------------------------------------------------------------
 
 
-def request_fields(spec: JobSpec, enabled: bool) -> dict[str, Any]:
-    """The stored spec as a request body (the base an update's changes are laid on)."""
-    fields: dict[str, Any] = msgspec.to_builtins(spec)
-    fields.pop("timeout_seconds_default", None)
-    fields["tags"] = list(spec.tags)
-    fields["enabled"] = enabled
-    return {k: v for k, v in fields.items() if v is not None}
-
-
 def _require_live(state: JobState, job_id: str) -> JobSpec:
     if not state.exists or state.spec is None or state.status == "deleted":
         raise JobNotFound(job_id)
@@ -387,18 +370,15 @@ def _decide_update(state: JobState, command: UpdateJob, now: datetime) -> list[A
         raise InvalidRequest.one(
             "version", command.changes["version"], "pass the version as expected_version"
         )
-    base = request_fields(spec, state.enabled)
-    new_trigger = command.changes.get("trigger_type", spec.trigger_type)
-    if new_trigger != spec.trigger_type:
+    changes = parse_job_changes(command.changes)
+    # The changes laid on the stored spec, each field as the client wrote it (None: unset).
+    cleared: dict[str, Any] = {}
+    if changes.get("trigger_type", spec.trigger_type) != spec.trigger_type:
         # A new trigger type starts from a clean slate of trigger fields.
-        for name in (*INTERVAL_FIELDS, *(f for fs in TRIGGER_FIELDS.values() for f in fs)):
-            base.pop(name, None)
-    if "timeout_seconds" not in command.changes and (
-        "parameters" in command.changes or "schedule_type" in command.changes
-    ):
-        base.pop("timeout_seconds", None)
-    merged = {**base, **command.changes}
-    request = parse_job_request(merged)
+        cleared.update(dict.fromkeys(ALL_TRIGGER_FIELDS))
+    if "timeout_seconds" not in changes and ("parameters" in changes or "schedule_type" in changes):
+        cleared["timeout_seconds"] = None  # the default for the new type or parameters
+    request = replace(request_of(spec, enabled=state.enabled), **{**cleared, **changes})
     new_spec, anchor = normalise(
         request, now=now, default_timezone=command.default_timezone, anchor=state.anchor
     )

@@ -1,6 +1,6 @@
 """A job's ``parameters`` against the driver table of the instrument it runs on.
 
-The agent's own checks (``equipment_agent/checks.py``), run when the job is saved: a
+The agent's own checks (``instruments/checks.py``), run when the job is saved: a
 ``set_voltage`` of 100 on a 30 V supply, a command the instrument does not have, or a missing
 required parameter is refused then, naming the field, the value and the limit, instead of
 failing at run time. Pure: the table is passed in (the job service looks it up from what the
@@ -15,10 +15,10 @@ from typing import Any
 
 import msgspec
 
-from lablink.equipment_agent.checks import check_command, operation_command
-from lablink.equipment_agent.errors import InvalidParameter, UnknownCommand
-from lablink.equipment_agent.scpi import InstrumentModel
 from lablink.errors import FieldError
+from lablink.instruments.checks import check_command, operation_command
+from lablink.instruments.errors import InvalidParameter, UnknownCommand
+from lablink.instruments.scpi import InstrumentModel
 
 # Fields a job update must change for its parameters to be checked again.
 CHECKED_FIELDS = frozenset({"parameters", "schedule_type", "equipment_id"})

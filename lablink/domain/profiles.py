@@ -24,10 +24,10 @@ from msgspec.structs import replace
 
 from lablink.domain.requests import field_error_from_msgspec
 from lablink.domain.validation import ID_PATTERN, ID_RULE, text_problem
-from lablink.equipment_agent.errors import InvalidParameter
-from lablink.equipment_agent.scpi import InstrumentModel
 from lablink.errors import FieldError, InvalidRequest, ProfileExists, ProfileNotFound
 from lablink.events import AnyEvent, ProfileCreated, ProfileDeleted, ProfileUpdated
+from lablink.instruments.errors import InvalidParameter
+from lablink.instruments.scpi import InstrumentModel
 
 Models = Mapping[str, InstrumentModel]
 

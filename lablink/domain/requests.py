@@ -2,6 +2,12 @@
 
 Decoding forbids unknown fields and checks types; ``validation`` checks meaning. Both report
 errors naming the field, the value and the reason.
+
+A job's fields are defined once, by ``JobSpec`` (what events store). ``JobRequest`` is the
+spec as a client writes it (time zone and timeout optional, ``enabled`` besides), written
+out for the type checker and held to the spec by tests/domain/test_job_fields.py; the
+update shapes (``JobChanges`` here, the API's ``JobUpdate``) are made from it, and the jobs
+view's columns from the spec.
 """
 
 from __future__ import annotations
@@ -10,12 +16,14 @@ import re
 import sys
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from lablink.errors import FieldError, InvalidRequest
-from lablink.events.jobs import ConflictPolicy, ScheduleType, TriggerType
+from lablink.events.jobs import ConflictPolicy, JobSpec, ScheduleType, TriggerType
 
 
 class JobRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -51,6 +59,35 @@ class JobRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 JOB_REQUEST_FIELDS: frozenset[str] = frozenset(JobRequest.__struct_fields__)
+# The guide's order of a job's fields (JobRequest lists its required ones first): the order
+# of the update bodies' properties and of the jobs view's columns.
+FIELD_ORDER: tuple[str, ...] = (
+    "name",
+    "description",
+    *(f for f in JobRequest.__struct_fields__ if f not in ("name", "description")),
+)
+
+
+def optional_fields() -> list[tuple[str, Any, Any]]:
+    """JobRequest's fields in the guide's order, each optional (``UNSET``: not given), for
+    ``msgspec.defstruct``: ``T`` becomes ``T | UnsetType``, ``T | None`` becomes
+    ``T | UnsetType | None``."""
+    types = {field.name: field.type for field in msgspec.structs.fields(JobRequest)}
+    made: list[tuple[str, Any, Any]] = []
+    for name in FIELD_ORDER:
+        kind = types[name]
+        kinds = get_args(kind) if get_origin(kind) in (Union, UnionType) else (kind,)
+        nullable = type(None) in kinds
+        given = tuple(k for k in kinds if k is not type(None))
+        made.append((name, Union[(*given, UnsetType, *((None,) if nullable else ()))], UNSET))
+    return made
+
+
+# The changes of an update, as the command carries them: every field optional, types as in
+# JobRequest (so that a bad value is refused naming its field, as at creation).
+JobChanges = msgspec.defstruct(
+    "JobChanges", optional_fields(), kw_only=True, forbid_unknown_fields=True, module=__name__
+)
 
 _PATH = re.compile(r"at `\$\.([A-Za-z0-9_]+)")
 _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
@@ -163,3 +200,24 @@ def parse_job_request(body: bytes | str | dict[str, Any]) -> JobRequest:
         return msgspec.convert(raw, JobRequest)
     except msgspec.ValidationError as exc:
         raise InvalidRequest([field_error_from_msgspec(exc, raw)]) from exc
+
+
+def parse_job_changes(body: dict[str, Any]) -> dict[str, Any]:
+    """An update's changes with JobRequest's types (datetimes from text), only those given."""
+    raw = parse_object(body)
+    try:
+        changes = msgspec.convert(raw, JobChanges)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest([field_error_from_msgspec(exc, raw)]) from exc
+    return {
+        name: value
+        for name in changes.__struct_fields__
+        if (value := getattr(changes, name)) is not UNSET
+    }
+
+
+def request_of(spec: JobSpec, *, enabled: bool) -> JobRequest:
+    """The request that gives ``spec`` back (the base an update's changes are laid on)."""
+    fields = {name: getattr(spec, name) for name in spec.__struct_fields__}
+    fields["tags"] = list(spec.tags)
+    return JobRequest(**fields, enabled=enabled)

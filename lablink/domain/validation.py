@@ -17,9 +17,9 @@ import msgspec
 from lablink.domain import triggers
 from lablink.domain.requests import JobRequest
 from lablink.domain.schedule import Schedule
-from lablink.equipment_agent.scpi import finite_number
 from lablink.errors import FieldError, InvalidRequest
 from lablink.events.jobs import JobSpec
+from lablink.instruments.scpi import finite_number
 
 # Identifiers that become NATS subject tokens must not contain '.', '*', '>' or spaces.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -378,39 +378,28 @@ def normalise(
     if errors.errors:
         raise InvalidRequest(errors.errors)
 
-    spec = JobSpec(
-        name=name,
-        description=request.description,
-        schedule_type=request.schedule_type,
-        equipment_id=request.equipment_id,
-        trigger_type=request.trigger_type,
-        timezone=zone_name,
-        timeout_seconds=(
+    # Every field of the spec as the request gave it, but for those normalised here.
+    normalised: dict[str, Any] = {
+        "name": name,
+        "timezone": zone_name,
+        "timeout_seconds": (
             request.timeout_seconds
             if request.timeout_seconds is not None
             else default_timeout(request.schedule_type, request.parameters)
         ),
-        cron_expression=request.cron_expression.strip() if request.cron_expression else None,
-        interval_seconds=request.interval_seconds,
-        interval_minutes=request.interval_minutes,
-        interval_hours=request.interval_hours,
-        interval_days=request.interval_days,
-        run_date=run_date,
-        time_of_day=parsed_time.isoformat() if parsed_time else None,
-        day_of_week=request.day_of_week,
-        day_of_month=request.day_of_month,
-        parameters=request.parameters,
-        max_instances=request.max_instances,
-        misfire_grace_time=float(request.misfire_grace_time),
-        coalesce=request.coalesce,
-        start_date=start_date,
-        end_date=end_date,
-        max_executions=request.max_executions,
-        tags=tuple(request.tags),
-        profile_id=request.profile_id,
-        on_failure_alarm=request.on_failure_alarm,
-        conflict_policy=request.conflict_policy,
-        alarm_after_missed=request.alarm_after_missed,
+        "cron_expression": request.cron_expression.strip() if request.cron_expression else None,
+        "run_date": run_date,
+        "time_of_day": parsed_time.isoformat() if parsed_time else None,
+        "misfire_grace_time": float(request.misfire_grace_time),
+        "start_date": start_date,
+        "end_date": end_date,
+        "tags": tuple(request.tags),
+    }
+    spec = JobSpec(
+        **{
+            field: normalised[field] if field in normalised else getattr(request, field)
+            for field in JobSpec.__struct_fields__
+        }
     )
     if start_date is not None:
         anchor = start_date

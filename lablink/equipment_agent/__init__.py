@@ -1,9 +1,12 @@
-"""Equipment: drivers, benches and the blocking operations that run jobs on instruments.
+"""Equipment agents: the bench, the guide's job types as blocking operations, and the two
+asynchronous shells that run them.
 
-Read in this order: ``scpi`` (the vocabulary of a driver table), ``drivers`` (one table per
-instrument kind), ``instrument`` (the generic driver a table drives), ``bench`` (one VISA
-session, one lock and one worker thread per instrument; the simulated bench in ``bench.yaml``),
-``operations`` and ``acquisition`` (the guide's job types as blocking code), ``errors``.
-Nothing here uses asyncio: the in-process executor (``lablink.scheduler.inprocess``) and the
-equipment agents (reached over NATS) both run these operations on an instrument's worker.
+Read in this order: ``bench`` (one VISA session, one lock and one worker thread per
+instrument; the simulated bench in ``bench.yaml``), ``operations`` and ``acquisition`` (the
+guide's job types as blocking code over the drivers of ``lablink.instruments``), then the two
+shells, the only modules here that use asyncio: ``inprocess`` (the in-process executor: the
+scheduler's own process drives a bench) and ``agent`` (an agent process, reached over NATS,
+with its ``config`` from lab.toml and its ``ledger``). Both run the same operations on an
+instrument's worker thread. Nothing here imports the scheduler or the API: what the two sides
+share is in ``lablink.instruments``.
 """

@@ -25,16 +25,16 @@ from typing import Any
 
 import structlog
 
-from lablink.equipment_agent.checks import (
+from lablink.instruments.checks import (
     FORMATS,
     MAX_DURATION_S,
     POINT_RATE_LIMITS,
     channels_of,
 )
-from lablink.equipment_agent.context import Job, RunContext
-from lablink.equipment_agent.errors import CommunicationError, EquipmentError, InvalidParameter
-from lablink.equipment_agent.instrument import Instrument
-from lablink.equipment_agent.scpi import WaveformCapture, check_number
+from lablink.instruments.context import Job, RunContext
+from lablink.instruments.errors import CommunicationError, EquipmentError, InvalidParameter
+from lablink.instruments.instrument import Instrument
+from lablink.instruments.scpi import WaveformCapture, check_number
 
 log = structlog.get_logger(tag="equipment")
 

@@ -22,22 +22,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-import nats
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-from lablink.bus.relay import NatsOptions
+from lablink.bus.connection import connect_nats
+from lablink.bus.options import NatsOptions
 from lablink.clock import Clock, SystemClock
 from lablink.equipment_agent.bench import Bench, PortWrapper
 from lablink.equipment_agent.config import AgentConfig
+from lablink.equipment_agent.inprocess import InProcessExecutor
 from lablink.equipment_agent.ledger import Ledger
-from lablink.equipment_agent.protocol import (
+from lablink.events import ExecutionError
+from lablink.instruments.execution import ExecutionRequest, Outcome
+from lablink.instruments.protocol import (
     ABANDONED,
     STALE_COMMAND,
-    Outcome,
     Presence,
     Report,
     RunCommand,
@@ -53,9 +55,6 @@ from lablink.equipment_agent.protocol import (
     status_subject,
     stop_subject,
 )
-from lablink.events import ExecutionError
-from lablink.scheduler.executor import ExecutionOutcome, ExecutionRequest
-from lablink.scheduler.inprocess import InProcessExecutor
 
 log = structlog.get_logger(tag="agent")
 
@@ -68,7 +67,7 @@ _RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 class _Execution:
     task: asyncio.Task[None]
     equipment_id: str
-    inner: asyncio.Task[ExecutionOutcome] | None = None
+    inner: asyncio.Task[Outcome] | None = None
     stop_reason: str = ""
 
 
@@ -103,12 +102,7 @@ class Agent:
             self.bench, self.config.data_dir, realtime=self.config.realtime
         )
         self._ledger = Ledger(self.config.data_dir / "agents" / f"{self.agent_id}.db")
-        self._nc = await nats.connect(
-            **self.options.connect_kwargs(),
-            name=f"lablink-agent-{self.agent_id}",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-        )
+        self._nc = await connect_nats(self.options, name=f"lablink-agent-{self.agent_id}")
         self._js = self._nc.jetstream()
         await self._settle_unfinished()
         for equipment_id in self.bench:
@@ -279,16 +273,15 @@ class Agent:
         except asyncio.CancelledError:
             if not running.inner.cancelled():
                 raise
-            result = ExecutionOutcome.failed(
+            result = Outcome.failed(
                 "stopped", f"stopped by the agent: {running.stop_reason or 'stopped'}"
             )
         except Exception as exc:  # never a trace in the record: a typed failure
             log.exception("operation raised", execution_id=execution_id)
-            result = ExecutionOutcome.failed("internal_error", f"{type(exc).__name__}: {exc}")
-        outcome = Outcome(status=result.status, result=result.result, error=result.error)
-        await asyncio.to_thread(self._ledger.finish, execution_id, outcome)
+            result = Outcome.failed("internal_error", f"{type(exc).__name__}: {exc}")
+        await asyncio.to_thread(self._ledger.finish, execution_id, result)
         self._running.pop(execution_id, None)
-        await self._publish(request, outcome=outcome, required=True)
+        await self._publish(request, outcome=result, required=True)
 
     async def _stop(self, execution_id: str, reason: str) -> StopReply:
         assert self._executor is not None

@@ -17,17 +17,17 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from types import MappingProxyType
 from typing import TypeVar
 
 import pyvisa
 import structlog
 from pyvisa.resources import MessageBasedResource
 
-from lablink.equipment_agent.drivers import make_instrument
-from lablink.equipment_agent.errors import CommunicationError, EquipmentError, EquipmentOffline
-from lablink.equipment_agent.instrument import Instrument
-from lablink.equipment_agent.scpi import Identity, MessagePort
+from lablink.instruments.drivers import make_instrument
+from lablink.instruments.errors import CommunicationError, EquipmentError, EquipmentOffline
+from lablink.instruments.instrument import Instrument
+from lablink.instruments.scpi import Identity, MessagePort
+from lablink.instruments.simulated import SIMULATED_BENCH
 
 log = structlog.get_logger(tag="equipment")
 
@@ -35,27 +35,10 @@ T = TypeVar("T")
 
 BENCH_YAML = Path(__file__).with_name("bench.yaml")
 
-# equipment id -> (driver kind, VISA resource name), as bench.yaml declares them.
-SIMULATED_BENCH: Mapping[str, tuple[str, str]] = MappingProxyType(
-    {
-        "power_supply_1": ("power_supply", "TCPIP0::10.20.0.11::inst0::INSTR"),
-        "multimeter_1": ("multimeter", "TCPIP0::10.20.0.12::inst0::INSTR"),
-        "oscilloscope_1": ("oscilloscope", "TCPIP0::10.20.0.13::inst0::INSTR"),
-        "scope_1": ("oscilloscope", "TCPIP0::10.20.0.14::inst0::INSTR"),
-        "load_1": ("electronic_load", "TCPIP0::10.20.0.15::inst0::INSTR"),
-        "sensor_1": ("temperature_sensor", "TCPIP0::10.20.0.16::inst0::INSTR"),
-    }
-)
-
 # Wraps the resource an instrument talks through (a SCPI trace, a recorder in tests).
 PortWrapper = Callable[[str, MessagePort], MessagePort]
 
 DEFAULT_TIMEOUT_MS = 2_000
-
-
-def simulated_bench() -> dict[str, tuple[str, str]]:
-    """The guide's six instruments: ``{equipment_id: (kind, resource name)}``."""
-    return dict(SIMULATED_BENCH)
 
 
 class InstrumentSession:

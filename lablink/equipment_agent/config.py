@@ -41,13 +41,13 @@ from typing import Any
 from lablink.equipment_agent.bench import (
     BENCH_YAML,
     DEFAULT_TIMEOUT_MS,
-    SIMULATED_BENCH,
     Bench,
     PortWrapper,
 )
-from lablink.equipment_agent.drivers import MODELS
-from lablink.equipment_agent.protocol import DEFAULT_HEARTBEAT_SECONDS
 from lablink.errors import LabLinkError
+from lablink.instruments.drivers import MODELS
+from lablink.instruments.protocol import DEFAULT_HEARTBEAT_SECONDS
+from lablink.instruments.simulated import SIMULATED_BENCH
 
 # Ids become NATS subject tokens and file names.
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

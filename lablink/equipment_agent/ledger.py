@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 
-from lablink.equipment_agent.protocol import Outcome
+from lablink.instruments.execution import Outcome
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS executions (

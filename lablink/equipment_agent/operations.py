@@ -1,7 +1,7 @@
 """The guide's five job types as blocking operations on one instrument.
 
 ``run_operation`` is what an instrument's worker thread runs for an execution, whether the job
-came from the in-process executor or (later) over NATS to an agent: apply the job's profile,
+came from the in-process executor or over NATS to an agent: apply the job's profile,
 then measure, command, capture state, test or acquire. Results are JSON-ready dicts; anything
 that goes wrong is an ``EquipmentError``.
 """
@@ -15,17 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from lablink.equipment_agent.acquisition import DEFAULT_MAX_SAMPLES_PER_CHANNEL, acquire
-from lablink.equipment_agent.checks import check_job
-from lablink.equipment_agent.context import Job, RunContext
-from lablink.equipment_agent.errors import (
+from lablink.instruments.checks import check_job
+from lablink.instruments.context import Job, RunContext
+from lablink.instruments.errors import (
     CommunicationError,
     EquipmentTestFailed,
     InstrumentError,
     InvalidParameter,
     ProfileError,
 )
-from lablink.equipment_agent.instrument import Instrument
-from lablink.equipment_agent.scpi import Setting
+from lablink.instruments.instrument import Instrument
+from lablink.instruments.scpi import Setting
 
 
 @dataclass(frozen=True, kw_only=True)

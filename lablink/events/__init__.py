@@ -5,12 +5,15 @@ from lablink.events.base import Event
 from lablink.events.envelope import NewEvent, RecordedEvent, stamp
 from lablink.events.equipment import EquipmentOffline, EquipmentOnline
 from lablink.events.executions import (
+    ENDED_STATUS,
     ENDED_WITHOUT_RESULT,
     ERROR_TYPES,
     EXECUTION_STATUSES,
     FINAL_STATUSES,
+    RECORDED_ENDED_STATUS,
     ExecutionCancelled,
     ExecutionCoalesced,
+    ExecutionEnded,
     ExecutionError,
     ExecutionFailed,
     ExecutionInterrupted,
@@ -18,6 +21,7 @@ from lablink.events.executions import (
     ExecutionMissed,
     ExecutionProgressed,
     ExecutionQueued,
+    ExecutionRecordedEnded,
     ExecutionRequested,
     ExecutionSkipped,
     ExecutionStarted,
@@ -58,11 +62,13 @@ from lablink.events.union import (
 
 __all__ = [
     "CONFLICT_POLICIES",
+    "ENDED_STATUS",
     "ENDED_WITHOUT_RESULT",
     "ERROR_TYPES",
     "EVENT_TYPES",
     "EXECUTION_STATUSES",
     "FINAL_STATUSES",
+    "RECORDED_ENDED_STATUS",
     "ROLES",
     "SCHEDULE_TYPES",
     "TRIGGER_TYPES",
@@ -79,6 +85,7 @@ __all__ = [
     "Event",
     "ExecutionCancelled",
     "ExecutionCoalesced",
+    "ExecutionEnded",
     "ExecutionError",
     "ExecutionFailed",
     "ExecutionInterrupted",
@@ -86,6 +93,7 @@ __all__ = [
     "ExecutionMissed",
     "ExecutionProgressed",
     "ExecutionQueued",
+    "ExecutionRecordedEnded",
     "ExecutionRequested",
     "ExecutionSkipped",
     "ExecutionStarted",

@@ -28,18 +28,6 @@ ExecutionStatus = Literal[
     "coalesced",
 ]
 EXECUTION_STATUSES: tuple[str, ...] = get_args(ExecutionStatus)
-FINAL_STATUSES: frozenset[str] = frozenset(
-    {
-        "completed",
-        "failed",
-        "timed_out",
-        "cancelled",
-        "interrupted",
-        "skipped",
-        "missed",
-        "coalesced",
-    }
-)
 
 
 class ExecutionError(msgspec.Struct, frozen=True, kw_only=True):
@@ -167,6 +155,34 @@ class ExecutionCoalesced(Event, frozen=True, kw_only=True, tag="execution.coales
     window_end: datetime
     into_execution_id: str
     reason: str
+
+
+# The facts that end a running (or waiting) execution, and the status each gives it.
+ExecutionEnded = (
+    ExecutionSucceeded
+    | ExecutionFailed
+    | ExecutionTimedOut
+    | ExecutionCancelled
+    | ExecutionInterrupted
+)
+ENDED_STATUS: dict[type[ExecutionEnded], ExecutionStatus] = {
+    ExecutionSucceeded: "completed",
+    ExecutionFailed: "failed",
+    ExecutionTimedOut: "timed_out",
+    ExecutionCancelled: "cancelled",
+    ExecutionInterrupted: "interrupted",
+}
+# The facts that record an execution already ended (it never runs), and its status.
+ExecutionRecordedEnded = ExecutionSkipped | ExecutionMissed | ExecutionCoalesced
+RECORDED_ENDED_STATUS: dict[type[ExecutionRecordedEnded], ExecutionStatus] = {
+    ExecutionSkipped: "skipped",
+    ExecutionMissed: "missed",
+    ExecutionCoalesced: "coalesced",
+}
+# The statuses an execution keeps for good: the only rows retention may prune.
+FINAL_STATUSES: frozenset[str] = frozenset(
+    {*ENDED_STATUS.values(), *RECORDED_ENDED_STATUS.values()}
+)
 
 
 # Every ``ExecutionError.type`` a failed execution can record, with its meaning: the one list

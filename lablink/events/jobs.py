@@ -26,7 +26,9 @@ CONFLICT_POLICIES: tuple[str, ...] = ("skip", "queue", "replace")
 
 
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """A validated, normalised job definition as stored in events.
+    """A validated, normalised job definition as stored in events: the one definition of a
+    job's fields (the request, the update bodies and the jobs view's columns follow it; see
+    lablink/domain/requests.py).
 
     Instants (run_date, start_date, end_date) are UTC; ``time_of_day`` is wall-clock time in
     ``timezone``. Interval fields are kept as the client gave them so the API echoes them back.

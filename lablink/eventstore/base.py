@@ -26,8 +26,65 @@ class AppendRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 AppendOutcome = list[RecordedEvent] | StreamVersionConflict
 
+# An event as the log stores it: position, event id, stream id, version, type, occurred_at
+# (``format_instant`` text), actor, correlation id, payload (JSON text). For readers that
+# pass the payload on without decoding it (the relay, the audit trail, bulk rebuilds).
+StoredRow = tuple[int, str, str, int, str, str, str, str | None, str]
 
-class EventStore(Protocol):
+
+class EventQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """Which events to find (the audit trail's filters); every given filter must hold.
+
+    ``types`` entries are full types (``job.paused``) or family prefixes ending in a dot
+    (``job.``). ``since`` and ``until`` bound occurred_at, both inclusive. Results are in
+    log order, from just past ``after_position``, at most ``limit`` of them.
+    """
+
+    stream_id: str | None = None
+    actor: str | None = None
+    types: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    after_position: int | None = None
+    limit: int = 100
+
+
+class EventReader(Protocol):
+    """The reads of the log that others need; the only way in besides the store's appends."""
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        """One stream's events past ``after_version``, in version order."""
+        ...
+
+    def read_all(
+        self, after_position: int = 0, until: datetime | None = None, batch_size: int = 1000
+    ) -> Iterator[RecordedEvent]:
+        """Every event past ``after_position`` in position order; ``until`` bounds occurred_at
+        (inclusive: ``lablink replay --until``)."""
+        ...
+
+    def read_rows(
+        self,
+        after_position: int,
+        limit: int,
+        *,
+        up_to: int | None = None,
+        until: datetime | None = None,
+    ) -> list[StoredRow]:
+        """Up to ``limit`` stored rows past ``after_position`` in position order, at most up
+        to position ``up_to`` and occurred_at ``until`` when given."""
+        ...
+
+    def find(self, query: EventQuery) -> list[StoredRow]:
+        """The stored rows ``query`` selects, in log order."""
+        ...
+
+    def stream_version(self, stream_id: str) -> int: ...
+
+    def last_position(self) -> int: ...
+
+
+class EventStore(EventReader, Protocol):
     def append(
         self, stream_id: str, expected_version: int, events: Sequence[NewEvent]
     ) -> list[RecordedEvent]:
@@ -41,18 +98,6 @@ class EventStore(Protocol):
         writes nothing; the others commit together.
         """
         ...
-
-    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]: ...
-
-    def read_all(
-        self, after_position: int = 0, until: datetime | None = None, batch_size: int = 1000
-    ) -> Iterator[RecordedEvent]:
-        """Every event past ``after_position`` in position order; ``until`` bounds occurred_at."""
-        ...
-
-    def stream_version(self, stream_id: str) -> int: ...
-
-    def last_position(self) -> int: ...
 
     def close(self) -> None: ...
 

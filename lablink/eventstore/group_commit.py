@@ -1,6 +1,7 @@
 """Group commit: appends that arrive together share one transaction (one fsync).
 
-Callers ``await committer.append(...)``; while one batch is being written in a worker thread
+Callers ``await committer.submit(request)`` (the engine's write path, ``lablink.handler``) or
+``await committer.append(...)``; while one batch is being written in a worker thread
 the next requests queue up, so under load batches grow by themselves and durability
 (synchronous=FULL) stops capping throughput. Each request is still checked against its own
 stream version, and gets its own outcome.
@@ -21,7 +22,7 @@ from lablink.events import NewEvent, RecordedEvent
 from lablink.eventstore.base import AppendOutcome, AppendRequest, EventStore
 from lablink.supervision import Supervisor, Watch
 
-_Pending = tuple[AppendRequest, asyncio.Future[list[RecordedEvent]]]
+_Pending = tuple[AppendRequest, asyncio.Future[AppendOutcome]]
 TASK_NAME = "task.committer"
 
 
@@ -99,12 +100,19 @@ class GroupCommitter:
     async def append(
         self, stream_id: str, expected_version: int, events: Sequence[NewEvent]
     ) -> list[RecordedEvent]:
+        """Append, or raise StreamVersionConflict having written nothing."""
+        outcome = await self.submit(
+            AppendRequest(stream_id=stream_id, expected_version=expected_version, events=events)
+        )
+        if isinstance(outcome, StreamVersionConflict):
+            raise outcome
+        return outcome
+
+    async def submit(self, request: AppendRequest) -> AppendOutcome:
+        """The request's own outcome in the next batch: its events, or its conflict."""
         if not self.running:
             raise CommitterStopped()
-        future: asyncio.Future[list[RecordedEvent]] = asyncio.get_running_loop().create_future()
-        request = AppendRequest(
-            stream_id=stream_id, expected_version=expected_version, events=events
-        )
+        future: asyncio.Future[AppendOutcome] = asyncio.get_running_loop().create_future()
         self._pending.append((request, future))
         self._wakeup.set()
         return await future
@@ -164,7 +172,5 @@ class GroupCommitter:
                 continue
             if isinstance(outcome, _Failed):
                 future.set_exception(outcome.error)
-            elif isinstance(outcome, StreamVersionConflict):
-                future.set_exception(outcome)
             else:
                 future.set_result(outcome)

@@ -2,20 +2,56 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 
 from lablink.errors import DuplicateId, StreamVersionConflict
-from lablink.events import NewEvent, RecordedEvent
+from lablink.events import NewEvent, RecordedEvent, encode_event
 from lablink.eventstore.base import (
     ANY,
     AppendOutcome,
     AppendRequest,
+    EventQuery,
+    StoredRow,
     format_instant,
     new_event_id,
     parse_instant,
 )
+
+
+def stored_row(recorded: RecordedEvent) -> StoredRow:
+    """The row the SQLite store would hold for ``recorded``."""
+    return (
+        recorded.position,
+        recorded.event_id,
+        recorded.stream_id,
+        recorded.version,
+        recorded.type,
+        format_instant(recorded.occurred_at),
+        recorded.actor,
+        recorded.correlation_id,
+        encode_event(recorded.event).decode(),
+    )
+
+
+def _selected(recorded: RecordedEvent, query: EventQuery) -> bool:
+    types = query.types
+    return (
+        (query.stream_id is None or recorded.stream_id == query.stream_id)
+        and (query.actor is None or recorded.actor == query.actor)
+        and (
+            not types
+            or any(
+                recorded.type.startswith(t) if t.endswith(".") else recorded.type == t
+                for t in types
+            )
+        )
+        and (query.since is None or recorded.occurred_at >= query.since)
+        and (query.until is None or recorded.occurred_at <= query.until)
+        and (query.after_position is None or recorded.position > query.after_position)
+    )
 
 
 class MemoryEventStore:
@@ -94,6 +130,25 @@ class MemoryEventStore:
         for recorded in snapshot:
             if until is None or recorded.occurred_at <= until:
                 yield recorded
+
+    def read_rows(
+        self,
+        after_position: int,
+        limit: int,
+        *,
+        up_to: int | None = None,
+        until: datetime | None = None,
+    ) -> list[StoredRow]:
+        with self._lock:
+            snapshot = self._events[after_position : up_to if up_to is not None else None]
+        kept = (r for r in snapshot if until is None or r.occurred_at <= until)
+        return [stored_row(r) for r in itertools.islice(kept, limit)]
+
+    def find(self, query: EventQuery) -> list[StoredRow]:
+        with self._lock:
+            snapshot = list(self._events)
+        kept = (r for r in snapshot if _selected(r, query))
+        return [stored_row(r) for r in itertools.islice(kept, query.limit)]
 
     def stream_version(self, stream_id: str) -> int:
         with self._lock:

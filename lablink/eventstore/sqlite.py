@@ -9,6 +9,11 @@ SQLite's own errors stop here: a full disk, a read-only file or an I/O failure l
 as a named ``StorageError`` (``translated``), with the transaction rolled back, so callers and
 the API can tell "the disk is full" from a bug. The store remembers how its last append went
 (``write_status``): the event log's health probe reads it.
+
+This module is the only one with SQL on the ``events`` table (``tests/test_table_owners.py``).
+Others read the log through ``LogReader`` on a connection of their own (the API's read-only
+one, the relay's, a rebuild's), or through the store's read methods, which are the same reads
+on the store's connection under its lock.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -39,6 +45,8 @@ from lablink.eventstore.base import (
     ANY,
     AppendOutcome,
     AppendRequest,
+    EventQuery,
+    StoredRow,
     format_instant,
     new_event_id,
     parse_instant,
@@ -65,7 +73,10 @@ _INSERT = (
     "INSERT INTO events (event_id, stream_id, version, type, occurred_at, actor,"
     " correlation_id, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_COLUMNS = "position, event_id, stream_id, version, occurred_at, actor, correlation_id, payload"
+_STREAM_VERSION = "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?"
+_COLUMNS = (
+    "position, event_id, stream_id, version, type, occurred_at, actor, correlation_id, payload"
+)
 
 # Called inside the append's transaction with the connection and the new events, so that
 # projections commit (or roll back) together with the events they fold.
@@ -157,8 +168,9 @@ class WriteStatus:
     last_ok_at: datetime | None = None
 
 
-def _row_to_event(row: tuple[int, str, str, int, str, str, str | None, str]) -> RecordedEvent:
-    position, event_id, stream_id, version, occurred_at, actor, correlation_id, payload = row
+def event_of(row: StoredRow) -> RecordedEvent:
+    """The recorded event a stored row holds (its payload decoded)."""
+    position, event_id, stream_id, version, _, occurred_at, actor, correlation_id, payload = row
     return RecordedEvent(
         position=position,
         event_id=event_id,
@@ -171,14 +183,124 @@ def _row_to_event(row: tuple[int, str, str, int, str, str, str | None, str]) -> 
     )
 
 
-def read_events(conn: sqlite3.Connection, after_position: int, limit: int) -> list[RecordedEvent]:
-    """Up to ``limit`` events past ``after_position``, in position order, from any
-    connection to the log (readers in WAL mode never wait for the writer)."""
-    rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
-        (after_position, limit),
-    ).fetchall()
-    return [_row_to_event(row) for row in rows]
+def _type_clause(types: Sequence[str]) -> tuple[str, list[str]]:
+    """``EventQuery.types``: a full type (``job.paused``) or a family prefix (``job.``)."""
+    parts: list[str] = []
+    args: list[str] = []
+    for value in types:
+        if value.endswith("."):
+            # GLOB is case-sensitive like '='; the API lets through only prefixes of known
+            # types, which hold no GLOB wildcard.
+            parts.append("type GLOB ?")
+            args.append(value + "*")
+        else:
+            parts.append("type = ?")
+            args.append(value)
+    return "(" + " OR ".join(parts) + ")", args
+
+
+class LogReader:
+    """The log's reads over any connection to it: the store's own, or a reader's (the API's
+    read-only connection, the relay's, a rebuild's). In WAL mode a reader never waits for
+    the writer. SQLite's errors are raised as they are; the store translates its own."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        rows = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND version > ? ORDER BY version",
+            (stream_id, after_version),
+        ).fetchall()
+        return [event_of(row) for row in rows]
+
+    def read_all(
+        self, after_position: int = 0, until: datetime | None = None, batch_size: int = 1000
+    ) -> Iterator[RecordedEvent]:
+        return read_in_pages(self.read_rows, after_position, until, batch_size)
+
+    def read_events(self, after_position: int, limit: int) -> list[RecordedEvent]:
+        """Up to ``limit`` events past ``after_position``, in position order."""
+        return [event_of(row) for row in self.read_rows(after_position, limit)]
+
+    def read_rows(
+        self,
+        after_position: int,
+        limit: int,
+        *,
+        up_to: int | None = None,
+        until: datetime | None = None,
+    ) -> list[StoredRow]:
+        sql = f"SELECT {_COLUMNS} FROM events WHERE position > ?"
+        args: list[Any] = [after_position]
+        if up_to is not None:
+            sql += " AND position <= ?"
+            args.append(up_to)
+        if until is not None:
+            sql += " AND occurred_at <= ?"
+            args.append(format_instant(until))
+        rows: list[StoredRow] = self.conn.execute(
+            sql + " ORDER BY position LIMIT ?", (*args, limit)
+        ).fetchall()
+        return rows
+
+    def find(self, query: EventQuery) -> list[StoredRow]:
+        """Index use: a ``stream_id`` filter walks the stream's index (``UNIQUE (stream_id,
+        version)``) in version order; without one, the log is walked by its primary key from
+        ``after_position`` on, stopping as soon as ``limit`` rows are found (there is no index
+        on actor, type or time: a rare one costs a scan of the log, without decoding)."""
+        where: list[str] = []
+        args: list[Any] = []
+        if query.stream_id is not None:
+            where.append("stream_id = ?")
+            args.append(query.stream_id)
+        if query.actor is not None:
+            where.append("actor = ?")
+            args.append(query.actor)
+        if query.types:
+            clause, type_args = _type_clause(query.types)
+            where.append(clause)
+            args += type_args
+        if query.since is not None:
+            where.append("occurred_at >= ?")
+            args.append(format_instant(query.since))
+        if query.until is not None:
+            where.append("occurred_at <= ?")
+            args.append(format_instant(query.until))
+        if query.after_position is not None:
+            where.append("position > ?")
+            args.append(query.after_position)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        # Within one stream, version order is position order: ordering by it walks the
+        # stream's index as it is, where ordering by position would sort the whole stream.
+        order = "version" if query.stream_id is not None else "position"
+        rows: list[StoredRow] = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM events{clause} ORDER BY {order} LIMIT ?",
+            [*args, query.limit],
+        ).fetchall()
+        return rows
+
+    def stream_version(self, stream_id: str) -> int:
+        (version,) = self.conn.execute(_STREAM_VERSION, (stream_id,)).fetchone()
+        return int(version)
+
+    def last_position(self) -> int:
+        (position,) = self.conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()
+        return int(position)
+
+
+def read_in_pages(
+    read_rows: Callable[..., list[StoredRow]],
+    after_position: int,
+    until: datetime | None,
+    batch_size: int,
+) -> Iterator[RecordedEvent]:
+    """``read_all`` over a ``read_rows``: a page at a time, decoded as it is consumed."""
+    position = after_position
+    while rows := read_rows(position, batch_size, until=until):
+        for row in rows:
+            yield event_of(row)
+        position = rows[-1][0]
 
 
 class SQLiteEventStore:
@@ -194,6 +316,7 @@ class SQLiteEventStore:
         with translated(self.path):
             self.conn = connection if connection is not None else connect(path)
             self.conn.executescript(SCHEMA)
+        self._reader = LogReader(self.conn)
         self._lock = threading.RLock()
         self._in_transaction = in_transaction
         self._after_commit: list[Callable[[list[RecordedEvent]], None]] = []
@@ -289,10 +412,7 @@ class SQLiteEventStore:
         status.last_ok_at = now
 
     def _append_one(self, conn: sqlite3.Connection, request: AppendRequest) -> AppendOutcome:
-        (current,) = conn.execute(
-            "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?",
-            (request.stream_id,),
-        ).fetchone()
+        (current,) = conn.execute(_STREAM_VERSION, (request.stream_id,)).fetchone()
         if request.expected_version != ANY and request.expected_version != current:
             return StreamVersionConflict(request.stream_id, request.expected_version, current)
         recorded: list[RecordedEvent] = []
@@ -334,48 +454,39 @@ class SQLiteEventStore:
             )
         return recorded
 
-    # -- reading ---------------------------------------------------------------------------
+    # -- reading: the log's reads (LogReader) on the store's connection, under its lock ------
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
         with self._lock, translated(self.path):
-            rows = self.conn.execute(
-                f"SELECT {_COLUMNS} FROM events WHERE stream_id = ? AND version > ?"
-                " ORDER BY version",
-                (stream_id, after_version),
-            ).fetchall()
-        return [_row_to_event(row) for row in rows]
+            return self._reader.read_stream(stream_id, after_version)
 
     def read_all(
         self, after_position: int = 0, until: datetime | None = None, batch_size: int = 1000
     ) -> Iterator[RecordedEvent]:
-        position = after_position
-        bound = format_instant(until) if until is not None else None
-        while True:
-            with self._lock, translated(self.path):
-                rows = self.conn.execute(
-                    f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
-                    (position, batch_size),
-                ).fetchall()
-            if not rows:
-                return
-            for row in rows:
-                if bound is None or row[4] <= bound:
-                    yield _row_to_event(row)
-            position = rows[-1][0]
+        return read_in_pages(self.read_rows, after_position, until, batch_size)
+
+    def read_rows(
+        self,
+        after_position: int,
+        limit: int,
+        *,
+        up_to: int | None = None,
+        until: datetime | None = None,
+    ) -> list[StoredRow]:
+        with self._lock, translated(self.path):
+            return self._reader.read_rows(after_position, limit, up_to=up_to, until=until)
+
+    def find(self, query: EventQuery) -> list[StoredRow]:
+        with self._lock, translated(self.path):
+            return self._reader.find(query)
 
     def stream_version(self, stream_id: str) -> int:
         with self._lock, translated(self.path):
-            (version,) = self.conn.execute(
-                "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?", (stream_id,)
-            ).fetchone()
-        return int(version)
+            return self._reader.stream_version(stream_id)
 
     def last_position(self) -> int:
         with self._lock, translated(self.path):
-            (position,) = self.conn.execute(
-                "SELECT COALESCE(MAX(position), 0) FROM events"
-            ).fetchone()
-        return int(position)
+            return self._reader.last_position()
 
     def close(self) -> None:
         with self._lock:

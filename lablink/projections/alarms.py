@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 import sqlite_utils
 
 from lablink.events import AlarmAcknowledged, AlarmCleared, AlarmRaised, RecordedEvent
-from lablink.projections.base import instant, to_json
+from lablink.projections.base import Where, as_dicts, instant, to_json
 
 
 class AlarmsProjection:
@@ -86,3 +87,53 @@ class AlarmsProjection:
                         " clear_note = ? WHERE alarm_id = ? AND state != 'cleared'",
                         (event.by, at, event.note, event.alarm_id),
                     )
+
+
+# -- reads (this module owns the alarms table) -----------------------------------------------
+
+COLUMNS = (
+    "alarm_id, raised_position, kind, severity, state, message, equipment_id, job_id,"
+    " job_name, execution_id, execution_time, error, equipment, raised_at, raised_by,"
+    " acknowledged_by, acknowledged_at, acknowledge_note, cleared_by, cleared_at, clear_note"
+)
+
+
+def get_alarm_row(conn: sqlite3.Connection, alarm_id: str) -> dict[str, Any] | None:
+    rows = as_dicts(conn.execute(f"SELECT {COLUMNS} FROM alarms WHERE alarm_id = ?", (alarm_id,)))
+    return rows[0] if rows else None
+
+
+def list_alarm_rows(
+    conn: sqlite3.Connection,
+    *,
+    state: Sequence[str] = (),
+    severity: Sequence[str] = (),
+    equipment_id: str | None = None,
+    job_id: str | None = None,
+    before: int | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Newest first (by the log position of the raise), up to ``limit`` rows."""
+    where = Where().one_of("state", state).one_of("severity", severity)
+    where.equals("equipment_id", equipment_id).equals("job_id", job_id)
+    if before is not None:
+        where.add("raised_position < ?", before)
+    return as_dicts(
+        conn.execute(
+            f"SELECT {COLUMNS} FROM alarms{where} ORDER BY raised_position DESC LIMIT ?",
+            [*where.args, limit],
+        )
+    )
+
+
+def state_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Alarms by state."""
+    return dict(conn.execute("SELECT state, COUNT(*) FROM alarms GROUP BY state").fetchall())
+
+
+def raised_position(conn: sqlite3.Connection, alarm_id: str) -> int | None:
+    """The log position of the alarm's raise, or None for an alarm never raised."""
+    row = conn.execute(
+        "SELECT raised_position FROM alarms WHERE alarm_id = ?", (alarm_id,)
+    ).fetchone()
+    return int(row[0]) if row else None

@@ -35,3 +35,36 @@ def instant(value: datetime | None) -> str | None:
 
 def to_json(value: Any) -> str:
     return _json.encode(value).decode()
+
+
+# -- for the projections' query functions ---------------------------------------------------
+
+
+def as_dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
+    """The cursor's rows as dicts, by column name."""
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+class Where:
+    """A WHERE clause built from the filters a caller gave (None or empty: no filter)."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.args: list[Any] = []
+
+    def add(self, sql: str, *args: Any) -> Where:
+        self.parts.append(sql)
+        self.args += args
+        return self
+
+    def equals(self, column: str, value: Any) -> Where:
+        return self.add(f"{column} = ?", value) if value is not None else self
+
+    def one_of(self, column: str, values: Sequence[Any]) -> Where:
+        if values:
+            self.add(f"{column} IN ({', '.join('?' for _ in values)})", *values)
+        return self
+
+    def __str__(self) -> str:
+        return f" WHERE {' AND '.join(self.parts)}" if self.parts else ""

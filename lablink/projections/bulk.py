@@ -27,7 +27,8 @@ from typing import IO, Any, Protocol, runtime_checkable
 import msgspec
 
 from lablink.events import AnyEvent, RecordedEvent, decode_event
-from lablink.eventstore.base import format_instant, parse_instant
+from lablink.eventstore.base import StoredRow, format_instant, parse_instant
+from lablink.eventstore.sqlite import LogReader
 
 # (position, version, occurred_at as stored, actor, event): what the bulk folds read of each
 # logged event. A tuple, not a RecordedEvent: building a million of those, and parsing their
@@ -39,10 +40,6 @@ Rows = dict[str, tuple[tuple[str, ...], list[Sequence[Any]]]]
 READ_CHUNK = 20_000
 _encode = msgspec.json.Encoder().encode
 _Z = ord("Z")
-_SELECT = (
-    "SELECT position, event_id, stream_id, version, occurred_at, actor, correlation_id, payload"
-    " FROM events WHERE position > ? AND position <= ?"
-)
 
 
 class BulkFold(Protocol):
@@ -97,30 +94,24 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def read_chunk(
-    conn: sqlite3.Connection, after: int, bound: int, until: str | None, size: int = READ_CHUNK
-) -> list[Any]:
+def read_chunk(log: LogReader, after: int, bound: int, until: datetime | None) -> list[StoredRow]:
     """The next rows of the log past position ``after``, up to position ``bound`` and, if
     ``until`` is given, with occurred_at <= ``until`` (as ``read_all`` filters them)."""
-    if until is None:
-        return conn.execute(_SELECT + " ORDER BY position LIMIT ?", (after, bound, size)).fetchall()
-    return conn.execute(
-        _SELECT + " AND occurred_at <= ? ORDER BY position LIMIT ?", (after, bound, until, size)
-    ).fetchall()
+    return log.read_rows(after, READ_CHUNK, up_to=bound, until=until)
 
 
-def read_chunks(conn: sqlite3.Connection, bound: int, until: str | None) -> Iterator[list[Any]]:
+def read_chunks(log: LogReader, bound: int, until: datetime | None) -> Iterator[list[StoredRow]]:
     after = 0
-    while rows := read_chunk(conn, after, bound, until):
+    while rows := read_chunk(log, after, bound, until):
         yield rows
         after = rows[-1][0]
 
 
-def logged(rows: Sequence[Any]) -> list[Logged]:
-    return [(r[0], r[3], r[4], r[5], decode_event(r[7])) for r in rows]
+def logged(rows: Sequence[StoredRow]) -> list[Logged]:
+    return [(r[0], r[3], r[5], r[6], decode_event(r[8])) for r in rows]
 
 
-def recorded(rows: Sequence[Any], events: Sequence[Logged]) -> list[RecordedEvent]:
+def recorded(rows: Sequence[StoredRow], events: Sequence[Logged]) -> list[RecordedEvent]:
     """The same events as ``read_all`` gives them, for projections without a fast path."""
     return [
         RecordedEvent(
@@ -128,9 +119,9 @@ def recorded(rows: Sequence[Any], events: Sequence[Logged]) -> list[RecordedEven
             event_id=r[1],
             stream_id=r[2],
             version=r[3],
-            occurred_at=parse_instant(r[4]),
-            actor=r[5],
-            correlation_id=r[6],
+            occurred_at=parse_instant(r[5]),
+            actor=r[6],
+            correlation_id=r[7],
             event=e[4],
         )
         for r, e in zip(rows, events, strict=True)
@@ -161,7 +152,7 @@ def write_rows(conn: sqlite3.Connection, rows: Rows) -> None:
 
 
 def fold_log(
-    path: str, bound: int, until: str | None, projections: Sequence[BulkProjection]
+    path: str, bound: int, until: datetime | None, projections: Sequence[BulkProjection]
 ) -> Rows:
     """Fold the log at ``path`` into the given projections' rows, on a connection of its own."""
     conn = sqlite3.connect(path)
@@ -169,7 +160,7 @@ def fold_log(
         conn.execute("PRAGMA query_only = 1")
         folds = [p.bulk() for p in projections]
         with collector_paused():
-            for rows in read_chunks(conn, bound, until):
+            for rows in read_chunks(LogReader(conn), bound, until):
                 events = logged(rows)
                 for fold in folds:
                     fold.fold(events)
@@ -191,7 +182,11 @@ class Elsewhere:
     """
 
     def __init__(
-        self, path: str, bound: int, until: str | None, projections: Sequence[BulkProjection]
+        self,
+        path: str,
+        bound: int,
+        until: datetime | None,
+        projections: Sequence[BulkProjection],
     ) -> None:
         # Errors go to a file: a pipe would need reading alongside stdout.
         self._errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed in rows or cancel)

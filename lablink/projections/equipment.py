@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 import sqlite_utils
 
-from lablink.equipment_agent.scpi import Identity
 from lablink.events import EquipmentOffline, EquipmentOnline, RecordedEvent
-from lablink.projections.base import instant
+from lablink.instruments.scpi import Identity
+from lablink.projections.base import Where, as_dicts, instant
 
 COLUMNS = (
     "equipment_id",
@@ -75,3 +76,16 @@ class EquipmentProjection:
                         " status = 'offline', since = excluded.since, reason = excluded.reason",
                         (event.equipment_id, at, event.reason),
                     )
+
+
+# -- reads (this module owns the equipment table) ---------------------------------------------
+
+
+def list_equipment_rows(
+    conn: sqlite3.Connection, equipment_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Every instrument's row (or the one asked for), by id."""
+    where = Where().equals("equipment_id", equipment_id)
+    return as_dicts(
+        conn.execute(f"SELECT * FROM equipment{where} ORDER BY equipment_id", where.args)
+    )

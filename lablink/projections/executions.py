@@ -14,10 +14,12 @@ from typing import Any
 import sqlite_utils
 
 from lablink.events import (
+    ENDED_STATUS,
     EXECUTION_STATUSES,
     FINAL_STATUSES,
     ExecutionCancelled,
     ExecutionCoalesced,
+    ExecutionEnded,
     ExecutionFailed,
     ExecutionInterrupted,
     ExecutionLateResult,
@@ -34,7 +36,7 @@ from lablink.events import (
     JobUpdated,
     RecordedEvent,
 )
-from lablink.projections.base import instant, to_json
+from lablink.projections.base import Where, as_dicts, instant, to_json
 from lablink.projections.bulk import BulkFold, Logged, Rows, fast_instant
 from lablink.projections.rows import Row, RowCache
 
@@ -66,25 +68,17 @@ COLUMNS = (
 JOB_COLUMNS = ("job_id", "name", "schedule_type", "equipment_id")
 # In the statuses' documented order (the retention query binds them in it).
 FINAL = tuple(s for s in EXECUTION_STATUSES if s in FINAL_STATUSES)
-
-_Final = (
-    ExecutionSucceeded
-    | ExecutionFailed
-    | ExecutionTimedOut
-    | ExecutionCancelled
-    | ExecutionInterrupted
+# What ExecutionsPruned drops: ended executions whose end (or start) is before the cut-off.
+# The one prune rule: the bulk fold applies the same to its rows in memory (``_prune``).
+_PRUNE_SINCE = ("completed_at", "actual_time")
+_PRUNABLE = (
+    f"status IN ({', '.join('?' for _ in FINAL)}) AND COALESCE({', '.join(_PRUNE_SINCE)}) < ?"
 )
 # The facts that open an execution's row.
 _Opening = (
     ExecutionRequested | ExecutionQueued | ExecutionSkipped | ExecutionMissed | ExecutionCoalesced
 )
-_STATUS = {
-    ExecutionSucceeded: "completed",
-    ExecutionFailed: "failed",
-    ExecutionTimedOut: "timed_out",
-    ExecutionCancelled: "cancelled",
-    ExecutionInterrupted: "interrupted",
-}
+_STATUS = ENDED_STATUS
 
 
 def _late(event: ExecutionLateResult) -> str:
@@ -107,7 +101,7 @@ def _duration(started: datetime | None, completed: datetime) -> float | None:
     return (completed - started).total_seconds() if started is not None else None
 
 
-def _final_fields(event: _Final) -> Row:
+def _final_fields(event: ExecutionEnded) -> Row:
     fields: Row = {
         "status": _STATUS[type(event)],
         "completed_at": instant(event.completed_at),
@@ -187,13 +181,7 @@ class ExecutionsProjection:
                     self._update(
                         rows, event.execution_id, progress=event.progress, message=event.message
                     )
-                case (
-                    ExecutionSucceeded()
-                    | ExecutionFailed()
-                    | ExecutionTimedOut()
-                    | ExecutionCancelled()
-                    | ExecutionInterrupted()
-                ):
+                case _ if isinstance(event, ExecutionEnded):
                     fields = _final_fields(event)
                     if event.started_at is not None:
                         fields["started_at"] = instant(event.started_at)
@@ -203,12 +191,7 @@ class ExecutionsProjection:
                 case ExecutionsPruned():
                     rows.flush()
                     cutoff = instant(event.cutoff)
-                    conn.execute(
-                        "DELETE FROM executions WHERE status IN"
-                        f" ({', '.join('?' for _ in FINAL)})"
-                        " AND COALESCE(completed_at, actual_time) < ?",
-                        (*FINAL, cutoff),
-                    )
+                    conn.execute(f"DELETE FROM executions WHERE {_PRUNABLE}", (*FINAL, cutoff))
         jobs.flush()
         rows.flush()
 
@@ -272,6 +255,65 @@ class ExecutionsProjection:
         return row
 
 
+# -- reads (this module owns the executions and execution_jobs tables) ----------------------
+
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM executions"
+
+
+def get_execution_row(conn: sqlite3.Connection, execution_id: str) -> Row | None:
+    rows = as_dicts(conn.execute(_SELECT + " WHERE execution_id = ?", (execution_id,)))
+    return rows[0] if rows else None
+
+
+def list_execution_rows(
+    conn: sqlite3.Connection,
+    *,
+    job_id: str | None = None,
+    status: Sequence[str] = (),
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before: int | None = None,
+    limit: int = 100,
+) -> list[Row]:
+    """Newest first (by ``seq``, the log position that opened each), up to ``limit`` rows;
+    ``since``/``until`` bound the actual time (``until`` exclusive), ``before`` the seq."""
+    where = Where().equals("job_id", job_id).one_of("status", status)
+    if since is not None:
+        where.add("actual_time >= ?", instant(since))
+    if until is not None:
+        where.add("actual_time < ?", instant(until))
+    if before is not None:
+        where.add("seq < ?", before)
+    return as_dicts(
+        conn.execute(f"{_SELECT}{where} ORDER BY seq DESC LIMIT ?", [*where.args, limit])
+    )
+
+
+def running_now(conn: sqlite3.Connection) -> list[tuple[str, str, str, str | None, str | None]]:
+    """(equipment id, execution id, job id, job name, started at) of each running execution,
+    oldest first."""
+    return conn.execute(
+        "SELECT equipment_id, execution_id, job_id, job_name, started_at FROM executions"
+        " WHERE status = 'running' ORDER BY seq"
+    ).fetchall()
+
+
+def count_prunable(conn: sqlite3.Connection, cutoff: datetime) -> int:
+    """How many rows folding ``ExecutionsPruned(cutoff)`` would drop now."""
+    (count,) = conn.execute(
+        f"SELECT COUNT(*) FROM executions WHERE {_PRUNABLE}", (*FINAL, instant(cutoff))
+    ).fetchone()
+    return int(count)
+
+
+def equipment_of_job(conn: sqlite3.Connection, job_id: str) -> str | None:
+    """The instrument the job names (as its last definition said), or None."""
+    row = conn.execute(
+        "SELECT equipment_id FROM execution_jobs WHERE job_id = ?", (job_id,)
+    ).fetchone()
+    return row[0] if row else None
+
+
 # -- bulk rebuild -------------------------------------------------------------------------------
 # The same fold as ``apply`` over plain lists, for rebuilding from empty tables (see
 # projections/bulk.py); the replay property tests hold the two to the same rows.
@@ -279,7 +321,7 @@ class ExecutionsProjection:
 _COL = {c: i for i, c in enumerate(COLUMNS)}
 _STATUS_AT, _STARTED_AT, _COMPLETED_AT = _COL["status"], _COL["started_at"], _COL["completed_at"]
 _DURATION, _RESULT, _ERROR = _COL["duration_seconds"], _COL["result"], _COL["error"]
-_PROGRESS, _MESSAGE, _ACTUAL = _COL["progress"], _COL["message"], _COL["actual_time"]
+_PROGRESS, _MESSAGE = _COL["progress"], _COL["message"]
 _LATE = _COL["late_result"]
 _FINAL_SET = frozenset(FINAL)
 _OPENS = (
@@ -289,13 +331,7 @@ _OPENS = (
     ExecutionMissed,
     ExecutionCoalesced,
 )
-_ENDS = (
-    ExecutionSucceeded,
-    ExecutionFailed,
-    ExecutionTimedOut,
-    ExecutionCancelled,
-    ExecutionInterrupted,
-)
+_PRUNE_SINCE_AT = tuple(_COL[column] for column in _PRUNE_SINCE)
 
 
 class _BulkExecutions:
@@ -315,7 +351,7 @@ class _BulkExecutions:
                     row[_STARTED_AT] = fast_instant(event.started_at)
             elif type(event) is ExecutionRequested:
                 executions[event.execution_id] = self._opened(position, event)
-            elif isinstance(event, _ENDS):
+            elif isinstance(event, ExecutionEnded):
                 row = get(event.execution_id)
                 if row is not None:
                     self._ended(row, event)
@@ -400,7 +436,7 @@ class _BulkExecutions:
         ]
 
     @staticmethod
-    def _ended(row: list[Any], event: _Final) -> None:
+    def _ended(row: list[Any], event: ExecutionEnded) -> None:
         row[_STATUS_AT] = _STATUS[type(event)]
         row[_COMPLETED_AT] = fast_instant(event.completed_at)
         row[_DURATION] = _duration(event.started_at, event.completed_at)
@@ -426,11 +462,12 @@ class _BulkExecutions:
             row[_STARTED_AT] = fast_instant(event.started_at)
 
     def _prune(self, cutoff: str) -> None:
-        """The live DELETE, on the rows in memory (text compares as SQLite compares it)."""
+        """``_PRUNABLE`` on the rows in memory (text compares as SQLite compares it)."""
         executions = self.executions
         for execution_id, row in list(executions.items()):
             if row[_STATUS_AT] in _FINAL_SET:
-                since = row[_COMPLETED_AT] if row[_COMPLETED_AT] is not None else row[_ACTUAL]
+                # COALESCE: the first of the columns that is not NULL.
+                since = next((row[at] for at in _PRUNE_SINCE_AT if row[at] is not None), None)
                 if since is not None and since < cutoff:
                     del executions[execution_id]
 

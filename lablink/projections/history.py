@@ -14,28 +14,25 @@ from typing import Any
 import sqlite_utils
 
 from lablink.events import (
-    ExecutionCancelled,
-    ExecutionCoalesced,
-    ExecutionFailed,
-    ExecutionInterrupted,
-    ExecutionMissed,
+    ENDED_STATUS,
+    RECORDED_ENDED_STATUS,
+    ExecutionEnded,
     ExecutionQueued,
+    ExecutionRecordedEnded,
     ExecutionRequested,
-    ExecutionSkipped,
     ExecutionStarted,
-    ExecutionSucceeded,
-    ExecutionTimedOut,
     JobCreated,
     JobDeleted,
     JobUpdated,
     RecordedEvent,
 )
-from lablink.projections.base import instant
+from lablink.projections.base import as_dicts, instant
 from lablink.projections.bulk import BulkFold, Logged, Rows, fast_instant
 from lablink.projections.rows import Row, RowCache
 
-COUNTERS = (
-    "total_executions",
+# Executions by how they ended (``completed`` is the guide's ``successful``): each execution
+# counts once in ``total_executions`` and, once it ended, under exactly one of these.
+ENDED_COUNTERS = (
     "successful",
     "failed",
     "timed_out",
@@ -44,8 +41,8 @@ COUNTERS = (
     "skipped",
     "missed",
     "coalesced",
-    "duration_count",
 )
+COUNTERS = ("total_executions", *ENDED_COUNTERS, "duration_count")
 COLUMNS = (
     "job_id",
     "job_name",
@@ -55,13 +52,14 @@ COLUMNS = (
     "last_execution_id",
     "last_status",
 )
+# The counter each ending adds to, and the status it gives: the guide counts ``completed``
+# executions as ``successful``.
 _FINAL_COUNTER = {
-    ExecutionSucceeded: ("successful", "completed"),
-    ExecutionFailed: ("failed", "failed"),
-    ExecutionTimedOut: ("timed_out", "timed_out"),
-    ExecutionInterrupted: ("interrupted", "interrupted"),
-    ExecutionCancelled: ("cancelled", "cancelled"),
+    kind: ("successful" if status == "completed" else status, status)
+    for kind, status in ENDED_STATUS.items()
 }
+# Executions recorded already ended: the counter each adds to, which is also its status.
+_ONCE = RECORDED_ENDED_STATUS
 
 
 class HistoryProjection:
@@ -94,7 +92,7 @@ class HistoryProjection:
                     self._opened(rows, event.job_id, event.execution_id, event.actual_time)
                     status = "queued" if isinstance(event, ExecutionQueued) else "pending"
                     self._change(rows, event.job_id, last_status=status)
-                case ExecutionSkipped() | ExecutionMissed() | ExecutionCoalesced():
+                case _ if isinstance(event, ExecutionRecordedEnded):
                     status = _ONCE[type(event)]
                     self._opened(rows, event.job_id, event.execution_id, event.actual_time)
                     current = rows.get(event.job_id)
@@ -102,13 +100,7 @@ class HistoryProjection:
                         rows.put({**current, status: current[status] + 1, "last_status": status})
                 case ExecutionStarted():
                     self._status(rows, event.job_id, event.execution_id, "running")
-                case (
-                    ExecutionSucceeded()
-                    | ExecutionFailed()
-                    | ExecutionTimedOut()
-                    | ExecutionInterrupted()
-                    | ExecutionCancelled()
-                ):
+                case _ if isinstance(event, ExecutionEnded):
                     counter, status = _FINAL_COUNTER[type(event)]
                     found = rows.get(event.job_id)
                     if found is None:
@@ -153,6 +145,15 @@ class HistoryProjection:
             rows.put({**row, "last_status": status})
 
 
+# -- reads (this module owns the job_history table) ---------------------------------------
+
+
+def read_history(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
+    """The job's history row (every column), or None."""
+    rows = as_dicts(conn.execute("SELECT * FROM job_history WHERE job_id = ?", (job_id,)))
+    return rows[0] if rows else None
+
+
 # -- bulk rebuild -------------------------------------------------------------------------------
 # The same fold as ``apply`` over plain lists, for rebuilding from empty tables (see
 # projections/bulk.py); the replay property tests hold the two to the same rows.
@@ -162,20 +163,7 @@ _NAME, _TOTAL, _DURATIONS = _COL["job_name"], _COL["total_executions"], _COL["du
 _DURATION_TOTAL, _LAST_AT = _COL["duration_total"], _COL["last_execution"]
 _LAST_ID, _LAST_STATUS = _COL["last_execution_id"], _COL["last_status"]
 _FINAL_AT = {kind: (_COL[counter], status) for kind, (counter, status) in _FINAL_COUNTER.items()}
-# Executions recorded already ended: the counter each adds to, which is also its status.
-_ONCE: dict[type[Any], str] = {
-    ExecutionSkipped: "skipped",
-    ExecutionMissed: "missed",
-    ExecutionCoalesced: "coalesced",
-}
 _ONCE_AT = {kind: _COL[status] for kind, status in _ONCE.items()}
-_ENDS = (
-    ExecutionSucceeded,
-    ExecutionFailed,
-    ExecutionTimedOut,
-    ExecutionInterrupted,
-    ExecutionCancelled,
-)
 
 
 class _BulkHistory:
@@ -198,7 +186,7 @@ class _BulkHistory:
                     row[_LAST_AT] = fast_instant(event.actual_time)
                     row[_LAST_ID] = event.execution_id
                     row[_LAST_STATUS] = "pending" if type(event) is ExecutionRequested else "queued"
-            elif isinstance(event, _ENDS):
+            elif isinstance(event, ExecutionEnded):
                 row = get(event.job_id)
                 if row is None:
                     continue
@@ -209,7 +197,7 @@ class _BulkHistory:
                     row[_DURATION_TOTAL] += (event.completed_at - event.started_at).total_seconds()
                 if row[_LAST_ID] == event.execution_id:
                     row[_LAST_STATUS] = status
-            elif isinstance(event, ExecutionSkipped | ExecutionMissed | ExecutionCoalesced):
+            elif isinstance(event, ExecutionRecordedEnded):
                 row = get(event.job_id)
                 if row is not None:
                     row[_TOTAL] += 1

@@ -6,14 +6,18 @@ the view can never disagree with what the command side decides from.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from datetime import datetime
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import msgspec
 import sqlite_utils
 
 from lablink.domain.job import JobState, evolve
+from lablink.domain.requests import FIELD_ORDER
 from lablink.events import (
     JobCompleted,
     JobCreated,
@@ -21,44 +25,30 @@ from lablink.events import (
     JobEvent,
     JobPaused,
     JobResumed,
+    JobSpec,
     JobUpdated,
     RecordedEvent,
 )
-from lablink.projections.base import instant, to_json
+from lablink.projections.base import Where, instant, to_json
 from lablink.projections.bulk import BulkFold, Logged, Rows, occurred_instant
 from lablink.projections.rows import Row, RowCache
 from lablink.projections.views import job_view
 
-SPEC_COLUMNS = (
-    "name",
-    "description",
-    "schedule_type",
-    "equipment_id",
-    "trigger_type",
-    "cron_expression",
-    "interval_seconds",
-    "interval_minutes",
-    "interval_hours",
-    "interval_days",
-    "run_date",
-    "time_of_day",
-    "day_of_week",
-    "day_of_month",
-    "parameters",
-    "max_instances",
-    "misfire_grace_time",
-    "coalesce",
-    "start_date",
-    "end_date",
-    "max_executions",
-    "tags",
-    "profile_id",
-    "on_failure_alarm",
-    "conflict_policy",
-    "timezone",
-    "timeout_seconds",
-    "alarm_after_missed",
-)
+# The spec's fields, each a column, in the guide's order (the order the API shows them).
+SPEC_COLUMNS: tuple[str, ...] = tuple(f for f in FIELD_ORDER if f in JobSpec.__struct_fields__)
+
+
+def _kinds(column: str) -> set[Any]:
+    """The types a spec field holds, None aside (``float | None`` -> {float})."""
+    kind = _SPEC_TYPES[column]
+    kinds = get_args(kind) if get_origin(kind) in (Union, UnionType) else (kind,)
+    return {get_origin(k) or k for k in kinds} - {type(None)}
+
+
+_SPEC_TYPES = {field.name: field.type for field in msgspec.structs.fields(JobSpec)}
+# Stored as JSON text (parameters, tags) and as UTC instants (run_date, start_date, end_date).
+_SPEC_JSON = frozenset(c for c in SPEC_COLUMNS if _kinds(c) & {dict, tuple, list})
+_SPEC_INSTANTS = frozenset(c for c in SPEC_COLUMNS if _kinds(c) == {datetime})
 COLUMNS = (
     "job_id",
     *SPEC_COLUMNS,
@@ -89,9 +79,9 @@ def _row(state: JobState, version: int, updated_at: str | None) -> Row:
     row: Row = {"job_id": state.job_id}
     for column in SPEC_COLUMNS:
         value: Any = getattr(spec, column)
-        if column in ("parameters", "tags"):
+        if column in _SPEC_JSON:
             value = to_json(value)
-        elif column in ("run_date", "start_date", "end_date"):
+        elif column in _SPEC_INSTANTS:
             value = instant(value)
         row[column] = value
     row.update(
@@ -121,29 +111,12 @@ class JobsProjection:
 
     def create(self, db: sqlite_utils.Database) -> None:
         types: dict[str, Any] = {c: str for c in COLUMNS}
-        for c in (
-            "interval_seconds",
-            "interval_minutes",
-            "interval_hours",
-            "interval_days",
-            "misfire_grace_time",
-            "timeout_seconds",
-        ):
-            types[c] = float
-        for c in (
-            "day_of_week",
-            "day_of_month",
-            "max_instances",
-            "coalesce",
-            "max_executions",
-            "on_failure_alarm",
-            "alarm_after_missed",
-            "enabled",
-            "version",
-            "execution_count",
-            "running_count",
-            "queued_count",
-        ):
+        for c in SPEC_COLUMNS:
+            if _kinds(c) == {float}:
+                types[c] = float
+            elif _kinds(c) <= {int, bool}:
+                types[c] = int
+        for c in ("enabled", "version", "execution_count", "running_count", "queued_count"):
             types[c] = int
         db.table("jobs").create(types, pk="job_id", if_not_exists=True)
         for columns in (
@@ -186,6 +159,79 @@ class JobsProjection:
         for state, version, updated_at in touched.values():
             cache.put(_row(state, version, updated_at))
         cache.flush()
+
+
+# -- reads (this module owns the jobs table) ------------------------------------------------
+
+
+def get_job(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
+    """The job as the API shows it (rendered when folded), or None."""
+    row = conn.execute("SELECT view FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def list_job_views(
+    conn: sqlite3.Connection,
+    *,
+    enabled: bool | None = None,
+    schedule_type: str | None = None,
+    equipment_id: str | None = None,
+    tag: str | None = None,
+    search: str | None = None,
+    status: str | None = None,
+    limit: int = 1000,
+    offset: int = 0,
+) -> tuple[int, list[str]]:
+    """(total matching, the page as the jobs' rendered JSON views)."""
+    where = Where()
+    where.equals("enabled", int(enabled) if enabled is not None else None)
+    where.equals("schedule_type", schedule_type).equals("equipment_id", equipment_id)
+    where.equals("status", status)
+    if tag is not None:
+        where.add("EXISTS (SELECT 1 FROM json_each(jobs.tags) WHERE value = ?)", tag)
+    if search:
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where.add("(name LIKE ? ESCAPE '\\' OR description LIKE ? ESCAPE '\\')", pattern, pattern)
+    (total,) = conn.execute(f"SELECT COUNT(*) FROM jobs{where}", where.args).fetchone()
+    views = [
+        row[0]
+        for row in conn.execute(
+            f"SELECT view FROM jobs{where} ORDER BY created_at, job_id LIMIT ? OFFSET ?",
+            [*where.args, limit, offset],
+        )
+    ]
+    return int(total), views
+
+
+def schedule_of(conn: sqlite3.Connection, job_id: str) -> tuple[str | None, str] | None:
+    """(next run time as stored, time zone) of the job, or None."""
+    row = conn.execute(
+        "SELECT next_run_time, timezone FROM jobs WHERE job_id = ?", (job_id,)
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def next_to_fire(conn: sqlite3.Connection, limit: int = 10) -> list[tuple[str, str, str, str]]:
+    """(job id, name, next run time, time zone) of the next active jobs to fire."""
+    return conn.execute(
+        "SELECT job_id, name, next_run_time, timezone FROM jobs"
+        " WHERE status = 'active' AND next_run_time IS NOT NULL"
+        " ORDER BY next_run_time LIMIT ?",
+        (limit,),
+    ).fetchall()
+
+
+def active_schedules(conn: sqlite3.Connection) -> list[tuple[str, str | None]]:
+    """(job id, next run time as stored) of every active job."""
+    return conn.execute("SELECT job_id, next_run_time FROM jobs WHERE status = 'active'").fetchall()
+
+
+def with_unfinished(conn: sqlite3.Connection) -> list[str]:
+    """Ids of the jobs with executions running or queued."""
+    return [
+        r[0]
+        for r in conn.execute("SELECT job_id FROM jobs WHERE running_count > 0 OR queued_count > 0")
+    ]
 
 
 def read_snapshot(conn: sqlite3.Connection, job_id: str) -> tuple[JobState, int] | None:

@@ -16,8 +16,8 @@ from datetime import datetime
 import sqlite_utils
 
 from lablink.events import RecordedEvent
-from lablink.eventstore.base import EventStore, format_instant
-from lablink.eventstore.sqlite import SQLiteEventStore
+from lablink.eventstore.base import EventStore
+from lablink.eventstore.sqlite import LogReader, SQLiteEventStore
 from lablink.projections.alarms import AlarmsProjection
 from lablink.projections.base import Projection
 from lablink.projections.bulk import (
@@ -180,21 +180,21 @@ class Projector:
         generic = Projector([p for p in self.projections if not isinstance(p, BulkProjection)])
         with store.lock:
             bound = store.last_position()
-        bound_text = format_instant(until) if until is not None else None
         if processes is None:
             many = bound >= PARALLEL_MIN_EVENTS and (os.cpu_count() or 1) >= 2
             processes = 2 if many else 1
         remote = split(fast) if processes > 1 and str(store.path) != ":memory:" else []
         local = [p for p in fast if p not in remote]
         batches = _Batches(generic, conn) if generic.projections else None
-        elsewhere = Elsewhere(str(store.path), bound, bound_text, remote) if remote else None
+        log = LogReader(store.conn)  # read under the store's lock: the connection is shared
+        elsewhere = Elsewhere(str(store.path), bound, until, remote) if remote else None
         try:
             folds = [p.bulk() for p in local]
             total = last = 0
             with collector_paused():
                 while True:
                     with store.lock:
-                        rows = read_chunk(store.conn, last, bound, bound_text)
+                        rows = read_chunk(log, last, bound, until)
                     if not rows:
                         break
                     events = logged(rows)

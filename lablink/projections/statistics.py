@@ -15,17 +15,13 @@ from typing import Any
 import sqlite_utils
 
 from lablink.events import (
-    ExecutionCancelled,
-    ExecutionCoalesced,
-    ExecutionFailed,
-    ExecutionInterrupted,
-    ExecutionMissed,
+    ENDED_STATUS,
+    RECORDED_ENDED_STATUS,
+    ExecutionEnded,
     ExecutionQueued,
+    ExecutionRecordedEnded,
     ExecutionRequested,
-    ExecutionSkipped,
     ExecutionStarted,
-    ExecutionSucceeded,
-    ExecutionTimedOut,
     JobCompleted,
     JobCreated,
     JobDeleted,
@@ -41,13 +37,7 @@ BUCKET_MINUTES = 15
 JOB_COLUMNS = ("job_id", "schedule_type", "status")
 OPEN_COLUMNS = ("execution_id", "job_id", "bucket", "schedule_type", "status")
 BUCKET_COLUMNS = ("key", "bucket", "schedule_type", "status", "count")
-_FINAL_STATUS = {
-    ExecutionSucceeded: "completed",
-    ExecutionFailed: "failed",
-    ExecutionTimedOut: "timed_out",
-    ExecutionInterrupted: "interrupted",
-    ExecutionCancelled: "cancelled",
-}
+_FINAL_STATUS = ENDED_STATUS
 
 
 def bucket_of(instant: datetime) -> str:
@@ -143,20 +133,14 @@ class StatisticsProjection:
                         }
                     )
                     counters.add(bucket, kind, status, +1)
-                case ExecutionSkipped() | ExecutionMissed() | ExecutionCoalesced():
+                case _ if isinstance(event, ExecutionRecordedEnded):
                     job = jobs.get(event.job_id)
                     kind = job["schedule_type"] if job else "unknown"
                     status = _ONCE_STATUS[type(event)]
                     counters.add(bucket_of(event.actual_time), kind, status, +1)
                 case ExecutionStarted():
                     self._move(open_rows, counters, event.execution_id, "running", final=False)
-                case (
-                    ExecutionSucceeded()
-                    | ExecutionFailed()
-                    | ExecutionTimedOut()
-                    | ExecutionInterrupted()
-                    | ExecutionCancelled()
-                ):
+                case _ if isinstance(event, ExecutionEnded):
                     status = _FINAL_STATUS[type(event)]
                     self._move(open_rows, counters, event.execution_id, status, final=True)
         jobs.flush()
@@ -203,22 +187,51 @@ class StatisticsProjection:
             open_rows.put({**row, "status": status})
 
 
+# -- reads (this module owns the stats_* tables) ---------------------------------------------
+
+
+def job_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Jobs by ``status:<status>`` and by ``type:<schedule type>`` (non-zero counts only)."""
+    return dict(conn.execute("SELECT key, count FROM stats_job_counts WHERE count > 0").fetchall())
+
+
+def running_count(conn: sqlite3.Connection) -> int:
+    (running,) = conn.execute("SELECT COUNT(*) FROM stats_open WHERE status = 'running'").fetchone()
+    return int(running)
+
+
+def counts_between(conn: sqlite3.Connection, start: datetime, end: datetime) -> dict[str, Any]:
+    """Executions by status whose buckets lie in [start, end)."""
+    return dict(
+        conn.execute(
+            "SELECT status, SUM(count) FROM stats_buckets WHERE bucket >= ? AND bucket < ?"
+            " GROUP BY status",
+            (bucket_of(start), bucket_of(end)),
+        ).fetchall()
+    )
+
+
+def running_job_ids(conn: sqlite3.Connection) -> list[str]:
+    """Ids of the jobs with an execution running now, in order."""
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT job_id FROM stats_open WHERE status = 'running' ORDER BY job_id"
+        )
+    ]
+
+
 # -- bulk rebuild -------------------------------------------------------------------------------
 # The same fold as ``apply`` over plain dicts, for rebuilding from empty tables (see
 # projections/bulk.py); the replay property tests hold the two to the same rows.
 
-_ENDS = tuple(_FINAL_STATUS)
 _JOB_STATUS: dict[type[Any], str] = {
     JobPaused: "paused",
     JobResumed: "active",
     JobCompleted: "completed",
 }
 _OPEN_STATUS: dict[type[Any], str] = {ExecutionRequested: "pending", ExecutionQueued: "queued"}
-_ONCE_STATUS: dict[type[Any], str] = {
-    ExecutionSkipped: "skipped",
-    ExecutionMissed: "missed",
-    ExecutionCoalesced: "coalesced",
-}
+_ONCE_STATUS = RECORDED_ENDED_STATUS
 
 
 def _fast_bucket(instant: datetime) -> str:
@@ -244,7 +257,7 @@ class _BulkStatistics:
             # Most frequent first; `type(e) is C` is the cheapest test that mypy narrows on.
             if type(event) is ExecutionStarted:
                 self._move(event.execution_id, "running", final=False)
-            elif isinstance(event, _ENDS):
+            elif isinstance(event, ExecutionEnded):
                 self._move(event.execution_id, _FINAL_STATUS[type(event)], final=True)
             elif isinstance(event, ExecutionRequested | ExecutionQueued):
                 job = jobs.get(event.job_id)
@@ -259,7 +272,7 @@ class _BulkStatistics:
                     status,
                 ]
                 count(bucket, schedule_type, status, +1)
-            elif isinstance(event, ExecutionSkipped | ExecutionMissed | ExecutionCoalesced):
+            elif isinstance(event, ExecutionRecordedEnded):
                 job = jobs.get(event.job_id)
                 schedule_type = job[0] if job else "unknown"
                 status = _ONCE_STATUS[type(event)]

@@ -38,13 +38,22 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from lablink.bus.relay import NatsOptions
+from lablink.bus.connection import connect_nats, ensure_stream
+from lablink.bus.options import NatsOptions
 from lablink.clock import Clock, SystemClock
-from lablink.equipment_agent.errors import EquipmentError
-from lablink.equipment_agent.protocol import (
+from lablink.events import ERROR_TYPES, ExecutionError
+from lablink.health import Health
+from lablink.instruments.errors import EquipmentError
+from lablink.instruments.execution import (
+    ExecutionRequest,
+    Outcome,
+    ProfileLookup,
+    ProgressReport,
+    resolve_profile,
+)
+from lablink.instruments.protocol import (
     ABANDONED,
     DEFAULT_HEARTBEAT_TIMEOUT_SECONDS,
     PRESENCE_FILTER,
@@ -53,7 +62,6 @@ from lablink.equipment_agent.protocol import (
     REPORTS_MAX_AGE_SECONDS,
     REPORTS_STREAM,
     RUN_REQUEST_TIMEOUT_SECONDS,
-    Outcome,
     Report,
     RunCommand,
     RunReply,
@@ -67,10 +75,6 @@ from lablink.equipment_agent.protocol import (
     stop_subject,
     subject_equipment,
 )
-from lablink.events import ERROR_TYPES, ExecutionError
-from lablink.health import Health
-from lablink.scheduler.executor import ExecutionOutcome, ExecutionRequest, ProgressReport
-from lablink.scheduler.inprocess import ProfileLookup, resolve_profile
 from lablink.scheduler.presence import PresenceListener, Presences, Sighting
 from lablink.supervision import Supervisor, Watch
 
@@ -93,7 +97,7 @@ class LateResults(Protocol):
         self,
         job_id: str,
         execution_id: str,
-        outcome: ExecutionOutcome,
+        outcome: Outcome,
         *,
         equipment_id: str,
         agent_id: str = "",
@@ -113,10 +117,6 @@ class _Waiter:
             return False
         self.outcome.set_result(outcome)
         return True
-
-
-def _outcome(outcome: Outcome) -> ExecutionOutcome:
-    return ExecutionOutcome(status=outcome.status, result=outcome.result, error=outcome.error)
 
 
 def _abandoned(outcome: Outcome) -> bool:
@@ -189,12 +189,7 @@ class AgentExecutor:
     async def start(self) -> None:
         """Connect, make sure the reports stream exists, and take in every report that
         arrived while no scheduler was listening."""
-        self._nc = await nats.connect(
-            **self.options.connect_kwargs(),
-            name="lablink-scheduler-executor",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-        )
+        self._nc = await connect_nats(self.options, name="lablink-scheduler-executor")
         self._js = self._nc.jetstream()
         self._reports = await self._subscribe_reports()
         await self._nc.subscribe(PRESENCE_FILTER, cb=self.presences.on_message)
@@ -224,7 +219,13 @@ class AgentExecutor:
 
     async def _subscribe_reports(self) -> JetStreamContext.PullSubscription:
         assert self._js is not None
-        await self._ensure_stream(self._js)
+        await ensure_stream(
+            self._js,
+            REPORTS_STREAM,
+            [REPORTS_FILTER],
+            replicas=self.options.replicas,
+            max_age=REPORTS_MAX_AGE_SECONDS,
+        )
         return await self._js.pull_subscribe(
             REPORTS_FILTER,
             durable=REPORTS_CONSUMER,
@@ -237,32 +238,15 @@ class AgentExecutor:
             ),
         )
 
-    async def _ensure_stream(self, js: JetStreamContext) -> None:
-        try:
-            await js.stream_info(REPORTS_STREAM)
-        except NotFoundError:
-            await js.add_stream(
-                StreamConfig(
-                    name=REPORTS_STREAM,
-                    subjects=[REPORTS_FILTER],
-                    storage=StorageType.FILE,
-                    duplicate_window=600.0,
-                    max_age=REPORTS_MAX_AGE_SECONDS,
-                    num_replicas=self.options.replicas,
-                )
-            )
-
     # -- the executor ---------------------------------------------------------------------------
 
-    async def execute(
-        self, request: ExecutionRequest, progress: ProgressReport
-    ) -> ExecutionOutcome:
+    async def execute(self, request: ExecutionRequest, progress: ProgressReport) -> Outcome:
         execution_id = request.execution_id
         equipment_id = request.spec.equipment_id
         try:
             settings = resolve_profile(request, self.profiles)
         except EquipmentError as exc:
-            return ExecutionOutcome(
+            return Outcome(
                 status="failed",
                 error=ExecutionError(type=exc.error_type, message=str(exc), details=exc.details),
             )
@@ -285,7 +269,7 @@ class AgentExecutor:
             # The heartbeat watcher may have ended the wait while the request was out.
             if refused is not None:
                 waiter.settle(refused)
-            return _outcome(await asyncio.shield(waiter.outcome))
+            return await asyncio.shield(waiter.outcome)
         finally:
             self._waiters.pop(execution_id, None)
             if execution_id in self._sending and self._sending[execution_id].done():
@@ -349,7 +333,7 @@ class AgentExecutor:
 
     async def recover(
         self, request: ExecutionRequest, progress: ProgressReport
-    ) -> Awaitable[ExecutionOutcome] | None:
+    ) -> Awaitable[Outcome] | None:
         execution_id = request.execution_id
         equipment_id = request.spec.equipment_id
         report = self._orphans.pop(execution_id, None)
@@ -370,16 +354,16 @@ class AgentExecutor:
         if orphan is not None and _abandoned(orphan):
             return None  # the agent died under it too: nobody knows how it ended
         if orphan is not None:
-            future: asyncio.Future[ExecutionOutcome] = asyncio.get_running_loop().create_future()
-            future.set_result(_outcome(orphan))
+            future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+            future.set_result(orphan)
             return future
         waiter = self._wait_for(request, progress)
         self._dispatched[execution_id] = equipment_id
         self.presences.seen_now(equipment_id)
 
-        async def follow() -> ExecutionOutcome:
+        async def follow() -> Outcome:
             try:
-                return _outcome(await asyncio.shield(waiter.outcome))
+                return await asyncio.shield(waiter.outcome)
             finally:
                 self._waiters.pop(execution_id, None)
                 if waiter.outcome.done():
@@ -544,7 +528,7 @@ class AgentExecutor:
         verdict = await self._late(
             report.job_id,
             report.execution_id,
-            _outcome(report.outcome),
+            report.outcome,
             equipment_id=report.equipment_id,
             agent_id=report.agent_id,
             reported_at=report.at,

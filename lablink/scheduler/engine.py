@@ -2,8 +2,9 @@
 
 It keeps the next fire of every enabled job (and the timeout of every running execution) in
 one priority queue, and when a timer is due it asks the pure decisions in
-``lablink.domain.firing`` what happened and appends that to the log through the group
-committer. Executions go to an Executor; what it reports becomes events the same way.
+``lablink.domain.firing`` what happened and appends that to the log through the write path's
+group-commit variant (``lablink.handler``). Executions go to an Executor; what it reports
+becomes events the same way.
 
 Time comes from the injected clock. ``tick()`` processes everything due now; ``iterate()`` is
 one turn of the loop (notice a clock step, retry what waits to be recorded, tick); ``start()``
@@ -64,20 +65,17 @@ from lablink.events import (
     RecordedEvent,
     documented_error,
     event_type,
-    stamp,
 )
-from lablink.eventstore.base import ANY, EventStore, parse_instant
+from lablink.eventstore.base import EventStore, parse_instant
 from lablink.eventstore.group_commit import GroupCommitter
 from lablink.eventstore.sqlite import SQLiteEventStore
+from lablink.handler import GroupCommitHandler
 from lablink.health import Health, Reading
 from lablink.ids import IdGenerator, RandomIds
-from lablink.repository import JobRepository, Loaded
-from lablink.scheduler.executor import (
-    ExecutionOutcome,
-    ExecutionRequest,
-    Executor,
-    ProgressReport,
-)
+from lablink.instruments.execution import ExecutionRequest, Outcome, ProgressReport
+from lablink.projections.jobs import active_schedules, with_unfinished
+from lablink.repository import JobRepository
+from lablink.scheduler.executor import Executor
 from lablink.scheduler.faults import (
     DEFAULT_GRACE_SECONDS,
     SCHEDULER_STREAM,
@@ -120,6 +118,19 @@ class _Parked:
     future: asyncio.Future[Decision | None]
 
 
+class _Tracking:
+    """The engine's own appends: how each goes makes (or ends) its recording fault."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def written(self) -> None:
+        self.engine.fault.recorded()
+
+    def failed(self, stream_id: str, error: BaseException) -> None:
+        self.engine._failed(stream_id, error)
+
+
 @dataclass
 class _PendingStep:
     """A clock step being handled: interval jobs still to re-anchor, then its record."""
@@ -153,6 +164,8 @@ class Engine:
         self.actor = actor
         self.timers = TimerQueue()
         self.committer = GroupCommitter(store)
+        self.writer = GroupCommitHandler(self.committer, clock, retries=MAX_RETRIES)
+        self._tracking = _Tracking(self)
         # The runtime's supervisor, or one of our own (tests, benchmarks, scripts).
         self._own_supervisor = supervisor is None
         self.supervisor = supervisor if supervisor is not None else Supervisor(Health(clock))
@@ -222,7 +235,7 @@ class Engine:
             *(self.executor.recover(r, self._progress(r)) for r in requests),
             return_exceptions=True,
         )
-        keep: dict[str, Awaitable[ExecutionOutcome]] = {}
+        keep: dict[str, Awaitable[Outcome]] = {}
         for request, outcome in zip(requests, found, strict=True):
             if isinstance(outcome, BaseException):
                 log.error("recovery failed", execution_id=request.execution_id, error=str(outcome))
@@ -481,7 +494,7 @@ class Engine:
                 planned_jobs=pending.planned,
                 reanchored_jobs=pending.reanchored,
             )
-            await self._append(SCHEDULER_STREAM, ANY, [event])
+            await self.writer.record(SCHEDULER_STREAM, [event], self.actor, tracker=self._tracking)
             self._pending_steps.pop(0)
 
     # -- planning -------------------------------------------------------------------------------
@@ -622,66 +635,29 @@ class Engine:
     async def _command_locked(
         self, job_id: str, decide: Decide, actor: str | None, track: bool
     ) -> Decision | None:
-        for _ in range(MAX_RETRIES):
-            loaded = self._load(job_id, track)
-            decision = decide(loaded.state)
-            if not decision.events:
-                return decision
-            try:
-                recorded = await self._append(
-                    job_id, loaded.version, decision.events, actor or self.actor, track=track
-                )
-            except StreamVersionConflict:
-                self.jobs.forget(job_id)
-                continue
-            self.jobs.recorded(job_id, decision.state, recorded)
-            for event in decision.events:
-                log.debug(
-                    event_type(event),
-                    job_id=job_id,
-                    execution_id=getattr(event, "execution_id", None),
-                )
-            for started in decision.started:
-                self._dispatch(decision.state, started.execution_id, started.started_at)
-            return decision
-        log.error("job stream kept changing; decision dropped", job_id=job_id)
-        return None
-
-    def _load(self, job_id: str, track: bool = True) -> Loaded:
+        """Through the write path; ``track``: the engine's own work, whose failures and
+        successes make the fault (a client's request is answered instead)."""
         try:
-            return self.jobs.load(job_id)
-        except (StorageError, sqlite3.OperationalError) as exc:
-            if track:
-                self._failed(job_id, exc)
-            raise RecordingFailed(job_id, exc) from exc
-
-    async def _append(
-        self,
-        stream_id: str,
-        expected_version: int,
-        events: list[Any],
-        actor: str | None = None,
-        *,
-        track: bool = True,
-    ) -> list[RecordedEvent]:
-        """Append through the group committer; every failure but a version conflict is the
-        log refusing the write (``RecordingFailed``). ``track``: the engine's own work, whose
-        failures and successes make the fault (a client's request is answered instead)."""
-        try:
-            recorded = await self.committer.append(
-                stream_id, expected_version, stamp(events, actor or self.actor, self.clock.now())
+            handled = await self.writer.handle(
+                self.jobs,
+                job_id,
+                lambda state, _: decide(state),
+                actor or self.actor,
+                tracker=self._tracking if track else None,
             )
         except StreamVersionConflict:
-            if track:
-                self.fault.recorded()
-            raise
-        except Exception as exc:
-            if track:
-                self._failed(stream_id, exc)
-            raise RecordingFailed(stream_id, exc) from exc
-        if track:
-            self.fault.recorded()
-        return recorded
+            log.error("job stream kept changing; decision dropped", job_id=job_id)
+            return None
+        decision = Decision(handled.events, handled.state)
+        for event in decision.events:
+            log.debug(
+                event_type(event),
+                job_id=job_id,
+                execution_id=getattr(event, "execution_id", None),
+            )
+        for started in decision.started:
+            self._dispatch(decision.state, started.execution_id, started.started_at)
+        return decision
 
     def _failed(self, stream_id: str, exc: BaseException) -> None:
         if not self.fault.failing:
@@ -811,9 +787,7 @@ class Engine:
 
         return progress
 
-    async def _finish_with(
-        self, request: ExecutionRequest, pending: Awaitable[ExecutionOutcome]
-    ) -> None:
+    async def _finish_with(self, request: ExecutionRequest, pending: Awaitable[Outcome]) -> None:
         try:
             outcome = await pending
         except asyncio.CancelledError:
@@ -822,7 +796,7 @@ class Engine:
             # A runtime exception's class is no error type: the record says executor_error
             # (one of ERROR_TYPES), the log keeps the traceback.
             log.exception("executor raised", execution_id=request.execution_id)
-            outcome = ExecutionOutcome(
+            outcome = Outcome(
                 status="failed",
                 error=ExecutionError(
                     type="executor_error",
@@ -838,7 +812,7 @@ class Engine:
                     execution_id=request.execution_id,
                     reported=None if outcome.error is None else outcome.error.type,
                 )
-                outcome = ExecutionOutcome(status="failed", result=outcome.result, error=error)
+                outcome = Outcome(status="failed", result=outcome.result, error=error)
         now = self.clock.now()
         await self._command(
             request.job_id,
@@ -857,7 +831,7 @@ class Engine:
         self,
         job_id: str,
         execution_id: str,
-        outcome: ExecutionOutcome,
+        outcome: Outcome,
         *,
         equipment_id: str,
         agent_id: str = "",
@@ -920,13 +894,6 @@ def recovery_lists(
     """(active jobs with their next fire, job ids with unfinished executions), from the
     jobs view: a fold of the log, caught up when the store was opened."""
     active = [
-        (job_id, parse_instant(when) if when else None)
-        for job_id, when in conn.execute(
-            "SELECT job_id, next_run_time FROM jobs WHERE status = 'active'"
-        )
+        (job_id, parse_instant(when) if when else None) for job_id, when in active_schedules(conn)
     ]
-    unfinished = [
-        r[0]
-        for r in conn.execute("SELECT job_id FROM jobs WHERE running_count > 0 OR queued_count > 0")
-    ]
-    return active, unfinished
+    return active, with_unfinished(conn)

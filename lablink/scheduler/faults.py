@@ -24,8 +24,9 @@ import structlog
 from lablink.alarm_service import AlarmService
 from lablink.clock import Clock
 from lablink.errors import AlarmNotFound, AlarmStateConflict
-from lablink.events import AlarmRaised, NewEvent
-from lablink.eventstore.base import ANY, EventStore
+from lablink.events import AlarmRaised
+from lablink.eventstore.base import EventStore
+from lablink.handler import CommandHandler
 from lablink.supervision import describe
 
 log = structlog.get_logger(tag="scheduler")
@@ -232,8 +233,4 @@ class SchedulerFaultAlarm:
                 "failures": outage.failures,
             },
         )
-        self.store.append(
-            SCHEDULER_STREAM,
-            ANY,
-            [NewEvent(event=event, actor=ACTOR, occurred_at=self.clock.now())],
-        )
+        CommandHandler(self.store, self.clock).record(SCHEDULER_STREAM, [event], ACTOR)

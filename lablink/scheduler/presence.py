@@ -22,8 +22,8 @@ import msgspec
 import structlog
 from nats.aio.msg import Msg
 
-from lablink.equipment_agent.protocol import Presence, subject_equipment
 from lablink.health import Health, Reading
+from lablink.instruments.protocol import Presence, subject_equipment
 
 log = structlog.get_logger(tag="executor")
 

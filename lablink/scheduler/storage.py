@@ -19,21 +19,15 @@ from pathlib import Path
 
 from lablink.clock import Clock, SystemClock
 from lablink.errors import InvalidRequest
-from lablink.events import ExecutionsPruned, NewEvent
-from lablink.eventstore.base import ANY, format_instant
+from lablink.events import ExecutionsPruned
 from lablink.eventstore.sqlite import SQLiteEventStore
+from lablink.handler import CommandHandler
 from lablink.logstore import open_store
-from lablink.projections.executions import FINAL
+from lablink.projections.executions import count_prunable
 from lablink.settings import Settings
 
 RETENTION_STREAM = "retention"
 DEFAULT_DAYS = 30.0
-
-# The rows the executions projection drops when it folds ExecutionsPruned (its own predicate).
-_PRUNABLE = (
-    f"SELECT COUNT(*) FROM executions WHERE status IN ({', '.join('?' for _ in FINAL)})"
-    " AND COALESCE(completed_at, actual_time) < ?"
-)
 
 
 def check_days(days: float) -> float:
@@ -99,8 +93,8 @@ def prune(store: SQLiteEventStore, now: datetime, days: float, *, actor: str) ->
     cutoff = now - timedelta(days=days)
     event = ExecutionsPruned(cutoff=cutoff, days=days)
     with store.lock:
-        (count,) = store.conn.execute(_PRUNABLE, (*FINAL, format_instant(cutoff))).fetchone()
-        store.append(RETENTION_STREAM, ANY, [NewEvent(event=event, actor=actor, occurred_at=now)])
+        count = count_prunable(store.conn, cutoff)
+        CommandHandler(store).record(RETENTION_STREAM, [event], actor, at=now)
     return int(count)
 
 

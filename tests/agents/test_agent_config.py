@@ -223,6 +223,7 @@ def test_invalid_toml_is_refused_with_where_it_breaks(tmp_path: Path) -> None:
     assert "line 6" in caught.value.reason
 
 
+@pytest.mark.e2e
 def test_lablink_agent_refuses_a_bad_file_with_usage_error(tmp_path: Path) -> None:
     bad = write(tmp_path, f"{AGENT}\n{PSU.replace('psu_1', 'psu.1')}")
     lablink = Path(sys.executable).parent / "lablink"

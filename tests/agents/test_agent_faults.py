@@ -10,7 +10,6 @@ import os
 import signal
 import sqlite3
 import sys
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,16 +23,17 @@ from lablink.api.queries import list_equipment
 from lablink.bus.server import NatsServer
 from lablink.clock import ManualClock
 from lablink.equipment_agent.config import InstrumentConfig
-from lablink.equipment_agent.protocol import RunCommand, RunReply, encoder, run_subject
-from lablink.equipment_agent.scpi import MessagePort
-from lablink.equipment_agent.testing import (
+from lablink.events import AlarmRaised, EquipmentOffline, EquipmentOnline
+from lablink.instruments.protocol import RunCommand, RunReply, encoder, run_subject
+from lablink.instruments.scpi import MessagePort
+from tests.support.agent_lab import AgentLab, bench_config, write_lab_toml
+from tests.support.bench import (
     RecordingPort,
     bench_variant,
     copy_bench,
     execution_request,
 )
-from lablink.events import AlarmRaised, EquipmentOffline, EquipmentOnline
-from lablink.scheduler.agent_testing import AgentLab, bench_config, write_lab_toml
+from tests.support.eventually import eventually
 
 LABLINK = str(Path(sys.executable).parent / "lablink")
 LONG_CAPTURE = {  # point by point on the supply, in real time: a minute unless stopped
@@ -77,7 +77,7 @@ async def test_no_agent_fails_as_equipment_offline_without_waiting(
             }
         )
         execution_id = await lab.engine.run_now(job_id)
-        row = await asyncio.wait_for(lab.finished(execution_id), 15)
+        row = await asyncio.wait_for(lab.finished(execution_id), 60)
         alarms = [e for e in lab.events(job_id) if isinstance(e, AlarmRaised)]
     finally:
         await lab.close()
@@ -103,6 +103,7 @@ async def test_a_job_without_on_failure_alarm_raises_none(lab: AgentLab) -> None
     assert not [e for e in lab.events(job_id) if isinstance(e, AlarmRaised)]
 
 
+@pytest.mark.e2e
 async def test_an_agent_killed_mid_run_fails_the_execution_as_agent_lost(
     lab: AgentLab, tmp_path: Path, nats_server: NatsServer
 ) -> None:
@@ -125,7 +126,7 @@ async def test_an_agent_killed_mid_run_fails_the_execution_as_agent_lost(
         job_id = lab.create(LONG_CAPTURE)
         execution_id = await lab.engine.run_now(job_id)
         await lab.until(execution_id, ("running",))
-        await _until(lambda: lab.rows("SELECT 1 FROM executions WHERE progress > 0"))
+        await eventually(lambda: lab.rows("SELECT 1 FROM executions WHERE progress > 0"))
         agent.send_signal(signal.SIGKILL)
         await agent.wait()
         row = await lab.finished(execution_id, within=30)
@@ -150,6 +151,7 @@ async def test_an_agent_killed_mid_run_fails_the_execution_as_agent_lost(
     assert alarm.equipment["identity"].startswith("LabLink Sim,PSU-3005")
 
 
+@pytest.mark.e2e
 async def test_an_instrument_error_code_reaches_the_record(lab: AgentLab, tmp_path: Path) -> None:
     # A smaller load than its driver table: the instrument itself refuses 5 A.
     small = bench_variant(tmp_path / "small", "electronic load", "max: 30", "max: 3")
@@ -168,6 +170,7 @@ async def test_an_instrument_error_code_reaches_the_record(lab: AgentLab, tmp_pa
     assert problem["message"] == "load_1 reported error -100 'Command error' after 'CURR 5.000'"
 
 
+@pytest.mark.e2e
 async def test_a_visa_timeout_is_explained_by_the_error_queue(
     lab: AgentLab, tmp_path: Path
 ) -> None:
@@ -194,6 +197,7 @@ async def test_a_visa_timeout_is_explained_by_the_error_queue(
     assert problem["details"]["command"] == "MEAS:VOLT?"
 
 
+@pytest.mark.e2e
 async def test_a_timeout_stops_the_agent_and_applies_the_safe_state(
     lab: AgentLab, tmp_path: Path
 ) -> None:
@@ -246,16 +250,18 @@ async def test_a_result_that_arrives_while_the_scheduler_is_down_is_recorded_aft
     execution_id = await lab.engine.run_now(job_id)
     ledger = agent._ledger
     assert ledger is not None
-    await _until(lambda: ledger.state(execution_id)[0] == "running")
+    await eventually(lambda: ledger.state(execution_id), until=lambda s: s[0] == "running")
     lab.agents.remove(agent)  # it outlives this scheduler
     await lab.crash()
 
-    await _until(lambda: ledger.state(execution_id)[0] == "finished" and not ledger.unpublished())
+    await eventually(
+        lambda: ledger.state(execution_id)[0] == "finished" and not ledger.unpublished()
+    )
 
     again = await AgentLab(tmp_path / "scheduler.db", nats_server.url, clock).start()
     again.agents.append(agent)
     try:
-        row = await again.finished(execution_id, within=10)
+        row = await again.finished(execution_id, within=60)
         assert row["status"] == "completed", row
         assert json.loads(row["result"])["sample_count"] == 3
     finally:
@@ -305,7 +311,7 @@ async def test_an_agent_that_stops_says_goodbye_and_is_recorded_offline(
     )
     lab.agents.remove(agent)
     await agent.aclose()
-    await _until(lambda: len(lab.events("equipment:sensor_1")) == 3)
+    await eventually(lambda: len(lab.events("equipment:sensor_1")), until=lambda n: n == 3)
     offline = lab.events("equipment:sensor_1")[1]
     assert isinstance(offline, EquipmentOffline)
     assert offline.reason == "the agent stopped"
@@ -329,11 +335,3 @@ class Recorder:
     def count(self, equipment_id: str, command: str) -> int:
         sent = [*self.history.get(equipment_id, []), *self.ports[equipment_id].sent()]
         return sent.count(command)
-
-
-async def _until(check: Any, within: float = 20) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {within}s")
-        await asyncio.sleep(0.02)

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,14 +27,15 @@ from lablink.bus.server import NatsServer
 from lablink.clock import ManualClock
 from lablink.equipment_agent.agent import Agent
 from lablink.equipment_agent.config import AgentConfig, InstrumentConfig
-from lablink.equipment_agent.drivers import MULTIMETER, make_instrument
-from lablink.equipment_agent.instrument import ERROR_QUERY
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.ids import SequentialIds
+from lablink.instruments.drivers import MULTIMETER, make_instrument
+from lablink.instruments.instrument import ERROR_QUERY
 from lablink.logstore import open_store
 from lablink.repository import JobRepository
 from lablink.scheduler.agents import AgentExecutor
 from lablink.scheduler.engine import Engine
+from tests.support.eventually import eventually
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 EQUIPMENT_ID = "dmm_1"
@@ -219,21 +219,19 @@ class Lab:
     async def running_on_agent(self, count: int) -> None:
         """Wait until the agent's heartbeat lists ``count`` executions running on the
         instrument (accepted, not finished)."""
-        deadline = time.monotonic() + WAIT_SECONDS
-        while True:
-            sighting = self.executor.sightings.get(EQUIPMENT_ID)
-            if sighting is not None and len(sighting.presence.running) == count:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"never {count} running: {sighting}")
-            await asyncio.sleep(0.02)
+        await eventually(
+            lambda: self.executor.sightings.get(EQUIPMENT_ID),
+            until=lambda sighting: sighting is not None and len(sighting.presence.running) == count,
+            timeout=WAIT_SECONDS,
+            what=f"{count} running",
+        )
 
     async def online(self) -> None:
-        deadline = time.monotonic() + WAIT_SECONDS
-        while (s := self.executor.sightings.get(EQUIPMENT_ID)) is None or not s.online:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{EQUIPMENT_ID} never seen online")
-            await asyncio.sleep(0.02)
+        await eventually(
+            lambda: (s := self.executor.sightings.get(EQUIPMENT_ID)) is not None and s.online,
+            timeout=WAIT_SECONDS,
+            what=f"{EQUIPMENT_ID} seen online",
+        )
 
 
 @pytest.fixture

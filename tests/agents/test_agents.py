@@ -19,10 +19,10 @@ from lablink.api.context import ApiContext
 from lablink.bus.server import NatsServer
 from lablink.clock import ManualClock
 from lablink.equipment_agent.config import load_config
-from lablink.equipment_agent.testing import copy_bench
 from lablink.events import EquipmentOnline, ExecutionProgressed
-from lablink.scheduler.agent_testing import AgentLab, bench_config
 from lablink.settings import Settings
+from tests.support.agent_lab import AgentLab, bench_config
+from tests.support.bench import copy_bench
 
 PROFILES: dict[str, dict[str, Any]] = {
     "precise": {"nplc": 10.0, "autorange": False},

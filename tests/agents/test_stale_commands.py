@@ -19,9 +19,9 @@ import pytest
 
 from lablink.bus.relay import NatsOptions
 from lablink.bus.server import NatsServer
-from lablink.clock import ManualClock
+from lablink.clock import ManualClock, SystemClock
 from lablink.equipment_agent.agent import Agent
-from lablink.equipment_agent.protocol import (
+from lablink.instruments.protocol import (
     REPORTS_STREAM,
     Report,
     RunCommand,
@@ -30,10 +30,11 @@ from lablink.equipment_agent.protocol import (
     report_subject,
     run_subject,
 )
-from lablink.equipment_agent.scpi import MessagePort
-from lablink.equipment_agent.testing import RecordingPort, copy_bench, execution_request
-from lablink.scheduler.agent_testing import AgentLab, bench_config
+from lablink.instruments.scpi import MessagePort
 from lablink.scheduler.agents import AgentExecutor
+from tests.support.agent_lab import AgentLab, bench_config
+from tests.support.bench import RecordingPort, copy_bench, execution_request
+from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.nats
 
@@ -135,7 +136,16 @@ async def test_a_command_scheduled_two_days_ago_is_refused_without_touching_the_
     fresh = msgspec.structs.replace(request, execution_id="exec_fresh_1")
     accepted = await ask(nats_server.url, RunCommand(request=fresh, due_at=datetime.now(UTC)))
     assert accepted.status == "accepted"
-    await _until(lambda: "VOLT 17.500" in recorder.sent(PSU))
+    await eventually(lambda: "VOLT 17.500" in recorder.sent(PSU))
+
+
+class TwoDaysAhead(SystemClock):
+    """The real clock two days on: a command is received two days after it was sent, however
+    long the agent took to start (a clock fixed before the start made that two days minus the
+    start, "1 day, 23:59:59" on a loaded machine)."""
+
+    def now(self) -> datetime:
+        return super().now() + timedelta(days=2)
 
 
 async def test_a_run_the_agent_gets_too_late_fails_as_stale_command(
@@ -144,8 +154,7 @@ async def test_a_run_the_agent_gets_too_late_fails_as_stale_command(
     """Through the scheduler: an agent that gets the command two days after it was sent
     (its clock is the injected one) refuses it; the execution records why."""
     recorder = Recorder()
-    two_days_on = ManualClock(datetime.now(UTC) + timedelta(days=2))
-    await start_agent(lab, tmp_path, recorder, clock=two_days_on)
+    await start_agent(lab, tmp_path, recorder, clock=TwoDaysAhead())
     before = list(recorder.sent(PSU))
     row = await lab.run(
         {
@@ -227,21 +236,10 @@ def test_the_due_time_of_a_scheduled_fire_is_its_scheduled_time_on_this_hosts_cl
     assert abs((now - executor._due_at(manual)).total_seconds()) < 5
 
 
-async def _until_stored(js: Any, subject: str, within: float = 20) -> Report:
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        try:
-            msg = await js.get_last_msg(REPORTS_STREAM, subject)
-            return msgspec.json.decode(msg.data, type=Report)
-        except nats.js.errors.NotFoundError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.05)
-
-
-async def _until(check: Any, within: float = 20) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true within {within}s")
-        await asyncio.sleep(0.02)
+async def _until_stored(js: Any, subject: str) -> Report:
+    msg = await eventually(
+        lambda: js.get_last_msg(REPORTS_STREAM, subject),
+        ignoring=(nats.js.errors.NotFoundError,),
+        what=f"a report stored on {subject}",
+    )
+    return msgspec.json.decode(msg.data, type=Report)

@@ -17,12 +17,12 @@ from lablink.alarm_service import AlarmService
 from lablink.bus.relay import NatsOptions, Relay
 from lablink.bus.server import NatsServer
 from lablink.clock import ManualClock
-from lablink.equipment_agent.protocol import Presence
 from lablink.equipment_service import EquipmentService
 from lablink.events import AlarmCleared, AlarmRaised
+from lablink.instruments.execution import Outcome
+from lablink.instruments.protocol import Presence
 from lablink.keys import create_key
-from lablink.scheduler.executor import ExecutionOutcome
-from lablink.scheduler.testing import Harness, api_client
+from tests.support.harness import Harness, api_client
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 BASE: dict[str, Any] = {
@@ -60,7 +60,7 @@ async def test_a_failure_alarm_carries_what_the_guide_lists(harness: Harness) ->
     job = h.service.create_job({**BASE, "on_failure_alarm": True}, "alice")
     await h.at(minutes(10))
     (running,) = h.executor.held()
-    h.executor.release(running, ExecutionOutcome.failed("instrument_error", "-222,out of range"))
+    h.executor.release(running, Outcome.failed("instrument_error", "-222,out of range"))
     await h.settle()
     (alarm,) = alarms(h, job)
     assert alarm.kind == "job_failure"
@@ -162,7 +162,7 @@ async def test_alarms_over_http_filter_acknowledge_and_clear(
     job = h.service.create_job({**BASE, "on_failure_alarm": True}, "alice")
     await h.at(minutes(10))
     (running,) = h.executor.held()
-    h.executor.release(running, ExecutionOutcome.failed("instrument_error", "boom"))
+    h.executor.release(running, Outcome.failed("instrument_error", "boom"))
     await h.settle()
     (raised,) = alarms(h, job)
     alarm_id = raised.alarm_id
@@ -307,9 +307,9 @@ async def test_a_failure_alarm_is_published_on_its_severity_and_equipment_subjec
         job = h.service.create_job({**BASE, "on_failure_alarm": True}, "alice")
         await h.at(minutes(10))
         (running,) = h.executor.held()
-        h.executor.release(running, ExecutionOutcome.failed("instrument_error", "boom"))
+        h.executor.release(running, Outcome.failed("instrument_error", "boom"))
         await h.settle()
-        msg = await exact.next_msg(timeout=20)
+        msg = await exact.next_msg(timeout=60)
     finally:
         await nc.close()
         await relay.aclose()

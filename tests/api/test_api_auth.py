@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from lablink.cli import app
 from lablink.keys import create_key, hash_key
-from lablink.scheduler.testing import Harness, api_client
+from tests.support.harness import Harness, api_client
 
 BODY: dict[str, Any] = {
     "name": "Hourly Voltage Check",
@@ -121,6 +121,7 @@ def test_keys_create_cli_prints_the_key_once(tmp_path: Path) -> None:
     assert "viewer, operator, admin" in bad.output
 
 
+@pytest.mark.nats
 def test_admin_key_file_mode(tmp_path: Path) -> None:
     import asyncio
 

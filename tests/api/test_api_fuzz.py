@@ -48,7 +48,7 @@ from schemathesis.specs.openapi.checks import (
 from lablink.api.app import MAX_BODY_BYTES
 from lablink.api.schemas import JobUpdate
 from lablink.domain.requests import JobRequest
-from lablink.scheduler.testing import Harness
+from tests.support.harness import Harness
 
 Client = httpx.AsyncClient
 Body = dict[str, Any]
@@ -420,6 +420,7 @@ def operations(schema: Any) -> Iterator[Operation]:
         yield operation
 
 
+@pytest.mark.slow
 async def test_schemathesis_finds_no_server_error(client: Client, harness: Harness) -> None:
     document = (await client.get("/schema/openapi.json")).json()
     schema = schemathesis.openapi.from_dict(document, config=schemathesis.Config())
@@ -458,6 +459,7 @@ SWEEP_BASES = [
 ]
 
 
+@pytest.mark.slow
 async def test_every_hostile_value_in_every_field(client: Client, harness: Harness) -> None:
     """The exhaustive companion of the random run: each hostile value of a property's type
     (and a few of any type) in each property of JobRequest and JobUpdate, on an interval, a

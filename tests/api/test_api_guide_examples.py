@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from lablink.clock import ManualClock
-from lablink.scheduler.executor import ExecutionOutcome
-from lablink.scheduler.testing import Harness, api_client
+from lablink.instruments.execution import Outcome
+from tests.support.harness import Harness, api_client
 
 Client = httpx.AsyncClient
 Body = dict[str, Any]
@@ -689,7 +689,7 @@ async def test_guide_get_examples_after_creating_every_body(
     busy = (await client.post(f"/api/scheduler/jobs/{busy_job}/run")).json()["execution_id"]
     await harness.settle()
     harness.executor.release(
-        failing, ExecutionOutcome.failed("communication_error", "no answer to *IDN?", code=-113)
+        failing, Outcome.failed("communication_error", "no answer to *IDN?", code=-113)
     )
     await harness.settle()
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from lablink.scheduler.testing import Harness
+from tests.support.harness import Harness
 
 Client = httpx.AsyncClient
 HOURLY: dict[str, Any] = {

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from lablink.clock import ManualClock
-from lablink.scheduler.executor import ExecutionOutcome
-from lablink.scheduler.testing import Harness, api_client
+from lablink.instruments.execution import Outcome
+from tests.support.harness import Harness, api_client
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 JOB: dict[str, Any] = {
@@ -66,9 +66,7 @@ async def test_each_execution_counts_under_its_own_status(tmp_path: Path) -> Non
 
     await h.at(minutes(10))  # fails
     (failing,) = h.executor.held()
-    h.executor.release(
-        failing, ExecutionOutcome.failed("instrument_error", "-222,Data out of range")
-    )
+    h.executor.release(failing, Outcome.failed("instrument_error", "-222,Data out of range"))
     await h.settle()
     await h.at(minutes(20))  # still running at 09:30, so that fire is skipped ...
     await h.at(minutes(30))
@@ -123,7 +121,7 @@ async def test_a_timeout_is_not_counted_as_a_failure_and_failed_today_says_what_
     job_id = h.service.create_job(JOB, "alice")
     await h.at(minutes(10))
     (failing,) = h.executor.held()
-    h.executor.release(failing, ExecutionOutcome.failed("instrument_error", "boom"))
+    h.executor.release(failing, Outcome.failed("instrument_error", "boom"))
     await h.settle()
     await h.at(minutes(20))
     await h.at(minutes(32))  # timed out (the 09:30 fire was skipped)

@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from lablink.equipment_agent.context import RunContext
-from lablink.equipment_agent.drivers import MODELS
-from lablink.equipment_agent.errors import InvalidParameter
-from lablink.equipment_agent.instrument import Instrument
-from lablink.equipment_agent.scpi import check_number
+from lablink.instruments.context import RunContext
+from lablink.instruments.drivers import MODELS
+from lablink.instruments.errors import InvalidParameter
+from lablink.instruments.instrument import Instrument
+from lablink.instruments.scpi import check_number
 
 Client = httpx.AsyncClient
 HUGE = "1" + "0" * 400  # 10**400, written as JSON text

@@ -19,7 +19,7 @@ import pytest
 from lablink.clock import ManualClock
 from lablink.events import EquipmentOnline, NewEvent
 from lablink.eventstore import ANY
-from lablink.scheduler.testing import Harness, api_client
+from tests.support.harness import Harness, api_client
 
 Client = httpx.AsyncClient
 JOB: dict[str, Any] = {

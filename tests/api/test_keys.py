@@ -18,8 +18,8 @@ from lablink.api.app import create_app
 from lablink.api.context import ApiContext
 from lablink.cli import app as cli
 from lablink.keys import create_key
-from lablink.scheduler.testing import Harness
 from lablink.settings import Settings
+from tests.support.harness import Harness
 
 
 @contextlib.asynccontextmanager

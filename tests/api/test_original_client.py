@@ -29,7 +29,7 @@ import requests
 
 from lablink.clock import ManualClock
 from lablink.keys import create_key
-from lablink.scheduler.testing import Harness, api_client
+from tests.support.harness import Harness, api_client
 
 API = "http://testserver/api"
 # Bodies a user of that client passes to create_job: the guide's.

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from lablink.api.queries import list_job_views
 from lablink.cli import app
 from lablink.keys import create_key
-from lablink.scheduler.testing import Harness, api_client
+from tests.support.harness import Harness, api_client
 
 BODY: dict[str, Any] = {
     "name": "Hourly Voltage Check",
@@ -291,7 +291,7 @@ class Serve:
             self.lines.put(record if isinstance(record, dict) else {"event": "raw"})
         self.lines.put({"event": "eof"})
 
-    def wait_for(self, event: str, timeout: float = 20) -> dict[str, Any]:
+    def wait_for(self, event: str, timeout: float = 60) -> dict[str, Any]:
         seen: list[dict[str, Any]] = []
         while True:
             try:
@@ -340,12 +340,13 @@ def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, dict[str, str]]]]:
     assert server.proc.returncode == 0
 
 
+@pytest.mark.e2e
 def test_a_real_server_says_who_did_what(
     served: tuple[str, dict[str, dict[str, str]]],
 ) -> None:
     base, keys = served
     alice, bob = keys["alice"], keys["bob"]
-    with httpx.Client(base_url=base, timeout=10) as client:
+    with httpx.Client(base_url=base, timeout=30) as client:
 
         def act(who: dict[str, str], method: str, path: str, body: Any = None) -> Any:
             response = client.request(method, path, json=body, headers=who)

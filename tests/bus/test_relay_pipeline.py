@@ -20,7 +20,7 @@ import pytest
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from lablink.bus.consume import read_stream
-from lablink.bus.relay import _ROWS, NatsOptions, Relay, envelope, row_envelope
+from lablink.bus.relay import NatsOptions, Relay, envelope, row_envelope
 from lablink.bus.server import NatsServer
 from lablink.bus.subjects import EVENTS_ALL, STREAM, event_subject
 from lablink.events import (
@@ -32,8 +32,9 @@ from lablink.events import (
     NewEvent,
     decode_event,
 )
-from lablink.eventstore.sqlite import SQLiteEventStore, read_events
+from lablink.eventstore.sqlite import LogReader, SQLiteEventStore
 from lablink.logstore import open_store
+from tests.support.eventually import eventually
 
 T0 = datetime(2026, 3, 2, 9, 0, 0, 123456, tzinfo=UTC)
 
@@ -94,8 +95,8 @@ async def test_envelope_from_the_row_is_byte_for_byte_todays_for_every_kind(
         occurred = T0 + timedelta(seconds=n) if n % 2 else T0.replace(microsecond=0)
         new = NewEvent(event=event, actor="alice", occurred_at=occurred, correlation_id=f"c{n}")
         store.append(stream, store.stream_version(stream), [new])
-    rows = store.conn.execute(_ROWS, (0, 1000)).fetchall()
-    decoded = read_events(store.conn, 0, 1000)
+    rows = store.read_rows(0, 1000)  # what the relay reads
+    decoded = LogReader(store.conn).read_events(0, 1000)
     assert len(rows) == len(decoded) == len(samples)
     relay = Relay(store.path, NatsOptions(url="nats://127.0.0.1:1"))
     jobs: dict[str, str] = {}
@@ -111,6 +112,7 @@ async def test_envelope_from_the_row_is_byte_for_byte_todays_for_every_kind(
     assert b'"days":30.0' in envelope(decoded[-1])
 
 
+@pytest.mark.nats
 async def test_a_rejected_publish_resumes_from_the_last_acked_batch_in_order(
     server: NatsServer, store: SQLiteEventStore
 ) -> None:
@@ -132,16 +134,13 @@ async def test_a_rejected_publish_resumes_from_the_last_acked_batch_in_order(
     relay.attach(store)
     await relay.start()
     try:
-        for _ in range(200):
-            if relay.status.last_error and relay.checkpoint() == 140:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: relay.status.last_error and relay.checkpoint() == 140)
         # Only whole, fully acked batches count; the 10 stored of the 8th batch do not.
         assert relay.checkpoint() == 140
         assert relay.status.last_error is not None
         config.max_msgs = -1
         await js.update_stream(config)
-        events = await read_stream(server.url, expected=400)
+        events = await read_stream(server.url, expected=400, wait=60)
         assert [e["position"] for e in events] == list(range(1, 401))
         assert (await js.stream_info(STREAM)).state.messages == 400  # the resent 10 dropped
     finally:
@@ -150,6 +149,7 @@ async def test_a_rejected_publish_resumes_from_the_last_acked_batch_in_order(
     assert relay.checkpoint() == 400
 
 
+@pytest.mark.nats
 @pytest.mark.parametrize("caller_cancelled", [False, True], ids=["stopped", "caller-cancelled"])
 async def test_stopped_with_acks_in_flight(
     server: NatsServer, store: SQLiteEventStore, caller_cancelled: bool
@@ -161,15 +161,13 @@ async def test_stopped_with_acks_in_flight(
     relay.attach(store)
     await relay.start()
     append(store, 5)
-    await read_stream(server.url, expected=5)
+    await read_stream(server.url, expected=5, wait=60)
     assert server.pid is not None
     os.kill(server.pid, signal.SIGSTOP)  # the server takes the messages but never acks
     try:
         append(store, 30)
-        for _ in range(200):
-            if relay.status.log_position == 35:
-                break
-            await asyncio.sleep(0.01)
+        status = relay.status
+        await eventually(lambda: status.log_position, until=lambda position: position == 35)
         await asyncio.sleep(0.1)  # batches published, their acks pending
         if caller_cancelled:  # while aclose() waits for the drain
             closing = asyncio.create_task(relay.aclose(drain_seconds=60))

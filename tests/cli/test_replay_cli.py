@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from lablink.application import JobService
@@ -87,6 +88,7 @@ def test_replay_refuses_a_bad_time_and_a_missing_database(tmp_path: Path) -> Non
     assert "ISO 8601" in bad.output
 
 
+@pytest.mark.e2e
 def test_console_script_is_installed(tmp_path: Path) -> None:
     lablink = Path(sys.executable).parent / "lablink"
     result = subprocess.run([str(lablink), "--help"], capture_output=True, text=True, check=False)

@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise, takewhile
 from zoneinfo import ZoneInfo
 
+import pytest
 from cronsim import CronSim, CronSimError
 from dateutil import rrule
 from hypothesis import HealthCheck, assume, given, settings
@@ -159,6 +160,7 @@ def calendar_day_matches(schedule: Schedule, day: date) -> bool:
     return True
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(calendar_cases())
 def test_calendar_fires_are_the_wall_clock_times_asked_for(case: tuple[Schedule, datetime]) -> None:
@@ -201,6 +203,7 @@ def dst_day(day: date, zone: ZoneInfo) -> bool:
     return midnight.utcoffset() != (midnight + timedelta(days=1, hours=1)).utcoffset()
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(calendar_cases())
 def test_calendar_agrees_with_rrule_on_days_without_a_dst_change(
@@ -256,6 +259,7 @@ def interval_cases(draw: st.DrawFn) -> tuple[Schedule, datetime]:
     ), after
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(interval_cases())
 def test_interval_fires_are_anchor_plus_whole_intervals(case: tuple[Schedule, datetime]) -> None:
@@ -281,6 +285,7 @@ def test_interval_fires_are_anchor_plus_whole_intervals(case: tuple[Schedule, da
         )
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(interval_cases(), st.integers(0, 10**5))
 def test_interval_count_matches_the_listed_fires(
@@ -292,6 +297,7 @@ def test_interval_count_matches_the_listed_fires(
     assert count_fires_between(schedule, after, until) == len(listed)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.sampled_from(ZONES).flatmap(lambda z: st.tuples(instants(z), instants(z))))
 def test_date_fires_once_if_still_ahead(pair: tuple[datetime, datetime]) -> None:
@@ -379,6 +385,7 @@ def cron_cases() -> st.SearchStrategy[tuple[str, str, datetime]]:
     )
 
 
+@pytest.mark.slow
 @settings(SETTINGS, max_examples=600)
 @given(cron_cases())
 def test_cron_agrees_with_cronsim(case: tuple[str, str, datetime]) -> None:
@@ -407,6 +414,7 @@ def cron_matches(spec: CronSim, wall: datetime) -> bool:
     )
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(cron_cases())
 def test_cron_fires_read_as_the_expression_on_the_wall_clock(
@@ -431,6 +439,7 @@ def test_cron_fires_read_as_the_expression_on_the_wall_clock(
             assert any(cron_matches(spec, w) for w in gap)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(cron_cases(), st.integers(0, 3 * 86400))
 def test_cron_count_matches_the_listed_fires(case: tuple[str, str, datetime], span: int) -> None:

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from lablink.equipment_agent.acquisition import plan_capture
-from lablink.equipment_agent.testing import ProgressLog, copy_bench, execution_request
-from lablink.scheduler.executor import ExecutionOutcome
-from lablink.scheduler.inprocess import InProcessExecutor
+from lablink.equipment_agent.inprocess import InProcessExecutor
+from lablink.instruments.execution import Outcome
+from tests.support.bench import ProgressLog, copy_bench, execution_request
 
 WEEKLY = {"duration": 600, "sample_rate": 1_000_000, "channels": [1, 2, 3, 4]}
 
@@ -46,7 +46,7 @@ def read_csv(path: Path) -> tuple[dict[str, str], list[str], list[list[float]]]:
     return header, columns, rows
 
 
-def completed(outcome: ExecutionOutcome) -> dict[str, Any]:
+def completed(outcome: Outcome) -> dict[str, Any]:
     assert outcome.status == "completed", outcome.error
     return outcome.result
 
@@ -106,6 +106,7 @@ async def test_guide_acquisition_on_oscilloscope_1(
     assert state["settings"]["sample_rate"]["value"] == 1e6
 
 
+@pytest.mark.slow
 async def test_weekly_capture_is_decimated_bounded_and_quick(
     executor: InProcessExecutor, data_dir: Path
 ) -> None:
@@ -144,6 +145,7 @@ async def test_weekly_capture_is_decimated_bounded_and_quick(
     assert result["statistics"]["ch4_V"]["mean"] == pytest.approx(0.25, abs=1e-3)
 
 
+@pytest.mark.slow
 async def test_capture_holds_one_record_in_memory_not_the_capture(
     tmp_path: Path, data_dir: Path
 ) -> None:

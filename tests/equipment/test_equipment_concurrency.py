@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from lablink.equipment_agent.scpi import MessagePort
-from lablink.equipment_agent.testing import (
+from lablink.equipment_agent.inprocess import InProcessExecutor
+from lablink.instruments.execution import ExecutionRequest
+from lablink.instruments.scpi import MessagePort
+from tests.support.bench import (
     ProgressLog,
     RecordingPort,
     copy_bench,
     execution_request,
 )
-from lablink.scheduler.executor import ExecutionRequest
-from lablink.scheduler.inprocess import InProcessExecutor
 
 
 class Recorded:
@@ -145,7 +145,7 @@ class _SlowPort:
 
     def query(self, message: str) -> str:
         self.inside.set()
-        self.release.wait(timeout=10)
+        self.release.wait(timeout=60)
         return "1"
 
 
@@ -154,7 +154,7 @@ def test_the_recorder_catches_an_overlap() -> None:
     port = RecordingPort(slow)
     reader = threading.Thread(target=port.query, args=("*OPC?",))
     reader.start()
-    assert slow.inside.wait(timeout=10)
+    assert slow.inside.wait(timeout=60)
     port.write("OUTP 1")  # while the query is still waiting for its answer
     slow.release.set()
     reader.join()

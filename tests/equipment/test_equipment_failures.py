@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 
 from lablink.equipment_agent.bench import open_simulated_bench
-from lablink.equipment_agent.testing import (
+from lablink.equipment_agent.inprocess import InProcessExecutor
+from lablink.events import ExecutionError, ScheduleType
+from lablink.instruments.execution import Outcome
+from tests.support.bench import (
     ProgressLog,
     bench_variant,
     copy_bench,
     execution_request,
 )
-from lablink.events import ExecutionError, ScheduleType
-from lablink.scheduler.executor import ExecutionOutcome
-from lablink.scheduler.inprocess import InProcessExecutor
 
 
 @asynccontextmanager
@@ -44,13 +44,13 @@ async def run(
     equipment_id: str,
     schedule_type: ScheduleType,
     parameters: dict[str, Any] | None = None,
-) -> ExecutionOutcome:
+) -> Outcome:
     return await executor.execute(
         execution_request(equipment_id, schedule_type, parameters), ProgressLog()
     )
 
 
-def failed(outcome: ExecutionOutcome, error_type: str) -> ExecutionError:
+def failed(outcome: Outcome, error_type: str) -> ExecutionError:
     assert outcome.status == "failed"
     assert outcome.error is not None
     assert outcome.error.type == error_type, outcome.error

@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 
 from lablink.equipment_agent.bench import open_simulated_bench
-from lablink.equipment_agent.testing import (
+from lablink.equipment_agent.inprocess import InProcessExecutor
+from lablink.events import ScheduleType
+from lablink.instruments.execution import Outcome, ProfileLookup
+from tests.support.bench import (
     ProgressLog,
     bench_variant,
     copy_bench,
     execution_request,
 )
-from lablink.events import ScheduleType
-from lablink.scheduler.executor import ExecutionOutcome
-from lablink.scheduler.inprocess import InProcessExecutor, ProfileLookup
 
 
 @asynccontextmanager
@@ -49,13 +49,13 @@ async def run(
     schedule_type: ScheduleType,
     parameters: dict[str, Any] | None = None,
     **options: Any,
-) -> ExecutionOutcome:
+) -> Outcome:
     return await executor.execute(
         execution_request(equipment_id, schedule_type, parameters, **options), ProgressLog()
     )
 
 
-def completed(outcome: ExecutionOutcome) -> dict[str, Any]:
+def completed(outcome: Outcome) -> dict[str, Any]:
     assert outcome.status == "completed", outcome.error
     assert outcome.error is None
     return outcome.result

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from lablink.equipment_agent.bench import open_simulated_bench
-from lablink.equipment_agent.scpi import MessagePort
-from lablink.equipment_agent.testing import ProgressLog, copy_bench, execution_request
-from lablink.scheduler.executor import ExecutionRequest
-from lablink.scheduler.inprocess import InProcessExecutor
+from lablink.equipment_agent.inprocess import InProcessExecutor
+from lablink.instruments.execution import ExecutionRequest
+from lablink.instruments.scpi import MessagePort
+from tests.support.bench import ProgressLog, copy_bench, execution_request
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ class _HeldScope:
             self.records += 1
             if self.records == 3:
                 self.loop.call_soon_threadsafe(self.reached.set)
-                self.release.wait(timeout=10)
+                self.release.wait(timeout=60)
         return self.inner.query(message)
 
 

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from lablink.equipment_agent.bench import SIMULATED_BENCH
-from lablink.equipment_agent.checks import EQUIPMENT_TEST_NAMES, check_job, command_names
-from lablink.equipment_agent.drivers import MODELS
-from lablink.equipment_agent.errors import InvalidParameter, UnknownCommand
-from lablink.equipment_agent.instrument import Instrument
+from lablink.equipment_agent.inprocess import InProcessExecutor
 from lablink.equipment_agent.operations import EQUIPMENT_TESTS
-from lablink.equipment_agent.scpi import InstrumentModel, Setting
-from lablink.equipment_agent.testing import ProgressLog, copy_bench, execution_request
-from lablink.scheduler.inprocess import InProcessExecutor
+from lablink.instruments.checks import EQUIPMENT_TEST_NAMES, check_job, command_names
+from lablink.instruments.drivers import MODELS
+from lablink.instruments.errors import InvalidParameter, UnknownCommand
+from lablink.instruments.instrument import Instrument
+from lablink.instruments.scpi import InstrumentModel, Setting
+from lablink.instruments.simulated import SIMULATED_BENCH
+from tests.support.bench import ProgressLog, copy_bench, execution_request
 
 KIND_OF = {eid: kind for eid, (kind, _) in SIMULATED_BENCH.items()}
 

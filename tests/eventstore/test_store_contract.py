@@ -14,9 +14,13 @@ from lablink.events import JobPaused, JobResumed, NewEvent
 from lablink.eventstore import (
     ANY,
     AppendRequest,
+    EventQuery,
+    EventReader,
     EventStore,
+    LogReader,
     MemoryEventStore,
     SQLiteEventStore,
+    connect,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -221,3 +225,120 @@ def test_two_connections_one_writer_wins(tmp_path: Path) -> None:
     assert second.stream_version("job_a") == 1
     first.close()
     second.close()
+
+
+# -- the reads others need: by position, by stream, by time (audit), until (replay) ----------
+
+
+def _mixed(store: EventStore) -> None:
+    """Ten events over three streams, two actors and two type families, a second apart."""
+    for n in range(10):
+        stream = f"job_{n % 3}"
+        event = (
+            JobPaused(job_id=stream, reason=f"r{n}")
+            if n % 2
+            else JobResumed(job_id=stream, resumed_at=T0 + timedelta(seconds=n))
+        )
+        store.append(
+            stream,
+            store.stream_version(stream),
+            [
+                NewEvent(
+                    event=event,
+                    actor="key:alice" if n < 5 else "scheduler",
+                    occurred_at=T0 + timedelta(seconds=n),
+                    correlation_id=f"c{n}" if n % 4 == 0 else None,
+                    event_id=f"e-{n}",
+                )
+            ],
+        )
+
+
+def test_read_rows_are_the_stored_columns_in_position_order(make_store: StoreFactory) -> None:
+    store = make_store()
+    _mixed(store)
+    rows = store.read_rows(0, 3)
+    assert rows[0] == (
+        1,
+        "e-0",
+        "job_0",
+        1,
+        "job.resumed",
+        "2026-01-01T00:00:00.000000Z",
+        "key:alice",
+        "c0",
+        '{"type":"job.resumed","job_id":"job_0","resumed_at":"2026-01-01T00:00:00Z"}',
+    )
+    assert [r[0] for r in rows] == [1, 2, 3]
+    assert [r[0] for r in store.read_rows(7, 100)] == [8, 9, 10]
+    assert [r[0] for r in store.read_rows(2, 100, up_to=5)] == [3, 4, 5]
+    assert [r[0] for r in store.read_rows(0, 100, until=T0 + timedelta(seconds=3))] == [
+        1,
+        2,
+        3,
+        4,
+    ]
+    assert [r[0] for r in store.read_rows(0, 2, up_to=9, until=T0 + timedelta(seconds=8))] == [
+        1,
+        2,
+    ]
+    assert store.read_rows(10, 100) == []
+    # The same events as read_all gives, payloads as the log holds them.
+    assert [r[1] for r in store.read_rows(0, 100)] == [e.event_id for e in store.read_all()]
+
+
+def test_find_filters_by_stream_actor_type_and_time(make_store: StoreFactory) -> None:
+    store = make_store()
+    _mixed(store)
+
+    def positions(**filters: object) -> list[int]:
+        return [r[0] for r in store.find(EventQuery(**filters))]  # type: ignore[arg-type]
+
+    assert positions() == list(range(1, 11))
+    assert positions(stream_id="job_1") == [2, 5, 8]
+    assert positions(actor="scheduler") == [6, 7, 8, 9, 10]
+    assert positions(types=("job.paused",)) == [2, 4, 6, 8, 10]
+    assert positions(types=("job.",)) == list(range(1, 11))
+    assert positions(types=("job.paused", "job.resumed")) == list(range(1, 11))
+    assert positions(types=("alarm.",)) == []
+    # since and until are both inclusive: until=T lists what `replay --until T` folds.
+    assert positions(since=T0 + timedelta(seconds=2), until=T0 + timedelta(seconds=4)) == [
+        3,
+        4,
+        5,
+    ]
+    assert positions(after_position=7) == [8, 9, 10]
+    assert positions(limit=2) == [1, 2]
+    assert positions(stream_id="job_0", types=("job.resumed",)) == [1, 7]
+    assert positions(stream_id="job_0", actor="key:alice", types=("job.resumed",)) == [1]
+    assert positions(stream_id="job_0", after_position=4, limit=1) == [7]
+    assert store.find(EventQuery(stream_id="job_2"))[0][1] == "e-2"
+
+
+def test_reads_agree_between_the_stores(tmp_path: Path) -> None:
+    sqlite_store, memory = SQLiteEventStore(tmp_path / "events.db"), MemoryEventStore()
+    for store in (sqlite_store, memory):
+        _mixed(store)
+    for query in (
+        EventQuery(),
+        EventQuery(stream_id="job_1", types=("job.",)),
+        EventQuery(actor="scheduler", since=T0 + timedelta(seconds=7), limit=5),
+    ):
+        assert sqlite_store.find(query) == memory.find(query)
+    assert sqlite_store.read_rows(0, 100) == memory.read_rows(0, 100)
+    sqlite_store.close()
+
+
+def test_log_reader_reads_through_another_connection(tmp_path: Path) -> None:
+    store = SQLiteEventStore(tmp_path / "events.db")
+    _mixed(store)
+    conn = connect(tmp_path / "events.db")
+    conn.execute("PRAGMA query_only = ON")
+    reader: EventReader = LogReader(conn)
+    assert reader.read_rows(0, 100) == store.read_rows(0, 100)
+    assert reader.find(EventQuery(stream_id="job_1")) == store.find(EventQuery(stream_id="job_1"))
+    assert reader.read_stream("job_2") == store.read_stream("job_2")
+    assert list(reader.read_all(batch_size=3)) == list(store.read_all())
+    assert (reader.last_position(), reader.stream_version("job_0")) == (10, 4)
+    conn.close()
+    store.close()

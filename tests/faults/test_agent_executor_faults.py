@@ -12,8 +12,7 @@ import asyncio
 import json
 import re
 import signal
-import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,11 @@ from lablink.api.app import create_app
 from lablink.api.context import ApiContext
 from lablink.bus.server import NatsServer
 from lablink.clock import ManualClock
-from lablink.equipment_agent.protocol import (
+from lablink.events import ERROR_TYPES, EquipmentOnline, ExecutionLateResult
+from lablink.health import Health
+from lablink.instruments.execution import Outcome
+from lablink.instruments.protocol import (
     REPORTS_STREAM,
-    Outcome,
     Presence,
     Report,
     encoder,
@@ -38,14 +39,12 @@ from lablink.equipment_agent.protocol import (
     report_subject,
     run_subject,
 )
-from lablink.equipment_agent.testing import copy_bench
-from lablink.events import ERROR_TYPES, EquipmentOnline, ExecutionLateResult
-from lablink.health import Health
-from lablink.scheduler.agent_testing import AgentLab, bench_config
-from lablink.scheduler.executor import ExecutionOutcome
-from lablink.scheduler.testing import Harness
 from lablink.settings import Settings
 from lablink.supervision import Supervisor
+from tests.support.agent_lab import AgentLab, bench_config
+from tests.support.bench import copy_bench
+from tests.support.eventually import eventually
+from tests.support.harness import Harness
 
 Logs = list[MutableMapping[str, Any]]
 DOCS = Path(__file__).parents[2] / "docs" / "agents.md"
@@ -69,14 +68,6 @@ def error(row: dict[str, Any], status: str = "failed") -> dict[str, Any]:
     assert row["status"] == status, row
     value: dict[str, Any] = json.loads(row["error"])
     return value
-
-
-async def until(check: Callable[[], Any], within: float = 30) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {within}s")
-        await asyncio.sleep(0.02)
 
 
 # -- one documented set of error types ---------------------------------------------------------
@@ -110,9 +101,9 @@ async def test_an_exception_from_the_executor_is_recorded_as_executor_error(
     )
     raised = await h.engine.run_now(job_id)
     odd = await h.engine.run_now(job_id)
-    await until(lambda: len(h.executor.held()) == 2)
+    await eventually(lambda: len(h.executor.held()) == 2)
     h.executor.fail(raised, RuntimeError("driver crashed"))
-    h.executor.release(odd, ExecutionOutcome.failed("instrument", "-222,Data out of range"))
+    h.executor.release(odd, Outcome.failed("instrument", "-222,Data out of range"))
     await h.settle()
 
     rows = {r["execution_id"]: r for r in h.rows("SELECT * FROM executions")}
@@ -166,7 +157,7 @@ async def test_heartbeat_loss_while_the_run_request_is_out_completes_the_wait_on
         await lab.online(PSU)
         job_id = lab.create({"schedule_type": "measurement", "equipment_id": PSU})
         execution_id = await lab.engine.run_now(job_id)
-        row = await lab.finished(execution_id, within=30)
+        row = await lab.finished(execution_id)
     finally:
         await frozen.close()
         await lab.close()
@@ -214,7 +205,7 @@ async def test_killing_nats_server_under_1s_jobs_records_only_documented_errors(
                 await nats_server.kill()  # SIGKILL by pid: the bus is gone
             await lab.at(start + timedelta(seconds=second))
             await asyncio.sleep(1.0)
-        await until(lambda: not lab.engine.tasks(), within=60)
+        await eventually(lambda: not lab.engine.tasks())
         rows = lab.rows("SELECT status, error FROM executions WHERE job_id IN (?, ?, ?)", *jobs)
     finally:
         await lab.close()
@@ -264,28 +255,27 @@ async def test_a_result_after_agent_lost_is_kept_as_a_late_result(
             }
         )
         execution_id = await lab.engine.run_now(job_id)
-        await until(
+        await eventually(
             lambda: lab.rows(
                 "SELECT 1 FROM executions WHERE execution_id = ? AND progress > 0", execution_id
             )
         )
         agent.send_signal(signal.SIGSTOP)
         try:
-            lost = await lab.finished(execution_id, within=30)
+            lost = await lab.finished(execution_id)
         finally:
             agent.send_signal(signal.SIGCONT)
-        await until(
+        await eventually(
             lambda: lab.rows(
                 "SELECT 1 FROM executions WHERE execution_id = ? AND late_result IS NOT NULL",
                 execution_id,
             ),
-            within=60,
         )
         row = lab.rows("SELECT * FROM executions WHERE execution_id = ?", execution_id)[0]
         view = await _execution_over_http(lab, tmp_path, execution_id)
         late_events = [e for e in lab.events(job_id) if isinstance(e, ExecutionLateResult)]
         # The agent heartbeats again: the instrument is back online.
-        await until(lambda: isinstance(lab.events(f"equipment:{PSU}")[-1], EquipmentOnline))
+        await eventually(lambda: isinstance(lab.events(f"equipment:{PSU}")[-1], EquipmentOnline))
     finally:
         await lab.close()
 
@@ -388,7 +378,7 @@ async def test_a_forged_report_on_another_instruments_subject_is_refused(
         await js.publish(report_subject("multimeter_1", execution_id, 902), report(PSU, 902))
         # The right subject and instrument, another job.
         await js.publish(report_subject(PSU, execution_id, 903), report(PSU, 903, job="job_other"))
-        await until(lambda: len([e for e in logs if e["event"] == "report refused"]) == 3)
+        await eventually(lambda: len([e for e in logs if e["event"] == "report refused"]) == 3)
         row = await lab.finished(execution_id)
     finally:
         await forger.close()
@@ -430,7 +420,7 @@ async def test_the_executor_loops_are_supervised_and_agents_show_in_health(
         )
         assert health.get("task.reports") is not None
         assert health.get("task.heartbeats") is not None
-        await until(lambda: _state(health, "task.reports") == "ok")
+        await eventually(lambda: _state(health, "task.reports") == "ok")
         online = health.get(f"agent.{PSU}")
         assert online is not None
         assert online.state == "ok"
@@ -440,19 +430,19 @@ async def test_the_executor_loops_are_supervised_and_agents_show_in_health(
         # The reports stream vanishes under the consumer (a nats-server that lost its store):
         # the loop fails, shows it, and comes back with the stream made again.
         await admin.jetstream().delete_stream(REPORTS_STREAM)
-        await until(lambda: _state(health, "task.reports") == "failing", within=30)
+        await eventually(lambda: _state(health, "task.reports") == "failing")
         failing = health.get("task.reports")
         assert failing is not None
         assert failing.details["failures"] >= 1
         assert failing.details["last_error"]
-        await until(lambda: _state(health, "task.reports") == "ok", within=30)
+        await eventually(lambda: _state(health, "task.reports") == "ok")
         row = await lab.run({"schedule_type": "measurement", "equipment_id": PSU})
         assert row["status"] == "completed", row
 
         # The agent says goodbye: its instrument is degraded, with why and when last seen.
         lab.agents.remove(agent)
         await agent.aclose()
-        await until(lambda: _state(health, f"agent.{PSU}") == "degraded")
+        await eventually(lambda: _state(health, f"agent.{PSU}") == "degraded")
         offline = health.get(f"agent.{PSU}")
         assert offline is not None
         assert offline.reason == "the agent stopped"

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,9 @@ import pytest
 from lablink.api.app import create_app
 from lablink.api.context import ApiContext
 from lablink.keys import create_key
-from lablink.scheduler.testing import Harness, api_client
 from lablink.settings import Settings
+from tests.support.eventually import eventually_sync
+from tests.support.harness import Harness, api_client
 
 LABLINK = str(Path(sys.executable).parent / "lablink")
 JOB: dict[str, Any] = {
@@ -240,15 +240,14 @@ def serving(data_dir: Path, port: int) -> Iterator[subprocess.Popen[str]]:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
+
+        def answers() -> httpx.Response:
             assert proc.poll() is None, f"lablink serve exited: {proc.communicate()[1]}"
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "lablink serve did not answer within 60 s"
-                time.sleep(0.1)
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+
+        eventually_sync(
+            answers, interval=0.1, ignoring=(httpx.TransportError,), what="lablink serve answers"
+        )
         yield proc
     finally:
         if proc.poll() is None:
@@ -265,7 +264,7 @@ def serving(data_dir: Path, port: int) -> Iterator[subprocess.Popen[str]]:
 def test_a_real_server_refuses_a_foreign_host_and_origin(tmp_path: Path) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    with serving(tmp_path / "data", port), httpx.Client(base_url=base, timeout=10) as client:
+    with serving(tmp_path / "data", port), httpx.Client(base_url=base, timeout=30) as client:
         rebinding = client.post(
             "/api/scheduler/jobs/create", json=JOB, headers={"Host": "attacker.example"}
         )

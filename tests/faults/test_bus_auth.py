@@ -40,15 +40,16 @@ from lablink.bus.serverconf import AgentSpec, cluster_config
 from lablink.bus.subjects import STREAM
 from lablink.cli import app
 from lablink.clock import SystemClock
-from lablink.equipment_agent import protocol
-from lablink.equipment_agent.bench import SIMULATED_BENCH
 from lablink.equipment_agent.config import load_config
 from lablink.events import JobPaused, NewEvent
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.health import Health
+from lablink.instruments import protocol
+from lablink.instruments.simulated import SIMULATED_BENCH
 from lablink.runtime import Runtime
 from lablink.scheduler.agents import AgentExecutor
 from lablink.settings import Settings
+from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.nats
 
@@ -98,26 +99,26 @@ class Client:
         """``action`` is refused by the server as a permissions violation on ``subject``."""
         before = len(self.errors)
         await action()
-        for _ in range(100):
+
+        async def reported() -> list[str]:
             await self.nc.flush()
-            if any(subject.lower() in str(e).lower() for e in self.errors[before:]):
-                break
-            await asyncio.sleep(0.02)
-        found = [str(e).lower() for e in self.errors[before:]]
+            return [str(e).lower() for e in self.errors[before:]]
+
+        found = await eventually(
+            reported,
+            until=lambda found: any(subject.lower() in e for e in found),
+            what=f"an error about {subject}",
+        )
         assert any("permissions violation" in e and subject.lower() in e for e in found), found
 
 
-async def first_reply(nc: NATS, subject: str, deadline: float = 30.0) -> Msg:
+async def first_reply(nc: NATS, subject: str) -> Msg:
     """The first answer to a request on ``subject``, asking again while nobody answers."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while True:
-        try:
-            return await nc.request(subject, b"{}", timeout=2)
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
-            if loop.time() > end:
-                raise
-            await asyncio.sleep(0.05)
+    return await eventually(
+        lambda: nc.request(subject, b"{}", timeout=2),
+        ignoring=(nats.errors.NoRespondersError, nats.errors.TimeoutError),
+        what=f"an answer on {subject}",
+    )
 
 
 def append(store: SQLiteEventStore, count: int) -> None:
@@ -195,12 +196,14 @@ async def test_an_agent_user_cannot_forge_reports_nor_send_run_commands(
     await scheduler.nc.subscribe("lablink.>", cb=saw)
     await scheduler.nc.flush()
     presence = protocol.presence_subject("power_supply_1")
-    for _ in range(600):  # as above: a new subscription may take a moment to be routed
+
+    async def routed() -> bool:
         await agent.nc.publish(presence, b"{}")
         await agent.nc.flush()
-        if presence in seen:
-            break
-        await asyncio.sleep(0.05)
+        return presence in seen
+
+    # As above: a new subscription may take a moment to be routed.
+    await eventually(routed, what=lambda: f"{presence} routed: {(scheduler.errors, seen)}")
     assert presence in seen, (scheduler.errors, seen)
     ack = await agent.nc.jetstream().publish(
         protocol.report_subject("power_supply_1", "exec_1", 1), b"{}", timeout=5
@@ -241,7 +244,7 @@ async def test_the_read_only_user_reads_but_cannot_publish_nor_delete_streams(
     await relay.start()
     append(store, 20)
     reader = bus.options(SUBSCRIBER)
-    events = await read_stream(reader, expected=20)
+    events = await read_stream(reader, expected=20, wait=60)
     assert [e["position"] for e in events] == list(range(1, 21))
 
     subscriber = await Client.connect(reader)
@@ -298,7 +301,7 @@ async def test_the_embedded_runtime_works_end_to_end_with_its_users(
         counts = await asyncio.wait_for(dashboard.follow(updates=2, data_dir=data), 30)
         assert counts == {"running": 0, "completed": 1, "failed": 0}
         relay = runtime.relay
-        await wait_until(lambda: relay.checkpoint() == runtime.store.last_position())
+        await eventually(lambda: relay.checkpoint() == runtime.store.last_position())
     # The log and the stream, read back through the same server, users and store.
     again = await PrivateNats(data / "nats", Health(SystemClock())).start()
     try:
@@ -313,28 +316,19 @@ async def test_the_embedded_runtime_works_end_to_end_with_its_users(
         await again.stop()
 
 
-async def wait_until(condition: Callable[[], bool], wait: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
-async def wait_for_status(runtime: Runtime, execution: str, wait: float = 30.0) -> str:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    status = ""
-    while loop.time() < deadline:
+async def wait_for_status(runtime: Runtime, execution: str) -> str:
+    def status() -> str:
         with runtime.store.lock:
             row = runtime.store.conn.execute(
                 "SELECT status FROM executions WHERE execution_id = ?", (execution,)
             ).fetchone()
-        status = row[0] if row else ""
-        if status in ("completed", "failed", "timed_out", "interrupted"):
-            return status
-        await asyncio.sleep(0.05)
-    return status
+        return str(row[0]) if row else ""
+
+    return await eventually(
+        status,
+        until=lambda found: found in ("completed", "failed", "timed_out", "interrupted"),
+        what=f"{execution} ended",
+    )
 
 
 def load_example(name: str) -> Any:
@@ -427,9 +421,9 @@ async def test_lablink_agent_on_this_machine_gets_its_own_user(tmp_path: Path) -
         try:
             executor = runtime.executor
             assert isinstance(executor, AgentExecutor)
-            await wait_until(
+            await eventually(
                 lambda: (s := executor.sightings.get("multimeter_1")) is not None and s.online,
-                wait=60,
+                timeout=60,
             )
             user = Credentials(data / "nats").user(agent_user("pc-2"))
             assert user.instruments == ("multimeter_1",)

@@ -21,7 +21,7 @@ import os
 import resource
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from lablink.health import Health
 from lablink.runtime import Runtime, start_bus
 from lablink.scheduler.agents import AgentExecutor
 from lablink.settings import Settings
+from tests.support.eventually import eventually
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow]
 
@@ -81,14 +82,6 @@ async def appending(store: SQLiteEventStore, every: float = 0.02) -> AsyncIterat
             await task
 
 
-async def wait_until(condition: Callable[[], bool], wait: float = 60.0, what: str = "") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while not condition():
-        assert loop.time() < deadline, f"not within {wait:g} s: {what}"
-        await asyncio.sleep(0.05)
-
-
 def scheduler_login(server: PrivateNats) -> dict[str, Any]:
     options = server.options(SCHEDULER)
     return {"user": options.user, "password": options.password}
@@ -104,16 +97,16 @@ async def test_a_killed_nats_server_comes_back_and_the_backlog_is_published_once
     try:
         port = server.port
         async with appending(store):
-            await wait_until(lambda: relay.checkpoint() >= 50, what="first events published")
+            await eventually(lambda: relay.checkpoint() >= 50, what="first events published")
             killed = server.pid
             assert killed is not None
             os.kill(killed, signal.SIGKILL)
-            await wait_until(
+            await eventually(
                 lambda: server.pid != killed and server.running, what="nats-server back"
             )
             assert server.port == port  # where every client reconnects
-            await wait_until(lambda: relay.checkpoint() > store.last_position() - 100)
-        await wait_until(
+            await eventually(lambda: relay.checkpoint() > store.last_position() - 100)
+        await eventually(
             lambda: relay.checkpoint() == store.last_position(), what="backlog published"
         )
         entry = health.get(SERVER_TASK)
@@ -141,14 +134,14 @@ async def test_agents_reconnect_after_the_nats_server_is_killed(tmp_path: Path) 
         killed = server.pid
         assert killed is not None
         os.kill(killed, signal.SIGKILL)
-        await wait_until(lambda: server.pid != killed and server.running, what="server back")
+        await eventually(lambda: server.pid != killed and server.running, what="server back")
         # The embedded agent's and the executor's connections come back by themselves: a
         # heartbeat through the new server says both are (until then a run is, rightly,
         # equipment_offline).
         executor = runtime.executor
         assert isinstance(executor, AgentExecutor)
         back = time.monotonic()
-        await wait_until(
+        await eventually(
             lambda: executor.sightings["multimeter_1"].last_seen > back, what="agent back"
         )
         for _ in range(2):
@@ -157,20 +150,21 @@ async def test_agents_reconnect_after_the_nats_server_is_killed(tmp_path: Path) 
             assert status == "completed", status
 
 
-async def wait_for_status(runtime: Runtime, execution: str, wait: float = 60.0) -> str:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    status = ""
-    while loop.time() < deadline:
+async def wait_for_status(runtime: Runtime, execution: str) -> str:
+    def row() -> Any:
         with runtime.store.lock:
-            row = runtime.store.conn.execute(
+            return runtime.store.conn.execute(
                 "SELECT status, error FROM executions WHERE execution_id = ?", (execution,)
             ).fetchone()
-        status = row[0] if row else ""
-        if status in ("completed", "failed", "timed_out", "interrupted"):
-            return f"{status} {row[1] or ''}".strip()
-        await asyncio.sleep(0.05)
-    return status
+
+    ended = await eventually(
+        row,
+        until=lambda found: (
+            found and found[0] in ("completed", "failed", "timed_out", "interrupted")
+        ),
+        what=f"{execution} ended",
+    )
+    return f"{ended[0]} {ended[1] or ''}".strip()
 
 
 def stream_blocks(server: PrivateNats) -> list[Path]:
@@ -195,7 +189,7 @@ async def test_the_relay_recovers_when_the_streams_store_fails_on_a_write_error(
     await relay.start()
     try:
         append(store, 100)
-        await wait_until(lambda: relay.checkpoint() == 100, what="first events published")
+        await eventually(lambda: relay.checkpoint() == 100, what="first events published")
         pid = server.pid
         assert pid is not None
         # The next blocks' writes fail with EFBIG, as on a disk that just filled up.
@@ -203,8 +197,8 @@ async def test_the_relay_recovers_when_the_streams_store_fails_on_a_write_error(
         limit = block.stat().st_size + 4096
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
         append(store, 300)
-        await wait_until(lambda: relay.status.last_error is not None, what="publishes failing")
-        await wait_until(
+        await eventually(lambda: relay.status.last_error is not None, what="publishes failing")
+        await eventually(
             lambda: (entry := health.get(RELAY_TASK)) is not None and entry.state == "failing",
             what="task.relay failing",
         )
@@ -215,7 +209,7 @@ async def test_the_relay_recovers_when_the_streams_store_fails_on_a_write_error(
                 pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
             )
         append(store, 100)
-        await wait_until(lambda: relay.checkpoint() == 500, what="everything published")
+        await eventually(lambda: relay.checkpoint() == 500, what="everything published")
         assert relay.status.stuck_calls >= 1
         assert server.restarts >= 1
         entry = health.get(RELAY_TASK)
@@ -246,7 +240,7 @@ async def test_a_frozen_server_shows_in_health_and_clears_after(
     legacy: list[str] = []
     try:
         append(store, 20)
-        await wait_until(lambda: relay.checkpoint() == 20, what="first events published")
+        await eventually(lambda: relay.checkpoint() == 20, what="first events published")
         assert health.get("relay").state == "ok"  # type: ignore[union-attr]
         os.kill(pid, signal.SIGSTOP)
         try:
@@ -260,7 +254,7 @@ async def test_a_frozen_server_shows_in_health_and_clears_after(
                         if probes_gravity(state) > probes_gravity(worst.get(name, "ok")):
                             worst[name] = state
                     lag_seconds.append(found["relay"].details["lag_seconds"])
-                    legacy.append(relay.status.as_dict()["status"])
+                    legacy.append(probes.relay_summary(relay.status)["status"])
                     await asyncio.sleep(0.5)
                 lagging = health.get("relay")
                 assert lagging is not None
@@ -271,13 +265,14 @@ async def test_a_frozen_server_shows_in_health_and_clears_after(
         assert worst["nats"] in ("degraded", "failing")
         assert max(lag_seconds) > probes.DEGRADED_AFTER
         assert "ok" not in legacy[-5:]  # /health's nats summary no longer says ok either
-        await wait_until(
+        await eventually(
             lambda: relay.checkpoint() == store.last_position(), what="backlog published"
         )
-        await wait_until(
-            lambda: all(health.get(n).state == "ok" for n in ("relay", "nats")),  # type: ignore[union-attr]
-            what="health ok again",
-        )
+
+        def healthy() -> bool:
+            return all(health.get(n).state == "ok" for n in ("relay", "nats"))  # type: ignore[union-attr]
+
+        await eventually(healthy, what="health ok again")
         assert health.get("relay").details["lag_seconds"] == 0  # type: ignore[union-attr]
         assert server.pid == pid  # frozen, not dead: never restarted
         await invariants(

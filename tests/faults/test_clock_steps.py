@@ -11,7 +11,6 @@ forward, the fires now due follow the misfire rules. Timeouts count elapsed time
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,9 @@ from lablink.health import Health
 from lablink.logstore import open_store
 from lablink.repository import JobRepository
 from lablink.scheduler.engine import Engine, recovery_lists
-from lablink.scheduler.testing import GateExecutor, Harness
 from lablink.supervision import Supervisor
+from tests.support.eventually import eventually
+from tests.support.harness import GateExecutor, Harness
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
 HOUR = timedelta(hours=1)
@@ -213,10 +213,8 @@ async def test_the_live_loop_on_the_real_clock_sees_no_step(tmp_path: Path) -> N
         active, unfinished = recovery_lists(store.conn)
     await engine.start(active, unfinished)
     try:
-        deadline = time.monotonic() + 30
-        while engine.turns < 4:  # the idle loop wakes about once a second
-            assert time.monotonic() < deadline, "the loop did not turn"
-            await asyncio.sleep(0.1)
+        # The idle loop wakes about once a second.
+        await eventually(lambda: engine.turns, until=lambda turns: turns >= 4, interval=0.1)
         assert store.read_stream("scheduler") == []
         assert engine.probe().state == "ok"
     finally:

@@ -26,6 +26,7 @@ from lablink.datadir import DataDirLock, claim, prepare
 from lablink.errors import DataDirLocked, DataDirUnusable
 from lablink.runtime import Runtime
 from lablink.settings import Settings
+from tests.support.eventually import eventually_sync
 
 LABLINK = str(Path(sys.executable).parent / "lablink")
 ROOT = os.geteuid() == 0
@@ -60,14 +61,16 @@ class Lablink:
         return found
 
     def wait_for(self, event: str, timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
+        def logged() -> dict[str, Any] | None:
             for record in self.events():
                 if record.get("event") == event:
                     return record
             assert self.proc.poll() is None, f"exited before {event!r}: {self.lines()}"
-            assert time.monotonic() < deadline, f"no {event!r} in {timeout} s: {self.lines()}"
-            time.sleep(0.05)
+            return None
+
+        found = eventually_sync(logged, timeout=timeout, what=lambda: f"{event!r}: {self.lines()}")
+        assert found is not None
+        return found
 
     def exit_code(self, timeout: float = 60) -> int:
         code = self.proc.wait(timeout=timeout)

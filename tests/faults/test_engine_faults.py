@@ -10,9 +10,6 @@ exactly as after downtime.
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -44,8 +41,9 @@ from lablink.logstore import open_store
 from lablink.projections.jobs import read_snapshot
 from lablink.repository import JobRepository
 from lablink.scheduler.engine import Engine, recovery_lists
-from lablink.scheduler.testing import GateExecutor, Harness, api_client, read_rows
 from lablink.supervision import Supervisor
+from tests.support.eventually import eventually
+from tests.support.harness import GateExecutor, Harness, api_client, read_rows
 
 EVERY_SECOND: dict[str, Any] = {
     "name": "Every second",
@@ -92,14 +90,17 @@ async def quiet(harness: Harness) -> None:
     """Let execution tasks run until each is done, held at its gate, or waiting for the log
     to take its outcome (``settle`` would wait for those for ever while the log is full)."""
     engine = harness.engine
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def busy() -> int:
         held = set(harness.executor.held())
-        busy = [t for e, t in engine.tasks().items() if not t.done() and e not in held]
-        if len(busy) <= engine.waiting_to_record:
-            return
-        await asyncio.sleep(0.001)  # appends are written in a worker thread
-    raise AssertionError("execution tasks did not come to rest")
+        return len([t for e, t in engine.tasks().items() if not t.done() and e not in held])
+
+    await eventually(
+        busy,
+        until=lambda count: count <= engine.waiting_to_record,
+        interval=0.001,  # appends are written in a worker thread
+        what="execution tasks come to rest",
+    )
 
 
 async def fill_until_refused(harness: Harness) -> datetime:
@@ -280,16 +281,6 @@ async def test_an_outcome_that_cannot_be_recorded_waits_for_the_log(
     await invariants(harness.path, acknowledged_jobs=[job_id])
 
 
-async def _until(
-    condition: Callable[[], bool], what: str, within: float = 60.0, every: float = 0.05
-) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(every)
-
-
 def _started(db: Path, job_id: str) -> int:
     (row,) = read_rows(
         db,
@@ -321,7 +312,7 @@ async def test_the_live_loop_resumes_by_itself_once_the_disk_is_freed(
     await engine.start(active, unfinished)
     try:
         job_ids = [service.create_job({**EVERY_SECOND, "name": f"job {n}"}, "t") for n in (1, 2)]
-        await _until(lambda: all(_started(db, j) >= 2 for j in job_ids), "first runs")
+        await eventually(lambda: all(_started(db, j) >= 2 for j in job_ids), what="first runs")
 
         cap(store)
         watch = supervisor.watches["task.engine"]
@@ -330,7 +321,7 @@ async def test_the_live_loop_resumes_by_itself_once_the_disk_is_freed(
             entry = health.get("task.engine")
             return entry is not None and entry.state == "failing" and watch.failures >= 3
 
-        await _until(engine_failing, "task.engine failing three times")
+        await eventually(engine_failing, what="task.engine failing three times")
         entry = health.get("task.engine")
         assert entry is not None
         assert entry.since is not None
@@ -342,8 +333,8 @@ async def test_the_live_loop_resumes_by_itself_once_the_disk_is_freed(
         before = {j: _started(db, j) for j in job_ids}
 
         uncap(store)
-        await _until(
-            lambda: all(_started(db, j) >= before[j] + 3 for j in job_ids), "firing resumed"
+        await eventually(
+            lambda: all(_started(db, j) >= before[j] + 3 for j in job_ids), what="firing resumed"
         )
         entry = health.get("task.engine")
         assert entry is not None
@@ -497,7 +488,7 @@ async def test_scheduler_probe_reports_the_loop_age_and_a_stall(
     # With the loop running, a loop that stops turning shows: the manual clock moves on
     # and the probe is read before the loop has had a chance to turn.
     engine.start_loop()
-    await _until(lambda: engine.turns >= 3, "the loop turning")
+    await eventually(lambda: engine.turns >= 3, what="the loop turning")
     clock.advance(10)
     reading = engine.probe()
     assert reading.state == "degraded"
@@ -505,7 +496,7 @@ async def test_scheduler_probe_reports_the_loop_age_and_a_stall(
     reading = engine.probe()
     assert reading.state == "failing"
     assert "has not turned for 40 s" in reading.reason
-    await _until(lambda: engine.probe().state == "ok", "the loop turning again")
+    await eventually(lambda: engine.probe().state == "ok", what="the loop turning again")
     await harness.close()
     await invariants(harness.path, acknowledged_jobs=[job_id])
 

@@ -7,13 +7,11 @@ whose database is made read-only under it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,8 +21,9 @@ import httpx
 import pytest
 
 from lablink.health import Health
-from lablink.scheduler.testing import Harness, api_client
 from lablink.supervision import Supervisor, Watch
+from tests.support.eventually import eventually, eventually_sync
+from tests.support.harness import Harness, api_client
 
 LABLINK = str(Path(sys.executable).parent / "lablink")
 
@@ -117,15 +116,19 @@ async def test_a_supervised_task_that_keeps_failing_shows_in_health(harness: Har
     supervisor.spawn("task.relay", broken)
     try:
         async with api_client(harness, auth=False, health=health) as client:
-            deadline = time.monotonic() + 30
-            while True:
+
+            async def relay_entry() -> tuple[int, dict[str, Any]]:
                 response = await client.get("/health")
-                component = response.json()["components"]["task.relay"]
-                if component["state"] == "failing" and component["details"]["failures"] >= 2:
-                    break
-                assert time.monotonic() < deadline, response.text
-                await asyncio.sleep(0.02)
-            assert response.status_code == 503
+                return response.status_code, response.json()["components"]["task.relay"]
+
+            status, component = await eventually(
+                relay_entry,
+                until=lambda found: (
+                    found[1]["state"] == "failing" and found[1]["details"]["failures"] >= 2
+                ),
+                what="task.relay failing, twice or more",
+            )
+            assert status == 503
             assert "cannot reach the relay's stream" in component["reason"]
             assert component["details"]["last_error"].startswith("RuntimeError")
     finally:
@@ -208,17 +211,6 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_until(check: Any, what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(httpx.HTTPError):
-            found = check()
-            if found:
-                return found
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.1)
-
-
 @pytest.mark.e2e
 @pytest.mark.nats
 @pytest.mark.slow
@@ -232,17 +224,22 @@ def test_health_of_a_real_server_whose_database_turns_read_only(tmp_path: Path) 
         [LABLINK, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-            wait_until(lambda: client.get("/health/live").status_code == 200, "live")
-            # The embedded agent reports its instruments within a few heartbeats.
-            body = wait_until(
-                lambda: (
-                    (r := client.get("/health")).status_code == 200
-                    and any(n.startswith("agent.") for n in r.json()["components"])
-                    and r.json()
-                ),
-                "a healthy server with its agents",
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            eventually_sync(
+                lambda: client.get("/health/live").status_code == 200,
+                what="live",
+                ignoring=(httpx.HTTPError,),
             )
+            # The embedded agent reports its instruments within a few heartbeats.
+            body = eventually_sync(
+                lambda: client.get("/health"),
+                until=lambda r: (
+                    r.status_code == 200
+                    and any(n.startswith("agent.") for n in r.json()["components"])
+                ),
+                what="a healthy server with its agents",
+                ignoring=(httpx.HTTPError,),
+            ).json()
             assert body["status"] in ("ok", "degraded")
             names = set(body["components"])
             assert {"event_log", "scheduler"} <= names, names
@@ -264,7 +261,11 @@ def test_health_of_a_real_server_whose_database_turns_read_only(tmp_path: Path) 
                 assert ready.status_code == 503
                 assert any(r.startswith("event_log: ") for r in ready.json()["reasons"])
                 assert client.get("/health/live").status_code == 200
-            wait_until(lambda: client.get("/health").status_code == 200, "healthy again")
+            eventually_sync(
+                lambda: client.get("/health").status_code == 200,
+                what="healthy again",
+                ignoring=(httpx.HTTPError,),
+            )
             assert client.get("/health/ready").status_code == 200
     finally:
         server.send_signal(signal.SIGTERM)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from lablink.eventstore.sqlite import connect
-from lablink.scheduler.testing import Harness
+from tests.support.harness import Harness
 
 BODY: dict[str, Any] = {
     "name": "Every minute",

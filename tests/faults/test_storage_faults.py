@@ -22,7 +22,7 @@ from lablink.eventstore.group_commit import GroupCommitter
 from lablink.eventstore.probe import EventLogProbe
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.health import Health
-from lablink.scheduler.testing import Harness, api_client
+from tests.support.harness import Harness, api_client
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 UNCAPPED = 1_073_741_823  # SQLite's largest max_page_count

@@ -21,10 +21,10 @@ import pytest
 from typer.testing import CliRunner
 
 from lablink.cli import app
-from lablink.equipment_agent.testing import ProgressLog, copy_bench, execution_request
+from lablink.equipment_agent.inprocess import InProcessExecutor
 from lablink.logstore import open_store
 from lablink.projections.profiles import profile_lookup, read_profile
-from lablink.scheduler.inprocess import InProcessExecutor
+from tests.support.bench import ProgressLog, copy_bench, execution_request
 
 SAVED = datetime(2025, 11, 14, 1, 17, 48, 238893)
 

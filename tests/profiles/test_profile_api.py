@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from lablink.keys import create_key
-from lablink.scheduler.testing import Harness, api_client
+from tests.support.harness import Harness, api_client
 
 Client = httpx.AsyncClient
 PSU: dict[str, Any] = {

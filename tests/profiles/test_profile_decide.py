@@ -20,9 +20,9 @@ from lablink.domain.profiles import (
     parse_profile_request,
     profile_id_of,
 )
-from lablink.equipment_agent.drivers import MODELS
 from lablink.errors import FieldError, InvalidRequest, ProfileExists, ProfileNotFound
 from lablink.events import AnyEvent, ProfileCreated, ProfileDeleted, ProfileUpdated
+from lablink.instruments.drivers import MODELS
 
 SCOPE: dict[str, Any] = {
     "name": "high_res_1GS",

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from lablink.clock import ManualClock
-from lablink.equipment_agent.bench import SIMULATED_BENCH
 from lablink.eventstore.sqlite import SQLiteEventStore
+from lablink.instruments.simulated import SIMULATED_BENCH
 from lablink.logstore import open_store
 from lablink.profile_import import import_profiles, run_import
 from lablink.profile_service import SHIPPED_DIR, ProfileService, load_shipped_profiles

@@ -13,16 +13,16 @@ import pytest
 
 from lablink.application import JobService
 from lablink.clock import ManualClock
-from lablink.equipment_agent.protocol import Presence
-from lablink.equipment_agent.testing import ProgressLog, copy_bench, execution_request
+from lablink.equipment_agent.inprocess import InProcessExecutor
 from lablink.equipment_service import EquipmentService
 from lablink.errors import InvalidRequest
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.ids import SequentialIds
+from lablink.instruments.protocol import Presence
 from lablink.profile_service import ProfileService, StoredProfiles, load_shipped_profiles
 from lablink.projections.profiles import list_profiles, profile_lookup
-from lablink.scheduler.inprocess import InProcessExecutor
-from lablink.scheduler.testing import Harness, api_client
+from tests.support.bench import ProgressLog, copy_bench, execution_request
+from tests.support.harness import Harness, api_client
 
 JOB: dict[str, Any] = {
     "name": "capture",

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,6 +47,7 @@ def rows(conn: Any) -> list[tuple[Any, ...]]:
     return list(conn.execute("SELECT * FROM profiles ORDER BY profile_id"))
 
 
+@pytest.mark.slow
 @settings(
     max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )

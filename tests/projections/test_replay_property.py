@@ -358,6 +358,7 @@ class World:
             # Other refused commands write nothing; the property covers them too.
 
 
+@pytest.mark.slow
 @settings(
     max_examples=150,
     deadline=None,
@@ -420,6 +421,7 @@ def rebuilt(
         target.close()
 
 
+@pytest.mark.slow
 @settings(
     max_examples=25,
     deadline=None,

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlite_utils
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -238,6 +239,7 @@ def rebuilt(
         target.close()
 
 
+@pytest.mark.slow
 @settings(
     max_examples=60,
     deadline=None,

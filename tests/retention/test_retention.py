@@ -20,7 +20,7 @@ from lablink.logstore import open_store
 from lablink.projections.runner import CHECKPOINTS, Projector
 from lablink.scheduler.retention import RetentionPass
 from lablink.scheduler.storage import SchedulerStorage
-from lablink.scheduler.testing import Harness, api_client
+from tests.support.harness import Harness, api_client
 
 HOURLY: dict[str, Any] = {
     "name": "Hourly Voltage Check",

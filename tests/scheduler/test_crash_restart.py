@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from lablink.application import JobService
 from lablink.clock import SystemClock
 from lablink.logstore import open_store
@@ -51,7 +53,7 @@ class Process:
             except json.JSONDecodeError:
                 self.lines.put({"event": "raw", "line": line.rstrip()})
 
-    def wait_for(self, event: str, timeout: float = 30, **fields: Any) -> dict[str, Any]:
+    def wait_for(self, event: str, timeout: float = 60, **fields: Any) -> dict[str, Any]:
         deadline = datetime.now(UTC) + timedelta(seconds=timeout)
         while True:
             left = (deadline - datetime.now(UTC)).total_seconds()
@@ -75,6 +77,9 @@ def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         store.close()
 
 
+@pytest.mark.slow
+@pytest.mark.nats
+@pytest.mark.e2e
 def test_sigkill_mid_run_then_restart(tmp_path: Path) -> None:
     data = tmp_path / "data"
     db = data / "scheduler.db"

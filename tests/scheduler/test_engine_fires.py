@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from lablink.scheduler.testing import Harness
+from tests.support.harness import Harness
 
 BASE: dict[str, Any] = {
     "name": "Hourly Voltage Check",

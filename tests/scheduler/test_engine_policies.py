@@ -11,8 +11,8 @@ import pytest
 
 from lablink.clock import ManualClock
 from lablink.errors import ExecutionRefused
-from lablink.scheduler.executor import ExecutionOutcome
-from lablink.scheduler.testing import Harness
+from lablink.instruments.execution import Outcome
+from tests.support.harness import Harness
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 BASE: dict[str, Any] = {
@@ -237,9 +237,7 @@ async def test_executor_failure_and_exception_are_recorded(harness: Harness) -> 
     await h.at(minutes(10))
     await h.at(minutes(20))
     first, second = h.executor.held()
-    h.executor.release(
-        first, ExecutionOutcome.failed("instrument", "-222,Data out of range", code=-222)
-    )
+    h.executor.release(first, Outcome.failed("instrument", "-222,Data out of range", code=-222))
     h.executor.fail(second, RuntimeError("driver crashed"))
     await h.settle()
     errors = h.rows("SELECT status, error FROM executions ORDER BY seq")

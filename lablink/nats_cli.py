@@ -1,4 +1,7 @@
-"""`lablink nats …`: the bus's users and server configuration."""
+"""`lablink nats …`: the bus's users and server configuration.
+
+A command-line module beside ``cli``, not inside ``bus``: it reads agents' lab.toml files
+(``equipment_agent.config``), and the bus sits below the agents."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Each kind lists its measurements (``get_<name>``), its settings (``get_<name>``,
 ``set_<name>`` with ``{"value": ...}`` when writable, validated against the limits here), which
 setting is its output (``output_on`` / ``output_off``, switched off by the safe state) and any
 multi-step procedures. Every kind also answers ``reset``. The limits match the device file
-``bench.yaml``; a test keeps the two in step.
+``equipment_agent/bench.yaml``; a test keeps the two in step.
 
 Profiles written for the original LabLink server name some settings differently
 (``current_limit``, ``output_enabled``, ``load_enabled``, a multimeter's ``range`` and
@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lablink.equipment_agent.checks import expect_only
-from lablink.equipment_agent.context import RunContext
-from lablink.equipment_agent.errors import InvalidParameter
-from lablink.equipment_agent.instrument import Instrument
-from lablink.equipment_agent.scpi import (
+from lablink.instruments.checks import expect_only
+from lablink.instruments.context import RunContext
+from lablink.instruments.errors import InvalidParameter
+from lablink.instruments.instrument import Instrument
+from lablink.instruments.scpi import (
     InstrumentModel,
     Measurement,
     MessagePort,

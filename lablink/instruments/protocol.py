@@ -29,7 +29,7 @@ from typing import Any, Literal
 import msgspec
 
 from lablink.events import ExecutionError
-from lablink.scheduler.executor import ExecutionRequest
+from lablink.instruments.execution import ExecutionRequest, Outcome
 
 AGENTS_PREFIX = "lablink.agents"
 REPORTS_PREFIX = "lablink.reports"
@@ -122,12 +122,6 @@ class StopReply(msgspec.Struct, frozen=True, kw_only=True):
 
 class StatusRequest(msgspec.Struct, frozen=True, kw_only=True):
     execution_id: str
-
-
-class Outcome(msgspec.Struct, frozen=True, kw_only=True):
-    status: Literal["completed", "failed"]
-    result: dict[str, Any] = msgspec.field(default_factory=dict)
-    error: ExecutionError | None = None
 
 
 class StatusReply(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,6 +1,6 @@
 """Support for tests that drive the simulated bench: fresh copies of the device file, variants
 of it, a port that records the SCPI exchange, and execution requests as the engine builds
-them. Nothing here is used in production.
+them.
 
 pyvisa caches one simulated library per device-file path for the whole process, so a test
 that wants the file's defaults opens its own copy.
@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from lablink.equipment_agent.bench import BENCH_YAML
-from lablink.equipment_agent.scpi import MessagePort
 from lablink.events import JobSpec, ScheduleType
-from lablink.scheduler.executor import ExecutionRequest
+from lablink.instruments.execution import ExecutionRequest
+from lablink.instruments.scpi import MessagePort
 
 SCHEDULED = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 _execution_numbers = itertools.count(1)

@@ -1,5 +1,6 @@
 """A real engine on a real SQLite file, driven by a manual clock: for tests of the engine
-and of anything built on it. Nothing here is used in production."""
+and of anything built on it (``Harness``), and the real Litestar app over it
+(``api_client``)."""
 
 from __future__ import annotations
 
@@ -21,15 +22,11 @@ if TYPE_CHECKING:
 from lablink.clock import ManualClock
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.ids import SequentialIds
+from lablink.instruments.execution import ExecutionRequest, Outcome, ProgressReport
 from lablink.logstore import open_store
 from lablink.projections.jobs import read_snapshot
 from lablink.repository import JobRepository
 from lablink.scheduler.engine import Engine, recovery_lists
-from lablink.scheduler.executor import (
-    ExecutionOutcome,
-    ExecutionRequest,
-    ProgressReport,
-)
 
 
 def read_rows(path: Path, sql: str, *args: Any) -> list[dict[str, Any]]:
@@ -43,6 +40,16 @@ def read_rows(path: Path, sql: str, *args: Any) -> list[dict[str, Any]]:
         conn.close()
 
 
+async def drop_engine(engine: Engine) -> None:
+    """The engine dies without a graceful stop: its execution tasks die with it and its
+    committer stops, as when the process is killed."""
+    tasks = list(engine.tasks().values())
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await engine.committer.aclose()
+
+
 class GateExecutor:
     """Executions finish at once, or (hold=True) when the test releases them."""
 
@@ -50,18 +57,16 @@ class GateExecutor:
         self.hold = False
         self.requests: list[ExecutionRequest] = []
         self.stopped: list[str] = []
-        self._gates: dict[str, asyncio.Future[ExecutionOutcome]] = {}
+        self._gates: dict[str, asyncio.Future[Outcome]] = {}
         self.gate_reached = asyncio.Event()
         self.recoverable: set[str] = set()
 
-    async def execute(
-        self, request: ExecutionRequest, progress: ProgressReport
-    ) -> ExecutionOutcome:
+    async def execute(self, request: ExecutionRequest, progress: ProgressReport) -> Outcome:
         self.requests.append(request)
         await progress(0.5, "halfway", {})
         if not self.hold:
-            return ExecutionOutcome.ok(value=1.0, unit="V")
-        gate: asyncio.Future[ExecutionOutcome] = asyncio.get_running_loop().create_future()
+            return Outcome.ok(value=1.0, unit="V")
+        gate: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._gates[request.execution_id] = gate
         self.gate_reached.set()
         return await gate
@@ -69,8 +74,8 @@ class GateExecutor:
     def held(self) -> list[str]:
         return [e for e, gate in self._gates.items() if not gate.done()]
 
-    def release(self, execution_id: str, outcome: ExecutionOutcome | None = None) -> None:
-        self._gates[execution_id].set_result(outcome or ExecutionOutcome.ok(value=2.0))
+    def release(self, execution_id: str, outcome: Outcome | None = None) -> None:
+        self._gates[execution_id].set_result(outcome or Outcome.ok(value=2.0))
 
     def fail(self, execution_id: str, error: Exception) -> None:
         """The executor raises instead of reporting an outcome."""
@@ -78,13 +83,13 @@ class GateExecutor:
 
     async def recover(
         self, request: ExecutionRequest, progress: ProgressReport
-    ) -> Awaitable[ExecutionOutcome] | None:
+    ) -> Awaitable[Outcome] | None:
         """Executions listed in ``recoverable`` are still running somewhere: held like new
         ones, until the test releases them."""
         if request.execution_id not in self.recoverable:
             return None
         self.requests.append(request)
-        gate: asyncio.Future[ExecutionOutcome] = asyncio.get_running_loop().create_future()
+        gate: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._gates[request.execution_id] = gate
         return gate
 
@@ -179,11 +184,7 @@ class Harness:
 
     async def crash(self) -> None:
         """Drop the engine without a graceful stop (its tasks die with it)."""
-        tasks = list(self.engine.tasks().values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self.engine.committer.aclose()
+        await drop_engine(self.engine)
         self.store.close()
 
     async def close(self) -> None:

@@ -1,8 +1,8 @@
 """The generic SCPI driver: one ``InstrumentModel`` table driving one message-based resource.
 
 Plain blocking PyVISA code with no locking of its own: the session that owns it
-(``bench.InstrumentSession``) runs every call on the instrument's single worker thread. VISA
-errors are translated here, at the boundary, into ``EquipmentError`` subclasses.
+(``equipment_agent.bench.InstrumentSession``) runs every call on the instrument's single worker
+thread. VISA errors are translated here, at the boundary, into ``EquipmentError`` subclasses.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from typing import Any, TypeVar
 import pyvisa
 import structlog
 
-from lablink.equipment_agent.checks import check_command
-from lablink.equipment_agent.context import RunContext
-from lablink.equipment_agent.errors import (
+from lablink.instruments.checks import check_command
+from lablink.instruments.context import RunContext
+from lablink.instruments.errors import (
     CommunicationError,
     InstrumentError,
     InvalidParameter,
     UnknownCommand,
 )
-from lablink.equipment_agent.scpi import (
+from lablink.instruments.scpi import (
     Identity,
     InstrumentModel,
     Measurement,

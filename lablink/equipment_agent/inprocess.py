@@ -1,6 +1,6 @@
 """The in-process executor: the engine drives a bench in its own process, no agents, no NATS.
 
-Each execution runs as one blocking operation (``equipment_agent.operations``) on its
+Each execution runs as one blocking operation (``operations``) on its
 instrument's worker thread, so it holds the instrument for its whole length and nothing else
 talks to that instrument meanwhile. Progress reported on the worker is relayed to the engine
 in order. Everything the instrument or the parameters cause comes back as a failed outcome
@@ -29,19 +29,22 @@ from lablink.equipment_agent.bench import (
     PortWrapper,
     open_simulated_bench,
 )
-from lablink.equipment_agent.context import Job, RunContext
-from lablink.equipment_agent.errors import EquipmentError, EquipmentOffline, ProfileError
-from lablink.equipment_agent.instrument import Instrument
 from lablink.equipment_agent.operations import OperationOptions, run_operation
 from lablink.events import ExecutionError
-from lablink.scheduler.executor import ExecutionOutcome, ExecutionRequest, ProgressReport
+from lablink.instruments.context import Job, RunContext
+from lablink.instruments.errors import EquipmentError, EquipmentOffline
+from lablink.instruments.execution import (
+    ExecutionRequest,
+    Outcome,
+    ProfileLookup,
+    ProgressReport,
+    resolve_profile,
+)
+from lablink.instruments.instrument import Instrument
 
 log = structlog.get_logger(tag="executor")
 
 T = TypeVar("T")
-
-# A profile's settings by profile id (None: no such profile).
-ProfileLookup = Callable[[str], Mapping[str, Any] | None]
 
 _Report = tuple[float, str, dict[str, Any]]
 
@@ -92,9 +95,7 @@ class InProcessExecutor:
             profiles=profiles,
         )
 
-    async def execute(
-        self, request: ExecutionRequest, progress: ProgressReport
-    ) -> ExecutionOutcome:
+    async def execute(self, request: ExecutionRequest, progress: ProgressReport) -> Outcome:
         try:
             settings = self._profile(request)
         except EquipmentError as exc:
@@ -103,7 +104,7 @@ class InProcessExecutor:
 
     async def recover(
         self, request: ExecutionRequest, progress: ProgressReport
-    ) -> Awaitable[ExecutionOutcome] | None:
+    ) -> Awaitable[Outcome] | None:
         return None  # an operation dies with the process that ran it
 
     async def run(
@@ -111,7 +112,7 @@ class InProcessExecutor:
         request: ExecutionRequest,
         progress: ProgressReport,
         profile_settings: Mapping[str, Any] | None,
-    ) -> ExecutionOutcome:
+    ) -> Outcome:
         """Run with the profile's settings already resolved (an agent gets them with the
         command)."""
         execution_id = request.execution_id
@@ -139,9 +140,9 @@ class InProcessExecutor:
         except Exception as exc:
             self._running.pop(execution_id, None)
             log.exception("operation raised", execution_id=execution_id)
-            return ExecutionOutcome.failed("internal_error", f"{type(exc).__name__}: {exc}")
+            return Outcome.failed("internal_error", f"{type(exc).__name__}: {exc}")
         self._running.pop(execution_id, None)
-        return ExecutionOutcome(status="completed", result=result)
+        return Outcome(status="completed", result=result)
 
     def describe_equipment(self, equipment_id: str) -> dict[str, Any]:
         """The instrument as this process opened it (for failure alarms)."""
@@ -238,24 +239,6 @@ class InProcessExecutor:
                 future.cancel()
 
 
-def resolve_profile(
-    request: ExecutionRequest, profiles: ProfileLookup | None
-) -> Mapping[str, Any] | None:
-    """The settings of the job's profile; None when it names none or no profiles are known
-    (then nothing is applied). An unknown profile fails the execution before it runs."""
-    spec = request.spec
-    if spec.profile_id is None or profiles is None:
-        return None
-    settings = profiles(spec.profile_id)
-    if settings is None:
-        raise ProfileError(
-            spec.equipment_id,
-            f"profile {spec.profile_id!r} not found",
-            details={"profile_id": spec.profile_id},
-        )
-    return settings
-
-
 def _operate(
     inst: Instrument, *, job: Job, ctx: RunContext, options: OperationOptions
 ) -> dict[str, Any]:
@@ -266,8 +249,8 @@ def _safe_state(inst: Instrument) -> dict[str, Any]:
     return inst.safe_state()
 
 
-def _failed(exc: EquipmentError) -> ExecutionOutcome:
-    return ExecutionOutcome(
+def _failed(exc: EquipmentError) -> Outcome:
+    return Outcome(
         status="failed",
         result=exc.result,
         error=ExecutionError(

@@ -1,5 +1,5 @@
 """A scheduler that reaches its instruments through agents over a real nats-server, on a real
-SQLite file, for tests of the agents path. Nothing here is used in production.
+SQLite file, for tests of the agents path.
 
 ``AgentLab`` is the scheduler side (store, job service, engine, ``AgentExecutor``, the
 equipment write path), driven by a manual clock; agents are started next to it in-process
@@ -22,19 +22,20 @@ from lablink.application import JobService
 from lablink.bus.relay import NatsOptions
 from lablink.clock import ManualClock
 from lablink.equipment_agent.agent import Agent
-from lablink.equipment_agent.bench import SIMULATED_BENCH, PortWrapper
+from lablink.equipment_agent.bench import PortWrapper
 from lablink.equipment_agent.config import AgentConfig, InstrumentConfig
 from lablink.equipment_service import EquipmentService
 from lablink.events import FINAL_STATUSES
 from lablink.eventstore.sqlite import SQLiteEventStore
+from lablink.instruments.execution import ProfileLookup
+from lablink.instruments.simulated import SIMULATED_BENCH
 from lablink.logstore import open_store
 from lablink.projections.jobs import read_snapshot
 from lablink.repository import JobRepository
 from lablink.scheduler.agents import AgentExecutor
 from lablink.scheduler.engine import Engine, recovery_lists
-from lablink.scheduler.inprocess import ProfileLookup
-from lablink.scheduler.testing import read_rows
 from lablink.supervision import Supervisor
+from tests.support.harness import drop_engine, read_rows
 
 FINAL = tuple(sorted(FINAL_STATUSES))
 
@@ -226,11 +227,7 @@ class AgentLab:
 
     async def crash(self) -> None:
         """The scheduler dies: no goodbye, its tasks and connection just stop."""
-        tasks = list(self.engine.tasks().values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self.engine.committer.aclose()
+        await drop_engine(self.engine)
         await self.executor.aclose()
         self.store.close()
 

@@ -11,18 +11,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeGuard
+from typing import Any, Literal, Protocol, TypeGuard
 
-from lablink.equipment_agent.errors import InvalidParameter
-
-if TYPE_CHECKING:
-    from lablink.equipment_agent.context import RunContext
-    from lablink.equipment_agent.instrument import Instrument
+from lablink.instruments.context import RunContext
+from lablink.instruments.errors import InvalidParameter
 
 SettingValue = float | int | bool | str
 ValueType = Literal["float", "int", "bool", "choice"]
-# A multi-step routine a kind offers as a command (e.g. the load's run_load_test).
-Procedure = Callable[["Instrument", Mapping[str, Any], "RunContext"], dict[str, Any]]
+# A multi-step routine a kind offers as a command (e.g. the load's run_load_test), called
+# with the generic ``instrument.Instrument``: typed Any here because that module is built on
+# this vocabulary, and the vocabulary does not import back.
+Procedure = Callable[[Any, Mapping[str, Any], RunContext], dict[str, Any]]
 # What a procedure refuses in its parameters, decided without the instrument (raises
 # InvalidParameter): run before the procedure, and when a job naming it is saved.
 ProcedureCheck = Callable[["InstrumentModel", str, Mapping[str, Any]], object]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from lablink.equipment_agent.errors import OperationStopped
+from lablink.instruments.errors import OperationStopped
 
 # Each report becomes an event in the log, so a long operation reports at most this many.
 PROGRESS_STEPS = 20

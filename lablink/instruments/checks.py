@@ -12,17 +12,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lablink.equipment_agent.errors import InvalidParameter, UnknownCommand
-from lablink.equipment_agent.scpi import InstrumentModel, check_number
+from lablink.instruments.errors import InvalidParameter, UnknownCommand
+from lablink.instruments.scpi import InstrumentModel, check_number
 
-# Acquisitions (acquisition.py): how long one may run, the point-by-point sampling rates
-# (one query per sample: a few hundred per second at best) and the file formats.
+# Acquisitions (equipment_agent/acquisition.py): how long one may run, the point-by-point
+# sampling rates (one query per sample: a few hundred per second at best) and the file formats.
 MAX_DURATION_S = 7 * 86_400.0
 POINT_RATE_LIMITS = (0.001, 1_000.0)
 FORMATS = ("csv",)
-# The diagnostics an equipment_test job may name (operations.EQUIPMENT_TESTS).
+# The diagnostics an equipment_test job may name (equipment_agent.operations.EQUIPMENT_TESTS).
 EQUIPMENT_TEST_NAMES = ("connection", "error_queue", "measurement", "self_test")
-# What each job type accepts in ``parameters`` (operations.py).
+# What each job type accepts in ``parameters`` (equipment_agent/operations.py).
 ACCEPTED = {
     "measurement": ("command", "parameters"),
     "command": ("command", "parameters"),

@@ -1,0 +1,59 @@
+"""Opening a NATS connection and making sure of a JetStream stream, for every LabLink process
+that holds one for long: the relay, the scheduler's agent executor and the agents.
+
+A long-lived connection reconnects for ever by default, so a process rides out an outage of
+NATS; the relay passes its own settings, because it must not (see ``bus.relay``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from lablink.bus.options import NatsOptions
+
+# Reconnect for ever, soon after a loss.
+RECONNECT_FOREVER: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5}
+# How long JetStream remembers a Nats-Msg-Id to drop a duplicate publish (seconds).
+DUPLICATE_WINDOW_SECONDS = 600.0
+
+
+async def connect_nats(options: NatsOptions, *, name: str, **settings: Any) -> NATS:
+    """A connection to ``options``' servers as its user, named ``name`` (nats-server shows
+    it in its connection list); ``settings`` are nats-py's, over ``RECONNECT_FOREVER``."""
+    return await nats.connect(
+        **options.connect_kwargs(), name=name, **{**RECONNECT_FOREVER, **settings}
+    )
+
+
+async def ensure_stream(
+    js: JetStreamContext,
+    name: str,
+    subjects: Sequence[str],
+    *,
+    replicas: int,
+    max_age: float | None = None,
+) -> bool:
+    """Create the file-backed stream ``name`` unless it exists; True when it was created
+    (it was missing: whoever fills it may have to start again from the beginning)."""
+    try:
+        await js.stream_info(name)
+    except NotFoundError:
+        await js.add_stream(
+            StreamConfig(
+                name=name,
+                subjects=list(subjects),
+                storage=StorageType.FILE,
+                duplicate_window=DUPLICATE_WINDOW_SECONDS,
+                max_age=max_age,
+                num_replicas=replicas,
+            )
+        )
+        return True
+    return False

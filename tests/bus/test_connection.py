@@ -1,0 +1,54 @@
+"""The one place LabLink opens a long-lived NATS connection and makes sure of a stream
+(``lablink.bus.connection``), used by the relay, the agent executor and the agents."""
+
+from __future__ import annotations
+
+import pytest
+from nats.js.api import StorageType
+
+from lablink.bus.connection import DUPLICATE_WINDOW_SECONDS, connect_nats, ensure_stream
+from lablink.bus.options import NatsOptions
+from lablink.bus.server import NatsServer
+
+pytestmark = pytest.mark.nats
+
+
+async def test_a_missing_stream_is_created_once_with_lablinks_settings(
+    nats_server: NatsServer,
+) -> None:
+    nc = await connect_nats(NatsOptions(url=nats_server.url), name="lablink-test")
+    try:
+        js = nc.jetstream()
+        created = await ensure_stream(
+            js, "LABLINK_TEST", ["lablink.test.>"], replicas=1, max_age=3600.0
+        )
+        again = await ensure_stream(js, "LABLINK_TEST", ["lablink.other.>"], replicas=1)
+        config = (await js.stream_info("LABLINK_TEST")).config
+    finally:
+        await nc.close()
+    assert (created, again) == (True, False)
+    # The second call found it and changed nothing.
+    assert config.subjects == ["lablink.test.>"]
+    assert config.storage == StorageType.FILE
+    assert config.duplicate_window == DUPLICATE_WINDOW_SECONDS
+    assert config.max_age == 3600.0
+    assert config.num_replicas == 1
+
+
+async def test_a_long_lived_connection_reconnects_for_ever_unless_told_otherwise(
+    nats_server: NatsServer,
+) -> None:
+    options = NatsOptions(url=nats_server.url)
+    forever = await connect_nats(options, name="lablink-forever")
+    once = await connect_nats(
+        options, name="lablink-once", allow_reconnect=False, max_reconnect_attempts=1
+    )
+    try:
+        assert forever.options["max_reconnect_attempts"] == -1
+        assert forever.options["reconnect_time_wait"] == 0.5
+        assert forever.options["name"] == "lablink-forever"
+        assert once.options["allow_reconnect"] is False
+        assert once.options["max_reconnect_attempts"] == 1
+    finally:
+        await forever.close()
+        await once.close()
