@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +34,7 @@ from lablink.repository import JobRepository
 from lablink.scheduler.agents import AgentExecutor
 from lablink.scheduler.engine import Engine, recovery_lists
 from lablink.supervision import Supervisor
+from tests.support.eventually import eventually
 from tests.support.harness import drop_engine, read_rows
 
 FINAL = tuple(sorted(FINAL_STATUSES))
@@ -171,16 +171,14 @@ class AgentLab:
         await self.online(*(i.id for i in config.instruments), within=30)
         return process
 
-    async def online(self, *equipment_ids: str, within: float = 20) -> None:
+    async def online(self, *equipment_ids: str, within: float = 60) -> None:
         """Wait until the scheduler has seen each instrument's heartbeat."""
-        deadline = time.monotonic() + within
-        while not all(
-            (s := self.executor.sightings.get(eid)) is not None and s.online
-            for eid in equipment_ids
-        ):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not online within {within}s: {equipment_ids}")
-            await asyncio.sleep(0.02)
+
+        def offline() -> list[str]:
+            sightings = self.executor.sightings
+            return [e for e in equipment_ids if not ((s := sightings.get(e)) and s.online)]
+
+        await eventually(offline, until=lambda left: not left, timeout=within, what="online")
 
     def create(self, body: Mapping[str, Any], actor: str = "tester") -> str:
         job: dict[str, Any] = {
@@ -202,18 +200,20 @@ class AgentLab:
         return await self.until(execution_id, FINAL, within=within)
 
     async def until(
-        self, execution_id: str, statuses: tuple[str, ...], *, within: float = 30
+        self, execution_id: str, statuses: tuple[str, ...], *, within: float = 60
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + within
-        while True:
+        def row() -> dict[str, Any] | None:
             rows = self.rows("SELECT * FROM executions WHERE execution_id = ?", execution_id)
-            if rows and rows[0]["status"] in statuses:
-                return rows[0]
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{execution_id} not {statuses} within {within}s: {rows or 'no row'}"
-                )
-            await asyncio.sleep(0.02)
+            return rows[0] if rows else None
+
+        found = await eventually(
+            row,
+            until=lambda r: r is not None and r["status"] in statuses,
+            timeout=within,
+            what=f"{execution_id} in {statuses}",
+        )
+        assert found is not None
+        return found
 
     async def at(self, instant: datetime) -> int:
         self.clock.set(instant)
