@@ -20,7 +20,6 @@ from lablink.handler import CommandHandler
 from lablink.projections.alarms import raised_position
 from lablink.repository import Repository, of_events
 
-MAX_RETRIES = 5
 # alarm id -> the log position of its raise, or None.
 Locate = Callable[[str], int | None]
 
@@ -34,7 +33,7 @@ class AlarmService:
         self.repository = Repository(
             store, initial=self._raised, fold=of_events(evolve), stream=stream_id
         )
-        self.handler = CommandHandler(store, clock, retries=MAX_RETRIES)
+        self.handler = CommandHandler(store, clock)
 
     @classmethod
     def on_store(cls, store: SQLiteEventStore, clock: Clock) -> AlarmService:

@@ -1,9 +1,9 @@
 """Commands on jobs from HTTP and the CLI: decided on the job's state, written by the handler.
 
 The scheduler engine writes its own commands on jobs (fires, outcomes) through the same
-repository and handler (``lablink.handler``). A stale version on append means someone else
-wrote first: reload and decide again, unless the client pinned the version it edited (then
-it is told, as ``JobVersionConflict``).
+repository and the handler's group-commit variant (``lablink.handler.GroupCommitHandler``).
+A stale version on append means someone else wrote first: reload and decide again, unless
+the client pinned the version it edited (then it is told, as ``JobVersionConflict``).
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ from lablink.handler import CommandHandler
 from lablink.ids import IdGenerator, RandomIds
 from lablink.instruments.scpi import InstrumentModel
 from lablink.repository import JobRepository, Loaded
-
-MAX_RETRIES = 5
 
 
 class ProfileCheck(Protocol):
@@ -75,7 +73,7 @@ class JobService:
         self.default_timezone = default_timezone
         self.ids = ids or RandomIds()
         self.jobs = repository or JobRepository(store)
-        self.handler = CommandHandler(store, clock, retries=MAX_RETRIES)
+        self.handler = CommandHandler(store, clock)
 
     def load(self, job_id: str) -> Loaded[JobState]:
         return self.jobs.load(job_id)

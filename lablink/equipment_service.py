@@ -25,7 +25,6 @@ from lablink.instruments.protocol import Presence
 from lablink.repository import Repository, keyed
 
 ACTOR = "agents"
-MAX_RETRIES = 5
 
 
 def equipment_repository(store: EventStore) -> Repository[EquipmentState]:
@@ -43,7 +42,7 @@ class EquipmentService:
         self.clock = clock
         self.alarms = alarms
         self.repository = equipment_repository(store)
-        self.handler = CommandHandler(store, clock, retries=MAX_RETRIES)
+        self.handler = CommandHandler(store, clock)
 
     def load(self, equipment_id: str) -> tuple[EquipmentState, int]:
         return self.repository.current(equipment_id)

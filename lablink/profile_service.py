@@ -43,7 +43,6 @@ from lablink.instruments.drivers import MODELS
 from lablink.instruments.simulated import SIMULATED_BENCH
 from lablink.repository import Repository, keyed
 
-MAX_RETRIES = 5
 SHIPPED_DIR = Path(__file__).parent / "equipment_agent" / "profiles"
 SERVE_ACTOR = "lablink serve"
 
@@ -65,7 +64,7 @@ class ProfileService:
         self.clock = clock
         self.models = models
         self.repository = profile_repository(store)
-        self.handler = CommandHandler(store, clock, retries=MAX_RETRIES)
+        self.handler = CommandHandler(store, clock)
 
     def load(self, profile_id: str) -> tuple[ProfileState, int]:
         return self.repository.current(profile_id)

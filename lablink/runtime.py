@@ -1,7 +1,10 @@
-"""Everything one LabLink process runs, opened in order and closed in reverse.
+"""Everything one LabLink process runs, opened in order on one AsyncExitStack and closed in
+reverse, also when a later step fails to start.
 
-The store (with its projections caught up), the job repository and service, the executor
-and the engine. `lablink scheduler` runs this alone; `lablink serve` adds the HTTP API.
+The data-directory lock, the store (with its projections caught up), the job repository and
+service, the private nats-server and the relay (with the bus on), the executor (agents over
+NATS, or the in-process bench), the engine and retention. `lablink scheduler` runs this
+alone; `lablink serve` adds the HTTP API.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Numbers JSON can write but no check can compare: a 422 naming the field, never a 500.
 
 ``"max_instances": 1`` followed by 400 zeros used to raise OverflowError in
-``math.isfinite`` (domain/validation.py, equipment_agent/scpi.py): a 500. The same held for
+``math.isfinite`` (domain/validation.py, instruments/scpi.py): a 500. The same held for
 profile settings and for job (run) parameters. Every numeric field, however deep, now
 answers 422 naming it; and the drivers refuse such a value by its limit, not with a crash.
 """

@@ -1,4 +1,4 @@
-"""The checks made when a job is saved (equipment_agent/checks.py) are the agent's own: they
+"""The checks made when a job is saved (instruments/checks.py) are the agent's own: they
 know every command the tables offer, accept every valid command, and what they refuse the
 instrument never sees."""
 
