@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import signal
 import sqlite3
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +24,7 @@ from lablink.equipment_agent.config import InstrumentConfig
 from lablink.events import AlarmRaised, EquipmentOffline, EquipmentOnline
 from lablink.instruments.protocol import RunCommand, RunReply, encoder, run_subject
 from lablink.instruments.scpi import MessagePort
-from tests.support.agent_lab import AgentLab, bench_config, write_lab_toml
+from tests.support.agent_lab import AgentLab, bench_config, spawn_agent, write_lab_toml
 from tests.support.bench import (
     RecordingPort,
     bench_variant,
@@ -35,7 +33,6 @@ from tests.support.bench import (
 )
 from tests.support.eventually import eventually
 
-LABLINK = str(Path(sys.executable).parent / "lablink")
 LONG_CAPTURE = {  # point by point on the supply, in real time: a minute unless stopped
     "schedule_type": "acquisition",
     "equipment_id": "power_supply_1",
@@ -111,16 +108,7 @@ async def test_an_agent_killed_mid_run_fails_the_execution_as_agent_lost(
         copy_bench(tmp_path / "bench"), tmp_path / "agent-data", agent_id="lab-pc", realtime=True
     )
     toml = write_lab_toml(tmp_path / "lab.toml", config, nats_server.url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LABLINK_")}
-    agent = await asyncio.create_subprocess_exec(
-        LABLINK,
-        "agent",
-        "--config",
-        str(toml),
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    agent = await spawn_agent(toml)
     try:
         await lab.online("power_supply_1", within=30)
         job_id = lab.create(LONG_CAPTURE)

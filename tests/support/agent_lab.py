@@ -92,6 +92,21 @@ def write_lab_toml(path: Path, config: AgentConfig, nats_url: str) -> Path:
 LABLINK = str(Path(sys.executable).parent / "lablink")
 
 
+async def spawn_agent(toml: Path) -> asyncio.subprocess.Process:
+    """`lablink agent --config toml` as a child process, with none of this process's
+    LABLINK_* settings (the caller waits for it and kills it)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABLINK_")}
+    return await asyncio.create_subprocess_exec(
+        LABLINK,
+        "agent",
+        "--config",
+        str(toml),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
 class AgentLab:
     def __init__(
         self,
@@ -157,16 +172,7 @@ class AgentLab:
         """`lablink agent --config toml` as a child process (the caller kills it); returns
         once the scheduler has seen its instruments' heartbeats."""
         write_lab_toml(toml, config, self.options.url)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LABLINK_")}
-        process = await asyncio.create_subprocess_exec(
-            LABLINK,
-            "agent",
-            "--config",
-            str(toml),
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
+        process = await spawn_agent(toml)
         self.processes.append(process)
         await self.online(*(i.id for i in config.instruments), within=30)
         return process
