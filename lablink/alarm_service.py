@@ -20,6 +20,8 @@ from lablink.handler import CommandHandler
 from lablink.projections.alarms import raised_position
 from lablink.repository import Repository, of_events
 
+# How long finding a raise waits for the views to fold it (the engine's loop may be waiting).
+LOCATE_WAIT_SECONDS = 1.0
 # alarm id -> the log position of its raise, or None.
 Locate = Callable[[str], int | None]
 
@@ -41,6 +43,10 @@ class AlarmService:
         scheduler's thread, the engine's loop)."""
 
         def locate(alarm_id: str) -> int | None:
+            # The raise may be newer than the views (they fold behind the log).
+            views = getattr(store, "views", None)
+            if views is not None:
+                views.settled(LOCATE_WAIT_SECONDS)
             with store.lock:
                 return raised_position(store.conn, alarm_id)
 

@@ -1,4 +1,10 @@
-"""Opening LabLink's database: the event log plus its projections, kept in step."""
+"""Opening LabLink's database: the event log, and the projections that follow it.
+
+The log is appended to and nothing else happens in the append's transaction; the views are
+folded behind it by a ``Follower`` (``lablink/projections/follower.py``), in transactions of
+their own. ``open_store`` catches the views up with the log before handing the store out, so
+that a crash between an append and its fold loses nothing.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +13,45 @@ from pathlib import Path
 import structlog
 
 from lablink.eventstore.sqlite import SQLiteEventStore, connect
+from lablink.projections.follower import Follower
 from lablink.projections.runner import CHECKPOINTS, Projector
 
 DEFAULT_DB = Path("data") / "scheduler.db"
+# How long a reader that must see a write waits for the views by default (seconds).
+SETTLE_SECONDS = 10.0
 log = structlog.get_logger(tag="scheduler")
 
 
-def open_store(
-    path: str | Path = DEFAULT_DB, projector: Projector | None = None
-) -> SQLiteEventStore:
-    """The SQLite event store with every projection folded in the append's transaction.
+class LogStore(SQLiteEventStore):
+    """The SQLite event store with the follower that folds its views."""
 
-    Projections that lag the log (a crash before this version had them, a new projection)
-    are caught up before the store is handed out.
+    views: Follower
+
+    def settled(self, timeout: float = SETTLE_SECONDS) -> bool:
+        """Wait until the views have folded every event committed so far (read-your-writes
+        for a reader in this process); False if ``timeout`` passed first."""
+        return self.views.settled(timeout)
+
+    def close(self) -> None:
+        self.views.close()
+        super().close()
+
+
+def open_store(
+    path: str | Path = DEFAULT_DB,
+    projector: Projector | None = None,
+    *,
+    background: bool = False,
+) -> LogStore:
+    """The store, its views caught up with the log, and a follower that keeps them so.
+
+    ``background=True`` (``lablink serve``): the follower folds in a thread of its own, behind
+    the log. Otherwise each commit's events are folded right after it by the committing thread
+    (the command-line tools, the tests), in a transaction of their own.
     """
     projector = projector or Projector()
     conn = connect(path)
-    store = SQLiteEventStore(path, connection=conn, in_transaction=projector.apply)
+    store = LogStore(path, connection=conn)
     with store.lock:
         stored = projector.stored_fingerprint(conn)
         had_views = (
@@ -43,4 +71,7 @@ def open_store(
             if stored is None:
                 projector.remember_fingerprint(conn)
             projector.catch_up(store, conn)
+    store.views = Follower(store, projector, background=background)
+    if background:
+        store.views.start()
     return store

@@ -139,11 +139,14 @@ class Runtime:
         self.claim = claim_data_dir(settings.data_dir, scheduler=True, relay=settings.nats)
         stack.callback(self.claim.release)
         with translated(settings.db_path):  # a start that cannot write exits with one line
-            self.store = store = open_store(settings.db_path)
+            # The views follow the log in a thread of their own: nothing but the log is on
+            # the fire path (lablink/projections/follower.py).
+            self.store = store = open_store(settings.db_path, background=True)
         stack.callback(store.close)
         store.clock = self.clock  # when the event log's writes started failing
         secure_files(settings.data_dir)
         self.health.probe("event_log", EventLogProbe(store, settings.data_dir))
+        self.health.probe("projector", store.views.probe)
 
         def snapshot(job_id: str) -> Any:
             with store.lock:
@@ -314,6 +317,8 @@ def ensure_admin_key(runtime: Runtime) -> str | None:
     (mode 0600) and return it so it can be printed once. Later starts return None."""
     from lablink.keys import count_keys, create_key
 
+    # The keys view folds behind the log: count only once it shows every key recorded.
+    runtime.store.settled()
     with runtime.store.lock:
         # Revoked keys count: revoking every key must not make a new admin key appear.
         existing = count_keys(runtime.store.conn, include_revoked=True)
@@ -322,6 +327,7 @@ def ensure_admin_key(runtime: Runtime) -> str | None:
     _, key = create_key(
         runtime.store, name="admin", role="admin", actor="lablink serve", now=runtime.clock.now()
     )
+    runtime.store.settled()  # the key works (the API finds it) once this returns
     path = runtime.settings.data_dir / "admin.key"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:

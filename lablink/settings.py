@@ -48,6 +48,9 @@ class Settings(msgspec.Struct, kw_only=True):
     retention_days: float = 30.0
     # How long the scheduler may fail to record before a scheduler_fault alarm is raised.
     scheduler_fault_grace: float = 30.0
+    # How long an API request waits for the views to fold what was committed before it
+    # (read-your-writes) before answering 503 naming the lag.
+    views_wait: float = 5.0
     # API keys are required unless explicitly switched off (a bench on loopback).
     auth: bool = True
     # Host names the API answers to beyond those of its bound address (DNS rebinding, and
@@ -127,6 +130,8 @@ class Settings(msgspec.Struct, kw_only=True):
             values["retention_days"] = float(env["LABLINK_RETENTION_DAYS"])
         if "LABLINK_SCHEDULER_FAULT_GRACE" in env:
             values["scheduler_fault_grace"] = float(env["LABLINK_SCHEDULER_FAULT_GRACE"])
+        if "LABLINK_VIEWS_WAIT" in env:
+            values["views_wait"] = float(env["LABLINK_VIEWS_WAIT"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         problem = zone_problem(settings.timezone)
@@ -150,6 +155,8 @@ class Settings(msgspec.Struct, kw_only=True):
             raise ValueError(
                 f"scheduler fault grace {settings.scheduler_fault_grace!r}: expected 0 to 86400 s"
             )
+        if not 0.1 <= settings.views_wait <= 600:
+            raise ValueError(f"views wait {settings.views_wait!r}: expected 0.1 to 600 s")
         for host in settings.allowed_hosts:
             if host != "*" and ("*" in host.removeprefix("*.") or "/" in host):
                 raise ValueError(

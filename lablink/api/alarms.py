@@ -55,6 +55,7 @@ async def _act(
     action = await _action(request)
     who = actor(request)
     await asyncio.to_thread(command, alarm_id, action.by or who, action.note, who)
+    await context.caught_up()
     alarm = get_alarm(context.reader, alarm_id)
     return AlarmAnswer(success=True, alarm=None if alarm is None else view(alarm, AlarmView))
 

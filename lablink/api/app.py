@@ -14,6 +14,7 @@ from lablink import __version__
 from lablink.api.alarms import AlarmController
 from lablink.api.audit import AuditController
 from lablink.api.auth import role_guard
+from lablink.api.consistency import SettleWrites, before_request
 from lablink.api.context import ApiContext
 from lablink.api.equipment import EquipmentController
 from lablink.api.errors import EXCEPTION_HANDLERS
@@ -53,7 +54,11 @@ def create_app(context: ApiContext) -> Litestar:
             KeyController,
         ],
         # Outermost: a foreign Host or Origin is refused before anything else runs.
-        middleware=[DefineMiddleware(BrowserGuard, config=browser_guard_config(settings))],
+        middleware=[
+            DefineMiddleware(BrowserGuard, config=browser_guard_config(settings)),
+            SettleWrites,
+        ],
+        before_request=before_request,
         dependencies={"context": Provide(provide_context, sync_to_thread=False)},
         guards=[role_guard],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -17,6 +17,7 @@ from lablink.clock import Clock
 from lablink.eventstore.sqlite import SQLiteEventStore, connect
 from lablink.health import Health
 from lablink.projections.alarms import raised_position
+from lablink.projections.follower import Follower
 from lablink.scheduler.agents import AgentExecutor
 from lablink.scheduler.engine import Engine
 from lablink.settings import Settings
@@ -39,13 +40,24 @@ class ApiContext:
     def __post_init__(self) -> None:
         # Reads use their own connection: in WAL mode they never wait for a commit.
         self.reader: sqlite3.Connection = connect(self.settings.db_path)
+        # The follower that folds the views (None: the store folds none of its own).
+        self.views: Follower | None = getattr(self.store, "views", None)
         self.reader.execute("PRAGMA query_only = ON")
         self.alarms = AlarmService(self.store, self.clock, self._locate_alarm)
         # What the API answers for itself in /health when the runtime's registry lacks it.
         self.probes: Health = api_probes(self)
 
+    async def caught_up(self) -> None:
+        """Wait until the views show everything committed so far (a write that reads its own
+        result back): 503 naming the lag if they do not within ``views_wait``."""
+        if self.views is not None:
+            await self.views.caught_up(self.settings.views_wait)
+
     def _locate_alarm(self, alarm_id: str) -> int | None:
-        # The alarm write path runs on a worker thread: a connection of its own.
+        # The alarm write path runs on a worker thread: a connection of its own. The raise
+        # may be newer than the views: wait for them (bounded) before looking it up.
+        if self.views is not None:
+            self.views.settled(self.settings.views_wait)
         conn = connect(self.settings.db_path)
         try:
             return raised_position(conn, alarm_id)

@@ -19,6 +19,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.utils.scope.state import ScopeState
 
 from lablink.api.bodies import BadRequest
+from lablink.api.consistency import behind_body
 from lablink.domain.requests import decode_json, number_problems
 from lablink.errors import (
     AlarmStateConflict,
@@ -35,6 +36,7 @@ from lablink.errors import (
     StorageError,
 )
 from lablink.eventstore.sqlite import storage_error
+from lablink.projections.follower import ViewsBehind
 
 log = structlog.get_logger(tag="api")
 
@@ -204,6 +206,13 @@ def storage_unavailable(request: Request[Any, Any, Any], exc: StorageError) -> R
     return response
 
 
+def views_behind(request: Request[Any, Any, Any], exc: ViewsBehind) -> Response[Any]:
+    log.warning("views behind", path=request.url.path, error=str(exc))
+    response = Response(behind_body(exc), status_code=503)
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 def sqlite_error(request: Request[Any, Any, Any], exc: sqlite3.Error) -> Response[Any]:
     # A read through the API's own connection (not the store) met a storage failure.
     context = request.app.state.get("context")
@@ -228,6 +237,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     Conflict: conflict,
     HTTPException: http_error,
     StorageError: storage_unavailable,
+    ViewsBehind: views_behind,
     sqlite3.Error: sqlite_error,
     Exception: internal_error,
 }

@@ -132,6 +132,7 @@ class JobController(Controller):
             expected_version=version,
         )
         message = "job updated" if recorded else "nothing changed"
+        await context.caught_up()
         return JobUpdatedAnswer(success=True, message=message, job=_job_view(context, job_id))
 
     @delete("/jobs/{job_id:str}", status_code=200, opt=WRITE, responses=WRITE_ERRORS)

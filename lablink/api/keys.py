@@ -118,6 +118,7 @@ class KeyController(Controller):
         await asyncio.to_thread(
             revoke_key, context.store, key_id, actor=actor(request), now=context.clock.now()
         )
+        await context.caught_up()
         return KeyRevokedAnswer(
             success=True,
             message=f"key {key_id!r} revoked",

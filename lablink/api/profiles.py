@@ -99,6 +99,7 @@ class ProfileController(Controller):
         """Create a profile (id: ``profile_id``, else ``name``); its settings are checked
         against the limits of the driver for its ``equipment_type`` (422 naming each)."""
         profile_id = await _write(_service(context).create, data, actor(request))
+        await context.caught_up()
         return ProfileCreatedAnswer(
             success=True,
             profile_id=profile_id,
@@ -124,6 +125,7 @@ class ProfileController(Controller):
             actor(request),
             expected_version=version,
         )
+        await context.caught_up()
         return ProfileUpdatedAnswer(
             success=True,
             message="profile updated" if recorded else "nothing changed",

@@ -78,10 +78,6 @@ _COLUMNS = (
     "position, event_id, stream_id, version, type, occurred_at, actor, correlation_id, payload"
 )
 
-# Called inside the append's transaction with the connection and the new events, so that
-# projections commit (or roll back) together with the events they fold.
-InTransactionHook = Callable[[sqlite3.Connection, list[RecordedEvent]], None]
-
 log = structlog.get_logger(tag="scheduler")
 
 # SQLite's primary result codes (the low byte of an extended code) that say the storage,
@@ -308,7 +304,6 @@ class SQLiteEventStore:
         self,
         path: str | Path,
         *,
-        in_transaction: InTransactionHook | None = None,
         connection: sqlite3.Connection | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -318,17 +313,14 @@ class SQLiteEventStore:
             self.conn.executescript(SCHEMA)
         self._reader = LogReader(self.conn)
         self._lock = threading.RLock()
-        self._in_transaction = in_transaction
         self._after_commit: list[Callable[[list[RecordedEvent]], None]] = []
         self.clock: Clock = clock or SystemClock()
         self.write_status = WriteStatus()
 
-    def set_in_transaction_hook(self, hook: InTransactionHook | None) -> None:
-        self._in_transaction = hook
-
     def subscribe(self, listener: Callable[[list[RecordedEvent]], None]) -> Callable[[], None]:
         """Call ``listener`` with the events of every commit, after it (in the committing
-        thread). For waking readers such as the NATS relay; never for writing."""
+        thread, outside the store's lock). Nothing but the events is written in an append's
+        transaction: the views and the relay follow the log through listeners."""
         self._after_commit.append(listener)
         return lambda: self._after_commit.remove(listener)
 
@@ -363,8 +355,6 @@ class SQLiteEventStore:
                             outcomes.append(outcome)
                             if not isinstance(outcome, StreamVersionConflict):
                                 committed.extend(outcome)
-                        if committed and self._in_transaction is not None:
-                            self._in_transaction(conn, committed)
                         conn.execute("COMMIT")
                     except BaseException:
                         self._roll_back(conn)

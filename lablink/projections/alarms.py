@@ -47,6 +47,9 @@ class AlarmsProjection:
         for columns in (["raised_position"], ["state", "raised_position"]):
             db.table("alarms").create_index(columns, if_not_exists=True)
 
+    def forget(self) -> None:
+        """Nothing is kept between batches."""
+
     def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
         for recorded in events:
             at = instant(recorded.occurred_at)

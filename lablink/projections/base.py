@@ -25,7 +25,16 @@ class Projection(Protocol):
         ...
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
-        """Fold ``events`` (in position order) into its tables, inside the caller's transaction."""
+        """Fold ``events`` (in position order) into its tables, inside the caller's transaction.
+
+        The one fold of the projection: the live projector calls it with each batch that
+        arrived, a rebuild with large batches from position 0.
+        """
+        ...
+
+    def forget(self) -> None:
+        """Drop whatever it keeps in memory between batches: the batch it last folded was
+        rolled back, or its tables were dropped. The next ``apply`` reads from its tables."""
         ...
 
 

@@ -38,6 +38,9 @@ class EquipmentProjection:
             dict.fromkeys(COLUMNS, str), pk="equipment_id", if_not_exists=True
         )
 
+    def forget(self) -> None:
+        """Nothing is kept between batches."""
+
     def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
         for recorded in events:
             at = instant(recorded.occurred_at)

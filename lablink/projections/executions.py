@@ -147,6 +147,9 @@ class ExecutionsProjection:
             {c: str for c in JOB_COLUMNS}, pk="job_id", if_not_exists=True
         )
 
+    def forget(self) -> None:
+        """Nothing is kept between batches."""
+
     def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
         rows = RowCache(conn, "executions", "execution_id", COLUMNS)
         jobs = RowCache(conn, "execution_jobs", "job_id", JOB_COLUMNS)

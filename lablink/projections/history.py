@@ -74,6 +74,9 @@ class HistoryProjection:
         types["duration_total"] = float
         db.table("job_history").create(types, pk="job_id", if_not_exists=True)
 
+    def forget(self) -> None:
+        """Nothing is kept between batches."""
+
     def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
         rows = RowCache(conn, "job_history", "job_id", COLUMNS)
         for recorded in events:

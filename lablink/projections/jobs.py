@@ -132,6 +132,9 @@ class JobsProjection:
     def bulk(self) -> BulkFold:
         return _BulkJobs()
 
+    def forget(self) -> None:
+        """Nothing is kept between batches."""
+
     def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
         cache = RowCache(conn, "jobs", "job_id", COLUMNS)
         touched: dict[str, tuple[JobState, int, str | None]] = {}

@@ -68,6 +68,9 @@ class KeysProjection:
     def bulk(self) -> BulkFold:
         return _BulkKeys()
 
+    def forget(self) -> None:
+        """Nothing is kept between batches."""
+
     def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
         for recorded in events:
             match recorded.event:

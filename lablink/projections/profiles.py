@@ -41,6 +41,9 @@ class ProfilesProjection:
         db.table("profiles").create(COLUMNS, pk="profile_id", if_not_exists=True)
         db.table("profiles").create_index(["equipment_type"], if_not_exists=True)
 
+    def forget(self) -> None:
+        """Nothing is kept between batches."""
+
     def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
         for recorded in events:
             match recorded.event:

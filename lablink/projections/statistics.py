@@ -88,6 +88,9 @@ class StatisticsProjection:
         # Covering: today's counts are read from the index alone.
         db.table("stats_buckets").create_index(["bucket", "status", "count"], if_not_exists=True)
 
+    def forget(self) -> None:
+        """Nothing is kept between batches."""
+
     def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
         jobs = RowCache(conn, "stats_jobs", "job_id", JOB_COLUMNS)
         open_rows = RowCache(conn, "stats_open", "execution_id", OPEN_COLUMNS)

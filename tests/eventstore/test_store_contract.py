@@ -205,17 +205,6 @@ def test_sqlite_durability_pragmas(tmp_path: Path) -> None:
     store.close()
 
 
-def test_sqlite_hook_failure_rolls_back_the_append(tmp_path: Path) -> None:
-    def failing_hook(conn: sqlite3.Connection, events: object) -> None:
-        raise RuntimeError("projection broke")
-
-    store = SQLiteEventStore(tmp_path / "events.db", in_transaction=failing_hook)
-    with pytest.raises(RuntimeError):
-        store.append("job_a", 0, [new("job_a", 1)])
-    assert store.last_position() == 0
-    store.close()
-
-
 def test_two_connections_one_writer_wins(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     first, second = SQLiteEventStore(path), SQLiteEventStore(path)

@@ -121,7 +121,7 @@ class Invariants:
         target = connect(target_path)
         try:
             projector = Projector()
-            projector.rebuild(store, target, processes=1)
+            projector.rebuild(store, target)
             for projection in projector.projections:
                 for table in projection.tables:
                     assert _rows(live, table) == _rows(target, table), (

@@ -1,0 +1,325 @@
+"""The projector behind the log: folds what was committed into the views, in batches.
+
+The log is the only thing on the fire path. An append commits its events and nothing else;
+the store then tells the follower how far the log now reaches (``on_commit``), and the
+follower folds everything past its own position, up to ``batch`` events per transaction,
+with the projections' checkpoints in the same transaction (``Projector.apply``). A crash
+between an append and its fold loses nothing: the views' checkpoints say where to start
+again (``Projector.catch_up`` when the store is opened).
+
+Two ways to run it:
+
+- **in the background** (``start``): a thread of its own, woken by each commit. What
+  ``lablink serve`` does; readers that must see a write wait for its position
+  (``wait_for``/``wait``: read-your-writes, bounded);
+- **after each commit** (``background=False``): the committing thread folds right after its
+  commit, in a transaction of its own. For the command-line tools and the tests, where every
+  read follows the write it depends on and nothing fires.
+
+The follower writes the views on its own connection under the store's lock (the views share
+the log's file: one writer at a time, and a Python lock hands over at once where SQLite's
+busy handler would sleep).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from lablink.events import RecordedEvent
+from lablink.eventstore.sqlite import LogReader, SQLiteEventStore, connect, event_of
+from lablink.health import Reading
+from lablink.projections.runner import Projector
+
+log = structlog.get_logger(tag="projector")
+
+# Events folded per transaction: enough that a burst of fires is one commit, few enough that
+# the log's writer never waits long for the views' writer.
+BATCH = 1000
+# A fold that failed (the disk is full, the file read-only) is tried again after this, doubling
+# up to MAX_BACKOFF.
+BACKOFF = 0.05
+MAX_BACKOFF = 5.0
+# /health: behind by more than this is "degraded".
+DEGRADED_LAG_SECONDS = 5.0
+# Figures kept for the lag's percentiles (benchmarks, /health).
+LAG_SAMPLES = 100_000
+
+
+class ViewsBehind(Exception):
+    """The views had not folded a position within the wait a reader allows."""
+
+    def __init__(self, position: int, folded: int, lag_seconds: float) -> None:
+        self.position = position
+        self.folded = folded
+        self.lag_seconds = lag_seconds
+        super().__init__(
+            f"the views have folded the log up to position {folded}, not yet {position}"
+            f" ({position - folded} events, {lag_seconds:.1f} s behind)"
+        )
+
+
+class Follower:
+    def __init__(
+        self,
+        store: SQLiteEventStore,
+        projector: Projector,
+        *,
+        batch: int = BATCH,
+        background: bool = True,
+    ) -> None:
+        self.store = store
+        self.projector = projector
+        self.batch = batch
+        self.background = background
+        shared = str(store.path) == ":memory:"
+        # ":memory:" is one database per connection: the views must use the store's.
+        self.conn: sqlite3.Connection = store.conn if shared else connect(store.path)
+        self._own_conn = not shared
+        self._reader = LogReader(self.conn)
+        self._cond = threading.Condition()
+        self._fold_lock = threading.Lock()
+        with store.lock:
+            self.position = min(projector.checkpoints(self.conn).values(), default=0)
+            self.head = store.last_position()
+        # (position, monotonic instant) of each commit not yet folded: the lag in seconds.
+        self._commits: deque[tuple[int, float]] = deque()
+        self.lag_samples: deque[float] = deque(maxlen=LAG_SAMPLES)
+        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.error: BaseException | None = None
+        self.failing_since: float | None = None
+        self.failures = 0
+        self.folds = 0  # transactions written
+        self._unsubscribe: Callable[[], None] = store.subscribe(self.on_commit)
+
+    # -- following the log -------------------------------------------------------------------
+
+    def on_commit(self, events: list[RecordedEvent]) -> None:
+        """The store's after-commit listener (in the committing thread)."""
+        last = events[-1].position
+        with self._cond:
+            if last > self.head:
+                self.head = last
+            self._commits.append((last, time.monotonic()))
+            self._cond.notify_all()
+        if not self.background:
+            # A failed fold is recorded (self.error, /health); the append itself stood.
+            with contextlib.suppress(Exception):
+                self.fold_available(wait=False)
+
+    def start(self) -> None:
+        """Fold in a thread of its own from now on (``lablink serve``)."""
+        self.background = True
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="lablink-projector", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        pause = BACKOFF
+        while True:
+            with self._cond:
+                while not self._stopping and self.position >= self.head:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+            try:
+                self.fold_available()
+            except Exception:  # recorded in self.error; tried again after a pause
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stopping, timeout=pause)
+                pause = min(pause * 2, MAX_BACKOFF)
+            else:
+                pause = BACKOFF
+
+    def fold_available(self, *, wait: bool = True) -> int:
+        """Fold everything committed so far, a batch per transaction; returns events folded.
+
+        ``wait=False`` (after a commit, in the committing thread): if another thread is
+        folding, leave it to that one, which looks at the log's head again once done. A
+        failed fold is rolled back (rows and checkpoints alike), the projections forget what
+        they kept in memory, and the error is raised after being recorded.
+        """
+        total = 0
+        while True:
+            if not self._fold_lock.acquire(blocking=wait):
+                return total
+            try:
+                total += self._fold_all()
+            finally:
+                self._fold_lock.release()
+            if self.position >= self.head:
+                return total
+
+    def _fold_all(self) -> int:
+        total = 0
+        while rows := self._reader.read_rows(self.position, self.batch):
+            events = [event_of(row) for row in rows]
+            with self.store.lock:  # never beside an append: one writer of the file at a time
+                try:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                    self.projector.apply(self.conn, events)
+                    self.conn.execute("COMMIT")
+                except Exception as exc:
+                    self._failed(exc)
+                    raise
+            self.folds += 1
+            total += len(events)
+            self._folded(events[-1].position)
+        return total
+
+    def _failed(self, exc: Exception) -> None:
+        if self.conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back itself
+                self.conn.execute("ROLLBACK")
+        self.projector.forget()
+        if self.error is None:
+            self.failing_since = time.monotonic()
+            log.error("projection fold failed", position=self.position, error=str(exc))
+        self.error = exc
+        self.failures += 1
+
+    def _folded(self, position: int) -> None:
+        now = time.monotonic()
+        if self.error is not None:
+            log.info("projection folds again", position=position, failures=self.failures)
+        self.error = None
+        self.failing_since = None
+        self.failures = 0
+        with self._cond:
+            self.position = position
+            commits = self._commits
+            while commits and commits[0][0] <= position:
+                self.lag_samples.append(now - commits.popleft()[1])
+            ready = [w for w in self._waiters if w[0] <= position]
+            if ready:
+                self._waiters = [w for w in self._waiters if w[0] > position]
+            self._cond.notify_all()
+        for _, loop, future in ready:
+            loop.call_soon_threadsafe(_resolve, future)
+
+    # -- waiting for a position ----------------------------------------------------------------
+
+    def wait_for(self, position: int, timeout: float) -> bool:
+        """Block until the views have folded ``position``; False if ``timeout`` passed."""
+        if self.position >= position:
+            return True
+        with self._cond:
+            return self._cond.wait_for(lambda: self.position >= position, timeout)
+
+    async def wait(self, position: int, seconds: float) -> bool:
+        """The same for a coroutine, without holding a thread while it waits."""
+        if self.position >= position:
+            return True
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._cond:
+            if self.position >= position:
+                return True
+            waiter = (position, loop, future)
+            self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(future, seconds)
+        except TimeoutError:
+            with self._cond:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        return self.position >= position
+
+    async def caught_up(self, seconds: float) -> None:
+        """Wait until the views show everything committed so far; ViewsBehind if they do
+        not within ``seconds`` (at once while folding fails)."""
+        position = self.head
+        if self.position >= position:
+            return
+        if self.error is not None or not await self.wait(position, seconds):
+            raise self.behind(position)
+
+    def settled(self, timeout: float) -> bool:
+        """Wait until the views have folded everything committed so far."""
+        return self.wait_for(self.head, timeout)
+
+    def behind(self, position: int) -> ViewsBehind:
+        return ViewsBehind(position, self.position, self.lag_seconds())
+
+    # -- how far behind ------------------------------------------------------------------------
+
+    def lag_events(self) -> int:
+        return max(0, self.head - self.position)
+
+    def lag_seconds(self) -> float:
+        """How long the oldest commit not yet folded has waited (0 when caught up)."""
+        with self._cond:
+            oldest = self._commits[0][1] if self._commits else None
+        return 0.0 if oldest is None else max(0.0, time.monotonic() - oldest)
+
+    def probe(self) -> Reading:
+        """The projector's entry in /health."""
+        lag_events, lag_seconds = self.lag_events(), self.lag_seconds()
+        details: dict[str, Any] = {
+            "position": self.position,
+            "head": self.head,
+            "lag_events": lag_events,
+            "lag_seconds": round(lag_seconds, 3),
+            "background": self.background,
+        }
+        if self.error is not None:
+            assert self.failing_since is not None
+            details.update(
+                last_error=str(self.error),
+                failed_folds=self.failures,
+                failing_for_seconds=round(time.monotonic() - self.failing_since, 1),
+            )
+            return Reading(
+                state="failing",
+                reason=f"the views cannot be folded ({type(self.error).__name__}: {self.error})",
+                details=details,
+            )
+        if self.background and self._thread is not None and not self._thread.is_alive():
+            return Reading(state="failing", reason="the projector thread stopped", details=details)
+        if lag_seconds > DEGRADED_LAG_SECONDS:
+            return Reading(
+                state="degraded",
+                reason=f"the views are {lag_events} events ({lag_seconds:.1f} s) behind the log",
+                details=details,
+            )
+        return Reading(state="ok", details=details)
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Fold what is committed (within ``timeout``), stop the thread, close the connection."""
+        self._unsubscribe()
+        self._unsubscribe = _nothing
+        if self._thread is not None:
+            self.wait_for(self.head, timeout)
+            with self._cond:
+                self._stopping = True
+                self._cond.notify_all()
+            self._thread.join(timeout)
+            self._thread = None
+        with self._cond:
+            waiters, self._waiters = self._waiters, []
+        for _, loop, future in waiters:
+            loop.call_soon_threadsafe(_resolve, future)
+        if self._own_conn:
+            with self.store.lock, self._fold_lock:
+                self.conn.close()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _nothing() -> None:
+    return None
