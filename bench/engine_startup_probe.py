@@ -3,8 +3,9 @@
     python -m bench.engine_startup_probe DB RESULT_JSON [PROFILE_TXT]
 
 Does what ``lablink scheduler`` does up to the engine's first tick -- import the CLI, configure
-logging, ``open_store``, ``recovery_lists``, ``Engine.open`` (plans every job) -- timing each
-step, then closes without firing. Only the standard library is imported before the clock
+logging, ``open_store`` (the projector in a thread of its own, as the runtime opens it),
+``recovery_lists``, ``Engine.open`` (plans every job) -- timing each step, then closes without
+firing. Only the standard library is imported before the clock
 starts, so the import phase is what the real process pays.
 """
 
@@ -57,7 +58,7 @@ async def phases(db: Path, profiler: cProfile.Profile | None) -> dict[str, float
     Settings.from_env(data_dir=db.parent, executor="noop")
     marks["settings_and_logging_seconds"] = clock() - t
     t = clock()
-    store = open_store(db)
+    store = open_store(db, background=True)  # as lablink/runtime.py opens it
     marks["open_store_seconds"] = clock() - t
 
     def snapshot(job_id: str) -> Any:

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import structlog
-
 from lablink.eventstore.sqlite import SQLiteEventStore, connect
 from lablink.projections.follower import Follower
-from lablink.projections.runner import CHECKPOINTS, Projector
+from lablink.projections.runner import Projector
 
 DEFAULT_DB = Path("data") / "scheduler.db"
 # How long a reader that must see a write waits for the views by default (seconds).
 SETTLE_SECONDS = 10.0
-log = structlog.get_logger(tag="scheduler")
 
 
 class LogStore(SQLiteEventStore):
@@ -42,36 +39,27 @@ def open_store(
     projector: Projector | None = None,
     *,
     background: bool = False,
+    views_path: str | Path | None = None,
 ) -> LogStore:
     """The store, its views caught up with the log, and a follower that keeps them so.
 
     ``background=True`` (``lablink serve``): the follower folds in a thread of its own, behind
     the log. Otherwise each commit's events are folded right after it by the committing thread
     (the command-line tools, the tests), in a transaction of their own.
+
+    ``views_path``: the views in a file of their own (measured in BENCHMARKS.md; LabLink's
+    readers use the log's file, the default).
     """
-    projector = projector or Projector()
-    conn = connect(path)
-    store = LogStore(path, connection=conn)
-    with store.lock:
-        stored = projector.stored_fingerprint(conn)
-        had_views = (
-            conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (CHECKPOINTS,)
-            ).fetchone()
-            is not None
+    store = LogStore(path, connection=connect(path))
+    try:
+        follower = Follower(
+            store, projector or Projector(), background=False, views_path=views_path
         )
-        if (stored is None and had_views) or (
-            stored is not None and stored != projector.fingerprint()
-        ):
-            # The views were made by another version: the log is the truth, fold it again.
-            log.warning("projection tables changed: rebuilding them from the log", db=str(path))
-            projector.rebuild(store, conn)
-        else:
-            projector.create(conn)
-            if stored is None:
-                projector.remember_fingerprint(conn)
-            projector.catch_up(store, conn)
-    store.views = Follower(store, projector, background=background)
+        store.views = follower
+        follower.open()
+    except BaseException:
+        SQLiteEventStore.close(store)
+        raise
     if background:
-        store.views.start()
+        follower.start()
     return store

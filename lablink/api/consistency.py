@@ -9,8 +9,9 @@ folded in the append's transaction:
   (its own events among them).
 
 Each wait is bounded (``LABLINK_VIEWS_WAIT``); past it, or while folding fails, the answer is
-503 naming how far behind the views are. The health probes and the OpenAPI document do not
-wait: they must answer when the views cannot.
+503 naming how far behind the views are; for a write, it also says whether the write was
+recorded (the wait after it) or not attempted (the wait before it). The health probes and
+the OpenAPI document do not wait: they must answer when the views cannot.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import msgspec
 from litestar import Request
 from litestar.enums import ScopeType
 
-from lablink.api.context import ApiContext
+from lablink.api.context import ApiContext, WriteUnseen
 from lablink.projections.follower import Follower, ViewsBehind
 
 if TYPE_CHECKING:
@@ -40,11 +41,23 @@ def _views(request: Request[Any, Any, Any]) -> tuple[Follower, float] | None:
     return context.views, context.settings.views_wait
 
 
+class WriteRefused(ViewsBehind):
+    """The views were behind when a write arrived: it was not attempted. Its 503 says so: it
+    may be sent again as it is."""
+
+
 async def before_request(request: Request[Any, Any, Any]) -> None:
     """Read only what includes every write committed before this request."""
     found = _views(request)
-    if found is not None:
+    if found is None:
+        return
+    try:
         await found[0].caught_up(found[1])
+    except ViewsBehind as exc:
+        if request.method in _READS:
+            raise
+        # A client must tell this 503 (nothing written) from a write's own (recorded).
+        raise WriteRefused(exc.position, exc.folded, exc.lag_seconds) from exc
 
 
 class SettleWrites:
@@ -74,7 +87,8 @@ class SettleWrites:
                     await found[0].caught_up(found[1])
                 except ViewsBehind as exc:
                     replaced = True
-                    await _send_behind(send, exc)
+                    unseen = WriteUnseen(exc.position, exc.folded, exc.lag_seconds)
+                    await _send_behind(send, unseen)
                     return
             await send(message)
 
@@ -102,9 +116,14 @@ def behind_body(exc: ViewsBehind) -> dict[str, Any]:
     reason = (
         f"the views are {exc.position - exc.folded} events ({exc.lag_seconds:.1f} s) behind the log"
     )
+    detail = f"views behind: {exc}"
+    if isinstance(exc, WriteRefused):
+        detail += "; nothing was written"
+    elif isinstance(exc, WriteUnseen):
+        detail += "; the write was recorded, the views cannot show it yet"
     return {
         "success": False,
         "status_code": 503,
-        "detail": f"views behind: {exc}",
+        "detail": detail,
         "errors": [{"field": "views", "value": exc.position, "reason": reason}],
     }

@@ -17,10 +17,15 @@ from lablink.clock import Clock
 from lablink.eventstore.sqlite import SQLiteEventStore, connect
 from lablink.health import Health
 from lablink.projections.alarms import raised_position
-from lablink.projections.follower import Follower
+from lablink.projections.follower import Follower, ViewsBehind
 from lablink.scheduler.agents import AgentExecutor
 from lablink.scheduler.engine import Engine
 from lablink.settings import Settings
+
+
+class WriteUnseen(ViewsBehind):
+    """A write was recorded, but the views could not show it within the wait. Its 503 says
+    so: sent again, a create would make a second job."""
 
 
 @dataclass
@@ -51,7 +56,10 @@ class ApiContext:
         """Wait until the views show everything committed so far (a write that reads its own
         result back): 503 naming the lag if they do not within ``views_wait``."""
         if self.views is not None:
-            await self.views.caught_up(self.settings.views_wait)
+            try:
+                await self.views.caught_up(self.settings.views_wait)
+            except ViewsBehind as exc:
+                raise WriteUnseen(exc.position, exc.folded, exc.lag_seconds) from exc
 
     def _locate_alarm(self, alarm_id: str) -> int | None:
         # The alarm write path runs on a worker thread: a connection of its own. The raise

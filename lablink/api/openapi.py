@@ -36,6 +36,10 @@ READ_ERRORS: dict[int, ResponseSpec] = {
     429: _spec(
         "too many failed authentications from this address; Retry-After says when to try again"
     ),
+    503: _spec(
+        "the views are behind the log (LABLINK_VIEWS_WAIT passed, or they cannot be folded):"
+        " errors[0] names the field views, the log position awaited and the lag; Retry-After"
+    ),
 }
 WRITE_ERRORS: dict[int, ResponseSpec] = {
     **READ_ERRORS,
@@ -46,6 +50,9 @@ WRITE_ERRORS: dict[int, ResponseSpec] = {
     422: _spec("the body does not fit: each error names the field, the value and why"),
     503: _spec(
         "the event log cannot be written (disk full, read-only database): nothing was"
-        " written; the detail names the cause, Retry-After says when to try again"
+        " written; the detail names the cause, Retry-After says when to try again. Or the"
+        " views are behind the log (errors[0].field is views): the detail ends 'the write was"
+        " recorded, the views cannot show it yet' (do not send it again) or 'nothing was"
+        " written'"
     ),
 }

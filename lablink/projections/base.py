@@ -14,6 +14,8 @@ from lablink.events import RecordedEvent
 from lablink.eventstore.base import format_instant
 
 _json = msgspec.json.Encoder()
+_encode = _json.encode
+_Z = ord("Z")
 
 
 class Projection(Protocol):
@@ -38,8 +40,22 @@ class Projection(Protocol):
         ...
 
 
+def fast_instant(value: datetime) -> str:
+    """``format_instant``, several times faster for the instants the log decodes to.
+
+    msgspec writes an instant at UTC offset zero with a fraction as exactly the fixed-width
+    text ``format_instant`` makes (``"2026-03-02T08:05:40.423000Z"``, 29 bytes quoted);
+    anything else (no fraction, another offset) takes the slow road. Folds format a few
+    instants per event, a rebuild millions of them.
+    """
+    text = _encode(value)
+    if len(text) == 29 and text[27] == _Z:
+        return text[1:28].decode()
+    return format_instant(value)
+
+
 def instant(value: datetime | None) -> str | None:
-    return format_instant(value) if value is not None else None
+    return fast_instant(value) if value is not None else None
 
 
 def to_json(value: Any) -> str:

@@ -6,8 +6,10 @@ a projection never reads another projection.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,8 +39,7 @@ from lablink.events import (
     RecordedEvent,
 )
 from lablink.projections.base import Where, as_dicts, instant, to_json
-from lablink.projections.bulk import BulkFold, Logged, Rows, fast_instant
-from lablink.projections.rows import Row, RowCache
+from lablink.projections.continuity import Continuity
 
 COLUMNS = (
     "execution_id",
@@ -66,10 +67,13 @@ COLUMNS = (
     "late_result",
 )
 JOB_COLUMNS = ("job_id", "name", "schedule_type", "equipment_id")
+# How many jobs' names the fold keeps between batches, the least recently used let go first
+# (read back from execution_jobs when the job next opens an execution); about 300 bytes each.
+MAX_JOBS_IN_MEMORY = 100_000
+Row = dict[str, Any]
 # In the statuses' documented order (the retention query binds them in it).
 FINAL = tuple(s for s in EXECUTION_STATUSES if s in FINAL_STATUSES)
 # What ExecutionsPruned drops: ended executions whose end (or start) is before the cut-off.
-# The one prune rule: the bulk fold applies the same to its rows in memory (``_prune``).
 _PRUNE_SINCE = ("completed_at", "actual_time")
 _PRUNABLE = (
     f"status IN ({', '.join('?' for _ in FINAL)}) AND COALESCE({', '.join(_PRUNE_SINCE)}) < ?"
@@ -82,7 +86,7 @@ _STATUS = ENDED_STATUS
 
 
 def _late(event: ExecutionLateResult) -> str:
-    """The late result as the execution view shows it (both folds write this text)."""
+    """The late result as the execution view shows it."""
     return to_json(
         {
             "status": event.status,
@@ -129,11 +133,17 @@ def _final_fields(event: ExecutionEnded) -> Row:
 
 
 class ExecutionsProjection:
+    """Each execution's row is written once per batch, with no read: a row opened in the
+    batch is inserted whole; a later fact about an older row is an UPDATE of the columns it
+    changes (a start: status and started_at), since every fact carries what its columns need.
+    The job names new rows show are kept in memory between batches."""
+
     name = "executions"
     tables: tuple[str, ...] = ("executions", "execution_jobs")
-    # Relative cost of the bulk fold and of writing its rows (µs per event of the bench log),
-    # for sharing a rebuild between two processes.
-    bulk_cost = 4.5
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, tuple[str, str, str]] = {}
+        self._continuity = Continuity()
 
     def create(self, db: sqlite_utils.Database) -> None:
         types: dict[str, Any] = {c: str for c in COLUMNS}
@@ -148,114 +158,183 @@ class ExecutionsProjection:
         )
 
     def forget(self) -> None:
-        """Nothing is kept between batches."""
+        """Drop the job names kept in memory: the next batch reads them from the table."""
+        self._jobs.clear()
+        self._continuity.reset()
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
-        rows = RowCache(conn, "executions", "execution_id", COLUMNS)
-        jobs = RowCache(conn, "execution_jobs", "job_id", JOB_COLUMNS)
+        if not events:
+            return
+        if not self._continuity.holds(conn, events):
+            self.forget()
+        batch = _Batch(conn, self._job_of)
         for recorded in events:
             event = recorded.event
-            match event:
-                case JobCreated() | JobUpdated():
-                    jobs.put(
-                        {
-                            "job_id": event.job_id,
-                            "name": event.spec.name,
-                            "schedule_type": event.spec.schedule_type,
-                            "equipment_id": event.spec.equipment_id,
-                        }
-                    )
-                case (
-                    ExecutionRequested()
-                    | ExecutionQueued()
-                    | ExecutionSkipped()
-                    | ExecutionMissed()
-                    | ExecutionCoalesced()
-                ):
-                    rows.put(self._new_row(recorded.position, event, jobs.get(event.job_id)))
-                case ExecutionStarted():
-                    self._update(
-                        rows,
-                        event.execution_id,
-                        status="running",
-                        started_at=instant(event.started_at),
-                    )
-                case ExecutionProgressed():
-                    self._update(
-                        rows, event.execution_id, progress=event.progress, message=event.message
-                    )
-                case _ if isinstance(event, ExecutionEnded):
-                    fields = _final_fields(event)
-                    if event.started_at is not None:
-                        fields["started_at"] = instant(event.started_at)
-                    self._update(rows, event.execution_id, **fields)
-                case ExecutionLateResult():
-                    self._update(rows, event.execution_id, late_result=_late(event))
-                case ExecutionsPruned():
-                    rows.flush()
-                    cutoff = instant(event.cutoff)
-                    conn.execute(f"DELETE FROM executions WHERE {_PRUNABLE}", (*FINAL, cutoff))
-        jobs.flush()
-        rows.flush()
+            # Most frequent first; `type(e) is C` is the cheapest test that mypy narrows on.
+            if type(event) is ExecutionStarted:
+                batch.change(
+                    event.execution_id, status="running", started_at=instant(event.started_at)
+                )
+            elif type(event) is ExecutionRequested:
+                batch.open(recorded.position, event)
+            elif isinstance(event, ExecutionEnded):
+                fields = _final_fields(event)
+                if event.started_at is not None:
+                    fields["started_at"] = instant(event.started_at)
+                batch.change(event.execution_id, **fields)
+            elif type(event) is ExecutionProgressed:
+                batch.change(event.execution_id, progress=event.progress, message=event.message)
+            elif isinstance(event, _OPENS):
+                batch.open(recorded.position, event)
+            elif isinstance(event, JobCreated | JobUpdated):
+                spec = event.spec
+                job = (spec.name, spec.schedule_type, spec.equipment_id)
+                self._jobs.pop(event.job_id, None)
+                self._jobs[event.job_id] = job
+                batch.jobs[event.job_id] = job
+            elif type(event) is ExecutionLateResult:
+                batch.change(event.execution_id, late_result=_late(event))
+            elif type(event) is ExecutionsPruned:
+                batch.flush()
+                conn.execute(
+                    f"DELETE FROM executions WHERE {_PRUNABLE}", (*FINAL, instant(event.cutoff))
+                )
+        batch.flush()
+        jobs = self._jobs
+        if len(jobs) > MAX_JOBS_IN_MEMORY:
+            for job_id in list(itertools.islice(jobs, len(jobs) - MAX_JOBS_IN_MEMORY)):
+                del jobs[job_id]
+        self._continuity.folded(conn, events)
 
-    def bulk(self) -> BulkFold:
-        return _BulkExecutions()
+    def _job_of(self, conn: sqlite3.Connection, job_id: str) -> tuple[str, str, str] | None:
+        # Taken out and put back: the least recently used are let go first.
+        job = self._jobs.pop(job_id, None)
+        if job is None:
+            row = conn.execute(_JOB, (job_id,)).fetchone()
+            if row is None:
+                return None
+            job = (row[0], row[1], row[2])
+        self._jobs[job_id] = job
+        return job
 
-    @staticmethod
-    def _update(rows: RowCache, execution_id: str, **fields: Any) -> None:
-        row = rows.get(execution_id)
-        if row is not None:  # pruned already: later facts about it change nothing here
-            rows.put({**row, **fields})
 
-    @staticmethod
-    def _new_row(
-        position: int,
-        event: _Opening,
-        job: Row | None,
-    ) -> Row:
-        row: Row = dict.fromkeys(COLUMNS)
-        row.update(
-            execution_id=event.execution_id,
-            seq=position,
-            job_id=event.job_id,
-            job_name=job["name"] if job else None,
-            schedule_type=job["schedule_type"] if job else None,
-            equipment_id=job["equipment_id"] if job else None,
-            scheduled_time=instant(event.scheduled_time),
-            actual_time=instant(event.actual_time),
-            progress=0.0,
+class _Batch:
+    """The rows one batch writes: new rows whole, older rows by the columns that changed."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        job_of: Callable[[sqlite3.Connection, str], tuple[str, str, str] | None],
+    ) -> None:
+        self.conn = conn
+        self.job_of = job_of
+        self.new: dict[str, list[Any]] = {}
+        self.changed: dict[str, Row] = {}
+        self.jobs: dict[str, tuple[str, str, str]] = {}
+
+    def open(self, position: int, event: _Opening) -> None:
+        # An opening replaces whatever the row held, as an upsert of the whole row does.
+        self.changed.pop(event.execution_id, None)
+        self.new[event.execution_id] = _opened(
+            position, event, self.job_of(self.conn, event.job_id)
         )
-        match event:
-            case ExecutionRequested():
-                row.update(status="pending", trigger_info=event.trigger_info)
-            case ExecutionQueued():
-                row.update(
-                    status="queued",
-                    trigger_info=event.trigger_info,
-                    message=f"waiting behind {', '.join(event.behind)}" if event.behind else "",
-                )
-            case ExecutionSkipped():
-                row.update(status="skipped", trigger_info=event.trigger_info, message=event.reason)
-            case ExecutionMissed():
-                row.update(
-                    status="missed",
-                    trigger_info="scheduled",
-                    message=event.reason,
-                    missed_count=event.missed_count,
-                    window_start=instant(event.window_start),
-                    window_end=instant(event.window_end),
-                )
-            case ExecutionCoalesced():
-                row.update(
-                    status="coalesced",
-                    trigger_info="scheduled",
-                    message=event.reason,
-                    window_start=instant(event.window_start),
-                    window_end=instant(event.window_end),
-                    coalesced_count=event.coalesced_count,
-                    coalesced_into=event.into_execution_id,
-                )
-        return row
+
+    def change(self, execution_id: str, **fields: Any) -> None:
+        row = self.new.get(execution_id)
+        if row is not None:
+            for column, value in fields.items():
+                row[_COL[column]] = value
+        else:
+            # An UPDATE of a row pruned already (or never opened) changes nothing, as wanted.
+            self.changed.setdefault(execution_id, {}).update(fields)
+
+    def flush(self) -> None:
+        conn = self.conn
+        if self.jobs:
+            conn.executemany(_UPSERT_JOB, [(j, *job) for j, job in self.jobs.items()])
+        if self.new:
+            conn.executemany(_UPSERT, list(self.new.values()))
+        shapes: dict[tuple[str, ...], list[list[Any]]] = {}
+        for execution_id, fields in self.changed.items():
+            shapes.setdefault(tuple(fields), []).append([*fields.values(), execution_id])
+        for columns, values in shapes.items():
+            conn.executemany(_update(columns), values)
+        self.jobs.clear()
+        self.new.clear()
+        self.changed.clear()
+
+
+_COL = {c: i for i, c in enumerate(COLUMNS)}
+_OPENS = (ExecutionQueued, ExecutionSkipped, ExecutionMissed, ExecutionCoalesced)
+_UPSERT = (
+    f"INSERT INTO executions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+    " ON CONFLICT(execution_id) DO UPDATE SET"
+    f" {', '.join(f'{c} = excluded.{c}' for c in COLUMNS if c != 'execution_id')}"
+)
+_UPSERT_JOB = (
+    f"INSERT INTO execution_jobs ({', '.join(JOB_COLUMNS)})"
+    f" VALUES ({', '.join('?' for _ in JOB_COLUMNS)})"
+    " ON CONFLICT(job_id) DO UPDATE SET"
+    f" {', '.join(f'{c} = excluded.{c}' for c in JOB_COLUMNS if c != 'job_id')}"
+)
+_JOB = "SELECT name, schedule_type, equipment_id FROM execution_jobs WHERE job_id = ?"
+
+
+@functools.cache
+def _update(columns: tuple[str, ...]) -> str:
+    return f"UPDATE executions SET {', '.join(f'{c} = ?' for c in columns)} WHERE execution_id = ?"
+
+
+def _opened(position: int, event: _Opening, job: tuple[str, str, str] | None) -> list[Any]:
+    """A new execution's row, in COLUMNS order."""
+    message: str | None = None
+    missed_count: int | None = None
+    window_start: str | None = None
+    window_end: str | None = None
+    coalesced_count: int | None = None
+    coalesced_into: str | None = None
+    match event:
+        case ExecutionRequested():
+            status, trigger_info = "pending", event.trigger_info
+        case ExecutionQueued():
+            status, trigger_info = "queued", event.trigger_info
+            message = f"waiting behind {', '.join(event.behind)}" if event.behind else ""
+        case ExecutionSkipped():
+            status, trigger_info, message = "skipped", event.trigger_info, event.reason
+        case ExecutionMissed():
+            status, trigger_info, message = "missed", "scheduled", event.reason
+            missed_count = event.missed_count
+            window_start = instant(event.window_start)
+            window_end = instant(event.window_end)
+        case ExecutionCoalesced():
+            status, trigger_info, message = "coalesced", "scheduled", event.reason
+            window_start = instant(event.window_start)
+            window_end = instant(event.window_end)
+            coalesced_count = event.coalesced_count
+            coalesced_into = event.into_execution_id
+    return [
+        event.execution_id,
+        position,
+        event.job_id,
+        *(job or (None, None, None)),
+        status,
+        trigger_info,
+        instant(event.scheduled_time),
+        instant(event.actual_time),
+        None,  # started_at
+        None,  # completed_at
+        None,  # duration_seconds
+        None,  # result
+        None,  # error
+        0.0,  # progress
+        message,
+        missed_count,
+        window_start,
+        window_end,
+        coalesced_count,
+        coalesced_into,
+        None,  # late_result
+    ]
 
 
 # -- reads (this module owns the executions and execution_jobs tables) ----------------------
@@ -315,167 +394,3 @@ def equipment_of_job(conn: sqlite3.Connection, job_id: str) -> str | None:
         "SELECT equipment_id FROM execution_jobs WHERE job_id = ?", (job_id,)
     ).fetchone()
     return row[0] if row else None
-
-
-# -- bulk rebuild -------------------------------------------------------------------------------
-# The same fold as ``apply`` over plain lists, for rebuilding from empty tables (see
-# projections/bulk.py); the replay property tests hold the two to the same rows.
-
-_COL = {c: i for i, c in enumerate(COLUMNS)}
-_STATUS_AT, _STARTED_AT, _COMPLETED_AT = _COL["status"], _COL["started_at"], _COL["completed_at"]
-_DURATION, _RESULT, _ERROR = _COL["duration_seconds"], _COL["result"], _COL["error"]
-_PROGRESS, _MESSAGE = _COL["progress"], _COL["message"]
-_LATE = _COL["late_result"]
-_FINAL_SET = frozenset(FINAL)
-_OPENS = (
-    ExecutionRequested,
-    ExecutionQueued,
-    ExecutionSkipped,
-    ExecutionMissed,
-    ExecutionCoalesced,
-)
-_PRUNE_SINCE_AT = tuple(_COL[column] for column in _PRUNE_SINCE)
-
-
-class _BulkExecutions:
-    def __init__(self) -> None:
-        self.executions: dict[str, list[Any]] = {}
-        self.jobs: dict[str, tuple[str, str, str, str]] = {}
-
-    def fold(self, events: Sequence[Logged]) -> None:
-        executions, jobs = self.executions, self.jobs
-        get = executions.get
-        for position, _, _, _, event in events:
-            # Most frequent first; `type(e) is C` is the cheapest test that mypy narrows on.
-            if type(event) is ExecutionStarted:
-                row = get(event.execution_id)
-                if row is not None:
-                    row[_STATUS_AT] = "running"
-                    row[_STARTED_AT] = fast_instant(event.started_at)
-            elif type(event) is ExecutionRequested:
-                executions[event.execution_id] = self._opened(position, event)
-            elif isinstance(event, ExecutionEnded):
-                row = get(event.execution_id)
-                if row is not None:
-                    self._ended(row, event)
-            elif type(event) is ExecutionProgressed:
-                row = get(event.execution_id)
-                if row is not None:
-                    row[_PROGRESS] = event.progress
-                    row[_MESSAGE] = event.message
-            elif isinstance(event, _OPENS):
-                executions[event.execution_id] = self._opened(position, event)
-            elif isinstance(event, JobCreated | JobUpdated):
-                spec = event.spec
-                jobs[event.job_id] = (
-                    event.job_id,
-                    spec.name,
-                    spec.schedule_type,
-                    spec.equipment_id,
-                )
-            elif type(event) is ExecutionLateResult:
-                row = get(event.execution_id)
-                if row is not None:
-                    row[_LATE] = _late(event)
-            elif type(event) is ExecutionsPruned:
-                self._prune(fast_instant(event.cutoff))
-
-    def _opened(
-        self,
-        position: int,
-        event: _Opening,
-    ) -> list[Any]:
-        job = self.jobs.get(event.job_id)
-        status: str
-        message: str | None = None
-        missed_count: int | None = None
-        window_start: str | None = None
-        window_end: str | None = None
-        coalesced_count: int | None = None
-        coalesced_into: str | None = None
-        match event:
-            case ExecutionRequested():
-                status, trigger_info = "pending", event.trigger_info
-            case ExecutionQueued():
-                status, trigger_info = "queued", event.trigger_info
-                message = f"waiting behind {', '.join(event.behind)}" if event.behind else ""
-            case ExecutionSkipped():
-                status, trigger_info, message = "skipped", event.trigger_info, event.reason
-            case ExecutionMissed():
-                status, trigger_info, message = "missed", "scheduled", event.reason
-                missed_count = event.missed_count
-                window_start = fast_instant(event.window_start)
-                window_end = fast_instant(event.window_end)
-            case ExecutionCoalesced():
-                status, trigger_info, message = "coalesced", "scheduled", event.reason
-                window_start = fast_instant(event.window_start)
-                window_end = fast_instant(event.window_end)
-                coalesced_count = event.coalesced_count
-                coalesced_into = event.into_execution_id
-        return [
-            event.execution_id,
-            position,
-            event.job_id,
-            job[1] if job else None,
-            job[2] if job else None,
-            job[3] if job else None,
-            status,
-            trigger_info,
-            fast_instant(event.scheduled_time),
-            fast_instant(event.actual_time),
-            None,
-            None,
-            None,
-            None,
-            None,
-            0.0,
-            message,
-            missed_count,
-            window_start,
-            window_end,
-            coalesced_count,
-            coalesced_into,
-            None,  # late_result
-        ]
-
-    @staticmethod
-    def _ended(row: list[Any], event: ExecutionEnded) -> None:
-        row[_STATUS_AT] = _STATUS[type(event)]
-        row[_COMPLETED_AT] = fast_instant(event.completed_at)
-        row[_DURATION] = _duration(event.started_at, event.completed_at)
-        match event:
-            case ExecutionSucceeded():
-                row[_RESULT] = to_json(event.result)
-                row[_PROGRESS] = 1.0
-            case ExecutionFailed():
-                row[_ERROR] = to_json(event.error)
-            case ExecutionTimedOut():
-                row[_ERROR] = to_json(
-                    {
-                        "type": "timeout",
-                        "message": f"no result within timeout_seconds={event.timeout_seconds:g}",
-                    }
-                )
-            case ExecutionCancelled():
-                row[_MESSAGE] = event.reason
-            case ExecutionInterrupted():
-                row[_MESSAGE] = event.reason
-                row[_ERROR] = to_json({"type": "interrupted", "message": event.reason})
-        if event.started_at is not None:
-            row[_STARTED_AT] = fast_instant(event.started_at)
-
-    def _prune(self, cutoff: str) -> None:
-        """``_PRUNABLE`` on the rows in memory (text compares as SQLite compares it)."""
-        executions = self.executions
-        for execution_id, row in list(executions.items()):
-            if row[_STATUS_AT] in _FINAL_SET:
-                # COALESCE: the first of the columns that is not NULL.
-                since = next((row[at] for at in _PRUNE_SINCE_AT if row[at] is not None), None)
-                if since is not None and since < cutoff:
-                    del executions[execution_id]
-
-    def rows(self) -> Rows:
-        return {
-            "executions": (COLUMNS, list(self.executions.values())),
-            "execution_jobs": (JOB_COLUMNS, list(self.jobs.values())),
-        }

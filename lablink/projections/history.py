@@ -27,7 +27,6 @@ from lablink.events import (
     RecordedEvent,
 )
 from lablink.projections.base import as_dicts, instant
-from lablink.projections.bulk import BulkFold, Logged, Rows, fast_instant
 from lablink.projections.rows import Row, RowCache
 
 # Executions by how they ended (``completed`` is the guide's ``successful``): each execution
@@ -59,14 +58,16 @@ _FINAL_COUNTER = {
     for kind, status in ENDED_STATUS.items()
 }
 # Executions recorded already ended: the counter each adds to, which is also its status.
-_ONCE = RECORDED_ENDED_STATUS
+_ONCE: dict[type[Any], str] = dict(RECORDED_ENDED_STATUS)
+
+
+# The facts the fold looks at, by type: anything else passes by at the cost of one lookup.
+_OPENED: dict[type[Any], str] = {ExecutionRequested: "pending", ExecutionQueued: "queued"}
 
 
 class HistoryProjection:
     name = "job_history"
     tables: tuple[str, ...] = ("job_history",)
-    # Relative cost of the bulk fold (µs per event), for sharing a rebuild between processes.
-    bulk_cost = 0.6
 
     def create(self, db: sqlite_utils.Database) -> None:
         types: dict[str, Any] = {c: str for c in COLUMNS}
@@ -78,74 +79,67 @@ class HistoryProjection:
         """Nothing is kept between batches."""
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
-        rows = RowCache(conn, "job_history", "job_id", COLUMNS)
+        # The batch's jobs are read in one go and their rows changed in place: a fire costs a
+        # few dict operations, and the batch writes each touched row once.
+        cache = RowCache(conn, "job_history", "job_id", COLUMNS)
+        rows = cache.load({getattr(r.event, "job_id", None) for r in events} - {None})
+        get, changed = rows.get, cache.changed
         for recorded in events:
             event = recorded.event
-            match event:
-                case JobCreated():
-                    row: Row = dict.fromkeys(COLUMNS)
-                    row.update(dict.fromkeys(COUNTERS, 0))
-                    row.update(job_id=event.job_id, job_name=event.spec.name, duration_total=0.0)
-                    rows.put(row)
-                case JobUpdated():
-                    self._change(rows, event.job_id, job_name=event.spec.name)
-                case JobDeleted():
-                    rows.delete(event.job_id)
-                case ExecutionRequested() | ExecutionQueued():
-                    self._opened(rows, event.job_id, event.execution_id, event.actual_time)
-                    status = "queued" if isinstance(event, ExecutionQueued) else "pending"
-                    self._change(rows, event.job_id, last_status=status)
-                case _ if isinstance(event, ExecutionRecordedEnded):
-                    status = _ONCE[type(event)]
-                    self._opened(rows, event.job_id, event.execution_id, event.actual_time)
-                    current = rows.get(event.job_id)
-                    if current is not None:
-                        rows.put({**current, status: current[status] + 1, "last_status": status})
-                case ExecutionStarted():
-                    self._status(rows, event.job_id, event.execution_id, "running")
-                case _ if isinstance(event, ExecutionEnded):
-                    counter, status = _FINAL_COUNTER[type(event)]
-                    found = rows.get(event.job_id)
-                    if found is None:
-                        continue
-                    row = {**found, counter: found[counter] + 1}
-                    if event.started_at is not None:
-                        row["duration_count"] += 1
-                        row["duration_total"] += (
-                            event.completed_at - event.started_at
-                        ).total_seconds()
-                    if row["last_execution_id"] == event.execution_id:
-                        row["last_status"] = status
-                    rows.put(row)
-        rows.flush()
-
-    def bulk(self) -> BulkFold:
-        return _BulkHistory()
-
-    @staticmethod
-    def _change(rows: RowCache, job_id: str, **fields: Any) -> None:
-        row = rows.get(job_id)
-        if row is not None:
-            rows.put({**row, **fields})
-
-    @staticmethod
-    def _opened(rows: RowCache, job_id: str, execution_id: str, actual_time: Any) -> None:
-        row = rows.get(job_id)
-        if row is not None:
-            rows.put(
-                {
-                    **row,
-                    "total_executions": row["total_executions"] + 1,
-                    "last_execution": instant(actual_time),
-                    "last_execution_id": execution_id,
-                }
-            )
-
-    @staticmethod
-    def _status(rows: RowCache, job_id: str, execution_id: str, status: str) -> None:
-        row = rows.get(job_id)
-        if row is not None and row["last_execution_id"] == execution_id:
-            rows.put({**row, "last_status": status})
+            kind = type(event)
+            # Most frequent first; anything else passes by at the cost of a few lookups.
+            if kind is ExecutionStarted:
+                started: ExecutionStarted = event  # type: ignore[assignment]
+                row = get(started.job_id)
+                if row is not None and row["last_execution_id"] == started.execution_id:
+                    row["last_status"] = "running"
+                    changed(started.job_id)
+            elif kind in _FINAL_COUNTER:
+                ended: ExecutionEnded = event  # type: ignore[assignment]
+                row = get(ended.job_id)
+                if row is None:
+                    continue
+                counter, status = _FINAL_COUNTER[kind]
+                row[counter] += 1
+                if ended.started_at is not None:
+                    row["duration_count"] += 1
+                    row["duration_total"] += (ended.completed_at - ended.started_at).total_seconds()
+                if row["last_execution_id"] == ended.execution_id:
+                    row["last_status"] = status
+                changed(ended.job_id)
+            elif kind in _OPENED or kind in _ONCE:
+                opened: ExecutionRequested | ExecutionQueued | ExecutionRecordedEnded = event  # type: ignore[assignment]
+                row = get(opened.job_id)
+                if row is None:
+                    continue
+                row["total_executions"] += 1
+                row["last_execution"] = instant(opened.actual_time)
+                row["last_execution_id"] = opened.execution_id
+                once = _ONCE.get(kind)
+                if once is not None:
+                    row[once] += 1
+                    row["last_status"] = once
+                else:
+                    row["last_status"] = _OPENED[kind]
+                changed(opened.job_id)
+            elif kind is JobCreated:
+                created: JobCreated = event  # type: ignore[assignment]
+                new: Row = dict.fromkeys(COLUMNS)
+                new.update(dict.fromkeys(COUNTERS, 0))
+                new.update(job_id=created.job_id, job_name=created.spec.name, duration_total=0.0)
+                rows[created.job_id] = new
+                changed(created.job_id)
+            elif kind is JobUpdated:
+                updated: JobUpdated = event  # type: ignore[assignment]
+                row = get(updated.job_id)
+                if row is not None:
+                    row["job_name"] = updated.spec.name
+                    changed(updated.job_id)
+            elif kind is JobDeleted:
+                deleted: JobDeleted = event  # type: ignore[assignment]
+                rows[deleted.job_id] = None
+                changed(deleted.job_id)
+        cache.flush()
 
 
 # -- reads (this module owns the job_history table) ---------------------------------------
@@ -155,73 +149,3 @@ def read_history(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None
     """The job's history row (every column), or None."""
     rows = as_dicts(conn.execute("SELECT * FROM job_history WHERE job_id = ?", (job_id,)))
     return rows[0] if rows else None
-
-
-# -- bulk rebuild -------------------------------------------------------------------------------
-# The same fold as ``apply`` over plain lists, for rebuilding from empty tables (see
-# projections/bulk.py); the replay property tests hold the two to the same rows.
-
-_COL = {c: i for i, c in enumerate(COLUMNS)}
-_NAME, _TOTAL, _DURATIONS = _COL["job_name"], _COL["total_executions"], _COL["duration_count"]
-_DURATION_TOTAL, _LAST_AT = _COL["duration_total"], _COL["last_execution"]
-_LAST_ID, _LAST_STATUS = _COL["last_execution_id"], _COL["last_status"]
-_FINAL_AT = {kind: (_COL[counter], status) for kind, (counter, status) in _FINAL_COUNTER.items()}
-_ONCE_AT = {kind: _COL[status] for kind, status in _ONCE.items()}
-
-
-class _BulkHistory:
-    def __init__(self) -> None:
-        self.history: dict[str, list[Any]] = {}
-
-    def fold(self, events: Sequence[Logged]) -> None:
-        history = self.history
-        get = history.get
-        for _, _, _, _, event in events:
-            # Most frequent first; `type(e) is C` is the cheapest test that mypy narrows on.
-            if type(event) is ExecutionStarted:
-                row = get(event.job_id)
-                if row is not None and row[_LAST_ID] == event.execution_id:
-                    row[_LAST_STATUS] = "running"
-            elif isinstance(event, ExecutionRequested | ExecutionQueued):
-                row = get(event.job_id)
-                if row is not None:
-                    row[_TOTAL] += 1
-                    row[_LAST_AT] = fast_instant(event.actual_time)
-                    row[_LAST_ID] = event.execution_id
-                    row[_LAST_STATUS] = "pending" if type(event) is ExecutionRequested else "queued"
-            elif isinstance(event, ExecutionEnded):
-                row = get(event.job_id)
-                if row is None:
-                    continue
-                counter, status = _FINAL_AT[type(event)]
-                row[counter] += 1
-                if event.started_at is not None:
-                    row[_DURATIONS] += 1
-                    row[_DURATION_TOTAL] += (event.completed_at - event.started_at).total_seconds()
-                if row[_LAST_ID] == event.execution_id:
-                    row[_LAST_STATUS] = status
-            elif isinstance(event, ExecutionRecordedEnded):
-                row = get(event.job_id)
-                if row is not None:
-                    row[_TOTAL] += 1
-                    row[_LAST_AT] = fast_instant(event.actual_time)
-                    row[_LAST_ID] = event.execution_id
-                    row[_ONCE_AT[type(event)]] += 1
-                    row[_LAST_STATUS] = _ONCE[type(event)]
-            elif type(event) is JobCreated:
-                row = [None] * len(COLUMNS)
-                for name in COUNTERS:
-                    row[_COL[name]] = 0
-                row[0] = event.job_id
-                row[_NAME] = event.spec.name
-                row[_DURATION_TOTAL] = 0.0
-                history[event.job_id] = row
-            elif type(event) is JobUpdated:
-                row = get(event.job_id)
-                if row is not None:
-                    row[_NAME] = event.spec.name
-            elif type(event) is JobDeleted:
-                history.pop(event.job_id, None)
-
-    def rows(self) -> Rows:
-        return {"job_history": (COLUMNS, list(self.history.values()))}

@@ -12,7 +12,6 @@ import sqlite_utils
 
 from lablink.events import ApiKeyCreated, ApiKeyRevoked, RecordedEvent
 from lablink.projections.base import instant
-from lablink.projections.bulk import BulkFold, Logged, Rows, occurred_instant
 
 _COLUMNS = (
     "key_id",
@@ -36,6 +35,7 @@ _REVOKE = (
     "UPDATE api_keys SET revoked = 1, revoked_at = COALESCE(revoked_at, ?),"
     " revoked_by = COALESCE(revoked_by, ?) WHERE key_id = ?"
 )
+_FACTS = frozenset((ApiKeyCreated, ApiKeyRevoked))
 # What a listing shows: never the hash.
 _PUBLIC = "key_id, name, role, prefix, created_by, created_at, revoked, revoked_at, revoked_by"
 
@@ -43,8 +43,6 @@ _PUBLIC = "key_id, name, role, prefix, created_by, created_at, revoked, revoked_
 class KeysProjection:
     name = "api_keys"
     tables: tuple[str, ...] = ("api_keys",)
-    # Relative cost of the bulk fold (µs per event), for sharing a rebuild between processes.
-    bulk_cost = 0.1
 
     def create(self, db: sqlite_utils.Database) -> None:
         db.table("api_keys").create(
@@ -65,14 +63,12 @@ class KeysProjection:
         )
         db.table("api_keys").create_index(["key_hash"], unique=True, if_not_exists=True)
 
-    def bulk(self) -> BulkFold:
-        return _BulkKeys()
-
     def forget(self) -> None:
         """Nothing is kept between batches."""
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
-        for recorded in events:
+        # Key events are rare: one set lookup passes every other event by.
+        for recorded in [r for r in events if type(r.event) in _FACTS]:
             match recorded.event:
                 case ApiKeyCreated() as event:
                     conn.execute(
@@ -94,47 +90,6 @@ class KeysProjection:
                     conn.execute(
                         _REVOKE, (instant(recorded.occurred_at), recorded.actor, event.key_id)
                     )
-
-
-class _BulkKeys:
-    """The same fold as ``apply`` in memory, for rebuilding from an empty table (see
-    projections/bulk.py)."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, list[Any]] = {}
-        self.by_hash: dict[str, str] = {}
-
-    def fold(self, events: Sequence[Logged]) -> None:
-        keys, by_hash = self.keys, self.by_hash
-        for _, _, occurred_at, actor, event in events:
-            if type(event) is ApiKeyCreated:
-                # INSERT OR REPLACE also removes a row that holds the same (unique) hash.
-                for key_id in (event.key_id, by_hash.get(event.key_hash)):
-                    if key_id is not None and key_id in keys:
-                        del by_hash[keys.pop(key_id)[3]]
-                keys[event.key_id] = [
-                    event.key_id,
-                    event.name,
-                    event.role,
-                    event.key_hash,
-                    actor,
-                    occurred_instant(occurred_at),
-                    0,
-                    event.prefix,
-                    None,
-                    None,
-                ]
-                by_hash[event.key_hash] = event.key_id
-            elif type(event) is ApiKeyRevoked and event.key_id in keys:
-                row = keys[event.key_id]
-                row[6] = 1
-                if row[8] is None:
-                    row[8] = occurred_instant(occurred_at)
-                if row[9] is None:
-                    row[9] = actor
-
-    def rows(self) -> Rows:
-        return {"api_keys": (_COLUMNS, list(self.keys.values()))}
 
 
 # -- reads (this module owns the api_keys table) -------------------------------------------

@@ -13,11 +13,13 @@ import hashlib
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 
 import sqlite_utils
 
 from lablink.events import RecordedEvent
-from lablink.eventstore.base import EventStore
+from lablink.eventstore.base import EventReader, EventStore
+from lablink.eventstore.sqlite import event_of
 from lablink.projections.alarms import AlarmsProjection
 from lablink.projections.base import Projection
 from lablink.projections.equipment import EquipmentProjection
@@ -25,6 +27,7 @@ from lablink.projections.executions import ExecutionsProjection
 from lablink.projections.history import HistoryProjection
 from lablink.projections.jobs import JobsProjection
 from lablink.projections.keys import KeysProjection
+from lablink.projections.parallel import Elsewhere
 from lablink.projections.profiles import ProfilesProjection
 from lablink.projections.statistics import StatisticsProjection
 
@@ -33,6 +36,13 @@ META = "projection_meta"
 REBUILD_BATCH = 20_000
 # Events per transaction while rebuilding: large, since each commit waits for the disk.
 REBUILD_COMMIT_EVERY = 100_000
+# From this many events on, a rebuild folds in two processes (``processes=None``): below it,
+# starting a second interpreter (about 0.3 s) costs more than the second core saves.
+TWO_PROCESSES_FROM = 200_000
+# Folded by the rebuilding process itself when a second one helps: the projections whose
+# rows grow with the log (one per execution), which copying back would cost about as much as
+# folding. The others hold a few rows per job, cheap to copy from the second process.
+FOLDED_HERE = frozenset({"executions"})
 
 Progress = Callable[[int], None]
 
@@ -119,7 +129,7 @@ class Projector:
     def catch_up(self, store: EventStore, conn: sqlite3.Connection) -> int:
         """Fold whatever the log holds past the oldest checkpoint; returns events folded."""
         start = min(self.checkpoints(conn).values(), default=0)
-        return self._fold(conn, store.read_all(after_position=start, batch_size=REBUILD_BATCH))
+        return self.fold(conn, store.read_all(after_position=start, batch_size=REBUILD_BATCH))
 
     def rebuild(
         self,
@@ -128,11 +138,14 @@ class Projector:
         *,
         until: datetime | None = None,
         progress: Progress | None = None,
+        processes: int | None = None,
     ) -> int:
         """Drop every projection table and fold the log again from position 0.
 
         The same folds as the live projector (``apply``), in large batches and large
-        transactions: one fold per projection, live and rebuilt alike.
+        transactions: one fold per projection, live and rebuilt alike. ``processes=2`` folds
+        all but the execution rows in a second process (``projections/parallel.py``) on the
+        other core; ``None`` does so from TWO_PROCESSES_FROM events on, for a log in a file.
         """
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -148,9 +161,24 @@ class Projector:
         self.create(conn)
         self.stored_fingerprint(conn)
         self.remember_fingerprint(conn)
-        events = store.read_all(after_position=0, until=until, batch_size=REBUILD_BATCH)
-        with collector_paused():
-            return self._fold(conn, events, progress=progress)
+        # Both processes fold up to the same position, whatever is appended meanwhile.
+        bound = store.last_position()
+        here = [p for p in self.projections if p.name in FOLDED_HERE]
+        there = [p for p in self.projections if p.name not in FOLDED_HERE]
+        log_path = _file_of(store)
+        if processes is None:
+            processes = 2 if bound >= TWO_PROCESSES_FROM else 1
+        if processes < 2 or log_path is None or not here or not there:
+            return self.fold_log(store, conn, bound, until, progress)
+        helper = Elsewhere(log_path, bound, until, Projector(there))
+        try:
+            folded = Projector(here).fold_log(store, conn, bound, until, progress)
+            helper.wait()
+        except BaseException:
+            helper.cancel()
+            raise
+        helper.copy_into(conn, CHECKPOINTS)
+        return folded
 
     def forget(self) -> None:
         """Drop what the projections keep in memory between batches (a batch rolled back,
@@ -158,12 +186,27 @@ class Projector:
         for projection in self.projections:
             projection.forget()
 
-    def _fold(
+    def fold_log(
+        self,
+        reader: EventReader,
+        conn: sqlite3.Connection,
+        bound: int,
+        until: datetime | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """Fold the log from position 0 up to ``bound`` (and ``until``) into tables just made
+        (a rebuild's, here or in its second process)."""
+        with collector_paused():
+            return self.fold(conn, read_log(reader, bound, until), progress)
+
+    def fold(
         self,
         conn: sqlite3.Connection,
         events: Iterable[RecordedEvent],
         progress: Progress | None = None,
     ) -> int:
+        """Fold ``events`` in REBUILD_BATCH batches, REBUILD_COMMIT_EVERY events per
+        transaction (rows and checkpoints together); returns events folded."""
         batches = _Batches(self, conn, progress)
         batch: list[RecordedEvent] = []
         try:
@@ -178,6 +221,20 @@ class Projector:
             batches.abort()
             raise
         return batches.total
+
+
+def read_log(reader: EventReader, bound: int, until: datetime | None) -> Iterator[RecordedEvent]:
+    """The log's events up to position ``bound`` (and occurred_at ``until``), in order."""
+    after = 0
+    while rows := reader.read_rows(after, REBUILD_BATCH, up_to=bound, until=until):
+        yield from map(event_of, rows)
+        after = rows[-1][0]
+
+
+def _file_of(store: EventStore) -> Path | None:
+    """The file a store's log is in, for a second process to read (None: in memory)."""
+    path = getattr(store, "path", None)
+    return path if isinstance(path, Path) and str(path) != ":memory:" else None
 
 
 @contextlib.contextmanager

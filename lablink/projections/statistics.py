@@ -30,43 +30,49 @@ from lablink.events import (
     JobUpdated,
     RecordedEvent,
 )
-from lablink.projections.bulk import BulkFold, Logged, Rows, fast_instant
+from lablink.projections.base import fast_instant
 from lablink.projections.rows import RowCache
 
 BUCKET_MINUTES = 15
 JOB_COLUMNS = ("job_id", "schedule_type", "status")
 OPEN_COLUMNS = ("execution_id", "job_id", "bucket", "schedule_type", "status")
 BUCKET_COLUMNS = ("key", "bucket", "schedule_type", "status", "count")
-_FINAL_STATUS = ENDED_STATUS
 
 
 def bucket_of(instant: datetime) -> str:
+    """The 15-minute UTC bucket ``instant`` falls in (``2026-03-02T08:00:00Z``)."""
+    text = fast_instant(instant)
+    if text[0] == "0":
+        # A UTC year below 1000: strftime writes it with fewer digits than isoformat.
+        return _slow_bucket(instant)
+    minute = int(text[14:16])
+    return f"{text[:14]}{minute - minute % BUCKET_MINUTES:02d}:00Z"
+
+
+def _slow_bucket(instant: datetime) -> str:
     utc = instant.astimezone(UTC)
     floored = utc.replace(minute=utc.minute - utc.minute % BUCKET_MINUTES, second=0, microsecond=0)
     return floored.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class _Counters:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.rows = RowCache(conn, "stats_buckets", "key", BUCKET_COLUMNS)
+# The facts the fold looks at, by type: anything else passes by at the cost of one lookup.
+_OPENED: dict[type[Any], str] = {ExecutionRequested: "pending", ExecutionQueued: "queued"}
+_ONCE: dict[type[Any], str] = dict(RECORDED_ENDED_STATUS)
+_FINAL: dict[type[Any], str] = dict(ENDED_STATUS)
+_JOB_STATUS: dict[type[Any], str] = {
+    JobPaused: "paused",
+    JobResumed: "active",
+    JobCompleted: "completed",
+}
+_JOB_FACTS = frozenset((JobCreated, JobUpdated, JobDeleted, *_JOB_STATUS))
 
-    def add(self, bucket: str, schedule_type: str, status: str, delta: int) -> None:
-        key = f"{bucket}|{schedule_type}|{status}"
-        row = self.rows.get(key) or {
-            "key": key,
-            "bucket": bucket,
-            "schedule_type": schedule_type,
-            "status": status,
-            "count": 0,
-        }
-        self.rows.put({**row, "count": row["count"] + delta})
+
+_MISSING: Any = object()
 
 
 class StatisticsProjection:
     name = "statistics"
     tables: tuple[str, ...] = ("stats_jobs", "stats_job_counts", "stats_open", "stats_buckets")
-    # Relative cost of the bulk fold (µs per event), for sharing a rebuild between processes.
-    bulk_cost = 1.0
 
     def create(self, db: sqlite_utils.Database) -> None:
         db.table("stats_jobs").create(
@@ -92,67 +98,106 @@ class StatisticsProjection:
         """Nothing is kept between batches."""
 
     def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
+        # Counts are summed per (bucket, type, status) in a plain dict and written once per
+        # key; execution rows are read at most once per batch and changed in place; an
+        # execution that opens and ends within the batch never reaches stats_open at all.
         jobs = RowCache(conn, "stats_jobs", "job_id", JOB_COLUMNS)
-        open_rows = RowCache(conn, "stats_open", "execution_id", OPEN_COLUMNS)
-        counters = _Counters(conn)
         tally = RowCache(conn, "stats_job_counts", "key", ("key", "count"))
+        open_cache = RowCache(conn, "stats_open", "execution_id", OPEN_COLUMNS)
+        open_rows = open_cache.load(())
+        deltas: dict[tuple[str, str, str], int] = {}
+        job_of = jobs.load({getattr(r.event, "job_id", None) for r in events} - {None}).get
         for recorded in events:
             event = recorded.event
-            match event:
-                case JobCreated():
-                    status = "active" if event.enabled else "paused"
-                    self._job(
-                        jobs,
-                        tally,
-                        event.job_id,
-                        {
-                            "job_id": event.job_id,
-                            "schedule_type": event.spec.schedule_type,
-                            "status": status,
-                        },
-                    )
-                case JobUpdated():
-                    self._change(jobs, tally, event.job_id, schedule_type=event.spec.schedule_type)
-                case JobPaused():
-                    self._change(jobs, tally, event.job_id, status="paused")
-                case JobResumed():
-                    self._change(jobs, tally, event.job_id, status="active")
-                case JobCompleted():
-                    self._change(jobs, tally, event.job_id, status="completed")
-                case JobDeleted():
-                    self._job(jobs, tally, event.job_id, None)
-                case ExecutionRequested() | ExecutionQueued():
-                    job = jobs.get(event.job_id)
-                    kind = job["schedule_type"] if job else "unknown"
-                    status = "queued" if isinstance(event, ExecutionQueued) else "pending"
-                    bucket = bucket_of(event.actual_time)
-                    open_rows.put(
-                        {
-                            "execution_id": event.execution_id,
-                            "job_id": event.job_id,
-                            "bucket": bucket,
-                            "schedule_type": kind,
-                            "status": status,
-                        }
-                    )
-                    counters.add(bucket, kind, status, +1)
-                case _ if isinstance(event, ExecutionRecordedEnded):
-                    job = jobs.get(event.job_id)
-                    kind = job["schedule_type"] if job else "unknown"
-                    status = _ONCE_STATUS[type(event)]
-                    counters.add(bucket_of(event.actual_time), kind, status, +1)
-                case ExecutionStarted():
-                    self._move(open_rows, counters, event.execution_id, "running", final=False)
-                case _ if isinstance(event, ExecutionEnded):
-                    status = _FINAL_STATUS[type(event)]
-                    self._move(open_rows, counters, event.execution_id, status, final=True)
+            kind = type(event)
+            # Most frequent first; anything else passes by at the cost of a few lookups.
+            if kind is ExecutionStarted or kind in _FINAL:
+                moved: ExecutionStarted | ExecutionEnded = event  # type: ignore[assignment]
+                execution_id = moved.execution_id
+                row = open_rows.get(execution_id, _MISSING)
+                if row is _MISSING:
+                    row = open_cache.get(execution_id)
+                if row is None:
+                    continue
+                key = (row["bucket"], row["schedule_type"], row["status"])
+                deltas[key] = deltas.get(key, 0) - 1
+                status = "running" if kind is ExecutionStarted else _FINAL[kind]
+                key = (row["bucket"], row["schedule_type"], status)
+                deltas[key] = deltas.get(key, 0) + 1
+                if kind is ExecutionStarted:
+                    row["status"] = status
+                    open_cache.changed(execution_id)
+                else:
+                    open_cache.delete(execution_id)
+            elif kind in _OPENED:
+                opened: ExecutionRequested | ExecutionQueued = event  # type: ignore[assignment]
+                job = job_of(opened.job_id)
+                schedule_type = job["schedule_type"] if job else "unknown"
+                status = _OPENED[kind]
+                bucket = bucket_of(opened.actual_time)
+                open_cache.insert(
+                    {
+                        "execution_id": opened.execution_id,
+                        "job_id": opened.job_id,
+                        "bucket": bucket,
+                        "schedule_type": schedule_type,
+                        "status": status,
+                    }
+                )
+                key = (bucket, schedule_type, status)
+                deltas[key] = deltas.get(key, 0) + 1
+            elif kind in _ONCE:
+                once: ExecutionRecordedEnded = event  # type: ignore[assignment]
+                job = job_of(once.job_id)
+                schedule_type = job["schedule_type"] if job else "unknown"
+                key = (bucket_of(once.actual_time), schedule_type, _ONCE[kind])
+                deltas[key] = deltas.get(key, 0) + 1
+            elif kind in _JOB_FACTS:
+                self._job_fact(jobs, tally, event)  # type: ignore[arg-type]
+        self._count(conn, deltas)
         jobs.flush()
         tally.flush()
-        open_rows.flush()
-        counters.rows.flush()
+        open_cache.flush()
 
-    def bulk(self) -> BulkFold:
-        return _BulkStatistics()
+    @staticmethod
+    def _count(conn: sqlite3.Connection, deltas: dict[tuple[str, str, str], int]) -> None:
+        """Add the batch's counts to the buckets' rows (a row that sums to 0 stays)."""
+        buckets = RowCache(conn, "stats_buckets", "key", BUCKET_COLUMNS)
+        for (bucket, schedule_type, status), delta in deltas.items():
+            key = f"{bucket}|{schedule_type}|{status}"
+            row = buckets.get(key) or {
+                "key": key,
+                "bucket": bucket,
+                "schedule_type": schedule_type,
+                "status": status,
+                "count": 0,
+            }
+            row["count"] += delta
+            buckets.put(row)
+        buckets.flush()
+
+    @classmethod
+    def _job_fact(
+        cls,
+        jobs: RowCache,
+        tally: RowCache,
+        event: JobCreated | JobUpdated | JobPaused | JobResumed | JobCompleted | JobDeleted,
+    ) -> None:
+        match event:
+            case JobCreated():
+                status = "active" if event.enabled else "paused"
+                new = {
+                    "job_id": event.job_id,
+                    "schedule_type": event.spec.schedule_type,
+                    "status": status,
+                }
+                cls._job(jobs, tally, event.job_id, new)
+            case JobUpdated():
+                cls._change(jobs, tally, event.job_id, schedule_type=event.spec.schedule_type)
+            case JobDeleted():
+                cls._job(jobs, tally, event.job_id, None)
+            case _:
+                cls._change(jobs, tally, event.job_id, status=_JOB_STATUS[type(event)])
 
     @staticmethod
     def _job(jobs: RowCache, tally: RowCache, job_id: str, new: dict[str, str] | None) -> None:
@@ -174,20 +219,6 @@ class StatisticsProjection:
         row = jobs.get(job_id)
         if row is not None:
             cls._job(jobs, tally, job_id, {**row, **fields})
-
-    @staticmethod
-    def _move(
-        open_rows: RowCache, counters: _Counters, execution_id: str, status: str, *, final: bool
-    ) -> None:
-        row = open_rows.get(execution_id)
-        if row is None:
-            return
-        counters.add(row["bucket"], row["schedule_type"], row["status"], -1)
-        counters.add(row["bucket"], row["schedule_type"], status, +1)
-        if final:
-            open_rows.delete(execution_id)
-        else:
-            open_rows.put({**row, "status": status})
 
 
 # -- reads (this module owns the stats_* tables) ---------------------------------------------
@@ -222,117 +253,3 @@ def running_job_ids(conn: sqlite3.Connection) -> list[str]:
             "SELECT DISTINCT job_id FROM stats_open WHERE status = 'running' ORDER BY job_id"
         )
     ]
-
-
-# -- bulk rebuild -------------------------------------------------------------------------------
-# The same fold as ``apply`` over plain dicts, for rebuilding from empty tables (see
-# projections/bulk.py); the replay property tests hold the two to the same rows.
-
-_JOB_STATUS: dict[type[Any], str] = {
-    JobPaused: "paused",
-    JobResumed: "active",
-    JobCompleted: "completed",
-}
-_OPEN_STATUS: dict[type[Any], str] = {ExecutionRequested: "pending", ExecutionQueued: "queued"}
-_ONCE_STATUS = RECORDED_ENDED_STATUS
-
-
-def _fast_bucket(instant: datetime) -> str:
-    """``bucket_of`` without strftime, for the UTC instants the log decodes to (a year
-    below 1000 is written with fewer digits by strftime than by isoformat)."""
-    text = fast_instant(instant)
-    if instant.year < 1000:
-        return bucket_of(instant)
-    minute = int(text[14:16])
-    return f"{text[:14]}{minute - minute % BUCKET_MINUTES:02d}:00Z"
-
-
-class _BulkStatistics:
-    def __init__(self) -> None:
-        self.jobs: dict[str, tuple[str, str]] = {}  # job id -> (schedule type, status)
-        self.tally: dict[str, int] = {}
-        self.open: dict[str, list[str]] = {}  # rows of stats_open
-        self.buckets: dict[str, list[Any]] = {}  # rows of stats_buckets by key
-
-    def fold(self, events: Sequence[Logged]) -> None:
-        jobs, open_rows, count = self.jobs, self.open, self._count
-        for _, _, _, _, event in events:
-            # Most frequent first; `type(e) is C` is the cheapest test that mypy narrows on.
-            if type(event) is ExecutionStarted:
-                self._move(event.execution_id, "running", final=False)
-            elif isinstance(event, ExecutionEnded):
-                self._move(event.execution_id, _FINAL_STATUS[type(event)], final=True)
-            elif isinstance(event, ExecutionRequested | ExecutionQueued):
-                job = jobs.get(event.job_id)
-                schedule_type = job[0] if job else "unknown"
-                status = _OPEN_STATUS[type(event)]
-                bucket = _fast_bucket(event.actual_time)
-                open_rows[event.execution_id] = [
-                    event.execution_id,
-                    event.job_id,
-                    bucket,
-                    schedule_type,
-                    status,
-                ]
-                count(bucket, schedule_type, status, +1)
-            elif isinstance(event, ExecutionRecordedEnded):
-                job = jobs.get(event.job_id)
-                schedule_type = job[0] if job else "unknown"
-                status = _ONCE_STATUS[type(event)]
-                count(_fast_bucket(event.actual_time), schedule_type, status, +1)
-            elif type(event) is JobCreated:
-                status = "active" if event.enabled else "paused"
-                self._job(event.job_id, (event.spec.schedule_type, status))
-            elif type(event) is JobUpdated:
-                job = jobs.get(event.job_id)
-                if job is not None:
-                    self._job(event.job_id, (event.spec.schedule_type, job[1]))
-            elif isinstance(event, JobPaused | JobResumed | JobCompleted):
-                job = jobs.get(event.job_id)
-                if job is not None:
-                    self._job(event.job_id, (job[0], _JOB_STATUS[type(event)]))
-            elif type(event) is JobDeleted:
-                self._job(event.job_id, None)
-
-    def _job(self, job_id: str, new: tuple[str, str] | None) -> None:
-        tally = self.tally
-        old = self.jobs.get(job_id)
-        for job, delta in ((old, -1), (new, +1)):
-            if job is None:
-                continue
-            for key in (f"status:{job[1]}", f"type:{job[0]}"):
-                tally[key] = tally.get(key, 0) + delta
-        if new is None:
-            self.jobs.pop(job_id, None)
-        else:
-            self.jobs[job_id] = new
-
-    def _count(self, bucket: str, schedule_type: str, status: str, delta: int) -> None:
-        key = f"{bucket}|{schedule_type}|{status}"
-        row = self.buckets.get(key)
-        if row is None:
-            self.buckets[key] = [key, bucket, schedule_type, status, delta]
-        else:
-            row[4] += delta
-
-    def _move(self, execution_id: str, status: str, *, final: bool) -> None:
-        row = self.open.get(execution_id)
-        if row is None:
-            return
-        self._count(row[2], row[3], row[4], -1)
-        self._count(row[2], row[3], status, +1)
-        if final:
-            del self.open[execution_id]
-        else:
-            row[4] = status
-
-    def rows(self) -> Rows:
-        return {
-            "stats_jobs": (
-                JOB_COLUMNS,
-                [(job_id, *job) for job_id, job in self.jobs.items()],
-            ),
-            "stats_job_counts": (("key", "count"), list(self.tally.items())),
-            "stats_open": (OPEN_COLUMNS, list(self.open.values())),
-            "stats_buckets": (BUCKET_COLUMNS, list(self.buckets.values())),
-        }

@@ -1,7 +1,9 @@
 """Rows as the API shows them: JSON columns parsed, instants ISO 8601 with offset.
 
 The jobs view renders each job's API form when it folds it (column ``view``), so reading a
-page of jobs is one query and no per-row work.
+page of jobs is one query and no per-row work. It renders it from the job's state, not from
+its row; ``job_view`` is the same rendering from a stored row (the tests hold the fold's text
+to it, byte for byte).
 
 Job fields are shown in the job's own time zone; execution times in UTC (+00:00).
 """

@@ -577,3 +577,59 @@ def test_the_guides_job_bodies_run_to_completion_on_a_real_server(
             assert run.status_code == 200, (n, run.text)
             execution = final_execution(client, run.json()["execution_id"])
             assert execution["status"] == "completed", (n, execution)
+
+
+def test_read_your_writes_and_the_projector_in_health_on_a_real_server(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    """Under `lablink serve` the views fold behind the log in a thread of their own: a
+    client that writes and reads back at once still sees its write, and /health shows the
+    projector's position and lag (docs/operations.md, "The projector")."""
+    data = tmp_path / "data"
+    base, auth = admin_client(data, servers)
+    with httpx.Client(base_url=base, headers=auth, timeout=30) as client:
+        made: list[str] = []
+        for n in range(30):
+            created = client.post(
+                "/api/scheduler/jobs/create", json={**QUICK_START, "name": f"j{n}"}
+            )
+            assert created.status_code == 200, created.text
+            job_id = created.json()["job_id"]
+            made.append(job_id)
+            got = client.get(f"/api/scheduler/jobs/{job_id}")
+            assert got.status_code == 200, (n, got.text)
+            assert got.json()["job"]["name"] == f"j{n}"
+            resumed = client.post(f"/api/scheduler/jobs/{job_id}/resume")
+            assert resumed.status_code == 200, resumed.text
+            job = client.get(f"/api/scheduler/jobs/{job_id}").json()["job"]
+            assert (job["enabled"], job["status"]) == (True, "active"), (n, job)
+            assert job["next_run_time"] is not None
+            stats = client.get("/api/scheduler/statistics").json()["statistics"]
+            assert (stats["total_jobs"], stats["active_jobs"]) == (n + 1, n + 1), stats
+        listed = client.get("/api/scheduler/jobs").json()
+        assert [j["job_id"] for j in listed["jobs"]] == made
+
+        health = client.get("/health")
+        assert health.status_code == 200, health.text
+        projector = health.json()["components"]["projector"]
+        assert projector["state"] == "ok", projector
+        details = projector["details"]
+        assert details["background"] is True
+        assert details["lag_events"] == details["head"] - details["position"]
+        assert isinstance(details["lag_seconds"], int | float)
+        # 30 creates and 30 resumes at least, all of them folded (the log may have moved on
+        # since: agents report their instruments online).
+        assert details["position"] >= 60
+
+        def quiet() -> dict[str, Any]:
+            found: dict[str, Any] = client.get("/health").json()
+            return found
+
+        settled = eventually_sync(
+            quiet,
+            until=lambda h: (
+                h["components"]["projector"]["details"]["lag_events"] == 0
+                and h["components"]["projector"]["details"]["head"] == h["database"]["events"]
+            ),
+        )
+        assert settled["components"]["projector"]["details"]["lag_seconds"] == 0

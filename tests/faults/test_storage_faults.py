@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from lablink.errors import StorageError, StorageFull, StorageReadOnly
@@ -109,14 +110,46 @@ async def test_disk_full_create_is_a_503_naming_the_cause_and_writes_nothing(
     await invariants(harness.path, acknowledged_jobs=[job_id])
 
 
+async def fill_the_slack(client: httpx.AsyncClient, harness: Harness, job_id: str) -> int:
+    """With the store capped, pause and resume ``job_id`` over HTTP until a write cannot be
+    recorded: the log's last pages then have no room left for an event of that size.
+
+    The views fold behind the log on a connection of their own (uncapped): an append holds
+    only its events, which often fit in the room left on the last pages, so a capped write
+    is not refused for certain until that room is used up. Every write recorded on the way
+    is visible at once; the one that is refused answers 503 and writes nothing. Returns the
+    number of writes recorded."""
+    for recorded in range(500):
+        action = "resume" if recorded % 2 == 0 else "pause"
+        before = log_size(harness)
+        response = await client.post(f"/api/scheduler/jobs/{job_id}/{action}")
+        if response.status_code == 503:
+            assert response.json()["detail"].startswith("storage full"), response.text
+            assert log_size(harness) == before
+            return recorded
+        assert response.status_code == 200, response.text
+        job = (await client.get(f"/api/scheduler/jobs/{job_id}")).json()["job"]
+        assert job["enabled"] is (action == "resume"), (action, job)
+    raise AssertionError("500 writes fitted under the cap: the file is not capped")
+
+
 async def test_every_write_route_answers_503_when_the_disk_is_full(
     harness: Harness, invariants: Any
 ) -> None:
     async with api_client(harness, auth=False) as client:
         created = await client.post("/api/scheduler/jobs/create", json={**JOB, "enabled": False})
         job_id = created.json()["job_id"]
-        before = log_size(harness)
+        # A job of modest size: its row in the views is rewritten in place when it changes
+        # (a row with overflow pages frees and takes pages with each change, and the capped
+        # store would live on the pages it frees).
+        small = {**JOB, "description": "filler", "enabled": False}
+        filler = await client.post("/api/scheduler/jobs/create", json=small)
+        filler_id = filler.json()["job_id"]
         cap(harness.store.conn)
+        assert await fill_the_slack(client, harness, filler_id) >= 1
+        (free,) = harness.store.conn.execute("PRAGMA freelist_count").fetchone()
+        assert free == 0, f"{free} free pages would absorb the next write"
+        before = log_size(harness)
         for method, path, body in (
             ("PUT", f"/api/scheduler/jobs/{job_id}", {"description": "y" * 4_000}),
             ("POST", f"/api/scheduler/jobs/{job_id}/resume", None),
@@ -135,7 +168,7 @@ async def test_every_write_route_answers_503_when_the_disk_is_full(
         run = await client.post(f"/api/scheduler/jobs/{job_id}/run")
         assert run.status_code == 200, run.text
         await harness.settle()
-    await invariants(harness.path, acknowledged_jobs=[job_id])
+    await invariants(harness.path, acknowledged_jobs=[job_id, filler_id])
 
 
 async def test_a_read_only_database_is_a_503_naming_it(harness: Harness, invariants: Any) -> None:

@@ -1,7 +1,8 @@
 """Retention and replay: whatever the order of execution facts and pruning facts (late
 reports of runs that ended before an earlier cut-off, facts about rows already pruned, a
-pruning in the same transaction as the rows it drops), the live fold, the generic rebuild
-and the bulk rebuild (here and in a second process) leave the same rows, as of any instant."""
+pruning in the same transaction as the rows it drops), the one fold leaves the same rows
+live (after each commit, or in batches of any size) and rebuilt from position 0, as of any
+instant."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlite_utils
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -36,8 +36,7 @@ from lablink.eventstore.base import ANY, AppendRequest
 from lablink.eventstore.sqlite import SQLiteEventStore, connect
 from lablink.ids import SequentialIds
 from lablink.logstore import open_store
-from lablink.projections.base import Projection
-from lablink.projections.runner import CHECKPOINTS, Projector, default_projections
+from lablink.projections.runner import CHECKPOINTS, META, Projector
 
 START = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
 BODY: dict[str, Any] = {
@@ -69,26 +68,11 @@ def snapshot(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
     names = [
         n
         for (n,) in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN ('events', ?)",
-            (CHECKPOINTS,),
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN ('events', ?, ?)",
+            (CHECKPOINTS, META),
         )
     ]
     return {n: sorted(conn.execute(f"SELECT * FROM {n}").fetchall(), key=repr) for n in names}
-
-
-class Generic:
-    """A projection without its bulk path: rebuilt through ``apply``, batch by batch."""
-
-    def __init__(self, inner: Projection) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.tables = inner.tables
-
-    def create(self, db: sqlite_utils.Database) -> None:
-        self.inner.create(db)
-
-    def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
-        self.inner.apply(conn, events)
 
 
 class World:
@@ -229,14 +213,36 @@ class World:
 
 
 def rebuilt(
-    store: SQLiteEventStore, path: Path, projector: Projector, **options: Any
+    store: SQLiteEventStore, path: Path, until: datetime | None = None
 ) -> dict[str, list[tuple[Any, ...]]]:
     target = connect(path)
     try:
-        projector.rebuild(store, target, **options)
+        Projector().rebuild(store, target, until=until)
         return snapshot(target)
     finally:
         target.close()
+
+
+def folded_in_batches(
+    events: Sequence[RecordedEvent], path: Path, sizes: Sequence[int]
+) -> dict[str, list[tuple[Any, ...]]]:
+    """``events`` folded as the follower folds them: a batch per transaction, with the
+    checkpoints, batch sizes taken in turn from ``sizes``."""
+    conn = connect(path)
+    try:
+        projector = Projector()
+        projector.create(conn)
+        done, turn = 0, 0
+        while done < len(events):
+            batch = list(events[done : done + sizes[turn % len(sizes)]])
+            turn += 1
+            conn.execute("BEGIN IMMEDIATE")
+            projector.apply(conn, batch)
+            conn.execute("COMMIT")
+            done += len(batch)
+        return snapshot(conn)
+    finally:
+        conn.close()
 
 
 @pytest.mark.slow
@@ -246,21 +252,27 @@ def rebuilt(
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
-@given(st.lists(step, min_size=3, max_size=50), st.integers(0, 100))
-def test_pruning_replays_the_same_in_every_fold(steps: list[tuple[Any, ...]], percent: int) -> None:
+@given(
+    st.lists(step, min_size=3, max_size=50),
+    st.lists(st.integers(1, 20), min_size=1, max_size=4),
+    st.integers(0, 100),
+)
+def test_pruning_replays_the_same_live_in_any_batches_and_rebuilt(
+    steps: list[tuple[Any, ...]], sizes: list[int], percent: int
+) -> None:
     with tempfile.TemporaryDirectory() as folder:
         store = open_store(Path(folder) / "scheduler.db")
         world = World(store)
         for action in steps:
             world.apply(action)
         live = snapshot(store.conn)
-        generic = Projector([Generic(p) for p in default_projections()])
-        assert rebuilt(store, Path(folder) / "generic.db", generic) == live
-        assert rebuilt(store, Path(folder) / "bulk.db", Projector()) == live
-        assert rebuilt(store, Path(folder) / "two.db", Projector(), processes=2) == live
+        log = list(store.read_all())
+        assert rebuilt(store, Path(folder) / "rebuilt.db") == live
+        assert folded_in_batches(log, Path(folder) / "batches.db", sizes) == live
         until = START + (world.clock.now() - START) * percent / 100
-        assert rebuilt(store, Path(folder) / "bulk-until.db", Projector(), until=until) == (
-            rebuilt(store, Path(folder) / "generic-until.db", generic, until=until)
+        prefix = [e for e in log if e.occurred_at <= until]
+        assert rebuilt(store, Path(folder) / "until.db", until) == (
+            folded_in_batches(prefix, Path(folder) / "batches-until.db", sizes)
         )
         kept = {row[0] for row in live["executions"]}
         event(f"pruned rows: {min(len(world.executions) - len(kept), 3)}")
@@ -277,5 +289,5 @@ def test_a_pruning_in_the_same_transaction_drops_the_rows_before_it(tmp_path: Pa
     world.apply(("batch", 1, 0))  # ended this instant: not before the cut-off, kept
     rows = store.conn.execute("SELECT execution_id, progress, message FROM executions").fetchall()
     assert rows == [("exec_2", 0.9, "late")]
-    assert rebuilt(store, tmp_path / "bulk.db", Projector()) == snapshot(store.conn)
+    assert rebuilt(store, tmp_path / "rebuilt.db") == snapshot(store.conn)
     store.close()

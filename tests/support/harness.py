@@ -25,6 +25,7 @@ from lablink.ids import SequentialIds
 from lablink.instruments.execution import ExecutionRequest, Outcome, ProgressReport
 from lablink.logstore import open_store
 from lablink.projections.jobs import read_snapshot
+from lablink.projections.runner import Projector
 from lablink.repository import JobRepository
 from lablink.scheduler.engine import Engine, recovery_lists
 
@@ -112,6 +113,8 @@ class Harness:
         tz: str = "Europe/Berlin",
         profiles: bool = False,
         instruments: bool = False,
+        background: bool = False,
+        projector: Projector | None = None,
     ) -> None:
         self.path = path
         self.clock = clock
@@ -123,9 +126,15 @@ class Harness:
         self.instruments = instruments
         self.executor = GateExecutor()
         self.ids = SequentialIds()
+        # True: the views fold in the follower's own thread, behind the log, as under
+        # `lablink serve` (False: right after each commit, in the committing thread).
+        self.background = background
+        self.projector = projector
 
     async def start(self, prefix: str = "") -> Harness:
-        self.store: SQLiteEventStore = open_store(self.path)
+        self.store: SQLiteEventStore = open_store(
+            self.path, self.projector, background=self.background
+        )
         store = self.store
 
         def snapshot(job_id: str) -> Any:
@@ -210,12 +219,18 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def api_client(
-    harness: Harness, *, auth: bool, relay: Relay | None = None, health: Health | None = None
+    harness: Harness,
+    *,
+    auth: bool,
+    relay: Relay | None = None,
+    health: Health | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The real Litestar app over the harness's engine and store, called in-process on the
     test's own event loop (Litestar's TestClient runs the app on a loop of its own, where
     the harness's engine cannot be reached). ``health``: a registry /health renders, as the
-    runtime's (None: the API answers for itself)."""
+    runtime's (None: the API answers for itself). ``overrides``: other ``Settings`` fields
+    (``views_wait=0.5``, say)."""
     import httpx
 
     from lablink.api.app import create_app
@@ -224,7 +239,11 @@ async def api_client(
 
     # The test client's host: the app answers only to the hosts it is told of.
     settings = Settings(
-        data_dir=harness.path.parent, timezone=harness.tz, auth=auth, allowed_hosts=("testserver",)
+        data_dir=harness.path.parent,
+        timezone=harness.tz,
+        auth=auth,
+        allowed_hosts=("testserver",),
+        **overrides,
     )
     context = ApiContext(
         settings=settings,
