@@ -2,7 +2,7 @@
 
 Run it from the repository root::
 
-    .venv/bin/python -m bench.bench_engine            # the default run (about 25 minutes)
+    .venv/bin/python -m bench.bench_engine            # the default run (about 30 minutes)
     .venv/bin/python -m bench.bench_engine --help     # sizes, runs, window, --profile
 
 Steady state: N interval jobs fire every second (interval_seconds=1), either aligned (one
@@ -1743,7 +1743,8 @@ def guarded(
 
 def profile_run(settings: Settings, tmp: Path) -> list[str]:
     """cProfile of the event-loop thread over the window, LabLink 10,000 spread and 1,000
-    aligned, one run each; reports next to the JSON (engine-profile-<jobs>-<alignment>.txt)."""
+    aligned, one run each; reports next to the JSON
+    (``<output stem>-profile-<jobs>-<alignment>.txt``)."""
     paths: list[str] = []
     for jobs, alignment in ((SPREAD_TARGET_JOBS, "spread"), (ALIGNED_TARGET_JOBS, "aligned")):
         name = f"profile-{jobs}-{alignment}"

@@ -45,8 +45,10 @@ class AlarmService:
         def locate(alarm_id: str) -> int | None:
             # The raise may be newer than the views (they fold behind the log).
             views = getattr(store, "views", None)
-            if views is not None:
-                views.settled(LOCATE_WAIT_SECONDS)
+            if views is not None and not views.settled(LOCATE_WAIT_SECONDS):
+                # Not "no such alarm": the caller tries again (the fault alarm is cleared
+                # later), the API answers 503 naming the lag.
+                raise views.behind(views.head)
             with store.lock:
                 return raised_position(store.conn, alarm_id)
 

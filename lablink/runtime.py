@@ -317,8 +317,10 @@ def ensure_admin_key(runtime: Runtime) -> str | None:
     (mode 0600) and return it so it can be printed once. Later starts return None."""
     from lablink.keys import count_keys, create_key
 
-    # The keys view folds behind the log: count only once it shows every key recorded.
-    runtime.store.settled()
+    # The keys view folds behind the log: count only once it shows every key recorded (a
+    # stale count of none would make a second admin key).
+    if not runtime.store.settled():
+        raise runtime.store.views.behind(runtime.store.views.head)
     with runtime.store.lock:
         # Revoked keys count: revoking every key must not make a new admin key appear.
         existing = count_keys(runtime.store.conn, include_revoked=True)

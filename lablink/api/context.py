@@ -64,8 +64,8 @@ class ApiContext:
     def _locate_alarm(self, alarm_id: str) -> int | None:
         # The alarm write path runs on a worker thread: a connection of its own. The raise
         # may be newer than the views: wait for them (bounded) before looking it up.
-        if self.views is not None:
-            self.views.settled(self.settings.views_wait)
+        if self.views is not None and not self.views.settled(self.settings.views_wait):
+            raise self.views.behind(self.views.head)
         conn = connect(self.settings.db_path)
         try:
             return raised_position(conn, alarm_id)

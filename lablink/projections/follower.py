@@ -53,6 +53,8 @@ MAX_BACKOFF = 5.0
 DEGRADED_LAG_SECONDS = 5.0
 # Figures kept for the lag's percentiles (benchmarks, /health).
 LAG_SAMPLES = 100_000
+# Commits not yet folded whose instants are kept one by one (the lag of each).
+MAX_PENDING_COMMITS = 100_000
 
 
 class ViewsBehind(Exception):
@@ -101,7 +103,7 @@ class Follower:
         # (position, monotonic instant) of each commit not yet folded: the lag in seconds.
         self._commits: deque[tuple[int, float]] = deque()
         self.lag_samples: deque[float] = deque(maxlen=LAG_SAMPLES)
-        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._waiters: list[Waiter] = []
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.error: BaseException | None = None
@@ -138,7 +140,11 @@ class Follower:
         with self._cond:
             if last > self.head:
                 self.head = last
-            self._commits.append((last, time.monotonic()))
+            commits = self._commits
+            if len(commits) < MAX_PENDING_COMMITS:
+                commits.append((last, time.monotonic()))
+            else:  # folds failing for long: the newest entry stands for the commits after it
+                commits[-1] = (last, commits[-1][1])
             self._cond.notify_all()
         if not self.background:
             # A failed fold is recorded (self.error, /health); the append itself stood.
@@ -149,7 +155,7 @@ class Follower:
         """Make the views' tables and fold what the log holds past their checkpoints (all of
         it again if they were made by another version of LabLink)."""
         projector, conn = self.projector, self.conn
-        with self.write_lock, self._fold_lock:
+        with self._fold_lock, self.write_lock:  # the folds' order: no deadlock with them
             stored = projector.stored_fingerprint(conn)
             had_views = (
                 conn.execute(
@@ -192,11 +198,20 @@ class Follower:
             try:
                 self.fold_available()
             except Exception:  # recorded in self.error; tried again after a pause
-                with self._cond:
-                    self._cond.wait_for(lambda: self._stopping, timeout=pause)
+                self._pause_after_failure(pause)
                 pause = min(pause * 2, MAX_BACKOFF)
             else:
                 pause = BACKOFF
+
+    def _pause_after_failure(self, pause: float) -> None:
+        """At least BACKOFF; then until a new commit (the fault may be gone, and a reader
+        waits for it) or the end of ``pause``, whichever comes first."""
+        head = self.head
+        with self._cond:
+            self._cond.wait_for(lambda: self._stopping, timeout=BACKOFF)
+            self._cond.wait_for(
+                lambda: self._stopping or self.head > head, timeout=max(0.0, pause - BACKOFF)
+            )
 
     def fold_available(self, *, wait: bool = True) -> int:
         """Fold everything committed so far, a batch per transaction; returns events folded.
@@ -219,7 +234,16 @@ class Follower:
 
     def _fold_all(self) -> int:
         total = 0
-        while rows := self._reader.read_rows(self.position, self.batch):
+        while not self._stopping:
+            if self._own_conn:
+                rows = self._reader.read_rows(self.position, self.batch)
+            else:
+                # The store's own connection (":memory:"): an append in progress on it
+                # would show its uncommitted rows to a read outside its lock.
+                with self.write_lock:
+                    rows = self._reader.read_rows(self.position, self.batch)
+            if not rows:
+                break
             events = [event_of(row) for row in rows]
             with self.write_lock:
                 try:
@@ -261,8 +285,7 @@ class Follower:
             if ready:
                 self._waiters = [w for w in self._waiters if w[0] > position]
             self._cond.notify_all()
-        for _, loop, future in ready:
-            loop.call_soon_threadsafe(_resolve, future)
+        _release(ready)
 
     # -- waiting for a position ----------------------------------------------------------------
 
@@ -287,6 +310,8 @@ class Follower:
         try:
             await asyncio.wait_for(future, seconds)
         except TimeoutError:
+            pass
+        finally:  # timed out, or the request was cancelled (the client went away)
             with self._cond:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
@@ -365,14 +390,26 @@ class Follower:
                 self._stopping = True
                 self._cond.notify_all()
             self._thread.join(timeout)
+            if self._thread.is_alive():  # still in a transaction: let the process end it
+                log.warning("projector still folding at close", position=self.position)
+                return
             self._thread = None
         with self._cond:
             waiters, self._waiters = self._waiters, []
-        for _, loop, future in waiters:
-            loop.call_soon_threadsafe(_resolve, future)
-        if self._own_conn:
-            with self.write_lock, self._fold_lock:
+        _release(waiters)
+        if self._own_conn and (self._thread is None or not self._thread.is_alive()):
+            with self._fold_lock, self.write_lock:
                 self.conn.close()
+
+
+Waiter = tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]
+
+
+def _release(waiters: list[Waiter]) -> None:
+    for _, loop, future in waiters:
+        # A loop already closed (its process stopping) has nobody left to wake.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_resolve, future)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

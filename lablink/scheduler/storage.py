@@ -22,7 +22,7 @@ from lablink.errors import InvalidRequest
 from lablink.events import ExecutionsPruned
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.handler import CommandHandler
-from lablink.logstore import open_store
+from lablink.logstore import SETTLE_SECONDS, open_store
 from lablink.projections.executions import count_prunable
 from lablink.settings import Settings
 
@@ -92,6 +92,11 @@ def prune(store: SQLiteEventStore, now: datetime, days: float, *, actor: str) ->
     """
     cutoff = now - timedelta(days=days)
     event = ExecutionsPruned(cutoff=cutoff, days=days)
+    # The executions view folds behind the log: count once it shows what was recorded (not
+    # under the store's lock, which the views' writer may need to get there).
+    views = getattr(store, "views", None)
+    if views is not None:
+        views.settled(SETTLE_SECONDS)
     with store.lock:
         count = count_prunable(store.conn, cutoff)
         CommandHandler(store).record(RETENTION_STREAM, [event], actor, at=now)
