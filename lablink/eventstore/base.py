@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -12,6 +11,7 @@ import msgspec
 
 from lablink.errors import StreamVersionConflict
 from lablink.events import NewEvent, RecordedEvent
+from lablink.ids import random_hex
 
 # An append with expected_version=ANY skips the optimistic check (used only by facts that
 # cannot conflict, such as retention passes). A new stream is expected at version 0.
@@ -105,7 +105,7 @@ class EventStore(EventReader, Protocol):
 def new_event_id() -> str:
     """Time-ordered (nanoseconds, then 64 random bits): new ids land at the end of the unique
     index instead of anywhere in it, which keeps appends fast on a large log."""
-    return f"{time.time_ns():016x}{secrets.token_hex(8)}"
+    return f"{time.time_ns():016x}{random_hex()}"
 
 
 def format_instant(instant: datetime) -> str:
