@@ -14,6 +14,7 @@ its stdin; its errors go to a file.
 
 from __future__ import annotations
 
+import os
 import pickle
 import sqlite3
 import subprocess
@@ -56,8 +57,15 @@ class Elsewhere:
         # Errors go to a file: a pipe would need reading while the child runs.
         self._errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed in wait or cancel)
         # ``-c``, not ``-m``: the package imports this module before ``-m`` would run it.
+        # The child imports this very copy of LabLink, wherever the working directory is.
+        here = str(Path(__file__).resolve().parents[2])
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])]),
+        }
         self._process = subprocess.Popen(
             [sys.executable, "-c", f"from {__name__} import main; main()"],
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=self._errors,

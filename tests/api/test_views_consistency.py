@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -104,10 +105,34 @@ def assert_views_behind(response: httpx.Response, position: int, lag_events: int
 
 @pytest.fixture
 async def behind(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Harness]:
-    """A harness whose views fold in the follower's own thread, as under `lablink serve`."""
-    started = await Harness(tmp_path / "data" / "scheduler.db", clock, background=True).start()
+    """A harness whose views fold in the follower's own thread, as under `lablink serve`,
+    each fold taking a few ms more: a read that did not wait for them would see them stale
+    nearly every time, not only when the thread happens to be late."""
+    projector = Projector([Slowed(p) for p in default_projections()])
+    started = await Harness(
+        tmp_path / "data" / "scheduler.db", clock, background=True, projector=projector
+    ).start()
     yield started
     await started.close()
+
+
+class Slowed:
+    """A real projection whose every fold first waits 2 ms (a slower machine's fold)."""
+
+    def __init__(self, inner: Projection) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.tables = inner.tables
+
+    def create(self, db: sqlite_utils.Database) -> None:
+        self.inner.create(db)
+
+    def forget(self) -> None:
+        self.inner.forget()
+
+    def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
+        time.sleep(0.002)
+        self.inner.apply(conn, events)
 
 
 async def raise_alarms(h: Harness, count: int) -> list[str]:
