@@ -64,17 +64,20 @@ async def read_stream(
             else ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start)
         )
         while True:
-            try:  # after a node is lost, the cluster may need a moment to place the consumer
+            # After a node is lost, the cluster may need a moment to place the consumer; a
+            # stream just created may not be found for a moment by the next request either.
+            try:
                 sub = await js.pull_subscribe(subject, durable=None, stream=STREAM, config=policy)
                 break
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, NotFoundError):
                 if loop.time() > deadline:
                     raise
+                await asyncio.sleep(0.05)
         seen: dict[str, dict[str, Any]] = {}
         while len(seen) < expected and loop.time() < deadline:
             try:
                 messages = await sub.fetch(500, timeout=min(1.0, max(deadline - loop.time(), 0.1)))
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats-py raises its own subclass, or the plain one
                 continue
             for message in messages:
                 event_id = (message.headers or {}).get("Nats-Msg-Id", "")
