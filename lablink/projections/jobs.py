@@ -275,11 +275,15 @@ class JobsProjection:
             types[c] = int
         db.table("jobs").create(types, pk="job_id", if_not_exists=True)
         for columns in (
-            ["next_run_time"],
+            # Covers the start's plan (active jobs and their next run) and the next to fire:
+            # without it the start read every row of the table (0.65 s of 1.8 s with
+            # 100,000 jobs). It replaces the plain next_run_time index (a fire updates it).
+            ["status", "next_run_time", "job_id"],
             ["equipment_id"],
             ["schedule_type"],
             ["enabled"],
             ["running_count"],
+            ["queued_count"],  # with running_count: the executions a start must recover
             ["created_at", "job_id"],
         ):
             db.table("jobs").create_index(columns, if_not_exists=True)
