@@ -2,6 +2,13 @@
 
 from lablink.events.alarms import AlarmAcknowledged, AlarmCleared, AlarmRaised
 from lablink.events.base import Event
+from lablink.events.data import (
+    DATA_BUCKET,
+    DataRemovalReason,
+    DataStatus,
+    ExecutionDataRemoved,
+    ExecutionDataStored,
+)
 from lablink.events.envelope import NewEvent, RecordedEvent, stamp
 from lablink.events.equipment import EquipmentOffline, EquipmentOnline
 from lablink.events.executions import (
@@ -62,6 +69,7 @@ from lablink.events.union import (
 
 __all__ = [
     "CONFLICT_POLICIES",
+    "DATA_BUCKET",
     "ENDED_STATUS",
     "ENDED_WITHOUT_RESULT",
     "ERROR_TYPES",
@@ -80,11 +88,15 @@ __all__ = [
     "ApiKeyRevoked",
     "ClockStepped",
     "ConflictPolicy",
+    "DataRemovalReason",
+    "DataStatus",
     "EquipmentOffline",
     "EquipmentOnline",
     "Event",
     "ExecutionCancelled",
     "ExecutionCoalesced",
+    "ExecutionDataRemoved",
+    "ExecutionDataStored",
     "ExecutionEnded",
     "ExecutionError",
     "ExecutionFailed",

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from lablink.events.alarms import AlarmAcknowledged, AlarmCleared, AlarmRaised
+from lablink.events.data import ExecutionDataRemoved, ExecutionDataStored
 from lablink.events.equipment import EquipmentOffline, EquipmentOnline
 from lablink.events.executions import (
     ExecutionCancelled,
@@ -70,6 +71,8 @@ AnyEvent = (
     | ApiKeyRevoked
     | JobReanchored
     | ClockStepped
+    | ExecutionDataStored
+    | ExecutionDataRemoved
 )
 
 # Facts recorded in a job's stream (they all carry job_id).
@@ -94,6 +97,8 @@ JobEvent = (
     ExecutionCoalesced,
     ExecutionLateResult,
     JobReanchored,
+    ExecutionDataStored,
+    ExecutionDataRemoved,
 )
 
 EVENT_TYPES: dict[str, type[Any]] = {

@@ -23,6 +23,8 @@ from lablink.events import (
     EquipmentOnline,
     ExecutionCancelled,
     ExecutionCoalesced,
+    ExecutionDataRemoved,
+    ExecutionDataStored,
     ExecutionError,
     ExecutionFailed,
     ExecutionInterrupted,
@@ -163,6 +165,12 @@ SAMPLES: list[AnyEvent] = [
         job_id="job_1", shift_seconds=-3600.0, anchor=T, rescheduled_at=T, last_fire_time=T
     ),
     ClockStepped(step_seconds=-3600.0, wall_before=T, wall_after=T, planned_jobs=2),
+    ExecutionDataStored(
+        job_id=J, execution_id=X, object="exec_1.csv", size=10, sha256="ab" * 32, stored_at=T
+    ),
+    ExecutionDataRemoved(
+        job_id=J, execution_id=X, object="exec_1.csv", size=10, removed_at=T, reason="retention"
+    ),
 ]
 
 # Tags are part of the stored format: renaming one would orphan every row that carries it.
@@ -199,6 +207,8 @@ STABLE_TAGS = {
     "apikey.revoked",
     "job.reanchored",
     "scheduler.clock_stepped",
+    "execution.data_stored",
+    "execution.data_removed",
 }
 
 
