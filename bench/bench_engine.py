@@ -11,12 +11,13 @@ its real engine (``Engine.start`` with ``SystemClock``) on a real SQLite file op
 ``lablink serve`` opens it (``open_store(db, background=True)``: WAL, synchronous=FULL, only the
 events in each append's transaction; the projector folds the views behind the log in a thread of
 its own), the ``NoOpExecutor``, and production logging (``configure_logging``, level info).
-Every fire is recorded as events (requested + started, then succeeded). ``lablink-viewsdb`` is
-the same with the views in a file of their own (``views_path``, the log attached read-only), the
-layout experiment of issue 14. In the same run the same job mix goes through APScheduler 3.11's
-``AsyncIOScheduler`` with its memory job store (the baseline) and with its
-``SQLAlchemyJobStore`` on a SQLite file (the second baseline). Each measurement runs in a fresh
-subprocess, one at a time, the systems taking turns.
+Every fire is recorded as events (requested + started, then succeeded). The views are in a file
+of their own (``views.db`` beside the log, the log attached read-only), the default since
+2026-12-03; ``lablink-logdb`` is the same with the views in the log's own file
+(``views_in_log=True``), the layout before, kept for the side-by-side. In the same run the
+same job mix goes through APScheduler 3.11's ``AsyncIOScheduler`` with its memory job store
+(the baseline) and with its ``SQLAlchemyJobStore`` on a SQLite file (the second baseline).
+Each measurement runs in a fresh subprocess, one at a time, the systems taking turns.
 
 Measured over a window that starts after a warm-up (default 3 s + 10 s):
 
@@ -93,6 +94,7 @@ from lablink.logconfig import configure_logging
 from lablink.logstore import open_store
 from lablink.projections.follower import LAG_SAMPLES, Follower
 from lablink.projections.jobs import read_snapshot
+from lablink.projections.reading import reading_views
 from lablink.projections.runner import Projector, default_projections
 from lablink.repository import JobRepository
 from lablink.scheduler.engine import Engine, recovery_lists
@@ -103,15 +105,15 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_OUTPUT = RESULTS_DIR / "engine.json"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-System = Literal["lablink", "lablink-viewsdb", "aps-memory", "aps-sqlalchemy"]
+System = Literal["lablink", "lablink-logdb", "aps-memory", "aps-sqlalchemy"]
 Alignment = Literal["aligned", "spread"]
-SYSTEMS: tuple[System, ...] = ("lablink", "lablink-viewsdb", "aps-memory", "aps-sqlalchemy")
-LABLINK_SYSTEMS: tuple[System, ...] = ("lablink", "lablink-viewsdb")
+SYSTEMS: tuple[System, ...] = ("lablink", "lablink-logdb", "aps-memory", "aps-sqlalchemy")
+LABLINK_SYSTEMS: tuple[System, ...] = ("lablink", "lablink-logdb")
 BASELINES: tuple[System, ...] = ("aps-memory", "aps-sqlalchemy")
 ALIGNMENTS: tuple[Alignment, ...] = ("aligned", "spread")
 SYSTEM_LABELS = {
-    "lablink": "LabLink (engine, SQLite WAL FULL; views in the log's file, folded behind it)",
-    "lablink-viewsdb": "LabLink, views in their own file (views.db, the log attached read-only)",
+    "lablink": "LabLink (engine, SQLite WAL FULL; views in views.db, folded behind the log)",
+    "lablink-logdb": "LabLink, views in the log's file (the layout before views.db)",
     "aps-memory": "APScheduler 3.11 AsyncIOScheduler, MemoryJobStore",
     "aps-sqlalchemy": "APScheduler 3.11 AsyncIOScheduler, SQLAlchemyJobStore (SQLite file)",
 }
@@ -447,7 +449,7 @@ def lead_seconds(system: System, jobs: int) -> float:
     """How long before the first fire the worker starts setting up (setup must fit)."""
     per_job = {
         "lablink": 0.0004,
-        "lablink-viewsdb": 0.0004,
+        "lablink-logdb": 0.0004,
         "aps-memory": 0.0002,
         "aps-sqlalchemy": 0.003,
     }[system]
@@ -465,20 +467,15 @@ def job_starts(spec: WorkerSpec, first: float) -> list[float]:
 async def lablink_worker(spec: WorkerSpec) -> dict[str, Any]:
     directory = Path(spec.directory)
     path = directory / "scheduler.db"
-    views_path = directory / "views.db" if spec.system == "lablink-viewsdb" else None
+    in_log = spec.system == "lablink-logdb"
+    views_path = path if in_log else directory / "views.db"
     remove_db(path)
-    if views_path is not None:
-        remove_db(views_path)
+    remove_db(directory / "views.db")
     setup_started = time.perf_counter()
     # As lablink/runtime.py opens it: the views follow the log in a thread of their own.
-    store = open_store(path, background=True, views_path=views_path)
+    store = open_store(path, background=True, views_in_log=in_log)
     check_durability(store.conn)
     views = store.views
-    # Where the views are read: the log's connection under the store's lock (runtime.py), or
-    # the follower's own connection (views file, log attached) under the views' lock.
-    reader, reader_lock = (
-        (store.conn, store.lock) if views_path is None else (views.conn, views.write_lock)
-    )
     now = datetime.now(UTC)
     first = first_fire(spec)
     starts = job_starts(spec, first)
@@ -493,7 +490,8 @@ async def lablink_worker(spec: WorkerSpec) -> dict[str, Any]:
 
     def snapshot(job_id: str) -> Any:
         snapshot_loads.append(time.time())
-        with reader_lock:
+        # As runtime.py reads the views: the follower's reader connection.
+        with reading_views(store) as reader:
             return read_snapshot(reader, job_id)
 
     batch_log = BatchLog(store)
@@ -501,9 +499,13 @@ async def lablink_worker(spec: WorkerSpec) -> dict[str, Any]:
     executor = DispatchTimes()
     jobs = JobRepository(store, snapshots=snapshot)
     engine = Engine(store, SystemClock(), executor, jobs=jobs)
-    with reader_lock:
+    with reading_views(store) as reader:
         active, unfinished = recovery_lists(reader)
     await engine.start(active, unfinished)
+    # As lablink/runtime.py does once started: what start-up loaded lives as long as the
+    # process, and the collector is kept from walking it again and again.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     setup_seconds = time.perf_counter() - setup_started
     overrun = time.time() - first
 
@@ -526,7 +528,7 @@ async def lablink_worker(spec: WorkerSpec) -> dict[str, Any]:
     if not settled:
         raise RuntimeError(f"the views were still {views.lag_events()} events behind the log")
 
-    figures = executions_in_window(path, views_path or path, start, end, spec.jobs)
+    figures = executions_in_window(path, views_path, start, end, spec.jobs)
     dispatch = [d - s for s, d in executor.seen if start <= s < end]
     return {
         **figures,
@@ -770,7 +772,7 @@ def runs_for(settings: Settings, system: System, jobs: int) -> int:
     runs = settings.heavy_runs if jobs >= settings.heavy_from else settings.runs
     if system == "aps-sqlalchemy":
         runs = min(runs, settings.sqlalchemy_runs) if jobs <= settings.sqlalchemy_max_jobs else 0
-    if system == "lablink-viewsdb" and jobs not in settings.layout_sizes:
+    if system == "lablink-logdb" and jobs not in settings.layout_sizes:
         runs = 0  # the layout comparison runs at --layout-sizes only
     return runs
 
@@ -1175,6 +1177,7 @@ def build_startup_db(path: Path, jobs: int, due: float, aligned: bool) -> float:
     projection attached (fast), then ``open_store`` catches every projection up.
     """
     remove_db(path)
+    remove_db(path.with_name("views.db"))
     started = time.perf_counter()
     now = datetime.now(UTC)
     spec = job_spec(now, STARTUP_INTERVAL_SECONDS)
@@ -1188,10 +1191,13 @@ def build_startup_db(path: Path, jobs: int, due: float, aligned: bool) -> float:
         plain.close()
     store = open_store(path)  # folds the JobCreated events into the views
     try:
-        (count,) = store.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()
+        with reading_views(store) as views:
+            (count,) = views.execute("SELECT COUNT(*) FROM jobs").fetchone()
         if count != jobs:
             raise RuntimeError(f"the jobs view holds {count} jobs, expected {jobs}")
         store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with store.views.write_lock:
+            store.views.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         store.close()
     return time.perf_counter() - started
@@ -1504,12 +1510,12 @@ def steady_tables(configs: list[dict[str, Any]]) -> list[Rows]:
             )
         for system in LABLINK_SYSTEMS:
             figures = summary.get(system)
-            if figures is None or "lablink-viewsdb" not in summary:
+            if figures is None or "lablink-logdb" not in summary:
                 continue
             layouts.append(
                 [
                     f"{label} (runs {figures['runs']})",
-                    "views.db of their own" if system == "lablink-viewsdb" else "the log's file",
+                    "the log's file" if system == "lablink-logdb" else "views.db of their own",
                     fmt_triple(figures, "dispatch"),
                     fmt_pct(figures.get("recorded_percent")),
                     fmt_pct(figures.get("cpu_percent")),
@@ -1822,7 +1828,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         type=positive,
         nargs="+",
         default=[1_000],
-        help="job counts at which lablink-viewsdb (the views in a file of their own) runs too",
+        help="job counts at which lablink-logdb (the views in the log's file) runs too",
     )
     parser.add_argument("--warmup", type=seconds, default=3.0, help="seconds before the window")
     parser.add_argument("--window", type=seconds, default=10.0, help="measured seconds")

@@ -45,6 +45,7 @@ async def phases(db: Path, profiler: cProfile.Profile | None) -> dict[str, float
     from lablink.logconfig import configure_logging
     from lablink.logstore import open_store
     from lablink.projections.jobs import read_snapshot
+    from lablink.projections.reading import reading_views
     from lablink.repository import JobRepository
     from lablink.scheduler.engine import Engine, recovery_lists
     from lablink.scheduler.executor import NoOpExecutor
@@ -62,14 +63,14 @@ async def phases(db: Path, profiler: cProfile.Profile | None) -> dict[str, float
     marks["open_store_seconds"] = clock() - t
 
     def snapshot(job_id: str) -> Any:
-        with store.lock:
-            return read_snapshot(store.conn, job_id)
+        with reading_views(store) as views:
+            return read_snapshot(views, job_id)
 
     t = clock()
     jobs = JobRepository(store, snapshots=snapshot)
     engine = Engine(store, SystemClock(), NoOpExecutor(), jobs=jobs)
-    with store.lock:
-        active, unfinished = recovery_lists(store.conn)
+    with reading_views(store) as views:
+        active, unfinished = recovery_lists(views)
     marks["recovery_lists_seconds"] = clock() - t
     marks["active_jobs"] = len(active)
     marks["unfinished_jobs"] = len(unfinished)

@@ -18,6 +18,7 @@ from lablink.eventstore.base import EventStore
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.handler import CommandHandler
 from lablink.projections.alarms import raised_position
+from lablink.projections.reading import reading_views
 from lablink.repository import Repository, of_events
 
 # How long finding a raise waits for the views to fold it (the engine's loop may be waiting).
@@ -39,8 +40,8 @@ class AlarmService:
 
     @classmethod
     def on_store(cls, store: SQLiteEventStore, clock: Clock) -> AlarmService:
-        """Finding raises through the store's own connection, under its lock (the
-        scheduler's thread, the engine's loop)."""
+        """Finding raises through the store's views reader (the scheduler's thread, the
+        engine's loop)."""
 
         def locate(alarm_id: str) -> int | None:
             # The raise may be newer than the views (they fold behind the log).
@@ -49,8 +50,8 @@ class AlarmService:
                 # Not "no such alarm": the caller tries again (the fault alarm is cleared
                 # later), the API answers 503 naming the lag.
                 raise views.behind(views.head)
-            with store.lock:
-                return raised_position(store.conn, alarm_id)
+            with reading_views(store) as views:
+                return raised_position(views, alarm_id)
 
         return cls(store, clock, locate)
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import re
+import sys
 import time
+import urllib.parse
 from collections.abc import Coroutine, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -87,7 +91,8 @@ def replay(
 ) -> None:
     """Drop every projection and rebuild it from the event log, from position 0.
 
-    Without --until the views in DB are rebuilt in place (stop `lablink serve` first).
+    Without --until the views (views.db beside DB) are rebuilt in place (stop `lablink serve`
+    first); the log is only read.
     With --until the log is left untouched and the views as they stood at that moment are
     written to --output (default: `data/replay-<time>.db` beside DB), for auditing.
     """
@@ -105,7 +110,8 @@ def replay(
         output = db.parent / f"replay-{until_at.strftime('%Y%m%dT%H%M%SZ')}.db"
     if output is not None and output.resolve() == db.resolve():
         raise typer.BadParameter("must differ from --db", param_hint="--output")
-    target = connect(output) if output is not None else source.conn
+    # In place: the views' own file beside the log (views.db), never the log's.
+    target = connect(output if output is not None else _views_of(db))
     projector = Projector()
     total = source.last_position()
     started = time.perf_counter()
@@ -127,10 +133,9 @@ def replay(
             )
     elapsed = time.perf_counter() - started
     rate = folded / elapsed if elapsed > 0 else float("inf")
-    where = output if output is not None else db
+    where = output if output is not None else _views_of(db)
     typer.echo(f"replayed {folded:,} events in {elapsed:.2f} s ({rate:,.0f} events/s) into {where}")
-    if output is not None:
-        target.close()
+    target.close()
     source.close()
     if held is not None:
         held.release()
@@ -388,6 +393,14 @@ def keys_create(
     console.print(f"key {key_id} for {name!r} with role {role!r}: shown once, store it now")
 
 
+def _views_of(db: Path) -> Path:
+    from lablink.projections.reading import views_file
+
+    views = views_file(db)
+    assert views is not None  # a file: checked to exist above
+    return views
+
+
 def _existing_db(data_dir: Path | None) -> Path:
     """The database the keys commands read; listing or revoking never creates one."""
     settings = Settings.from_env(data_dir=data_dir)
@@ -406,15 +419,17 @@ def keys_list(
     """Every API key: id, name, role, first characters, created, last used, revoked."""
     from rich.table import Table
 
-    from lablink.keys import key_listing, last_used
+    from lablink.keys import key_listing
     from lablink.logstore import open_store
+    from lablink.projections.keys import last_used
+    from lablink.projections.reading import reading_views
 
     db = _existing_db(data_dir)
     with data_dir_errors():
         store = open_store(db)
     try:
-        with store.lock:
-            rows = key_listing(store.conn, last_used(store.conn))
+        with reading_views(store) as views:
+            rows = key_listing(views, last_used(views))
     finally:
         store.close()
     table = Table(title=f"API keys in {db}")
@@ -470,6 +485,218 @@ def keys_revoke(
     finally:
         store.close()
     typer.echo(f"key {key_id} revoked by {by}")
+
+
+# The options of the commands that read from a running server (results, data get).
+ServerUrl = Annotated[
+    str | None,
+    typer.Option(
+        envvar="LABLINK_URL",
+        show_envvar=False,
+        help="The server [env LABLINK_URL] (default: http://LABLINK_HOST:LABLINK_PORT).",
+    ),
+]
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        envvar="LABLINK_API_KEY",
+        show_envvar=False,
+        help="A viewer (or higher) API key [env LABLINK_API_KEY].",
+    ),
+]
+
+
+def _server_url() -> str:
+    """Where `lablink serve` listens by default: LABLINK_HOST and LABLINK_PORT."""
+    settings = Settings.from_env()
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.port}"
+
+
+def _instant_or_ago(value: str | None, option: str) -> datetime | None:
+    """An ISO 8601 time (no offset: UTC), or a span back from now: 7d, 24h, 30m."""
+    if value is None:
+        return None
+    text = value.strip()
+    spans = {"d": 86400, "h": 3600, "m": 60}
+    if text[:-1].isdigit() and text[-1:] in spans:
+        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * spans[text[-1]])
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is neither an ISO 8601 time (2026-11-26T00:00:00Z) nor a span back"
+            " from now (7d, 24h, 30m)",
+            param_hint=option,
+        ) from None
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+
+
+@app.command()
+def results(
+    job_id: Annotated[str, typer.Argument(help="The job whose series to read.")],
+    since: Annotated[
+        str | None,
+        typer.Option(help="From this scheduled time (ISO 8601; no offset = UTC), or 7d, 24h."),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Before this scheduled time (same forms as --since).")
+    ] = None,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="CSV (header row, one row per result) to stdout.")
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the CSV to this file.")
+    ] = None,
+    url: ServerUrl = None,
+    key: ApiKey = None,
+) -> None:
+    """A job's results, oldest first: a table, or CSV for a spreadsheet (--csv, -o FILE)."""
+    from lablink.errors import ServerRefused
+    from lablink.remote import Remote
+
+    remote = Remote(url or _server_url(), key)
+    path = f"/api/scheduler/jobs/{urllib.parse.quote(job_id, safe='')}/results"
+    bounds: dict[str, Any] = {
+        "since": _iso(_instant_or_ago(since, "--since")),
+        "until": _iso(_instant_or_ago(until, "--until")),
+    }
+    try:
+        if as_csv or output is not None:
+            _write_stream(remote.stream(path, format="csv", **bounds), output)
+            return
+        points: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = remote.get_json(path, limit=1000, cursor=cursor, **bounds)
+            points += page["results"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+    except ServerRefused as exc:
+        typer.echo(f"lablink: {exc}", err=True)
+        raise typer.Exit(1) from None
+    from lablink.results_table import results_table
+
+    Console().print(results_table(job_id, points))
+
+
+data_app = typer.Typer(help="Captured data (acquisitions): download it from the server.")
+app.add_typer(data_app, name="data")
+# Downloads from this size on show a progress bar.
+PROGRESS_FROM_BYTES = 1024 * 1024
+
+
+@data_app.command("get")
+def data_get(
+    execution_id: Annotated[str, typer.Argument(help="The execution whose capture to get.")],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write to this file (default: the name the server gives, in this folder).",
+        ),
+    ] = None,
+    url: ServerUrl = None,
+    key: ApiKey = None,
+) -> None:
+    """Download an execution's capture (CSV) over HTTP and check its SHA-256.
+
+    Written to FILE.partial and renamed once complete and verified: a download cut short or
+    whose SHA-256 differs from the one recorded leaves no file and exits 1.
+    """
+    from lablink.errors import ServerRefused
+    from lablink.remote import Remote
+
+    remote = Remote(url or _server_url(), key)
+    path = f"/api/scheduler/executions/{urllib.parse.quote(execution_id, safe='')}/data"
+    try:
+        answer = remote.download(path)
+    except ServerRefused as exc:
+        typer.echo(f"lablink: {exc}", err=True)
+        raise typer.Exit(1) from None
+    with answer:
+        expected = answer.headers.get("ETag", "").strip().strip('"').lower()
+        size = int(answer.headers.get("Content-Length") or 0)
+        target = output or Path(_attachment_name(answer.headers, execution_id))
+        partial = target.with_name(target.name + ".partial")
+        digest = hashlib.sha256()
+        received = 0
+        try:
+            with (
+                partial.open("wb") as file,
+                Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    TaskProgressColumn(),
+                    TimeRemainingColumn(),
+                    console=console,
+                    disable=size < PROGRESS_FROM_BYTES,
+                ) as progress,
+            ):
+                task = progress.add_task(f"{target.name}", total=size or None)
+                while chunk := answer.read(_CHUNK):
+                    file.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    progress.update(task, advance=len(chunk))
+            problem = None
+            if size and received != size:
+                problem = f"the download stopped at {received} of {size} bytes"
+            elif expected and digest.hexdigest() != expected:
+                problem = (
+                    f"SHA-256 mismatch: received {digest.hexdigest()}, the execution"
+                    f" recorded {expected}"
+                )
+            if problem is not None:
+                raise _DownloadFailed(problem)
+            partial.replace(target)
+        except (OSError, _DownloadFailed) as exc:
+            partial.unlink(missing_ok=True)
+            typer.echo(f"lablink: {execution_id}: {exc}; nothing written", err=True)
+            raise typer.Exit(1) from None
+    console.print(f"wrote {target} ({received} bytes, sha256 {digest.hexdigest()})")
+
+
+_CHUNK = 256 * 1024
+_FILENAME = re.compile(r'filename="([^"]+)"')
+
+
+class _DownloadFailed(Exception):
+    """The bytes received are not the capture the execution recorded."""
+
+
+def _attachment_name(headers: Any, execution_id: str) -> str:
+    """The file name of a Content-Disposition (its last path part only), else the id."""
+    match = _FILENAME.search(headers.get("Content-Disposition", ""))
+    name = Path(match.group(1)).name if match else ""
+    return name if name not in ("", ".", "..") else f"{execution_id}.csv"
+
+
+def _iso(instant: datetime | None) -> str | None:
+    return instant.isoformat() if instant is not None else None
+
+
+def _write_stream(chunks: Iterator[bytes], output: Path | None) -> None:
+    """To the file (written whole, then renamed: never half a file), else to stdout."""
+    if output is None:
+        out = sys.stdout.buffer
+        for chunk in chunks:
+            out.write(chunk)
+        out.flush()
+        return
+    partial = output.with_name(output.name + ".partial")
+    try:
+        with partial.open("wb") as file:
+            for chunk in chunks:
+                file.write(chunk)
+        partial.replace(output)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    console.print(f"wrote {output}")
 
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:

@@ -34,9 +34,14 @@ log = structlog.get_logger(tag="scheduler")
 SCHEDULER_LOCK = "lablink.lock"
 RELAY_LOCK = "relay.lock"
 DB_NAME = "scheduler.db"
-# Files that are LabLink's alone: the log (with its WAL and shared-memory index) and the
-# admin key. The bus's credentials under nats/ are written 0600 where they are made.
-PRIVATE_FILES = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", "admin.key")
+VIEWS_NAME = "views.db"
+# Files that are LabLink's alone: the log and the views folded from it (each with its WAL and
+# shared-memory index: key hashes and results are in both) and the admin key. The bus's
+# credentials under nats/ are written 0600 where they are made.
+PRIVATE_FILES = (
+    *(f"{name}{suffix}" for name in (DB_NAME, VIEWS_NAME) for suffix in ("", "-wal", "-shm")),
+    "admin.key",
+)
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 

@@ -294,3 +294,75 @@ class NatsServerExited(BusError):
         self.pid = pid
         self.returncode = returncode
         super().__init__(f"nats-server (pid {pid}) exited with code {returncode}")
+
+
+class CaptureUploadError(BusError):
+    """The capture of ``execution_id`` could not be put in the object store as recorded:
+    ``reason`` says why (its file is gone, or changed since its SHA-256 was taken)."""
+
+    def __init__(self, execution_id: str, reason: str) -> None:
+        self.execution_id = execution_id
+        self.reason = reason
+        super().__init__(f"capture of {execution_id}: {reason}")
+
+
+class DataUnavailable(LabLinkError):
+    """An execution's captured data cannot be served (``execution_id``); ``reason`` says why."""
+
+    def __init__(self, execution_id: str, reason: str) -> None:
+        self.execution_id = execution_id
+        self.reason = reason
+        super().__init__(f"execution {execution_id!r}: {reason}")
+
+
+class DataNotFound(DataUnavailable, LookupError):
+    """The execution does not exist, or captured no data."""
+
+
+class DataPending(DataUnavailable):
+    """The capture is still on its agent's disk (``pending_upload``)."""
+
+
+class DataRemoved(DataUnavailable):
+    """Retention or the byte bound removed the capture (``removed_at``, ``removal``)."""
+
+    def __init__(self, execution_id: str, removed_at: str | None, removal: str | None) -> None:
+        self.removed_at = removed_at
+        self.removal = removal
+        why = {"retention": "by the retention pass", "bound": "by the data byte bound"}
+        super().__init__(
+            execution_id,
+            f"its data was removed at {removed_at} {why.get(removal or '', f'({removal})')}",
+        )
+
+
+class RangeNotSatisfiable(DataUnavailable):
+    """A ``Range`` that selects no byte of the capture (``size`` bytes)."""
+
+    def __init__(self, execution_id: str, range_header: str, size: int) -> None:
+        self.range_header = range_header
+        self.size = size
+        super().__init__(
+            execution_id, f"range {range_header!r} selects no byte of a {size}-byte capture"
+        )
+
+
+class DataBusUnavailable(BusError):
+    """The bus that holds the captures (NATS ``url``) cannot be reached now."""
+
+    def __init__(self, url: str, cause: str) -> None:
+        self.url = url
+        self.cause = cause
+        super().__init__(f"NATS at {url} is unavailable: {cause}")
+
+
+class ServerRefused(LabLinkError):
+    """A LabLink server answered a command-line request with an error (``status``, its
+    ``detail``), or could not be reached (``status`` 0)."""
+
+    def __init__(self, url: str, status: int, detail: str) -> None:
+        self.url = url
+        self.status = status
+        self.detail = detail
+        answer = f"HTTP {status}: {detail}" if status else detail
+        super().__init__(f"{url}: {answer}")

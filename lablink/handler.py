@@ -196,6 +196,18 @@ class CommandHandler:
         request = _fact(stream_id, events, actor, expected_version, at or self.clock.now())
         return _conflict_raised(self.store.append_batch([request])[0])
 
+    def record_together(
+        self, facts: list[tuple[str, list[AnyEvent]]], actor: str, *, at: datetime | None = None
+    ) -> list[RecordedEvent]:
+        """Append facts for several streams in one transaction: all or none (a retention
+        pass's removals, each in its job's stream, with its pruning)."""
+        when = at or self.clock.now()
+        requests = [_fact(stream, events, actor, ANY, when) for stream, events in facts if events]
+        recorded: list[RecordedEvent] = []
+        for outcome in self.store.append_batch(requests):
+            recorded += _conflict_raised(outcome)
+        return recorded
+
 
 class GroupCommitHandler:
     """The engine's write path: the same steps, appended through the group committer.

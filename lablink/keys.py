@@ -26,7 +26,7 @@ from lablink.eventstore.base import EventStore, format_instant
 from lablink.eventstore.sqlite import connect
 from lablink.handler import CommandHandler
 from lablink.projections.keys import count_keys as count_rows
-from lablink.projections.keys import find_by_hash, list_keys
+from lablink.projections.keys import find_by_hash, last_used, list_keys, note_usage
 from lablink.repository import Repository
 
 KEY_PREFIX = "llk_"
@@ -158,17 +158,6 @@ def lookup(conn: sqlite3.Connection, key: str) -> KeyMatch | None:
 
 # -- when each key was last used (operational, not a fact of record) ------------------------
 
-_USAGE = "api_key_usage"
-_USAGE_SCHEMA = f"CREATE TABLE IF NOT EXISTS {_USAGE} (key_id TEXT PRIMARY KEY, last_used_at TEXT)"
-
-
-def last_used(conn: sqlite3.Connection) -> dict[str, str]:
-    """key_id → when the API last accepted it (to the minute); {} before any use."""
-    try:
-        return dict(conn.execute(f"SELECT key_id, last_used_at FROM {_USAGE}").fetchall())
-    except sqlite3.OperationalError:
-        return {}  # no API has run on this database yet
-
 
 class KeyUsage:
     """Notes each accepted key's last use: exact in memory, written to the side table at most
@@ -177,8 +166,9 @@ class KeyUsage:
 
     WRITE_EVERY = timedelta(minutes=1)
 
-    def __init__(self, db_path: Path, clock: Clock) -> None:
-        self.db_path = db_path
+    def __init__(self, path: Path, clock: Clock) -> None:
+        # The views' file (views.db): a write there never waits for the log's writer.
+        self.path = path
         self.clock = clock
         self._lock = threading.Lock()
         self._seen: dict[str, datetime] = {}
@@ -205,19 +195,14 @@ class KeyUsage:
     def _write(self, key_id: str, now: datetime) -> None:
         # A connection per write (once a minute per key at most): nothing to close later.
         try:
-            conn = connect(self.db_path)
+            conn = connect(self.path)
         except sqlite3.Error as exc:
             log.warning("could not note the key's last use", key_id=key_id, error=str(exc))
             return
         try:
             # Never hold a request up behind a long write of the log.
             conn.execute("PRAGMA busy_timeout=250")
-            conn.execute(_USAGE_SCHEMA)
-            conn.execute(
-                f"INSERT INTO {_USAGE} (key_id, last_used_at) VALUES (?, ?)"
-                " ON CONFLICT(key_id) DO UPDATE SET last_used_at = excluded.last_used_at",
-                (key_id, format_instant(now)),
-            )
+            note_usage(conn, key_id, format_instant(now))
         except sqlite3.Error as exc:
             log.warning("could not note the key's last use", key_id=key_id, error=str(exc))
         finally:

@@ -27,6 +27,7 @@ from lablink.alarm_service import AlarmService
 from lablink.application import JobService
 from lablink.bus import access
 from lablink.bus import probes as bus_probes
+from lablink.bus.data_bucket import DataBucket
 from lablink.bus.permissions import SCHEDULER
 from lablink.bus.private import PrivateNats
 from lablink.bus.relay import NatsOptions, Relay
@@ -46,6 +47,7 @@ from lablink.logstore import open_store
 from lablink.profile_service import StoredProfiles, load_shipped_profiles
 from lablink.projections.jobs import read_snapshot
 from lablink.projections.profiles import profile_lookup
+from lablink.projections.reading import reading_views
 from lablink.repository import JobRepository
 from lablink.scheduler.agents import AgentExecutor
 from lablink.scheduler.engine import Engine, recovery_lists
@@ -149,8 +151,8 @@ class Runtime:
         self.health.probe("projector", store.views.probe)
 
         def snapshot(job_id: str) -> Any:
-            with store.lock:
-                return read_snapshot(store.conn, job_id)
+            with reading_views(store) as views:
+                return read_snapshot(views, job_id)
 
         self.jobs = JobRepository(store, snapshots=snapshot)
         # The profiles the guide's examples name, and a starter set per simulated instrument,
@@ -167,12 +169,16 @@ class Runtime:
         )
         self.nats_server: PrivateNats | None = None
         self.relay: Relay | None = None
+        self.data: DataBucket | None = None
         self.agents: list[Agent] = []
         if settings.nats:
             self.nats_server, self.relay = await start_bus(settings, store, self.health)
             if self.nats_server is not None:
                 stack.push_async_callback(self.nats_server.stop)
             stack.push_async_callback(self.relay.aclose)
+            # The captures' bucket, as the scheduler's user: downloads and retention.
+            self.data = DataBucket(self.relay.options)
+            stack.push_async_callback(self.data.aclose)
         # The agents close after the executor, and the supervisor's tasks (the executor's
         # reports and heartbeats among them) stop before it closes its connection.
         stack.push_async_callback(self._close_agents)
@@ -200,12 +206,20 @@ class Runtime:
             fault_grace_seconds=settings.scheduler_fault_grace,
         )
         stack.push_async_callback(self.engine.aclose)
-        with store.lock:
-            active, unfinished = recovery_lists(store.conn)
+        with reading_views(store) as views:
+            active, unfinished = recovery_lists(views)
         await self.engine.start(active, unfinished)
         if isinstance(self.executor, AgentExecutor):  # after recovery: see its docstring
-            await self.executor.follow_late_results(self.engine.record_late_result)
-        self.retention = RetentionPass(store, self.clock, settings.retention_days)
+            await self.executor.follow_late_results(
+                self.engine.record_late_result, self.engine.record_data_stored
+            )
+        self.retention = RetentionPass(
+            store,
+            self.clock,
+            settings.retention_days,
+            data=self.data,
+            max_bytes=settings.data_max_bytes,
+        )
         stack.push_async_callback(self.retention.aclose)
         await self.retention.start(self.supervisor)
         return len(active)
@@ -270,6 +284,7 @@ async def start_bus(
         relay = Relay(
             settings.db_path,
             options,
+            views_path=settings.views_path,
             health=health,
             on_stuck=server.restart if server is not None else None,
         )
@@ -321,9 +336,9 @@ def ensure_admin_key(runtime: Runtime) -> str | None:
     # stale count of none would make a second admin key).
     if not runtime.store.settled():
         raise runtime.store.views.behind(runtime.store.views.head)
-    with runtime.store.lock:
+    with reading_views(runtime.store) as views:
         # Revoked keys count: revoking every key must not make a new admin key appear.
-        existing = count_keys(runtime.store.conn, include_revoked=True)
+        existing = count_keys(views, include_revoked=True)
     if existing:
         return None
     _, key = create_key(
@@ -399,6 +414,7 @@ async def serve(settings: Settings) -> None:
             auth_enabled=settings.auth,
             relay=runtime.relay,
             health=runtime.health,
+            data=runtime.data,
         )
         config = uvicorn.Config(
             create_app(context),

@@ -46,6 +46,9 @@ class Settings(msgspec.Struct, kw_only=True):
     # Executions that ended more than this many days ago leave the executions view, daily
     # (0 = never); the log keeps every event.
     retention_days: float = 30.0
+    # The captures' bucket (LABLINK_DATA) holds at most this many bytes of captures: past it
+    # the oldest go first, each removal recorded (0 = no bound). 10 GiB.
+    data_max_bytes: int = 10 * 1024**3
     # How long the scheduler may fail to record before a scheduler_fault alarm is raised.
     scheduler_fault_grace: float = 30.0
     # How long an API request waits for the views to fold what was committed before it
@@ -77,7 +80,13 @@ class Settings(msgspec.Struct, kw_only=True):
 
     @property
     def db_path(self) -> Path:
+        """The event log: the record, what a backup must keep."""
         return self.data_dir / "scheduler.db"
+
+    @property
+    def views_path(self) -> Path:
+        """The views the API reads, folded from the log: disposable, rebuilt from it."""
+        return self.data_dir / "views.db"
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -128,6 +137,8 @@ class Settings(msgspec.Struct, kw_only=True):
             values["heartbeat_timeout"] = float(env["LABLINK_HEARTBEAT_TIMEOUT"])
         if "LABLINK_RETENTION_DAYS" in env:
             values["retention_days"] = float(env["LABLINK_RETENTION_DAYS"])
+        if "LABLINK_DATA_MAX_BYTES" in env:
+            values["data_max_bytes"] = int(env["LABLINK_DATA_MAX_BYTES"])
         if "LABLINK_SCHEDULER_FAULT_GRACE" in env:
             values["scheduler_fault_grace"] = float(env["LABLINK_SCHEDULER_FAULT_GRACE"])
         if "LABLINK_VIEWS_WAIT" in env:
@@ -150,6 +161,10 @@ class Settings(msgspec.Struct, kw_only=True):
         if not 0 <= settings.retention_days <= 36500:
             raise ValueError(
                 f"retention days {settings.retention_days!r}: expected 0 (off) to 36500"
+            )
+        if settings.data_max_bytes < 0:
+            raise ValueError(
+                f"data max bytes {settings.data_max_bytes!r}: expected 0 (no bound) or more"
             )
         if not 0 <= settings.scheduler_fault_grace <= 86400:
             raise ValueError(

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 import lablink
 from lablink.bus.subjects import STREAM
 from lablink.cli import app
+from lablink.events import DATA_BUCKET
 from lablink.instruments.protocol import REPORTS_STREAM
 from lablink.logconfig import configure_logging
 from lablink.settings import Settings
@@ -27,7 +28,7 @@ from lablink.settings import Settings
 ROOT = Path(__file__).parent.parent
 VARIABLE = re.compile(r"LABLINK_[A-Z0-9_]*[A-Z0-9]")
 # Names that look like variables but are JetStream streams.
-NOT_VARIABLES = {STREAM, REPORTS_STREAM}
+NOT_VARIABLES = {STREAM, REPORTS_STREAM, DATA_BUCKET}
 
 
 def table_rows() -> list[list[str]]:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from lablink.logstore import open_store
 from lablink.projections.runner import default_projections
+from tests.support.views import views_db
 
 ROOT = Path(__file__).parent.parent
 PACKAGE = ROOT / "lablink"
@@ -36,11 +37,12 @@ OWNERS: dict[str, str] = {
     # The relay's published position.
     "relay_checkpoints": "lablink.bus.relay",
     # When each API key was last used: operational, not folded from the log.
-    "api_key_usage": "lablink.keys",
+    "api_key_usage": "lablink.projections.keys",
     # The projections: each module's query functions are the only way in.
     "jobs": "lablink.projections.jobs",
     "executions": "lablink.projections.executions",
     "execution_jobs": "lablink.projections.executions",
+    "execution_data_removals": "lablink.projections.executions",
     "job_history": "lablink.projections.history",
     "stats_jobs": "lablink.projections.statistics",
     "stats_job_counts": "lablink.projections.statistics",
@@ -50,12 +52,16 @@ OWNERS: dict[str, str] = {
     "equipment": "lablink.projections.equipment",
     "profiles": "lablink.projections.profiles",
     "alarms": "lablink.projections.alarms",
+    "results": "lablink.projections.results",
+    "result_pending": "lablink.projections.results",
+    "result_jobs": "lablink.projections.results",
 }
 
 # Modules with a database of their own: their tables are not LabLink's database's.
 OWN_DATABASES: dict[str, set[str]] = {
-    # Each agent's ledger of accepted executions (its own file beside the agent).
-    "lablink.equipment_agent.ledger": {"executions"},
+    # Each agent's ledger of accepted executions and of captures not yet in the object store
+    # (its own file beside the agent).
+    "lablink.equipment_agent.ledger": {"executions", "uploads"},
 }
 
 # SQLite's own catalogue and table-valued functions: no owner to have.
@@ -65,7 +71,7 @@ BUILTIN = {"sqlite_master", "sqlite_schema", "json_each", "json_tree", "pragma_t
 # ``DO UPDATE SET`` (an upsert's update clause) names no table.
 _TARGET = re.compile(
     r"\b(?:FROM|JOIN|INTO|(?<!DO )UPDATE|TABLE(?: IF (?:NOT )?EXISTS)?)\s+"
-    r"(?:OR \w+ INTO\s+)?\"?([A-Za-z_][A-Za-z0-9_]*|\{\?\})\"?\s*(\()?"
+    r"(?:OR \w+ INTO\s+)?(?:(?:main|temp|log)\.)?\"?([A-Za-z_][A-Za-z0-9_]*|\{\?\})\"?\s*(\()?"
 )
 _DYNAMIC = "{?}"
 
@@ -191,6 +197,8 @@ def test_the_scanner_reads_sql_as_written_here() -> None:
     assert targets("SELECT 1 FROM json_each(jobs.tags) WHERE value = ?") == set()
     assert targets("rows from the log, into memory") == set()
     assert targets("SELECT * FROM {?} WHERE k = ?") == set()
+    # A schema-qualified name (the log attached to a views connection) names its table.
+    assert targets("INSERT INTO main.t SELECT a FROM log.events") == {"t", "events"}
 
 
 def test_f_strings_resolve_module_constants(tmp_path: Path) -> None:
@@ -231,16 +239,25 @@ def test_every_table_of_a_fresh_database_has_an_owner(tmp_path: Path) -> None:
 
     path = tmp_path / "scheduler.db"
     open_store(path).close()
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute(CHECKPOINTS)  # made when a relay first opens the database
-        tables = {
-            row[0]
-            for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-            )
-        }
-    finally:
-        conn.close()
-    assert tables - OWNERS.keys() == set()
-    assert {"events", "jobs", "executions", "alarms"} <= tables
+
+    def tables_of(file: Path, *, relay: bool = False) -> set[str]:
+        conn = sqlite3.connect(file)
+        try:
+            if relay:
+                conn.execute(CHECKPOINTS)  # made when a relay first opens the database
+            return {
+                row[0]
+                for row in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                    " AND name NOT LIKE 'sqlite_%'"
+                )
+            }
+        finally:
+            conn.close()
+
+    # The log's file holds the log (and the relay's position); views.db, the views.
+    in_log = tables_of(path, relay=True)
+    in_views = tables_of(views_db(path))
+    assert in_log == {"events", "relay_checkpoints"}
+    assert (in_log | in_views) - OWNERS.keys() == set()
+    assert {"jobs", "executions", "alarms"} <= in_views

@@ -16,6 +16,7 @@ from lablink.api.audit import AuditController
 from lablink.api.auth import role_guard
 from lablink.api.consistency import SettleWrites, before_request
 from lablink.api.context import ApiContext
+from lablink.api.data import DataController
 from lablink.api.equipment import EquipmentController
 from lablink.api.errors import EXCEPTION_HANDLERS
 from lablink.api.executions import ExecutionController
@@ -23,6 +24,7 @@ from lablink.api.hosts import BrowserGuard, browser_guard_config
 from lablink.api.jobs import JobController
 from lablink.api.keys import KeyController
 from lablink.api.profiles import ProfileController
+from lablink.api.results import ResultController
 from lablink.api.system import SystemController
 from lablink.api.throttle import FailedAuthentications
 from lablink.keys import KeyUsage
@@ -40,18 +42,20 @@ def create_app(context: ApiContext) -> Litestar:
         max_failures=settings.auth_max_failures,
         window_seconds=settings.auth_failure_window,
     )
-    usage = KeyUsage(settings.db_path, context.clock)
+    usage = KeyUsage(context.side_file, context.clock)
 
     return Litestar(
         route_handlers=[
             JobController,
             ExecutionController,
+            DataController,
             SystemController,
             EquipmentController,
             AlarmController,
             AuditController,
             ProfileController,
             KeyController,
+            ResultController,
         ],
         # Outermost: a foreign Host or Origin is refused before anything else runs.
         middleware=[

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Generator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import msgspec
@@ -184,6 +184,11 @@ def query_instant(name: str, text: str | None) -> datetime | None:
         ) from None
     if value.tzinfo is None:
         raise BadRequest.one(name, text, "needs a UTC offset, e.g. 2026-01-01T00:00:00Z")
+    try:
+        # Stored instants are UTC: 9999-12-31T23:59:59-23:59 has none.
+        value.astimezone(UTC)
+    except OverflowError:
+        raise BadRequest.one(name, text, "is beyond the last instant UTC can express") from None
     return value
 
 

@@ -5,19 +5,21 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from lablink.alarm_service import AlarmService
 from lablink.api.probes import api_probes
 from lablink.application import JobService
+from lablink.bus.data_bucket import DataBucket
 from lablink.bus.probes import relay_summary
 from lablink.bus.relay import Relay
 from lablink.clock import Clock
-from lablink.eventstore.sqlite import SQLiteEventStore, connect
+from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.health import Health
 from lablink.projections.alarms import raised_position
-from lablink.projections.follower import Follower, ViewsBehind
+from lablink.projections.follower import Follower, ViewsBehind, connect_views
 from lablink.scheduler.agents import AgentExecutor
 from lablink.scheduler.engine import Engine
 from lablink.settings import Settings
@@ -39,15 +41,20 @@ class ApiContext:
     relay: Relay | None = None
     # What the runtime's components say of themselves; None: the API alone (tests).
     health: Health | None = None
+    # The captures' bucket (downloads); None: no bus (LABLINK_NATS=off, or the API alone).
+    data: DataBucket | None = None
 
     statistics_cache: tuple[Any, Any] | None = None
 
     def __post_init__(self) -> None:
-        # Reads use their own connection: in WAL mode they never wait for a commit.
-        self.reader: sqlite3.Connection = connect(self.settings.db_path)
         # The follower that folds the views (None: the store folds none of its own).
         self.views: Follower | None = getattr(self.store, "views", None)
-        self.reader.execute("PRAGMA query_only = ON")
+        # The views' file (views.db), or None: they are in the log's (a store without a
+        # follower, or the layout before views.db).
+        self.views_path: Path | None = self.views.views_path if self.views is not None else None
+        # Reads use their own connection: in WAL mode they never wait for a commit. It sees
+        # the views, and the log attached read-only (the audit's reads of the events).
+        self.reader: sqlite3.Connection = self.connect_reader()
         self.alarms = AlarmService(self.store, self.clock, self._locate_alarm)
         # What the API answers for itself in /health when the runtime's registry lacks it.
         self.probes: Health = api_probes(self)
@@ -66,11 +73,21 @@ class ApiContext:
         # may be newer than the views: wait for them (bounded) before looking it up.
         if self.views is not None and not self.views.settled(self.settings.views_wait):
             raise self.views.behind(self.views.head)
-        conn = connect(self.settings.db_path)
+        conn = self.connect_reader()
         try:
             return raised_position(conn, alarm_id)
         finally:
             conn.close()
+
+    def connect_reader(self) -> sqlite3.Connection:
+        """A read-only connection that sees the views and the log."""
+        return connect_views(self.settings.db_path, self.views_path)
+
+    @property
+    def side_file(self) -> Path:
+        """Where operational side tables go (when each key was last used): beside the views,
+        never in the log's file, whose write lock the fire path needs."""
+        return self.views_path if self.views_path is not None else self.settings.db_path
 
     @property
     def zone(self) -> ZoneInfo:

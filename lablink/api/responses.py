@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar, cast
 
 import msgspec
 
-from lablink.events import ExecutionStatus, JobSpec
+from lablink.events import DataRemovalReason, DataStatus, ExecutionStatus, JobSpec
 from lablink.events.alarms import Severity
 from lablink.events.executions import TriggerInfo
 from lablink.events.jobs import ParametersCheck
@@ -160,6 +160,30 @@ class JobEvents(Envelope, kw_only=True):
 # -- executions ----------------------------------------------------------------------------------
 
 
+class DataColumn(msgspec.Struct, kw_only=True):
+    name: str
+    unit: str | None = None
+
+
+class ExecutionData(msgspec.Struct, kw_only=True):
+    """An execution's captured data (acquisitions): ``none`` when it has none;
+    ``pending_upload`` while its agent still holds the file; ``stored`` in the bucket, with
+    ``url`` to download it; ``removed`` by retention or the byte bound (when and why)."""
+
+    status: DataStatus
+    file_name: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    rows: int | None = None
+    columns: list[DataColumn] | None = None
+    sample_rate: float | None = None
+    object: str | None = None
+    stored_at: Instant | None = None
+    removed_at: Instant | None = None
+    removal_reason: DataRemovalReason | None = None
+    url: str | None = None
+
+
 class ExecutionView(msgspec.Struct, kw_only=True):
     """Times in UTC. ``result``, ``error`` and ``late_result`` are as the agent reported them."""
 
@@ -185,6 +209,7 @@ class ExecutionView(msgspec.Struct, kw_only=True):
     coalesced_count: int | None
     coalesced_into: str | None
     late_result: dict[str, Any] | None
+    data: ExecutionData = msgspec.field(default_factory=lambda: ExecutionData(status="none"))
 
 
 class ExecutionList(Envelope, kw_only=True):

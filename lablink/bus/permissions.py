@@ -11,8 +11,12 @@ differ. The roles:
   run/stop/status requests on ``lablink.agents.<equipment_id>.>`` and answers them (responses
   only: ``allow_responses``), and publishes their presence and reports on
   ``lablink.reports.<equipment_id>.>``; JetStream's acks of those reports come back to its own
-  inbox. It cannot publish a run command, nor a report for another instrument, nor touch the
-  JetStream API.
+  inbox. It cannot publish a run command, nor a report for another instrument. Of the
+  JetStream API it may only use the captures' object store ``LABLINK_DATA`` (made by the
+  scheduler): read the stream's info and an object's description, put chunks and
+  descriptions, and purge the chunks of an upload it replaces or that failed. The store keys
+  objects by name, not by agent, so an agent could overwrite another agent's capture: the
+  bucket is shared by the lab's agents, as the reports stream is.
 - ``subscriber`` (`lablink events tail`, `lablink alarms watch`, dashboards): reads. It may
   create and use consumers on ``LABLINK_EVENTS`` and subscribe to events and alarms; it
   publishes nothing under ``lablink.>`` and cannot create, change, purge or delete a stream.
@@ -26,6 +30,7 @@ from typing import Literal
 
 from lablink.bus.options import inbox_prefix
 from lablink.bus.subjects import ALARMS_PREFIX, EVENTS_ALL, STREAM
+from lablink.events.data import DATA_BUCKET
 from lablink.instruments.protocol import AGENTS_PREFIX, REPORTS_PREFIX
 
 Role = Literal["scheduler", "agent", "subscriber"]
@@ -51,15 +56,37 @@ class Permissions:
 
 def scheduler_permissions() -> Permissions:
     return Permissions(
-        publish=("lablink.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "_INBOX.>"),
+        # $O.LABLINK_DATA.>: deleting a capture (retention, the byte bound) publishes its
+        # description's tombstone there.
+        publish=(
+            "lablink.>",
+            "$JS.API.>",
+            "$JS.ACK.>",
+            "$JS.FC.>",
+            "_INBOX.>",
+            f"$O.{DATA_BUCKET}.>",
+        ),
         subscribe=("lablink.>", "_INBOX.>", "$JS.EVENT.>"),
+    )
+
+
+def data_store_permissions() -> tuple[str, ...]:
+    """What putting a capture in the ``LABLINK_DATA`` object store takes
+    (``equipment_agent.upload``)."""
+    api, stream = "$JS.API", f"OBJ_{DATA_BUCKET}"
+    return (
+        f"$O.{DATA_BUCKET}.C.>",
+        f"$O.{DATA_BUCKET}.M.>",
+        f"{api}.STREAM.INFO.{stream}",
+        f"{api}.STREAM.MSG.GET.{stream}",
+        f"{api}.STREAM.PURGE.{stream}",
     )
 
 
 def agent_permissions(user: str, instruments: Iterable[str]) -> Permissions:
     ids = sorted(set(instruments))
     return Permissions(
-        publish=tuple(f"{REPORTS}.{eid}.>" for eid in ids),
+        publish=(*(f"{REPORTS}.{eid}.>" for eid in ids), *data_store_permissions()),
         subscribe=(*(f"{AGENTS}.{eid}.>" for eid in ids), f"{inbox_prefix(user)}.>"),
         allow_responses=True,
     )

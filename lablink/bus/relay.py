@@ -70,6 +70,7 @@ from lablink.eventstore.base import StoredRow, parse_instant
 from lablink.eventstore.sqlite import LogReader, SQLiteEventStore, connect
 from lablink.health import Health
 from lablink.projections.executions import equipment_of_job
+from lablink.projections.reading import VIEWS_NAME
 from lablink.supervision import Supervisor, Watch, describe
 
 __all__ = ["AckFailed", "NatsOptions", "Relay", "RelayStatus", "envelope", "row_envelope"]
@@ -324,8 +325,12 @@ class Relay:
         stuck_seconds: float = 30.0,
         initial_backoff: float = 0.2,
         max_backoff: float = 5.0,
+        views_path: Path | None = None,
     ) -> None:
         self.db_path = db_path
+        # The views (which instrument a job runs on): views.db beside the log by default.
+        self.views_path = views_path if views_path is not None else db_path.parent / VIEWS_NAME
+        self._views: sqlite3.Connection | None = None
         self.options = options
         self.name = name
         self.batch_size = batch_size
@@ -434,6 +439,8 @@ class Relay:
             self._dirty.set()  # the last position is written, then the writer returns
             await asyncio.wait([self._writer_task])
         await self._close_connection()
+        if self._views is not None and self._views is not self._conn:
+            self._views.close()
         self._conn.close()
         self._writer.close()
 
@@ -770,8 +777,14 @@ class Relay:
         if job_id is None:
             return None
         if job_id not in self._equipment:
-            self._equipment[job_id] = equipment_of_job(self._conn, job_id) or ""
+            self._equipment[job_id] = equipment_of_job(self._views_conn(), job_id) or ""
         return self._equipment[job_id] or None
+
+    def _views_conn(self) -> sqlite3.Connection:
+        if self._views is None:
+            # No views.db: a log of the layout before it, the views in its own file.
+            self._views = connect(self.views_path) if self.views_path.exists() else self._conn
+        return self._views
 
 
 def _first(group: BaseExceptionGroup[Any]) -> BaseException:

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from lablink.domain import triggers
-from lablink.domain.job import JobState, evolve
+from lablink.domain.job import JobState, evolve, next_fire_of
 from lablink.domain.schedule import Schedule
 from lablink.errors import ExecutionRefused, JobNotFound
 from lablink.events import (
@@ -265,6 +265,21 @@ def _plan_runs(schedule: Schedule, spec: JobSpec, first: datetime, now: datetime
     return _Plan(runs, missed, over_cap=within - len(runs))
 
 
+def _on_time(state: JobState, spec: JobSpec, first: datetime, now: datetime) -> _Plan | None:
+    """The plan of the common fire, the only one due and within misfire_grace_time (what
+    ``_plan_runs`` would say: one run, nothing missed or coalesced), or None when more is
+    due or it is late. The fire that follows is the state's next one once this fire is
+    recorded, so the completion check and the engine's plan find it already computed."""
+    assert state.anchor is not None
+    assert state.rescheduled_at is not None
+    if now - first > timedelta(seconds=spec.misfire_grace_time):
+        return None  # late: missed, whatever else is due
+    following = next_fire_of(spec, state.anchor, state.status, state.rescheduled_at, first)
+    if following is not None and following <= now:
+        return None
+    return _Plan([first])
+
+
 def _span(delta: timedelta) -> str:
     seconds = delta.total_seconds()
     if seconds < 10:
@@ -317,8 +332,9 @@ def decide_fire(state: JobState, now: datetime, new_id: NewId) -> Decision:
     streak = state.consecutive_missed
     first = state.next_fire_time()
     if first is not None and first <= now:
-        schedule = Schedule.from_spec(spec, state.anchor)
-        plan = _plan_runs(schedule, spec, first, now)
+        plan = _on_time(state, spec, first, now)
+        if plan is None:
+            plan = _plan_runs(Schedule.from_spec(spec, state.anchor), spec, first, now)
         missed = plan.missed
         if missed is not None:
             state = _apply(

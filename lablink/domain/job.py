@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from msgspec.structs import replace
@@ -21,6 +21,7 @@ from lablink.events import (
     ENDED_WITHOUT_RESULT,
     AnyEvent,
     ExecutionCoalesced,
+    ExecutionDataStored,
     ExecutionEnded,
     ExecutionFailed,
     ExecutionLateResult,
@@ -43,11 +44,15 @@ from lablink.events import (
 JobStatus = str  # "active" | "paused" | "completed" | "deleted"
 # How many executions ended without their result a job remembers (see JobState.unsettled).
 MAX_UNSETTLED = 32
+# How many captures still uploading a job remembers (see JobState.awaiting_data).
+MAX_AWAITING_DATA = 256
 
 
-class JobState(msgspec.Struct, frozen=True, kw_only=True):
+class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The job aggregate's state. A msgspec Struct: copying one field at a time (every
-    event does) and encoding it for the jobs view's snapshot are both cheap."""
+    event does) and encoding it for the jobs view's snapshot are both cheap. Not tracked by
+    the cycle collector (``gc=False``): a state refers only to immutable values and fresh
+    dicts of them, so it can never be part of a cycle, and the engine makes a few per fire."""
 
     job_id: str
     exists: bool = False
@@ -80,6 +85,10 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     # lost, timed out, cancelled, interrupted…): a result that still comes for one of them
     # is kept as a late result, once. Bounded: it travels in every snapshot.
     unsettled: tuple[str, ...] = ()
+    # Executions whose result says their capture is ``pending_upload``: the agent's word that
+    # the object store has it (ExecutionDataStored) is recorded once, for one of these.
+    # Bounded: it travels in every snapshot.
+    awaiting_data: tuple[str, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -88,9 +97,41 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     def next_fire_time(self) -> datetime | None:
         if self.spec is None or self.anchor is None or self.rescheduled_at is None:
             return None
-        return planned_next_fire(
+        return next_fire_of(
             self.spec, self.anchor, self.status, self.rescheduled_at, self.last_fire_time
         )
+
+
+# A fire asks for the job's next fire several times (the decision, its completion check, the
+# engine's plan, the finish's completion check) of states that differ only in fields the
+# answer does not depend on. The answer is a pure function of these inputs, so it is kept:
+# one computation per fire instead of five. Keyed by the spec's identity (a JobSpec holds
+# dicts, so it has no hash); the entry keeps the spec alive, so its id cannot be reused
+# while the entry stands. Bounded by clearing: a miss only costs the computation.
+_NextFireKey = tuple[int, datetime, str, datetime, datetime | None]
+_next_fires: dict[_NextFireKey, tuple[JobSpec, datetime | None]] = {}
+NEXT_FIRES_KEPT = 65_536
+
+
+def next_fire_of(
+    spec: JobSpec,
+    anchor: datetime,
+    status: str,
+    rescheduled_at: datetime,
+    last_fire_time: datetime | None,
+) -> datetime | None:
+    """``planned_next_fire``, remembered (see ``_next_fires``)."""
+    if status != "active":
+        return None
+    key = (id(spec), anchor, status, rescheduled_at, last_fire_time)
+    hit = _next_fires.get(key)
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    when = planned_next_fire(spec, anchor, status, rescheduled_at, last_fire_time)
+    if len(_next_fires) >= NEXT_FIRES_KEPT:
+        _next_fires.clear()
+    _next_fires[key] = (spec, when)
+    return when
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -135,8 +176,22 @@ JobCommand = CreateJob | UpdateJob | PauseJob | ResumeJob | DeleteJob | Complete
 # -- evolve -----------------------------------------------------------------------------------
 
 
+_V = TypeVar("_V")
+
+
 def _without(items: tuple[str, ...], item: str) -> tuple[str, ...]:
+    if item not in items:
+        return items  # the common case: nothing to rebuild
     return tuple(i for i in items if i != item)
+
+
+def _dropped(mapping: dict[str, _V], key: str) -> dict[str, _V]:
+    """``mapping`` without ``key``: a new dict (states share theirs), or the same one."""
+    if key not in mapping:
+        return mapping
+    smaller = dict(mapping)
+    del smaller[key]
+    return smaller
 
 
 def _ended(state: JobState, execution_id: str) -> JobState:
@@ -145,9 +200,9 @@ def _ended(state: JobState, execution_id: str) -> JobState:
         pending=_without(state.pending, execution_id),
         running=_without(state.running, execution_id),
         queued=_without(state.queued, execution_id),
-        manual=state.manual - {execution_id},
-        started={k: v for k, v in state.started.items() if k != execution_id},
-        requests={k: v for k, v in state.requests.items() if k != execution_id},
+        manual=state.manual - {execution_id} if execution_id in state.manual else state.manual,
+        started=_dropped(state.started, execution_id),
+        requests=_dropped(state.requests, execution_id),
     )
 
 
@@ -158,6 +213,16 @@ def _without_result(event: AnyEvent) -> bool:
     if isinstance(event, ExecutionFailed):
         return event.error.type in ENDED_WITHOUT_RESULT
     return True
+
+
+def _upload_pending(result: dict[str, Any]) -> bool:
+    data = result.get("data")
+    return isinstance(data, dict) and data.get("status") == "pending_upload"
+
+
+def _awaiting_data(state: JobState, execution_id: str) -> JobState:
+    awaiting = (*_without(state.awaiting_data, execution_id), execution_id)
+    return replace(state, awaiting_data=awaiting[-MAX_AWAITING_DATA:])
 
 
 def _note_fire(
@@ -210,14 +275,24 @@ def evolve(state: JobState, event: AnyEvent) -> JobState:
         case JobCompleted():
             return replace(state, status="completed")
         case ExecutionRequested():
-            state = _note_fire(state, event.execution_id, event.scheduled_time, event.trigger_info)
+            # One copy of the state per fire, not two (``_note_fire`` folded in).
+            execution_id, scheduled_time = event.execution_id, event.scheduled_time
+            requests = {**state.requests, execution_id: (scheduled_time, event.trigger_info)}
+            if event.trigger_info == "manual":
+                return replace(
+                    state,
+                    manual=state.manual | {execution_id},
+                    pending=(*state.pending, execution_id),
+                    requests=requests,
+                )
+            newest = state.last_fire_time
             return replace(
                 state,
-                pending=(*state.pending, event.execution_id),
-                requests={
-                    **state.requests,
-                    event.execution_id: (event.scheduled_time, event.trigger_info),
-                },
+                last_fire_time=scheduled_time
+                if newest is None or scheduled_time > newest
+                else newest,
+                pending=(*state.pending, execution_id),
+                requests=requests,
             )
         case ExecutionQueued():
             state = _note_fire(state, event.execution_id, event.scheduled_time, event.trigger_info)
@@ -247,11 +322,18 @@ def evolve(state: JobState, event: AnyEvent) -> JobState:
             if event.execution_id in state.running and _without_result(event):
                 unsettled = (*state.unsettled, event.execution_id)[-MAX_UNSETTLED:]
                 ended = replace(ended, unsettled=unsettled)
+            if isinstance(event, ExecutionSucceeded) and _upload_pending(event.result):
+                ended = _awaiting_data(ended, event.execution_id)
             return ended
         case ExecutionLateResult():
             if event.execution_id not in state.unsettled:
                 return state
-            return replace(state, unsettled=_without(state.unsettled, event.execution_id))
+            state = replace(state, unsettled=_without(state.unsettled, event.execution_id))
+            if _upload_pending(event.result):
+                state = _awaiting_data(state, event.execution_id)
+            return state
+        case ExecutionDataStored():
+            return replace(state, awaiting_data=_without(state.awaiting_data, event.execution_id))
         case ExecutionSkipped():
             if event.trigger_info == "manual":
                 return state

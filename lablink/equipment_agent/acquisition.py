@@ -5,9 +5,15 @@ for completion, one record per channel, append the rows, forget them. Any other 
 sampled point by point through its primary measurement. Either way at most
 ``max_samples_per_channel`` samples per channel are stored: a longer capture is decimated by
 asking the instrument for a rate ``decimation`` times lower (what a scope does when a long
-time window does not fit its memory), and the result says so. Only one record is ever held in
-memory, and the file is written as ``<id>.csv.partial`` and renamed when complete, so a
-``.csv`` in the acquisitions folder is always a whole capture.
+time window does not fit its memory), and the result says so; ``"decimate": false`` keeps the
+requested rate, however many samples that makes. Only one record is ever held in memory, and
+the file is written as ``<id>.csv.partial`` and renamed when complete, so a ``.csv`` in the
+acquisitions folder is always a whole capture.
+
+Before the instrument is armed the bytes the file will take are estimated (a bound per row)
+and the capture is refused (``CaptureRefused``) when they exceed the maximum size of one
+capture, or are not free in the folder beside the space the agent keeps free. The file's
+header block is its provenance (docs/data.md, "Provenance"): who, what, when and how.
 
 On the simulated bench records arrive at once: instrument time is not waited for in real time.
 """
@@ -15,31 +21,61 @@ On the simulated bench records arrive at once: instrument time is not waited for
 from __future__ import annotations
 
 import csv
+import io
+import json
 import math
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import structlog
 
+from lablink import __version__
 from lablink.instruments.checks import (
     FORMATS,
     MAX_DURATION_S,
     POINT_RATE_LIMITS,
     channels_of,
+    decimate_of,
 )
 from lablink.instruments.context import Job, RunContext
-from lablink.instruments.errors import CommunicationError, EquipmentError, InvalidParameter
+from lablink.instruments.errors import (
+    CaptureRefused,
+    CommunicationError,
+    EquipmentError,
+    InvalidParameter,
+)
 from lablink.instruments.instrument import Instrument
 from lablink.instruments.scpi import WaveformCapture, check_number
 
 log = structlog.get_logger(tag="equipment")
 
 DEFAULT_MAX_SAMPLES_PER_CHANNEL = 100_000
+# Left free in the agent's data folder after a capture (lab.toml agent.keep_free_bytes).
+DEFAULT_KEEP_FREE_BYTES = 256 * 1024**2
+# The largest file one capture may write (lab.toml agent.max_capture_bytes).
+DEFAULT_MAX_CAPTURE_BYTES = 8 * 1024**3
+# A bound on the bytes of one CSV row: the time (%.9g, at most 15 characters) and each
+# value (%.6g, at most 12), their commas and the newline. Header lines add _HEADER_BOUND.
+_TIME_BYTES = 16
+_VALUE_BYTES = 13
+_HEADER_BOUND = 8192
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
+_NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+# ``ended_at`` is known only when the capture ends: the header keeps room for it.
+_ENDED_AT = "ended_at"
+_INSTANT_WIDTH = len(datetime(2000, 1, 1, tzinfo=UTC).isoformat(timespec="microseconds"))
+
+
+@dataclass(frozen=True)
+class CaptureLimits:
+    keep_free_bytes: int = DEFAULT_KEEP_FREE_BYTES
+    max_capture_bytes: int = DEFAULT_MAX_CAPTURE_BYTES
 
 
 @dataclass(frozen=True)
@@ -67,9 +103,11 @@ def plan_capture(
     channels: Sequence[int],
     record_length: int,
     max_samples_per_channel: int,
+    *,
+    decimate: bool = True,
 ) -> CapturePlan:
     requested = max(1, round(duration * sample_rate))
-    decimation = max(1, math.ceil(requested / max_samples_per_channel))
+    decimation = max(1, math.ceil(requested / max_samples_per_channel)) if decimate else 1
     return CapturePlan(
         duration=duration,
         sample_rate=sample_rate,
@@ -81,9 +119,43 @@ def plan_capture(
     )
 
 
+def estimated_bytes(plan: CapturePlan) -> int:
+    """An upper bound on the size of the capture's file."""
+    return _HEADER_BOUND + plan.samples_stored * (_TIME_BYTES + _VALUE_BYTES * len(plan.channels))
+
+
+def check_space(equipment_id: str, need: int, folder: Path, limits: CaptureLimits) -> None:
+    """Refuse a capture whose file would exceed the maximum, or not leave the space the
+    agent keeps free in ``folder``."""
+    if need > limits.max_capture_bytes:
+        raise CaptureRefused(
+            equipment_id,
+            f"capture refused on {equipment_id}: it needs up to {need:,} bytes, more than the "
+            f"maximum size of one capture, {limits.max_capture_bytes:,} bytes "
+            "(agent.max_capture_bytes); shorten it, lower the rate or keep decimation on",
+            details={"need_bytes": need, "limit_bytes": limits.max_capture_bytes},
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if need + limits.keep_free_bytes > free:
+        raise CaptureRefused(
+            equipment_id,
+            f"capture refused on {equipment_id}: it needs up to {need:,} bytes and "
+            f"{limits.keep_free_bytes:,} must stay free (agent.keep_free_bytes), but only "
+            f"{free:,} bytes are free in {folder}",
+            details={
+                "need_bytes": need,
+                "free_bytes": free,
+                "keep_free_bytes": limits.keep_free_bytes,
+                "folder": str(folder),
+            },
+        )
+
+
 class CsvSink:
     """Rows of ``time_s, <column>...`` after ``# key: value`` header lines, with running
-    min/max/mean per column so nothing but the current record is kept."""
+    min/max/mean per column so nothing but the current record is kept. An ``ended_at``
+    header line is written blank and filled in when the capture completes."""
 
     def __init__(
         self, path: Path, header: Sequence[tuple[str, Any]], columns: Sequence[str]
@@ -96,12 +168,19 @@ class CsvSink:
         self._max = [-math.inf] * len(columns)
         self._sum = [0.0] * len(columns)
         self.rows = 0
+        self.ended_at: datetime | None = None
+        self._ended_offset: int | None = None
 
     def __enter__(self) -> CsvSink:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.partial.open("w", newline="", encoding="utf-8")
+        self._raw = self.partial.open("wb")
         for key, value in self._header:
-            self._file.write(f"# {key}: {value}\n")
+            line = f"# {key}: "
+            if key == _ENDED_AT:
+                self._ended_offset = self._raw.tell() + len(line.encode())
+                value = " " * _INSTANT_WIDTH
+            self._raw.write(f"{line}{value}\n".encode())
+        self._file = io.TextIOWrapper(self._raw, encoding="utf-8", newline="")
         self._writer = csv.writer(self._file)
         self._writer.writerow(("time_s", *self.columns))
         return self
@@ -123,6 +202,11 @@ class CsvSink:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._file.flush()
+        self.ended_at = datetime.now(UTC)
+        if self._ended_offset is not None and exc_type is None:
+            self._raw.seek(self._ended_offset)
+            self._raw.write(self.ended_at.isoformat(timespec="microseconds").encode())
         self._file.close()
         if exc_type is None:
             self.partial.replace(self.path)
@@ -146,10 +230,15 @@ def acquire(
     data_dir: Path,
     max_samples_per_channel: int = DEFAULT_MAX_SAMPLES_PER_CHANNEL,
     profile: Mapping[str, Any] | None = None,
+    limits: CaptureLimits | None = None,
+    agent_id: str = "",
+    resource: str = "",
 ) -> dict[str, Any]:
     params = job.parameters
     eid = inst.equipment_id
-    inst.expect_only("acquisition", params, "duration", "sample_rate", "channels", "format")
+    inst.expect_only(
+        "acquisition", params, "duration", "sample_rate", "channels", "format", "decimate"
+    )
     fmt = params.get("format", "csv")
     if fmt not in FORMATS:
         raise InvalidParameter(
@@ -162,26 +251,59 @@ def acquire(
     duration = check_number(eid, params, "duration", 0.0, MAX_DURATION_S, context="acquisition")
     if duration <= 0:
         raise InvalidParameter(eid, "duration", duration, "must be positive", context="acquisition")
+    decimate = decimate_of(eid, params)
     cap = inst.model.capture
     channels = channels_of(inst.equipment_id, params, cap.channels if cap else (1,))
     identity = inst.identity()
+    provenance: dict[str, Any] = {
+        "execution_id": job.execution_id,
+        "job_id": job.job_id,
+        "job_name": job.job_name,
+        "scheduled_time": job.scheduled_time.isoformat() if job.scheduled_time else "none",
+        "started_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "equipment_id": eid,
+        "instrument": identity.raw,
+        "agent_id": agent_id or "none",
+        "resource": resource or "none",
+        "profile": _describe_profile(profile),
+        "profile_settings": _profile_settings(profile),
+        "lablink_version": __version__,
+    }
     header: list[tuple[str, Any]] = [
         ("lablink acquisition", job.execution_id),
-        ("job_id", job.job_id),
-        ("job_name", job.job_name),
-        ("scheduled_time", job.scheduled_time.isoformat() if job.scheduled_time else "none"),
-        ("equipment_id", eid),
-        ("instrument", identity.raw),
-        ("profile", _describe_profile(profile)),
+        *(
+            (key, json.dumps(value) if key == "profile_settings" else value)
+            for key, value in provenance.items()
+        ),
+        (_ENDED_AT, ""),
     ]
     path = data_dir / "acquisitions" / f"{job.execution_id}.csv"
+    capture = _Capture(
+        ctx, path, header, max_samples_per_channel, decimate, limits or CaptureLimits()
+    )
     if cap is not None:
-        result = _capture_records(
-            inst, cap, params, duration, channels, ctx, path, header, max_samples_per_channel
-        )
+        result = _capture_records(inst, cap, params, duration, channels, capture)
     else:
-        result = _capture_points(inst, params, duration, ctx, path, header, max_samples_per_channel)
+        result = _capture_points(inst, params, duration, capture)
+    provenance["ended_at"] = result.pop("ended_at")
+    result["data"]["provenance"] = provenance
+    result["data"]["file_name"] = _file_name(job)
     return {"equipment_id": eid, "instrument": identity.as_dict(), "format": fmt, **result}
+
+
+@dataclass(frozen=True)
+class _Capture:
+    """Where and how one capture is written."""
+
+    ctx: RunContext
+    path: Path
+    header: list[tuple[str, Any]]
+    max_samples: int
+    decimate: bool
+    limits: CaptureLimits
+
+    def check_space(self, equipment_id: str, plan: CapturePlan) -> None:
+        check_space(equipment_id, estimated_bytes(plan), self.path.parent, self.limits)
 
 
 def _capture_records(
@@ -190,11 +312,9 @@ def _capture_records(
     params: Mapping[str, Any],
     duration: float,
     channels: tuple[int, ...],
-    ctx: RunContext,
-    path: Path,
-    header: list[tuple[str, Any]],
-    max_samples: int,
+    capture: _Capture,
 ) -> dict[str, Any]:
+    ctx, path, header, max_samples = capture.ctx, capture.path, capture.header, capture.max_samples
     rate_setting = inst.model.setting(cap.sample_rate)
     assert rate_setting is not None
     previous_rate = float(inst.read(cap.sample_rate))
@@ -205,7 +325,9 @@ def _capture_records(
         )
     )
     record_length = int(inst.read(cap.record_length))
-    plan = plan_capture(duration, rate, channels, record_length, max_samples)
+    plan = plan_capture(
+        duration, rate, channels, record_length, max_samples, decimate=capture.decimate
+    )
     if rate_setting.minimum is not None and plan.stored_rate < rate_setting.minimum:
         raise InvalidParameter(
             inst.equipment_id,
@@ -215,6 +337,7 @@ def _capture_records(
             f"{rate_setting.minimum:g} Sa/s (at most {max_samples} samples per channel are stored)",
             context="acquisition",
         )
+    capture.check_space(inst.equipment_id, plan)
     y_inc = float(inst.read(cap.y_increment))
     y_orig = float(inst.read(cap.y_origin))
     actual_rate = float(inst.apply(cap.sample_rate, plan.stored_rate, parameter="sample_rate"))
@@ -243,6 +366,7 @@ def _capture_records(
         actual_rate,
         records=plan.records * len(channels),
         records_at_requested_rate=math.ceil(plan.samples_requested / record_length) * len(channels),
+        unit=cap.unit,
     )
 
 
@@ -250,18 +374,17 @@ def _capture_points(
     inst: Instrument,
     params: Mapping[str, Any],
     duration: float,
-    ctx: RunContext,
-    path: Path,
-    header: list[tuple[str, Any]],
-    max_samples: int,
+    capture: _Capture,
 ) -> dict[str, Any]:
+    ctx, path, header = capture.ctx, capture.path, capture.header
     low, high = POINT_RATE_LIMITS
     rate = check_number(
         inst.equipment_id, params, "sample_rate", low, high, context="acquisition", default=1.0
     )
-    plan = plan_capture(duration, rate, (1,), 1, max_samples)
+    plan = plan_capture(duration, rate, (1,), 1, capture.max_samples, decimate=capture.decimate)
     primary = inst.model.measurement(inst.model.primary)
     assert primary is not None
+    capture.check_space(inst.equipment_id, plan)
     with CsvSink(
         path, [*header, *_plan_header(plan, plan.stored_rate)], [f"{primary.name}_{primary.unit}"]
     ) as sink:
@@ -277,6 +400,7 @@ def _capture_points(
         plan.stored_rate,
         records=plan.samples_stored,
         records_at_requested_rate=plan.samples_requested,
+        unit=primary.unit,
     )
 
 
@@ -310,6 +434,19 @@ def _describe_profile(profile: Mapping[str, Any] | None) -> str:
     return f"{profile['id']} (not applied: {profile.get('reason', 'unknown')})"
 
 
+def _profile_settings(profile: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The profile's settings as the instrument read them back (empty when none applied)."""
+    if not profile or not profile.get("applied"):
+        return {}
+    return dict(profile.get("settings", {}))
+
+
+def _file_name(job: Job) -> str:
+    """What a download is called: the job's name, then the execution id."""
+    stem = _NOT_IN_NAME.sub("_", job.job_name).strip("_.")[:64]
+    return f"{stem}_{job.execution_id}.csv" if stem else f"{job.execution_id}.csv"
+
+
 def _plan_header(plan: CapturePlan, actual_rate: float) -> list[tuple[str, Any]]:
     return [
         ("channels", ",".join(str(c) for c in plan.channels)),
@@ -330,7 +467,12 @@ def _summary(
     *,
     records: int,
     records_at_requested_rate: int,
+    unit: str,
 ) -> dict[str, Any]:
+    assert sink.ended_at is not None
+    columns = [{"name": "time_s", "unit": "s"}] + [
+        {"name": name, "unit": unit} for name in sink.columns
+    ]
     return {
         "file": str(path),
         "file_bytes": path.stat().st_size,
@@ -347,4 +489,13 @@ def _summary(
         "records": records,
         "records_at_requested_rate": records_at_requested_rate,
         "statistics": sink.statistics(),
+        "ended_at": sink.ended_at.isoformat(timespec="microseconds"),
+        # Completed by the agent (bucket, object, sha256, status) once it knows where the
+        # file goes: see equipment_agent/upload.py.
+        "data": {
+            "size": path.stat().st_size,
+            "rows": sink.rows,
+            "columns": columns,
+            "sample_rate": actual_rate,
+        },
     }

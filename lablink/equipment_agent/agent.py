@@ -10,6 +10,13 @@ has acknowledged it, so neither a scheduler restart nor a NATS outage loses it.
 A run command received later than its job's misfire grace time after it was due (a backlog
 after an outage, an agent that was frozen) is refused before anything touches the
 instrument: the execution fails ``stale_command``, stating how late it came.
+
+A capture (an acquisition's file, in the agent's own data folder) goes to the object store
+bucket ``LABLINK_DATA`` before the result is sent, which then says ``stored``; the local file
+is deleted once the store confirmed it. When the store cannot take it (NATS away, the bucket
+not made yet), or the file is larger than ``INLINE_UPLOAD_BYTES``, the result says
+``pending_upload`` and the upload is made (and retried) from the ledger until it succeeds,
+then reported (``Report.stored``). See ``upload`` and docs/data.md.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -34,8 +42,18 @@ from lablink.clock import Clock, SystemClock
 from lablink.equipment_agent.bench import Bench, PortWrapper
 from lablink.equipment_agent.config import AgentConfig
 from lablink.equipment_agent.inprocess import InProcessExecutor
-from lablink.equipment_agent.ledger import Ledger
+from lablink.equipment_agent.ledger import Ledger, PendingUpload
+from lablink.equipment_agent.upload import (
+    Uploaded,
+    file_sha256,
+    new_nuid,
+    object_name,
+    provenance_headers,
+    put_file,
+)
+from lablink.errors import CaptureUploadError
 from lablink.events import ExecutionError
+from lablink.events.data import DATA_BUCKET
 from lablink.instruments.execution import ExecutionRequest, Outcome
 from lablink.instruments.protocol import (
     ABANDONED,
@@ -48,6 +66,7 @@ from lablink.instruments.protocol import (
     StatusRequest,
     StopReply,
     StopRequest,
+    StoredData,
     encoder,
     presence_subject,
     report_subject,
@@ -61,6 +80,12 @@ log = structlog.get_logger(tag="agent")
 
 # Retrying a result publish while NATS is away: from quick to once a few seconds.
 _RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+# Retrying pending uploads: the loop wakes at once for a new one, else after these.
+_UPLOAD_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
+# A capture up to this size is uploaded before its result is sent (which then says
+# ``stored``); a larger one would hold the execution open for its whole upload (and past its
+# timeout), so its result goes at once, ``pending_upload``, and the upload follows.
+INLINE_UPLOAD_BYTES = 64 * 1024**2
 
 
 @dataclass
@@ -85,6 +110,11 @@ class Agent:
     _running: dict[str, _Execution] = field(default_factory=dict)
     _heartbeat: asyncio.Task[None] | None = None
     _republisher: asyncio.Task[None] | None = None
+    _uploader: asyncio.Task[None] | None = None
+    _upload_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Captures being put right now (by a run, or by the retry loop): one attempt at a time.
+    _uploading: set[str] = field(default_factory=set)
+    inline_upload_bytes: int = INLINE_UPLOAD_BYTES
     _closing: bool = False
     # The agent's own clock: a command's lateness is measured on it.
     clock: Clock = field(default_factory=SystemClock)
@@ -99,7 +129,11 @@ class Agent:
         if self.bench is None:
             self.bench = await asyncio.to_thread(self.config.open_bench, wrap=self.wrap)
         self._executor = InProcessExecutor(
-            self.bench, self.config.data_dir, realtime=self.config.realtime
+            self.bench,
+            self.config.data_dir,
+            realtime=self.config.realtime,
+            limits=self.config.limits,
+            agent_id=self.agent_id,
         )
         self._ledger = Ledger(self.config.data_dir / "agents" / f"{self.agent_id}.db")
         self._nc = await connect_nats(self.options, name=f"lablink-agent-{self.agent_id}")
@@ -118,6 +152,9 @@ class Agent:
         self._republisher = asyncio.create_task(
             self._republish(), name=f"agent {self.agent_id} republish"
         )
+        self._uploader = asyncio.create_task(
+            self._retry_uploads(), name=f"agent {self.agent_id} uploads"
+        )
         log.info(
             "agent started",
             agent_id=self.agent_id,
@@ -128,7 +165,7 @@ class Agent:
     async def aclose(self) -> None:
         """Say goodbye, stop what runs (safe state), close the instruments."""
         self._closing = True
-        for task in (self._heartbeat, self._republisher, *self._refusals):
+        for task in (self._heartbeat, self._republisher, self._uploader, *self._refusals):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -279,9 +316,175 @@ class Agent:
         except Exception as exc:  # never a trace in the record: a typed failure
             log.exception("operation raised", execution_id=execution_id)
             result = Outcome.failed("internal_error", f"{type(exc).__name__}: {exc}")
-        await asyncio.to_thread(self._ledger.finish, execution_id, result)
+        if _captured(result):
+            try:
+                result = await self._finish_capture(request, result)
+            except Exception:  # the file vanished under us: the result still goes
+                log.exception("capture not prepared for upload", execution_id=execution_id)
+                await asyncio.to_thread(self._ledger.finish, execution_id, result)
+        else:
+            await asyncio.to_thread(self._ledger.finish, execution_id, result)
         self._running.pop(execution_id, None)
         await self._publish(request, outcome=result, required=True)
+
+    # -- captures -------------------------------------------------------------------------------
+
+    async def _finish_capture(self, request: ExecutionRequest, outcome: Outcome) -> Outcome:
+        """Record the outcome with its upload pending (durably, together), try the upload
+        once, and return the outcome to report: ``stored`` when the store took it."""
+        assert self._ledger is not None
+        execution_id = request.execution_id
+        path = Path(outcome.result["file"])
+        data = dict(outcome.result["data"])
+        sha256 = await asyncio.to_thread(file_sha256, path)
+        size = (await asyncio.to_thread(path.stat)).st_size
+        name = object_name(execution_id)
+        data.update(
+            bucket=DATA_BUCKET,
+            object=name,
+            size=size,
+            sha256=sha256,
+            status="pending_upload",
+        )
+        pending = Outcome(status="completed", result={**outcome.result, "data": data})
+        upload = PendingUpload(
+            execution_id=execution_id,
+            job_id=request.job_id,
+            equipment_id=request.spec.equipment_id,
+            path=str(path),
+            object=name,
+            size=data["size"],
+            sha256=sha256,
+            headers=provenance_headers(data.get("provenance", {})),
+            description=f"{request.job_name}: acquisition {execution_id}",
+        )
+        await asyncio.to_thread(self._ledger.finish_with_upload, execution_id, pending, upload)
+        if size > self.inline_upload_bytes or await self._upload(upload) is None:
+            self._upload_wake.set()
+            return pending
+        stored = Outcome(
+            status="completed",
+            result={**outcome.result, "data": {**data, "status": "stored"}},
+        )
+        await asyncio.to_thread(self._ledger.finish_stored, execution_id, stored)
+        return stored
+
+    async def _upload(self, upload: PendingUpload) -> Uploaded | None:
+        """One attempt; the local file goes once the store confirmed. None when it failed
+        (logged; the ledger keeps the row for the next attempt)."""
+        assert self._ledger is not None
+        execution_id = upload.execution_id
+        if execution_id in self._uploading:
+            return None
+        self._uploading.add(execution_id)
+        ledger = self._ledger
+        nuid = new_nuid()
+
+        async def record_attempt() -> None:
+            await asyncio.to_thread(ledger.upload_attempt, execution_id, nuid)
+
+        try:
+            if self._js is None or self._nc is None or not self._nc.is_connected:
+                log.warning("capture upload waits for NATS", execution_id=execution_id)
+                return None
+            previous = await asyncio.to_thread(ledger.upload_nuid, execution_id)
+            uploaded = await put_file(
+                self._js,
+                Path(upload.path),
+                execution_id=execution_id,
+                name=upload.object,
+                nuid=nuid,
+                sha256=upload.sha256,
+                headers=upload.headers,
+                description=upload.description,
+                stale_nuid=previous,
+                on_start=record_attempt,
+            )
+        except CaptureUploadError as exc:
+            # Retrying cannot bring the bytes back: the row goes, the loss is logged.
+            log.error("capture cannot be uploaded", execution_id=execution_id, error=exc.reason)
+            await asyncio.to_thread(ledger.upload_done, execution_id)
+            return None
+        except Exception as exc:
+            log.warning(
+                "capture upload failed; it will be retried",
+                execution_id=execution_id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return None
+        finally:
+            self._uploading.discard(execution_id)
+        await asyncio.to_thread(self._ledger.upload_stored, execution_id, uploaded.stored_at)
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(Path(upload.path).unlink)
+        log.info(
+            "capture uploaded",
+            execution_id=execution_id,
+            object=uploaded.object,
+            size=uploaded.size,
+            chunks=uploaded.chunks,
+        )
+        return uploaded
+
+    async def _retry_uploads(self) -> None:
+        """Uploads the ledger still holds (NATS was away, the agent died during one): put
+        them, then report each once its execution's result has been acknowledged."""
+        assert self._ledger is not None
+        failures = 0
+        while True:
+            # Cleared before the pass: a wake-up during it (a result acknowledged) counts.
+            self._upload_wake.clear()
+            try:
+                waiting = await self._upload_pass()
+            except Exception:  # the loop must outlive any one row's trouble
+                log.exception("pending uploads pass failed")
+                waiting = True
+            failures = failures + 1 if waiting else 0
+            delay = _UPLOAD_RETRY_DELAYS[min(max(failures - 1, 0), len(_UPLOAD_RETRY_DELAYS) - 1)]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._upload_wake.wait(), timeout=delay)
+
+    async def _upload_pass(self) -> bool:
+        """One pass over the ledger's uploads; True when some still wait."""
+        assert self._ledger is not None
+        waiting = False
+        for upload in await asyncio.to_thread(self._ledger.pending_uploads):
+            if upload.execution_id in self._running:
+                continue  # its run is still finishing: it tries first
+            if upload.stored_at is None:
+                uploaded = await self._upload(upload)
+                if uploaded is None:
+                    waiting = True
+                    continue
+                stored_at = uploaded.stored_at
+            else:
+                stored_at = datetime.fromisoformat(upload.stored_at)
+            if not upload.published:
+                waiting = True  # the result goes first (the republisher has it)
+                continue
+            if await self._report_stored(upload, stored_at):
+                await asyncio.to_thread(self._ledger.upload_done, upload.execution_id)
+            else:
+                waiting = True
+        return waiting
+
+    async def _report_stored(self, upload: PendingUpload, stored_at: datetime) -> bool:
+        assert self._ledger is not None
+        report = Report(
+            execution_id=upload.execution_id,
+            job_id=upload.job_id,
+            equipment_id=upload.equipment_id,
+            agent_id=self.agent_id,
+            seq=await asyncio.to_thread(self._ledger.next_seq, upload.execution_id),
+            at=datetime.now(UTC),
+            stored=StoredData(
+                object=upload.object,
+                size=upload.size,
+                sha256=upload.sha256,
+                stored_at=stored_at,
+            ),
+        )
+        return await self._publish_report(report, required=True)
 
     async def _stop(self, execution_id: str, reason: str) -> StopReply:
         assert self._executor is not None
@@ -357,10 +560,10 @@ class Agent:
         )
         await self._publish_report(report, required=required)
 
-    async def _publish_report(self, report: Report, *, required: bool) -> None:
+    async def _publish_report(self, report: Report, *, required: bool) -> bool:
         """Publish to the durable stream. Progress is advisory and tried once; a result is
         retried until JetStream acknowledges it (or the agent closes: the ledger keeps it
-        for the next start)."""
+        for the next start). True once acknowledged."""
         assert self._js is not None
         assert self._ledger is not None
         subject = report_subject(report.equipment_id, report.execution_id, report.seq)
@@ -375,10 +578,10 @@ class Agent:
                     log.warning(
                         "progress report dropped", execution_id=report.execution_id, error=str(exc)
                     )
-                    return
+                    return False
                 if self._closing:
                     log.warning("result kept for the next start", execution_id=report.execution_id)
-                    return
+                    return False
                 delay = _RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)]
                 attempt += 1
                 log.warning(
@@ -391,7 +594,8 @@ class Agent:
                 continue
             if report.outcome is not None:
                 await asyncio.to_thread(self._ledger.published, report.execution_id)
-            return
+                self._upload_wake.set()  # a pending upload's report may go now
+            return True
 
     # -- presence -------------------------------------------------------------------------------
 
@@ -432,6 +636,15 @@ class Agent:
                 heartbeat_seconds=self.config.heartbeat_seconds,
             )
             await self._nc.publish(presence_subject(eid), encoder.encode(presence))
+
+
+def _captured(outcome: Outcome) -> bool:
+    """A completed acquisition with a file on this agent's disk."""
+    return (
+        outcome.status == "completed"
+        and isinstance(outcome.result.get("data"), dict)
+        and isinstance(outcome.result.get("file"), str)
+    )
 
 
 def _staleness(command: RunCommand, now: datetime) -> ExecutionError | None:

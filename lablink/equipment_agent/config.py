@@ -7,6 +7,8 @@
     heartbeat_seconds = 1.0
     data_dir = "data"               # acquisitions and the agent's ledger go here
     # realtime = true               # default: false only when every instrument is simulated
+    keep_free_bytes = 268435456     # a capture that would leave less free is refused
+    max_capture_bytes = 8589934592  # the largest file one capture may write (docs/data.md)
 
     [nats]                          # default: LABLINK_NATS_URL, else the embedded server's URL
     url = "nats://127.0.0.1:4222"   # user, password, credentials, tls_ca, tls_cert, tls_key
@@ -38,6 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lablink.equipment_agent.acquisition import (
+    DEFAULT_KEEP_FREE_BYTES,
+    DEFAULT_MAX_CAPTURE_BYTES,
+    CaptureLimits,
+)
 from lablink.equipment_agent.bench import (
     BENCH_YAML,
     DEFAULT_TIMEOUT_MS,
@@ -105,6 +112,7 @@ class AgentConfig:
     nats: NatsConfig = field(default_factory=NatsConfig)
     # Where relative backend paths are resolved: the config file's folder.
     base: Path = Path(".")
+    limits: CaptureLimits = field(default_factory=CaptureLimits)
 
     def open_bench(self, *, wrap: PortWrapper | None = None) -> Bench:
         """One VISA session per instrument, grouped by backend (one resource manager each)."""
@@ -152,7 +160,12 @@ def parse_config(
 ) -> AgentConfig:
     _only(raw, where, "", {"agent", "nats", "instruments"})
     agent = _table(raw, where, "agent")
-    _only(agent, where, "agent.", {"id", "heartbeat_seconds", "data_dir", "realtime"})
+    _only(
+        agent,
+        where,
+        "agent.",
+        {"id", "heartbeat_seconds", "data_dir", "realtime", "keep_free_bytes", "max_capture_bytes"},
+    )
     agent_id = _text(agent, where, "agent.id", default=_host_id())
     if not _ID.match(agent_id):
         raise ConfigError(where, "agent.id", agent_id, "use 1-64 letters, digits, '_' or '-'")
@@ -169,6 +182,10 @@ def parse_config(
             "must be a number of seconds from 0.05 to 60",
         )
     data_dir = Path(_text(agent, where, "agent.data_dir", default="data"))
+    limits = CaptureLimits(
+        keep_free_bytes=_bytes(agent, where, "keep_free_bytes", DEFAULT_KEEP_FREE_BYTES, 0),
+        max_capture_bytes=_bytes(agent, where, "max_capture_bytes", DEFAULT_MAX_CAPTURE_BYTES, 1),
+    )
     nats = _table(raw, where, "nats")
     keys = {"url", "user", "password", "credentials", "tls_ca", "tls_cert", "tls_key"}
     _only(nats, where, "nats.", keys)
@@ -199,7 +216,15 @@ def parse_config(
         realtime=realtime,
         nats=nats_config,
         base=base,
+        limits=limits,
     )
+
+
+def _bytes(agent: Mapping[str, Any], where: str, key: str, default: int, low: int) -> int:
+    value = agent.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(where, f"agent.{key}", value, f"must be a whole number of bytes >= {low}")
+    return value
 
 
 def _instrument(item: Any, where: str, prefix: str, seen: set[str]) -> InstrumentConfig:

@@ -13,6 +13,7 @@ Over the simulated bench (the default) instrument time is simulated: a 600 s cap
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from lablink.equipment_agent.acquisition import DEFAULT_MAX_SAMPLES_PER_CHANNEL
+from lablink.equipment_agent.acquisition import DEFAULT_MAX_SAMPLES_PER_CHANNEL, CaptureLimits
 from lablink.equipment_agent.bench import (
     BENCH_YAML,
     Bench,
@@ -64,12 +65,17 @@ class InProcessExecutor:
         max_samples_per_channel: int = DEFAULT_MAX_SAMPLES_PER_CHANNEL,
         realtime: bool = False,
         profiles: ProfileLookup | None = None,
+        limits: CaptureLimits | None = None,
+        agent_id: str = "",
     ) -> None:
         if max_samples_per_channel < 1:
             raise ValueError("max_samples_per_channel must be at least 1")
         self.bench = bench
         self.options = OperationOptions(
-            data_dir=Path(data_dir), max_samples_per_channel=max_samples_per_channel
+            data_dir=Path(data_dir),
+            max_samples_per_channel=max_samples_per_channel,
+            limits=limits or CaptureLimits(),
+            agent_id=agent_id,
         )
         self.realtime = realtime
         self.profiles = profiles
@@ -100,7 +106,11 @@ class InProcessExecutor:
             settings = self._profile(request)
         except EquipmentError as exc:
             return _failed(exc)
-        return await self.run(request, progress, settings)
+        outcome = await self.run(request, progress, settings)
+        # Without an agent there is no bus and no object store: the capture stays in the
+        # data folder, named by the result's ``file`` (docs/data.md, "Where captures go").
+        outcome.result.pop("data", None)
+        return outcome
 
     async def recover(
         self, request: ExecutionRequest, progress: ProgressReport
@@ -123,7 +133,8 @@ class InProcessExecutor:
         job = self._job(request, profile_settings)
         ctx = RunContext(equipment_id=session.equipment_id, realtime=self.realtime)
         self._running[execution_id] = _Running(session, ctx)
-        operation = partial(_operate, job=job, ctx=ctx, options=self.options)
+        options = dataclasses.replace(self.options, resource=session.resource_name)
+        operation = partial(_operate, job=job, ctx=ctx, options=options)
         try:
             result = await self._on_worker(session, ctx, progress, operation)
         except asyncio.CancelledError:

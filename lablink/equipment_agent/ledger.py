@@ -5,12 +5,21 @@ re-sends after a restart. The ledger makes the second one a no-op, so an instrum
 driven twice for one execution, even across an agent restart. It also keeps each outcome
 until JetStream has acknowledged its report, so a result produced while NATS was away is
 published when it comes back.
+
+Captures waiting for the object store are rows of ``uploads``, written in the same
+transaction as their execution's outcome: an agent killed during an upload finds the row at
+its next start and uploads again under the same object name (the ``nuid`` of the attempt
+under way is recorded before its first chunk, so that attempt's chunks are purged). A row
+leaves when the store has the file and, for a result that said ``pending_upload``, the
+agent's report of it was acknowledged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +37,20 @@ CREATE TABLE IF NOT EXISTS executions (
     outcome TEXT,
     published INTEGER NOT NULL DEFAULT 0,
     next_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    execution_id TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    equipment_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    object TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    description TEXT NOT NULL,
+    nuid TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    stored_at TEXT
 )
 """
 
@@ -46,13 +69,38 @@ class Unpublished(msgspec.Struct, frozen=True):
     seq: int
 
 
+class PendingUpload(msgspec.Struct, frozen=True, kw_only=True):
+    execution_id: str
+    job_id: str
+    equipment_id: str
+    path: str
+    object: str
+    size: int
+    sha256: str
+    headers: dict[str, list[str]]
+    description: str
+    # The chunks of the attempt under way (or of one that died), and how many were made.
+    nuid: str | None = None
+    attempts: int = 0
+    # When the store confirmed it (ISO 8601); None while it still has to go.
+    stored_at: str | None = None
+    # Whether the execution's result was acknowledged by JetStream.
+    published: bool = False
+
+
+_UPLOAD_COLUMNS = (
+    "u.execution_id, u.job_id, u.equipment_id, u.path, u.object, u.size, u.sha256,"
+    " u.headers, u.description, u.nuid, u.attempts, u.stored_at, e.published"
+)
+
+
 class Ledger:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute(_SCHEMA)
+        self._conn.executescript(_SCHEMA)
         self._lock = threading.Lock()
 
     def accept(self, execution_id: str, job_id: str, equipment_id: str) -> bool:
@@ -98,14 +146,108 @@ class Ledger:
 
     def finish(self, execution_id: str, outcome: Outcome) -> None:
         with self._lock:
+            self._finish(execution_id, outcome)
+
+    def _finish(self, execution_id: str, outcome: Outcome) -> None:
+        self._conn.execute(
+            "UPDATE executions SET finished_at = ?, outcome = ? WHERE execution_id = ?",
+            (
+                datetime.now(UTC).isoformat(),
+                msgspec.json.encode(outcome).decode(),
+                execution_id,
+            ),
+        )
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def finish_with_upload(
+        self, execution_id: str, outcome: Outcome, upload: PendingUpload
+    ) -> None:
+        """The outcome of a capture and its pending upload, together (one transaction)."""
+        with self._lock, self._transaction():
+            self._finish(execution_id, outcome)
             self._conn.execute(
-                "UPDATE executions SET finished_at = ?, outcome = ? WHERE execution_id = ?",
+                "INSERT OR REPLACE INTO uploads (execution_id, job_id, equipment_id, path,"
+                " object, size, sha256, headers, description) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    datetime.now(UTC).isoformat(),
-                    msgspec.json.encode(outcome).decode(),
                     execution_id,
+                    upload.job_id,
+                    upload.equipment_id,
+                    upload.path,
+                    upload.object,
+                    upload.size,
+                    upload.sha256,
+                    msgspec.json.encode(upload.headers).decode(),
+                    upload.description,
                 ),
             )
+
+    def finish_stored(self, execution_id: str, outcome: Outcome) -> None:
+        """The upload completed before the result went out: the outcome says ``stored`` and
+        no later report is needed (one transaction)."""
+        with self._lock, self._transaction():
+            self._finish(execution_id, outcome)
+            self._conn.execute("DELETE FROM uploads WHERE execution_id = ?", (execution_id,))
+
+    def upload_nuid(self, execution_id: str) -> str | None:
+        """The chunks' nuid of the last attempt (None before the first)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT nuid FROM uploads WHERE execution_id = ?", (execution_id,)
+            ).fetchone()
+        return row[0] if row else None
+
+    def upload_attempt(self, execution_id: str, nuid: str) -> None:
+        """Record the chunks' nuid of a new attempt, before its first chunk."""
+        with self._lock:
+            self._conn.execute(
+                "UPDATE uploads SET nuid = ?, attempts = attempts + 1 WHERE execution_id = ?",
+                (nuid, execution_id),
+            )
+
+    def upload_stored(self, execution_id: str, stored_at: datetime) -> None:
+        with self._lock:
+            self._conn.execute(
+                "UPDATE uploads SET stored_at = ? WHERE execution_id = ?",
+                (stored_at.isoformat(), execution_id),
+            )
+
+    def upload_done(self, execution_id: str) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM uploads WHERE execution_id = ?", (execution_id,))
+
+    def pending_uploads(self) -> list[PendingUpload]:
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_UPLOAD_COLUMNS} FROM uploads u"
+                " JOIN executions e USING (execution_id) ORDER BY e.finished_at"
+            ).fetchall()
+        return [
+            PendingUpload(
+                execution_id=r[0],
+                job_id=r[1],
+                equipment_id=r[2],
+                path=r[3],
+                object=r[4],
+                size=r[5],
+                sha256=r[6],
+                headers=msgspec.json.decode(r[7], type=dict[str, list[str]]),
+                description=r[8],
+                nuid=r[9],
+                attempts=r[10],
+                stored_at=r[11],
+                published=bool(r[12]),
+            )
+            for r in rows
+        ]
 
     def published(self, execution_id: str) -> None:
         with self._lock:

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lablink.equipment_agent.acquisition import DEFAULT_MAX_SAMPLES_PER_CHANNEL, acquire
+from lablink.equipment_agent.acquisition import (
+    DEFAULT_MAX_SAMPLES_PER_CHANNEL,
+    CaptureLimits,
+    acquire,
+)
 from lablink.instruments.checks import check_job
 from lablink.instruments.context import Job, RunContext
 from lablink.instruments.errors import (
@@ -32,6 +36,10 @@ from lablink.instruments.scpi import Setting
 class OperationOptions:
     data_dir: Path
     max_samples_per_channel: int = DEFAULT_MAX_SAMPLES_PER_CHANNEL
+    limits: CaptureLimits = field(default_factory=CaptureLimits)
+    # Provenance of captures: the agent running them and the instrument's VISA resource.
+    agent_id: str = ""
+    resource: str = ""
 
 
 Operation = Callable[
@@ -300,6 +308,9 @@ def acquisition(
         data_dir=options.data_dir,
         max_samples_per_channel=options.max_samples_per_channel,
         profile=profile,
+        limits=options.limits,
+        agent_id=options.agent_id,
+        resource=options.resource,
     )
 
 

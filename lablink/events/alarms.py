@@ -10,7 +10,11 @@ import msgspec
 from lablink.events.base import Event
 
 Severity = Literal["info", "warning", "critical"]
-AlarmKind = Literal["job_failure", "equipment_offline", "missed_runs", "scheduler_fault"]
+# ``data_bound``: the captures' byte bound (LABLINK_DATA_MAX_BYTES) removed captures that
+# retention would have kept more than a day longer.
+AlarmKind = Literal[
+    "job_failure", "equipment_offline", "missed_runs", "scheduler_fault", "data_bound"
+]
 
 
 class AlarmRaised(Event, frozen=True, kw_only=True, tag="alarm.raised"):

@@ -205,6 +205,8 @@ ERROR_TYPES: dict[str, str] = {
     "something the driver cannot read",
     "equipment_test_failed": "a diagnostic ran to the end and the instrument did not pass it",
     "profile_error": "the job's profile is unknown or could not be applied",
+    "capture_refused": "an acquisition was refused before it started: the bytes it would "
+    "write are not free in the agent's data folder, or exceed the maximum size of one capture",
     "stopped": "the agent stopped the operation (timeout, cancel, agent shutdown)",
     "equipment_error": "any other instrument fault",
     "internal_error": "the operation raised an unexpected exception on the agent (logged there "

@@ -28,7 +28,7 @@ ACCEPTED = {
     "command": ("command", "parameters"),
     "state_capture": (),
     "equipment_test": ("test_name",),
-    "acquisition": ("duration", "sample_rate", "channels", "format"),
+    "acquisition": ("duration", "sample_rate", "channels", "format", "decimate"),
 }
 
 
@@ -176,6 +176,7 @@ def check_acquisition(
         raise InvalidParameter(
             equipment_id, "duration", duration, "must be positive", context="acquisition"
         )
+    decimate_of(equipment_id, parameters)
     capture = model.capture
     channels_of(equipment_id, parameters, capture.channels if capture else (1,))
     if capture is None:
@@ -189,6 +190,16 @@ def check_acquisition(
         rate.validate(
             equipment_id, parameters["sample_rate"], parameter="sample_rate", context="acquisition"
         )
+
+
+def decimate_of(equipment_id: str, parameters: Mapping[str, Any]) -> bool:
+    """``decimate`` (default true): false captures at the requested rate, however long."""
+    value = parameters.get("decimate", True)
+    if not isinstance(value, bool):
+        raise InvalidParameter(
+            equipment_id, "decimate", value, "must be true or false", context="acquisition"
+        )
+    return value
 
 
 def channels_of(

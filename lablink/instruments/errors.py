@@ -146,6 +146,16 @@ class ProfileError(EquipmentError):
     error_type = "profile_error"
 
 
+class CaptureRefused(EquipmentError):
+    """An acquisition that would not fit: the space free in the agent's data folder, or the
+    documented maximum size of one capture. Refused before the instrument is armed."""
+
+    error_type = "capture_refused"
+
+    def __init__(self, equipment_id: str, message: str, *, details: dict[str, Any]) -> None:
+        super().__init__(equipment_id, message, details=details)
+
+
 class OperationStopped(EquipmentError):
     """The execution was stopped (timeout or cancel) before the operation finished."""
 

@@ -15,7 +15,9 @@ instruments (see ``deploy/nats-server.conf``):
 - ``lablink.reports.<equipment_id>.exec.<execution_id>.<seq>``: progress and the result, in
   the durable JetStream stream ``LABLINK_REPORTS``, which the scheduler consumes; a result
   published while the scheduler is down is recorded when it comes back. The scheduler takes
-  a report only on its own instrument's subject.
+  a report only on its own instrument's subject. A capture whose upload to the object store
+  (``LABLINK_DATA``) was still pending when its result was sent is followed by one more report
+  of that execution, with ``stored`` set, once the store has the file.
 
 Core NATS request/reply gives "no responders" at once when no agent serves an instrument:
 that is how the scheduler tells "equipment offline" within a second or two.
@@ -129,8 +131,18 @@ class StatusReply(msgspec.Struct, frozen=True, kw_only=True):
     outcome: Outcome | None = None
 
 
+class StoredData(msgspec.Struct, frozen=True, kw_only=True):
+    """The object store confirmed a capture's upload after the execution's result was sent."""
+
+    object: str
+    size: int
+    sha256: str
+    stored_at: datetime
+
+
 class Report(msgspec.Struct, frozen=True, kw_only=True):
-    """One step of an execution: progress (``outcome`` None) or its end."""
+    """One step of an execution: progress (``outcome`` None), its end, or (``stored``) the
+    upload of its capture completing after the end was reported."""
 
     execution_id: str
     job_id: str
@@ -142,6 +154,7 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     message: str = ""
     data: dict[str, Any] = msgspec.field(default_factory=dict)
     outcome: Outcome | None = None
+    stored: StoredData | None = None
 
 
 class Presence(msgspec.Struct, frozen=True, kw_only=True):

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlite_utils
 
@@ -21,6 +22,8 @@ from lablink.events import (
     FINAL_STATUSES,
     ExecutionCancelled,
     ExecutionCoalesced,
+    ExecutionDataRemoved,
+    ExecutionDataStored,
     ExecutionEnded,
     ExecutionFailed,
     ExecutionInterrupted,
@@ -65,6 +68,8 @@ COLUMNS = (
     "coalesced_count",
     "coalesced_into",
     "late_result",
+    "data_status",
+    "data",
 )
 JOB_COLUMNS = ("job_id", "name", "schedule_type", "equipment_id")
 # How many jobs' names the fold keeps between batches, the least recently used let go first
@@ -83,6 +88,13 @@ _Opening = (
     ExecutionRequested | ExecutionQueued | ExecutionSkipped | ExecutionMissed | ExecutionCoalesced
 )
 _STATUS = ENDED_STATUS
+# The capture's descriptor as the view keeps it (``result["data"]`` less its provenance and
+# status, which the result and ``data_status`` hold).
+DATA_FIELDS = ("bucket", "object", "file_name", "size", "sha256", "rows", "columns", "sample_rate")
+# Where removed captures are remembered after retention prunes their rows: a download of
+# one answers 410 naming when and why, not 404.
+REMOVALS = "execution_data_removals"
+REMOVAL_COLUMNS = ("execution_id", "job_id", "object", "size", "removed_at", "reason")
 
 
 def _late(event: ExecutionLateResult) -> str:
@@ -105,6 +117,18 @@ def _duration(started: datetime | None, completed: datetime) -> float | None:
     return (completed - started).total_seconds() if started is not None else None
 
 
+def _data_fields(result: dict[str, Any]) -> Row:
+    """``data_status`` and ``data`` of a result that names a capture (none: nothing)."""
+    data = result.get("data")
+    if not isinstance(data, dict):
+        return {}
+    status = data.get("status")
+    return {
+        "data_status": status if status in ("stored", "pending_upload") else "stored",
+        "data": to_json({k: data.get(k) for k in DATA_FIELDS}),
+    }
+
+
 def _final_fields(event: ExecutionEnded) -> Row:
     fields: Row = {
         "status": _STATUS[type(event)],
@@ -115,6 +139,8 @@ def _final_fields(event: ExecutionEnded) -> Row:
         case ExecutionSucceeded():
             fields["result"] = to_json(event.result)
             fields["progress"] = 1.0
+            if "data" in event.result:
+                fields.update(_data_fields(event.result))
         case ExecutionFailed():
             fields["error"] = to_json(event.error)
         case ExecutionTimedOut():
@@ -139,7 +165,7 @@ class ExecutionsProjection:
     The job names new rows show are kept in memory between batches."""
 
     name = "executions"
-    tables: tuple[str, ...] = ("executions", "execution_jobs")
+    tables: tuple[str, ...] = ("executions", "execution_jobs", REMOVALS)
 
     def __init__(self) -> None:
         self._jobs: dict[str, tuple[str, str, str]] = {}
@@ -150,12 +176,19 @@ class ExecutionsProjection:
         types.update(
             seq=int, duration_seconds=float, progress=float, missed_count=int, coalesced_count=int
         )
-        db.table("executions").create(types, pk="execution_id", if_not_exists=True)
+        db.table("executions").create(
+            types, pk="execution_id", defaults={"data_status": "none"}, if_not_exists=True
+        )
         for columns in (["job_id", "seq"], ["status", "seq"], ["actual_time"], ["seq"]):
             db.table("executions").create_index(columns, if_not_exists=True)
         db.table("execution_jobs").create(
             {c: str for c in JOB_COLUMNS}, pk="job_id", if_not_exists=True
         )
+        # The byte bound's query: the stored captures, oldest first.
+        db.table("executions").create_index(["data_status", "seq"], if_not_exists=True)
+        removals: dict[str, Any] = {c: str for c in REMOVAL_COLUMNS}
+        removals["size"] = int
+        db.table(REMOVALS).create(removals, pk="execution_id", if_not_exists=True)
 
     def forget(self) -> None:
         """Drop the job names kept in memory: the next batch reads them from the table."""
@@ -194,6 +227,19 @@ class ExecutionsProjection:
                 batch.jobs[event.job_id] = job
             elif type(event) is ExecutionLateResult:
                 batch.change(event.execution_id, late_result=_late(event))
+                if "data" in event.result:
+                    # A capture that came after the execution ended (timed out, say) is
+                    # still downloadable.
+                    batch.flush()
+                    _late_data(conn, event)
+            elif type(event) is ExecutionDataStored:
+                # Rare (one per upload that was pending): written at once, after the rows
+                # the batch holds, so it sees the result that named the pending upload.
+                batch.flush()
+                _data_stored(conn, event)
+            elif type(event) is ExecutionDataRemoved:
+                batch.flush()
+                _data_removed(conn, event)
             elif type(event) is ExecutionsPruned:
                 batch.flush()
                 conn.execute(
@@ -280,6 +326,49 @@ _UPSERT_JOB = (
 _JOB = "SELECT name, schedule_type, equipment_id FROM execution_jobs WHERE job_id = ?"
 
 
+def _data_stored(conn: sqlite3.Connection, event: ExecutionDataStored) -> None:
+    """pending_upload -> stored, with the object the store confirmed. A late or repeated one
+    changes nothing: a row already stored or removed (or pruned, or never named a capture)
+    is left as it is."""
+    conn.execute(
+        "UPDATE executions SET data_status = 'stored', data = json_set(COALESCE(data, '{}'),"
+        " '$.object', ?, '$.size', ?, '$.sha256', ?, '$.stored_at', ?)"
+        " WHERE execution_id = ? AND data_status = 'pending_upload'",
+        (
+            event.object,
+            event.size,
+            event.sha256,
+            instant(event.stored_at),
+            event.execution_id,
+        ),
+    )
+
+
+def _data_removed(conn: sqlite3.Connection, event: ExecutionDataRemoved) -> None:
+    removed_at = instant(event.removed_at)
+    conn.execute(
+        "UPDATE executions SET data_status = 'removed', data = json_set(COALESCE(data, '{}'),"
+        " '$.removed_at', ?, '$.removal_reason', ?) WHERE execution_id = ?",
+        (removed_at, event.reason, event.execution_id),
+    )
+    conn.execute(
+        f"INSERT INTO {REMOVALS} ({', '.join(REMOVAL_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"
+        f" ON CONFLICT(execution_id) DO UPDATE SET"
+        f" {', '.join(f'{c} = excluded.{c}' for c in REMOVAL_COLUMNS[1:])}",
+        (event.execution_id, event.job_id, event.object, event.size, removed_at, event.reason),
+    )
+
+
+def _late_data(conn: sqlite3.Connection, event: ExecutionLateResult) -> None:
+    fields = _data_fields(event.result)
+    if fields:
+        conn.execute(
+            "UPDATE executions SET data_status = ?, data = ?"
+            " WHERE execution_id = ? AND data_status = 'none'",
+            (fields["data_status"], fields["data"], event.execution_id),
+        )
+
+
 @functools.cache
 def _update(columns: tuple[str, ...]) -> str:
     return f"UPDATE executions SET {', '.join(f'{c} = ?' for c in columns)} WHERE execution_id = ?"
@@ -334,6 +423,8 @@ def _opened(position: int, event: _Opening, job: tuple[str, str, str] | None) ->
         coalesced_count,
         coalesced_into,
         None,  # late_result
+        "none",  # data_status
+        None,  # data
     ]
 
 
@@ -394,3 +485,58 @@ def equipment_of_job(conn: sqlite3.Connection, job_id: str) -> str | None:
         "SELECT equipment_id FROM execution_jobs WHERE job_id = ?", (job_id,)
     ).fetchone()
     return row[0] if row else None
+
+
+# -- captured data (the download, retention and the byte bound read these) --------------------
+
+_CAPTURE = "SELECT execution_id, job_id, data, COALESCE(completed_at, actual_time) FROM executions"
+
+
+def removal_of(conn: sqlite3.Connection, execution_id: str) -> Row | None:
+    """When and why an execution's capture left the bucket, kept after its row is pruned."""
+    rows = as_dicts(
+        conn.execute(
+            f"SELECT {', '.join(REMOVAL_COLUMNS)} FROM {REMOVALS} WHERE execution_id = ?",
+            (execution_id,),
+        )
+    )
+    return rows[0] if rows else None
+
+
+class Capture(NamedTuple):
+    """A capture the view names: its execution, job, object, size and when it ended."""
+
+    execution_id: str
+    job_id: str
+    object: str
+    size: int
+    ended: str | None
+
+
+def _captures(cursor: sqlite3.Cursor) -> list[Capture]:
+    found: list[Capture] = []
+    for execution_id, job_id, data, ended in cursor:
+        descriptor = json.loads(data) if data else {}
+        name = descriptor.get("object")
+        if isinstance(name, str) and name:
+            found.append(
+                Capture(execution_id, job_id, name, int(descriptor.get("size") or 0), ended)
+            )
+    return found
+
+
+def prunable_captures(conn: sqlite3.Connection, cutoff: datetime) -> list[Capture]:
+    """The captures (stored, or still pending upload) of the rows that folding
+    ``ExecutionsPruned(cutoff)`` would drop now."""
+    return _captures(
+        conn.execute(
+            f"{_CAPTURE} WHERE {_PRUNABLE} AND data_status IN ('stored', 'pending_upload')"
+            " ORDER BY seq",
+            (*FINAL, instant(cutoff)),
+        )
+    )
+
+
+def stored_captures(conn: sqlite3.Connection) -> list[Capture]:
+    """Every stored capture, oldest first (by the log position that opened its execution)."""
+    return _captures(conn.execute(f"{_CAPTURE} WHERE data_status = 'stored' ORDER BY seq"))

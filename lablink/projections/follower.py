@@ -16,9 +16,10 @@ Two ways to run it:
   commit, in a transaction of its own. For the command-line tools and the tests, where every
   read follows the write it depends on and nothing fires.
 
-The follower writes the views on its own connection: in the log's file (the default), under
-the store's lock; or in a file of their own (``views_path``, the log attached read-only), under
-a lock of their own.
+The follower writes the views on its own connection: in a file of their own (``views_path``,
+``views.db`` beside the log by default, the log attached read-only), under a lock of their own;
+or (``views_path=None``: a log in memory, or the layout before views.db) in the log's file,
+under the store's lock. Readers in the same process read them through ``reading()``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,11 @@ class Follower:
         self._waiters: list[Waiter] = []
         self._thread: threading.Thread | None = None
         self._stopping = False
+        # The readers' connection (``reading``), opened on first use.
+        self._read_conn: sqlite3.Connection | None = None
+        self._read_lock: threading.RLock = (
+            store.lock if self.views_path is None else threading.RLock()
+        )
         self.error: BaseException | None = None
         self.failing_since: float | None = None
         self.failures = 0
@@ -120,8 +126,7 @@ class Follower:
             # (``events``) is found by its unqualified name, the views' tables are the main
             # database's, so every query reads the same in both layouts.
             conn = connect(self.views_path)
-            log_uri = f"file:{self.store.path.resolve()}?mode=ro"
-            conn.execute("ATTACH DATABASE ? AS log", (log_uri,))
+            attach_log(conn, self.store.path)
         # The views are disposable (rebuilt from the log, their checkpoints committed with
         # their rows): a fold need not wait for the disk. A power cut may undo the last
         # folds; the checkpoints go with them, and catching up folds them again.
@@ -131,6 +136,22 @@ class Follower:
         # with 10,000 jobs).
         conn.execute("PRAGMA cache_size=-65536")
         return conn
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection that sees the views (and the log: its tables by their own names), for
+        a reader in this process; one reader at a time. In a file of their own the views are
+        read on a connection of its own, which never waits for a fold (WAL); in the log's
+        file, on the store's connection under its lock."""
+        with self._read_lock:
+            if self._read_conn is None:
+                self._read_conn = self._open_reader()
+            yield self._read_conn
+
+    def _open_reader(self) -> sqlite3.Connection:
+        if self.views_path is None:
+            return self.store.conn
+        return connect_views(self.store.path, self.views_path)
 
     # -- following the log -------------------------------------------------------------------
 
@@ -164,13 +185,14 @@ class Follower:
                 ).fetchone()
                 is not None
             )
-            if (stored is None and had_views) or (
-                stored is not None and stored != projector.fingerprint()
-            ):
-                # The views were made by another version: the log is the truth, fold it again.
-                log.warning("projection tables changed: rebuilding them from the log")
+            stale = self._stale(conn, stored, had_views)
+            if stale is not None:
+                # The log is the truth: fold it again.
+                log.warning(f"{stale}: rebuilding the views from the log", **self._where())
                 projector.rebuild(self.store, conn)
             else:
+                if not had_views and self.store.last_position() > 0:
+                    log.warning("no views yet: building them from the log", **self._where())
                 projector.create(conn)
                 if stored is None:
                     projector.remember_fingerprint(conn)
@@ -179,6 +201,32 @@ class Follower:
         with self._cond:
             self.position = position
             self.head = max(self.head, self.store.last_position())
+
+    def _stale(self, conn: sqlite3.Connection, stored: str | None, had_views: bool) -> str | None:
+        """Why views that exist cannot be caught up, only rebuilt (None: they can)."""
+        projector = self.projector
+        if (stored is None and had_views) or (
+            stored is not None and stored != projector.fingerprint()
+        ):
+            return "the views were made by another version of LabLink"
+        if not had_views:
+            return None
+        folded = max(projector.checkpoints(conn).values(), default=0)
+        head = self.store.last_position()
+        if folded > head:
+            # The log was restored from a backup older than the views, or is another log.
+            return f"the views have folded position {folded}, past the log's end ({head})"
+        origin = projector.origin(conn)
+        if origin is not None and folded > 0 and origin != _first_event(self.store):
+            return "the views were folded from another log"
+        return None
+
+    def _where(self) -> dict[str, Any]:
+        return {
+            "views": str(self.views_path or self.store.path),
+            "log": str(self.store.path),
+            "events": self.store.last_position(),
+        }
 
     def start(self) -> None:
         """Fold in a thread of its own from now on (``lablink serve``)."""
@@ -400,9 +448,43 @@ class Follower:
         if self._own_conn and (self._thread is None or not self._thread.is_alive()):
             with self._fold_lock, self.write_lock:
                 self.conn.close()
+        with self._read_lock:
+            if self._read_conn is not None and self._read_conn is not self.store.conn:
+                self._read_conn.close()
+            self._read_conn = None
 
 
 Waiter = tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]
+
+
+def attach_log(conn: sqlite3.Connection, log_path: Path) -> None:
+    """Attach the log read-only to a connection to the views' file, as ``log``: the log's
+    tables (``events``) are found by their own names, the views' in the main database, so
+    every query reads the same in both layouts. Read-only: a writer's BEGIN IMMEDIATE would
+    lock every attached database, the log's among them."""
+    uri = f"{Path(log_path).resolve().as_uri()}?mode=ro"
+    conn.execute("ATTACH DATABASE ? AS log", (uri,))
+
+
+def connect_views(log_path: Path, views_path: Path | None) -> sqlite3.Connection:
+    """A read-only connection for a reader of both: the views' file with the log attached
+    (``views_path=None``: the layout before views.db, both in the log's file)."""
+    conn = connect(log_path if views_path is None else views_path)
+    try:
+        if views_path is not None:
+            attach_log(conn, log_path)
+        conn.execute("PRAGMA query_only = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _first_event(store: SQLiteEventStore) -> str | None:
+    """The id of the log's first event: which log the views were folded from."""
+    for recorded in store.read_all(after_position=0, batch_size=1):
+        return recorded.event_id
+    return None
 
 
 def _release(waiters: list[Waiter]) -> None:

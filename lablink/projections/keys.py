@@ -125,3 +125,38 @@ def _as_dict(cursor: sqlite3.Cursor, row: Sequence[Any]) -> dict[str, Any]:
     record = dict(zip(names, row, strict=True))
     record["revoked"] = bool(record["revoked"])
     return record
+
+
+# -- when each key was last used (operational, not a fact of record: not folded, not rebuilt) --
+
+USAGE_TABLE = "api_key_usage"
+_USAGE_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS main.{USAGE_TABLE} (key_id TEXT PRIMARY KEY, last_used_at TEXT)"
+)
+
+
+def last_used(conn: sqlite3.Connection) -> dict[str, str]:
+    """key_id → when the API last accepted it (to the minute); {} before any use."""
+    try:
+        return dict(conn.execute(f"SELECT key_id, last_used_at FROM {USAGE_TABLE}").fetchall())
+    except sqlite3.OperationalError:
+        return {}  # no API has run on this database yet
+
+
+def note_usage(conn: sqlite3.Connection, key_id: str, at: str) -> None:
+    conn.execute(_USAGE_SCHEMA)
+    conn.execute(
+        f"INSERT INTO {USAGE_TABLE} (key_id, last_used_at) VALUES (?, ?)"
+        " ON CONFLICT(key_id) DO UPDATE SET last_used_at = excluded.last_used_at",
+        (key_id, at),
+    )
+
+
+def carry_usage(views: sqlite3.Connection) -> None:
+    """Copy the side table of a log made before views.db (attached as ``log``) into the views'
+    file, where it lives now; the caller drops the old one."""
+    views.execute(_USAGE_SCHEMA)
+    views.execute(
+        f"INSERT OR IGNORE INTO main.{USAGE_TABLE}"
+        f" SELECT key_id, last_used_at FROM log.{USAGE_TABLE}"
+    )

@@ -15,6 +15,7 @@ import sqlite_utils
 from lablink.events import ProfileCreated, ProfileDeleted, ProfileUpdated, RecordedEvent
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.projections.base import instant, to_json
+from lablink.projections.reading import reading_views
 from lablink.projections.views import iso
 
 COLUMNS: dict[str, Any] = {
@@ -140,10 +141,10 @@ def read_profile_settings(conn: sqlite3.Connection, profile_id: str) -> dict[str
 
 def profile_lookup(store: SQLiteEventStore) -> Callable[[str], dict[str, Any] | None]:
     """``profile_id -> settings`` (None: no such profile) for the executors, reading this
-    view through the store's shared connection under its lock."""
+    view through the store's views reader (``reading_views``)."""
 
     def lookup(profile_id: str) -> dict[str, Any] | None:
-        with store.lock:
-            return read_profile_settings(store.conn, profile_id)
+        with reading_views(store) as views:
+            return read_profile_settings(views, profile_id)
 
     return lookup

@@ -29,6 +29,7 @@ from lablink.projections.jobs import JobsProjection
 from lablink.projections.keys import KeysProjection
 from lablink.projections.parallel import Elsewhere
 from lablink.projections.profiles import ProfilesProjection
+from lablink.projections.results import ResultsProjection
 from lablink.projections.statistics import StatisticsProjection
 
 CHECKPOINTS = "projection_checkpoints"
@@ -42,7 +43,7 @@ TWO_PROCESSES_FROM = 200_000
 # Folded by the rebuilding process itself when a second one helps: the projections whose
 # rows grow with the log (one per execution), which copying back would cost about as much as
 # folding. The others hold a few rows per job, cheap to copy from the second process.
-FOLDED_HERE = frozenset({"executions"})
+FOLDED_HERE = frozenset({"executions", "results"})
 
 Progress = Callable[[int], None]
 
@@ -57,6 +58,7 @@ def default_projections() -> list[Projection]:
         EquipmentProjection(),
         ProfilesProjection(),
         AlarmsProjection(),
+        ResultsProjection(),
     ]
 
 
@@ -72,6 +74,7 @@ class Projector:
             db.table(CHECKPOINTS).create(
                 {"name": str, "position": int}, pk="name", if_not_exists=True
             )
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {META} (key TEXT PRIMARY KEY, value TEXT)")
             for projection in self.projections:
                 projection.create(db)
                 conn.execute(
@@ -105,6 +108,19 @@ class Projector:
             (self.fingerprint(),),
         )
 
+    def origin(self, conn: sqlite3.Connection) -> str | None:
+        """The id of the first event of the log the views were folded from (None: not
+        noted yet), to spot views folded from another log."""
+        row = conn.execute(f"SELECT value FROM {META} WHERE key = 'log_origin'").fetchone()
+        return str(row[0]) if row else None
+
+    def remember_origin(self, conn: sqlite3.Connection, event_id: str) -> None:
+        conn.execute(
+            f"INSERT INTO {META} (key, value) VALUES ('log_origin', ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (event_id,),
+        )
+
     def checkpoints(self, conn: sqlite3.Connection) -> dict[str, int]:
         return dict(conn.execute(f"SELECT name, position FROM {CHECKPOINTS}").fetchall())
 
@@ -114,6 +130,8 @@ class Projector:
             return
         checkpoints = self.checkpoints(conn)
         last = events[-1].position
+        if events[0].position == 1:  # noted with the first fold, live or rebuilt alike
+            self.remember_origin(conn, events[0].event_id)
         for projection in self.projections:
             done = checkpoints.get(projection.name, 0)
             fresh = (

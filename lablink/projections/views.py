@@ -70,4 +70,35 @@ def execution_view(row: dict[str, Any]) -> dict[str, Any]:
             view[column] = json.loads(row[column]) if row[column] else None
     for column in EXECUTION_INSTANTS:
         view[column] = iso(row[column])
+    if "data_status" in row:
+        view["data"] = data_view(row)
+        del view["data_status"]
+    return view
+
+
+DATA_URL = "/api/scheduler/executions/{}/data"
+DATA_VIEW_FIELDS = (
+    "status",
+    "file_name",
+    "size",
+    "sha256",
+    "rows",
+    "columns",
+    "sample_rate",
+    "object",
+    "stored_at",
+    "removed_at",
+    "removal_reason",
+)
+
+
+def data_view(row: dict[str, Any]) -> dict[str, Any]:
+    """An execution's captured data as the API shows it: every field present (null when
+    unknown), and the download's URL while the capture is stored."""
+    stored = json.loads(row["data"]) if row.get("data") else {}
+    stored["status"] = row.get("data_status") or "none"
+    view = {field: stored.get(field) for field in DATA_VIEW_FIELDS}
+    for field in ("stored_at", "removed_at"):
+        view[field] = iso(view[field])
+    view["url"] = DATA_URL.format(row["execution_id"]) if view["status"] == "stored" else None
     return view

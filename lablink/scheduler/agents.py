@@ -19,6 +19,12 @@ given to ``follow_late_results``: it is kept as a late result.
 
 Each execution's waiter completes exactly once: the first word (the agent's refusal, its
 result, or the loss of its heartbeat) stands and later ones change nothing.
+
+An acquisition's capture goes to the object store bucket ``LABLINK_DATA``, which ``start``
+creates (agents may only use it). When the agent's result says the upload is still
+``pending_upload``, the agent's later report with ``stored`` set is handed to the recorder
+given to ``follow_late_results`` (``Engine.record_data_stored``): ``ExecutionDataStored``,
+once.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from lablink.bus.connection import connect_nats, ensure_stream
+from lablink.bus.datastore import ensure_data_bucket
 from lablink.bus.options import NatsOptions
 from lablink.clock import Clock, SystemClock
 from lablink.events import ERROR_TYPES, ExecutionError
@@ -105,6 +112,29 @@ class LateResults(Protocol):
     ) -> str: ...
 
 
+class DataStoredRecorder(Protocol):
+    """Records an agent's word that a pending capture is in the object store
+    (``Engine.record_data_stored``); returns ``stored``, ``running`` (its result is not
+    recorded yet), ``foreign`` or ``unknown``."""
+
+    async def __call__(
+        self,
+        job_id: str,
+        execution_id: str,
+        *,
+        equipment_id: str,
+        object: str,
+        size: int,
+        sha256: str,
+        stored_at: datetime,
+        agent_id: str = "",
+    ) -> str: ...
+
+
+def _orphan_key(report: Report) -> str:
+    return f"{report.execution_id}#data" if report.stored is not None else report.execution_id
+
+
 @dataclass
 class _Waiter:
     request: ExecutionRequest
@@ -166,6 +196,7 @@ class AgentExecutor:
         self._orphans: OrderedDict[str, Report] = OrderedDict()
         self._sending: dict[str, asyncio.Future[Outcome | None]] = {}
         self._late: LateResults | None = None
+        self._data_stored: DataStoredRecorder | None = None
         self._closed = False
 
     @property
@@ -192,6 +223,7 @@ class AgentExecutor:
         self._nc = await connect_nats(self.options, name="lablink-scheduler-executor")
         self._js = self._nc.jetstream()
         self._reports = await self._subscribe_reports()
+        await ensure_data_bucket(self._js, replicas=self.options.replicas)
         await self._nc.subscribe(PRESENCE_FILTER, cb=self.presences.on_message)
         backlog = await self._fetch(self._reports, wait=0.2)
         if backlog:
@@ -199,14 +231,17 @@ class AgentExecutor:
         self.supervisor.spawn("task.reports", self._consume)
         self.supervisor.spawn("task.heartbeats", self._monitor)
 
-    async def follow_late_results(self, record: LateResults) -> None:
-        """From now on, results no execution waits for go to ``record``. Call it once the
-        engine has recovered: the results that came before and that no recovery claimed
-        are handed over at once."""
+    async def follow_late_results(
+        self, record: LateResults, stored: DataStoredRecorder | None = None
+    ) -> None:
+        """From now on, results no execution waits for go to ``record`` (and completed
+        uploads to ``stored``). Call it once the engine has recovered: the reports that came
+        before and that no recovery claimed are handed over at once."""
         self._late = record
-        for execution_id, report in list(self._orphans.items()):
-            if await self._hand_late(report) != "running":
-                self._orphans.pop(execution_id, None)
+        self._data_stored = stored
+        for key, report in list(self._orphans.items()):
+            if await self._hand_over(report) != "running":
+                self._orphans.pop(key, None)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -474,7 +509,19 @@ class AgentExecutor:
             await msg.ack()  # forged or misrouted: never recorded, never redelivered
             return
         self.presences.seen_now(report.equipment_id)
-        if report.outcome is not None:
+        if report.stored is not None:
+            if self._late is None:
+                self._keep_orphan(report)
+            else:
+                try:
+                    verdict = await self._hand_over(report)
+                except Exception:
+                    # Not acknowledged: JetStream offers it again after its ack wait.
+                    log.exception("stored upload not recorded", execution_id=report.execution_id)
+                    return
+                if verdict == "running":
+                    self._keep_orphan(report)
+        elif report.outcome is not None:
             # A waiter already ended (its agent was lost while its run request was out)
             # takes no second outcome: the result is late, as if nobody waited.
             if waiter is not None and waiter.settle(report.outcome):
@@ -504,21 +551,59 @@ class AgentExecutor:
         (the agent lost while the engine was still writing it): hand them over again."""
         if self._late is None or not self._orphans:
             return
-        for execution_id, report in list(self._orphans.items())[:_FETCH_BATCH]:
-            if execution_id in self._waiters:
+        for key, report in list(self._orphans.items())[:_FETCH_BATCH]:
+            if report.execution_id in self._waiters:
                 continue
             try:
-                verdict = await self._hand_late(report)
+                verdict = await self._hand_over(report)
             except Exception:
-                log.exception("late result not recorded", execution_id=execution_id)
+                log.exception("late report not recorded", execution_id=report.execution_id)
                 return
             if verdict != "running":
-                self._orphans.pop(execution_id, None)
+                self._orphans.pop(key, None)
 
     def _keep_orphan(self, report: Report) -> None:
-        self._orphans[report.execution_id] = report
+        self._orphans[_orphan_key(report)] = report
         while len(self._orphans) > _ORPHANS_KEPT:
             self._orphans.popitem(last=False)
+
+    async def _hand_over(self, report: Report) -> str:
+        """A result, or a completed upload, that no waiter takes: to its recorder."""
+        if report.stored is not None:
+            return await self._hand_stored(report)
+        return await self._hand_late(report)
+
+    async def _hand_stored(self, report: Report) -> str:
+        """The agent's word that a pending capture is now in the object store."""
+        stored = report.stored
+        assert stored is not None
+        if self._data_stored is None:
+            log.warning("stored upload ignored: no recorder", execution_id=report.execution_id)
+            return "unknown"
+        verdict = await self._data_stored(
+            report.job_id,
+            report.execution_id,
+            equipment_id=report.equipment_id,
+            object=stored.object,
+            size=stored.size,
+            sha256=stored.sha256,
+            stored_at=stored.stored_at,
+            agent_id=report.agent_id,
+        )
+        fields = {
+            "execution_id": report.execution_id,
+            "job_id": report.job_id,
+            "equipment_id": report.equipment_id,
+            "agent_id": report.agent_id,
+            "object": stored.object,
+        }
+        if verdict == "stored":
+            log.info("capture upload recorded", **fields)
+        elif verdict == "foreign":
+            log.warning("report refused: the job drives another instrument", **fields)
+        elif verdict == "unknown":
+            log.info("stored upload ignored: nothing awaits it", **fields)
+        return verdict
 
     async def _hand_late(self, report: Report) -> str:
         """Give a result no execution waits for to the late-result recorder; log what it

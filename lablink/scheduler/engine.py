@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ import structlog
 
 from lablink.alarm_service import AlarmService
 from lablink.clock import Clock, ClockStep, StepDetector
+from lablink.domain.data import DataVerdict, data_stored_verdict, decide_data_stored
 from lablink.domain.firing import (
     Decision,
     LateVerdict,
@@ -100,6 +102,9 @@ MIN_SLEEP_SECONDS = 0.005
 # The loop's age past which /health reads degraded, and failing (stalled).
 SLOW_AFTER_SECONDS = 5.0
 STALLED_AFTER_SECONDS = 30.0
+# Timers due at once are decided in chunks of this many; each chunk goes to the group
+# committer as it is decided (see ``tick``).
+CHUNK_TIMERS = 100
 # A job whose timer raised something other than a storage failure is tried again after
 # this backoff (its own; the other jobs fire on).
 JOB_RETRY_INITIAL = 1.0
@@ -543,7 +548,24 @@ class Engine:
         now = self.clock.now()
         due = self.timers.pop_due(now)
         if due:
-            failures = await asyncio.gather(*(self._handle(timer, now) for timer in due))
+            handling: list[asyncio.Task[RecordingFailed | None]] = []
+            try:
+                for begin in range(0, len(due), CHUNK_TIMERS):
+                    handling.extend(
+                        asyncio.create_task(self._handle(timer, now))
+                        for timer in due[begin : begin + CHUNK_TIMERS]
+                    )
+                    # Let this chunk decide and reach the group committer before the next is
+                    # decided: the committer takes it alone, and its commands leave as soon
+                    # as it is durable while the loop decides the next chunk (record, then
+                    # act, chunk by chunk: an aligned tick of 1,000 fires does not wait for
+                    # all of them).
+                    await asyncio.sleep(0)
+                failures = await asyncio.gather(*handling)
+            except BaseException:
+                for task in handling:  # as gather would: cancelled with the tick
+                    task.cancel()
+                raise
             failed = next((f for f in failures if f is not None), None)
             if failed is not None:
                 raise failed
@@ -649,12 +671,13 @@ class Engine:
             log.error("job stream kept changing; decision dropped", job_id=job_id)
             return None
         decision = Decision(handled.events, handled.state)
-        for event in decision.events:
-            log.debug(
-                event_type(event),
-                job_id=job_id,
-                execution_id=getattr(event, "execution_id", None),
-            )
+        if log.is_enabled_for(logging.DEBUG):  # three events a fire: not even their arguments
+            for event in decision.events:
+                log.debug(
+                    event_type(event),
+                    job_id=job_id,
+                    execution_id=getattr(event, "execution_id", None),
+                )
         for started in decision.started:
             self._dispatch(decision.state, started.execution_id, started.started_at)
         return decision
@@ -857,6 +880,38 @@ class Engine:
             )
 
         now = self.clock.now()
+        await self._command(job_id, decide)
+        return verdict[0]
+
+    async def record_data_stored(
+        self,
+        job_id: str,
+        execution_id: str,
+        *,
+        equipment_id: str,
+        object: str,
+        size: int,
+        sha256: str,
+        stored_at: datetime,
+        agent_id: str = "",
+    ) -> DataVerdict:
+        """An agent's word that a capture whose upload was pending is in the object store
+        (see ``domain.data``): recorded once; the verdict says what it was."""
+        verdict: list[DataVerdict] = ["unknown"]
+
+        def decide(state: JobState) -> Decision:
+            verdict[0] = data_stored_verdict(state, execution_id, equipment_id)
+            return decide_data_stored(
+                state,
+                execution_id,
+                equipment_id=equipment_id,
+                object=object,
+                size=size,
+                sha256=sha256,
+                stored_at=stored_at,
+                agent_id=agent_id,
+            )
+
         await self._command(job_id, decide)
         return verdict[0]
 

@@ -12,6 +12,18 @@ second reading", always a little after the first, so the pass never ran and the 
 clock and the store say, so the loop cannot spin. It runs under the runtime's supervisor
 (``task.retention``): a failed pass is logged, shown in `/health`, and retried after a
 backoff.
+
+Captured data (issue 15) goes with its executions: the pass deletes the objects of the
+executions it prunes from the captures' bucket first, then records, in one transaction, an
+``ExecutionDataRemoved`` (reason ``retention``) per capture, each in its job's stream, and
+the ``ExecutionsPruned``. NATS down: nothing is recorded, the pass fails and is tried again
+after a backoff. A crash between the deletes and the record: the next pass finds the objects
+gone (not an error) and records them, so no removal goes unrecorded.
+
+The byte bound (``LABLINK_DATA_MAX_BYTES``) is checked on every turn of the loop (at least
+hourly, and at start): while the stored captures exceed it, the oldest go first, each
+recorded (reason ``bound``) the same way. When the bound removes captures that retention
+would have kept more than a day longer, a ``data_bound`` alarm is raised with the removals.
 """
 
 from __future__ import annotations
@@ -21,10 +33,24 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from lablink.bus.data_bucket import DataBucket
 from lablink.clock import Clock
+from lablink.events import AlarmRaised, AnyEvent, ExecutionDataRemoved, ExecutionsPruned
+from lablink.events.data import DataRemovalReason
+from lablink.eventstore.base import parse_instant
 from lablink.eventstore.sqlite import SQLiteEventStore
+from lablink.handler import CommandHandler
 from lablink.health import Health
-from lablink.scheduler.storage import check_days, last_pruned_at, prune
+from lablink.ids import random_hex
+from lablink.logstore import SETTLE_SECONDS
+from lablink.projections.executions import (
+    Capture,
+    count_prunable,
+    prunable_captures,
+    stored_captures,
+)
+from lablink.projections.reading import reading_views
+from lablink.scheduler.storage import RETENTION_STREAM, check_days, last_pruned_at
 from lablink.supervision import Supervisor, Watch
 
 log = structlog.get_logger(tag="scheduler")
@@ -38,6 +64,8 @@ RECHECK = timedelta(hours=1)
 MIN_SLEEP = timedelta(seconds=1)
 ACTOR = "retention"
 TASK_NAME = "task.retention"
+# Captures the bound removes with more retention than this left raise a data_bound alarm.
+EARLY_ALARM = timedelta(days=1)
 
 
 class RetentionPass:
@@ -49,8 +77,13 @@ class RetentionPass:
         *,
         period: timedelta = PERIOD,
         recheck: timedelta = RECHECK,
+        data: DataBucket | None = None,
+        max_bytes: int = 0,
     ) -> None:
         self.store = store
+        # The captures' bucket (None: no bus, the pass records removals without deleting).
+        self.data = data
+        self.max_bytes = max_bytes
         self.clock = clock
         self.days = check_days(days)
         self.period = period
@@ -65,13 +98,14 @@ class RetentionPass:
 
     @property
     def enabled(self) -> bool:
-        return self.days > 0
+        """Anything to do: daily pruning, or a byte bound on the captures."""
+        return self.days > 0 or (self.max_bytes > 0 and self.data is not None)
 
     def next_run(self, now: datetime | None = None) -> datetime | None:
         """When the next pass is due (None when switched off): a period after the last
         pass the log records, or ``now`` if there was none (the clock's reading if not
         given: pass the reading you compare with)."""
-        if not self.enabled:
+        if self.days <= 0:
             return None
         if not self._read_log:
             with self.store.lock:
@@ -86,16 +120,146 @@ class RetentionPass:
         return when is not None and when <= now
 
     def run_once(self, now: datetime) -> int:
-        """One pass at ``now``: the number of execution rows it removed."""
-        removed = prune(self.store, now, self.days, actor=ACTOR)
-        self.last_run = now
-        self._read_log = True
+        """One pass at ``now`` without the bucket (its captures' removals are recorded, no
+        object is deleted): the number of execution rows it removed."""
+        removed = self._record_pass(now, self._prunable(now))
         log.info("retention pass", days=self.days, removed=removed, at=now.isoformat())
         return removed
 
     def run_if_due(self, now: datetime | None = None) -> int | None:
         now = now if now is not None else self.clock.now()
         return self.run_once(now) if self.due(now) else None
+
+    async def run_pass(self, now: datetime) -> int:
+        """One pass at ``now``: the captures of the executions it prunes leave the bucket,
+        then removals and pruning are recorded together. Returns the rows removed."""
+        captures = await asyncio.to_thread(self._prunable, now)
+        await self._delete(captures)
+        removed = await asyncio.to_thread(self._record_pass, now, captures)
+        log.info(
+            "retention pass",
+            days=self.days,
+            removed=removed,
+            captures=len(captures),
+            at=now.isoformat(),
+        )
+        return removed
+
+    async def turn(self, now: datetime) -> int | None:
+        """What one turn of the loop does at ``now``: the daily pass if due (its rows
+        removed, else None), then the byte bound."""
+        ran = await self.run_pass(now) if self.due(now) else None
+        await self.enforce_bound(now)
+        return ran
+
+    async def enforce_bound(self, now: datetime) -> list[Capture]:
+        """While the stored captures exceed ``max_bytes``, remove the oldest (recorded,
+        reason ``bound``); returns those removed."""
+        if self.max_bytes <= 0:
+            return []
+        stored = await asyncio.to_thread(self._stored)
+        total = sum(c.size for c in stored)
+        going: list[Capture] = []
+        for capture in stored:
+            if total <= self.max_bytes:
+                break
+            going.append(capture)
+            total -= capture.size
+        if not going:
+            return []
+        await self._delete(going)
+        await asyncio.to_thread(self._record_bound, now, going, total)
+        return going
+
+    # -- the steps (the reads and appends run in a worker thread) ----------------------------
+
+    def _settled(self) -> None:
+        views = getattr(self.store, "views", None)
+        if views is not None:
+            views.settled(SETTLE_SECONDS)
+
+    def _prunable(self, now: datetime) -> list[Capture]:
+        self._settled()
+        with reading_views(self.store) as conn:
+            return prunable_captures(conn, now - timedelta(days=self.days))
+
+    def _stored(self) -> list[Capture]:
+        self._settled()
+        with reading_views(self.store) as conn:
+            return stored_captures(conn)
+
+    async def _delete(self, captures: list[Capture]) -> None:
+        """Delete the objects (one already gone is fine); DataBusUnavailable stops the pass
+        before anything is recorded."""
+        if self.data is None:
+            return
+        for capture in captures:
+            await self.data.delete(capture.object)
+
+    def _record_pass(self, now: datetime, captures: list[Capture]) -> int:
+        """Record the captures' removals and the pruning in one append; the rows removed
+        (counted right before it, as ``scheduler.storage.prune`` does)."""
+        cutoff = now - timedelta(days=self.days)
+        facts = _removals(captures, now, "retention")
+        facts.append((RETENTION_STREAM, [ExecutionsPruned(cutoff=cutoff, days=self.days)]))
+        with self.store.lock:
+            with reading_views(self.store) as conn:
+                count = count_prunable(conn, cutoff)
+            CommandHandler(self.store).record_together(facts, ACTOR, at=now)
+        self.last_run = now
+        self._read_log = True
+        return int(count)
+
+    def _record_bound(self, now: datetime, going: list[Capture], left: int) -> None:
+        facts = _removals(going, now, "bound")
+        alarm = self._early_alarm(now, going, left)
+        if alarm is not None:
+            facts.append((RETENTION_STREAM, [alarm]))
+        CommandHandler(self.store).record_together(facts, ACTOR, at=now)
+        log.warning(
+            "data bound: oldest captures removed",
+            max_bytes=self.max_bytes,
+            removed=len(going),
+            bytes=sum(c.size for c in going),
+            left=left,
+            alarm=alarm.alarm_id if alarm is not None else None,
+        )
+
+    def _early_alarm(self, now: datetime, going: list[Capture], left: int) -> AlarmRaised | None:
+        """The data_bound alarm, when retention would have kept a removed capture more than
+        a day longer (retention off: never early)."""
+        if self.days <= 0:
+            return None
+        keep = timedelta(days=self.days)
+        early = [(parse_instant(c.ended) + keep - now, c) for c in going if c.ended is not None]
+        early = [(by, c) for by, c in early if by > EARLY_ALARM]
+        if not early:
+            return None
+        most, newest = max(early, key=lambda pair: pair[0])
+        size = sum(c.size for _, c in early)
+        return AlarmRaised(
+            alarm_id=f"alarm_data_bound_{random_hex(48)}",
+            kind="data_bound",
+            severity="warning",
+            message=(
+                f"the data bound (LABLINK_DATA_MAX_BYTES={self.max_bytes}) removed"
+                f" {len(early)} capture(s), {size} bytes, that retention"
+                f" ({self.days:g} days) would have kept up to {most.total_seconds() / 86400:.1f}"
+                " days longer: raise the bound, or shorten retention"
+            ),
+            job_id=newest.job_id,
+            execution_id=newest.execution_id,
+            error={
+                "type": "data_bound",
+                "max_bytes": self.max_bytes,
+                "removed": len(going),
+                "removed_early": len(early),
+                "bytes_removed_early": size,
+                "bytes_left": left,
+                "most_early_seconds": most.total_seconds(),
+                "executions": [c.execution_id for _, c in early][:100],
+            },
+        )
 
     async def start(self, supervisor: Supervisor | None = None) -> None:
         """Run a pass now if one is due, then keep running them under ``supervisor`` (or a
@@ -104,7 +268,7 @@ class RetentionPass:
             log.info("retention off", days=self.days)
             return
         try:
-            await asyncio.to_thread(self.run_if_due)
+            await self.turn(self.clock.now())
         except Exception:
             # A full disk at start must not stop the scheduler: the loop tries again.
             log.exception("retention pass failed at start; the loop will retry")
@@ -121,7 +285,7 @@ class RetentionPass:
                 self.iterations += 1
                 now = self.clock.now()  # the one reading of this turn
                 try:
-                    ran = await asyncio.to_thread(self.run_if_due, now)
+                    ran = await self.turn(now)
                 except Exception as exc:
                     # Disk full, database locked for too long: shown in /health, retried
                     # after a backoff; the scheduler goes on.
@@ -159,3 +323,22 @@ class RetentionPass:
             if self._own_supervisor:
                 await self._supervisor.aclose()
             self._supervisor = None
+
+
+def _removals(
+    captures: list[Capture], now: datetime, reason: DataRemovalReason
+) -> list[tuple[str, list[AnyEvent]]]:
+    """One ExecutionDataRemoved per capture, in its job's stream (as every execution fact)."""
+    by_job: dict[str, list[AnyEvent]] = {}
+    for capture in captures:
+        by_job.setdefault(capture.job_id, []).append(
+            ExecutionDataRemoved(
+                job_id=capture.job_id,
+                execution_id=capture.execution_id,
+                object=capture.object,
+                size=capture.size,
+                removed_at=now,
+                reason=reason,
+            )
+        )
+    return list(by_job.items())

@@ -24,6 +24,7 @@ from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.handler import CommandHandler
 from lablink.logstore import SETTLE_SECONDS, open_store
 from lablink.projections.executions import count_prunable
+from lablink.projections.reading import reading_views
 from lablink.settings import Settings
 
 RETENTION_STREAM = "retention"
@@ -98,7 +99,8 @@ def prune(store: SQLiteEventStore, now: datetime, days: float, *, actor: str) ->
     if views is not None:
         views.settled(SETTLE_SECONDS)
     with store.lock:
-        count = count_prunable(store.conn, cutoff)
+        with reading_views(store) as conn:
+            count = count_prunable(conn, cutoff)
         CommandHandler(store).record(RETENTION_STREAM, [event], actor, at=now)
     return int(count)
 

@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import json
 import signal
-import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +31,7 @@ from tests.support.bench import (
     execution_request,
 )
 from tests.support.eventually import eventually
+from tests.support.views import open_views
 
 LONG_CAPTURE = {  # point by point on the supply, in real time: a minute unless stopped
     "schedule_type": "acquisition",
@@ -204,7 +204,7 @@ async def test_a_timeout_stops_the_agent_and_applies_the_safe_state(
     running = await lab.until(execution_id, ("running",))
     assert running["status"] == "running"
     # The equipment view says what the instrument is running.
-    conn = sqlite3.connect(lab.path)
+    conn = open_views(lab.path)
     try:
         (psu,) = list_equipment(conn, equipment_id="power_supply_1")
     finally:

@@ -36,6 +36,7 @@ from lablink.repository import JobRepository
 from lablink.scheduler.agents import AgentExecutor
 from lablink.scheduler.engine import Engine
 from tests.support.eventually import eventually
+from tests.support.views import open_views
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 EQUIPMENT_ID = "dmm_1"
@@ -201,7 +202,7 @@ class Lab:
     instrument: LoopbackServer
 
     def execution(self, execution_id: str) -> dict[str, Any]:
-        conn = sqlite3.connect(self.store.path)
+        conn = open_views(self.store.path)
         conn.row_factory = sqlite3.Row
         try:
             row = conn.execute(

@@ -4,8 +4,8 @@ back into the log; profiles applied by the agent; the equipment view and API."""
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +23,7 @@ from lablink.events import EquipmentOnline, ExecutionProgressed
 from lablink.settings import Settings
 from tests.support.agent_lab import AgentLab, bench_config
 from tests.support.bench import copy_bench
+from tests.support.objects import fetch_object
 
 PROFILES: dict[str, dict[str, Any]] = {
     "precise": {"nplc": 10.0, "autorange": False},
@@ -112,7 +113,9 @@ async def test_equipment_tests_pass_with_details(lab: AgentLab, test_name: str) 
     assert outcome["passed"] is True
 
 
-async def test_acquisition_streams_to_a_file_with_progress(lab: AgentLab, tmp_path: Path) -> None:
+async def test_acquisition_streams_to_a_file_with_progress(
+    lab: AgentLab, tmp_path: Path, nats_server: NatsServer
+) -> None:
     job_id = lab.create(
         {
             "name": "Line check",
@@ -126,10 +129,11 @@ async def test_acquisition_streams_to_a_file_with_progress(lab: AgentLab, tmp_pa
 
     outcome = result(row)
     path = tmp_path / "data" / "acquisitions" / f"{execution_id}.csv"
-    assert outcome["file"] == str(path)
+    assert outcome["file"] == str(path)  # where the agent wrote it, before the upload
+    assert not path.exists()
     assert outcome["sample_count"] == 4_000
-    with path.open() as handle:
-        lines = list(csv.reader(handle))
+    content, _ = await fetch_object(nats_server.url, outcome["data"]["object"])
+    lines = list(csv.reader(io.StringIO(content.decode())))
     assert ["# job_name: Line check"] in lines
     assert ["# equipment_id: oscilloscope_1"] in lines
     data = [line for line in lines if line and not line[0].startswith("#")]
@@ -266,7 +270,7 @@ async def test_equipment_api_shows_kind_identity_last_seen_and_running(
 
 
 async def test_the_guides_weekly_capture_runs_bounded_on_the_simulated_scope(
-    lab: AgentLab, tmp_path: Path
+    lab: AgentLab, tmp_path: Path, nats_server: NatsServer
 ) -> None:
     row = await lab.run(
         {
@@ -285,8 +289,8 @@ async def test_the_guides_weekly_capture_runs_bounded_on_the_simulated_scope(
     assert outcome["records"] == 800
     path = Path(outcome["file"])
     assert path.parent == tmp_path / "data" / "acquisitions"
-    size = os.path.getsize(path)  # noqa: ASYNC240 (one stat, after the run)
-    assert size == outcome["file_bytes"] < 100_000 * 64
+    content, _ = await fetch_object(nats_server.url, outcome["data"]["object"])
+    assert len(content) == outcome["file_bytes"] == outcome["data"]["size"] < 100_000 * 64
 
 
 def test_the_shipped_lab_toml_parses() -> None:

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from lablink.cli import app
 from lablink.keys import create_key, hash_key
 from tests.support.harness import Harness, api_client
+from tests.support.views import open_views, views_db
 
 BODY: dict[str, Any] = {
     "name": "Hourly Voltage Check",
@@ -90,7 +91,7 @@ async def test_keys_are_stored_hashed(harness: Harness) -> None:
     _, secret = create_key(
         harness.store, name="carol", role="viewer", actor="t", now=harness.clock.now()
     )
-    conn = sqlite3.connect(harness.path)
+    conn = open_views(harness.path)  # the views, the log attached
     try:
         log = "\n".join(r[0] for r in conn.execute("SELECT payload FROM events"))
         stored = conn.execute("SELECT key_hash FROM api_keys WHERE name = 'carol'").fetchone()[0]
@@ -108,7 +109,7 @@ def test_keys_create_cli_prints_the_key_once(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     secret = result.stdout.strip().splitlines()[0]
     assert secret.startswith("llk_")
-    conn = sqlite3.connect(tmp_path / "scheduler.db")
+    conn = sqlite3.connect(views_db(tmp_path / "scheduler.db"))
     try:
         row = conn.execute("SELECT name, role, key_hash FROM api_keys").fetchone()
     finally:

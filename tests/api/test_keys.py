@@ -18,6 +18,7 @@ from lablink.api.app import create_app
 from lablink.api.context import ApiContext
 from lablink.cli import app as cli
 from lablink.keys import create_key
+from lablink.projections.reading import reading_views
 from lablink.settings import Settings
 from tests.support.harness import Harness
 
@@ -247,7 +248,8 @@ def test_revoking_every_key_does_not_make_a_new_admin_key(tmp_path: Any) -> None
         settings = Settings(data_dir=tmp_path, timezone="UTC", executor="noop", nats=False)
         async with Runtime(settings) as runtime:
             created = ensure_admin_key(runtime)
-            (row,) = runtime.store.conn.execute("SELECT key_id FROM api_keys").fetchall()
+            with reading_views(runtime.store) as views:
+                (row,) = views.execute("SELECT key_id FROM api_keys").fetchall()
             revoke_key(runtime.store, row[0], actor="test", now=SystemClock().now())
             again = ensure_admin_key(runtime)
         return created, again

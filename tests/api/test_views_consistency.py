@@ -62,14 +62,14 @@ LAG = re.compile(r"the views are (\d+) events \((\d+\.\d) s\) behind the log")
 
 async def behind_log(harness: Harness) -> None:
     """Until the follower has folded every commit (it runs in its own thread)."""
-    views = harness.store.views  # type: ignore[attr-defined]
+    views = harness.store.views
     await eventually(lambda: views.position >= views.head and views.error is None)
 
 
 def projector_health(harness: Harness) -> Health:
     """A registry holding the projector's probe, as the runtime registers it."""
     health = Health(harness.clock)
-    health.probe("projector", harness.store.views.probe)  # type: ignore[attr-defined]
+    health.probe("projector", harness.store.views.probe)
     return health
 
 
@@ -225,14 +225,14 @@ async def test_views_that_cannot_fold_answer_503_naming_the_lag_until_they_can(
     behind: Harness,
 ) -> None:
     h = behind
-    views = h.store.views  # type: ignore[attr-defined]
+    views = h.store.views
     health = projector_health(h)
     async with api_client(h, auth=False, health=health, views_wait=1.0) as client:
         job_id, folded = await create_folded(client, h)
 
         # The views' connection refuses writes: every fold fails (and is rolled back), the
         # log itself is untouched.
-        with h.store.lock:
+        with views.write_lock:
             views.conn.execute("PRAGMA query_only = ON")
         paused = await client.post(f"/api/scheduler/jobs/{job_id}/pause")
         # The pause WAS recorded (the log has it, and the scheduler goes by the log); the
@@ -281,7 +281,7 @@ async def test_views_that_cannot_fold_answer_503_naming_the_lag_until_they_can(
         assert (live.status_code, live.json()) == (200, {"status": "ok"})
 
         # The fault lifts: the follower, retrying on its own, folds the pause.
-        with h.store.lock:
+        with views.write_lock:
             views.conn.execute("PRAGMA query_only = OFF")
         shown = await eventually(
             lambda: client.get(f"/api/scheduler/jobs/{job_id}"),
@@ -333,7 +333,7 @@ async def test_slow_views_bound_the_wait_and_the_503_names_the_lag(
     projector = Projector([gated, *projections[1:]])
     h = Harness(tmp_path / "data" / "scheduler.db", clock, background=True, projector=projector)
     await h.start()
-    views = h.store.views  # type: ignore[attr-defined]
+    views = h.store.views
     # /health calls views this far behind "degraded" (5 s by default; not waited out here).
     monkeypatch.setattr(follower, "DEGRADED_LAG_SECONDS", 0.2)
     health = projector_health(h)

@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from lablink.api.queries import list_job_views
 from lablink.cli import app
 from lablink.keys import create_key
+from lablink.projections.reading import reading_views
 from tests.support.harness import Harness, api_client
 
 BODY: dict[str, Any] = {
@@ -96,8 +97,8 @@ async def test_who_did_what_and_when_and_the_job_list_of_a_past_instant(
     # The instant to come back to: the job list as the API showed it then.
     instant = clock.now()
     listed_then = (await secured.get("/api/scheduler/jobs", headers=auditor)).json()["jobs"]
-    with harness.store.lock:
-        table_then = jobs_table(harness.store.conn)
+    with reading_views(harness.store) as views:
+        table_then = jobs_table(views)
 
     clock.advance(timedelta(minutes=10))
     await act(bob, "POST", f"/api/scheduler/jobs/{second}/resume")
@@ -201,8 +202,8 @@ async def test_who_did_what_and_when_and_the_job_list_of_a_past_instant(
     replayed = sqlite3.connect(output)
     try:
         assert jobs_table(replayed) == table_then
-        total, views = list_job_views(replayed)
-        assert (total, [json.loads(v) for v in views]) == (len(listed_then), listed_then)
+        total, replayed_views = list_job_views(replayed)
+        assert (total, [json.loads(v) for v in replayed_views]) == (len(listed_then), listed_then)
     finally:
         replayed.close()
     # The instant's job list is not today's: the second job was deleted since.

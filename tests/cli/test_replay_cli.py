@@ -18,6 +18,7 @@ from lablink.cli import app
 from lablink.clock import ManualClock
 from lablink.ids import SequentialIds
 from lablink.logstore import open_store
+from tests.support.views import views_db
 
 BODY: dict[str, Any] = {
     "name": "Hourly Voltage Check",
@@ -52,15 +53,19 @@ def build_log(db_path: Path, clock: ManualClock) -> list[str]:
 
 def test_replay_in_place_reports_rate_and_restores_rows(db_path: Path, clock: ManualClock) -> None:
     build_log(db_path, clock)
-    before = jobs(db_path)
-    conn = sqlite3.connect(db_path)
+    views = views_db(db_path)
+    before = jobs(views)
+    log_before = db_path.read_bytes()
+    conn = sqlite3.connect(views)
     conn.execute("DELETE FROM jobs")  # damage the view; the log is intact
     conn.commit()
     conn.close()
     result = CliRunner().invoke(app, ["replay", "--db", str(db_path)])
     assert result.exit_code == 0, result.output
     assert re.search(r"replayed 4 events in [\d.]+ s \([\d,]+ events/s\)", result.output)
-    assert jobs(db_path) == before
+    assert str(views) in result.output.replace("\n", "")
+    assert jobs(views) == before
+    assert db_path.read_bytes() == log_before  # the log is only read
 
 
 def test_replay_until_shows_the_past_in_another_file(db_path: Path, clock: ManualClock) -> None:
@@ -74,7 +79,7 @@ def test_replay_until_shows_the_past_in_another_file(db_path: Path, clock: Manua
     )
     assert result.exit_code == 0, result.output
     assert jobs(output) == [(first, "Hourly Voltage Check", "active", 1)]
-    assert len(jobs(db_path)) == 2  # the live views are untouched
+    assert len(jobs(views_db(db_path))) == 2  # the live views are untouched
 
 
 def test_replay_refuses_a_bad_time_and_a_missing_database(tmp_path: Path) -> None:

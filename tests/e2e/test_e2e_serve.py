@@ -489,6 +489,13 @@ def test_the_guides_profile_example_runs_on_a_real_server(
         profile = execution["result"]["profile"]
         assert (profile["id"], profile["applied"]) == ("high_res_1GS", True)
         assert profile["settings"]["trigger_level"] == 0.5
+        # The embedded agent put the capture in the private server's object store, as its
+        # own restricted NATS user, before it reported; its local copy is gone.
+        captured = execution["result"]["data"]
+        assert (captured["bucket"], captured["status"]) == ("LABLINK_DATA", "stored")
+        assert captured["provenance"]["profile_settings"]["trigger_level"] == 0.5
+        assert captured["provenance"]["agent_id"] == "embedded"
+        assert not (data / "acquisitions" / f"{execution_id}.csv").exists()
 
         placeholder = client.post(
             "/api/scheduler/jobs/create", json={**weekly, "profile_id": "profile_name"}

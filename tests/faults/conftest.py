@@ -29,6 +29,7 @@ from lablink.bus.subjects import STREAM
 from lablink.events import ERROR_TYPES
 from lablink.eventstore.sqlite import SQLiteEventStore, connect
 from lablink.projections.runner import Projector
+from tests.support.views import open_views
 
 
 def recorded_error_types(conn: sqlite3.Connection) -> set[str]:
@@ -79,7 +80,8 @@ class Invariants:
         nats_options: dict[str, Any] | None = None,
         require_all_published: bool = False,
     ) -> None:
-        conn = connect(db_path)
+        # The views (views.db), the log attached: the live views are compared with a replay.
+        conn = open_views(db_path)
         try:
             log = list(
                 conn.execute("SELECT position, event_id, stream_id, type FROM events ORDER BY 1")

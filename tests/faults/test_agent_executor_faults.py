@@ -9,6 +9,7 @@ counts on its own instrument's subject, and the executor's loops run supervised.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import signal
@@ -45,6 +46,7 @@ from tests.support.agent_lab import AgentLab, bench_config
 from tests.support.bench import copy_bench
 from tests.support.eventually import eventually
 from tests.support.harness import Harness
+from tests.support.objects import fetch_object
 
 Logs = list[MutableMapping[str, Any]]
 DOCS = Path(__file__).parents[2] / "docs" / "agents.md"
@@ -290,7 +292,10 @@ async def test_a_result_after_agent_lost_is_kept_as_a_late_result(
     assert late.equipment_id == PSU
     assert late.reported_at is not None
     assert late.result["sample_count"] == 6
-    assert await asyncio.to_thread(Path(late.result["file"]).is_file)
+    # The data is not lost with the execution: the capture reached the object store.
+    assert late.result["data"]["status"] == "stored"
+    content, _ = await fetch_object(nats_server.url, late.result["data"]["object"])
+    assert hashlib.sha256(content).hexdigest() == late.result["data"]["sha256"]
     assert view["status"] == "failed"
     assert view["error"]["type"] == "agent_lost"
     assert view["late_result"]["status"] == "completed"

@@ -46,6 +46,7 @@ from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.health import Health
 from lablink.instruments import protocol
 from lablink.instruments.simulated import SIMULATED_BENCH
+from lablink.projections.reading import reading_views
 from lablink.runtime import Runtime
 from lablink.scheduler.agents import AgentExecutor
 from lablink.settings import Settings
@@ -318,8 +319,8 @@ async def test_the_embedded_runtime_works_end_to_end_with_its_users(
 
 async def wait_for_status(runtime: Runtime, execution: str) -> str:
     def status() -> str:
-        with runtime.store.lock:
-            row = runtime.store.conn.execute(
+        with reading_views(runtime.store) as views:
+            row = views.execute(
                 "SELECT status FROM executions WHERE execution_id = ?", (execution,)
             ).fetchone()
         return str(row[0]) if row else ""

@@ -38,6 +38,7 @@ from lablink.clock import SystemClock
 from lablink.events import JobPaused, NewEvent
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.health import Health
+from lablink.projections.reading import reading_views
 from lablink.runtime import Runtime, start_bus
 from lablink.scheduler.agents import AgentExecutor
 from lablink.settings import Settings
@@ -152,8 +153,8 @@ async def test_agents_reconnect_after_the_nats_server_is_killed(tmp_path: Path) 
 
 async def wait_for_status(runtime: Runtime, execution: str) -> str:
     def row() -> Any:
-        with runtime.store.lock:
-            return runtime.store.conn.execute(
+        with reading_views(runtime.store) as views:
+            return views.execute(
                 "SELECT status, error FROM executions WHERE execution_id = ?", (execution,)
             ).fetchone()
 

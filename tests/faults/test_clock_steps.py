@@ -21,6 +21,7 @@ from lablink.clock import ClockStep, ManualClock, StepDetector, SystemClock
 from lablink.events import ClockStepped, ExecutionRequested, JobReanchored
 from lablink.health import Health
 from lablink.logstore import open_store
+from lablink.projections.reading import reading_views
 from lablink.repository import JobRepository
 from lablink.scheduler.engine import Engine, recovery_lists
 from lablink.supervision import Supervisor
@@ -209,8 +210,8 @@ async def test_the_live_loop_on_the_real_clock_sees_no_step(tmp_path: Path) -> N
     jobs = JobRepository(store)
     supervisor = Supervisor(Health(clock))
     engine = Engine(store, clock, GateExecutor(), jobs=jobs, supervisor=supervisor)
-    with store.lock:
-        active, unfinished = recovery_lists(store.conn)
+    with reading_views(store) as views:
+        active, unfinished = recovery_lists(views)
     await engine.start(active, unfinished)
     try:
         # The idle loop wakes about once a second.

@@ -349,6 +349,9 @@ def test_a_fresh_start_makes_the_directory_0700_and_the_files_0600(
         "scheduler.db",
         "scheduler.db-wal",
         "scheduler.db-shm",
+        "views.db",
+        "views.db-wal",
+        "views.db-shm",
         "admin.key",
         "lablink.lock",
     ):

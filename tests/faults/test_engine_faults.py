@@ -39,11 +39,13 @@ from lablink.health import Health
 from lablink.ids import SequentialIds
 from lablink.logstore import open_store
 from lablink.projections.jobs import read_snapshot
+from lablink.projections.reading import reading_views
 from lablink.repository import JobRepository
 from lablink.scheduler.engine import Engine, recovery_lists
 from lablink.supervision import Supervisor
 from tests.support.eventually import eventually
-from tests.support.harness import GateExecutor, Harness, api_client, read_rows
+from tests.support.harness import GateExecutor, Harness, api_client
+from tests.support.views import view_rows
 
 EVERY_SECOND: dict[str, Any] = {
     "name": "Every second",
@@ -282,7 +284,7 @@ async def test_an_outcome_that_cannot_be_recorded_waits_for_the_log(
 
 
 def _started(db: Path, job_id: str) -> int:
-    (row,) = read_rows(
+    (row,) = view_rows(
         db,
         "SELECT COUNT(*) AS n FROM executions WHERE job_id = ? AND status = 'completed'",
         job_id,
@@ -299,16 +301,16 @@ async def test_the_live_loop_resumes_by_itself_once_the_disk_is_freed(
     store = open_store(db)
 
     def snapshot(job_id: str) -> Any:
-        with store.lock:
-            return read_snapshot(store.conn, job_id)
+        with reading_views(store) as views:
+            return read_snapshot(views, job_id)
 
     jobs = JobRepository(store, snapshots=snapshot)
     service = JobService(store, clock, default_timezone="UTC", repository=jobs)
     health = Health(clock)
     supervisor = Supervisor(health, initial_backoff=0.2, max_backoff=1.0)
     engine = Engine(store, clock, GateExecutor(), jobs=jobs, supervisor=supervisor)
-    with store.lock:
-        active, unfinished = recovery_lists(store.conn)
+    with reading_views(store) as views:
+        active, unfinished = recovery_lists(views)
     await engine.start(active, unfinished)
     try:
         job_ids = [service.create_job({**EVERY_SECOND, "name": f"job {n}"}, "t") for n in (1, 2)]
@@ -346,7 +348,7 @@ async def test_the_live_loop_resumes_by_itself_once_the_disk_is_freed(
         for job_id in job_ids:
             kinds = [
                 r["trigger_info"]
-                for r in read_rows(
+                for r in view_rows(
                     db,
                     "SELECT trigger_info FROM executions WHERE job_id = ? AND status != 'missed'"
                     " ORDER BY seq",

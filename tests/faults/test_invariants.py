@@ -10,6 +10,7 @@ import pytest
 
 from lablink.eventstore.sqlite import connect
 from tests.support.harness import Harness
+from tests.support.views import views_db
 
 BODY: dict[str, Any] = {
     "name": "Every minute",
@@ -55,7 +56,9 @@ async def test_each_broken_invariant_is_caught(
     harness: Harness, invariants: Any, tmp_path: Path, damage: str, complaint: str
 ) -> None:
     job_id = await _run_a_while(harness)
-    conn = connect(harness.path)
+    # The views' file with the log attached (writable): a damage to either is found there.
+    conn = connect(views_db(harness.path))
+    conn.execute("ATTACH DATABASE ? AS log", (str(harness.path),))
     conn.execute(damage)
     conn.close()
     with pytest.raises(AssertionError, match=complaint):

@@ -42,11 +42,16 @@ async def test_fresh_store_is_pruned_once_and_the_loop_then_sleeps(
         assert [r.event.__struct_config__.tag for r in pruned] == ["executions.pruned"]
 
         statements: list[str] = []
-        store.conn.set_trace_callback(statements.append)
+        # The log's connection and the views' reader (retention counts there).
+        with store.views.reading() as reader:
+            pass
+        for conn in (store.conn, reader):
+            conn.set_trace_callback(statements.append)
         try:
             await asyncio.sleep(WATCH_SECONDS)  # the real clock is the point of this test
         finally:
-            store.conn.set_trace_callback(None)
+            for conn in (store.conn, reader):
+                conn.set_trace_callback(None)
         # The next pass is a day away: the loop sleeps, it neither reads the store nor
         # prunes again.
         assert statements == []

@@ -24,6 +24,7 @@ from lablink.cli import app
 from lablink.equipment_agent.inprocess import InProcessExecutor
 from lablink.logstore import open_store
 from lablink.projections.profiles import profile_lookup, read_profile
+from lablink.projections.reading import reading_views
 from tests.support.bench import ProgressLog, copy_bench, execution_request
 
 SAVED = datetime(2025, 11, 14, 1, 17, 48, 238893)
@@ -236,9 +237,9 @@ def test_lablink_profiles_import_creates_every_profile_an_instrument_can_take(
 
     store = open_store(data_dir / "scheduler.db")
     try:
-        with store.lock:
+        with reading_views(store) as views:
             for profile_id in set(ids) - REFUSED:
-                stored = read_profile(store.conn, profile_id)
+                stored = read_profile(views, profile_id)
                 assert stored is not None, profile_id
                 written = ids[profile_id]
                 # Stored as written: the original's names, its values (an alias's words

@@ -14,6 +14,7 @@ from lablink.logstore import open_store
 from lablink.profile_import import import_profiles, run_import
 from lablink.profile_service import SHIPPED_DIR, ProfileService, load_shipped_profiles
 from lablink.projections.profiles import list_profiles, read_profile
+from lablink.projections.reading import reading_views
 
 GOOD: dict[str, Any] = {
     "name": "Bench 12 V",
@@ -35,8 +36,8 @@ def write(folder: Path, name: str, content: Any) -> None:
 
 
 def profile_events(store: SQLiteEventStore) -> list[tuple[str, str, str]]:
-    with store.lock:
-        rows = store.conn.execute(
+    with reading_views(store) as views:
+        rows = views.execute(
             "SELECT stream_id, type, actor FROM events WHERE stream_id LIKE 'profile:%'"
             " ORDER BY position"
         ).fetchall()
@@ -78,8 +79,8 @@ def test_a_folder_of_good_and_bad_files(
     assert refused["list.json"] == ["file='list.json': expected a JSON object"]
     assert refused["extra.json"] == ["owner='ann': unknown field"]
     assert report.exit_code == 1
-    with store.lock:
-        profile = read_profile(store.conn, "bench_12v")
+    with reading_views(store) as views:
+        profile = read_profile(views, "bench_12v")
     assert profile is not None
     assert profile["name"] == "Bench 12 V"
     assert profile["settings"] == {"current": 2.0, "voltage": 12.0}
@@ -154,8 +155,8 @@ def test_the_shipped_profiles_load_once_and_cover_every_simulated_kind(
         events = profile_events(store)
         assert len(events) == len(created)
         assert {actor for _, _, actor in events} == {"lablink serve"}
-        with store.lock:
-            profiles = list_profiles(store.conn)
+        with reading_views(store) as views:
+            profiles = list_profiles(views)
         kinds = {p["equipment_type"] for p in profiles}
         assert kinds == {kind for kind, _ in SIMULATED_BENCH.values()}
         for profile in profiles:
@@ -173,7 +174,7 @@ def test_a_shipped_profile_an_admin_deleted_stays_deleted(
         load_shipped_profiles(store, clock)
         ProfileService(store, clock).delete("high_res_1GS", "admin")
         assert load_shipped_profiles(store, clock) == []
-        with store.lock:
-            assert read_profile(store.conn, "high_res_1GS") is None
+        with reading_views(store) as views:
+            assert read_profile(views, "high_res_1GS") is None
     finally:
         store.close()

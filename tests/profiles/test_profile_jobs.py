@@ -21,6 +21,7 @@ from lablink.ids import SequentialIds
 from lablink.instruments.protocol import Presence
 from lablink.profile_service import ProfileService, StoredProfiles, load_shipped_profiles
 from lablink.projections.profiles import list_profiles, profile_lookup
+from lablink.projections.reading import reading_views
 from tests.support.bench import ProgressLog, copy_bench, execution_request
 from tests.support.harness import Harness, api_client
 
@@ -170,8 +171,8 @@ async def test_every_shipped_profile_applies_on_the_simulated_bench(
     """The shipped settings are within the drivers' limits and the simulated instruments'
     own (bench.yaml): each applies and reads back, through the lookup agents are given."""
     load_shipped_profiles(store, clock)
-    with store.lock:
-        profiles = list_profiles(store.conn)
+    with reading_views(store) as views:
+        profiles = list_profiles(views)
     executor = InProcessExecutor.simulated(
         tmp_path / "data", bench_yaml=copy_bench(tmp_path / "bench"), profiles=profile_lookup(store)
     )

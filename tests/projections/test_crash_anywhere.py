@@ -48,6 +48,7 @@ from tests.support.crash import (
     views_in,
 )
 from tests.support.eventually import eventually_sync
+from tests.support.views import views_db
 
 # "lag": the views stop folding (as a follower thread that fell behind); "catch": they fold
 # the backlog, a batch per transaction.
@@ -109,9 +110,10 @@ def test_views_after_a_crash_anywhere_and_catch_up_equal_a_rebuild(
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         log_path = folder / "scheduler.db"
-        views_path = folder / "views.db" if own_file else None
+        # views.db (the default), or the views in the log's file (the layout before).
+        views_path = views_db(log_path) if own_file else log_path
         fuse = Fuse()
-        store = open_store(log_path, fused_projector(fuse), views_path=views_path)
+        store = open_store(log_path, fused_projector(fuse), views_in_log=not own_file)
         store.views.batch = batch
         lab = Lab(store)
         plan = creates + steps
@@ -145,13 +147,13 @@ def test_views_after_a_crash_anywhere_and_catch_up_equal_a_rebuild(
         event(f"crash {where}: {'in a fold' if crashed else 'outside a fold'}")
 
         # On disk after the crash: rows and checkpoints agree, nothing half-written.
-        left = views_in(views_path or log_path)
+        left = views_in(views_path)
         at = checkpoint(left)
         event("views behind at the crash" if at < head else "views caught up at the crash")
         assert left == folded_up_to(log_path, folder / "partial.db", at)
 
         # Restart: the follower catches up from its checkpoint.
-        again = open_store(log_path, views_path=views_path)
+        again = open_store(log_path, views_in_log=not own_file)
         try:
             assert again.views.position == head
             caught_up = views(again.views.conn)
@@ -214,7 +216,7 @@ def test_a_process_killed_while_it_appends_and_folds_loses_nothing(tmp_path: Pat
             child.wait(timeout=60)
         assert child.returncode == -signal.SIGKILL
 
-        left = views_in(log_path)
+        left = views_in(views_db(log_path))
         at = checkpoint(left)
         head = _head(log_path)
         assert at <= head

@@ -85,7 +85,7 @@ def test_a_batch_reads_no_execution_row_and_writes_each_once(tmp_path: Path) -> 
         ]
     )
     second = list(store.read_all(after_position=first[-1].position))
-    conn = connect(tmp_path / "views.db")
+    conn = connect(tmp_path / "folded.db")
     projector = Projector([ExecutionsProjection()])
     projector.create(conn)
     conn.execute("BEGIN IMMEDIATE")

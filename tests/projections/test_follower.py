@@ -37,9 +37,11 @@ from lablink.ids import SequentialIds
 from lablink.logstore import LogStore, open_store
 from lablink.projections.follower import Follower, ViewsBehind
 from lablink.projections.jobs import JobsProjection, get_job
+from lablink.projections.reading import reading_views
 from lablink.projections.runner import CHECKPOINTS, META, Projector
 from tests.support.crash import Lab, rebuilt, views, views_in
 from tests.support.eventually import eventually, eventually_sync
+from tests.support.views import views_db
 
 START = datetime(2026, 3, 27, 12, 0, tzinfo=UTC)
 # Generous: a loaded two-core machine makes folds slow, never wrong.
@@ -65,7 +67,7 @@ def keys_in(conn: sqlite3.Connection) -> set[str]:
 
 
 def checkpoints_in(path: Path) -> set[int]:
-    conn = sqlite3.connect(path)
+    conn = sqlite3.connect(views_db(path))
     try:
         return {row[0] for row in conn.execute(f"SELECT position FROM {CHECKPOINTS}")}
     finally:
@@ -127,8 +129,8 @@ async def test_waits_say_false_while_the_views_are_held_and_true_once_folded(
     add_key(background, "first")
     assert follower.wait_for(1, WAIT)
     samples = len(follower.lag_samples)
-    # The store's lock is the views' writer's: held here, the fold of the next commit waits.
-    with background.lock:
+    # The views' writer lock: held here, the fold of the next commit waits.
+    with follower.write_lock:
         (recorded,) = add_key(background, "held")
         position = recorded.position
         assert follower.wait_for(position, 0.2) is False
@@ -158,7 +160,7 @@ def test_close_folds_what_was_committed(tmp_path: Path) -> None:
         store.close()
         assert checkpoints_in(path) == {i + 1}
     store = open_store(path, background=True)
-    with store.lock:  # the views cannot fold these yet
+    with store.views.write_lock:  # the views cannot fold these yet
         for i in range(25):
             add_key(store, i)
         assert store.views.position < 35
@@ -167,7 +169,7 @@ def test_close_folds_what_was_committed(tmp_path: Path) -> None:
     closing.join(WAIT)
     assert not closing.is_alive()
     assert checkpoints_in(path) == {35}
-    assert views_in(path) == rebuilt(path, tmp_path / "rebuilt.db")
+    assert views_in(views_db(path)) == rebuilt(path, tmp_path / "rebuilt.db")
 
 
 async def test_coroutines_still_waiting_are_released_at_close(tmp_path: Path) -> None:
@@ -199,13 +201,13 @@ def test_a_read_right_after_an_append_sees_it(tmp_path: Path) -> None:
         },
         actor="alice",
     )
-    with store.lock:
-        job = get_job(store.conn, job_id)  # no wait: folded before create_job returned
+    with reading_views(store) as conn:
+        job = get_job(conn, job_id)  # no wait: folded before create_job returned
     assert job is not None
     assert job["name"] == "ramp"
     service.pause_job(job_id, actor="alice")
-    with store.lock:
-        assert get_job(store.conn, job_id)["enabled"] is False  # type: ignore[index]
+    with reading_views(store) as conn:
+        assert get_job(conn, job_id)["enabled"] is False  # type: ignore[index]
     assert store.views.position == store.last_position()
     store.close()
 
@@ -297,7 +299,7 @@ def test_a_fold_that_cannot_write_fails_in_the_open_and_folds_again_by_itself(
     assert follower.error is not None
     # Nothing half-written: the checkpoint and the rows are those of the first key only.
     assert checkpoints_in(path) == {1}
-    conn = sqlite3.connect(path)
+    conn = sqlite3.connect(views_db(path))
     assert {row[0] for row in conn.execute("SELECT key_id FROM api_keys")} == {"kbefore"}
     conn.close()
     # Retried, with a backoff, by the thread itself: the failures keep counting.
@@ -308,7 +310,7 @@ def test_a_fold_that_cannot_write_fails_in_the_open_and_folds_again_by_itself(
     assert follower.error is None
     assert follower.position == 2
     assert keys_in(follower.conn) == {"kbefore", "kduring"}
-    assert views_in(path) == rebuilt(path, path.parent / "rebuilt.db")
+    assert views_in(views_db(path)) == rebuilt(path, path.parent / "rebuilt.db")
 
 
 def test_a_full_views_file_fails_the_fold_not_the_append(tmp_path: Path) -> None:

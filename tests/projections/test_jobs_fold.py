@@ -92,7 +92,7 @@ def test_live_batches_of_any_size_with_memory_dropped_anywhere_equal_a_rebuild(
         assert live == expected
         check_views(expected["jobs"])
         # The store's own views, folded after each commit, agree too.
-        assert tables(store.conn) == expected
+        assert tables(store.views.conn) == expected
         event(f"jobs: {min(len(expected['jobs']), 3)}")
         store.close()
 
@@ -150,10 +150,10 @@ def test_a_fire_writes_only_what_changes_and_the_view_follows(tmp_path: Path) ->
     log = FireLog(store)
     log.run([("create", 0, 1, 1)])
     (job_id,) = log.jobs
-    before = job_row(store.conn)
+    before = job_row(store.views.conn)
     log.clock.advance(45)
     log.run([("fire", 0, "scheduled", "completed"), ("fire", 0, "scheduled", "running")])
-    after = job_row(store.conn)
+    after = job_row(store.views.conn)
     assert after["version"] == store.stream_version(job_id) == 8
     assert (after["execution_count"], after["running_count"]) == (2, 1)
     assert after["next_run_time"] != before["next_run_time"]
@@ -184,7 +184,7 @@ def test_a_batch_of_fires_is_one_update_per_job_and_no_read(tmp_path: Path) -> N
     log.clock.advance(60)
     log.run([("fire", n % 2, "scheduled", "completed") for n in range(6)])
     second = list(store.read_all(after_position=first[-1].position))
-    conn = connect(tmp_path / "views.db")
+    conn = connect(tmp_path / "folded.db")
     projector = Projector([JobsProjection()])
     projector.create(conn)
     statements: list[str] = []
@@ -226,7 +226,7 @@ def test_the_snapshot_is_the_state_at_the_version_it_names(tmp_path: Path) -> No
     log = FireLog(store)
     log.run([("create", 0, 0, 0), *[("fire", 0, "scheduled", "completed")] * 3])
     (job_id,) = log.jobs
-    snapshot = read_snapshot(store.conn, job_id)
+    snapshot = read_snapshot(store.views.conn, job_id)
     assert snapshot is not None
     state, version = snapshot
     assert version == store.stream_version(job_id)
@@ -279,10 +279,12 @@ async def test_the_jobs_api_answers_the_same_bytes_live_and_after_a_rebuild(
         live = await answers()
         listed = json.loads(live[0])["jobs"]
         assert [job["execution_count"] for job in listed] != [0, 0, 0]
-        with harness.store.lock:
-            Projector().rebuild(harness.store, harness.store.conn)
+        with harness.store.views.write_lock:
+            Projector().rebuild(harness.store, harness.store.views.conn)
         assert await answers() == live
-        check_views(harness.store.conn.execute(f"SELECT {', '.join(COLUMNS)} FROM jobs").fetchall())
+        check_views(
+            harness.store.views.conn.execute(f"SELECT {', '.join(COLUMNS)} FROM jobs").fetchall()
+        )
     finally:
         await harness.close()
 

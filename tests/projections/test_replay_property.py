@@ -77,6 +77,14 @@ PARAMETERS = {
     "acquisition": {"duration": 60, "sample_rate": 1000, "channels": [1, 2]},
 }
 FINALS = ["completed", "failed", "timed_out", "cancelled", "interrupted"]
+# A result of every shape the results view reads (value, readings, a capture's summary).
+RESULT: dict[str, Any] = {
+    "value": 1.25,
+    "unit": "V",
+    "measurements": {"voltage": {"value": 1.25, "unit": "V"}},
+    "settings": {"output": {"value": True, "unit": "", "writable": True}},
+    "data": {"object": "exec.csv", "size": 3, "rows": 1, "sha256": "ab", "status": "stored"},
+}
 
 create_step = st.tuples(
     st.just("create"), st.integers(0, len(TEMPLATES) - 1), st.sampled_from(SCHEDULE_TYPES)
@@ -167,7 +175,7 @@ class World:
             "started_at": started,
         }
         if status == "completed":
-            return ExecutionSucceeded(**common, result={"v": 1})
+            return ExecutionSucceeded(**common, result=RESULT)
         if status == "failed":
             return ExecutionFailed(
                 **common, error=ExecutionError(type="x", message="boom", code=-1)
@@ -347,7 +355,7 @@ class World:
                         execution_id=execution_id,
                         received_at=now,
                         status=action[2],
-                        result={} if failed else {"v": 2},
+                        result={} if failed else {"value": 2, "unit": "V"},
                         error=ExecutionError(type="stopped", message="stopped") if failed else None,
                         agent_id="agent-1",
                         equipment_id="psu_1",
@@ -375,14 +383,14 @@ def test_rebuild_equals_live(creates: list[tuple[Any, ...]], steps: list[tuple[A
         world = World(store)
         for action in creates + steps:
             world.apply(action)
-        live = snapshot(store.conn)
+        live = snapshot(store.views.conn)
         positions = store.last_position()
 
-        # In place, as `lablink replay` does.
-        with store.lock:
-            folded = Projector().rebuild(store, store.conn)
+        # In place (views.db), as `lablink replay` does.
+        with store.views.write_lock:
+            folded = Projector().rebuild(store, store.views.conn)
         assert folded == positions
-        assert snapshot(store.conn) == live
+        assert snapshot(store.views.conn) == live
         event("jobs rows: " + str(min(len(live["jobs"]), 3)))
         event("execution rows: " + str(min(len(live["executions"]), 3)))
 
@@ -535,7 +543,7 @@ def test_a_rebuild_that_fails_part_way_leaves_no_checkpoint_ahead_of_its_rows(
         world.apply(action)
     log = list(store.read_all())
     expected, expected_checkpoints, _ = rebuilt(store, tmp_path / "full.db")
-    target = connect(tmp_path / "views.db")
+    target = connect(tmp_path / "target.db")
     projector = Projector(
         [
             FailingExecutions(fail_at=4) if p.name == "executions" else p
@@ -584,7 +592,7 @@ def test_a_rebuild_in_two_processes_equals_one_in_one_until_any_instant(
             one = rebuilt(store, Path(folder) / f"one-{moment}.db", until=moment, processes=1)
             two = rebuilt(store, Path(folder) / f"two-{moment}.db", until=moment, processes=2)
             assert two == one
-        assert one[0] == snapshot(store.conn)
+        assert one[0] == snapshot(store.views.conn)
         store.close()
 
 
@@ -612,14 +620,15 @@ def test_a_second_process_that_fails_leaves_its_projections_empty_at_checkpoint_
         world.apply(action)
     last = store.last_position()
     expected, expected_checkpoints, _ = rebuilt(store, tmp_path / "full.db")
-    target = connect(tmp_path / "views.db")
+    target = connect(tmp_path / "target.db")
     projector = Projector(
         [FailingHistory() if p.name == "job_history" else p for p in default_projections()]
     )
     with pytest.raises(RuntimeError, match="the disk is full"):
         projector.rebuild(store, target, processes=2)
     checkpoints = projector.checkpoints(target)
-    assert checkpoints.pop("executions") == last
+    for name in runner.FOLDED_HERE:  # folded by this process: executions, results
+        assert checkpoints.pop(name) == last
     assert set(checkpoints.values()) == {0}
     assert target.execute("SELECT COUNT(*) FROM executions").fetchone() == (3,)
     for table in ("jobs", "job_history", "stats_jobs"):

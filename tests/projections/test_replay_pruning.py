@@ -265,7 +265,7 @@ def test_pruning_replays_the_same_live_in_any_batches_and_rebuilt(
         world = World(store)
         for action in steps:
             world.apply(action)
-        live = snapshot(store.conn)
+        live = snapshot(store.views.conn)
         log = list(store.read_all())
         assert rebuilt(store, Path(folder) / "rebuilt.db") == live
         assert folded_in_batches(log, Path(folder) / "batches.db", sizes) == live
@@ -287,7 +287,9 @@ def test_a_pruning_in_the_same_transaction_drops_the_rows_before_it(tmp_path: Pa
     world.clock.advance(timedelta(days=3))
     world.apply(("batch", 0, 1))  # ended a day ago, pruned at now: gone, the late fact ignored
     world.apply(("batch", 1, 0))  # ended this instant: not before the cut-off, kept
-    rows = store.conn.execute("SELECT execution_id, progress, message FROM executions").fetchall()
+    rows = store.views.conn.execute(
+        "SELECT execution_id, progress, message FROM executions"
+    ).fetchall()
     assert rows == [("exec_2", 0.9, "late")]
-    assert rebuilt(store, tmp_path / "rebuilt.db") == snapshot(store.conn)
+    assert rebuilt(store, tmp_path / "rebuilt.db") == snapshot(store.views.conn)
     store.close()

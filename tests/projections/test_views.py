@@ -20,6 +20,7 @@ from lablink.events import (
 )
 from lablink.eventstore import ANY
 from lablink.eventstore.sqlite import SQLiteEventStore
+from lablink.logstore import LogStore
 
 HOURLY: dict[str, Any] = {
     "name": "Hourly Voltage Check",
@@ -33,7 +34,8 @@ HOURLY: dict[str, Any] = {
 
 
 def rows(store: SQLiteEventStore, sql: str, *args: Any) -> list[dict[str, Any]]:
-    cursor = store.conn.execute(sql, args)
+    assert isinstance(store, LogStore)  # opened with its views
+    cursor = store.views.conn.execute(sql, args)
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
 
@@ -265,12 +267,16 @@ def test_views_made_by_another_version_are_rebuilt_on_open(
 
     store = open_store(db_path)
     JobService(store, clock, default_timezone="UTC").create_job(HOURLY, actor="alice")
-    with store.lock:
-        store.conn.execute("DELETE FROM jobs")  # a stale view...
-        store.conn.execute("UPDATE projection_meta SET value = 'older-version'")  # ...of old
+    with store.views.write_lock:
+        store.views.conn.execute("DELETE FROM jobs")  # a stale view...
+        store.views.conn.execute(
+            "UPDATE projection_meta SET value = 'older-version' WHERE key = 'fingerprint'"
+        )  # ...of old
     store.close()
     reopened = open_store(db_path)
     assert len(rows(reopened, "SELECT job_id FROM jobs")) == 1
-    (fingerprint,) = reopened.conn.execute("SELECT value FROM projection_meta").fetchone()
+    (fingerprint,) = reopened.views.conn.execute(
+        "SELECT value FROM projection_meta WHERE key = 'fingerprint'"
+    ).fetchone()
     assert fingerprint != "older-version"
     reopened.close()

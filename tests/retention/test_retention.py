@@ -17,10 +17,12 @@ from lablink.events import ExecutionRequested, ExecutionStarted, ExecutionSuccee
 from lablink.eventstore.sqlite import SQLiteEventStore, connect
 from lablink.ids import SequentialIds
 from lablink.logstore import open_store
+from lablink.projections.reading import reading_views
 from lablink.projections.runner import CHECKPOINTS, Projector
 from lablink.scheduler.retention import RetentionPass
 from lablink.scheduler.storage import SchedulerStorage
 from tests.support.harness import Harness, api_client
+from tests.support.views import views_db
 
 HOURLY: dict[str, Any] = {
     "name": "Hourly Voltage Check",
@@ -34,7 +36,8 @@ COUNTING_TABLES = ("job_history", "stats_jobs", "stats_job_counts", "stats_open"
 
 
 def table(path: Path, name: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(path)
+    """A view's rows, from the views of the log at ``path``."""
+    conn = sqlite3.connect(views_db(path))
     try:
         return sorted(conn.execute(f"SELECT * FROM {name}").fetchall(), key=repr)
     finally:
@@ -156,8 +159,8 @@ async def test_a_rebuild_after_pruning_gives_the_same_views(harness: Harness) ->
     SchedulerStorage(store=harness.store, clock=harness.clock).cleanup_old_executions(days=30)
     harness.clock.advance(timedelta(hours=3))  # a missed run and a catch-up, after the pruning
     await harness.at(harness.clock.now())
-    with harness.store.lock:
-        live = views(harness.store.conn)
+    with reading_views(harness.store) as conn:
+        live = views(conn)
     target = connect(harness.path.parent / "rebuilt.db")
     try:
         Projector().rebuild(harness.store, target)

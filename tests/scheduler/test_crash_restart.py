@@ -19,6 +19,7 @@ import pytest
 from lablink.application import JobService
 from lablink.clock import SystemClock
 from lablink.logstore import open_store
+from lablink.projections.reading import reading_views
 
 LABLINK = str(Path(sys.executable).parent / "lablink")
 
@@ -71,8 +72,8 @@ class Process:
 def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     store = open_store(db)
     try:
-        with store.lock:
-            return store.conn.execute(sql, args).fetchall()
+        with reading_views(store) as views:
+            return views.execute(sql, args).fetchall()
     finally:
         store.close()
 

@@ -30,12 +30,14 @@ from lablink.instruments.execution import ProfileLookup
 from lablink.instruments.simulated import SIMULATED_BENCH
 from lablink.logstore import open_store
 from lablink.projections.jobs import read_snapshot
+from lablink.projections.reading import reading_views
 from lablink.repository import JobRepository
 from lablink.scheduler.agents import AgentExecutor
 from lablink.scheduler.engine import Engine, recovery_lists
 from lablink.supervision import Supervisor
 from tests.support.eventually import eventually
-from tests.support.harness import drop_engine, read_rows
+from tests.support.harness import drop_engine
+from tests.support.views import view_rows
 
 FINAL = tuple(sorted(FINAL_STATUSES))
 
@@ -134,8 +136,8 @@ class AgentLab:
         store = self.store
 
         def snapshot(job_id: str) -> Any:
-            with store.lock:
-                return read_snapshot(store.conn, job_id)
+            with reading_views(store) as views:
+                return read_snapshot(views, job_id)
 
         self.jobs = JobRepository(store, snapshots=snapshot)
         self.service = JobService(store, self.clock, default_timezone="UTC", repository=self.jobs)
@@ -153,10 +155,12 @@ class AgentLab:
         )
         await self.executor.start()
         self.engine = Engine(store, self.clock, self.executor, jobs=self.jobs)
-        with store.lock:
-            active, unfinished = recovery_lists(store.conn)
+        with reading_views(store) as views:
+            active, unfinished = recovery_lists(views)
         await self.engine.open(active, unfinished)
-        await self.executor.follow_late_results(self.engine.record_late_result)
+        await self.executor.follow_late_results(
+            self.engine.record_late_result, self.engine.record_data_stored
+        )
         return self
 
     async def start_agent(self, config: AgentConfig, *, wrap: PortWrapper | None = None) -> Agent:
@@ -226,7 +230,7 @@ class AgentLab:
         return await self.engine.tick()
 
     def rows(self, sql: str, *args: Any) -> list[dict[str, Any]]:
-        return read_rows(self.path, sql, *args)
+        return view_rows(self.path, sql, *args)
 
     def events(self, stream_id: str) -> list[Any]:
         return [r.event for r in self.store.read_stream(stream_id)]

@@ -361,7 +361,14 @@ class Lab:
             "started_at": now,
         }
         if not failed:
-            self.fact(job_id, ExecutionSucceeded(**common, result={"v": 1}))
+            # Read by the results view: a value, a reading, a capture's summary.
+            result = {
+                "value": 1.5,
+                "unit": "V",
+                "measurements": {"current": {"value": 0.1, "unit": "A"}},
+                "data": {"object": f"{execution_id}.csv", "size": 1, "status": "stored"},
+            }
+            self.fact(job_id, ExecutionSucceeded(**common, result=result))
             return
         alarm = alarm_id(execution_id)
         self.fact(

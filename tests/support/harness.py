@@ -17,21 +17,24 @@ from lablink.application import JobService
 if TYPE_CHECKING:
     import httpx
 
+    from lablink.bus.data_bucket import DataBucket
     from lablink.bus.relay import Relay
     from lablink.health import Health
 from lablink.clock import ManualClock
-from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.ids import SequentialIds
 from lablink.instruments.execution import ExecutionRequest, Outcome, ProgressReport
-from lablink.logstore import open_store
+from lablink.logstore import LogStore, open_store
 from lablink.projections.jobs import read_snapshot
+from lablink.projections.reading import reading_views
 from lablink.projections.runner import Projector
 from lablink.repository import JobRepository
 from lablink.scheduler.engine import Engine, recovery_lists
+from tests.support.views import view_rows
 
 
 def read_rows(path: Path, sql: str, *args: Any) -> list[dict[str, Any]]:
-    """A query on a connection of its own, rows as dicts: what a test checks in the views."""
+    """A query on a connection of its own, rows as dicts: what a test checks in a database
+    file (the views of a log: ``tests.support.views.view_rows``)."""
     conn = sqlite3.connect(path)
     try:
         cursor = conn.execute(sql, args)
@@ -132,14 +135,12 @@ class Harness:
         self.projector = projector
 
     async def start(self, prefix: str = "") -> Harness:
-        self.store: SQLiteEventStore = open_store(
-            self.path, self.projector, background=self.background
-        )
+        self.store: LogStore = open_store(self.path, self.projector, background=self.background)
         store = self.store
 
         def snapshot(job_id: str) -> Any:
-            with store.lock:
-                return read_snapshot(store.conn, job_id)
+            with reading_views(store) as views:
+                return read_snapshot(views, job_id)
 
         self.ids = SequentialIds(prefix)
         self.jobs = JobRepository(store, snapshots=snapshot)
@@ -164,8 +165,8 @@ class Harness:
             instruments=known,
         )
         self.engine = Engine(store, self.clock, self.executor, jobs=self.jobs, ids=self.ids)
-        with store.lock:
-            active, unfinished = recovery_lists(store.conn)
+        with reading_views(store) as views:
+            active, unfinished = recovery_lists(views)
         await self.engine.open(active, unfinished)
         await self.settle()
         return self
@@ -203,7 +204,7 @@ class Harness:
         self.store.close()
 
     def rows(self, sql: str, *args: Any) -> list[dict[str, Any]]:
-        return read_rows(self.path, sql, *args)
+        return view_rows(self.path, sql, *args)
 
     def executions(self, job_id: str) -> list[dict[str, Any]]:
         return self.rows(
@@ -224,12 +225,14 @@ async def api_client(
     auth: bool,
     relay: Relay | None = None,
     health: Health | None = None,
+    data: DataBucket | None = None,
     **overrides: Any,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The real Litestar app over the harness's engine and store, called in-process on the
     test's own event loop (Litestar's TestClient runs the app on a loop of its own, where
     the harness's engine cannot be reached). ``health``: a registry /health renders, as the
-    runtime's (None: the API answers for itself). ``overrides``: other ``Settings`` fields
+    runtime's (None: the API answers for itself). ``data``: the captures' bucket the
+    downloads read. ``overrides``: other ``Settings`` fields
     (``views_wait=0.5``, say)."""
     import httpx
 
@@ -254,6 +257,7 @@ async def api_client(
         auth_enabled=auth,
         relay=relay,
         health=health,
+        data=data,
     )
     try:
         transport = httpx.ASGITransport(app=create_app(context))  # type: ignore[arg-type]
