@@ -52,7 +52,7 @@ import nats
 from nats.js.api import ObjectMeta, ObjectMetaOptions
 
 from lablink.application import JobService
-from lablink.bus.datastore import ensure_data_bucket
+from lablink.bus.data_bucket import ensure_data_bucket
 from lablink.bus.server import NatsServer, nats_server_binary
 from lablink.clock import ManualClock
 from lablink.equipment_agent.upload import (

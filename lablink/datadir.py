@@ -34,6 +34,7 @@ log = structlog.get_logger(tag="scheduler")
 SCHEDULER_LOCK = "lablink.lock"
 RELAY_LOCK = "relay.lock"
 DB_NAME = "scheduler.db"
+# The views of the default log (lablink.projections.reading.views_file names the others').
 VIEWS_NAME = "views.db"
 # Files that are LabLink's alone: the log and the views folded from it (each with its WAL and
 # shared-memory index: key hashes and results are in both) and the admin key. The bus's

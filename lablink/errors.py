@@ -329,10 +329,58 @@ class DataRemoved(DataUnavailable):
     def __init__(self, execution_id: str, removed_at: str | None, removal: str | None) -> None:
         self.removed_at = removed_at
         self.removal = removal
-        why = {"retention": "by the retention pass", "bound": "by the data byte bound"}
+        why = {
+            "retention": "by the retention pass",
+            "bound": "by the data byte bound",
+            "lost": "as lost: its agent could not upload it (its file went or changed)",
+        }
         super().__init__(
             execution_id,
             f"its data was removed at {removed_at} {why.get(removal or '', f'({removal})')}",
+        )
+
+
+class DataRemovalPending(DataRemoved):
+    """The view still says ``stored`` but the bucket has no object: retention or the bound
+    deleted it and has not recorded the removal yet (or its record failed, a full disk)."""
+
+    def __init__(self, execution_id: str, object_name: str) -> None:
+        self.object_name = object_name
+        DataUnavailable.__init__(
+            self,
+            execution_id,
+            f"its object {object_name!r} was removed from the data bucket; its record is pending",
+        )
+        self.removed_at = None
+        self.removal = None
+
+
+class ViewsFileMissing(LabLinkError, FileNotFoundError):
+    """The views file (``path``) of the log ``log_path`` is not there (yet): its scheduler
+    makes it, rebuilt from the log, when it starts."""
+
+    def __init__(self, path: str, log_path: str) -> None:
+        self.path = path
+        self.log_path = log_path
+        super().__init__(
+            f"no views file at {path} for the log {log_path}: the scheduler (lablink serve or"
+            " lablink scheduler) rebuilds it from the log at its start; retrying"
+        )
+
+
+class CapturesNeedBucket(LabLinkError):
+    """A manual cleanup without the captures' bucket would prune executions whose captured
+    data is still stored (``count`` of them, the first ``execution_id``): their objects would
+    stay in the bucket unrecorded, outside the byte bound."""
+
+    def __init__(self, execution_id: str, count: int) -> None:
+        self.execution_id = execution_id
+        self.count = count
+        super().__init__(
+            f"refusing to prune: {count} execution(s) before the cut-off have captured data"
+            f" in the LABLINK_DATA bucket (execution {execution_id!r} first), and no NATS was"
+            " given to delete it: pass nats=NatsOptions(...) to SchedulerStorage, or let a"
+            " running server's daily retention pass prune them"
         )
 
 

@@ -4,7 +4,8 @@ The bytes come from the captures' bucket (``lablink.bus.data_bucket``) chunk by 
 the whole capture in memory. ``ETag`` is the capture's SHA-256 as its execution recorded it;
 ``Range`` (one range, ``bytes=a-b``, ``a-``, ``-n``) answers 206, a range past the end 416;
 ``If-None-Match`` with the ETag answers 304. The execution's data status decides the rest:
-none (or no such execution) 404, ``pending_upload`` 409, ``removed`` 410 naming when and why,
+none (or no such execution) 404, ``pending_upload`` 409, ``removed`` 410 naming when and why
+(and 410 "its record is pending" when the view says ``stored`` but the object is gone),
 and a bus that cannot be reached 503 naming NATS.
 """
 
@@ -29,6 +30,7 @@ from lablink.errors import (
     DataBusUnavailable,
     DataNotFound,
     DataPending,
+    DataRemovalPending,
     DataRemoved,
     DataUnavailable,
     RangeNotSatisfiable,
@@ -41,7 +43,10 @@ log = structlog.get_logger(tag="api")
 READ = {"role": "viewer"}
 MEDIA_TYPE = "text/csv"
 SEND_BYTES = 1024 * 1024
-_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
+# At most 19 digits (a signed 64-bit integer, far past any capture): a longer number would
+# make int() refuse it (more than 4,300 digits) or cost time; such a header does not match and
+# is ignored, which RFC 9110 allows.
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d{0,19})\s*-\s*(\d{0,19})\s*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -72,7 +77,10 @@ DATA_ERRORS: dict[int, ResponseSpec] = {
     ),
     404: _spec("no such execution, or it captured no data (errors[0] names the execution)"),
     409: _spec("the capture is still pending_upload: its agent retries until the store has it"),
-    410: _spec("retention or the byte bound removed the capture: the detail says when and why"),
+    410: _spec(
+        "retention or the byte bound removed the capture: the detail says when and why (or"
+        " that the removal's record is pending)"
+    ),
     416: _spec("the Range selects no byte of the capture; Content-Range: bytes */<size>"),
     503: _spec(
         "NATS, which holds the captures, cannot be reached (errors[0].field is nats); or the"
@@ -232,9 +240,9 @@ class DataController(Controller):
         object_name = str(data.get("object") or "")
         found = await bucket.find(object_name)
         if found is None:
-            raise DataNotFound(
-                execution_id, f"its object {object_name!r} is not in the data bucket"
-            )
+            # The view says stored: retention or the bound deleted the object and has not
+            # recorded it yet (or the record failed). Gone, not unknown: 410.
+            raise DataRemovalPending(execution_id, object_name)
         etag = f'"{data.get("sha256") or ""}"'
         headers = {
             "ETag": etag,

@@ -1,6 +1,9 @@
-"""The scheduler's side of the captures' bucket (``LABLINK_DATA``, a JetStream object store):
-reading an object chunk by chunk for a download, and deleting objects for retention and the
-byte bound. The agents put the objects (``lablink.equipment_agent``).
+"""The captures' bucket (``LABLINK_DATA``, a JetStream object store) on the bus: its stream
+and subjects (one definition for the agents' uploads, the permissions and the reads), the
+bucket's creation when the scheduler starts (``ensure_data_bucket``), and the scheduler's side
+of it (``DataBucket``): reading an object chunk by chunk for a download, and deleting objects
+for retention and the byte bound. The agents put the objects (``lablink.equipment_agent``)
+with no right to make or change streams.
 
 One connection, opened on first use and kept (it reconnects by itself); while NATS cannot be
 reached every call fails at once with ``DataBusUnavailable`` naming the server, rather than
@@ -14,12 +17,15 @@ reader takes them), and each is handed on as it comes.
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import structlog
 from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
@@ -30,11 +36,44 @@ from lablink.events import DATA_BUCKET
 
 log = structlog.get_logger(tag="bus")
 
-# The chunk subjects of a bucket's objects (nats-py's template, kept here: it is not public).
+# The JetStream stream under the bucket.
+DATA_STREAM = f"OBJ_{DATA_BUCKET}"
+# The chunk and description subjects of a bucket's objects (nats-py's layout, kept here: it
+# is not public).
 CHUNKS = "$O.{bucket}.C.{nuid}"
+METAS = "$O.{bucket}.M.{name}"
 # How long a download waits for the next chunk before it gives up (a stalled server).
 CHUNK_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 5.0
+
+
+def chunk_subject(nuid: str, bucket: str = DATA_BUCKET) -> str:
+    """Where the chunks of the object whose chunks are ``nuid`` go."""
+    return CHUNKS.format(bucket=bucket, nuid=nuid)
+
+
+def meta_subject(name: str, bucket: str = DATA_BUCKET) -> str:
+    """Where the description of the object ``name`` goes (its name in base64url)."""
+    encoded = base64.urlsafe_b64encode(name.encode()).decode()
+    return METAS.format(bucket=bucket, name=encoded)
+
+
+async def ensure_data_bucket(js: JetStreamContext, *, replicas: int = 1) -> None:
+    """The bucket, made if missing."""
+    try:
+        await js.object_store(DATA_BUCKET)
+        return
+    except BucketNotFoundError:
+        pass
+    await js.create_object_store(
+        DATA_BUCKET,
+        config=ObjectStoreConfig(
+            description="LabLink acquisition captures (docs/data.md)",
+            storage=StorageType.FILE,
+            replicas=replicas,
+        ),
+    )
+    log.info("object store bucket created", bucket=DATA_BUCKET)
 
 
 @dataclass(frozen=True)
@@ -107,7 +146,7 @@ class DataBucket:
             return
         nc = await self._connection()
         js = nc.jetstream()
-        subject = CHUNKS.format(bucket=self.bucket, nuid=found.nuid)
+        subject = chunk_subject(found.nuid, self.bucket)
         try:
             sub = await js.subscribe(subject, ordered_consumer=True)
         except (TimeoutError, OSError, NatsError) as exc:

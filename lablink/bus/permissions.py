@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from lablink.bus.data_bucket import DATA_STREAM, METAS, chunk_subject
 from lablink.bus.options import inbox_prefix
 from lablink.bus.subjects import ALARMS_PREFIX, EVENTS_ALL, STREAM
 from lablink.events.data import DATA_BUCKET
@@ -73,10 +74,10 @@ def scheduler_permissions() -> Permissions:
 def data_store_permissions() -> tuple[str, ...]:
     """What putting a capture in the ``LABLINK_DATA`` object store takes
     (``equipment_agent.upload``)."""
-    api, stream = "$JS.API", f"OBJ_{DATA_BUCKET}"
+    api, stream = "$JS.API", DATA_STREAM
     return (
-        f"$O.{DATA_BUCKET}.C.>",
-        f"$O.{DATA_BUCKET}.M.>",
+        chunk_subject(">"),
+        METAS.format(bucket=DATA_BUCKET, name=">"),
         f"{api}.STREAM.INFO.{stream}",
         f"{api}.STREAM.MSG.GET.{stream}",
         f"{api}.STREAM.PURGE.{stream}",

@@ -57,7 +57,7 @@ from lablink.bus.connection import connect_nats, ensure_stream
 from lablink.bus.options import NatsOptions, redact
 from lablink.bus.subjects import EVENTS_ALL, STREAM, alarm_subject, event_subject
 from lablink.clock import SystemClock
-from lablink.errors import AckFailed, PublishRefused
+from lablink.errors import AckFailed, PublishRefused, ViewsFileMissing
 from lablink.events import (
     AlarmRaised,
     AnyEvent,
@@ -70,7 +70,8 @@ from lablink.eventstore.base import StoredRow, parse_instant
 from lablink.eventstore.sqlite import LogReader, SQLiteEventStore, connect
 from lablink.health import Health
 from lablink.projections.executions import equipment_of_job
-from lablink.projections.reading import VIEWS_NAME
+from lablink.projections.follower import connect_views
+from lablink.projections.reading import views_file
 from lablink.supervision import Supervisor, Watch, describe
 
 __all__ = ["AckFailed", "NatsOptions", "Relay", "RelayStatus", "envelope", "row_envelope"]
@@ -329,7 +330,11 @@ class Relay:
     ) -> None:
         self.db_path = db_path
         # The views (which instrument a job runs on): views.db beside the log by default.
-        self.views_path = views_path if views_path is not None else db_path.parent / VIEWS_NAME
+        if views_path is None:
+            views_path = views_file(db_path)
+            if views_path is None:
+                raise ValueError(f"the relay reads a log file, not {db_path} (in memory)")
+        self.views_path: Path = views_path
         self._views: sqlite3.Connection | None = None
         self.options = options
         self.name = name
@@ -439,7 +444,7 @@ class Relay:
             self._dirty.set()  # the last position is written, then the writer returns
             await asyncio.wait([self._writer_task])
         await self._close_connection()
-        if self._views is not None and self._views is not self._conn:
+        if self._views is not None:
             self._views.close()
         self._conn.close()
         self._writer.close()
@@ -782,8 +787,13 @@ class Relay:
 
     def _views_conn(self) -> sqlite3.Connection:
         if self._views is None:
-            # No views.db: a log of the layout before it, the views in its own file.
-            self._views = connect(self.views_path) if self.views_path.exists() else self._conn
+            # Not the log's connection as a stand-in: the log has no view tables. A views file
+            # not made yet (its scheduler rebuilds it at start) fails the session, which is
+            # retried after a backoff and shown in /health, rather than naming no instrument.
+            # (Not connect_views' own connect either: that would create an empty file.)
+            if not self.views_path.exists():
+                raise ViewsFileMissing(str(self.views_path), str(self.db_path))
+            self._views = connect_views(self.db_path, self.views_path)
         return self._views
 
 

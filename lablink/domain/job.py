@@ -21,6 +21,7 @@ from lablink.events import (
     ENDED_WITHOUT_RESULT,
     AnyEvent,
     ExecutionCoalesced,
+    ExecutionDataRemoved,
     ExecutionDataStored,
     ExecutionEnded,
     ExecutionFailed,
@@ -44,8 +45,12 @@ from lablink.events import (
 JobStatus = str  # "active" | "paused" | "completed" | "deleted"
 # How many executions ended without their result a job remembers (see JobState.unsettled).
 MAX_UNSETTLED = 32
-# How many captures still uploading a job remembers (see JobState.awaiting_data).
+# How many captures still uploading a job remembers (see JobState.awaiting_data), and how
+# many of those it remembers as removed before their upload came (JobState.data_removed).
 MAX_AWAITING_DATA = 256
+# How many recorded uploads a job remembers (JobState.data_stored): a repeated report of one
+# (an agent killed before it forgot the upload) records nothing.
+MAX_DATA_STORED = 32
 
 
 class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -89,6 +94,11 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     # the object store has it (ExecutionDataStored) is recorded once, for one of these.
     # Bounded: it travels in every snapshot.
     awaiting_data: tuple[str, ...] = ()
+    # The newest of those whose upload was recorded (ExecutionDataStored, or removed as lost),
+    # and those retention or the bound removed while they still awaited it (their object,
+    # when it comes, is deleted). Bounded: they travel in every snapshot.
+    data_stored: tuple[str, ...] = ()
+    data_removed: tuple[str, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -225,6 +235,10 @@ def _awaiting_data(state: JobState, execution_id: str) -> JobState:
     return replace(state, awaiting_data=awaiting[-MAX_AWAITING_DATA:])
 
 
+def _remembered(items: tuple[str, ...], item: str, limit: int) -> tuple[str, ...]:
+    return (*_without(items, item), item)[-limit:]
+
+
 def _note_fire(
     state: JobState, execution_id: str, scheduled_time: datetime, trigger_info: str
 ) -> JobState:
@@ -333,7 +347,26 @@ def evolve(state: JobState, event: AnyEvent) -> JobState:
                 state = _awaiting_data(state, event.execution_id)
             return state
         case ExecutionDataStored():
-            return replace(state, awaiting_data=_without(state.awaiting_data, event.execution_id))
+            return replace(
+                state,
+                awaiting_data=_without(state.awaiting_data, event.execution_id),
+                data_stored=_remembered(state.data_stored, event.execution_id, MAX_DATA_STORED),
+            )
+        case ExecutionDataRemoved():
+            execution_id = event.execution_id
+            if event.reason == "lost":
+                return replace(
+                    state,
+                    awaiting_data=_without(state.awaiting_data, execution_id),
+                    data_stored=_remembered(state.data_stored, execution_id, MAX_DATA_STORED),
+                )
+            if execution_id not in state.awaiting_data:
+                return state  # a stored capture: nothing awaited it
+            return replace(
+                state,
+                awaiting_data=_without(state.awaiting_data, execution_id),
+                data_removed=_remembered(state.data_removed, execution_id, MAX_AWAITING_DATA),
+            )
         case ExecutionSkipped():
             if event.trigger_info == "manual":
                 return state

@@ -16,7 +16,10 @@ bucket ``LABLINK_DATA`` before the result is sent, which then says ``stored``; t
 is deleted once the store confirmed it. When the store cannot take it (NATS away, the bucket
 not made yet), or the file is larger than ``INLINE_UPLOAD_BYTES``, the result says
 ``pending_upload`` and the upload is made (and retried) from the ledger until it succeeds,
-then reported (``Report.stored``). See ``upload`` and docs/data.md.
+then reported (``Report.stored``). An upload that can never succeed (the file is gone, or
+its bytes changed since its SHA-256 was taken) is reported as lost the same way
+(``StoredData.lost``), and the scheduler records the removal (reason ``lost``). See
+``upload`` and docs/data.md.
 """
 
 from __future__ import annotations
@@ -319,8 +322,10 @@ class Agent:
         if _captured(result):
             try:
                 result = await self._finish_capture(request, result)
-            except Exception:  # the file vanished under us: the result still goes
+            except Exception as exc:  # the file vanished under us: the result still goes
                 log.exception("capture not prepared for upload", execution_id=execution_id)
+                # Never a capture the view would take for stored: no object will come.
+                result = _without_capture(result, f"{type(exc).__name__}: {exc}")
                 await asyncio.to_thread(self._ledger.finish, execution_id, result)
         else:
             await asyncio.to_thread(self._ledger.finish, execution_id, result)
@@ -366,7 +371,13 @@ class Agent:
             status="completed",
             result={**outcome.result, "data": {**data, "status": "stored"}},
         )
-        await asyncio.to_thread(self._ledger.finish_stored, execution_id, stored)
+        try:
+            await asyncio.to_thread(self._ledger.finish_stored, execution_id, stored)
+        except Exception:
+            # The ledger keeps the pending outcome and the stored upload: it is reported
+            # like any completed pending upload.
+            log.exception("stored capture not recorded", execution_id=execution_id)
+            return pending
         return stored
 
     async def _upload(self, upload: PendingUpload) -> Uploaded | None:
@@ -380,14 +391,14 @@ class Agent:
         ledger = self._ledger
         nuid = new_nuid()
 
-        async def record_attempt() -> None:
-            await asyncio.to_thread(ledger.upload_attempt, execution_id, nuid)
+        async def record_attempt(nuids: list[str]) -> None:
+            await asyncio.to_thread(ledger.upload_attempt, execution_id, nuids)
 
         try:
             if self._js is None or self._nc is None or not self._nc.is_connected:
                 log.warning("capture upload waits for NATS", execution_id=execution_id)
                 return None
-            previous = await asyncio.to_thread(ledger.upload_nuid, execution_id)
+            previous = await asyncio.to_thread(ledger.upload_nuids, execution_id)
             uploaded = await put_file(
                 self._js,
                 Path(upload.path),
@@ -397,13 +408,16 @@ class Agent:
                 sha256=upload.sha256,
                 headers=upload.headers,
                 description=upload.description,
-                stale_nuid=previous,
+                stale_nuids=previous,
                 on_start=record_attempt,
             )
         except CaptureUploadError as exc:
-            # Retrying cannot bring the bytes back: the row goes, the loss is logged.
+            # Retrying cannot bring the bytes back. The result said (or will say)
+            # pending_upload: the row stays until the loss is reported, so that the
+            # scheduler records it rather than waiting for ever.
             log.error("capture cannot be uploaded", execution_id=execution_id, error=exc.reason)
-            await asyncio.to_thread(ledger.upload_done, execution_id)
+            await asyncio.to_thread(ledger.upload_lost, execution_id, exc.reason)
+            self._upload_wake.set()
             return None
         except Exception as exc:
             log.warning(
@@ -451,6 +465,14 @@ class Agent:
         for upload in await asyncio.to_thread(self._ledger.pending_uploads):
             if upload.execution_id in self._running:
                 continue  # its run is still finishing: it tries first
+            if upload.lost is not None:
+                if not upload.published:
+                    waiting = True  # the result goes first (the republisher has it)
+                elif await self._report_stored(upload, datetime.now(UTC), lost=upload.lost):
+                    await asyncio.to_thread(self._ledger.upload_done, upload.execution_id)
+                else:
+                    waiting = True
+                continue
             if upload.stored_at is None:
                 uploaded = await self._upload(upload)
                 if uploaded is None:
@@ -468,7 +490,9 @@ class Agent:
                 waiting = True
         return waiting
 
-    async def _report_stored(self, upload: PendingUpload, stored_at: datetime) -> bool:
+    async def _report_stored(
+        self, upload: PendingUpload, stored_at: datetime, *, lost: str = ""
+    ) -> bool:
         assert self._ledger is not None
         report = Report(
             execution_id=upload.execution_id,
@@ -482,6 +506,7 @@ class Agent:
                 size=upload.size,
                 sha256=upload.sha256,
                 stored_at=stored_at,
+                lost=lost,
             ),
         )
         return await self._publish_report(report, required=True)
@@ -644,6 +669,16 @@ def _captured(outcome: Outcome) -> bool:
         outcome.status == "completed"
         and isinstance(outcome.result.get("data"), dict)
         and isinstance(outcome.result.get("file"), str)
+    )
+
+
+def _without_capture(outcome: Outcome, reason: str) -> Outcome:
+    """``outcome`` saying its capture never reached the upload: data status ``none``, and why."""
+    data = {**outcome.result["data"], "status": "none", "lost": reason}
+    return Outcome(
+        status=outcome.status,
+        result={**outcome.result, "data": data},
+        error=outcome.error,
     )
 
 

@@ -9,9 +9,11 @@ published when it comes back.
 Captures waiting for the object store are rows of ``uploads``, written in the same
 transaction as their execution's outcome: an agent killed during an upload finds the row at
 its next start and uploads again under the same object name (the ``nuid`` of the attempt
-under way is recorded before its first chunk, so that attempt's chunks are purged). A row
-leaves when the store has the file and, for a result that said ``pending_upload``, the
-agent's report of it was acknowledged.
+under way is recorded before its first chunk, with those of earlier attempts whose chunks
+are not purged yet, so that no attempt's chunks are forgotten). A row leaves when the store
+has the file and, for a result that said ``pending_upload``, the agent's report of it was
+acknowledged; or, when the upload cannot ever succeed (the file is gone or changed:
+``lost`` says why), once the agent's report of the loss was acknowledged.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ CREATE TABLE IF NOT EXISTS uploads (
     description TEXT NOT NULL,
     nuid TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
-    stored_at TEXT
+    stored_at TEXT,
+    lost TEXT
 )
 """
 
@@ -79,18 +82,21 @@ class PendingUpload(msgspec.Struct, frozen=True, kw_only=True):
     sha256: str
     headers: dict[str, list[str]]
     description: str
-    # The chunks of the attempt under way (or of one that died), and how many were made.
+    # The chunks of the attempts not purged yet (the one under way last; space-separated),
+    # and how many attempts were made.
     nuid: str | None = None
     attempts: int = 0
     # When the store confirmed it (ISO 8601); None while it still has to go.
     stored_at: str | None = None
+    # Why the upload can never succeed (its file is gone or changed); None while it may.
+    lost: str | None = None
     # Whether the execution's result was acknowledged by JetStream.
     published: bool = False
 
 
 _UPLOAD_COLUMNS = (
     "u.execution_id, u.job_id, u.equipment_id, u.path, u.object, u.size, u.sha256,"
-    " u.headers, u.description, u.nuid, u.attempts, u.stored_at, e.published"
+    " u.headers, u.description, u.nuid, u.attempts, u.stored_at, e.published, u.lost"
 )
 
 
@@ -101,6 +107,9 @@ class Ledger:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(uploads)")}
+        if "lost" not in columns:  # a ledger written before losses were reported
+            self._conn.execute("ALTER TABLE uploads ADD COLUMN lost TEXT")
         self._lock = threading.Lock()
 
     def accept(self, execution_id: str, job_id: str, equipment_id: str) -> bool:
@@ -197,20 +206,28 @@ class Ledger:
             self._finish(execution_id, outcome)
             self._conn.execute("DELETE FROM uploads WHERE execution_id = ?", (execution_id,))
 
-    def upload_nuid(self, execution_id: str) -> str | None:
-        """The chunks' nuid of the last attempt (None before the first)."""
+    def upload_nuids(self, execution_id: str) -> list[str]:
+        """The chunks' nuids of the attempts not purged yet (empty before the first)."""
         with self._lock:
             row = self._conn.execute(
                 "SELECT nuid FROM uploads WHERE execution_id = ?", (execution_id,)
             ).fetchone()
-        return row[0] if row else None
+        return str(row[0]).split() if row and row[0] else []
 
-    def upload_attempt(self, execution_id: str, nuid: str) -> None:
-        """Record the chunks' nuid of a new attempt, before its first chunk."""
+    def upload_attempt(self, execution_id: str, nuids: list[str]) -> None:
+        """Record the chunks' nuids not purged yet, the new attempt's last, before its first
+        chunk."""
         with self._lock:
             self._conn.execute(
                 "UPDATE uploads SET nuid = ?, attempts = attempts + 1 WHERE execution_id = ?",
-                (nuid, execution_id),
+                (" ".join(nuids), execution_id),
+            )
+
+    def upload_lost(self, execution_id: str, reason: str) -> None:
+        """The upload can never succeed: the row stays until the loss is reported."""
+        with self._lock:
+            self._conn.execute(
+                "UPDATE uploads SET lost = ? WHERE execution_id = ?", (reason, execution_id)
             )
 
     def upload_stored(self, execution_id: str, stored_at: datetime) -> None:
@@ -245,6 +262,7 @@ class Ledger:
                 attempts=r[10],
                 stored_at=r[11],
                 published=bool(r[12]),
+                lost=r[13],
             )
             for r in rows
         ]

@@ -9,7 +9,9 @@ correlation id. The capture itself is described by the finished execution's resu
   whole file), ``rows``, ``columns`` (``[{"name": ..., "unit": ...}]``), ``sample_rate`` (the
   rate actually used, Sa/s), ``provenance`` (a dict: who and what produced the file);
 - ``status``: ``stored`` (the object store confirmed the upload before the result was sent)
-  or ``pending_upload`` (the agent keeps the file and retries; ``ExecutionDataStored`` follows).
+  or ``pending_upload`` (the agent keeps the file and retries; ``ExecutionDataStored`` follows,
+  or ``ExecutionDataRemoved`` with reason ``lost`` when the file went or changed), or ``none``
+  (the capture never reached the upload: ``lost`` says why).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from lablink.events.base import Event
 
 DATA_BUCKET = "LABLINK_DATA"
 DataStatus = Literal["none", "pending_upload", "stored", "removed"]
-DataRemovalReason = Literal["retention", "bound"]
+# ``lost``: the upload could never succeed (the agent's file went, or changed after its
+# SHA-256 was taken): there never was an object.
+DataRemovalReason = Literal["retention", "bound", "lost"]
 
 
 class ExecutionDataStored(Event, frozen=True, kw_only=True, tag="execution.data_stored"):
@@ -38,7 +42,8 @@ class ExecutionDataStored(Event, frozen=True, kw_only=True, tag="execution.data_
 
 class ExecutionDataRemoved(Event, frozen=True, kw_only=True, tag="execution.data_removed"):
     """An execution's object left the bucket: the retention pass pruned its execution, or the
-    bucket's byte bound (``LABLINK_DATA_MAX_BYTES``) made room for newer captures."""
+    bucket's byte bound (``LABLINK_DATA_MAX_BYTES``) made room for newer captures; or (reason
+    ``lost``) a pending upload can never be made, its agent says why in ``detail``."""
 
     job_id: str
     execution_id: str
@@ -46,3 +51,4 @@ class ExecutionDataRemoved(Event, frozen=True, kw_only=True, tag="execution.data
     size: int
     removed_at: datetime
     reason: DataRemovalReason
+    detail: str = ""

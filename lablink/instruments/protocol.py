@@ -132,12 +132,15 @@ class StatusReply(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class StoredData(msgspec.Struct, frozen=True, kw_only=True):
-    """The object store confirmed a capture's upload after the execution's result was sent."""
+    """The object store confirmed a capture's upload after the execution's result was sent;
+    or, ``lost`` set (why), the upload can never succeed (the agent's file is gone or changed)
+    and there is no object: ``stored_at`` is then when the agent found out."""
 
     object: str
     size: int
     sha256: str
     stored_at: datetime
+    lost: str = ""
 
 
 class Report(msgspec.Struct, frozen=True, kw_only=True):

@@ -124,7 +124,9 @@ def _data_fields(result: dict[str, Any]) -> Row:
         return {}
     status = data.get("status")
     return {
-        "data_status": status if status in ("stored", "pending_upload") else "stored",
+        # Only the agent's word makes a capture stored: a result without it (its file went
+        # before the upload was prepared) has none to download.
+        "data_status": status if status in ("stored", "pending_upload") else "none",
         "data": to_json({k: data.get(k) for k in DATA_FIELDS}),
     }
 
@@ -346,11 +348,15 @@ def _data_stored(conn: sqlite3.Connection, event: ExecutionDataStored) -> None:
 
 def _data_removed(conn: sqlite3.Connection, event: ExecutionDataRemoved) -> None:
     removed_at = instant(event.removed_at)
-    conn.execute(
+    changed = conn.execute(
         "UPDATE executions SET data_status = 'removed', data = json_set(COALESCE(data, '{}'),"
-        " '$.removed_at', ?, '$.removal_reason', ?) WHERE execution_id = ?",
+        " '$.removed_at', ?, '$.removal_reason', ?) WHERE execution_id = ?"
+        # A loss is of an upload still pending: never of a capture the store has.
+        + (" AND data_status = 'pending_upload'" if event.reason == "lost" else ""),
         (removed_at, event.reason, event.execution_id),
-    )
+    ).rowcount
+    if event.reason == "lost" and not changed:
+        return
     conn.execute(
         f"INSERT INTO {REMOVALS} ({', '.join(REMOVAL_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"
         f" ON CONFLICT(execution_id) DO UPDATE SET"

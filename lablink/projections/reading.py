@@ -12,17 +12,23 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from lablink.datadir import DB_NAME, VIEWS_NAME
 from lablink.eventstore.sqlite import SQLiteEventStore
 
-VIEWS_NAME = "views.db"
+__all__ = ["VIEWS_NAME", "reading_views", "views_file"]
 
 
 def views_file(log_path: str | Path) -> Path | None:
-    """Where the views of the log at ``log_path`` live: ``views.db`` beside it (None for a
-    log in memory, whose views share its connection)."""
+    """Where the views of the log at ``log_path`` live, beside it: ``views.db`` for
+    ``scheduler.db`` (the default), ``<stem>.views.db`` for a log of any other name, so two
+    logs in one folder do not share (and rebuild back and forth) one views file. None for a
+    log in memory, whose views share its connection."""
     if str(log_path) == ":memory:":
         return None
-    return Path(log_path).parent / VIEWS_NAME
+    path = Path(log_path)
+    if path.name == DB_NAME:
+        return path.parent / VIEWS_NAME
+    return path.with_name(f"{path.stem}.{VIEWS_NAME}")
 
 
 @contextlib.contextmanager

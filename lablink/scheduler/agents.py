@@ -24,7 +24,9 @@ An acquisition's capture goes to the object store bucket ``LABLINK_DATA``, which
 creates (agents may only use it). When the agent's result says the upload is still
 ``pending_upload``, the agent's later report with ``stored`` set is handed to the recorder
 given to ``follow_late_results`` (``Engine.record_data_stored``): ``ExecutionDataStored``,
-once.
+once; or, when the agent says the upload can never be made, ``ExecutionDataRemoved`` (reason
+``lost``). An object whose upload completes after its data was recorded removed (retention
+pruned its execution meanwhile) is deleted here: nothing else names it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any, Protocol
 import msgspec
 import nats
 import nats.errors
+import nats.js.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -47,10 +50,10 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from lablink.bus.connection import connect_nats, ensure_stream
-from lablink.bus.datastore import ensure_data_bucket
+from lablink.bus.data_bucket import ensure_data_bucket
 from lablink.bus.options import NatsOptions
 from lablink.clock import Clock, SystemClock
-from lablink.events import ERROR_TYPES, ExecutionError
+from lablink.events import DATA_BUCKET, ERROR_TYPES, ExecutionError
 from lablink.health import Health
 from lablink.instruments.errors import EquipmentError
 from lablink.instruments.execution import (
@@ -113,9 +116,10 @@ class LateResults(Protocol):
 
 
 class DataStoredRecorder(Protocol):
-    """Records an agent's word that a pending capture is in the object store
-    (``Engine.record_data_stored``); returns ``stored``, ``running`` (its result is not
-    recorded yet), ``foreign`` or ``unknown``."""
+    """Records an agent's word that a pending capture is in the object store, or (``lost``:
+    why) that it never will be (``Engine.record_data_stored``); returns ``stored``, ``lost``,
+    ``removed`` (its data was recorded removed meanwhile: the object is to go), ``running``
+    (its result is not recorded yet), ``foreign`` or ``unknown``."""
 
     async def __call__(
         self,
@@ -128,6 +132,7 @@ class DataStoredRecorder(Protocol):
         sha256: str,
         stored_at: datetime,
         agent_id: str = "",
+        lost: str = "",
     ) -> str: ...
 
 
@@ -589,6 +594,7 @@ class AgentExecutor:
             sha256=stored.sha256,
             stored_at=stored.stored_at,
             agent_id=report.agent_id,
+            lost=stored.lost,
         )
         fields = {
             "execution_id": report.execution_id,
@@ -599,11 +605,26 @@ class AgentExecutor:
         }
         if verdict == "stored":
             log.info("capture upload recorded", **fields)
+        elif verdict == "lost":
+            log.error("capture lost by its agent: recorded removed", reason=stored.lost, **fields)
+        elif verdict == "removed" and not stored.lost:
+            # Its removal was recorded while the upload was pending: nothing names the object
+            # now, and nothing else would ever delete it.
+            await self._delete_object(stored.object)
+            log.info("capture deleted: its data was removed before its upload came", **fields)
         elif verdict == "foreign":
             log.warning("report refused: the job drives another instrument", **fields)
         elif verdict == "unknown":
             log.info("stored upload ignored: nothing awaits it", **fields)
         return verdict
+
+    async def _delete_object(self, name: str) -> None:
+        """Delete the capture ``name`` from the bucket (gone already: nothing to do). A NATS
+        failure raises: the report is not acknowledged and comes again."""
+        assert self._js is not None
+        store = await self._js.object_store(DATA_BUCKET)
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await store.delete(name)
 
     async def _hand_late(self, report: Report) -> str:
         """Give a result no execution waits for to the late-result recorder; log what it

@@ -894,13 +894,15 @@ class Engine:
         sha256: str,
         stored_at: datetime,
         agent_id: str = "",
+        lost: str = "",
     ) -> DataVerdict:
-        """An agent's word that a capture whose upload was pending is in the object store
-        (see ``domain.data``): recorded once; the verdict says what it was."""
+        """An agent's word that a capture whose upload was pending is in the object store, or
+        (``lost``: why) that it can never be (see ``domain.data``): recorded once; the verdict
+        says what it was."""
         verdict: list[DataVerdict] = ["unknown"]
 
         def decide(state: JobState) -> Decision:
-            verdict[0] = data_stored_verdict(state, execution_id, equipment_id)
+            verdict[0] = data_stored_verdict(state, execution_id, equipment_id, lost=bool(lost))
             return decide_data_stored(
                 state,
                 execution_id,
@@ -910,6 +912,7 @@ class Engine:
                 sha256=sha256,
                 stored_at=stored_at,
                 agent_id=agent_id,
+                lost=lost,
             )
 
         await self._command(job_id, decide)

@@ -35,22 +35,24 @@ import structlog
 
 from lablink.bus.data_bucket import DataBucket
 from lablink.clock import Clock
-from lablink.events import AlarmRaised, AnyEvent, ExecutionDataRemoved, ExecutionsPruned
-from lablink.events.data import DataRemovalReason
+from lablink.events import AlarmRaised
 from lablink.eventstore.base import parse_instant
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.handler import CommandHandler
 from lablink.health import Health
 from lablink.ids import random_hex
-from lablink.logstore import SETTLE_SECONDS
-from lablink.projections.executions import (
-    Capture,
-    count_prunable,
-    prunable_captures,
-    stored_captures,
-)
+from lablink.projections.executions import Capture, stored_captures
 from lablink.projections.reading import reading_views
-from lablink.scheduler.storage import RETENTION_STREAM, check_days, last_pruned_at
+from lablink.scheduler.storage import (
+    RETENTION_STREAM,
+    captures_before,
+    check_days,
+    delete_captures,
+    last_pruned_at,
+    record_pruning,
+    removals,
+    settle_views,
+)
 from lablink.supervision import Supervisor, Watch
 
 log = structlog.get_logger(tag="scheduler")
@@ -173,18 +175,13 @@ class RetentionPass:
 
     # -- the steps (the reads and appends run in a worker thread) ----------------------------
 
-    def _settled(self) -> None:
-        views = getattr(self.store, "views", None)
-        if views is not None:
-            views.settled(SETTLE_SECONDS)
-
     def _prunable(self, now: datetime) -> list[Capture]:
-        self._settled()
-        with reading_views(self.store) as conn:
-            return prunable_captures(conn, now - timedelta(days=self.days))
+        return captures_before(self.store, now - timedelta(days=self.days))
 
     def _stored(self) -> list[Capture]:
-        self._settled()
+        # A lagging fold would list captures already removed: ViewsBehind, the turn fails
+        # and the supervisor retries it, rather than record a second removal.
+        settle_views(self.store)
         with reading_views(self.store) as conn:
             return stored_captures(conn)
 
@@ -193,25 +190,18 @@ class RetentionPass:
         before anything is recorded."""
         if self.data is None:
             return
-        for capture in captures:
-            await self.data.delete(capture.object)
+        await delete_captures(self.data, captures)
 
     def _record_pass(self, now: datetime, captures: list[Capture]) -> int:
         """Record the captures' removals and the pruning in one append; the rows removed
-        (counted right before it, as ``scheduler.storage.prune`` does)."""
-        cutoff = now - timedelta(days=self.days)
-        facts = _removals(captures, now, "retention")
-        facts.append((RETENTION_STREAM, [ExecutionsPruned(cutoff=cutoff, days=self.days)]))
-        with self.store.lock:
-            with reading_views(self.store) as conn:
-                count = count_prunable(conn, cutoff)
-            CommandHandler(self.store).record_together(facts, ACTOR, at=now)
+        (as ``SchedulerStorage.cleanup_old_executions`` does, through the same helper)."""
+        count = record_pruning(self.store, now, self.days, captures, actor=ACTOR)
         self.last_run = now
         self._read_log = True
-        return int(count)
+        return count
 
     def _record_bound(self, now: datetime, going: list[Capture], left: int) -> None:
-        facts = _removals(going, now, "bound")
+        facts = removals(going, now, "bound")
         alarm = self._early_alarm(now, going, left)
         if alarm is not None:
             facts.append((RETENTION_STREAM, [alarm]))
@@ -323,22 +313,3 @@ class RetentionPass:
             if self._own_supervisor:
                 await self._supervisor.aclose()
             self._supervisor = None
-
-
-def _removals(
-    captures: list[Capture], now: datetime, reason: DataRemovalReason
-) -> list[tuple[str, list[AnyEvent]]]:
-    """One ExecutionDataRemoved per capture, in its job's stream (as every execution fact)."""
-    by_job: dict[str, list[AnyEvent]] = {}
-    for capture in captures:
-        by_job.setdefault(capture.job_id, []).append(
-            ExecutionDataRemoved(
-                job_id=capture.job_id,
-                execution_id=capture.execution_id,
-                object=capture.object,
-                size=capture.size,
-                removed_at=now,
-                reason=reason,
-            )
-        )
-    return list(by_job.items())

@@ -12,10 +12,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
 
+from lablink.bus.data_bucket import DATA_STREAM, chunk_subject, ensure_data_bucket
 from lablink.bus.server import NatsServer
 from lablink.clock import ManualClock
+from lablink.equipment_agent.upload import file_sha256, new_nuid, object_name, put_file
 from lablink.events import ExecutionDataStored
 from lablink.events.data import DATA_BUCKET
 from lablink.profile_service import SHIPPED_DIR
@@ -255,3 +258,43 @@ async def test_a_capture_larger_than_the_inline_bound_is_reported_first_then_sto
     assert hashlib.sha256(content).hexdigest() == data["sha256"]
     await eventually(lambda: not list((tmp_path / "agent-data" / "acquisitions").iterdir()))
     assert len(stored()) == 1
+
+
+async def test_a_retry_finding_the_object_whole_sends_nothing_and_purges_dead_chunks(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    # An agent killed after the store took the object's description, before its ledger said
+    # so, tries again at its next start: the object is there with this SHA-256, so nothing is
+    # sent again, and the chunks of another attempt that died (their nuid in the ledger) go.
+    path = tmp_path / "exec_1.csv"
+    path.write_bytes(b"time_s,ch1_V\n" + b"0.001,1.25\n" * 40_000)
+    sha256 = file_sha256(path)
+    name = object_name("exec_1")
+    recorded: list[list[str]] = []
+
+    async def record(nuids: list[str]) -> None:
+        recorded.append(nuids)
+
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        await ensure_data_bucket(js)
+        first = await put_file(
+            js, path, execution_id="exec_1", name=name, nuid=new_nuid(), sha256=sha256,
+            headers={}, on_start=record,
+        )  # fmt: skip
+        dead = new_nuid()
+        for _ in range(3):
+            await js.publish(chunk_subject(dead), b"a chunk of an attempt that died")
+        again = await put_file(
+            js, path, execution_id="exec_1", name=name, nuid=new_nuid(), sha256=sha256,
+            headers={}, stale_nuids=[first.nuid, dead], on_start=record,
+        )  # fmt: skip
+        assert again.nuid == first.nuid
+        assert recorded == [[first.nuid]]  # the second attempt never started sending
+        messages = (await js.stream_info(DATA_STREAM)).state.messages
+        assert messages == first.chunks + 1  # the object's chunks and its description
+    finally:
+        await nc.close()
+    content, _ = await fetch_object(nats_server.url, name)
+    assert hashlib.sha256(content).hexdigest() == sha256

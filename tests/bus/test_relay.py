@@ -20,6 +20,8 @@ from lablink.bus.subjects import STREAM
 from lablink.events import JobPaused, NewEvent
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.logstore import open_store
+from lablink.projections.reading import views_file
+from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.nats
 
@@ -174,3 +176,39 @@ async def test_lablink_relay_process_killed_and_restarted_publishes_each_event_o
         second.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(second.wait(), 60) == 0
         store.close()
+
+
+def remove_views(log_path: Path) -> Path:
+    views = views_file(log_path)
+    assert views is not None
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{views}{suffix}").unlink(missing_ok=True)
+    return views
+
+
+async def test_a_missing_views_file_fails_the_session_clearly_until_it_is_made(
+    server: NatsServer, store: SQLiteEventStore
+) -> None:
+    """The relay reads which instrument a job runs on from the views, read-only. A log whose
+    views file is not there (yet): the session fails naming the file and is retried, rather
+    than reading the log's file (which has no view tables) for ever; once the scheduler has
+    rebuilt the views, every event goes out."""
+    append(store, 5)
+    store.close()
+    views = remove_views(store.path)
+    relay = Relay(
+        store.path, NatsOptions(url=server.url), ack_timeout=2, poll_seconds=0.05, max_backoff=0.5
+    )
+    await relay.start()
+    try:
+        await eventually(lambda: "no views file at" in (relay.status.last_error or ""))
+        assert str(views) in (relay.status.last_error or "")
+        assert not views.exists()  # read-only: the relay made no empty views file
+        reopened = open_store(store.path)  # the scheduler's start rebuilds the views
+        try:
+            events = await received(server.url, 5)
+            assert [e["position"] for e in events] == list(range(1, 6))
+        finally:
+            reopened.close()
+    finally:
+        await relay.aclose()

@@ -21,11 +21,12 @@ import nats
 import nats.js.errors
 import pytest
 
+from lablink.bus.data_bucket import DATA_STREAM, ensure_data_bucket
 from lablink.bus.server import NatsServer
 from lablink.clock import ManualClock
-from lablink.equipment_agent.upload import STREAM
-from lablink.events import ExecutionDataStored
+from lablink.events import ExecutionDataRemoved, ExecutionDataStored
 from lablink.events.data import DATA_BUCKET
+from lablink.handler import CommandHandler
 from lablink.instruments.protocol import (
     REPORTS_CONSUMER,
     REPORTS_STREAM,
@@ -92,7 +93,7 @@ async def store_state(url: str) -> tuple[int, list[Any]]:
     nc = await nats.connect(url, allow_reconnect=False)
     try:
         js = nc.jetstream()
-        messages = (await js.stream_info(STREAM)).state.messages
+        messages = (await js.stream_info(DATA_STREAM)).state.messages
         store = await js.object_store(DATA_BUCKET)
         try:
             infos = await store.list()
@@ -256,3 +257,116 @@ async def test_an_agent_killed_mid_upload_completes_it_after_its_restart(
     lab.processes.append(await spawn_agent(toml))
     await assert_stored_once(lab, tmp_path, nats_server.url, job_id, execution_id)
     await invariants(lab.path)
+
+
+# A capture small enough to go inline, when the store can take it.
+SMALL: dict[str, Any] = {
+    "name": "Small capture",
+    "schedule_type": "acquisition",
+    "equipment_id": "oscilloscope_1",
+    "parameters": {"duration": 2, "sample_rate": 1000, "channels": [1, 2]},
+}
+
+
+async def pending_capture(lab: AgentLab, tmp_path: Path, url: str) -> tuple[str, str, Path]:
+    """A capture by an in-process agent while the bucket is missing (its upload fails and
+    is retried): (job id, execution id, the agent's file)."""
+    nc = await nats.connect(url)
+    try:
+        await nc.jetstream().delete_object_store(DATA_BUCKET)
+    finally:
+        await nc.close()
+    config = bench_config(
+        copy_bench(tmp_path / "bench"),
+        tmp_path / "agent-data",
+        agent_id=AGENT,
+        only=("oscilloscope_1",),
+    )
+    await lab.start_agent(config)
+    job_id = lab.create(SMALL)
+    execution_id = await lab.engine.run_now(job_id)
+    row = await lab.finished(execution_id, within=60)
+    assert json.loads(row["result"])["data"]["status"] == "pending_upload", row
+    return job_id, execution_id, tmp_path / "agent-data" / "acquisitions" / f"{execution_id}.csv"
+
+
+async def bucket_back(url: str) -> None:
+    nc = await nats.connect(url)
+    try:
+        await ensure_data_bucket(nc.jetstream())
+    finally:
+        await nc.close()
+
+
+async def test_a_capture_changed_before_its_upload_is_recorded_lost(
+    lab: AgentLab, nats_server: NatsServer, tmp_path: Path, invariants: Any
+) -> None:
+    job_id, execution_id, path = await pending_capture(lab, tmp_path, nats_server.url)
+    with path.open("ab") as f:
+        f.write(b"0.999,tampered\n")
+    await bucket_back(nats_server.url)
+
+    def removed() -> list[ExecutionDataRemoved]:
+        events = lab.events(lab.jobs.stream_id(job_id))
+        return [e for e in events if isinstance(e, ExecutionDataRemoved)]
+
+    (event,) = await eventually(removed, timeout=60, what="ExecutionDataRemoved (lost)")
+    assert (event.execution_id, event.reason) == (execution_id, "lost")
+    assert "changed since its SHA-256" in event.detail
+    assert stored_events(lab, job_id) == []
+    row = await eventually(
+        lambda: lab.rows("SELECT * FROM executions WHERE execution_id = ?", execution_id)[0],
+        until=lambda r: r["data_status"] == "removed",
+        what="the capture shown removed",
+    )
+    assert json.loads(row["data"])["removal_reason"] == "lost"
+    await eventually(
+        lambda: agent_ledger(tmp_path, "SELECT execution_id FROM uploads"),
+        until=lambda rows: rows == [],
+        timeout=30,
+        what="the agent's uploads row gone",
+    )
+    # The chunks of the attempt that found the change went with it.
+    messages, infos = await store_state(nats_server.url)
+    assert (messages, infos) == (0, [])
+    await invariants(lab.path)
+
+
+async def test_an_upload_completing_after_its_capture_was_removed_is_deleted(
+    lab: AgentLab, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    job_id, execution_id, _ = await pending_capture(lab, tmp_path, nats_server.url)
+    # Retention prunes the execution while its upload still waits.
+    data = json.loads((await lab.finished(execution_id))["result"])["data"]
+    removal = ExecutionDataRemoved(
+        job_id=job_id,
+        execution_id=execution_id,
+        object=data["object"],
+        size=data["size"],
+        removed_at=lab.clock.now(),
+        reason="retention",
+    )
+    CommandHandler(lab.store).record_together(
+        [(lab.jobs.stream_id(job_id), [removal])], "retention"
+    )
+    await bucket_back(nats_server.url)
+    # The agent uploads it and says so; nothing names the object any more: it goes.
+    await eventually(
+        lambda: agent_ledger(tmp_path, "SELECT execution_id FROM uploads"),
+        until=lambda rows: rows == [],
+        timeout=60,
+        what="the agent's uploads row gone",
+    )
+
+    async def in_store() -> bool:
+        nc = await nats.connect(nats_server.url)
+        try:
+            await (await nc.jetstream().object_store(DATA_BUCKET)).get_info(data["object"])
+        except nats.js.errors.NotFoundError:
+            return False
+        finally:
+            await nc.close()
+        return True
+
+    await eventually(in_store, until=lambda found: not found, timeout=30, what="object deleted")
+    assert stored_events(lab, job_id) == []

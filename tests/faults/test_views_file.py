@@ -23,7 +23,7 @@ from lablink.clock import ManualClock
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.keys import KeyUsage
 from lablink.logstore import open_store
-from lablink.projections.reading import reading_views
+from lablink.projections.reading import reading_views, views_file
 from lablink.projections.runner import CHECKPOINTS, META, Projector
 from tests.faults.conftest import Invariants
 from tests.support.crash import START, Lab, Snapshot, rebuilt, views_in
@@ -109,6 +109,23 @@ async def test_the_log_file_holds_the_log_and_views_db_the_views(
         store.close()
     assert views_in(views_db(log_path)) == rebuilt(log_path, tmp_path / "rebuilt.db")
     await invariants(log_path)
+
+
+def test_two_logs_in_one_folder_keep_views_of_their_own(tmp_path: Path) -> None:
+    """views.db is the default log's (scheduler.db); a log of another name has
+    ``<stem>.views.db``: two logs in one folder do not rebuild one file back and forth."""
+    assert views_file(tmp_path / "scheduler.db") == tmp_path / "views.db"
+    assert views_file(tmp_path / "bench.db") == tmp_path / "bench.views.db"
+    assert views_file(":memory:") is None
+    fill(tmp_path / "scheduler.db", 10)
+    fill(tmp_path / "bench.db", 20, prefix="b")
+    assert head_of(tmp_path / "scheduler.db") != head_of(tmp_path / "bench.db")
+    # Each reopened in turn: its views are its own and current, nothing rebuilt.
+    for name in ("scheduler.db", "bench.db", "scheduler.db"):
+        position, lines = reopened(tmp_path / name)
+        assert position == head_of(tmp_path / name)
+        assert not [m for m in messages(lines) if "rebuild" in m or "building" in m], lines
+    assert tables_in(tmp_path / "bench.views.db") == tables_in(tmp_path / "views.db")
 
 
 async def test_a_missing_views_file_is_rebuilt_from_the_log_at_the_start(

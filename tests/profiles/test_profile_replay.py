@@ -71,10 +71,10 @@ def test_rebuild_equals_live(steps: list[tuple[str, str, int]]) -> None:
                     service.delete(profile_id, "test")
             except LabLinkError:
                 pass  # refused: nothing written, which the property covers too
-        live = rows(store.conn)
-        with store.lock:
-            Projector().rebuild(store, store.conn)
-        assert rows(store.conn) == live
+        live = rows(store.views.conn)
+        with store.views.write_lock:
+            Projector().rebuild(store, store.views.conn)
+        assert rows(store.views.conn) == live
         target = connect(Path(folder) / "copy.db")
         Projector().rebuild(store, target)
         assert rows(target) == live

@@ -6,17 +6,34 @@ Real nats-server, real SQLite, the manual clock; a rebuild from the log gives th
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
+from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+import sqlite_utils
 
+from lablink.bus.data_bucket import DataBucket
+from lablink.bus.options import NatsOptions
+from lablink.bus.server import NatsServer
+from lablink.clock import ManualClock
+from lablink.errors import CapturesNeedBucket
+from lablink.events import RecordedEvent
 from lablink.eventstore.sqlite import connect
+from lablink.projections.base import Projection
+from lablink.projections.follower import ViewsBehind
 from lablink.projections.reading import reading_views
-from lablink.projections.runner import Projector
+from lablink.projections.runner import Projector, default_projections
+from lablink.scheduler import storage as storage_module
 from lablink.scheduler.retention import RetentionPass
+from lablink.scheduler.storage import SchedulerStorage
 from tests.support.captures import (
+    ACQUISITION,
     Lab,
+    bucket,
     capture,
     csv_bytes,
     data_rows,
@@ -187,3 +204,104 @@ async def test_the_loop_turn_prunes_and_bounds(lab: Lab) -> None:
     # Not due again for a day; the bound holds: nothing more.
     assert await retention.turn(harness.clock.now()) is None
     assert len(events(harness.path, "execution.data_removed")) == 2
+
+
+async def test_the_guides_cleanup_deletes_and_records_captures(
+    lab: Lab, nats_server: NatsServer
+) -> None:
+    """``SchedulerStorage.cleanup_old_executions`` removes captures as the daily pass does;
+    without NATS it refuses while captures fall before the cut-off (no orphaned objects)."""
+    harness = lab.harness
+    old = [await capture(harness, lab.job_id, csv_bytes(100, i), store=lab.store) for i in (1, 2)]
+    harness.clock.advance(timedelta(days=40))
+    new = await capture(harness, lab.job_id, csv_bytes(100, 3), store=lab.store)
+
+    no_bus = SchedulerStorage(store=harness.store, clock=harness.clock)
+    with pytest.raises(CapturesNeedBucket) as refused:
+        await asyncio.to_thread(no_bus.cleanup_old_executions, 30)
+    assert (refused.value.execution_id, refused.value.count) == (old[0][0], 2)
+    assert "no NATS was given" in str(refused.value)
+    assert events(harness.path, "executions.pruned") == []
+    for execution_id, data in old:
+        assert await in_bucket(lab.store, data["object"])
+        assert data_rows(harness)[execution_id][0] == "stored"
+
+    storage = SchedulerStorage(
+        store=harness.store, clock=harness.clock, nats=NatsOptions(url=nats_server.url)
+    )
+    assert await asyncio.to_thread(storage.cleanup_old_executions, 30) == 2
+    for execution_id, data in old:
+        assert not await in_bucket(lab.store, data["object"])
+        assert execution_id not in data_rows(harness)
+    assert await in_bucket(lab.store, new[1]["object"])
+    removals = events(harness.path, "execution.data_removed")
+    assert [(r["execution_id"], r["reason"]) for r in removals] == [
+        (execution_id, "retention") for execution_id, _ in old
+    ]
+    async with api_client(harness, auth=False, data=lab.data) as client:
+        response = await client.get(f"/api/scheduler/executions/{old[0][0]}/data")
+    assert response.status_code == 410
+    # Nothing left before the cut-off: no bus needed.
+    assert await asyncio.to_thread(no_bus.cleanup_old_executions, 30) == 0
+    assert_rebuild_matches(harness)
+
+
+class Gated:
+    """A real projection whose folds wait while ``gate`` is shut: a fold that lags."""
+
+    def __init__(self, inner: Projection, gate: threading.Event) -> None:
+        self.inner = inner
+        self.gate = gate
+        self.name = inner.name
+        self.tables = inner.tables
+
+    def create(self, db: sqlite_utils.Database) -> None:
+        self.inner.create(db)
+
+    def forget(self) -> None:
+        self.inner.forget()
+
+    def apply(self, conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
+        self.gate.wait(30)
+        self.inner.apply(conn, events)
+
+
+async def test_the_bound_does_not_remove_twice_behind_a_lagging_fold(
+    tmp_path: Path,
+    clock: ManualClock,
+    nats_server: NatsServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bound reads the stored captures from the views: while they have not folded its
+    last removal, it raises ViewsBehind (the supervisor retries) instead of removing, and
+    recording, the same capture again."""
+    monkeypatch.setattr(storage_module, "SETTLE_SECONDS", 0.3)
+    gate = threading.Event()
+    gate.set()
+    projector = Projector([Gated(p, gate) for p in default_projections()])
+    harness = await Harness(
+        tmp_path / "data" / "scheduler.db", clock, background=True, projector=projector
+    ).start()
+    data = DataBucket(NatsOptions(url=nats_server.url))
+    try:
+        async with bucket(nats_server.url) as store:
+            job_id = harness.service.create_job(ACQUISITION, actor="alice")
+            made = [await capture(harness, job_id, csv_bytes(100, i), store=store) for i in (1, 2)]
+            retention = RetentionPass(
+                harness.store, clock, days=0, data=data, max_bytes=made[1][1]["size"]
+            )
+            gate.clear()
+            removed = await retention.enforce_bound(clock.now())
+            assert [c.execution_id for c in removed] == [made[0][0]]
+            with pytest.raises(ViewsBehind):
+                await retention.enforce_bound(clock.now())
+            gate.set()
+            settle(harness)
+            assert await retention.enforce_bound(clock.now()) == []
+        assert [r["execution_id"] for r in events(harness.path, "execution.data_removed")] == [
+            made[0][0]
+        ]
+    finally:
+        gate.set()
+        await data.aclose()
+        await harness.close()

@@ -8,16 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from lablink.projections.follower import connect_views
-from lablink.projections.reading import VIEWS_NAME
+from lablink.projections.reading import VIEWS_NAME, views_file
 
 
 def views_db(path: Path) -> Path:
-    """The views' file of a data directory, of its log (``.../scheduler.db``), or itself."""
+    """The views' file of a data directory, of its log (``.../scheduler.db``: views.db; any
+    other name: ``<stem>.views.db``), or itself."""
     path = Path(path)
-    if path.name == VIEWS_NAME:
+    if path.name == VIEWS_NAME or path.name.endswith(f".{VIEWS_NAME}"):
         return path
     if path.suffix == ".db":
-        return path.with_name(VIEWS_NAME)
+        views = views_file(path)
+        assert views is not None
+        return views
     return path / VIEWS_NAME
 
 
