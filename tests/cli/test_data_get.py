@@ -7,25 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
-from lablink.api.app import create_app
-from lablink.api.context import ApiContext
 from lablink.bus.data_bucket import DataBucket
 from lablink.bus.options import NatsOptions
 from lablink.bus.server import NatsServer
 from lablink.cli import app
 from lablink.keys import create_key
-from lablink.settings import Settings
 from tests.support.captures import ACQUISITION, bucket, capture, csv_bytes, settle
-from tests.support.eventually import eventually
 from tests.support.harness import Harness
+from tests.support.series import served as serve_app
 
 pytestmark = pytest.mark.nats
 
@@ -34,37 +29,11 @@ pytestmark = pytest.mark.nats
 async def served(harness: Harness, nats_server: NatsServer) -> AsyncIterator[str]:
     """The app over HTTP on 127.0.0.1 (a free port), with keys on: its base URL."""
     data = DataBucket(NatsOptions(url=nats_server.url))
-    port = free_port()
-    settings = Settings(data_dir=harness.path.parent, timezone=harness.tz, auth=True, port=port)
-    context = ApiContext(
-        settings=settings,
-        clock=harness.clock,
-        store=harness.store,
-        service=harness.service,
-        engine=harness.engine,
-        auth_enabled=True,
-        data=data,
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(context), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-        )
-    )
-    task = asyncio.create_task(server.serve())
     try:
-        await eventually(lambda: server.started, timeout=30, what="uvicorn listening")
-        yield f"http://127.0.0.1:{port}"
+        async with serve_app(harness, auth=True, data=data) as url:
+            yield url
     finally:
-        server.should_exit = True
-        await task
-        context.close()
         await data.aclose()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def viewer_key(harness: Harness) -> str:
