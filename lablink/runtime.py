@@ -383,6 +383,7 @@ async def serve(settings: Settings) -> None:
     import uvicorn
 
     from lablink.api.app import create_app
+    from lablink.dashboard.plugin import DashboardPlugin
 
     _Server = _listening_server()
     from lablink.api.context import ApiContext
@@ -417,7 +418,7 @@ async def serve(settings: Settings) -> None:
             data=runtime.data,
         )
         config = uvicorn.Config(
-            create_app(context),
+            create_app(context, plugins=[DashboardPlugin()]),
             host=settings.host,
             port=settings.port,
             log_level="warning",

@@ -21,6 +21,9 @@ from lablink.logstore import open_store
 from tests.support.harness import Harness, api_client
 from tests.support.marks import ChildWatch
 
+# `servers`: every `lablink serve` a test starts is stopped afterwards, pass or fail.
+from tests.support.serve import servers  # noqa: F401
+
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 
 # Fixtures that start a nats-server: a test using one, even through another fixture, is `nats`.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from litestar import Litestar, Request
@@ -9,6 +10,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.plugins import PluginProtocol
 
 from lablink import __version__
 from lablink.api.alarms import AlarmController
@@ -32,7 +34,9 @@ from lablink.keys import KeyUsage
 MAX_BODY_BYTES = 1024 * 1024
 
 
-def create_app(context: ApiContext) -> Litestar:
+def create_app(context: ApiContext, plugins: Sequence[PluginProtocol] = ()) -> Litestar:
+    """The API; ``plugins`` adds what sits beside it (the dashboard, for `lablink serve`)."""
+
     def provide_context(request: Request[Any, Any, Any]) -> ApiContext:
         return context
 
@@ -77,5 +81,6 @@ def create_app(context: ApiContext) -> Litestar:
             ),
             path="/schema",
         ),
+        plugins=list(plugins),
         debug=False,
     )

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
-_NEVER_WAIT = ("/health", "/schema")
+# The dashboard's vendored files neither: they are not views.
+_NEVER_WAIT = ("/health", "/schema", "/static/")
 
 
 def _views(request: Request[Any, Any, Any]) -> tuple[Follower, float] | None:

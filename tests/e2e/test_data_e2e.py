@@ -14,22 +14,17 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_e2e_serve import (  # servers: the fixture that stops them afterwards
-    LABLINK,
-    Server,
-    admin_client,
-    final_execution,
-    servers,  # noqa: F401
-)
+from tests.e2e.test_e2e_serve import final_execution
 from tests.support.captures import ACQUISITION
 from tests.support.eventually import eventually_sync
+from tests.support.serve import LABLINK, Server, admin_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats, pytest.mark.slow]
 
 
 def test_a_capture_downloads_over_http_and_with_data_get(
     tmp_path: Path,
-    servers: list[Server],  # noqa: F811 (the fixture imported above)
+    servers: list[Server],
 ) -> None:
     data = tmp_path / "data"
     base, auth = admin_client(data, servers)

@@ -226,13 +226,15 @@ async def api_client(
     relay: Relay | None = None,
     health: Health | None = None,
     data: DataBucket | None = None,
+    dashboard: bool = False,
     **overrides: Any,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The real Litestar app over the harness's engine and store, called in-process on the
     test's own event loop (Litestar's TestClient runs the app on a loop of its own, where
     the harness's engine cannot be reached). ``health``: a registry /health renders, as the
     runtime's (None: the API answers for itself). ``data``: the captures' bucket the
-    downloads read. ``overrides``: other ``Settings`` fields
+    downloads read. ``dashboard``: mount the web pages too, as `lablink serve` does.
+    ``overrides``: other ``Settings`` fields
     (``views_wait=0.5``, say)."""
     import httpx
 
@@ -260,7 +262,13 @@ async def api_client(
         data=data,
     )
     try:
-        transport = httpx.ASGITransport(app=create_app(context))  # type: ignore[arg-type]
+        plugins = []
+        if dashboard:
+            from lablink.dashboard.plugin import DashboardPlugin
+
+            plugins.append(DashboardPlugin())
+        app = create_app(context, plugins=plugins)
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
         async with httpx.AsyncClient(
             transport=transport, base_url="http://testserver"
         ) as test_client:

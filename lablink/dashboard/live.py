@@ -1,0 +1,119 @@
+"""Live updates: Server-Sent Events that say which parts of the pages changed.
+
+The stream follows the event log by position, the same positions the bus carries: each
+message's id is the position the views had folded when it was sent, so a browser that
+reconnects (``Last-Event-ID``) is told of everything after it and misses nothing. A message
+names a topic (``jobs``, ``executions``, ``alarms``, ``equipment``); the page's htmx elements
+listening for that topic fetch their fragment again. Messages are sent at most once per
+``THROTTLE_SECONDS`` per connection whatever the rate of events, so 1,000 fires a second cost
+a browser one refresh a second, not a thousand. A comment line every ``KEEPALIVE_SECONDS``
+keeps proxies from closing an idle stream (Litestar 2.25 sends no ping of its own).
+
+What is not an event of the log (an agent's last heartbeat, /health) changes too: ``tick`` is
+sent every ``TICK_SECONDS`` so that the parts showing it refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Controller, Request, get
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from lablink.api.context import ApiContext
+
+THROTTLE_SECONDS = 1.0
+KEEPALIVE_SECONDS = 15.0
+TICK_SECONDS = 30.0
+# How often the folded position is looked at: an attribute read, no I/O.
+POLL_SECONDS = 0.25
+
+# Which page parts each kind of event changes (the prefix of the event's type).
+TOPICS: dict[str, tuple[str, ...]] = {
+    "job.": ("jobs",),
+    "execution.": ("executions", "jobs"),
+    "executions.": ("executions",),
+    "alarm.": ("alarms",),
+    "equipment.": ("equipment",),
+    "profile.": ("equipment",),
+    "scheduler.": ("jobs",),
+}
+
+
+def topics_of(types: set[str]) -> list[str]:
+    found: set[str] = set()
+    for kind in types:
+        for prefix, topics in TOPICS.items():
+            if kind.startswith(prefix):
+                found.update(topics)
+    return sorted(found)
+
+
+def changed_types(conn: sqlite3.Connection, after: int, upto: int) -> set[str]:
+    """The event types recorded in (after, upto]: one indexed range read."""
+    rows = conn.execute(
+        "SELECT DISTINCT type FROM events WHERE position > ? AND position <= ?", (after, upto)
+    )
+    return {row[0] for row in rows}
+
+
+def folded_position(context: ApiContext) -> int:
+    if context.views is not None:
+        return context.views.position
+    return context.store.last_position()
+
+
+def start_position(request: Request[Any, Any, Any], context: ApiContext) -> int:
+    """Where a stream starts: after the browser's Last-Event-ID when it reconnects, else now."""
+    now = folded_position(context)
+    given = request.headers.get("last-event-id", "").strip()
+    if given.isdigit():
+        return min(int(given), now)
+    return now
+
+
+async def changes(
+    context: ApiContext, after: int, *, clock: Any = time.monotonic
+) -> AsyncIterator[ServerSentEventMessage]:
+    """Topic messages for each change after ``after``, throttled, with keep-alives and ticks."""
+    position = after
+    last_sent = last_tick = last_written = clock()
+    conn = context.connect_reader()
+    try:
+        yield ServerSentEventMessage(event="hello", data=str(position), id=str(position))
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            now = clock()
+            folded = folded_position(context)
+            if folded > position and now - last_sent >= THROTTLE_SECONDS:
+                types = await asyncio.to_thread(changed_types, conn, position, folded)
+                position = folded
+                for topic in topics_of(types):
+                    yield ServerSentEventMessage(event=topic, data=str(position), id=str(position))
+                    last_written = now
+                last_sent = now
+            if now - last_tick >= TICK_SECONDS:
+                yield ServerSentEventMessage(event="tick", data=str(position), id=str(position))
+                last_tick = last_written = now
+            if now - last_written >= KEEPALIVE_SECONDS:
+                yield ServerSentEventMessage(comment="keep-alive")
+                last_written = now
+    finally:
+        conn.close()
+
+
+class LiveController(Controller):
+    path = "/live"
+    include_in_schema = False
+
+    @get("/", opt={"page_role": "viewer"})
+    async def live(self, request: Request[Any, Any, Any]) -> ServerSentEvent:
+        context: ApiContext = request.app.state["context"]
+        return ServerSentEvent(
+            changes(context, start_position(request, context)),
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
