@@ -373,7 +373,12 @@ def _listening_server() -> type[Any]:
             await super().startup(sockets)
             if self.started:
                 config = self.config
-                log.info("api listening", url=f"http://{config.host}:{config.port}", docs="/schema")
+                log.info(
+                    "api listening",
+                    url=f"http://{config.host}:{config.port}",
+                    docs="/schema",
+                    dashboard="/",
+                )
 
     return Server
 
@@ -401,7 +406,8 @@ async def serve(settings: Settings) -> None:
                 print(
                     f"Created the admin API key (shown once, also in "
                     f"{settings.data_dir / 'admin.key'}):\n  {key}\n"
-                    f"Send it as 'Authorization: Bearer <key>'.",
+                    f"Sign in with it at http://{settings.host}:{settings.port}/ (the dashboard),"
+                    f" or send it as 'Authorization: Bearer <key>' to the API.",
                     flush=True,
                 )
         else:

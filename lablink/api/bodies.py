@@ -111,6 +111,10 @@ def _convert(decoded: Any, type_: type[T]) -> T:
         raise InvalidRequest([field_error_from_msgspec(exc, decoded)]) from exc
 
 
+# The dashboard's forms, once turned into JSON values, are converted as a JSON body is.
+convert_body = _convert
+
+
 class StrictBody(AbstractDTO[T]):
     """``dto=StrictBody[T]``: the body decoded by ``decode_body``, documented as ``T``.
 

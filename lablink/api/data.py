@@ -233,41 +233,50 @@ class DataController(Controller):
         context: NamedDependency[ApiContext],
         request: Request[Any, Any, Any],
     ) -> Stream:
-        row, data = _stored_capture(context, execution_id)
-        bucket = context.data
-        if bucket is None:
-            raise DataBusUnavailable("(none)", "this server runs without NATS (LABLINK_NATS=off)")
-        object_name = str(data.get("object") or "")
-        found = await bucket.find(object_name)
-        if found is None:
-            # The view says stored: retention or the bound deleted the object and has not
-            # recorded it yet (or the record failed). Gone, not unknown: 410.
-            raise DataRemovalPending(execution_id, object_name)
-        etag = f'"{data.get("sha256") or ""}"'
-        headers = {
-            "ETag": etag,
-            "Accept-Ranges": "bytes",
-            "Content-Disposition": disposition(file_name(row, data)),
-        }
-        if _matches(request.headers.get("if-none-match"), etag):
-            return Stream(_nothing(), status_code=304, headers=headers, media_type=MEDIA_TYPE)
-        selected = byte_range(request.headers.get("range"), found.size, execution_id)
-        if_range = request.headers.get("if-range")
-        if selected is not None and if_range and if_range.strip() != etag:
-            selected = None  # the client's copy is another capture: send all of this one
-        status = 200
-        first, last = 0, found.size - 1
-        if selected is not None:
-            status = 206
-            first, last = selected
-            headers["Content-Range"] = f"bytes {first}-{last}/{found.size}"
-        headers["Content-Length"] = str(max(last - first + 1, 0))
-        return Stream(
-            _body(bucket, found, first, last),
-            status_code=status,
-            headers=headers,
-            media_type=MEDIA_TYPE,
-        )
+        return await capture_stream(context, execution_id, request)
+
+
+async def capture_stream(
+    context: ApiContext, execution_id: str, request: Request[Any, Any, Any]
+) -> Stream:
+    """The capture's bytes as the request asks for them (whole, a range, or 304): the API's
+    download and the dashboard's link both answer through here. DataUnavailable or
+    DataBusUnavailable when it cannot be sent."""
+    row, data = _stored_capture(context, execution_id)
+    bucket = context.data
+    if bucket is None:
+        raise DataBusUnavailable("(none)", "this server runs without NATS (LABLINK_NATS=off)")
+    object_name = str(data.get("object") or "")
+    found = await bucket.find(object_name)
+    if found is None:
+        # The view says stored: retention or the bound deleted the object and has not
+        # recorded it yet (or the record failed). Gone, not unknown: 410.
+        raise DataRemovalPending(execution_id, object_name)
+    etag = f'"{data.get("sha256") or ""}"'
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": disposition(file_name(row, data)),
+    }
+    if _matches(request.headers.get("if-none-match"), etag):
+        return Stream(_nothing(), status_code=304, headers=headers, media_type=MEDIA_TYPE)
+    selected = byte_range(request.headers.get("range"), found.size, execution_id)
+    if_range = request.headers.get("if-range")
+    if selected is not None and if_range and if_range.strip() != etag:
+        selected = None  # the client's copy is another capture: send all of this one
+    status = 200
+    first, last = 0, found.size - 1
+    if selected is not None:
+        status = 206
+        first, last = selected
+        headers["Content-Range"] = f"bytes {first}-{last}/{found.size}"
+    headers["Content-Length"] = str(max(last - first + 1, 0))
+    return Stream(
+        _body(bucket, found, first, last),
+        status_code=status,
+        headers=headers,
+        media_type=MEDIA_TYPE,
+    )
 
 
 async def _body(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -36,6 +37,7 @@ from lablink.api.responses import (
 )
 from lablink.api.schemas import JobUpdate
 from lablink.domain import triggers
+from lablink.domain.job import JobState
 from lablink.domain.requests import JobRequest
 from lablink.domain.schedule import Schedule
 from lablink.domain.validation import normalise
@@ -55,6 +57,35 @@ def _job_view(context: ApiContext, job_id: str) -> JobView | None:
 
 def _next_runs(schedule: Schedule, after: Any, count: int, zone: ZoneInfo) -> list[str]:
     return [iso_instant(t, zone) for t in triggers.next_fires(schedule, after, count)]
+
+
+async def preview_job(
+    context: ApiContext, data: JobRequest, count: int, *, anchor: datetime | None = None
+) -> Preview:
+    """``data`` validated and its next ``count`` runs, nothing written: the API's preview and
+    the dashboard's form (which passes an edited job's ``anchor``, as its update would keep)."""
+    now = context.clock.now()
+    spec, anchor = normalise(
+        data, now=now, default_timezone=context.settings.timezone, anchor=anchor
+    )
+    checked = await asyncio.to_thread(context.service.check_parameters, spec)
+    zone = ZoneInfo(spec.timezone)
+    runs = _next_runs(Schedule.from_spec(spec, anchor), now, count, zone)
+    return Preview(success=True, valid=True, parameters_check=checked, job=spec, next_runs=runs)
+
+
+def upcoming_runs(context: ApiContext, job_id: str, count: int) -> tuple[JobState, list[str]]:
+    """The job's state and its next ``count`` fire times (ISO, the job's zone): from its
+    next fire when enabled, else as they would come from now. Also the dashboard's."""
+    state = context.service.get_state(job_id)
+    assert state.spec is not None
+    assert state.anchor is not None
+    zone = ZoneInfo(state.spec.timezone)
+    first = state.next_fire_time() if state.enabled else None
+    schedule = Schedule.from_spec(state.spec, state.anchor)
+    if first is not None:
+        return state, [iso_instant(first, zone), *_next_runs(schedule, first, count - 1, zone)]
+    return state, _next_runs(schedule, context.clock.now(), count, zone)
 
 
 class JobController(Controller):
@@ -194,17 +225,8 @@ class JobController(Controller):
         count: Annotated[int, QueryParameter(ge=1, le=1000)] = 10,
     ) -> NextRuns:
         """The next ``count`` fire times, with UTC offsets, whether the job is enabled or not."""
-        state = context.service.get_state(job_id)
+        state, runs = upcoming_runs(context, job_id, count)
         assert state.spec is not None
-        assert state.anchor is not None
-        zone = ZoneInfo(state.spec.timezone)
-        first = state.next_fire_time() if state.enabled else None
-        after = context.clock.now()
-        schedule = Schedule.from_spec(state.spec, state.anchor)
-        if first is not None:
-            runs = [iso_instant(first, zone), *_next_runs(schedule, first, count - 1, zone)]
-        else:
-            runs = _next_runs(schedule, after, count, zone)
         return NextRuns(
             success=True,
             job_id=job_id,
@@ -223,12 +245,7 @@ class JobController(Controller):
         count: Annotated[int, QueryParameter(ge=1, le=1000)] = 10,
     ) -> Preview:
         """Validate a job body and list its next runs; nothing is created."""
-        now = context.clock.now()
-        spec, anchor = normalise(data, now=now, default_timezone=context.settings.timezone)
-        checked = await asyncio.to_thread(context.service.check_parameters, spec)
-        zone = ZoneInfo(spec.timezone)
-        runs = _next_runs(Schedule.from_spec(spec, anchor), now, count, zone)
-        return Preview(success=True, valid=True, parameters_check=checked, job=spec, next_runs=runs)
+        return await preview_job(context, data, count)
 
     @get("/jobs/{job_id:str}/events", opt=READ, responses=READ_ERRORS)
     async def job_events(

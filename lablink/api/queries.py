@@ -64,11 +64,13 @@ def list_executions(
     until: datetime | None = None,
     limit: int = 100,
     before: int | None = None,
+    equipment_id: str | None = None,
 ) -> tuple[list[dict[str, Any]], int | None]:
     """Newest first. Returns the page and the cursor for the next (older) page, if any."""
     rows = list_execution_rows(
         conn,
         job_id=job_id,
+        equipment_id=equipment_id,
         status=status,
         since=since,
         until=until,

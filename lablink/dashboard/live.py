@@ -3,11 +3,12 @@
 The stream follows the event log by position, the same positions the bus carries: each
 message's id is the position the views had folded when it was sent, so a browser that
 reconnects (``Last-Event-ID``) is told of everything after it and misses nothing. A message
-names a topic (``jobs``, ``executions``, ``alarms``, ``equipment``); the page's htmx elements
-listening for that topic fetch their fragment again. Messages are sent at most once per
-``THROTTLE_SECONDS`` per connection whatever the rate of events, so 1,000 fires a second cost
-a browser one refresh a second, not a thousand. A comment line every ``KEEPALIVE_SECONDS``
-keeps proxies from closing an idle stream (Litestar 2.25 sends no ping of its own).
+names a topic (``jobs``, ``schedules``, ``executions``, ``alarms``, ``equipment``); the page's
+htmx elements listening for that topic fetch their fragment again. Messages are sent at most
+once per ``THROTTLE_SECONDS`` per connection whatever the rate of events, so 1,000 fires a
+second cost a browser one refresh a second, not a thousand. A comment line every
+``KEEPALIVE_SECONDS`` keeps proxies from closing an idle stream (Litestar 2.25 sends no ping of
+its own).
 
 What is not an event of the log (an agent's last heartbeat, /health) changes too: ``tick`` is
 sent every ``TICK_SECONDS`` so that the parts showing it refresh.
@@ -25,6 +26,7 @@ from litestar import Controller, Request, get
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from lablink.api.context import ApiContext
+from lablink.eventstore.sqlite import LogReader
 
 THROTTLE_SECONDS = 1.0
 KEEPALIVE_SECONDS = 15.0
@@ -32,15 +34,19 @@ TICK_SECONDS = 30.0
 # How often the folded position is looked at: an attribute read, no I/O.
 POLL_SECONDS = 0.25
 
-# Which page parts each kind of event changes (the prefix of the event's type).
+# Which page parts each kind of event changes (the prefix of the event's type). ``jobs``: a
+# job or what it last did changed (every fire); ``schedules``: only what a job will do (its
+# configuration, paused or not): what the next-24-h timeline draws. At 1,000 fires a second
+# the timeline listening to ``jobs`` was recomputed every second for every screen, and that
+# alone cost the engine's loop more than the target allows (BENCHMARKS.md, "Dashboard").
 TOPICS: dict[str, tuple[str, ...]] = {
-    "job.": ("jobs",),
+    "job.": ("jobs", "schedules"),
     "execution.": ("executions", "jobs"),
     "executions.": ("executions",),
     "alarm.": ("alarms",),
     "equipment.": ("equipment",),
     "profile.": ("equipment",),
-    "scheduler.": ("jobs",),
+    "scheduler.": ("jobs", "schedules"),
 }
 
 
@@ -54,11 +60,8 @@ def topics_of(types: set[str]) -> list[str]:
 
 
 def changed_types(conn: sqlite3.Connection, after: int, upto: int) -> set[str]:
-    """The event types recorded in (after, upto]: one indexed range read."""
-    rows = conn.execute(
-        "SELECT DISTINCT type FROM events WHERE position > ? AND position <= ?", (after, upto)
-    )
-    return {row[0] for row in rows}
+    """The event types recorded in (after, upto]."""
+    return LogReader(conn).types_between(after, upto)
 
 
 def folded_position(context: ApiContext) -> int:

@@ -8,21 +8,22 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-# A symbol beside the word: status is never told by colour alone.
+# A symbol beside the word: status is never told by colour alone. Each is in the DejaVu
+# fonts a Debian lab PC has (⏸, ⏱ and ⦸ are not: they showed as empty boxes).
 STATUS_SYMBOLS = {
     "completed": "✔",
     "running": "▶",
     "pending": "…",
     "queued": "…",
     "failed": "✖",
-    "timed_out": "⏱",
+    "timed_out": "◷",
     "interrupted": "⚡",
-    "cancelled": "⦸",
+    "cancelled": "⊘",
     "skipped": "↷",
     "missed": "⚠",
     "coalesced": "⇉",
     "active": "●",
-    "paused": "⏸",
+    "paused": "‖",
     "ok": "✔",
     "degraded": "⚠",
     "failing": "✖",
@@ -57,14 +58,17 @@ def duration(seconds: float | None) -> str:
     return f"{sign}{days} d {hours} h" if hours else f"{sign}{days} d"
 
 
-def instant(value: str | datetime | None, zone: str | None = None) -> Markup:
+def instant(value: str | datetime | None, zone: str | None = None, style: str = "") -> Markup:
     """A <time> the page's script rewrites in the browser's zone (and the job's, where it
-    differs); until then, and without scripts, it reads as recorded."""
+    differs); until then, and without scripts, it reads as recorded. ``style``: "clock"
+    (hours and minutes) or "hour" (weekday and hour), for lists where the day is a heading;
+    "moment" (day, month and time, no year), for tables."""
     if value is None or value == "":
         return Markup("—")
     text = value.isoformat() if isinstance(value, datetime) else str(value)
     zone_attr = Markup(' data-zone="{}"').format(zone) if zone else Markup("")
-    return Markup('<time datetime="{}"{}>{}</time>').format(text, zone_attr, text)
+    style_attr = Markup(' data-style="{}"').format(style) if style else Markup("")
+    return Markup('<time datetime="{}"{}{}>{}</time>').format(text, zone_attr, style_attr, text)
 
 
 def status(value: str | None) -> Markup:

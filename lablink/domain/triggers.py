@@ -143,6 +143,17 @@ def _compile(expression: str) -> _Cron:
     )
 
 
+def cron_fields(expression: str) -> tuple[frozenset[int], ...]:
+    """The values each of the five fields matches (day-of-week 0-6, Sunday 0), as the
+    scheduler reads them: what a description in words must agree with. ValueError if invalid."""
+    parts = expression.split()
+    if len(parts) != 5:
+        raise ValueError(f"expected 5 fields ({_FIELD_LIST}), got {len(parts)}")
+    fields = [_parse_field(p, i) for i, p in enumerate(parts)]
+    fields[4] = frozenset(d % 7 for d in fields[4])
+    return tuple(fields)
+
+
 def cron_problem(expression: str) -> str | None:
     """None if `expression` is a valid 5-field cron expression that fires at least once; else a
     human-readable reason."""

@@ -215,6 +215,15 @@ class LogReader:
     ) -> Iterator[RecordedEvent]:
         return read_in_pages(self.read_rows, after_position, until, batch_size)
 
+    def types_between(self, after_position: int, up_to: int) -> set[str]:
+        """The event types recorded in (after_position, up_to]: what changed, not how (the
+        dashboard's live stream). One range read of the primary key."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT type FROM events WHERE position > ? AND position <= ?",
+            (after_position, up_to),
+        )
+        return {row[0] for row in rows}
+
     def read_events(self, after_position: int, limit: int) -> list[RecordedEvent]:
         """Up to ``limit`` events past ``after_position``, in position order."""
         return [event_of(row) for row in self.read_rows(after_position, limit)]

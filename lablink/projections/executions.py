@@ -181,7 +181,15 @@ class ExecutionsProjection:
         db.table("executions").create(
             types, pk="execution_id", defaults={"data_status": "none"}, if_not_exists=True
         )
-        for columns in (["job_id", "seq"], ["status", "seq"], ["actual_time"], ["seq"]):
+        # equipment_id, seq: an instrument's recent executions (the dashboard's equipment page)
+        # without walking a million rows of the others'.
+        for columns in (
+            ["job_id", "seq"],
+            ["status", "seq"],
+            ["actual_time"],
+            ["seq"],
+            ["equipment_id", "seq"],
+        ):
             db.table("executions").create_index(columns, if_not_exists=True)
         db.table("execution_jobs").create(
             {c: str for c in JOB_COLUMNS}, pk="job_id", if_not_exists=True
@@ -453,10 +461,12 @@ def list_execution_rows(
     until: datetime | None = None,
     before: int | None = None,
     limit: int = 100,
+    equipment_id: str | None = None,
 ) -> list[Row]:
     """Newest first (by ``seq``, the log position that opened each), up to ``limit`` rows;
     ``since``/``until`` bound the actual time (``until`` exclusive), ``before`` the seq."""
     where = Where().equals("job_id", job_id).one_of("status", status)
+    where.equals("equipment_id", equipment_id)
     if since is not None:
         where.add("actual_time >= ?", instant(since))
     if until is not None:

@@ -17,10 +17,10 @@ import functools
 import itertools
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from datetime import datetime
 from types import UnionType
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -362,6 +362,16 @@ def get_job(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
     return json.loads(row[0]) if row else None
 
 
+JobOrder = Literal["created", "next_run", "name"]
+# job_id last in each: a stable order, so that the pages of a listing never overlap.
+_ORDERS: dict[str, str] = {
+    "created": "created_at, job_id",
+    # Stored as UTC instants of one width: text order is time order.
+    "next_run": "next_run_time IS NULL, next_run_time, job_id",
+    "name": "name COLLATE NOCASE, job_id",
+}
+
+
 def list_job_views(
     conn: sqlite3.Connection,
     *,
@@ -371,28 +381,58 @@ def list_job_views(
     tag: str | None = None,
     search: str | None = None,
     status: str | None = None,
+    trigger_type: str | None = None,
+    anywhere: str | None = None,
+    order: JobOrder = "created",
     limit: int = 1000,
     offset: int = 0,
 ) -> tuple[int, list[str]]:
-    """(total matching, the page as the jobs' rendered JSON views)."""
+    """(total matching, the page as the jobs' rendered JSON views).
+
+    ``search`` is a substring of the name or description (the API's); ``anywhere`` also
+    finds it in the equipment id or a tag (the dashboard's one search box). ``order``:
+    oldest first (the API's), soonest next run first (jobs without one last), or by name."""
     where = Where()
     where.equals("enabled", int(enabled) if enabled is not None else None)
     where.equals("schedule_type", schedule_type).equals("equipment_id", equipment_id)
-    where.equals("status", status)
+    where.equals("status", status).equals("trigger_type", trigger_type)
     if tag is not None:
         where.add("EXISTS (SELECT 1 FROM json_each(jobs.tags) WHERE value = ?)", tag)
     if search:
-        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = _like(search)
         where.add("(name LIKE ? ESCAPE '\\' OR description LIKE ? ESCAPE '\\')", pattern, pattern)
+    if anywhere:
+        pattern = _like(anywhere)
+        where.add(
+            "(name LIKE ? ESCAPE '\\' OR description LIKE ? ESCAPE '\\'"
+            " OR equipment_id LIKE ? ESCAPE '\\'"
+            " OR EXISTS (SELECT 1 FROM json_each(jobs.tags) WHERE value LIKE ? ESCAPE '\\'))",
+            *[pattern] * 4,
+        )
     (total,) = conn.execute(f"SELECT COUNT(*) FROM jobs{where}", where.args).fetchone()
-    views = [
+    # The page's ids first, then their views: sorting the views themselves (about 1 KB each)
+    # read every matching row's whole view, 17 ms of 18 for a page of 10,000 jobs by next run.
+    page = [
         row[0]
         for row in conn.execute(
-            f"SELECT view FROM jobs{where} ORDER BY created_at, job_id LIMIT ? OFFSET ?",
+            f"SELECT job_id FROM jobs{where} ORDER BY {_ORDERS[order]} LIMIT ? OFFSET ?",
             [*where.args, limit, offset],
         )
     ]
+    views = [
+        row[0]
+        for row in conn.execute(
+            "SELECT jobs.view FROM json_each(?) AS page JOIN jobs ON jobs.job_id = page.value"
+            " ORDER BY page.key",
+            (json.dumps(page),),
+        )
+    ]
     return int(total), views
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern finding ``text`` anywhere, its wildcards taken literally."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def schedule_of(conn: sqlite3.Connection, job_id: str) -> tuple[str | None, str] | None:
@@ -436,3 +476,39 @@ def read_snapshot(conn: sqlite3.Connection, job_id: str) -> tuple[JobState, int]
     if row is None:
         return None
     return _state_decoder.decode(row[0]), int(row[1])
+
+
+def due_by(
+    conn: sqlite3.Connection, until: datetime
+) -> Generator[tuple[str, JobState], None, None]:
+    """(job id, state) of each active job whose next run is due by ``until``, soonest first
+    (the index on status and next run), decoded one at a time as the caller reads on: a
+    caller that needs only the first few fires reads only the first few jobs."""
+    rows = conn.execute(
+        "SELECT job_id, state FROM jobs WHERE status = 'active' AND next_run_time IS NOT NULL"
+        " AND next_run_time <= ? ORDER BY next_run_time, job_id",
+        (instant(until),),
+    )
+    try:
+        for job_id, state in rows:
+            yield job_id, _state_decoder.decode(state)
+    finally:
+        # A reader that stops early ends the read here, not when the cursor is collected.
+        rows.close()
+
+
+def count_due_by(conn: sqlite3.Connection, until: datetime) -> int:
+    """How many active jobs have their next run due by ``until`` (the index alone)."""
+    (count,) = conn.execute(
+        "SELECT COUNT(*) FROM jobs WHERE status = 'active' AND next_run_time IS NOT NULL"
+        " AND next_run_time <= ?",
+        (instant(until),),
+    ).fetchone()
+    return int(count)
+
+
+def paused_states(conn: sqlite3.Connection) -> list[tuple[str, JobState]]:
+    """(job id, state) of every paused job (their next run is not stored: a paused job does
+    not fire)."""
+    rows = conn.execute("SELECT job_id, state FROM jobs WHERE status = 'paused' ORDER BY job_id")
+    return [(job_id, _state_decoder.decode(state)) for job_id, state in rows]

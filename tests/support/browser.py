@@ -19,13 +19,15 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.support.serve import LABLINK, Server, free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Generous: a slow machine makes a slow page, never a failed test.
 PAGE_TIMEOUT_MS = 30_000
+# expect() waits 5 s unless told otherwise: the same generous deadline for every assertion.
+expect.set_options(timeout=PAGE_TIMEOUT_MS)
 
 
 @dataclass

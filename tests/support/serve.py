@@ -64,7 +64,8 @@ def alive(process: Process) -> bool:
 class Server:
     """A `lablink serve` child whose output lines the test can wait for."""
 
-    def __init__(self, data_dir: Path, port: int) -> None:
+    def __init__(self, data_dir: Path, port: int, settings: dict[str, str] | None = None) -> None:
+        """``settings``: more LABLINK_* variables (LABLINK_AGENTS=off, say)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("LABLINK_")}
         env.update(
             LABLINK_DATA_DIR=str(data_dir),
@@ -72,6 +73,7 @@ class Server:
             LABLINK_TIMEZONE="UTC",
             LABLINK_LOG_LEVEL="info",
         )
+        env.update(settings or {})
         self.port = port
         self.proc = subprocess.Popen(
             [LABLINK, "serve", "--port", str(port)],

@@ -33,3 +33,120 @@
   document.addEventListener("htmx:sseOpen", () => liveState("open", "on"));
   document.addEventListener("htmx:sseError", () => liveState("closed", "reconnecting…"));
 })();
+
+// --- overview ---
+// Compact times where the day is a heading (data-style "clock": 14:05; "hour": Thu 14:00;
+// "moment": 03 Dec 14:05:09, in tables),
+// and the elapsed time of running executions counted on each second between refreshes.
+(function () {
+  "use strict";
+  const local = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  const styles = {
+    clock: { hour: "2-digit", minute: "2-digit" },
+    hour: { weekday: "short", day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit" },
+    moment: { day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit", second: "2-digit" },
+  };
+
+  function compact(root) {
+    root.querySelectorAll("time[data-style]:not([data-compact])").forEach((el) => {
+      const when = new Date(el.getAttribute("datetime"));
+      const options = styles[el.dataset.style];
+      if (isNaN(when.getTime()) || !options) return;
+      el.textContent = new Intl.DateTimeFormat(undefined, { ...options, timeZone: local }).format(when);
+      const zone = el.dataset.zone;
+      if (zone && zone !== local) {
+        try {
+          const there = new Intl.DateTimeFormat(undefined, { ...options, timeZone: zone, timeZoneName: "short" });
+          el.dataset.jobTime = " (" + there.format(when) + ")";
+        } catch (e) { /* unknown zone */ }
+      }
+      el.dataset.compact = "1";
+    });
+  }
+
+  function human(seconds) {
+    // As rendering.duration does on the server.
+    if (seconds < 60) return seconds.toFixed(1) + " s";
+    let minutes = Math.floor(Math.round(seconds) / 60);
+    const secs = Math.round(seconds) % 60;
+    if (minutes < 60) return secs ? minutes + " min " + secs + " s" : minutes + " min";
+    const hours = Math.floor(minutes / 60);
+    minutes %= 60;
+    if (hours < 48) return minutes ? hours + " h " + minutes + " min" : hours + " h";
+    const days = Math.floor(hours / 24);
+    return hours % 24 ? days + " d " + (hours % 24) + " h" : days + " d";
+  }
+
+  function elapsed() {
+    document.querySelectorAll(".elapsed[data-since]").forEach((el) => {
+      const since = Date.parse(el.dataset.since);
+      if (!isNaN(since)) el.textContent = human(Math.max(0, (Date.now() - since) / 1000));
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", () => compact(document));
+  document.addEventListener("htmx:load", (e) => compact(e.target));
+  document.addEventListener("htmx:afterSwap", (e) => compact(e.target));
+  window.setInterval(elapsed, 1000);
+})();
+
+// --- audit: times typed without an offset are read in the browser's zone ---
+(function () {
+  "use strict";
+  document.addEventListener("DOMContentLoaded", () => {
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    document.querySelectorAll("input[data-browser-zone]").forEach((el) => {
+      if (!el.value && zone) el.value = zone;
+    });
+  });
+})();
+
+// --- jobs list ---
+// "Select all on this page" ticks every box of its form (htmx has no way to); a Cancel or
+// Dismiss link in the confirmation region empties it instead of reloading the page (the
+// link still works without scripts).
+(function () {
+  "use strict";
+  document.addEventListener("change", (e) => {
+    const all = e.target.closest("input[data-select-all]");
+    if (all) {
+      const name = all.dataset.selectAll;
+      all.form.querySelectorAll(`input[type="checkbox"][name="${name}"]`).forEach((box) => {
+        box.checked = all.checked;
+      });
+      return;
+    }
+    const box = e.target.closest("input[type='checkbox'][name]");
+    const master = box && box.form && box.form.querySelector(`input[data-select-all="${box.name}"]`);
+    if (master) {
+      const boxes = [...box.form.querySelectorAll(`input[type="checkbox"][name="${box.name}"]`)];
+      master.checked = boxes.length > 0 && boxes.every((b) => b.checked);
+    }
+  });
+  document.addEventListener("click", (e) => {
+    const link = e.target.closest("a[data-dismiss]");
+    const region = link && link.closest("[data-dialog]");
+    if (!region) return;
+    e.preventDefault();
+    region.innerHTML = "";
+    const first = document.querySelector("#jobs-bulk input[name='job_id'], #jobs-q");
+    if (first) first.focus();
+  });
+  // A refresh answers with the boxes ticked when it was asked; one ticked or unticked while
+  // it was on its way is kept as the user left it (the bulk answer's table is not: it clears).
+  let ticked = null;
+  document.addEventListener("htmx:beforeSwap", (e) => {
+    const target = e.detail.target;
+    if (target && target.id === "jobs-results") {
+      ticked = new Set([...target.querySelectorAll("input[name='job_id']:checked")].map((b) => b.value));
+    }
+  });
+  document.addEventListener("htmx:load", (e) => {
+    if (ticked === null || !e.target || e.target.id !== "jobs-results") return;
+    const boxes = [...e.target.querySelectorAll("input[type='checkbox'][name='job_id']")];
+    boxes.forEach((box) => { box.checked = ticked.has(box.value); });
+    const master = e.target.querySelector("input[data-select-all]");
+    if (master) master.checked = boxes.length > 0 && boxes.every((b) => b.checked);
+    ticked = null;
+  });
+})();

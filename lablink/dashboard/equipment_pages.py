@@ -1,0 +1,103 @@
+"""The equipment pages: every instrument an agent has reported (``/equipment``) and one
+instrument (``/equipment/{id}``): its ``*IDN?`` identity, agent and resource, online since /
+last seen, what it runs now, the jobs that use it and its recent executions.
+
+Everything comes from the API's own reads: the equipment view (identity as the agent's
+``equipment.online`` recorded it) with this process's heartbeats (``ApiContext.sightings``,
+newer than the log), the jobs view by ``equipment_id`` and the executions view."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from litestar import Controller, Request, get
+from litestar.params import FromPath
+from litestar.response import Template
+
+from lablink.api.context import ApiContext
+from lablink.api.queries import list_equipment, list_executions, list_job_views
+from lablink.dashboard.session import signed_in
+
+VIEW = {"page_role": "viewer"}
+# A page, not an export: enough to see what an instrument has been doing lately.
+RECENT_EXECUTIONS = 20
+JOBS_SHOWN = 200
+
+
+def _context(request: Request[Any, Any, Any]) -> ApiContext:
+    context: ApiContext = request.app.state["context"]
+    return context
+
+
+def _instruments(context: ApiContext) -> list[dict[str, Any]]:
+    return list_equipment(context.reader, live=context.sightings())
+
+
+def _detail(context: ApiContext, equipment_id: str) -> dict[str, Any] | None:
+    found = list_equipment(context.reader, live=context.sightings(), equipment_id=equipment_id)
+    if not found:
+        return None
+    total, views = list_job_views(context.reader, equipment_id=equipment_id, limit=JOBS_SHOWN)
+    executions, more = list_executions(
+        context.reader, equipment_id=equipment_id, limit=RECENT_EXECUTIONS
+    )
+    return {
+        "instrument": found[0],
+        "jobs": [json.loads(v) for v in views],
+        "jobs_total": total,
+        "executions": executions,
+        "more_executions": more is not None,
+    }
+
+
+def not_found(request: Request[Any, Any, Any], page: str, what: str) -> Template:
+    return Template(
+        template_name="not_found.html",
+        context={"identity": signed_in(request), "page": page, "what": what},
+        status_code=404,
+    )
+
+
+class EquipmentPagesController(Controller):
+    path = "/"
+    include_in_schema = False
+
+    @get("/equipment", opt=VIEW)
+    async def equipment(self, request: Request[Any, Any, Any]) -> Template:
+        return Template(
+            template_name="equipment.html",
+            context={
+                "identity": signed_in(request),
+                "page": "equipment",
+                "instruments": _instruments(_context(request)),
+            },
+        )
+
+    @get("/fragments/equipment/list", opt=VIEW)
+    async def equipment_list(self, request: Request[Any, Any, Any]) -> Template:
+        return Template(
+            template_name="fragments/equipment_list.html",
+            context={"instruments": _instruments(_context(request))},
+        )
+
+    @get("/equipment/{equipment_id:str}", opt=VIEW)
+    async def instrument(
+        self, request: Request[Any, Any, Any], equipment_id: FromPath[str]
+    ) -> Template:
+        detail = _detail(_context(request), equipment_id)
+        if detail is None:
+            return not_found(request, "equipment", f"no instrument {equipment_id!r}")
+        return Template(
+            template_name="equipment_detail.html",
+            context={"identity": signed_in(request), "page": "equipment", **detail},
+        )
+
+    @get("/fragments/equipment/{equipment_id:str}/detail", opt=VIEW)
+    async def instrument_fragment(
+        self, request: Request[Any, Any, Any], equipment_id: FromPath[str]
+    ) -> Template:
+        detail = _detail(_context(request), equipment_id)
+        if detail is None:
+            return not_found(request, "equipment", f"no instrument {equipment_id!r}")
+        return Template(template_name="fragments/equipment_detail.html", context=detail)

@@ -1,0 +1,394 @@
+"""The job detail page, ``/jobs/{job_id}``: the configuration in words, the next 10 runs, the
+history counts, the executions (paged, newest first, live), a chart of a measurement job's
+values, download links for acquisitions, and the buttons run now, pause/resume, edit and
+delete.
+
+Reads use the API's queries over ``context.reader``; writes go through the services the API
+uses (``context.engine.run_now``, ``context.service``), with the signed-in key's name as the
+actor, and answer once the views show them (read-your-writes). An htmx action gets the
+actions card again, with what happened or why not in it (htmx swaps only 2xx answers, so a
+refusal is that card with an alert), and an ``HX-Trigger`` that makes the other parts
+reload; a plain form is sent back to the page (303), or shown the page with the alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect, Response, Stream, Template
+
+from lablink.api.context import ApiContext
+from lablink.api.data import capture_stream, data_unavailable
+from lablink.api.jobs import upcoming_runs
+from lablink.api.queries import get_job, job_history, list_executions
+from lablink.dashboard import chart as charts
+from lablink.dashboard.session import signed_in
+from lablink.dashboard.words import describe, policies
+from lablink.errors import (
+    Conflict,
+    DataBusUnavailable,
+    DataUnavailable,
+    InvalidRequest,
+    JobNotFound,
+    NotFound,
+)
+from lablink.projections.executions import get_execution_row
+from lablink.projections.results import iter_series
+
+VIEW = {"page_role": "viewer"}
+OPERATE = {"page_role": "operator"}
+PAGE_SIZE = 25
+NEXT_RUNS = 10
+# Sent with an action's answer: the parts of the page listening for it load again at once,
+# without waiting for the live stream's next message.
+CHANGED_EVENT = "job-changed"
+
+
+def _context(request: Request[Any, Any, Any]) -> ApiContext:
+    context: ApiContext = request.app.state["context"]
+    return context
+
+
+class BadQuery(ValueError):
+    """A query parameter of a dashboard page that cannot be used: named, with its value."""
+
+    def __init__(self, field: str, value: str, reason: str) -> None:
+        self.field, self.value, self.reason = field, value, reason
+        super().__init__(f"{field}={value!r}: {reason}")
+
+
+def _range(text: str | None) -> str:
+    name = text or charts.DEFAULT_RANGE
+    if name not in charts.RANGES:
+        raise BadQuery("range", name, "must be one of " + ", ".join(charts.RANGES))
+    return name
+
+
+def _before(text: str | None) -> int | None:
+    if text is None or text == "":
+        return None
+    if not text.isdigit() or len(text) > 18:
+        raise BadQuery("before", text, "must be a position (a whole number) from the Older link")
+    return int(text)
+
+
+# -- what the templates show -----------------------------------------------------------------
+
+
+def summary(context: ApiContext, job: dict[str, Any]) -> dict[str, Any]:
+    job_id = job["job_id"]
+    try:
+        state, runs = upcoming_runs(context, job_id, NEXT_RUNS)
+    except JobNotFound:
+        runs, enabled = [], False
+    else:
+        enabled = state.enabled
+    return {
+        "job": job,
+        "words": describe(job),
+        "policies": policies(job),
+        "next_runs": runs,
+        "next_runs_enabled": enabled,
+        "history": job_history(context.reader, job_id),
+    }
+
+
+def executions(context: ApiContext, job_id: str, before: int | None) -> dict[str, Any]:
+    page, cursor = list_executions(context.reader, job_id=job_id, limit=PAGE_SIZE, before=before)
+    for execution in page:
+        execution["lateness"] = _lateness(execution)
+    return {"executions": page, "older": cursor, "before": before}
+
+
+def _lateness(execution: dict[str, Any]) -> float | None:
+    scheduled, started = execution.get("scheduled_time"), execution.get("started_at")
+    if not scheduled or not started:
+        return None
+    return (datetime.fromisoformat(started) - datetime.fromisoformat(scheduled)).total_seconds()
+
+
+def measurement_chart(context: ApiContext, job: dict[str, Any], range_name: str) -> Any:
+    until = context.clock.now()
+    since = until - charts.RANGES[range_name]
+    rows = (
+        row
+        for chunk in iter_series(context.reader, job["job_id"], since=since, until=until)
+        for row in chunk
+    )
+    return charts.chart(rows, since=since, until=until, zone=job["timezone"])
+
+
+def chart_context(context: ApiContext, job: dict[str, Any], range_name: str) -> dict[str, Any]:
+    return {
+        "job": job,
+        "chart": measurement_chart(context, job, range_name),
+        "range": range_name,
+        "ranges": charts.RANGE_LABELS,
+    }
+
+
+def _page(
+    request: Request[Any, Any, Any],
+    job: dict[str, Any],
+    *,
+    before: int | None = None,
+    range_name: str = charts.DEFAULT_RANGE,
+    notice: str | None = None,
+    problem: str | None = None,
+    status_code: int = 200,
+) -> Template:
+    context = _context(request)
+    values: dict[str, Any] = {
+        "identity": signed_in(request),
+        "page": "jobs",
+        **summary(context, job),
+        **executions(context, job["job_id"], before),
+        "notice": notice,
+        "problem": problem,
+        "actions_key": actions_key(job),
+    }
+    if job["schedule_type"] == "measurement":
+        values.update(chart_context(context, job, range_name))
+    return Template(template_name="job.html", context=values, status_code=status_code)
+
+
+def _not_found(request: Request[Any, Any, Any], job_id: str) -> Template:
+    return Template(
+        template_name="not_found.html",
+        context={"identity": signed_in(request), "page": "jobs", "what": f"no job {job_id!r}"},
+        status_code=404,
+    )
+
+
+def _refused(request: Request[Any, Any, Any], exc: BadQuery) -> Template:
+    return Template(
+        template_name="job_refused.html",
+        context={"identity": signed_in(request), "page": "jobs", "problem": exc},
+        status_code=400,
+    )
+
+
+def _fragment(name: str, values: dict[str, Any], status_code: int = 200) -> Template:
+    values = {**values, "actions_key": actions_key(values["job"])} if "job" in values else values
+    return Template(template_name=f"fragments/{name}.html", context=values, status_code=status_code)
+
+
+def actions_key(job: dict[str, Any]) -> str:
+    """What the actions card depends on: which buttons apply, and the name Delete confirms."""
+    return f"{job['status']}|{job['enabled']}|{job['name']}"
+
+
+# -- the controller ---------------------------------------------------------------------------
+
+
+class JobDetailController(Controller):
+    path = "/"
+    include_in_schema = False
+
+    @get("/jobs/{job_id:str}", opt=VIEW)
+    async def job_page(
+        self,
+        request: Request[Any, Any, Any],
+        job_id: FromPath[str],
+        before: FromQuery[str | None] = None,
+        range: FromQuery[str | None] = None,
+    ) -> Template:
+        job = get_job(_context(request).reader, job_id)
+        if job is None:
+            return _not_found(request, job_id)
+        try:
+            return _page(request, job, before=_before(before), range_name=_range(range))
+        except BadQuery as exc:
+            return _refused(request, exc)
+
+    @get("/fragments/job/{job_id:str}/summary", opt=VIEW)
+    async def summary_fragment(
+        self, request: Request[Any, Any, Any], job_id: FromPath[str]
+    ) -> Template:
+        context = _context(request)
+        job = get_job(context.reader, job_id)
+        if job is None:
+            return _fragment("job_gone", {"job_id": job_id}, 404)
+        return _fragment("job_summary", summary(context, job))
+
+    @get("/fragments/job/{job_id:str}/actions", opt=VIEW)
+    async def actions_fragment(
+        self,
+        request: Request[Any, Any, Any],
+        job_id: FromPath[str],
+        shown: FromQuery[str | None] = None,
+    ) -> Template | Response[None]:
+        """The buttons again, or 204 (htmx keeps what it has) when the buttons shown are still
+        the right ones: every execution event names the jobs topic, and swapping the card
+        each time would take the keyboard focus off a button and the last notice away."""
+        job = get_job(_context(request).reader, job_id)
+        if job is None:
+            return _fragment("job_gone", {"job_id": job_id}, 404)
+        if shown is not None and shown == actions_key(job):
+            return Response(content=None, status_code=204)
+        return _fragment("job_actions", {"job": job, "identity": signed_in(request)})
+
+    @get("/fragments/job/{job_id:str}/executions", opt=VIEW)
+    async def executions_fragment(
+        self,
+        request: Request[Any, Any, Any],
+        job_id: FromPath[str],
+        before: FromQuery[str | None] = None,
+    ) -> Template:
+        context = _context(request)
+        job = get_job(context.reader, job_id)
+        if job is None:
+            return _fragment("job_gone", {"job_id": job_id}, 404)
+        try:
+            values = executions(context, job_id, _before(before))
+        except BadQuery as exc:
+            return _fragment("job_bad_query", {"problem": exc}, 400)
+        return _fragment("job_executions", {"job": job, **values})
+
+    @get("/fragments/job/{job_id:str}/chart", opt=VIEW)
+    async def chart_fragment(
+        self,
+        request: Request[Any, Any, Any],
+        job_id: FromPath[str],
+        range: FromQuery[str | None] = None,
+    ) -> Template:
+        context = _context(request)
+        job = get_job(context.reader, job_id)
+        if job is None:
+            return _fragment("job_gone", {"job_id": job_id}, 404)
+        try:
+            range_name = _range(range)
+        except BadQuery as exc:
+            return _fragment("job_bad_query", {"problem": exc}, 400)
+        return _fragment("job_chart", chart_context(context, job, range_name))
+
+    @get("/jobs/{job_id:str}/executions/{execution_id:str}/data", opt=VIEW)
+    async def download(
+        self,
+        request: Request[Any, Any, Any],
+        job_id: FromPath[str],
+        execution_id: FromPath[str],
+    ) -> Stream | Template:
+        """The acquisition's captured file, through the API's own download code (ranges, ETag,
+        file name); the session stands in for the API key."""
+        context = _context(request)
+        row = get_execution_row(context.reader, execution_id)
+        if row is not None and row["job_id"] != job_id:
+            row = None
+        try:
+            if row is None:
+                raise NotFound(execution_id)
+            return await capture_stream(context, execution_id, request)
+        except (NotFound, DataUnavailable, DataBusUnavailable) as exc:
+            status = _data_status(request, exc)
+            return Template(
+                template_name="job_refused.html",
+                context={
+                    "identity": signed_in(request),
+                    "page": "jobs",
+                    "problem": f"execution {execution_id!r} of job {job_id!r}: {exc}",
+                    "back": f"/jobs/{job_id}",
+                },
+                status_code=status,
+            )
+
+    @post("/jobs/{job_id:str}/run", opt=OPERATE, status_code=200)
+    async def run(self, request: Request[Any, Any, Any], job_id: FromPath[str]) -> Response[Any]:
+        context = _context(request)
+        who = signed_in(request).name
+
+        async def act() -> str:
+            execution_id = await context.engine.run_now(job_id, actor=who)
+            return f"Started: execution {execution_id}."
+
+        return await _act(request, job_id, act)
+
+    @post("/jobs/{job_id:str}/pause", opt=OPERATE, status_code=200)
+    async def pause(self, request: Request[Any, Any, Any], job_id: FromPath[str]) -> Response[Any]:
+        return await _act(request, job_id, _service(request, "pause_job", job_id, "Paused."))
+
+    @post("/jobs/{job_id:str}/resume", opt=OPERATE, status_code=200)
+    async def resume(self, request: Request[Any, Any, Any], job_id: FromPath[str]) -> Response[Any]:
+        return await _act(request, job_id, _service(request, "resume_job", job_id, "Resumed."))
+
+    @post("/jobs/{job_id:str}/delete", opt=OPERATE, status_code=200)
+    async def delete(self, request: Request[Any, Any, Any], job_id: FromPath[str]) -> Response[Any]:
+        context = _context(request)
+        who = signed_in(request).name
+        try:
+            await asyncio.to_thread(context.service.delete_job, job_id, who)
+        except (NotFound, Conflict, InvalidRequest) as exc:
+            return await _answer(request, job_id, None, str(exc), _status(exc))
+        await context.caught_up()
+        if request.headers.get("hx-request"):
+            return Response(content=None, status_code=200, headers={"HX-Redirect": "/jobs"})
+        return Redirect(path="/jobs", status_code=303)
+
+
+def _service(
+    request: Request[Any, Any, Any], command: str, job_id: str, done: str
+) -> Callable[[], Awaitable[str]]:
+    context = _context(request)
+    who = signed_in(request).name
+
+    async def act() -> str:
+        await asyncio.to_thread(getattr(context.service, command), job_id, who)
+        return done
+
+    return act
+
+
+def _status(exc: Exception) -> int:
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, InvalidRequest):
+        return 422
+    return 409
+
+
+def _data_status(request: Request[Any, Any, Any], exc: Exception) -> int:
+    """The status the API's download answers with for the same reason."""
+    if isinstance(exc, DataBusUnavailable):
+        return 503
+    if isinstance(exc, DataUnavailable):
+        return data_unavailable(request, exc).status_code or 404
+    return 404
+
+
+async def _act(
+    request: Request[Any, Any, Any], job_id: str, act: Callable[[], Awaitable[str]]
+) -> Response[Any]:
+    context = _context(request)
+    notice, problem, status = None, None, 200
+    try:
+        notice = await act()
+    except (NotFound, Conflict, InvalidRequest) as exc:
+        problem, status = str(exc), _status(exc)
+    await context.caught_up()
+    return await _answer(request, job_id, notice, problem, status)
+
+
+async def _answer(
+    request: Request[Any, Any, Any],
+    job_id: str,
+    notice: str | None,
+    problem: str | None,
+    status: int,
+) -> Response[Any]:
+    context = _context(request)
+    job = get_job(context.reader, job_id)
+    if job is None:
+        return _not_found(request, job_id)
+    if request.headers.get("hx-request"):
+        values = {"job": job, "identity": signed_in(request), "notice": notice, "problem": problem}
+        answer = _fragment("job_actions", values)
+        answer.headers["HX-Trigger"] = CHANGED_EVENT
+        return answer
+    if problem is None:
+        return Redirect(path=f"/jobs/{job_id}", status_code=303)
+    return _page(request, job, problem=problem, status_code=status)
