@@ -3,7 +3,7 @@ engine.
 
 Run it from the repository root::
 
-    .venv/bin/python -m bench.bench_dashboard            # both parts (about 15 minutes)
+    .venv/bin/python -m bench.bench_dashboard            # both parts (about 30 minutes)
     .venv/bin/python -m bench.bench_dashboard --help     # sizes, runs, window, --keep-db
     # a smoke run (about 2 minutes):
     .venv/bin/python -m bench.bench_dashboard --jobs 200 --executions 20000 --runs 1 \\

@@ -16,7 +16,7 @@ import gc
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -353,7 +353,9 @@ def ensure_admin_key(runtime: Runtime) -> str | None:
     return key
 
 
-def _listening_server() -> type[Any]:
+def _listening_server(on_shutdown: Callable[[], None] = lambda: None) -> type[Any]:
+    """``on_shutdown`` runs when the server starts to stop, before it waits for open
+    responses: endless ones (the dashboard's live streams) must end by themselves."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -368,6 +370,10 @@ def _listening_server() -> type[Any]:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.handle_exit, sig, None)
             yield
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            on_shutdown()
+            await super().shutdown(sockets)
 
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
@@ -388,11 +394,9 @@ async def serve(settings: Settings) -> None:
     import uvicorn
 
     from lablink.api.app import create_app
-    from lablink.dashboard.plugin import DashboardPlugin
-
-    _Server = _listening_server()
     from lablink.api.context import ApiContext
     from lablink.api.hosts import is_loopback
+    from lablink.dashboard.plugin import DashboardPlugin
     from lablink.errors import UnsafeBind
 
     # Without keys anyone who reaches the port is admin: only this machine may.
@@ -423,13 +427,16 @@ async def serve(settings: Settings) -> None:
             health=runtime.health,
             data=runtime.data,
         )
+        _Server = _listening_server(context.close_streams)
         config = uvicorn.Config(
-            create_app(context, plugins=[DashboardPlugin()]),
+            create_app(context, plugins=[DashboardPlugin(settings.data_dir)]),
             host=settings.host,
             port=settings.port,
             log_level="warning",
             access_log=False,
             lifespan="on",
+            # Past this a response still open at SIGTERM is cancelled: the runtime must close.
+            timeout_graceful_shutdown=10,
         )
         server = _Server(config)
         try:

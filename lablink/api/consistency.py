@@ -61,6 +61,11 @@ async def before_request(request: Request[Any, Any, Any]) -> None:
         raise WriteRefused(exc.position, exc.folded, exc.lag_seconds) from exc
 
 
+# A route whose handler waits for the views itself after its write and tells a lag in its own
+# words (the dashboard's pages), in its ``opt``: the answer is left as the handler made it.
+SETTLES_ITSELF = "settles_itself"
+
+
 class SettleWrites:
     """ASGI middleware: a write's answer leaves once the views show it (``after_request`` is
     not told the request, and the handler's answer is already built by then)."""
@@ -70,6 +75,10 @@ class SettleWrites:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP or scope.get("method") in _READS:
+            await self.app(scope, receive, send)
+            return
+        handler = scope.get("route_handler")
+        if handler is not None and handler.opt.get(SETTLES_ITSELF):
             await self.app(scope, receive, send)
             return
         request: Request[Any, Any, Any] = Request(scope)

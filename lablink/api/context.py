@@ -58,6 +58,8 @@ class ApiContext:
         self.alarms = AlarmService(self.store, self.clock, self._locate_alarm)
         # What the API answers for itself in /health when the runtime's registry lacks it.
         self.probes: Health = api_probes(self)
+        # Set when the server starts to stop: endless responses (live streams) end.
+        self.closing = False
 
     async def caught_up(self) -> None:
         """Wait until the views show everything committed so far (a write that reads its own
@@ -119,6 +121,9 @@ class ApiContext:
             "online": online,
             "offline": offline,
         }
+
+    def close_streams(self) -> None:
+        self.closing = True
 
     def close(self) -> None:
         self.reader.close()

@@ -22,13 +22,13 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath
 from litestar.response import Redirect, Response, Template
 
-from lablink.api.context import ApiContext
 from lablink.dashboard.overview import alarms_card
+from lablink.dashboard.requests import OPERATE, recorded, seen
+from lablink.dashboard.requests import context as _context
 from lablink.dashboard.session import safe_next, signed_in
 from lablink.errors import AlarmNotFound, Conflict, InvalidRequest
 from lablink.projections.follower import ViewsBehind
 
-OPERATE = {"page_role": "operator"}
 # The API's own bound on a note (api/alarms.py).
 MAX_NOTE = 2000
 
@@ -36,11 +36,6 @@ MAX_NOTE = 2000
 class AlarmActionForm(msgspec.Struct, kw_only=True):
     note: str = ""
     next: str = "/"
-
-
-def _context(request: Request[Any, Any, Any]) -> ApiContext:
-    context: ApiContext = request.app.state["context"]
-    return context
 
 
 async def _act(
@@ -60,19 +55,22 @@ async def _act(
                 "note", form.note[:40] + "…", f"must be at most {MAX_NOTE} characters"
             )
         await asyncio.to_thread(command, alarm_id, who, form.note.strip(), who)
-        await context.caught_up()
     except ViewsBehind as exc:
-        # Recorded: only the page is behind. Said so, not sent again (it would be refused).
-        problem, status = f"recorded, but the page cannot show it yet: {exc}", 503
+        # The alarm could not be found yet (the views are behind): nothing was written.
+        problem, status = f"the page cannot act on it yet: {exc}", 503
     except AlarmNotFound as exc:
         problem, status = str(exc), 404
     except InvalidRequest as exc:
         problem, status = "; ".join(e.describe() for e in exc.errors), 422
     except Conflict as exc:
         problem, status = str(exc), 409
+    lagging = await seen(context) if problem is None else None
     if htmx:
         notice = problem if problem is not None else f"alarm {alarm_id} {done}"
+        notice = notice if lagging is None else f"{notice}. {lagging}"
         return alarms_card(request, notice=notice, failed=problem is not None)
+    if lagging is not None:
+        return recorded(request, safe_next(form.next), page="alarms")
     if problem is None:
         return Redirect(path=safe_next(form.next), status_code=303)
     return Template(

@@ -15,9 +15,9 @@ from litestar.response import Template
 
 from lablink.api.alarms import SEVERITIES, STATES
 from lablink.api.bodies import query_choices
-from lablink.api.context import ApiContext
 from lablink.api.queries import list_alarms, list_equipment
-from lablink.dashboard.audit_page import LAST_POSITION
+from lablink.dashboard.requests import context as context_of
+from lablink.dashboard.requests import cursor, text
 from lablink.dashboard.session import signed_in
 from lablink.errors import InvalidRequest
 
@@ -27,25 +27,14 @@ PAGE_SIZE = 50
 FILTERS = ("state", "severity", "equipment_id", "job_id")
 
 
-def _context(request: Request[Any, Any, Any]) -> ApiContext:
-    context: ApiContext = request.app.state["context"]
-    return context
+_context = context_of
 
 
-def _text(name: str, value: str | None) -> str | None:
-    value = (value or "").strip()
-    if len(value) > 200:
-        raise InvalidRequest.one(name, value[:40] + "…", "must be at most 200 characters")
-    return value or None
+_text = text
 
 
 def _cursor(value: str | None) -> int | None:
-    value = (value or "").strip()
-    if not value:
-        return None
-    if not value.isdigit() or int(value) > LAST_POSITION:
-        raise InvalidRequest.one("cursor", value, "must be a whole number from a page's link")
-    return int(value)
+    return cursor("cursor", value, "must be a whole number from a page's link")
 
 
 def _listing(request: Request[Any, Any, Any]) -> tuple[dict[str, Any], int]:

@@ -13,15 +13,17 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from litestar import Controller, Request, get
 from litestar.response import Template
 
 from lablink.api.audit import event_types
 from lablink.api.audit_queries import list_audit
-from lablink.api.context import ApiContext
+from lablink.dashboard.requests import context as context_of
+from lablink.dashboard.requests import cursor, text
 from lablink.dashboard.session import signed_in
+from lablink.domain.validation import zone_problem
 from lablink.errors import InvalidRequest
 from lablink.events import EVENT_TYPES
 
@@ -29,30 +31,24 @@ VIEW = {"page_role": "viewer"}
 PAGE_SIZE = 50
 FILTERS = ("job_id", "actor", "type", "since", "until", "tz")
 # SQLite's largest integer: a larger cursor cannot be a position (and would not bind).
-LAST_POSITION = 2**63 - 1
 FAMILIES = sorted({t.split(".", 1)[0] for t in EVENT_TYPES})
 
 
-def _context(request: Request[Any, Any, Any]) -> ApiContext:
-    context: ApiContext = request.app.state["context"]
-    return context
+_context = context_of
 
 
-def _text(name: str, value: str) -> str | None:
-    if len(value) > 200:
-        raise InvalidRequest.one(name, value[:40] + "…", "must be at most 200 characters")
-    return value or None
+_text = text
 
 
 def _zone(value: str, default: ZoneInfo) -> ZoneInfo:
     if not value:
         return default
-    try:
-        return ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    # The scheduler's own check: it also refuses folder names ("Europe") and long ones.
+    if zone_problem(value) is not None:
         raise InvalidRequest.one(
-            "tz", value, "is not an IANA time zone, e.g. Europe/Berlin"
+            "tz", value[:64], "is not an IANA time zone, e.g. Europe/Berlin"
         ) from None
+    return ZoneInfo(value)
 
 
 def _instant(name: str, value: str, zone: ZoneInfo) -> datetime | None:
@@ -74,11 +70,7 @@ def _instant(name: str, value: str, zone: ZoneInfo) -> datetime | None:
 
 
 def _after(value: str) -> int | None:
-    if not value:
-        return None
-    if not value.isdigit() or int(value) > LAST_POSITION:
-        raise InvalidRequest.one("after", value, "must be a log position from a page's link")
-    return int(value)
+    return cursor("after", value, "must be a log position from a page's link")
 
 
 def _trail(request: Request[Any, Any, Any]) -> tuple[dict[str, Any], int]:

@@ -7,7 +7,9 @@ a value axis with 1-2-5 ticks and the unit the results carry, and a text alterna
 template's <title>, <desc> and a table of the points).
 
 Thousands of points are drawn as at most two per pixel column: each column keeps its lowest
-and highest value (in time order), so a spike stays visible and the path stays small. The
+and highest value (in time order), so a spike stays visible and the path stays small. A
+window of many rows is bucketed so by SQLite (``chart_of`` over ``series_envelope``): no more
+than two rows per column, and the newest ``TABLE_AT_MOST`` for the table, reach Python. The
 table lists the points themselves, newest first, up to ``TABLE_AT_MOST``.
 """
 
@@ -19,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
+
+from lablink.projections.results import Envelope, Extreme
 
 RANGES: dict[str, timedelta] = {
     "24h": timedelta(hours=24),
@@ -83,7 +87,7 @@ class Chart:
     until: datetime
     zone: str
     unit: str | None
-    points: list[Point]  # every numeric point in the window, oldest first
+    points: list[Point]  # the numeric points read (all of them, or each column's extremes)
     marks: list[Mark]  # what is drawn
     x_ticks: list[Tick]
     y_ticks: list[Tick]
@@ -94,6 +98,12 @@ class Chart:
     skipped: int = 0  # values in the window that are not numbers (text, booleans)
     width: int = WIDTH
     height: int = HEIGHT
+    count: int = 0  # the numeric points in the window
+    first: Point | None = None
+    last: Point | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    table: list[Point] = field(default_factory=list)  # the newest points, newest first
 
     @property
     def left(self) -> int:
@@ -120,26 +130,6 @@ class Chart:
     @property
     def show_marks(self) -> bool:
         return len(self.marks) <= MARKS_AT_MOST
-
-    @property
-    def table(self) -> list[Point]:
-        return list(reversed(self.points[-TABLE_AT_MOST:]))
-
-    @property
-    def first(self) -> Point | None:
-        return self.points[0] if self.points else None
-
-    @property
-    def last(self) -> Point | None:
-        return self.points[-1] if self.points else None
-
-    @property
-    def minimum(self) -> float | None:
-        return min(p.value for p in self.points) if self.points else None
-
-    @property
-    def maximum(self) -> float | None:
-        return max(p.value for p in self.points) if self.points else None
 
 
 def numeric(value: Any) -> float | None:
@@ -173,6 +163,11 @@ def points_of(rows: Iterable[Mapping[str, Any]]) -> tuple[list[Point], int]:
     return points, skipped
 
 
+def columns_of(width: int = WIDTH) -> int:
+    """How many pixel columns the plot's points are bucketed into."""
+    return max((width - MARGIN_RIGHT - MARGIN_LEFT) // COLUMN_PIXELS, 1)
+
+
 def chart(
     rows: Iterable[Mapping[str, Any]],
     *,
@@ -182,11 +177,90 @@ def chart(
     width: int = WIDTH,
     height: int = HEIGHT,
 ) -> Chart:
+    """The chart of the rows themselves (all of the window's)."""
     points, skipped = points_of(rows)
-    units = sorted({p.unit for p in points if p.unit})
-    unit = points[-1].unit if points else None
+    drawn = downsample(points, since=since, until=until, columns=columns_of(width))
     values = [p.value for p in points]
-    low, high = value_domain(min(values), max(values)) if values else (0.0, 1.0)
+    return _layout(
+        drawn,
+        since=since,
+        until=until,
+        zone=zone,
+        width=width,
+        height=height,
+        points=points,
+        count=len(points),
+        units=sorted({p.unit for p in points if p.unit}),
+        skipped=skipped,
+        first=points[0] if points else None,
+        last=points[-1] if points else None,
+        extent=(min(values), max(values)) if values else None,
+        table=list(reversed(points[-TABLE_AT_MOST:])),
+    )
+
+
+def chart_of(
+    envelope: Envelope,
+    *,
+    since: datetime,
+    until: datetime,
+    zone: str,
+    width: int = WIDTH,
+    height: int = HEIGHT,
+) -> Chart:
+    """The chart of a series read as ``series_envelope`` gives it: its rows when few, else
+    each pixel column's lowest and highest (bucketed by SQLite)."""
+    if envelope.rows is not None:
+        return chart(envelope.rows, since=since, until=until, zone=zone, width=width, height=height)
+    drawn = [_point(e) for e in envelope.extremes]
+    table = [_point(e) for e in envelope.newest]
+    values = [p.value for p in drawn]
+    return _layout(
+        drawn,
+        since=since,
+        until=until,
+        zone=zone,
+        width=width,
+        height=height,
+        points=drawn,
+        count=envelope.numeric,
+        units=envelope.units,
+        skipped=envelope.skipped,
+        first=_point(envelope.first) if envelope.first is not None else None,
+        last=table[0] if table else None,
+        extent=(min(values), max(values)) if values else None,
+        table=table,
+    )
+
+
+def _point(extreme: Extreme) -> Point:
+    return Point(
+        at=datetime.fromisoformat(extreme.scheduled_time),
+        value=extreme.value,
+        execution_id=extreme.execution_id,
+        unit=extreme.unit,
+    )
+
+
+def _layout(
+    drawn: list[Point],
+    *,
+    since: datetime,
+    until: datetime,
+    zone: str,
+    width: int,
+    height: int,
+    points: list[Point],
+    count: int,
+    units: list[str],
+    skipped: int,
+    first: Point | None,
+    last: Point | None,
+    extent: tuple[float, float] | None,
+    table: list[Point],
+) -> Chart:
+    unit = last.unit if last is not None else None
+    low, high = value_domain(*extent) if extent is not None else (0.0, 1.0)
     left, right = MARGIN_LEFT, width - MARGIN_RIGHT
     top, bottom = MARGIN_TOP, height - MARGIN_BOTTOM
     span = (until - since).total_seconds()
@@ -197,8 +271,6 @@ def chart(
     def y_of(value: float) -> float:
         return bottom - (bottom - top) * (value - low) / (high - low)
 
-    columns = max((right - left) // COLUMN_PIXELS, 1)
-    drawn = downsample(points, since=since, until=until, columns=columns)
     marks = [Mark(x=x_of(p.at), y=y_of(p.value), point=p) for p in drawn]
     x_ticks = [Tick(offset=x_of(at), label=label) for at, label in time_ticks(since, until, zone)]
     y_ticks = [
@@ -216,11 +288,17 @@ def chart(
         y_ticks=y_ticks,
         low=low,
         high=high,
-        downsampled=len(drawn) < len(points),
+        downsampled=len(drawn) < count,
         units=units,
         skipped=skipped,
         width=width,
         height=height,
+        count=count,
+        first=first,
+        last=last,
+        minimum=extent[0] if extent is not None else None,
+        maximum=extent[1] if extent is not None else None,
+        table=table,
     )
 
 
@@ -266,7 +344,13 @@ def value_domain(low: float, high: float) -> tuple[float, float]:
         pad = abs(low) * 0.1 if abs(low) > 1e-200 else 1.0
         low, high = low - pad, high + pad
     step = nice_step((high - low) / TARGET_VALUE_TICKS)
-    return math.floor(low / step) * step, math.ceil(high / step) * step
+    bottom, top = math.floor(low / step) * step, math.ceil(high / step) * step
+    # A subnormal end divided by the step underflows to 0: one step more keeps it inside.
+    if top < high:
+        top += step
+    if bottom > low:
+        bottom -= step
+    return bottom, top
 
 
 def tick_step(low: float, high: float) -> float:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from lablink.api.bodies import convert_body
+from lablink.dashboard.requests import whole_number
 from lablink.domain.requests import JobRequest, decode_json
 from lablink.domain.validation import ALL_TRIGGER_FIELDS, INTERVAL_FIELDS, TRIGGER_FIELDS
 from lablink.errors import FieldError, InvalidRequest
@@ -327,9 +328,10 @@ def version_of(values: Mapping[str, Any]) -> int | None:
     text = str(values.get("version") or "").strip()
     if not text:
         return None
-    if not text.isdigit():
-        raise InvalidRequest.one("version", text, "must be the job's version, a whole number")
-    return int(text)
+    version = whole_number(text)
+    if version is None:
+        raise InvalidRequest.one("version", text[:40], "must be the job's version, a whole number")
+    return version
 
 
 # -- errors beside their fields ----------------------------------------------------------------

@@ -11,7 +11,6 @@ from: a stale one is refused (``JobVersionConflict``) and the page shows what th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +38,8 @@ from lablink.dashboard.form_values import (
     values_from_job,
     version_of,
 )
+from lablink.dashboard.requests import OPERATE, recorded, seen
+from lablink.dashboard.requests import context as _context
 from lablink.dashboard.session import signed_in
 from lablink.errors import (
     Conflict,
@@ -49,15 +50,9 @@ from lablink.errors import (
     NotFound,
 )
 from lablink.events.jobs import CONFLICT_POLICIES, SCHEDULE_TYPES, TRIGGER_TYPES
-from lablink.projections.follower import ViewsBehind
 
-WRITE = {"page_role": "operator"}
+WRITE = OPERATE
 PREVIEW_RUNS = 5
-
-
-def _context(request: Request[Any, Any, Any]) -> ApiContext:
-    context: ApiContext = request.app.state["context"]
-    return context
 
 
 # -- the page ----------------------------------------------------------------------------------
@@ -175,7 +170,8 @@ class JobFormController(Controller):
             job_id = await asyncio.to_thread(context.service.create, data, signed_in(request).name)
         except InvalidRequest as exc:
             return _page(request, values, problems=exc.errors, status_code=422)
-        await _caught_up(context)
+        if await seen(context) is not None:
+            return recorded(request, f"/jobs/{job_id}")
         return Redirect(path=f"/jobs/{job_id}", status_code=303)
 
     @get("/jobs/{job_id:str}/edit", opt=WRITE)
@@ -215,7 +211,8 @@ class JobFormController(Controller):
             return not_found(request, job_id)
         except Conflict as exc:
             return _page(request, values, job=job, alert=str(exc), status_code=409)
-        await _caught_up(context)
+        if await seen(context) is not None:
+            return recorded(request, f"/jobs/{job_id}")
         return Redirect(path=f"/jobs/{job_id}", status_code=303)
 
     async def _stale(
@@ -228,7 +225,8 @@ class JobFormController(Controller):
         """Someone else saved first: what the job is now, beside what this user typed; their
         values stay in the form with the current version, so saving again applies them."""
         context = _context(request)
-        await _caught_up(context)
+        # Nothing written here: what the views show is the job as it is now, or soon after.
+        await seen(context)
         job = get_job(context.reader, job_id)
         if job is None:
             return not_found(request, job_id)
@@ -292,9 +290,3 @@ class JobFormController(Controller):
                 "wanted": PREVIEW_RUNS,
             },
         )
-
-
-async def _caught_up(context: ApiContext) -> None:
-    # The write is recorded: if the views lag, the next page shows it when they catch up.
-    with contextlib.suppress(ViewsBehind):
-        await context.caught_up()

@@ -25,15 +25,15 @@ from litestar import Controller, Request, get, post
 from litestar.response import Template
 from markupsafe import Markup
 
-from lablink.api.context import ApiContext, WriteUnseen
+from lablink.api.context import ApiContext
 from lablink.api.queries import get_job, job_history, list_job_views
 from lablink.dashboard.rendering import instant
+from lablink.dashboard.requests import OPERATE, VIEW, seen, whole_number
+from lablink.dashboard.requests import context as _context
 from lablink.dashboard.session import signed_in
 from lablink.errors import LabLinkError, NotFound
 from lablink.events import SCHEDULE_TYPES, TRIGGER_TYPES
 
-VIEW = {"page_role": "viewer"}
-OPERATE = {"page_role": "operator"}
 PAGE_SIZE = 50
 # One bulk request acts on at most this many jobs: a page holds 50; a forged form of a
 # million ids is refused before any is read.
@@ -42,11 +42,6 @@ SORTS = {"next_run": "next run", "name": "name", "created": "created"}
 ENABLED = {"yes": True, "no": False}
 ACTIONS = {"pause": ("Pause", "paused"), "resume": ("Resume", "resumed")}
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-
-
-def _context(request: Request[Any, Any, Any]) -> ApiContext:
-    context: ApiContext = request.app.state["context"]
-    return context
 
 
 @dataclass(frozen=True)
@@ -91,7 +86,7 @@ def parse_query(params: Mapping[str, Any]) -> tuple[JobsQuery, dict[str, str]]:
         problems["q"] = f"q: {len(q)} characters; a search takes at most 200"
         q = q[:200]
     page_text = str(params.get("page") or "1").strip()
-    page = int(page_text) if page_text.isdigit() and 0 < int(page_text) < 10**9 else 0
+    page = whole_number(page_text, most=10**9 - 1) or 0
     if page == 0:
         problems["page"] = f"page: {page_text!r} is not a page number (1, 2, …)"
         page = 1
@@ -324,11 +319,7 @@ class JobsListController(Controller):
 
         actor = signed_in(request).name
         outcome = await asyncio.to_thread(run_bulk, context, action, jobs, actor)
-        lagging = False
-        try:
-            await context.caught_up()
-        except WriteUnseen:
-            lagging = True
+        lagging = await seen(context)
         found = listing(context, back_query)
         return answer(
             "jobs_result.html",

@@ -19,13 +19,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from litestar import Controller, Request, get
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from lablink.api.context import ApiContext
+from lablink.dashboard.requests import whole_number
+from lablink.dashboard.session import session_identity
 from lablink.eventstore.sqlite import LogReader
 
 THROTTLE_SECONDS = 1.0
@@ -73,22 +75,28 @@ def folded_position(context: ApiContext) -> int:
 def start_position(request: Request[Any, Any, Any], context: ApiContext) -> int:
     """Where a stream starts: after the browser's Last-Event-ID when it reconnects, else now."""
     now = folded_position(context)
-    given = request.headers.get("last-event-id", "").strip()
-    if given.isdigit():
-        return min(int(given), now)
-    return now
+    given = whole_number(request.headers.get("last-event-id", "").strip())
+    return now if given is None else min(given, now)
 
 
 async def changes(
-    context: ApiContext, after: int, *, clock: Any = time.monotonic
+    context: ApiContext,
+    after: int,
+    *,
+    clock: Any = time.monotonic,
+    still_allowed: Callable[[], Awaitable[bool]] | None = None,
 ) -> AsyncIterator[ServerSentEventMessage]:
-    """Topic messages for each change after ``after``, throttled, with keep-alives and ticks."""
+    """Topic messages for each change after ``after``, throttled, with keep-alives and ticks.
+
+    ``still_allowed`` is asked at each tick: a session that ended (signed out, expired, its
+    key revoked) ends the stream, so a screen left open learns it must sign in again (its
+    next fetch is sent to the sign-in page) instead of hearing of changes it may not see."""
     position = after
     last_sent = last_tick = last_written = clock()
     conn = context.connect_reader()
     try:
         yield ServerSentEventMessage(event="hello", data=str(position), id=str(position))
-        while True:
+        while not context.closing:
             await asyncio.sleep(POLL_SECONDS)
             now = clock()
             folded = folded_position(context)
@@ -100,6 +108,8 @@ async def changes(
                     last_written = now
                 last_sent = now
             if now - last_tick >= TICK_SECONDS:
+                if still_allowed is not None and not await still_allowed():
+                    return
                 yield ServerSentEventMessage(event="tick", data=str(position), id=str(position))
                 last_tick = last_written = now
             if now - last_written >= KEEPALIVE_SECONDS:
@@ -116,7 +126,11 @@ class LiveController(Controller):
     @get("/", opt={"page_role": "viewer"})
     async def live(self, request: Request[Any, Any, Any]) -> ServerSentEvent:
         context: ApiContext = request.app.state["context"]
+
+        async def still_allowed() -> bool:
+            return await session_identity(request) is not None
+
         return ServerSentEvent(
-            changes(context, start_position(request, context)),
+            changes(context, start_position(request, context), still_allowed=still_allowed),
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )

@@ -121,7 +121,14 @@ def upcoming(context: ApiContext) -> dict[str, Any]:
     conn = context.reader
     with contextlib.closing(due_by(conn, end)) as active:
         found = timeline.build(active, paused_states(conn), now, active_due=count_due_by(conn, end))
-    return {"timeline": found, "hours": found.hours(context.zone), "cap": timeline.CAP}
+    # The render's clock, read again: a fire passed since the build is not shown.
+    shown = context.clock.now()
+    return {
+        "timeline": found,
+        "hours": found.hours(context.zone, shown),
+        "shown": len(found.shown(shown)),
+        "cap": timeline.CAP,
+    }
 
 
 def failures(context: ApiContext) -> dict[str, Any]:

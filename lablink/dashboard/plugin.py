@@ -4,6 +4,7 @@ sign-in guard), the templates and the vendored static files. The API knows nothi
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,12 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
+from lablink.api.consistency import SETTLES_ITSELF
 from lablink.dashboard.live import LiveController
 from lablink.dashboard.overview import OverviewController
 from lablink.dashboard.pages import PAGE_CONTROLLERS
 from lablink.dashboard.rendering import register_filters
+from lablink.dashboard.requests import views_behind_page
 from lablink.dashboard.session import (
     STATE_KEY,
     SessionController,
@@ -32,15 +35,37 @@ from lablink.dashboard.session import (
     page_guard,
     to_sign_in,
 )
+from lablink.projections.follower import ViewsBehind
 
 HERE = Path(__file__).parent
 STATIC_PATH = "/static"
 
 
-def csrf_config() -> CSRFConfig:
-    # A secret per process: sessions live in memory too, so a restart ends both together.
+def csrf_secret(data_dir: Path | None) -> str:
+    """The secret the CSRF tokens are signed with, kept in the data directory (0600) so that
+    it outlives a restart: a browser keeps its CSRF cookie across one, and a token signed with
+    a secret that is gone would refuse every form, the sign-in form first, until the browser
+    is closed. ``data_dir=None`` (tests of the app alone): a secret of this process."""
+    if data_dir is None:
+        return secrets.token_hex(32)
+    path = data_dir / "dashboard.secret"
+    try:
+        found = path.read_text().strip()
+    except FileNotFoundError:
+        found = ""
+    if len(found) == 64:
+        return found
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    return secret
+
+
+def csrf_config(secret: str | None = None) -> CSRFConfig:
     return CSRFConfig(
-        secret=secrets.token_hex(32),
+        secret=secret or secrets.token_hex(32),
         cookie_name="lablink_csrf",
         cookie_httponly=True,
         cookie_samesite="strict",
@@ -48,23 +73,31 @@ def csrf_config() -> CSRFConfig:
     )
 
 
-def dashboard_router() -> Router:
+def dashboard_router(secret: str | None = None) -> Router:
     return Router(
         path="/",
         route_handlers=[SessionController, LiveController, OverviewController, *PAGE_CONTROLLERS],
-        middleware=[DefineMiddleware(CSRFMiddleware, config=csrf_config())],
+        middleware=[DefineMiddleware(CSRFMiddleware, config=csrf_config(secret))],
         guards=[page_guard],
         exception_handlers={
             SignInNeeded: to_sign_in,
             PermissionDeniedException: forbidden_page,
+            ViewsBehind: views_behind_page,
         },
+        # Each write route waits for the views itself and says so in the page (requests.seen).
+        opt={SETTLES_ITSELF: True},
         include_in_schema=False,
     )
 
 
 class DashboardPlugin(InitPlugin):
+    """``data_dir``: where the CSRF secret is kept (`lablink serve` passes its own)."""
+
+    def __init__(self, data_dir: Path | None = None) -> None:
+        self.data_dir = data_dir
+
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
-        app_config.route_handlers.append(dashboard_router())
+        app_config.route_handlers.append(dashboard_router(csrf_secret(self.data_dir)))
         app_config.route_handlers.append(
             create_static_files_router(
                 path=STATIC_PATH,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
 
 import msgspec
 from litestar import Controller, Request, get, post
@@ -132,13 +133,23 @@ def safe_next(target: str | None) -> str:
     """Where to go after signing in: a path on this server, never another site."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
+    if any(char.isspace() or ord(char) < 0x20 for char in target):
+        # A browser drops tabs and newlines from an address: "/\t/elsewhere" would be "//...".
+        return "/"
     return target
 
 
 def to_sign_in(request: Request[Any, Any, Any], exc: SignInNeeded) -> Response[Any]:
     """A page → the sign-in form, then back; an htmx request → a full-page redirect."""
-    target = f"/signin?next={request.url.path}"
-    if request.headers.get("hx-request"):
+    # The page as asked for, filters and all, encoded as one value of ``next``. An htmx
+    # request asked for a part of a page: back to the page it was part of (htmx names it).
+    path, query = request.url.path, request.url.query
+    htmx = bool(request.headers.get("hx-request"))
+    if htmx and (current := request.headers.get("hx-current-url")):
+        shown = urlsplit(current)
+        path, query = shown.path or "/", shown.query
+    target = "/signin?next=" + quote(safe_next(path + (f"?{query}" if query else "")), safe="/")
+    if htmx:
         return Response(content="", status_code=401, headers={"HX-Redirect": target})
     return Redirect(path=target, status_code=303)
 
@@ -148,7 +159,8 @@ def forbidden_page(
 ) -> Response[Any]:
     return Template(
         template_name="forbidden.html",
-        context={"reason": exc.detail, "identity": signed_in(request)},
+        # Only who the guard found: a refusal before it (a bad CSRF token) shows no one.
+        context={"reason": exc.detail, "identity": request.scope.get("state", {}).get("identity")},
         status_code=403,
     )
 

@@ -1,8 +1,10 @@
 """The overview's timeline: every fire of the next 24 hours across all jobs, in time order.
 
 The fire times are the trigger functions' own (``triggers.next_fire``, as the API's next-runs
-answers them): an active job starts from the next run its view stores, a paused one from now
-(its fires are shown greyed, marked paused, so that an operator sees what it would run).
+answers them): an active job starts from the next run its view stores (from now when that has
+passed: an overdue run is not listed), a paused one from now (its fires are shown greyed,
+marked paused, so that an operator sees what it would run). What is rendered is filtered
+again with the render's clock (``Timeline.hours``): no fire that has passed is shown.
 
 The work is bounded for a lab of 10,000 jobs. The active jobs come soonest first (the jobs
 view's index on the next run) and are read only as far as the fires listed need: a job whose
@@ -28,6 +30,9 @@ from lablink.domain.schedule import Schedule
 WINDOW = timedelta(hours=24)
 CAP = 200
 COUNT_BUDGET = 2_000
+# next_fire answers the fires strictly after its instant: one microsecond earlier keeps a
+# fire at ``now`` itself.
+_INSTANT = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -54,10 +59,16 @@ class Timeline:
     more: int = 0
     more_at_least: bool = False
 
-    def hours(self, zone: ZoneInfo) -> list[Hour]:
-        """The listed fires grouped by the hour they fall in (in ``zone``)."""
+    def shown(self, now: datetime | None = None) -> list[Fire]:
+        """The listed fires still to come at ``now`` (the render's clock): a page built a
+        moment ago lists none that have passed since."""
+        return self.fires if now is None else [f for f in self.fires if f.at >= now]
+
+    def hours(self, zone: ZoneInfo, now: datetime | None = None) -> list[Hour]:
+        """The listed fires still to come at ``now``, grouped by the hour they fall in (in
+        ``zone``)."""
         grouped: list[Hour] = []
-        for fire in self.fires:
+        for fire in self.shown(now):
             start = fire.at.astimezone(zone).replace(minute=0, second=0, microsecond=0)
             if not grouped or grouped[-1].start != start:
                 grouped.append(Hour(start=start))
@@ -141,6 +152,13 @@ def build(
         if not heap:
             break
         item = heapq.heappop(heap)
+        if item.at < now:
+            # An overdue job's stored next run has passed: not listed, its fires from now are.
+            following = triggers.next_fire(item.schedule, now - _INSTANT)
+            if following is not None and following <= end:
+                item.at = following
+                heapq.heappush(heap, item)
+            continue
         fires.append(Fire(item.at, item.job_id, item.job_name, item.timezone, item.paused))
         following = triggers.next_fire(item.schedule, item.at)
         if following is not None and following <= end:

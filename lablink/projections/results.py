@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import msgspec
@@ -358,3 +358,132 @@ def _row(values: Sequence[Any]) -> dict[str, Any]:
     del row["field_names"]
     row["late"] = bool(row["late"])
     return row
+
+
+# -- a chart's envelope: what a plot of the series needs, bucketed in SQL ---------------------
+
+# Below this many rows in range, the rows themselves are read (as series_rows gives them).
+FEW_ROWS = 2_000
+# A value the chart draws: a JSON number (text, booleans and null are not).
+_NUMBER = "json_type(value) IN ('integer', 'real')"
+
+
+class Extreme(NamedTuple):
+    """A numeric measurement of the series, as a chart draws it."""
+
+    scheduled_time: str
+    execution_id: str
+    value: float
+    unit: str | None
+
+
+class Envelope(NamedTuple):
+    """A measurement series over a window. ``rows``: every row in range (series_rows's
+    dicts), when there are no more than ``few``; otherwise None, and ``extremes`` holds each
+    time bucket's lowest and highest numeric row (in time order, one when they are the same
+    row), with the range's ``numeric`` values' count, the ``skipped`` non-numeric values, the
+    ``units`` seen, the ``first`` numeric row and the ``newest`` ones (newest first)."""
+
+    rows: list[dict[str, Any]] | None
+    extremes: list[Extreme]
+    numeric: int
+    skipped: int
+    units: list[str]
+    first: Extreme | None
+    newest: list[Extreme]
+
+
+def bucket_edges(since: datetime, until: datetime, buckets: int) -> list[datetime]:
+    """The ``buckets + 1`` edges of equal time buckets over [since, until), to the microsecond
+    (bucket i is [edge i, edge i+1))."""
+    span = (until - since) // timedelta(microseconds=1)
+    return [since + timedelta(microseconds=span * i // buckets) for i in range(buckets + 1)]
+
+
+def series_envelope(
+    conn: sqlite3.Connection,
+    job_id: str,
+    since: datetime,
+    until: datetime,
+    buckets: int,
+    *,
+    few: int = FEW_ROWS,
+    newest: int = 0,
+) -> Envelope:
+    """A measurement job's series over [since, until) for a plot ``buckets`` columns wide:
+    at most 2 × ``buckets`` + ``newest`` rows leave SQLite, whatever the range holds."""
+    where, args = _range(job_id, since, until)
+    (total,) = conn.execute(f"SELECT count(*) FROM results WHERE {where}", args).fetchone()
+    if total <= few:
+        return Envelope(
+            series_rows(conn, job_id, since=since, until=until, limit=max(few, 1)),
+            [],
+            0,
+            0,
+            [],
+            None,
+            [],
+        )
+    measured = f"{where} AND kind = 'measurement'"
+    edges = [instant(e) for e in bucket_edges(since, until, max(buckets, 1))]
+    values = ", ".join("(?, ?, ?)" for _ in edges[1:])
+    bounds = [x for i in range(len(edges) - 1) for x in (i, edges[i], edges[i + 1])]
+    # One index range per bucket (a VALUES list of the buckets' bounds, joined); a query with
+    # one min() (or max()) takes its other columns from the row holding it (bare columns).
+    points = (
+        "SELECT e.column1 AS b, r.scheduled_time AS t, r.execution_id AS id, r.unit AS unit,"
+        " CASE WHEN json_type(r.value) IN ('integer', 'real') THEN CAST(r.value AS REAL) END"
+        " AS v, (r.value IS NOT NULL AND json_type(r.value) NOT IN ('integer', 'real', 'null'))"
+        f" AS o FROM (VALUES {values}) AS e JOIN results r ON r.job_id = ?"
+        " AND r.scheduled_time >= e.column2 AND r.scheduled_time < e.column3"
+        " WHERE r.kind = 'measurement'"
+    )
+    found = conn.execute(
+        f"SELECT b, min(v), t, id, unit, count(v), sum(o) FROM ({points}) GROUP BY b"
+        f" UNION ALL SELECT b, max(v), t, id, unit, NULL, NULL FROM ({points}) GROUP BY b",
+        [*bounds, job_id, *bounds, job_id],
+    ).fetchall()
+    count = sum(r[5] or 0 for r in found)
+    skipped = sum(r[6] or 0 for r in found)
+    by_bucket: dict[int, dict[tuple[str, str], Extreme]] = {}
+    for b, value, at, execution_id, unit, _, _ in found:
+        if value is not None:
+            extreme = Extreme(at, execution_id, float(value), unit)
+            by_bucket.setdefault(b, {})[(at, execution_id)] = extreme
+    extremes = [extreme for b in sorted(by_bucket) for _, extreme in sorted(by_bucket[b].items())]
+    units = sorted(
+        str(u)
+        for (u,) in conn.execute(
+            f"SELECT DISTINCT unit FROM results WHERE {measured} AND {_NUMBER}"
+            " AND unit IS NOT NULL AND unit != ''",
+            args,
+        )
+    )
+    pick = (
+        f"SELECT scheduled_time, execution_id, CAST(value AS REAL), unit FROM results"
+        f" WHERE {measured} AND {_NUMBER}"
+    )
+    first = conn.execute(f"{pick} ORDER BY scheduled_time, execution_id LIMIT 1", args).fetchone()
+    latest = conn.execute(
+        f"{pick} ORDER BY scheduled_time DESC, execution_id DESC LIMIT ?", [*args, newest]
+    ).fetchall()
+    return Envelope(
+        None,
+        extremes,
+        count,
+        skipped,
+        units,
+        Extreme(*first) if first is not None else None,
+        [Extreme(*row) for row in latest],
+    )
+
+
+def series_mark(conn: sqlite3.Connection, job_id: str) -> tuple[Any, ...] | None:
+    """The job's newest row (its time, execution, status, value, late): one index lookup that
+    changes when an execution of the job ends (or its late result arrives)."""
+    row = conn.execute(
+        "SELECT scheduled_time, execution_id, status, value, late FROM results"
+        " WHERE job_id = ? ORDER BY scheduled_time DESC, execution_id DESC LIMIT 1",
+        (job_id,),
+    ).fetchone()
+    return tuple(row) if row is not None else None

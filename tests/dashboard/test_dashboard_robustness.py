@@ -53,6 +53,11 @@ JOB = {
 HOSTILE = [
     "",
     " ",
+    # Digits str.isdigit() takes and int() refuses; a zone folder; a zone name too long.
+    "²",
+    "٣",
+    "Europe",
+    "Europe/" + "x" * 300,
     "\x00",
     "%00",
     "a" * 3000,
@@ -354,7 +359,7 @@ async def test_a_foreign_origin_is_refused_on_every_post_route_and_writes_nothin
         before = admin.harness.store.last_position()
         response = await admin.web.post(
             url,
-            data={"_csrf_token": admin.token, "job_ids": admin.ids[0], "confirm": "yes"},
+            data={"_csrf_token": admin.token, **writing_form(admin)},
             headers={"Origin": "http://evil.example"},
         )
         assert response.status_code == 403, (url, response.status_code)
@@ -362,6 +367,25 @@ async def test_a_foreign_origin_is_refused_on_every_post_route_and_writes_nothin
         assert admin.harness.store.last_position() == before, url
     # The session survived the refused sign-out.
     assert (await admin.web.get("/")).status_code == 200
+    await writes_when_allowed(admin, headers={"Origin": "http://testserver"})
+
+
+# The fields a confirmed bulk pause sends (jobs_list.py reads ``job_id``, repeated, and
+# ``confirmed``): with the right token and origin, this body writes, so a refusal that
+# "writes nothing" is a refusal, not a form the route would ignore anyway.
+def writing_form(admin: Signed) -> dict[str, Any]:
+    return {"action": "pause", "job_id": [admin.ids[0], admin.ids[1]], "confirmed": "yes"}
+
+
+async def writes_when_allowed(admin: Signed, headers: dict[str, str] | None = None) -> None:
+    """The control: the same body, with the real token, pauses the (running) job."""
+    form = {**writing_form(admin), "_csrf_token": admin.token}
+    before = admin.harness.store.last_position()
+    response = await admin.web.post("/jobs/bulk", data=form, headers=headers or {})
+    await admin.harness.settle()
+    assert response.status_code == 200, response.text
+    assert admin.harness.store.last_position() > before, response.text
+    assert admin.harness.service.get_state(admin.ids[0]).enabled is False
 
 
 @pytest.mark.parametrize("token", [None, "", "forged", "x" * 64])
@@ -373,7 +397,7 @@ async def test_a_post_without_the_right_csrf_token_is_a_403_that_writes_nothing(
         url = target.url(dict.fromkeys(target.parameters, admin.ids[0]))
         for as_header in (False, True):
             before = admin.harness.store.last_position()
-            form = {"job_ids": admin.ids[0], "confirm": "yes", "key": "x"}
+            form: dict[str, Any] = {**writing_form(admin), "key": "x"}
             headers: dict[str, str] = {}
             if token is not None and as_header:
                 headers = {"HX-Request": "true", "x-csrftoken": token}
@@ -384,6 +408,7 @@ async def test_a_post_without_the_right_csrf_token_is_a_403_that_writes_nothing(
             assert admin.harness.store.last_position() == before, url
     # Refused sign-outs left the session alone.
     assert (await admin.web.get("/")).status_code == 200
+    await writes_when_allowed(admin)
 
 
 async def test_live_without_a_session_is_not_a_stream(harness: Harness) -> None:

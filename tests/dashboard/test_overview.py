@@ -10,6 +10,7 @@ import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import httpx
 import msgspec
@@ -151,6 +152,46 @@ def test_the_timeline_counts_what_it_does_not_list() -> None:
     bounded = timeline.build([], states, now, cap=10, count_budget=100)
     assert bounded.more_at_least
     assert bounded.more < 2880 + 1440 - 10
+
+
+async def test_the_timeline_shows_no_fire_that_has_passed(
+    harness: Harness, web: httpx.AsyncClient
+) -> None:
+    h = harness
+    job_id = h.service.create_job(
+        {**MEASURE, "name": "Half-hourly", "trigger_type": "interval", "interval_minutes": 30},
+        "alice",
+    )
+    await admin(h, web)
+    first = fires((await web.get("/fragments/overview/timeline")).text)[0][1]
+    # The engine has not fired it yet (no tick): its stored next run is 10 s ago.
+    h.clock.advance(first - h.clock.now() + timedelta(seconds=10))
+    assert h.job(job_id)["next_run_time"] is not None
+    assert datetime.fromisoformat(h.job(job_id)["next_run_time"]) == first
+    card = await web.get("/fragments/overview/timeline")
+    shown = [t for j, t, _ in fires(card.text) if j == job_id]
+    assert first not in shown
+    assert shown
+    assert min(shown) == first + timedelta(minutes=30)
+    assert all(t >= h.clock.now() for t in shown)
+    page = await web.get("/")
+    assert first.isoformat() not in page.text
+
+
+def test_a_fire_passed_since_the_build_is_not_rendered() -> None:
+    now = datetime.fromisoformat("2026-03-02T09:00:00+00:00")
+    request = msgspec.convert(
+        {**MEASURE, "name": "j", "trigger_type": "interval", "interval_seconds": 60}, JobRequest
+    )
+    spec, anchor = normalise(request, now=now, default_timezone="UTC")
+    state = JobState(job_id="job_0", spec=spec, status="paused", anchor=anchor)
+    built = timeline.build([], [("job_0", state)], now, cap=5)
+    zone = ZoneInfo("UTC")
+    assert len(built.shown(now)) == 5
+    later = built.fires[1].at + timedelta(seconds=1)
+    rendered = [f.at for hour in built.hours(zone, later) for f in hour.fires]
+    assert rendered == [f.at for f in built.fires[2:]]
+    assert all(at >= later for at in rendered)
 
 
 async def raise_alarm(h: Harness) -> str:

@@ -152,3 +152,46 @@ async def test_static_files_are_vendored_and_served(web: httpx.AsyncClient) -> N
         response = await web.get(f"/static/{name}")
         assert response.status_code == 200, name
         assert len(response.content) > 500, name
+
+
+async def test_sign_in_returns_to_the_page_asked_for_with_its_filters(
+    harness: Harness, web: httpx.AsyncClient
+) -> None:
+    asked = await web.get("/jobs", params={"q": "pump & co", "type": "interval", "page": "2"})
+    assert asked.status_code == 303
+    # The whole address, query and all, is one encoded value of next.
+    assert asked.headers["location"] == (
+        "/signin?next=/jobs%3Fq%3Dpump%2B%2526%2Bco%26type%3Dinterval%26page%3D2"
+    )
+    form = await web.get(asked.headers["location"])
+    assert form.status_code == 200
+    found = re.search(r'name="next" value="([^"]+)"', form.text)
+    assert found is not None
+    back_to = found.group(1).replace("&amp;", "&")
+    assert back_to == "/jobs?q=pump+%26+co&type=interval&page=2"
+    _, secret = new_key(harness, "viewer")
+    answer = await sign_in(web, secret, back_to)
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == "/jobs?q=pump+%26+co&type=interval&page=2"
+    page = await web.get(answer.headers["location"])
+    assert page.status_code == 200
+    assert 'value="pump &amp; co"' in page.text
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://elsewhere.example/",
+        "//elsewhere.example/",
+        "/\t/elsewhere.example/",
+        "/\\elsewhere.example",
+        "/\n/elsewhere.example",
+    ],
+)
+async def test_sign_in_never_returns_to_another_site(
+    harness: Harness, web: httpx.AsyncClient, target: str
+) -> None:
+    _, secret = new_key(harness, "viewer")
+    answer = await sign_in(web, secret, target)
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == "/"

@@ -93,7 +93,8 @@ def lab(tmp_path: Path, servers: list[Server]) -> Lab:
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         # As root (CI) chromium's sandbox cannot start: the pages are our own, on loopback.
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        sandbox = ["--no-sandbox"] if os.geteuid() == 0 else []
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=sandbox)
         try:
             yield launched
         finally:

@@ -30,8 +30,30 @@
   document.addEventListener("DOMContentLoaded", () => localise(document));
   document.addEventListener("htmx:load", (e) => localise(e.target));
   document.addEventListener("htmx:afterSwap", (e) => localise(e.target));
-  document.addEventListener("htmx:sseOpen", () => liveState("open", "on"));
-  document.addEventListener("htmx:sseError", () => liveState("closed", "reconnecting…"));
+  // A stream the browser reopens by itself resumes from its Last-Event-ID; one that htmx's sse
+  // extension had to make anew (the server restarted, a proxy answered 502) starts from "now".
+  // So after any loss every live part fetches itself again: nothing stays stale, and where the
+  // session is gone (a restart signs everyone out) that fetch is answered with the sign-in page.
+  let lost = false;
+  let retry = null;
+  function refreshAll() {
+    document.querySelectorAll("[hx-trigger*='sse:']").forEach((el) => {
+      const first = el.getAttribute("hx-trigger").split(",").map((t) => t.trim())
+        .find((t) => t.startsWith("sse:"));
+      if (first && window.htmx) window.htmx.trigger(el, first.split(" ")[0]);
+    });
+  }
+  document.addEventListener("htmx:sseOpen", () => {
+    liveState("open", "on");
+    if (lost) { lost = false; refreshAll(); }
+  });
+  document.addEventListener("htmx:sseError", () => {
+    liveState("closed", "reconnecting…");
+    lost = true;
+    if (retry === null) {
+      retry = setTimeout(() => { retry = null; if (lost) refreshAll(); }, 5000);
+    }
+  });
 })();
 
 // --- overview ---
