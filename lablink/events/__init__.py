@@ -55,6 +55,12 @@ from lablink.events.jobs import (
     TriggerType,
 )
 from lablink.events.keys import ROLES, ApiKeyCreated, ApiKeyRevoked, Role
+from lablink.events.notifications import (
+    NotificationAbandoned,
+    NotificationFailed,
+    NotificationSent,
+    Transition,
+)
 from lablink.events.profiles import ProfileCreated, ProfileDeleted, ProfileUpdated
 from lablink.events.retention import ExecutionsPruned
 from lablink.events.scheduler import ClockStepped
@@ -123,12 +129,16 @@ __all__ = [
     "JobSpec",
     "JobUpdated",
     "NewEvent",
+    "NotificationAbandoned",
+    "NotificationFailed",
+    "NotificationSent",
     "ProfileCreated",
     "ProfileDeleted",
     "ProfileUpdated",
     "RecordedEvent",
     "Role",
     "ScheduleType",
+    "Transition",
     "TriggerInfo",
     "TriggerType",
     "decode_event",

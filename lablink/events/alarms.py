@@ -11,9 +11,17 @@ from lablink.events.base import Event
 
 Severity = Literal["info", "warning", "critical"]
 # ``data_bound``: the captures' byte bound (LABLINK_DATA_MAX_BYTES) removed captures that
-# retention would have kept more than a day longer.
+# retention would have kept more than a day longer. ``notification_abandoned``: a channel gave
+# up delivering an alarm (lablink/notify). ``backup_failed``: a scheduled backup did not
+# complete (lablink/backup).
 AlarmKind = Literal[
-    "job_failure", "equipment_offline", "missed_runs", "scheduler_fault", "data_bound"
+    "job_failure",
+    "equipment_offline",
+    "missed_runs",
+    "scheduler_fault",
+    "data_bound",
+    "notification_abandoned",
+    "backup_failed",
 ]
 
 

@@ -34,6 +34,11 @@ from lablink.events.jobs import (
     JobUpdated,
 )
 from lablink.events.keys import ApiKeyCreated, ApiKeyRevoked
+from lablink.events.notifications import (
+    NotificationAbandoned,
+    NotificationFailed,
+    NotificationSent,
+)
 from lablink.events.profiles import ProfileCreated, ProfileDeleted, ProfileUpdated
 from lablink.events.retention import ExecutionsPruned
 from lablink.events.scheduler import ClockStepped
@@ -73,6 +78,9 @@ AnyEvent = (
     | ClockStepped
     | ExecutionDataStored
     | ExecutionDataRemoved
+    | NotificationSent
+    | NotificationFailed
+    | NotificationAbandoned
 )
 
 # Facts recorded in a job's stream (they all carry job_id).

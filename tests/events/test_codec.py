@@ -46,6 +46,9 @@ from lablink.events import (
     JobResumed,
     JobSpec,
     JobUpdated,
+    NotificationAbandoned,
+    NotificationFailed,
+    NotificationSent,
     ProfileCreated,
     ProfileDeleted,
     ProfileUpdated,
@@ -171,6 +174,15 @@ SAMPLES: list[AnyEvent] = [
     ExecutionDataRemoved(
         job_id=J, execution_id=X, object="exec_1.csv", size=10, removed_at=T, reason="retention"
     ),
+    NotificationSent(
+        alarm_id="alarm_1", channel="lab-webhook", attempt=1, idempotency_key="alarm_1:lab-webhook"
+    ),
+    NotificationFailed(
+        alarm_id="alarm_1", channel="lab-mail", attempt=2, error="timed out", retry_at=T
+    ),
+    NotificationAbandoned(
+        alarm_id="alarm_1", channel="lab-mail", attempts=9, first_attempt_at=T, error="refused"
+    ),
 ]
 
 # Tags are part of the stored format: renaming one would orphan every row that carries it.
@@ -209,6 +221,9 @@ STABLE_TAGS = {
     "scheduler.clock_stepped",
     "execution.data_stored",
     "execution.data_removed",
+    "notification.sent",
+    "notification.failed",
+    "notification.abandoned",
 }
 
 

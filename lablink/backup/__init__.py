@@ -1,0 +1,1 @@
+"""Backup, restore and verify of the event log (docs/operations.md)."""

@@ -1,0 +1,1 @@
+"""What `GET /metrics` exposes, in the Prometheus text format (docs/operations.md)."""
