@@ -2,9 +2,10 @@
 
 Each card is a fragment of its own under ``/fragments/overview/<card>``, fetched again when
 the live stream (live.py) names a topic the card shows: today's figures and the running
-executions on ``executions``, the timeline on ``schedules`` (job definitions, not fires), the alarms on ``alarms``, the
-instruments on ``equipment``; and on ``tick`` whatever changes without an event (health, last
-seen, the timeline's window moving on). Every read is the API's own query over the views.
+executions on ``executions``, the timeline on ``schedules`` (job definitions, not fires),
+the alarms on ``alarms``, the instruments on ``equipment``; and on ``tick`` whatever
+changes without an event (health, last seen, the timeline's window moving on). Every read
+is the API's own query over the views.
 """
 
 from __future__ import annotations
