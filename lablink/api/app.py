@@ -25,6 +25,7 @@ from lablink.api.executions import ExecutionController
 from lablink.api.hosts import BrowserGuard, browser_guard_config
 from lablink.api.jobs import JobController
 from lablink.api.keys import KeyController
+from lablink.api.metrics import metrics_plugin
 from lablink.api.profiles import ProfileController
 from lablink.api.results import ResultController
 from lablink.api.system import SystemController
@@ -81,6 +82,7 @@ def create_app(context: ApiContext, plugins: Sequence[PluginProtocol] = ()) -> L
             ),
             path="/schema",
         ),
-        plugins=list(plugins),
+        # GET /metrics and the request metrics' middleware (lablink/metrics).
+        plugins=[*plugins, metrics_plugin(context)],
         debug=False,
     )

@@ -137,6 +137,16 @@ def state_counts(conn: sqlite3.Connection) -> dict[str, int]:
     return dict(conn.execute("SELECT state, COUNT(*) FROM alarms GROUP BY state").fetchall())
 
 
+def unresolved_by_severity(conn: sqlite3.Connection) -> dict[str, int]:
+    """Alarms not yet cleared (active or acknowledged), by severity."""
+    return dict(
+        conn.execute(
+            "SELECT severity, COUNT(*) FROM alarms WHERE state IN ('active', 'acknowledged')"
+            " GROUP BY severity"
+        ).fetchall()
+    )
+
+
 def raised_position(conn: sqlite3.Connection, alarm_id: str) -> int | None:
     """The log position of the alarm's raise, or None for an alarm never raised."""
     row = conn.execute(

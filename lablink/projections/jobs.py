@@ -453,6 +453,21 @@ def next_to_fire(conn: sqlite3.Connection, limit: int = 10) -> list[tuple[str, s
     ).fetchall()
 
 
+def schedule_types(conn: sqlite3.Connection, job_ids: Sequence[str]) -> dict[str, str]:
+    """The schedule type of each of ``job_ids`` the view holds (a deleted job is gone)."""
+    found: dict[str, str] = {}
+    ids = list(job_ids)
+    for start in range(0, len(ids), 500):  # under SQLite's limit on bound parameters
+        chunk = ids[start : start + 500]
+        marks = ", ".join("?" * len(chunk))
+        found.update(
+            conn.execute(
+                f"SELECT job_id, schedule_type FROM jobs WHERE job_id IN ({marks})", chunk
+            ).fetchall()
+        )
+    return found
+
+
 def active_schedules(conn: sqlite3.Connection) -> list[tuple[str, str | None]]:
     """(job id, next run time as stored) of every active job."""
     return conn.execute("SELECT job_id, next_run_time FROM jobs WHERE status = 'active'").fetchall()
