@@ -8,12 +8,13 @@ the raise and folds the alarm's own stream, and the handler appends at the versi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from lablink.clock import Clock
 from lablink.domain.alarms import AlarmState, decide_acknowledge, decide_clear, evolve, stream_id
 from lablink.errors import AlarmNotFound
-from lablink.events import RecordedEvent
+from lablink.events import AlarmRaised, AnyEvent, RecordedEvent
 from lablink.eventstore.base import EventStore
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.handler import CommandHandler
@@ -65,6 +66,19 @@ class AlarmService:
             state = evolve(state, recorded.event)
             break
         return state
+
+    def raise_alarm(
+        self,
+        stream_id: str,
+        alarm: AlarmRaised,
+        actor: str,
+        *,
+        facts: Sequence[AnyEvent] = (),
+        at: datetime | None = None,
+    ) -> list[RecordedEvent]:
+        """Record ``alarm`` in the stream of what caused it, after ``facts`` (that cause) and
+        in the same append: an alarm is never on record without its reason."""
+        return self.handler.record(stream_id, [*facts, alarm], actor, at=at)
 
     def load(self, alarm_id: str) -> tuple[AlarmState, int]:
         return self.repository.current(alarm_id)

@@ -44,11 +44,11 @@ EXIT_DATA_DIR = 2
 @contextlib.contextmanager
 def data_dir_errors(when_locked: str = "") -> Iterator[None]:
     """One line on stderr naming the path and the cause, exit code 2, no traceback."""
-    from lablink.errors import DataDirError, DataDirLocked, StorageError
+    from lablink.errors import DataDirError, DataDirLocked, NotifyConfigError, StorageError
 
     try:
         yield
-    except (DataDirError, StorageError) as exc:
+    except (DataDirError, StorageError, NotifyConfigError) as exc:
         hint = f": {when_locked}" if when_locked and isinstance(exc, DataDirLocked) else ""
         typer.echo(f"lablink: {exc}{hint}", err=True)
         raise typer.Exit(EXIT_DATA_DIR) from None
@@ -146,6 +146,118 @@ def _replay_lock(directory: Path) -> DataDirLock:
         when_locked="stop it before replaying in place, or replay into --output FILE"
     ):
         return DataDirLock(directory).acquire()
+
+
+# Exit code of a backup, restore or verify that found something wrong (a discrepancy, a
+# damaged copy, a refused target).
+EXIT_BACKUP = 1
+_DATA_DIR_HELP = "Where scheduler.db lives [env LABLINK_DATA_DIR]."
+
+
+@contextlib.contextmanager
+def _backup_errors() -> Iterator[None]:
+    """One line on stderr naming the file or directory and what is wrong; no traceback."""
+    from lablink.errors import BackupError
+
+    with data_dir_errors():
+        try:
+            yield
+        except BackupError as exc:
+            typer.echo(f"lablink: {exc}", err=True)
+            raise typer.Exit(EXIT_BACKUP) from None
+
+
+def _data_dir(data_dir: Path | None) -> Path:
+    try:
+        return Settings.from_env(data_dir=data_dir).data_dir
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@app.command()
+def backup(
+    file: Annotated[Path, typer.Argument(help="The copy to write (FILE.sha256 beside it).")],
+    data_dir: Annotated[Path | None, typer.Option(help=_DATA_DIR_HELP)] = None,
+    force: Annotated[bool, typer.Option(help="Replace FILE if it exists.")] = False,
+) -> None:
+    """Copy the event log, consistently, while LabLink runs; print the last position it holds.
+
+    Reads only (no lock: beside `lablink serve`). The views are not copied: `lablink restore`
+    folds them again (docs/operations.md, "Backup and restore").
+    """
+    from lablink.backup.snapshot import take
+
+    db = _data_dir(data_dir) / "scheduler.db"
+    with (
+        _backup_errors(),
+        _progress("backing up", "{task.completed:,} pages") as bar,
+    ):
+        task = bar.add_task("backup", total=None)
+        made = take(
+            db,
+            file,
+            force=force,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    typer.echo(
+        f"backed up {db} to {made.file}: position {made.position}, {made.size:,} bytes,"
+        f" sha256 {made.sha256} ({made.seconds:.1f} s)"
+    )
+
+
+@app.command()
+def restore(
+    file: Annotated[Path, typer.Argument(help="A copy made by `lablink backup`.")],
+    data_dir: Annotated[
+        Path, typer.Option(help="The data directory to restore into: empty or missing.")
+    ],
+) -> None:
+    """Restore a backup into an empty (or new) data directory and fold its views.
+
+    FILE.sha256, when present, must match. A directory that holds anything is refused.
+    """
+    from lablink.backup.restore import restore as restore_backup
+
+    with _backup_errors(), _progress("folding the views", "{task.completed:,} events") as bar:
+        task = bar.add_task("restore", total=None)
+        done = restore_backup(file, data_dir, progress=lambda n: bar.advance(task, n))
+    checked = f"sha256 {done.sha256} checked" if done.sha256 else f"no {file}.sha256 to check"
+    typer.echo(
+        f"restored {file} into {done.db}: position {done.position}, {checked},"
+        f" views folded into {done.views} ({done.seconds:.1f} s)"
+    )
+
+
+@app.command()
+def verify(
+    data_dir: Annotated[Path | None, typer.Option(help=_DATA_DIR_HELP)] = None,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the views to fold the log's end.")
+    ] = 30.0,
+) -> None:
+    """Check the log and the views; exit 1 with the first discrepancy, in one line.
+
+    integrity_check on both files, positions gap-free, versions per stream contiguous, and a
+    replay of the log equal to the live views, table by table, row by row. Reads only: it
+    runs beside `lablink serve`.
+    """
+    from lablink.backup.verify import verify as verify_data_dir
+
+    directory = _data_dir(data_dir)
+    with _backup_errors(), console.status("verifying") as status:
+        report = verify_data_dir(directory, wait=wait, step=status.update)
+    typer.echo(report.summary())
+
+
+def _progress(label: str, count: str) -> Progress:
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn(count),
+        TimeRemainingColumn(),
+        console=console,
+    )
 
 
 @app.command()

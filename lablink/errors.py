@@ -414,3 +414,82 @@ class ServerRefused(LabLinkError):
         self.detail = detail
         answer = f"HTTP {status}: {detail}" if status else detail
         super().__init__(f"{url}: {answer}")
+
+
+class NotifyConfigError(LabLinkError, ValueError):
+    """A notification channel's configuration (notifications.toml, or LABLINK_NOTIFY_*) is
+    refused: ``where`` names the file or variable, ``key`` the setting."""
+
+    def __init__(self, where: str, key: str, value: Any, reason: str) -> None:
+        self.where = where
+        self.key = key
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{where}: {key} = {value!r}: {reason}")
+
+
+class DeliveryFailed(LabLinkError):
+    """A notification was not delivered: ``channel`` names it, ``reason`` what went wrong
+    (a status, a timeout, an SMTP answer); the outbox tries again."""
+
+    def __init__(self, channel: str, reason: str) -> None:
+        self.channel = channel
+        self.reason = reason
+        super().__init__(f"channel {channel!r}: {reason}")
+
+
+class BackupError(LabLinkError):
+    """A backup, restore or verify that cannot go ahead (lablink/backup)."""
+
+
+class BackupExists(BackupError, FileExistsError):
+    """`lablink backup` does not overwrite a file without --force."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        super().__init__(f"{file}: the file exists; give --force to replace it")
+
+
+class ChecksumMismatch(BackupError, ValueError):
+    """A backup whose SHA-256 is not the one written beside it: damaged or altered."""
+
+    def __init__(self, file: str, expected: str, actual: str) -> None:
+        self.file = file
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"{file}: SHA-256 is {actual}, but {file}.sha256 says {expected}: the copy is"
+            " damaged or not the one the checksum was written for"
+        )
+
+
+class NotALog(BackupError, ValueError):
+    """A file given as a backup that is not a readable LabLink event log."""
+
+    def __init__(self, file: str, reason: str) -> None:
+        self.file = file
+        self.reason = reason
+        super().__init__(f"{file}: not a usable LabLink event log: {reason}")
+
+
+class RestoreTargetNotEmpty(BackupError, FileExistsError):
+    """A restore goes into an empty (or missing) data directory only: never over a log."""
+
+    def __init__(self, directory: str, entries: Sequence[str]) -> None:
+        self.directory = directory
+        self.entries = list(entries)
+        shown = ", ".join(self.entries[:5]) + (", …" if len(self.entries) > 5 else "")
+        super().__init__(
+            f"{directory}: not empty ({len(self.entries)} entries: {shown}); restore into an"
+            " empty or new directory"
+        )
+
+
+class VerifyFailed(BackupError):
+    """`lablink verify` found a discrepancy: ``subject`` says where (a log position, a
+    stream, a view's table and key), ``detail`` what."""
+
+    def __init__(self, subject: str, detail: str) -> None:
+        self.subject = subject
+        self.detail = detail
+        super().__init__(f"{subject}: {detail}")

@@ -25,6 +25,7 @@ import structlog
 
 from lablink.alarm_service import AlarmService
 from lablink.application import JobService
+from lablink.backup.schedule import ScheduledBackups
 from lablink.bus import access
 from lablink.bus import probes as bus_probes
 from lablink.bus.data_bucket import DataBucket
@@ -44,6 +45,8 @@ from lablink.health import Health
 from lablink.instrument_models import KnownInstruments
 from lablink.instruments.execution import ProfileLookup
 from lablink.logstore import open_store
+from lablink.notify.config import load_channels
+from lablink.notify.notifier import start_notifier
 from lablink.profile_service import StoredProfiles, load_shipped_profiles
 from lablink.projections.jobs import read_snapshot
 from lablink.projections.profiles import profile_lookup
@@ -140,6 +143,8 @@ class Runtime:
         # start exits here, before it opens anything (lablink/datadir.py).
         self.claim = claim_data_dir(settings.data_dir, scheduler=True, relay=settings.nats)
         stack.callback(self.claim.release)
+        # A bad notifications.toml stops the start here, before anything runs.
+        channels = load_channels(settings)
         with translated(settings.db_path):  # a start that cannot write exits with one line
             # The views follow the log in a thread of their own: nothing but the log is on
             # the fire path (lablink/projections/follower.py).
@@ -222,6 +227,22 @@ class Runtime:
         )
         stack.push_async_callback(self.retention.aclose)
         await self.retention.start(self.supervisor)
+        # The daily backup of the log, when LABLINK_BACKUP_DIR is set (task.backup).
+        self.backups: ScheduledBackups | None = None
+        if settings.backup_dir is not None:
+            self.backups = ScheduledBackups(
+                store,
+                self.clock,
+                settings.backup_dir,
+                settings.backup_keep,
+                alarms=AlarmService.on_store(store, self.clock),
+            )
+            stack.push_async_callback(self.backups.aclose)
+            await self.backups.start(self.supervisor)
+        # Alarm notifications follow the log (task.notify, task.notify.<channel>).
+        self.notifier = await start_notifier(settings, store, self.clock, self.health, channels)
+        if self.notifier is not None:
+            stack.push_async_callback(self.notifier.aclose)
         return len(active)
 
     async def _close_agents(self) -> None:
@@ -379,9 +400,10 @@ def _listening_server(on_shutdown: Callable[[], None] = lambda: None) -> type[An
             await super().startup(sockets)
             if self.started:
                 config = self.config
+                scheme = "https" if config.ssl_certfile else "http"
                 log.info(
                     "api listening",
-                    url=f"http://{config.host}:{config.port}",
+                    url=f"{scheme}://{config.host}:{config.port}",
                     docs="/schema",
                     dashboard="/",
                 )
@@ -403,6 +425,7 @@ async def serve(settings: Settings) -> None:
     if not settings.auth and not is_loopback(settings.host):
         raise UnsafeBind(settings.host)
 
+    scheme = "https" if settings.tls_cert else "http"
     async with Runtime(settings) as runtime:
         if settings.auth:
             key = ensure_admin_key(runtime)
@@ -410,7 +433,8 @@ async def serve(settings: Settings) -> None:
                 print(
                     f"Created the admin API key (shown once, also in "
                     f"{settings.data_dir / 'admin.key'}):\n  {key}\n"
-                    f"Sign in with it at http://{settings.host}:{settings.port}/ (the dashboard),"
+                    f"Sign in with it at {scheme}://{settings.host}:{settings.port}/"
+                    " (the dashboard),"
                     f" or send it as 'Authorization: Bearer <key>' to the API.",
                     flush=True,
                 )
@@ -437,6 +461,9 @@ async def serve(settings: Settings) -> None:
             lifespan="on",
             # Past this a response still open at SIGTERM is cancelled: the runtime must close.
             timeout_graceful_shutdown=10,
+            # HTTPS when LABLINK_TLS_CERT/KEY are set (Settings checks both or neither).
+            ssl_certfile=settings.tls_cert,
+            ssl_keyfile=settings.tls_key,
         )
         server = _Server(config)
         try:

@@ -54,6 +54,10 @@ class Settings(msgspec.Struct, kw_only=True):
     # How long an API request waits for the views to fold what was committed before it
     # (read-your-writes) before answering 503 naming the lag.
     views_wait: float = 5.0
+    # Scheduled backups of the event log (lablink/backup): daily into this directory when set,
+    # keeping the newest backup_keep copies.
+    backup_dir: Path | None = None
+    backup_keep: int = 7
     # API keys are required unless explicitly switched off (a bench on loopback).
     auth: bool = True
     # Host names the API answers to beyond those of its bound address (DNS rebinding, and
@@ -73,6 +77,23 @@ class Settings(msgspec.Struct, kw_only=True):
     nats_tls_cert: str | None = None
     nats_tls_key: str | None = None
     nats_replicas: int = 1
+    # HTTPS for the API (deploy/README.md): a PEM certificate (chain) and its key, both or
+    # neither; handed to uvicorn as ssl_certfile / ssl_keyfile.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # Alarm notifications (lablink/notify, docs/notifications.md): one webhook and/or one
+    # email channel from the environment when data/notifications.toml does not exist.
+    notify_webhook_url: str | None = None
+    notify_webhook_secret: str | None = None
+    notify_email_host: str | None = None
+    notify_email_port: int = 587
+    notify_email_user: str | None = None
+    notify_email_password: str | None = None
+    notify_email_from: str | None = None
+    notify_email_to: str | None = None
+    # The dashboard's address as people reach it (links in notifications); unset:
+    # http://<host>:<port>/.
+    public_url: str | None = None
 
     @property
     def executor_kind(self) -> str:
@@ -127,6 +148,23 @@ class Settings(msgspec.Struct, kw_only=True):
                 values[name] = env[f"LABLINK_{name.upper()}"]
         if "LABLINK_NATS_REPLICAS" in env:
             values["nats_replicas"] = int(env["LABLINK_NATS_REPLICAS"])
+        for name in ("tls_cert", "tls_key"):
+            if env.get(f"LABLINK_{name.upper()}"):
+                values[name] = env[f"LABLINK_{name.upper()}"]
+        for name in (
+            "notify_webhook_url",
+            "notify_webhook_secret",
+            "notify_email_host",
+            "notify_email_user",
+            "notify_email_password",
+            "notify_email_from",
+            "notify_email_to",
+            "public_url",
+        ):
+            if env.get(f"LABLINK_{name.upper()}"):
+                values[name] = env[f"LABLINK_{name.upper()}"]
+        if "LABLINK_NOTIFY_EMAIL_PORT" in env:
+            values["notify_email_port"] = int(env["LABLINK_NOTIFY_EMAIL_PORT"])
         if "LABLINK_EXECUTOR" in env:
             values["executor"] = env["LABLINK_EXECUTOR"]
         if env.get("LABLINK_AGENTS", "").lower() in ("off", "0", "false", "no"):
@@ -143,6 +181,10 @@ class Settings(msgspec.Struct, kw_only=True):
             values["scheduler_fault_grace"] = float(env["LABLINK_SCHEDULER_FAULT_GRACE"])
         if "LABLINK_VIEWS_WAIT" in env:
             values["views_wait"] = float(env["LABLINK_VIEWS_WAIT"])
+        if env.get("LABLINK_BACKUP_DIR"):
+            values["backup_dir"] = Path(env["LABLINK_BACKUP_DIR"])
+        if "LABLINK_BACKUP_KEEP" in env:
+            values["backup_keep"] = int(env["LABLINK_BACKUP_KEEP"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         problem = zone_problem(settings.timezone)
@@ -172,6 +214,11 @@ class Settings(msgspec.Struct, kw_only=True):
             )
         if not 0.1 <= settings.views_wait <= 600:
             raise ValueError(f"views wait {settings.views_wait!r}: expected 0.1 to 600 s")
+        if not 1 <= settings.backup_keep <= 10_000:
+            raise ValueError(f"backup keep {settings.backup_keep!r}: expected 1 to 10000 copies")
+        tls_problem = _tls_problem(settings.tls_cert, settings.tls_key)
+        if tls_problem:
+            raise ValueError(tls_problem)
         for host in settings.allowed_hosts:
             if host != "*" and ("*" in host.removeprefix("*.") or "/" in host):
                 raise ValueError(
@@ -187,3 +234,16 @@ class Settings(msgspec.Struct, kw_only=True):
                 f"auth failure window {settings.auth_failure_window!r}: expected 1 to 86400 s"
             )
         return settings
+
+
+def _tls_problem(cert: str | None, key: str | None) -> str | None:
+    """Why LABLINK_TLS_CERT / LABLINK_TLS_KEY cannot serve HTTPS, or None. Checked at start:
+    a server that came up on plain HTTP when HTTPS was meant would send keys in the clear."""
+    if bool(cert) != bool(key):
+        names = ("LABLINK_TLS_CERT", "LABLINK_TLS_KEY")
+        given, missing = names if cert else names[::-1]
+        return f"{given} is set but {missing} is not: HTTPS needs both (or neither, for HTTP)"
+    for name, path in (("LABLINK_TLS_CERT", cert), ("LABLINK_TLS_KEY", key)):
+        if path and not Path(path).is_file():
+            return f"{name} {path!r}: no such file"
+    return None

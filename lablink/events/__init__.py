@@ -1,6 +1,7 @@
 """Events: what happened. Frozen msgspec Structs in one tagged union; no I/O here."""
 
 from lablink.events.alarms import AlarmAcknowledged, AlarmCleared, AlarmRaised
+from lablink.events.backups import BackupFailed, BackupTaken
 from lablink.events.base import Event
 from lablink.events.data import (
     DATA_BUCKET,
@@ -92,6 +93,8 @@ __all__ = [
     "AnyEvent",
     "ApiKeyCreated",
     "ApiKeyRevoked",
+    "BackupFailed",
+    "BackupTaken",
     "ClockStepped",
     "ConflictPolicy",
     "DataRemovalReason",

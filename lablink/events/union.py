@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from lablink.events.alarms import AlarmAcknowledged, AlarmCleared, AlarmRaised
+from lablink.events.backups import BackupFailed, BackupTaken
 from lablink.events.data import ExecutionDataRemoved, ExecutionDataStored
 from lablink.events.equipment import EquipmentOffline, EquipmentOnline
 from lablink.events.executions import (
@@ -81,6 +82,8 @@ AnyEvent = (
     | NotificationSent
     | NotificationFailed
     | NotificationAbandoned
+    | BackupTaken
+    | BackupFailed
 )
 
 # Facts recorded in a job's stream (they all carry job_id).

@@ -18,6 +18,8 @@ from lablink.events import (
     AnyEvent,
     ApiKeyCreated,
     ApiKeyRevoked,
+    BackupFailed,
+    BackupTaken,
     ClockStepped,
     EquipmentOffline,
     EquipmentOnline,
@@ -183,6 +185,10 @@ SAMPLES: list[AnyEvent] = [
     NotificationAbandoned(
         alarm_id="alarm_1", channel="lab-mail", attempts=9, first_attempt_at=T, error="refused"
     ),
+    BackupTaken(
+        file="/backups/lablink-20200101T000000Z-42.db", position=42, sha256="ab" * 32, size=4096
+    ),
+    BackupFailed(file="/backups/lablink-20200101T000000Z-42.db", error="No space left on device"),
 ]
 
 # Tags are part of the stored format: renaming one would orphan every row that carries it.
@@ -224,6 +230,8 @@ STABLE_TAGS = {
     "notification.sent",
     "notification.failed",
     "notification.abandoned",
+    "backup.taken",
+    "backup.failed",
 }
 
 

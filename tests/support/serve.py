@@ -75,6 +75,8 @@ class Server:
         )
         env.update(settings or {})
         self.port = port
+        # LABLINK_TLS_CERT/KEY: the server answers https only.
+        self.scheme = "https" if env.get("LABLINK_TLS_CERT") else "http"
         self.proc = subprocess.Popen(
             [LABLINK, "serve", "--port", str(port)],
             env=env,
@@ -117,7 +119,7 @@ class Server:
 
     def listening(self) -> dict[str, Any]:
         record = self.wait_for("api listening")
-        assert record["url"] == f"http://127.0.0.1:{self.port}"
+        assert record["url"] == f"{self.scheme}://127.0.0.1:{self.port}"
         return record
 
     def track(self) -> None:
