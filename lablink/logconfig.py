@@ -6,9 +6,11 @@ tagged ``scheduler`` as the guide's "Log Tag" says, so `grep '"tag": "scheduler"
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
+from typing import TextIO, cast
 
 import structlog
 
@@ -29,6 +31,20 @@ def configure_logging(level: str | None = None, *, json: bool | None = None) -> 
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _CurrentStdout())),
         cache_logger_on_first_use=True,
     )
+
+
+class _CurrentStdout(io.TextIOBase):
+    """``sys.stdout`` as it is at each write, not as it was at configure time.
+
+    Loggers are cached on first use: one cached while stdout was a temporary buffer (a CLI
+    command run in-process, as under a test runner) would otherwise write to that buffer
+    after it closed, and every later line would raise "I/O operation on closed file"."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()

@@ -36,6 +36,8 @@ OWNERS: dict[str, str] = {
     "projection_meta": "lablink.projections.runner",
     # The relay's published position.
     "relay_checkpoints": "lablink.bus.relay",
+    # The notifier's low-water mark of alarms it has settled.
+    "notify_checkpoints": "lablink.notify.notifier",
     # When each API key was last used: operational, not folded from the log.
     "api_key_usage": "lablink.projections.keys",
     # The projections: each module's query functions are the only way in.
