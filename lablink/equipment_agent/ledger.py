@@ -14,6 +14,19 @@ are not purged yet, so that no attempt's chunks are forgotten). A row leaves whe
 has the file and, for a result that said ``pending_upload``, the agent's report of it was
 acknowledged; or, when the upload cannot ever succeed (the file is gone or changed:
 ``lost`` says why), once the agent's report of the loss was acknowledged.
+
+Only what must be durable before an instrument is touched waits for the disk: an accept (and
+a refusal) commits at ``synchronous=FULL``. The bookkeeping after it (an outcome, a report
+acknowledged, an upload's progress) commits at ``synchronous=NORMAL``: it survives the
+agent's process dying at once (it is in the WAL), and reaches the disk with the next accept's
+sync, since the WAL is written and synced in order. A power cut in between can lose the
+latest outcomes, never an accept: those executions come back as unfinished and are reported
+``agent_restarted`` (a scheduler that already recorded their result keeps that one).
+
+Report numbers are counted in memory, per execution: ``(boot - 1) << 32`` plus 1, 2, 3…,
+where ``boot`` counts the ledger's openings (one write per start, not one per report). A
+report number is never used twice for one execution, across restarts, so JetStream's
+duplicate detection (keyed by it) drops only real duplicates.
 """
 
 from __future__ import annotations
@@ -21,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,6 +52,10 @@ CREATE TABLE IF NOT EXISTS executions (
     outcome TEXT,
     published INTEGER NOT NULL DEFAULT 0,
     next_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS boots (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    boot INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS uploads (
     execution_id TEXT PRIMARY KEY,
@@ -69,7 +86,6 @@ class Unpublished(msgspec.Struct, frozen=True):
     job_id: str
     equipment_id: str
     outcome: Outcome
-    seq: int
 
 
 class PendingUpload(msgspec.Struct, frozen=True, kw_only=True):
@@ -110,23 +126,61 @@ class Ledger:
         columns = {row[1] for row in self._conn.execute("PRAGMA table_info(uploads)")}
         if "lost" not in columns:  # a ledger written before losses were reported
             self._conn.execute("ALTER TABLE uploads ADD COLUMN lost TEXT")
+        self.boot = self._next_boot()
+        # Bookkeeping commits skip the disk wait; accepts switch to FULL for their commit.
+        self._conn.execute("PRAGMA synchronous=NORMAL")
         self._lock = threading.Lock()
+        # Report numbers given in this boot, per execution still reporting (see the module).
+        self._seqs: dict[str, int] = {}
+        self._uploading = {row[0] for row in self._conn.execute("SELECT execution_id FROM uploads")}
+
+    def _next_boot(self) -> int:
+        """Count this opening (durably, before any report number of it is given)."""
+        row = self._conn.execute("SELECT boot FROM boots WHERE id = 1").fetchone()
+        if row is not None:
+            boot = int(row[0]) + 1
+        else:
+            # A ledger from before boots were counted numbered its reports on disk, from 1:
+            # its next reports start past any number it gave.
+            used = self._conn.execute("SELECT COALESCE(MAX(next_seq), 0) FROM executions")
+            boot = 1 if used.fetchone()[0] == 0 else 2
+        self._conn.execute("INSERT OR REPLACE INTO boots (id, boot) VALUES (1, ?)", (boot,))
+        return boot
+
+    @contextlib.contextmanager
+    def _durable(self) -> Iterator[None]:
+        """The statements inside commit only once they are on the disk (and with them
+        everything committed before)."""
+        self._conn.execute("PRAGMA synchronous=FULL")
+        try:
+            yield
+        finally:
+            self._conn.execute("PRAGMA synchronous=NORMAL")
 
     def accept(self, execution_id: str, job_id: str, equipment_id: str) -> bool:
-        """Record a run command; False when this execution id was seen before."""
-        with self._lock:
-            cursor = self._conn.execute(
-                "INSERT OR IGNORE INTO executions (execution_id, job_id, equipment_id, accepted_at)"
-                " VALUES (?, ?, ?, ?)",
-                (execution_id, job_id, equipment_id, datetime.now(UTC).isoformat()),
-            )
-            return cursor.rowcount == 1
+        """Record a run command, durably; False when this execution id was seen before."""
+        return self.accept_many([(execution_id, job_id, equipment_id)])[0]
+
+    def accept_many(self, commands: Sequence[tuple[str, str, str]]) -> list[bool]:
+        """Record run commands (execution id, job id, equipment id) in one durable commit,
+        one disk wait for all; for each, False when its execution id was seen before."""
+        now = datetime.now(UTC).isoformat()
+        fresh: list[bool] = []
+        with self._lock, self._durable(), self._transaction():
+            for execution_id, job_id, equipment_id in commands:
+                cursor = self._conn.execute(
+                    "INSERT OR IGNORE INTO executions"
+                    " (execution_id, job_id, equipment_id, accepted_at) VALUES (?, ?, ?, ?)",
+                    (execution_id, job_id, equipment_id, now),
+                )
+                fresh.append(cursor.rowcount == 1)
+        return fresh
 
     def refuse(self, execution_id: str, job_id: str, equipment_id: str, outcome: Outcome) -> bool:
         """Record a run command refused without running (accepted and finished at once, so
         that a restart has nothing to settle); False when this execution id was seen before."""
         now = datetime.now(UTC).isoformat()
-        with self._lock:
+        with self._lock, self._durable():
             cursor = self._conn.execute(
                 "INSERT OR IGNORE INTO executions"
                 " (execution_id, job_id, equipment_id, accepted_at, finished_at, outcome)"
@@ -143,15 +197,12 @@ class Ledger:
             return cursor.rowcount == 1
 
     def next_seq(self, execution_id: str) -> int:
-        """Report numbers per execution, unique across agent restarts (they key JetStream's
-        duplicate detection)."""
+        """The next report number of ``execution_id``: unique for it across agent restarts
+        (they key JetStream's duplicate detection), with no disk write (see the module)."""
         with self._lock:
-            row = self._conn.execute(
-                "UPDATE executions SET next_seq = next_seq + 1 WHERE execution_id = ?"
-                " RETURNING next_seq",
-                (execution_id,),
-            ).fetchone()
-            return int(row[0]) if row else 0
+            count = self._seqs.get(execution_id, 0) + 1
+            self._seqs[execution_id] = count
+        return ((self.boot - 1) << 32) + count
 
     def finish(self, execution_id: str, outcome: Outcome) -> None:
         with self._lock:
@@ -182,6 +233,7 @@ class Ledger:
     ) -> None:
         """The outcome of a capture and its pending upload, together (one transaction)."""
         with self._lock, self._transaction():
+            self._uploading.add(execution_id)
             self._finish(execution_id, outcome)
             self._conn.execute(
                 "INSERT OR REPLACE INTO uploads (execution_id, job_id, equipment_id, path,"
@@ -203,6 +255,7 @@ class Ledger:
         """The upload completed before the result went out: the outcome says ``stored`` and
         no later report is needed (one transaction)."""
         with self._lock, self._transaction():
+            self._uploading.discard(execution_id)
             self._finish(execution_id, outcome)
             self._conn.execute("DELETE FROM uploads WHERE execution_id = ?", (execution_id,))
 
@@ -240,6 +293,9 @@ class Ledger:
     def upload_done(self, execution_id: str) -> None:
         with self._lock:
             self._conn.execute("DELETE FROM uploads WHERE execution_id = ?", (execution_id,))
+            # Its last report went: no number of it is needed again in this boot.
+            self._uploading.discard(execution_id)
+            self._seqs.pop(execution_id, None)
 
     def pending_uploads(self) -> list[PendingUpload]:
         with self._lock:
@@ -272,6 +328,8 @@ class Ledger:
             self._conn.execute(
                 "UPDATE executions SET published = 1 WHERE execution_id = ?", (execution_id,)
             )
+            if execution_id not in self._uploading:  # its upload still has a report to make
+                self._seqs.pop(execution_id, None)
 
     def state(self, execution_id: str) -> tuple[str, Outcome | None]:
         """("unknown" | "running" | "finished", the outcome when finished)."""
@@ -298,12 +356,12 @@ class Ledger:
     def unpublished(self) -> list[Unpublished]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT execution_id, job_id, equipment_id, outcome, next_seq FROM executions"
+                "SELECT execution_id, job_id, equipment_id, outcome FROM executions"
                 " WHERE finished_at IS NOT NULL AND published = 0"
             ).fetchall()
         return [
-            Unpublished(eid, jid, qid, msgspec.json.decode(outcome, type=Outcome), seq)
-            for eid, jid, qid, outcome, seq in rows
+            Unpublished(eid, jid, qid, msgspec.json.decode(outcome, type=Outcome))
+            for eid, jid, qid, outcome in rows
         ]
 
     def close(self) -> None:

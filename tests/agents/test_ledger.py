@@ -1,0 +1,155 @@
+"""The agent's ledger keeps its guarantees with one disk wait per batch of accepts: a command
+seen once is refused ever after (across a process killed at any point), and a report number
+is never given twice for one execution, across restarts, though none is written to disk."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+from lablink.equipment_agent.accepts import Accepts
+from lablink.equipment_agent.ledger import Ledger
+from lablink.instruments.execution import Outcome
+
+DONE = Outcome(status="completed", result={"value": 1.0})
+
+
+def test_a_command_is_accepted_once_across_reopening(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "agent.db")
+    assert ledger.accept_many([("e1", "j", "psu"), ("e2", "j", "psu"), ("e1", "j", "psu")]) == [
+        True,
+        True,
+        False,  # the same command twice in one batch: the second is the duplicate
+    ]
+    ledger.close()
+    again = Ledger(tmp_path / "agent.db")
+    assert again.accept("e1", "j", "psu") is False
+    assert again.accept("e3", "j", "psu") is True
+    assert {u.execution_id for u in again.unfinished()} == {"e1", "e2", "e3"}
+
+
+def test_report_numbers_start_at_one_and_never_repeat_after_a_restart(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "agent.db")
+    ledger.accept("e1", "j", "psu")
+    first = [ledger.next_seq("e1") for _ in range(3)]
+    assert first == [1, 2, 3]
+    ledger.close()
+    seen = set(first)
+    for _ in range(3):
+        ledger = Ledger(tmp_path / "agent.db")
+        numbers = [ledger.next_seq("e1") for _ in range(3)]
+        assert len(set(numbers)) == 3
+        assert not seen & set(numbers)
+        seen |= set(numbers)
+        ledger.close()
+
+
+def test_a_ledger_that_numbered_reports_on_disk_continues_past_them(tmp_path: Path) -> None:
+    path = tmp_path / "agent.db"
+    Ledger(path).close()
+    # As a ledger written before report numbers were counted in memory: no boot count, and
+    # the numbers it gave in its column.
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE boots")
+    conn.execute(
+        "INSERT INTO executions (execution_id, job_id, equipment_id, accepted_at, next_seq)"
+        " VALUES ('old', 'j', 'psu', '2026-01-01T00:00:00+00:00', 7)"
+    )
+    conn.commit()
+    conn.close()
+    ledger = Ledger(path)
+    assert ledger.next_seq("old") > 7
+    ledger.close()
+
+
+KILLED = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from lablink.equipment_agent.ledger import Ledger
+    from lablink.instruments.execution import Outcome
+
+    ledger = Ledger(Path(sys.argv[1]))
+    ledger.accept("done", "j", "psu")
+    ledger.next_seq("done")
+    ledger.finish("done", Outcome(status="completed", result={"value": 1.0}))
+    ledger.published("done")
+    ledger.accept("finished_unpublished", "j", "psu")
+    ledger.finish("finished_unpublished", Outcome(status="completed", result={"value": 2.0}))
+    ledger.accept("running", "j", "psu")
+    print(ledger.next_seq("running"), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # between accept and finish
+    """
+)
+
+
+def test_a_process_killed_between_accept_and_finish_loses_no_bookkeeping(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "agent.db"
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    given = int(child.stdout.strip())
+
+    ledger = Ledger(path)
+    # The outcomes committed without a disk wait are there after the kill (a process
+    # dying does not lose the WAL; a power cut may, see the ledger's docstring).
+    assert ledger.state("done") == ("finished", DONE)
+    assert [u.execution_id for u in ledger.unfinished()] == ["running"]
+    assert [u.execution_id for u in ledger.unpublished()] == ["finished_unpublished"]
+    assert ledger.accept("running", "j", "psu") is False  # never driven twice
+    assert ledger.next_seq("running") != given
+    ledger.close()
+
+
+async def test_accepts_arriving_together_share_a_commit_and_each_gets_its_answer(
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger(tmp_path / "agent.db")
+    accepts = Accepts(ledger)
+    batches: list[int] = []
+    accept_many = ledger.accept_many
+
+    def counting(commands: Sequence[tuple[str, str, str]]) -> list[bool]:
+        batches.append(len(commands))
+        return accept_many(commands)
+
+    ledger.accept_many = counting  # type: ignore[method-assign]
+    ids = [f"e{i}" for i in range(50)]
+    answers = await asyncio.gather(*(accepts.accept(i, "j", "psu") for i in [*ids, "e0", "e1"]))
+    assert answers == [True] * 50 + [False, False]
+    assert sum(batches) == 52
+    assert len(batches) < 52  # grouped: fewer commits than commands
+    ledger.close()
+
+
+async def test_a_ledger_that_cannot_write_fails_every_waiting_accept(tmp_path: Path) -> None:
+    path = tmp_path / "agent.db"
+    ledger = Ledger(path)
+    # The same file, read-only under the ledger (as a remounted disk leaves it).
+    ledger._conn.close()
+    ledger._conn = sqlite3.connect(
+        f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+    )
+    accepts = Accepts(ledger)
+    results = await asyncio.gather(
+        *(accepts.accept(f"e{i}", "j", "psu") for i in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(r, sqlite3.OperationalError) for r in results), results
+    assert all("readonly" in str(r) for r in results)
+    # Nothing half-written: the next accept of the same commands, on a writable ledger, is
+    # their first.
+    ledger.close()
+    assert Ledger(path).accept_many([(f"e{i}", "j", "psu") for i in range(5)]) == [True] * 5
