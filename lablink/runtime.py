@@ -150,6 +150,8 @@ class Runtime:
             # the fire path (lablink/projections/follower.py).
             self.store = store = open_store(settings.db_path, background=True)
         stack.callback(store.close)
+        # Where a notifier's first start begins: nothing this start raises is skipped.
+        opened_at = store.last_position()
         store.clock = self.clock  # when the event log's writes started failing
         secure_files(settings.data_dir)
         self.health.probe("event_log", EventLogProbe(store, settings.data_dir))
@@ -240,7 +242,9 @@ class Runtime:
             stack.push_async_callback(self.backups.aclose)
             await self.backups.start(self.supervisor)
         # Alarm notifications follow the log (task.notify, task.notify.<channel>).
-        self.notifier = await start_notifier(settings, store, self.clock, self.health, channels)
+        self.notifier = await start_notifier(
+            settings, store, self.clock, self.health, channels, first_start_at=opened_at
+        )
         if self.notifier is not None:
             stack.push_async_callback(self.notifier.aclose)
         return len(active)

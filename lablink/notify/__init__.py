@@ -1,1 +1,1 @@
-"""Alarm notifications: an outbox driven by the event log (docs/operations.md)."""
+"""Alarm notifications: an outbox driven by the event log (docs/notifications.md)."""

@@ -13,6 +13,10 @@ with the same ``Idempotency-Key``.
 The checkpoint (``notify_checkpoints``, in the log's file like the relay's) is a low-water
 mark: the position before the oldest transition still owed, or the end of what was read
 when nothing is. Reading from it finds every owed transition and every attempt made since.
+A notifier's first start (no checkpoint yet) begins where the log stood when this process
+opened it (``first_start_at``; the log's end when not given): a LabLink that gains channels
+after a year of running does not send a year of alarms, and an alarm this start raised
+before the notifier ran (a recovery's) is still sent.
 
 Tasks, under the runtime's supervisor (``/health``): ``task.notify`` follows the log;
 ``task.notify.<channel>`` delivers, one per channel, so a dead or slow receiver holds only
@@ -145,6 +149,7 @@ class Notifier:
         poll_seconds: float = 1.0,
         views_wait: float = 5.0,
         name: str = "notifier",
+        first_start_at: int | None = None,
     ) -> None:
         self.store = store
         self.channels = channels
@@ -160,7 +165,11 @@ class Notifier:
         self._conn = connect(self.path)
         self._conn.execute(CHECKPOINTS)
         self._reader = LogReader(self._conn)
-        self.position = self.saved = self._stored_checkpoint()
+        stored = self._stored_checkpoint()
+        if stored is None:
+            stored = self._reader.last_position() if first_start_at is None else first_start_at
+            self._write_checkpoint(stored)
+        self.position = self.saved = stored
         self.ready = asyncio.Event()  # the log read up to its end at the start
         self._follow_wake = asyncio.Event()
         self._wakes = {c.name: asyncio.Event() for c in channels}
@@ -308,11 +317,11 @@ class Notifier:
 
     # -- checkpoint -----------------------------------------------------------------------------
 
-    def _stored_checkpoint(self) -> int:
+    def _stored_checkpoint(self) -> int | None:
         row = self._conn.execute(
             "SELECT position FROM notify_checkpoints WHERE name = ?", (self.name,)
         ).fetchone()
-        return int(row[0]) if row else 0
+        return int(row[0]) if row else None
 
     def _write_checkpoint(self, position: int) -> None:
         self._conn.execute(
@@ -516,9 +525,15 @@ async def start_notifier(
     clock: Clock,
     health: Health,
     channels: list[Channel],
+    *,
+    first_start_at: int | None = None,
 ) -> Notifier | None:
-    """The runtime's notifier (None when no channel is configured)."""
+    """The runtime's notifier (None when no channel is configured); ``first_start_at``: the
+    log's position when the runtime opened it (where a first start begins)."""
     if not channels:
         log.info("notifications off: no channel configured")
         return None
-    return await Notifier(store, channels, clock, base_url=base_url(settings)).start(health)
+    notifier = Notifier(
+        store, channels, clock, base_url=base_url(settings), first_start_at=first_start_at
+    )
+    return await notifier.start(health)

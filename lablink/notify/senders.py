@@ -50,7 +50,9 @@ class WebhookSender:
             # bytes must not hold the channel for ever.
             async with asyncio.timeout(self.channel.timeout):
                 answer = await self._client.post(self.target.url, content=body, headers=headers)
-        except TimeoutError:
+        except (TimeoutError, httpx.TimeoutException):
+            # Either bound may strike first (the client's per-read one at the same instant):
+            # one reason for the record either way.
             raise DeliveryFailed(
                 self.channel.name, f"no answer within {self.channel.timeout:g} s"
             ) from None

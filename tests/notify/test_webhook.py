@@ -242,3 +242,58 @@ async def test_the_loops_run_on_the_system_clock_with_short_backoff(
         assert follower.state == "ok"
     finally:
         flaky.close()
+
+
+async def test_a_first_start_begins_at_the_end_of_the_log(
+    store: SQLiteEventStore,
+    clock: ManualClock,
+    receiver: Receiver,
+    start: Start,
+    notifiers: list[Notifier],
+) -> None:
+    """Channels configured on a LabLink that has run for a while: the alarms of before are
+    not sent; the first start's position is kept, so a restart does not send them either."""
+    raise_alarm(store, "alarm_before")
+    first = await start([webhook("ops", receiver.url)], clock)
+    raise_alarm(store, "alarm_after")
+    await eventually(lambda: sent(store))
+    assert [r.key for r in receiver.requests] == ["alarm_after:ops:raised"]
+    notifiers.remove(first)
+    await first.aclose()
+    again = await start([webhook("ops", receiver.url)], clock)
+    raise_alarm(store, "alarm_later")
+    await eventually(lambda: len(sent(store)) == 2)
+    await eventually(lambda: again.ready.is_set())
+    assert [r.key for r in receiver.requests] == [
+        "alarm_after:ops:raised",
+        "alarm_later:ops:raised",
+    ]
+
+
+async def test_a_first_start_sends_what_this_start_raised_before_it_ran(
+    store: SQLiteEventStore, clock: ManualClock, receiver: Receiver, start: Start
+) -> None:
+    """The runtime opens the log, recovers (which may raise alarms), then starts the
+    notifier: it begins where the log stood when the runtime opened it."""
+    raise_alarm(store, "alarm_of_last_year")
+    opened_at = store.last_position()
+    raise_alarm(store, "alarm_of_the_recovery")
+    await start([webhook("ops", receiver.url)], clock, first_start_at=opened_at)
+    await eventually(lambda: sent(store))
+    assert [r.key for r in receiver.requests] == ["alarm_of_the_recovery:ops:raised"]
+
+
+async def test_a_receiver_that_never_answers_is_a_failed_attempt_after_the_timeout(
+    store: SQLiteEventStore, clock: ManualClock, start: Start
+) -> None:
+    silent = Receiver(SECRET, hold=True)
+    try:
+        await start([webhook("ops", silent.url, timeout=0.2)], clock)
+        raise_alarm(store, "alarm_1")
+        await eventually(lambda: facts(store))
+        (failed,) = facts(store)
+        assert isinstance(failed, NotificationFailed)
+        assert failed.error == "no answer within 0.2 s"
+        assert [r.status for r in silent.requests] == [0]  # taken, never answered
+    finally:
+        silent.close()
