@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import re
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 from typer.testing import CliRunner
 
 from lablink.cli import app
@@ -23,12 +25,27 @@ def clear_lablink_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name)
 
 
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """`lablink serve` configures structlog to print to the sys.stdout of the moment, which
+    under CliRunner is a buffer closed when invoke returns: left in place, every later log
+    line in this process raises "I/O operation on closed file" (a relay logging its connect
+    dies, and a later test waits in vain for its stream)."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
 @pytest.mark.parametrize(
     ("given", "missing"),
     [("LABLINK_TLS_CERT", "LABLINK_TLS_KEY"), ("LABLINK_TLS_KEY", "LABLINK_TLS_CERT")],
 )
 def test_one_without_the_other_is_refused_naming_both(
-    given: str, missing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    given: str,
+    missing: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    logging_restored: None,
 ) -> None:
     certs = make_certs(tmp_path / "tls")
     clear_lablink_env(monkeypatch)

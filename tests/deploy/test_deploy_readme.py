@@ -89,6 +89,10 @@ def test_the_example_env_file_is_accepted_by_serve(
     assert settings.nats_url.startswith("tls://")
     assert (settings.nats_replicas, settings.agents) == (3, False)
     assert settings.nats_tls_ca == "/etc/lablink/tls/nats-ca.crt"
+    # lablink.service may write its data directory only (ReadWritePaths=): the backups too.
+    assert settings.data_dir == Path("/var/lib/lablink")
+    assert settings.backup_dir is not None
+    assert settings.backup_dir.is_relative_to(settings.data_dir)
 
 
 def test_the_lab_pc_toml_loads(tmp_path: Path) -> None:

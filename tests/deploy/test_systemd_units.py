@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,9 @@ import typer
 
 from lablink.bus.relay import SHUTDOWN_SECONDS, Relay
 from lablink.bus.server import NatsServer, nats_server_binary
+from lablink.notify.notifier import SHUTDOWN_SECONDS as NOTIFY_SHUTDOWN_SECONDS
 from lablink.scheduler.engine import Engine
+from lablink.supervision import Supervisor
 from tests.deploy.commands import parse
 
 ROOT = Path(__file__).parents[2]
@@ -79,12 +82,21 @@ def installable_copy(unit: Path, folder: Path) -> Path:
     return copy
 
 
+def tool(path: str) -> str:
+    """A systemd tool the tests run: never skipped. README's test command installs Debian's
+    `systemd` package where it is missing; without it the test fails, saying so."""
+    found = path if Path(path).exists() else shutil.which(Path(path).name)
+    assert found is not None, f"{path}: not found; install Debian's systemd package"
+    return found
+
+
 def verify_complaints(units: list[Path]) -> list[str]:
     """What `systemd-analyze verify` says about ``units`` (it exits 0 on a mere warning, such
     as an unknown key, so its words are what count). --man=no: no man pages to look up in a
-    container. Lines about the system's own units (targets it loads) are not ours."""
+    container. Lines about the system's own units (targets it loads) are not ours; a template
+    is checked as an instance (`lablink-agent@i.service`)."""
     run = subprocess.run(
-        [SYSTEMD_ANALYZE, "verify", "--man=no", *map(str, units)],
+        [tool(SYSTEMD_ANALYZE), "verify", "--man=no", *map(str, units)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -110,12 +122,21 @@ def test_systemd_analyze_verify_has_nothing_to_say(tmp_path: Path) -> None:
     assert verify_complaints(copies) == []
 
 
-def test_verify_complaints_catch_a_misspelt_key(tmp_path: Path) -> None:
-    # The check above must be able to fail: a typo in a directive is only a warning.
-    copy = installable_copy(UNITS / "lablink.service", tmp_path)
+@pytest.mark.parametrize("name", sorted(DATA_DIRS))
+def test_verify_complaints_catch_a_misspelt_key(name: str, tmp_path: Path) -> None:
+    # The check above must be able to fail, for a template too: a typo in a directive is
+    # only a warning.
+    copy = installable_copy(UNITS / name, tmp_path)
     copy.write_text(copy.read_text().replace("PrivateTmp=yes", "PrivateTemp=yes"))
     complaints = verify_complaints([copy])
     assert any("PrivateTemp" in line for line in complaints), complaints
+
+
+def test_verify_complaints_catch_a_missing_binary(tmp_path: Path) -> None:
+    copy = installable_copy(UNITS / "nats-server@.service", tmp_path)
+    copy.write_text(copy.read_text().replace(nats_server_binary(), "/nonexistent/nats-server"))
+    complaints = verify_complaints([copy])
+    assert any("/nonexistent/nats-server is not executable" in line for line in complaints)
 
 
 @pytest.mark.parametrize("name", sorted(DATA_DIRS))
@@ -128,6 +149,8 @@ def test_hardened_and_writing_only_the_data_dir(name: str) -> None:
     assert one(unit, "ProtectSystem") == "strict"
     assert one(unit, "ProtectHome") == "yes"
     assert one(unit, "ReadWritePaths") == DATA_DIRS[name]
+    # systemd makes that directory at start, owned by the unit's user.
+    assert "/var/lib/" + one(unit, "StateDirectory") == DATA_DIRS[name]
     assert one(unit, "Restart") == "on-failure"
     assert one(unit, "KillSignal") == "SIGTERM"
     if name.startswith("lablink"):
@@ -146,24 +169,37 @@ def default(function: object, parameter: str) -> float:
 
 
 def test_lablink_is_given_longer_than_its_graceful_stop() -> None:
-    """Summed from the code, so that a longer grace there fails here until the unit follows."""
+    """Summed from the code, in the order `lablink serve` stops (lablink/runtime.py), so that
+    a longer grace there fails here until the unit follows."""
     runtime = (ROOT / "lablink" / "runtime.py").read_text()
     uvicorn = re.search(r"timeout_graceful_shutdown=(\d+)", runtime)
     assert uvicorn is not None
+    agent = (ROOT / "lablink" / "equipment_agent" / "agent.py").read_text()
+    goodbye = re.search(r"self\._nc\.flush\(timeout=(\d+)\)", agent)
+    assert goodbye is not None
     graceful = (
-        float(uvicorn.group(1))
-        + default(Engine.aclose, "grace_seconds")
+        float(uvicorn.group(1))  # open HTTP responses
+        + NOTIFY_SHUTDOWN_SECONDS  # a notification under way
+        + default(Engine.aclose, "grace_seconds")  # running executions
+        + default(Supervisor.aclose, "grace_seconds")  # the runtime's other tasks
+        + float(goodbye.group(1))  # the embedded agent's goodbye
         + default(Relay.aclose, "drain_seconds")
         + 3 * SHUTDOWN_SECONDS  # the relay's session stop, bounded at 2 + 1 times it
-        + 2  # the embedded agent's goodbye flush
-        + default(NatsServer.stop, "wait_seconds")
+        + default(Supervisor.aclose, "grace_seconds")  # the private nats-server's watcher
+        + default(NatsServer.stop, "wait_seconds")  # and the server itself
     )
-    assert graceful == 43  # the figure the unit's comment states
+    assert graceful == 68  # the figure the unit's comment states
+    unit = (UNITS / "lablink.service").read_text()
+    assert f"= {graceful:g} s, plus the instruments' safe-state commands" in unit
     stop = seconds(one(directives(UNITS / "lablink.service"), "TimeoutStopSec"))
-    # Beyond the sum: the instruments' safe-state commands, a VISA timeout each.
-    assert stop >= graceful + 30
+    # Beyond the sum: the instruments' safe-state commands, a VISA timeout each (two busy
+    # instruments at 3 commands x 5 s, as in deploy/lab.toml).
+    assert stop >= graceful + 2 * 3 * 5
+    readme = " ".join((ROOT / "deploy" / "README.md").read_text().split())
+    assert f"the stop takes at most {graceful:g} s" in readme
+    assert f"`TimeoutStopSec={stop:g}`" in readme
     agent_stop = seconds(one(directives(UNITS / "lablink-agent@.service"), "TimeoutStopSec"))
-    assert agent_stop >= 2 + 2 * 3 * 5  # flush + two busy instruments' safe states
+    assert agent_stop >= float(goodbye.group(1)) + 2 * 3 * 5
     assert seconds(one(directives(UNITS / "nats-server@.service"), "TimeoutStopSec")) >= 10
 
 
@@ -171,7 +207,7 @@ def test_the_units_users_are_made_by_the_sysusers_file(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     subprocess.run(
-        [SYSTEMD_SYSUSERS, f"--root={root}", str(SYSUSERS)],
+        [tool(SYSTEMD_SYSUSERS), f"--root={root}", str(SYSUSERS)],
         check=True,
         capture_output=True,
         timeout=60,
