@@ -62,8 +62,11 @@ from lablink.supervision import Supervisor
 log = structlog.get_logger(tag="scheduler")
 
 
-def make_executor(settings: Settings, profiles: ProfileLookup | None = None) -> Executor:
-    """The in-process executors; the agents executor needs the bus (see Runtime)."""
+def make_executor(
+    settings: Settings, profiles: ProfileLookup | None = None, clock: Clock | None = None
+) -> Executor:
+    """The in-process executors; the agents executor needs the bus (see Runtime). ``clock``
+    stamps the instrument's times (the scheduler's own, in-process)."""
     if settings.executor_kind == "noop":
         return NoOpExecutor()
     from lablink.equipment_agent.bench import BENCH_YAML, open_simulated_bench
@@ -73,6 +76,7 @@ def make_executor(settings: Settings, profiles: ProfileLookup | None = None) -> 
         settings.data_dir,
         realtime=settings.realtime,
         profiles=profiles,
+        clock=clock,
     )
 
 
@@ -194,7 +198,7 @@ class Runtime:
         elif settings.executor_kind == "agents":
             self.executor = self._agents_executor()
         else:
-            self.executor = make_executor(settings, profile_lookup(store))
+            self.executor = make_executor(settings, profile_lookup(store), self.clock)
         stack.push_async_callback(self.executor.aclose)
         stack.push_async_callback(self.supervisor.aclose)
         if self._executor is None and isinstance(self.executor, AgentExecutor):

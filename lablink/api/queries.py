@@ -104,6 +104,8 @@ def job_history(conn: sqlite3.Connection, job_id: str) -> dict[str, Any] | None:
         "last_execution_id": row["last_execution_id"],
         "last_status": row["last_status"],
         "next_run": iso(job[0], zone),
+        "last_instrument_started_at": iso(row["last_instrument_started_at"], zone),
+        "last_instrument_ended_at": iso(row["last_instrument_ended_at"], zone),
     }
 
 

@@ -118,6 +118,8 @@ class JobHistory(msgspec.Struct, kw_only=True):
     last_execution_id: str | None
     last_status: str | None
     next_run: Instant | None
+    last_instrument_started_at: Instant | None = None
+    last_instrument_ended_at: Instant | None = None
 
 
 class HistoryAnswer(Envelope, kw_only=True):
@@ -184,8 +186,20 @@ class ExecutionData(msgspec.Struct, kw_only=True):
     url: str | None = None
 
 
+class Lateness(msgspec.Struct, kw_only=True):
+    """Seconds from ``scheduled_time`` to each step (null where the step has no recorded
+    instant): decided (``actual_time``), dispatched (``dispatched_at``), and begun on the
+    instrument (``instrument_started_at``)."""
+
+    decided_seconds: float | None = None
+    dispatched_seconds: float | None = None
+    instrument_started_seconds: float | None = None
+
+
 class ExecutionView(msgspec.Struct, kw_only=True):
-    """Times in UTC. ``result``, ``error`` and ``late_result`` are as the agent reported them."""
+    """Times in UTC. ``result``, ``error`` and ``late_result`` are as the agent reported them;
+    ``instrument_started_at`` and ``instrument_ended_at`` are its instrument's own times, on
+    its clock."""
 
     execution_id: str
     job_id: str
@@ -210,6 +224,10 @@ class ExecutionView(msgspec.Struct, kw_only=True):
     coalesced_into: str | None
     late_result: dict[str, Any] | None
     data: ExecutionData = msgspec.field(default_factory=lambda: ExecutionData(status="none"))
+    dispatched_at: Instant | None = None
+    instrument_started_at: Instant | None = None
+    instrument_ended_at: Instant | None = None
+    lateness: Lateness = msgspec.field(default_factory=Lateness)
 
 
 class ExecutionList(Envelope, kw_only=True):

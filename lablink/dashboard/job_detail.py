@@ -104,6 +104,10 @@ def executions(context: ApiContext, job_id: str, before: int | None) -> dict[str
 
 
 def _lateness(execution: dict[str, Any]) -> float | None:
+    """How late the instrument began it, when its result says; else how late it started."""
+    on_instrument = execution["lateness"]["instrument_started_seconds"]
+    if on_instrument is not None:
+        return float(on_instrument)
     scheduled, started = execution.get("scheduled_time"), execution.get("started_at")
     if not scheduled or not started:
         return None

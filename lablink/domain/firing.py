@@ -482,9 +482,13 @@ def decide_finish(
     result: dict[str, object] | None = None,
     error: ExecutionError | None = None,
     equipment: Mapping[str, Any] | None = None,
+    dispatched_at: datetime | None = None,
+    instrument_started_at: datetime | None = None,
+    instrument_ended_at: datetime | None = None,
 ) -> Decision:
-    """The executor reported an outcome. Late reports of an execution that already ended
-    (timed out, interrupted) change nothing."""
+    """The executor reported an outcome, recorded with when the command was dispatched and
+    the instrument's own times. Late reports of an execution that already ended (timed out,
+    interrupted) change nothing."""
     if execution_id not in state.running:
         return Decision([], state)
     events: list[AnyEvent] = []
@@ -497,6 +501,9 @@ def decide_finish(
             completed_at=now,
             started_at=started,
             result=dict(result or {}),
+            dispatched_at=dispatched_at,
+            instrument_started_at=instrument_started_at,
+            instrument_ended_at=instrument_ended_at,
         )
     else:
         final = ExecutionFailed(
@@ -505,6 +512,9 @@ def decide_finish(
             completed_at=now,
             started_at=started,
             error=error,
+            dispatched_at=dispatched_at,
+            instrument_started_at=instrument_started_at,
+            instrument_ended_at=instrument_ended_at,
         )
     alarm = (
         _alarm(
@@ -554,9 +564,12 @@ def decide_late_result(
     error: ExecutionError | None = None,
     agent_id: str = "",
     reported_at: datetime | None = None,
+    instrument_started_at: datetime | None = None,
+    instrument_ended_at: datetime | None = None,
 ) -> Decision:
     """An agent's result for an execution that already ended without it is kept as its
-    own fact; the execution's status stays as it was. Anything else records nothing."""
+    own fact (with the instrument's times it reports); the execution's status stays as it
+    was. Anything else records nothing."""
     if late_result_verdict(state, execution_id, equipment_id) != "late":
         return Decision([], state)
     events: list[AnyEvent] = []
@@ -573,6 +586,8 @@ def decide_late_result(
             agent_id=agent_id,
             equipment_id=equipment_id,
             reported_at=reported_at,
+            instrument_started_at=instrument_started_at,
+            instrument_ended_at=instrument_ended_at,
         ),
     )
     return Decision(events, state)
@@ -583,6 +598,7 @@ def decide_timeout(
     execution_id: str,
     now: datetime,
     equipment: Mapping[str, Any] | None = None,
+    dispatched_at: datetime | None = None,
 ) -> Decision:
     if execution_id not in state.running or state.spec is None:
         return Decision([], state)
@@ -607,13 +623,20 @@ def decide_timeout(
             completed_at=now,
             started_at=started,
             timeout_seconds=limit,
+            dispatched_at=dispatched_at,
         ),
         *alarm,
     )
     return Decision(events, _start_waiting(state, now, events))
 
 
-def decide_cancel(state: JobState, execution_id: str, now: datetime, reason: str) -> Decision:
+def decide_cancel(
+    state: JobState,
+    execution_id: str,
+    now: datetime,
+    reason: str,
+    dispatched_at: datetime | None = None,
+) -> Decision:
     waiting = execution_id in state.queued or execution_id in state.pending
     if execution_id not in state.running and not waiting:
         return Decision([], state)
@@ -627,6 +650,7 @@ def decide_cancel(state: JobState, execution_id: str, now: datetime, reason: str
             completed_at=now,
             started_at=state.started.get(execution_id),
             reason=reason,
+            dispatched_at=dispatched_at,
         ),
     )
     return Decision(events, _start_waiting(state, now, events))

@@ -42,6 +42,7 @@ from nats.js import JetStreamContext
 from lablink.bus.connection import connect_nats
 from lablink.bus.options import NatsOptions
 from lablink.clock import Clock, SystemClock
+from lablink.equipment_agent.accepts import Accepts
 from lablink.equipment_agent.bench import Bench, PortWrapper
 from lablink.equipment_agent.config import AgentConfig
 from lablink.equipment_agent.inprocess import InProcessExecutor
@@ -109,6 +110,7 @@ class Agent:
     _js: JetStreamContext | None = None
     _executor: InProcessExecutor | None = None
     _ledger: Ledger | None = None
+    _accepts: Accepts | None = None
     _subscriptions: list[Subscription] = field(default_factory=list)
     _running: dict[str, _Execution] = field(default_factory=dict)
     _heartbeat: asyncio.Task[None] | None = None
@@ -119,7 +121,8 @@ class Agent:
     _uploading: set[str] = field(default_factory=set)
     inline_upload_bytes: int = INLINE_UPLOAD_BYTES
     _closing: bool = False
-    # The agent's own clock: a command's lateness is measured on it.
+    # The agent's own clock: a command's lateness is measured on it, and the instrument's
+    # times (when an operation began and ended on it) are read from it.
     clock: Clock = field(default_factory=SystemClock)
     # Reports of refused commands on their way to the stream.
     _refusals: set[asyncio.Task[None]] = field(default_factory=set)
@@ -137,8 +140,10 @@ class Agent:
             realtime=self.config.realtime,
             limits=self.config.limits,
             agent_id=self.agent_id,
+            clock=self.clock,
         )
         self._ledger = Ledger(self.config.data_dir / "agents" / f"{self.agent_id}.db")
+        self._accepts = Accepts(self._ledger)
         self._nc = await connect_nats(self.options, name=f"lablink-agent-{self.agent_id}")
         self._js = self._nc.jetstream()
         await self._settle_unfinished()
@@ -217,9 +222,8 @@ class Agent:
         if stale is not None:
             await self._refuse_stale(msg, request, stale)
             return
-        fresh = await asyncio.to_thread(
-            ledger.accept, request.execution_id, request.job_id, equipment_id
-        )
+        assert self._accepts is not None
+        fresh = await self._accepts.accept(request.execution_id, request.job_id, equipment_id)
         if not fresh:
             state, _ = await asyncio.to_thread(ledger.state, request.execution_id)
             log.info("duplicate run ignored", execution_id=request.execution_id, state=state)
@@ -351,7 +355,8 @@ class Agent:
             sha256=sha256,
             status="pending_upload",
         )
-        pending = Outcome(status="completed", result={**outcome.result, "data": data})
+        # Replaced, not rebuilt: the instrument's times go with the result.
+        pending = msgspec.structs.replace(outcome, result={**outcome.result, "data": data})
         upload = PendingUpload(
             execution_id=execution_id,
             job_id=request.job_id,
@@ -367,9 +372,8 @@ class Agent:
         if size > self.inline_upload_bytes or await self._upload(upload) is None:
             self._upload_wake.set()
             return pending
-        stored = Outcome(
-            status="completed",
-            result={**outcome.result, "data": {**data, "status": "stored"}},
+        stored = msgspec.structs.replace(
+            outcome, result={**outcome.result, "data": {**data, "status": "stored"}}
         )
         try:
             await asyncio.to_thread(self._ledger.finish_stored, execution_id, stored)
@@ -499,7 +503,7 @@ class Agent:
             job_id=upload.job_id,
             equipment_id=upload.equipment_id,
             agent_id=self.agent_id,
-            seq=await asyncio.to_thread(self._ledger.next_seq, upload.execution_id),
+            seq=self._ledger.next_seq(upload.execution_id),
             at=datetime.now(UTC),
             stored=StoredData(
                 object=upload.object,
@@ -552,7 +556,7 @@ class Agent:
                     job_id=item.job_id,
                     equipment_id=item.equipment_id,
                     agent_id=self.agent_id,
-                    seq=await asyncio.to_thread(self._ledger.next_seq, item.execution_id),
+                    seq=self._ledger.next_seq(item.execution_id),
                     at=datetime.now(UTC),
                     outcome=item.outcome,
                 ),
@@ -570,7 +574,7 @@ class Agent:
         required: bool,
     ) -> None:
         assert self._ledger is not None
-        seq = await asyncio.to_thread(self._ledger.next_seq, request.execution_id)
+        seq = self._ledger.next_seq(request.execution_id)
         report = Report(
             execution_id=request.execution_id,
             job_id=request.job_id,
@@ -675,11 +679,7 @@ def _captured(outcome: Outcome) -> bool:
 def _without_capture(outcome: Outcome, reason: str) -> Outcome:
     """``outcome`` saying its capture never reached the upload: data status ``none``, and why."""
     data = {**outcome.result["data"], "status": "none", "lost": reason}
-    return Outcome(
-        status=outcome.status,
-        result={**outcome.result, "data": data},
-        error=outcome.error,
-    )
+    return msgspec.structs.replace(outcome, result={**outcome.result, "data": data})
 
 
 def _staleness(command: RunCommand, now: datetime) -> ExecutionError | None:

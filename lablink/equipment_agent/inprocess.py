@@ -5,6 +5,8 @@ instrument's worker thread, so it holds the instrument for its whole length and 
 talks to that instrument meanwhile. Progress reported on the worker is relayed to the engine
 in order. Everything the instrument or the parameters cause comes back as a failed outcome
 with a typed error; an unexpected exception is logged with its trace and reported by name.
+Every outcome carries the instants the operation began and ended on the instrument, read on
+its worker from this executor's clock (``RunContext.now``).
 
 Over the simulated bench (the default) instrument time is simulated: a 600 s capture or a
 60 s load test completes at once. Pass ``realtime=True`` for real instruments.
@@ -20,8 +22,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import structlog
 
+from lablink.clock import Clock, SystemClock
 from lablink.equipment_agent.acquisition import DEFAULT_MAX_SAMPLES_PER_CHANNEL, CaptureLimits
 from lablink.equipment_agent.bench import (
     BENCH_YAML,
@@ -67,6 +71,7 @@ class InProcessExecutor:
         profiles: ProfileLookup | None = None,
         limits: CaptureLimits | None = None,
         agent_id: str = "",
+        clock: Clock | None = None,
     ) -> None:
         if max_samples_per_channel < 1:
             raise ValueError("max_samples_per_channel must be at least 1")
@@ -79,6 +84,8 @@ class InProcessExecutor:
         )
         self.realtime = realtime
         self.profiles = profiles
+        # Stamps the instrument's times (an agent's clock, or the scheduler's in-process).
+        self.clock = clock or SystemClock()
         # Kept until the execution ends normally or stop() is called: the engine cancels the
         # execute() task first and only then asks stop() to make the instrument safe.
         self._running: dict[str, _Running] = {}
@@ -92,6 +99,7 @@ class InProcessExecutor:
         wrap: PortWrapper | None = None,
         max_samples_per_channel: int = DEFAULT_MAX_SAMPLES_PER_CHANNEL,
         profiles: ProfileLookup | None = None,
+        clock: Clock | None = None,
     ) -> InProcessExecutor:
         """The guide's six instruments on pyvisa-sim."""
         return cls(
@@ -99,6 +107,7 @@ class InProcessExecutor:
             data_dir,
             max_samples_per_channel=max_samples_per_channel,
             profiles=profiles,
+            clock=clock,
         )
 
     async def execute(self, request: ExecutionRequest, progress: ProgressReport) -> Outcome:
@@ -131,7 +140,9 @@ class InProcessExecutor:
         except EquipmentError as exc:
             return _failed(exc)
         job = self._job(request, profile_settings)
-        ctx = RunContext(equipment_id=session.equipment_id, realtime=self.realtime)
+        ctx = RunContext(
+            equipment_id=session.equipment_id, realtime=self.realtime, now=self.clock.now
+        )
         self._running[execution_id] = _Running(session, ctx)
         options = dataclasses.replace(self.options, resource=session.resource_name)
         operation = partial(_operate, job=job, ctx=ctx, options=options)
@@ -144,16 +155,18 @@ class InProcessExecutor:
                 raise  # the engine's cancel: the entry stays for stop()
             # Not our task's cancel: the bench closed under a queued operation.
             self._running.pop(execution_id, None)
-            return _failed(EquipmentOffline(session.equipment_id, "the bench was closed"))
+            return _timed(
+                _failed(EquipmentOffline(session.equipment_id, "the bench was closed")), ctx
+            )
         except EquipmentError as exc:
             self._running.pop(execution_id, None)
-            return _failed(exc)
+            return _timed(_failed(exc), ctx)
         except Exception as exc:
             self._running.pop(execution_id, None)
             log.exception("operation raised", execution_id=execution_id)
-            return Outcome.failed("internal_error", f"{type(exc).__name__}: {exc}")
+            return _timed(Outcome.failed("internal_error", f"{type(exc).__name__}: {exc}"), ctx)
         self._running.pop(execution_id, None)
-        return Outcome(status="completed", result=result)
+        return _timed(Outcome(status="completed", result=result), ctx)
 
     def describe_equipment(self, equipment_id: str) -> dict[str, Any]:
         """The instrument as this process opened it (for failure alarms)."""
@@ -258,6 +271,14 @@ def _operate(
 
 def _safe_state(inst: Instrument) -> dict[str, Any]:
     return inst.safe_state()
+
+
+def _timed(outcome: Outcome, ctx: RunContext) -> Outcome:
+    """``outcome`` with the instrument's times the operation took (none if it never touched
+    the instrument)."""
+    return msgspec.structs.replace(
+        outcome, instrument_started_at=ctx.started_at, instrument_ended_at=ctx.ended_at
+    )
 
 
 def _failed(exc: EquipmentError) -> Outcome:

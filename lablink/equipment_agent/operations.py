@@ -63,8 +63,14 @@ def run_operation(
     # A job the table alone can refuse changes nothing on the instrument, its profile
     # included (the job service ran the same checks when it was saved, if it knew the kind).
     check_job(inst.model, inst.equipment_id, job.schedule_type, job.parameters)
-    profile = apply_profile(inst, job)
-    result = operation(inst, job, ctx, options, profile)
+    # The instrument's own times, taken on its worker right around its I/O (the profile's
+    # included): what the record shows as instrument_started_at and instrument_ended_at.
+    ctx.started_at = ctx.now()
+    try:
+        profile = apply_profile(inst, job)
+        result = operation(inst, job, ctx, options, profile)
+    finally:
+        ctx.ended_at = ctx.now()
     if profile is not None:
         result["profile"] = profile
     return result

@@ -79,6 +79,13 @@ class ExecutionSucceeded(Event, frozen=True, kw_only=True, tag="execution.comple
     # Carried on the final fact so that views can compute durations from it alone.
     started_at: datetime | None = None
     result: dict[str, Any] = msgspec.field(default_factory=dict)
+    # When the command left the scheduler (docs/api.md, "Executions"); None in logs written
+    # before it was recorded.
+    dispatched_at: datetime | None = None
+    # When the operation began and ended on the instrument, on the clock of whoever drove it
+    # (the agent's); None when the instrument was never touched, or in older logs.
+    instrument_started_at: datetime | None = None
+    instrument_ended_at: datetime | None = None
 
 
 class ExecutionFailed(Event, frozen=True, kw_only=True, tag="execution.failed"):
@@ -87,6 +94,9 @@ class ExecutionFailed(Event, frozen=True, kw_only=True, tag="execution.failed"):
     completed_at: datetime
     started_at: datetime | None = None
     error: ExecutionError
+    dispatched_at: datetime | None = None
+    instrument_started_at: datetime | None = None
+    instrument_ended_at: datetime | None = None
 
 
 class ExecutionTimedOut(Event, frozen=True, kw_only=True, tag="execution.timed_out"):
@@ -95,6 +105,7 @@ class ExecutionTimedOut(Event, frozen=True, kw_only=True, tag="execution.timed_o
     completed_at: datetime
     started_at: datetime | None = None
     timeout_seconds: float
+    dispatched_at: datetime | None = None
 
 
 class ExecutionCancelled(Event, frozen=True, kw_only=True, tag="execution.cancelled"):
@@ -103,6 +114,8 @@ class ExecutionCancelled(Event, frozen=True, kw_only=True, tag="execution.cancel
     completed_at: datetime
     started_at: datetime | None = None
     reason: str = ""
+    # None when it was cancelled before it was dispatched (pending or queued).
+    dispatched_at: datetime | None = None
 
 
 class ExecutionInterrupted(Event, frozen=True, kw_only=True, tag="execution.interrupted"):
@@ -236,6 +249,9 @@ class ExecutionLateResult(Event, frozen=True, kw_only=True, tag="execution.late_
     equipment_id: str = ""
     # When the agent says it produced the result (its clock).
     reported_at: datetime | None = None
+    # When the operation began and ended on the instrument (the agent's clock).
+    instrument_started_at: datetime | None = None
+    instrument_ended_at: datetime | None = None
 
 
 def documented_error(error: ExecutionError | None) -> ExecutionError:

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from lablink.instruments.errors import OperationStopped
@@ -25,6 +25,10 @@ ProgressSink = Callable[[float, str, dict[str, Any]], None]
 
 def _discard(fraction: float, message: str, data: dict[str, Any]) -> None:
     return None
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +56,11 @@ class RunContext:
     cancel: threading.Event = field(default_factory=threading.Event)
     report: ProgressSink = _discard
     realtime: bool = False
+    # The wall clock of whoever drives the instrument (an agent's), and the instants the
+    # operation began and ended on it by that clock: None until it touched the instrument.
+    now: Callable[[], datetime] = _utc_now
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
 
     def step(self, done: int, total: int, message: str, data: dict[str, Any] | None = None) -> None:
         """Report step ``done`` of ``total``, thinned to about ``PROGRESS_STEPS`` reports; the

@@ -28,9 +28,20 @@ class ExecutionRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """How an execution ended, with its times as those who saw them say.
+
+    ``instrument_started_at`` and ``instrument_ended_at`` are taken by whoever drove the
+    instrument (an agent: on its clock), on the instrument's worker, right around the
+    operation's I/O; None when the instrument was never touched. ``dispatched_at`` is when
+    the scheduler's executor sent the command on (to an agent: the run request); an agent
+    leaves it None."""
+
     status: Literal["completed", "failed"]
     result: dict[str, Any] = msgspec.field(default_factory=dict)
     error: ExecutionError | None = None
+    dispatched_at: datetime | None = None
+    instrument_started_at: datetime | None = None
+    instrument_ended_at: datetime | None = None
 
     @classmethod
     def ok(cls, **result: Any) -> Outcome:

@@ -70,6 +70,9 @@ COLUMNS = (
     "late_result",
     "data_status",
     "data",
+    "dispatched_at",
+    "instrument_started_at",
+    "instrument_ended_at",
 )
 JOB_COLUMNS = ("job_id", "name", "schedule_type", "equipment_id")
 # How many jobs' names the fold keeps between batches, the least recently used let go first
@@ -106,11 +109,15 @@ def _late(event: ExecutionLateResult) -> str:
             "error": event.error,
             "agent_id": event.agent_id,
             "received_at": event.received_at.astimezone(UTC).isoformat(),
-            "reported_at": (
-                event.reported_at.astimezone(UTC).isoformat() if event.reported_at else None
-            ),
+            "reported_at": _iso(event.reported_at),
+            "instrument_started_at": _iso(event.instrument_started_at),
+            "instrument_ended_at": _iso(event.instrument_ended_at),
         }
     )
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.astimezone(UTC).isoformat() if when is not None else None
 
 
 def _duration(started: datetime | None, completed: datetime) -> float | None:
@@ -143,8 +150,10 @@ def _final_fields(event: ExecutionEnded) -> Row:
             fields["progress"] = 1.0
             if "data" in event.result:
                 fields.update(_data_fields(event.result))
+            fields.update(_times(event))
         case ExecutionFailed():
             fields["error"] = to_json(event.error)
+            fields.update(_times(event))
         case ExecutionTimedOut():
             fields["error"] = to_json(
                 {
@@ -152,12 +161,24 @@ def _final_fields(event: ExecutionEnded) -> Row:
                     "message": f"no result within timeout_seconds={event.timeout_seconds:g}",
                 }
             )
+            fields["dispatched_at"] = instant(event.dispatched_at)
         case ExecutionCancelled():
             fields["message"] = event.reason
+            fields["dispatched_at"] = instant(event.dispatched_at)
         case ExecutionInterrupted():
             fields["message"] = event.reason
             fields["error"] = to_json({"type": "interrupted", "message": event.reason})
     return fields
+
+
+def _times(event: ExecutionSucceeded | ExecutionFailed) -> Row:
+    """When the command was dispatched, and the instrument's own times, as recorded with the
+    result."""
+    return {
+        "dispatched_at": instant(event.dispatched_at),
+        "instrument_started_at": instant(event.instrument_started_at),
+        "instrument_ended_at": instant(event.instrument_ended_at),
+    }
 
 
 class ExecutionsProjection:
@@ -439,6 +460,9 @@ def _opened(position: int, event: _Opening, job: tuple[str, str, str] | None) ->
         None,  # late_result
         "none",  # data_status
         None,  # data
+        None,  # dispatched_at
+        None,  # instrument_started_at
+        None,  # instrument_ended_at
     ]
 
 

@@ -50,6 +50,9 @@ COLUMNS = (
     "last_execution",
     "last_execution_id",
     "last_status",
+    # The instrument's own times of the newest execution, once its result recorded them.
+    "last_instrument_started_at",
+    "last_instrument_ended_at",
 )
 # The counter each ending adds to, and the status it gives: the guide counts ``completed``
 # executions as ``successful``.
@@ -106,6 +109,13 @@ class HistoryProjection:
                     row["duration_total"] += (ended.completed_at - ended.started_at).total_seconds()
                 if row["last_execution_id"] == ended.execution_id:
                     row["last_status"] = status
+                    # Only a result carries them (completed, failed).
+                    row["last_instrument_started_at"] = instant(
+                        getattr(ended, "instrument_started_at", None)
+                    )
+                    row["last_instrument_ended_at"] = instant(
+                        getattr(ended, "instrument_ended_at", None)
+                    )
                 changed(ended.job_id)
             elif kind in _OPENED or kind in _ONCE:
                 opened: ExecutionRequested | ExecutionQueued | ExecutionRecordedEnded = event  # type: ignore[assignment]
@@ -115,6 +125,8 @@ class HistoryProjection:
                 row["total_executions"] += 1
                 row["last_execution"] = instant(opened.actual_time)
                 row["last_execution_id"] = opened.execution_id
+                row["last_instrument_started_at"] = None
+                row["last_instrument_ended_at"] = None
                 once = _ONCE.get(kind)
                 if once is not None:
                     row[once] += 1

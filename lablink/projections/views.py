@@ -33,7 +33,17 @@ EXECUTION_INSTANTS = (
     "completed_at",
     "window_start",
     "window_end",
+    "dispatched_at",
+    "instrument_started_at",
+    "instrument_ended_at",
 )
+# How late an execution was at each step, against its scheduled time (docs/api.md,
+# "Executions"): the step's key in ``lateness`` -> the column of the instant it happened.
+LATENESS_STEPS = {
+    "decided_seconds": "actual_time",
+    "dispatched_seconds": "dispatched_at",
+    "instrument_started_seconds": "instrument_started_at",
+}
 HIDDEN_JOB_COLUMNS = ("state", "queued_count", "last_fire_time", "view")
 
 
@@ -70,10 +80,25 @@ def execution_view(row: dict[str, Any]) -> dict[str, Any]:
             view[column] = json.loads(row[column]) if row[column] else None
     for column in EXECUTION_INSTANTS:
         view[column] = iso(row[column])
+    view["lateness"] = lateness(row)
     if "data_status" in row:
         view["data"] = data_view(row)
         del view["data_status"]
     return view
+
+
+def lateness(row: dict[str, Any]) -> dict[str, float | None]:
+    """Seconds from the scheduled time to each step, where the row knows both (null
+    otherwise); negative when a step came before its scheduled time."""
+    scheduled = row.get("scheduled_time")
+    base = parse_instant(scheduled) if scheduled else None
+    steps: dict[str, float | None] = {}
+    for step, column in LATENESS_STEPS.items():
+        when = row.get(column)
+        steps[step] = (
+            (parse_instant(when) - base).total_seconds() if base is not None and when else None
+        )
+    return steps
 
 
 DATA_URL = "/api/scheduler/executions/{}/data"

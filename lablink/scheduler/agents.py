@@ -303,13 +303,16 @@ class AgentExecutor:
             # Shielded, like the wait below: when the engine cancels this task (timeout,
             # cancel), the request still completes and the execution stays known as
             # dispatched, so that stop() reaches the agent that may have taken it.
-            sending = asyncio.ensure_future(self._send_run(equipment_id, command))
+            sent: list[datetime] = []
+            sending = asyncio.ensure_future(self._send_run(equipment_id, command, sent))
             self._sending[execution_id] = sending
             refused = await asyncio.shield(sending)
             # The heartbeat watcher may have ended the wait while the request was out.
             if refused is not None:
                 waiter.settle(refused)
-            return await asyncio.shield(waiter.outcome)
+            outcome = await asyncio.shield(waiter.outcome)
+            # The agent's outcome has its own times; when the command left is ours.
+            return msgspec.structs.replace(outcome, dispatched_at=sent[0]) if sent else outcome
         finally:
             self._waiters.pop(execution_id, None)
             if execution_id in self._sending and self._sending[execution_id].done():
@@ -329,11 +332,16 @@ class AgentExecutor:
             return sent - late
         return sent  # on time, or started later by its conflict policy (queue)
 
-    async def _send_run(self, equipment_id: str, command: RunCommand) -> Outcome | None:
-        """None once an agent has the execution; else why it failed before it started."""
+    async def _send_run(
+        self, equipment_id: str, command: RunCommand, sent: list[datetime]
+    ) -> Outcome | None:
+        """None once an agent has the execution; else why it failed before it started.
+        ``sent`` gets the instant the request is published (the execution's dispatch)."""
+        payload = encoder.encode(command)
+        sent.append(self.clock.now())
         try:
             msg = await self.nc.request(
-                run_subject(equipment_id), encoder.encode(command), timeout=self.run_timeout
+                run_subject(equipment_id), payload, timeout=self.run_timeout
             )
         except nats.errors.NoRespondersError:
             return _failed(

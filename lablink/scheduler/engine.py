@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 import structlog
 
 from lablink.alarm_service import AlarmService
@@ -188,6 +189,10 @@ class Engine:
         self._parked: list[_Parked] = []
         self._job_failures: dict[str, Backoff] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # When each running execution was handed to the executor: its dispatch when the
+        # executor does not say (in-process, no-op), or when it ends without the executor's
+        # word (timed out, cancelled).
+        self._handed: dict[str, datetime] = {}
         self._job_locks: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -585,7 +590,13 @@ class Engine:
             assert execution_id is not None
             decision = await self._command(
                 job_id,
-                lambda s: decide_timeout(s, execution_id, now, self._equipment(s)),
+                lambda s: decide_timeout(
+                    s,
+                    execution_id,
+                    now,
+                    self._equipment(s),
+                    dispatched_at=self._handed.get(execution_id),
+                ),
                 park=False,
             )
         except RecordingFailed as exc:
@@ -720,7 +731,10 @@ class Engine:
     async def cancel(self, job_id: str, execution_id: str, reason: str = "cancelled") -> bool:
         now = self.clock.now()
         decision = await self._client_command(
-            job_id, lambda s: decide_cancel(s, execution_id, now, reason)
+            job_id,
+            lambda s: decide_cancel(
+                s, execution_id, now, reason, dispatched_at=self._handed.get(execution_id)
+            ),
         )
         if decision is None or not decision.events:
             return False
@@ -757,7 +771,7 @@ class Engine:
     def _dispatch(self, state: JobState, execution_id: str, started_at: datetime) -> None:
         request = self._request(state, execution_id)
         outcome = self.executor.execute(request, self._progress(request))
-        self._track(request, started_at, self._finish_with(request, outcome))
+        self._track(request, started_at, self._finish_with(request, outcome, handing=True))
 
     def _track(
         self, request: ExecutionRequest, started_at: datetime, work: Coroutine[Any, Any, None]
@@ -775,6 +789,7 @@ class Engine:
 
     def _forget_task(self, execution_id: str, task: asyncio.Task[None]) -> None:
         self._tasks.pop(execution_id, None)
+        self._handed.pop(execution_id, None)
         self.timers.cancel_timeout(execution_id)
         if not task.cancelled() and task.exception() is not None:
             log.error(
@@ -810,7 +825,13 @@ class Engine:
 
         return progress
 
-    async def _finish_with(self, request: ExecutionRequest, pending: Awaitable[Outcome]) -> None:
+    async def _finish_with(
+        self, request: ExecutionRequest, pending: Awaitable[Outcome], *, handing: bool = False
+    ) -> None:
+        """Wait for the outcome and record it. ``handing``: ``pending`` is the executor's
+        coroutine, not started yet; it starts (the execution is handed on) at the await."""
+        if handing:
+            self._handed[request.execution_id] = self.clock.now()
         try:
             outcome = await pending
         except asyncio.CancelledError:
@@ -835,8 +856,9 @@ class Engine:
                     execution_id=request.execution_id,
                     reported=None if outcome.error is None else outcome.error.type,
                 )
-                outcome = Outcome(status="failed", result=outcome.result, error=error)
+                outcome = msgspec.structs.replace(outcome, error=error)
         now = self.clock.now()
+        dispatched_at = outcome.dispatched_at or self._handed.get(request.execution_id)
         await self._command(
             request.job_id,
             lambda s: decide_finish(
@@ -847,6 +869,9 @@ class Engine:
                 error=outcome.error if outcome.status == "failed" else None,
                 # Only a failure can raise an alarm: a success needs no description.
                 equipment=self._equipment(s) if outcome.status == "failed" else None,
+                dispatched_at=dispatched_at,
+                instrument_started_at=outcome.instrument_started_at,
+                instrument_ended_at=outcome.instrument_ended_at,
             ),
         )
 
@@ -877,6 +902,8 @@ class Engine:
                 error=error,
                 agent_id=agent_id,
                 reported_at=reported_at,
+                instrument_started_at=outcome.instrument_started_at,
+                instrument_ended_at=outcome.instrument_ended_at,
             )
 
         now = self.clock.now()

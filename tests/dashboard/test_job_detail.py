@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -160,6 +161,35 @@ async def test_history_counts_and_executions_with_lateness_error_and_status(
     assert rows(fragment.text) == rows(page.text)
     harness.executor.release(third)
     await harness.settle()
+
+
+async def test_an_execution_shows_when_its_instrument_began_and_is_late_by_that(
+    harness: Harness, web: httpx.AsyncClient
+) -> None:
+    secret = await signed_in_as(harness, web, "operator")
+    job_id = await create(web, secret, enabled=False)
+    harness.executor.hold = True
+    execution_id = await harness.engine.run_now(job_id, actor="test")
+    await harness.settle()
+    began = harness.clock.now() + timedelta(milliseconds=250)
+    harness.executor.release(
+        execution_id,
+        Outcome(
+            status="completed",
+            result={"value": 5.0, "unit": "V"},
+            instrument_started_at=began,
+            instrument_ended_at=began + timedelta(milliseconds=4),
+        ),
+    )
+    await harness.settle()
+
+    page = await web.get(f"/jobs/{job_id}")
+    assert page.status_code == 200
+    assert f'datetime="{began.isoformat()}"' in page.text
+    words = text_of(page.text)
+    assert "on the instrument" in words
+    # Late by: when the instrument began, not when the scheduler decided (0 ms here).
+    assert "250 ms" in words
 
 
 async def test_executions_page_older_and_a_bad_cursor_is_named(

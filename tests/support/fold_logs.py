@@ -156,16 +156,28 @@ class FireLog:
             "completed_at": self.clock.now(),
             "started_at": started,
         }
+        # When it was dispatched, and the instrument's own times (an agent's clock: they
+        # need not fall between the scheduler's).
+        dispatched: dict[str, Any] = {"dispatched_at": started + timedelta(milliseconds=1)}
+        instrument: dict[str, Any] = {
+            "instrument_started_at": started + timedelta(milliseconds=2),
+            "instrument_ended_at": started + timedelta(milliseconds=7),
+        }
         if status == "completed":
-            return ExecutionSucceeded(**common, result={"v": 1.5, "unit": "V"})
+            return ExecutionSucceeded(
+                **common, result={"v": 1.5, "unit": "V"}, **dispatched, **instrument
+            )
         if status == "failed":
             return ExecutionFailed(
-                **common, error=ExecutionError(type="x", message="boom", code=-1)
+                **common,
+                error=ExecutionError(type="x", message="boom", code=-1),
+                **dispatched,
+                **instrument,
             )
         if status == "timed_out":
-            return ExecutionTimedOut(**common, timeout_seconds=60)
+            return ExecutionTimedOut(**common, timeout_seconds=60, **dispatched)
         if status == "cancelled":
-            return ExecutionCancelled(**common, reason="operator")
+            return ExecutionCancelled(**common, reason="operator", **dispatched)
         return ExecutionInterrupted(**common)
 
     def apply(self, action: tuple[Any, ...]) -> None:
@@ -227,6 +239,8 @@ class FireLog:
                     agent_id="agent-1",
                     equipment_id="power_supply_1",
                     reported_at=now - timedelta(seconds=3),
+                    instrument_started_at=now - timedelta(seconds=5),
+                    instrument_ended_at=now - timedelta(seconds=4),
                 ),
             )
             return
