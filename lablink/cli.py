@@ -327,33 +327,58 @@ def relay(
 @app.command()
 def agent(
     config: Annotated[
-        Path, typer.Option("--config", help="The lab.toml listing this agent's instruments.")
-    ],
+        Path | None,
+        typer.Option("--config", help="The lab.toml listing this agent's instruments."),
+    ] = None,
+    simulated: Annotated[
+        bool,
+        typer.Option(
+            "--simulated",
+            help="Serve the built-in simulated bench (the guide's six instruments on "
+            "pyvisa-sim), as `lablink serve` does by default, instead of a lab.toml.",
+        ),
+    ] = False,
     data_dir: Annotated[
         Path | None,
         typer.Option(
             help="Where a private nats-server's URL file is found [env LABLINK_DATA_DIR]."
         ),
     ] = None,
+    # `lablink serve`'s side of its own agent process (lablink/equipment_agent/child.py):
+    # written once the agent has started. Not an operator's option.
+    ready_fd: Annotated[int | None, typer.Option("--ready-fd", hidden=True)] = None,
 ) -> None:
-    """Run an equipment agent for the instruments of a lab.toml until SIGTERM or SIGINT.
+    """Run an equipment agent for the instruments of a lab.toml (--config), or for the
+    simulated bench (--simulated), until SIGTERM or SIGINT.
 
     NATS: [nats] url in the file, else LABLINK_NATS_URL, else the private server of the
     `lablink serve` that uses --data-dir. Credentials: [nats] in the file, else
     LABLINK_NATS_USER/_PASSWORD/_CREDENTIALS, else (the private server) the agent's own user,
-    made in data/nats/credentials.json the first time."""
-    from lablink.equipment_agent.config import ConfigError, load_config
+    made in data/nats/credentials.json the first time. The simulated bench keeps its
+    captures and ledger under --data-dir and takes real time with LABLINK_REALTIME=1."""
+    from lablink.equipment_agent.config import ConfigError, load_config, simulated_config
     from lablink.errors import BusCredentialsError
     from lablink.runtime import run_agent
 
     configure_logging()
-    try:
-        lab = load_config(config)
-    except ConfigError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--config") from exc
+    if (config is None) == (not simulated):
+        given = "both were given" if simulated else "neither was given"
+        raise typer.BadParameter(
+            f"{given}: pass --config lab.toml (this PC's instruments) or --simulated (the"
+            " built-in simulated bench), one of them",
+            param_hint="'--config' / '--simulated'",
+        )
+    settings = Settings.from_env(data_dir=data_dir)
+    if config is not None:
+        try:
+            lab = load_config(config)
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--config") from exc
+    else:
+        lab = simulated_config(settings.data_dir, realtime=settings.realtime)
     url, private = (lab.nats.url, None) if lab.nats.url else _nats_target(data_dir)
     try:
-        run_event_loop(run_agent(lab, url, Settings.from_env(data_dir=data_dir), private))
+        run_event_loop(run_agent(lab, url, settings, private, ready_fd=ready_fd))
     except BusCredentialsError as exc:
         typer.echo(f"lablink: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -823,3 +848,9 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
 
 def main() -> None:
     app()
+
+
+# `python -m lablink.cli`: how `lablink serve` starts its agent process, whatever the
+# environment's scripts are called (lablink/equipment_agent/child.py).
+if __name__ == "__main__":
+    main()

@@ -36,6 +36,7 @@ from lablink.clock import Clock, SystemClock
 from lablink.datadir import claim as claim_data_dir
 from lablink.datadir import secure_files
 from lablink.equipment_agent.agent import Agent
+from lablink.equipment_agent.child import AgentProcess, child_environment, signal_ready
 from lablink.equipment_agent.config import AgentConfig, load_config, simulated_config
 from lablink.equipment_agent.inprocess import InProcessExecutor
 from lablink.equipment_service import EquipmentService
@@ -182,6 +183,7 @@ class Runtime:
         self.relay: Relay | None = None
         self.data: DataBucket | None = None
         self.agents: list[Agent] = []
+        self.agent_process: AgentProcess | None = None
         if settings.nats:
             self.nats_server, self.relay = await start_bus(settings, store, self.health)
             if self.nats_server is not None:
@@ -256,6 +258,8 @@ class Runtime:
     async def _close_agents(self) -> None:
         for agent in self.agents:
             await agent.aclose()
+        if self.agent_process is not None:
+            await self.agent_process.aclose()
 
     def _agents_executor(self) -> AgentExecutor:
         """The executor that reaches agents over NATS (started by ``_start_agents``)."""
@@ -273,22 +277,36 @@ class Runtime:
         )
 
     async def _start_agents(self, executor: AgentExecutor) -> None:
-        """Start the agents executor, and the agents `lablink serve` runs itself: the
-        simulated bench, or the instruments of LABLINK_AGENT_CONFIG."""
+        """Start the agents executor, and the agent `lablink serve` runs itself: the
+        simulated bench, or the instruments of LABLINK_AGENT_CONFIG; in this process, or
+        (LABLINK_EMBEDDED_AGENT=process) as a `lablink agent` child of its own."""
         settings = self.settings
         await executor.start()
-        if settings.agents:
-            if settings.agent_config is not None:
-                config = load_config(settings.agent_config)
-            else:
-                config = simulated_config(settings.data_dir, realtime=settings.realtime)
-            agent = Agent(
-                config, await embedded_agent_options(self.nats_server, config, executor.options)
+        if not settings.agents:
+            return
+        if settings.agent_config is not None:
+            # Read here in both modes: a mistake in the file stops the start with its key.
+            config = load_config(settings.agent_config)
+        else:
+            config = simulated_config(settings.data_dir, realtime=settings.realtime)
+        if settings.embedded_agent == "process":
+            # Its NATS user is made by the child itself, as `lablink agent --data-dir` makes
+            # it: the same agent-<id> user of the private server as in process.
+            self.agent_process = AgentProcess(
+                self.supervisor,
+                config=settings.agent_config,
+                data_dir=settings.data_dir,
+                env=child_environment(os.environ, realtime=settings.realtime),
             )
-            # Listed before it starts: an agent that fails part-way (its instruments open,
-            # its connection not) is closed with the rest.
-            self.agents.append(agent)
-            await agent.start()
+            await self.agent_process.start()
+            return
+        agent = Agent(
+            config, await embedded_agent_options(self.nats_server, config, executor.options)
+        )
+        # Listed before it starts: an agent that fails part-way (its instruments open,
+        # its connection not) is closed with the rest.
+        self.agents.append(agent)
+        await agent.start()
 
 
 async def start_bus(
@@ -498,13 +516,18 @@ async def run_relay(settings: Settings) -> None:
 
 
 async def run_agent(
-    config: AgentConfig, url: str, settings: Settings, private: Path | None = None
+    config: AgentConfig,
+    url: str,
+    settings: Settings,
+    private: Path | None = None,
+    *,
+    ready_fd: int | None = None,
 ) -> None:
     """`lablink agent`: the instruments of one lab.toml, over NATS, until a signal.
 
     Credentials: the file's ``[nats]``, else LABLINK_NATS_*, else (``private``: the URL is that
     of the private server of this data directory) the agent's own user there, made the first
-    time."""
+    time. ``ready_fd``: a pipe written once the agent has started (serve's agent process)."""
     stop = stop_on_signals()
     # What the file's [nats] sets wins over LABLINK_NATS_*; its url is the caller's ``url``.
     lab = {k: v for k, v in dataclasses.asdict(config.nats).items() if k != "url" and v}
@@ -515,6 +538,8 @@ async def run_agent(
     agent = Agent(config, options)
     await agent.start()
     try:
+        if ready_fd is not None:
+            signal_ready(ready_fd)
         await stop.wait()
     finally:
         await agent.aclose()

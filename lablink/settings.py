@@ -28,6 +28,10 @@ def system_timezone() -> str:
     return "UTC"
 
 
+# Where `lablink serve` runs the agent it runs itself (Settings.embedded_agent).
+EMBEDDED_AGENT_MODES = ("inprocess", "process")
+
+
 class Settings(msgspec.Struct, kw_only=True):
     data_dir: Path = Path("data")
     host: str = "127.0.0.1"
@@ -42,6 +46,9 @@ class Settings(msgspec.Struct, kw_only=True):
     # simulated bench. agents=False runs none (they run elsewhere, under `lablink agent`).
     agents: bool = True
     agent_config: Path | None = None
+    # Where that agent runs: "inprocess" (an Agent inside `lablink serve`, sharing its GIL)
+    # or "process" (a supervised `lablink agent` child, with a core of its own).
+    embedded_agent: str = "inprocess"
     heartbeat_timeout: float = 5.0
     # Executions that ended more than this many days ago leave the executions view, daily
     # (0 = never); the log keeps every event.
@@ -171,6 +178,8 @@ class Settings(msgspec.Struct, kw_only=True):
             values["agents"] = False
         if env.get("LABLINK_AGENT_CONFIG"):
             values["agent_config"] = Path(env["LABLINK_AGENT_CONFIG"])
+        if env.get("LABLINK_EMBEDDED_AGENT"):
+            values["embedded_agent"] = env["LABLINK_EMBEDDED_AGENT"]
         if "LABLINK_HEARTBEAT_TIMEOUT" in env:
             values["heartbeat_timeout"] = float(env["LABLINK_HEARTBEAT_TIMEOUT"])
         if "LABLINK_RETENTION_DAYS" in env:
@@ -196,6 +205,11 @@ class Settings(msgspec.Struct, kw_only=True):
             raise ValueError(f"executor {settings.executor!r}: expected 'agents', 'sim' or 'noop'")
         if settings.executor == "agents" and not settings.nats:
             raise ValueError("executor 'agents' needs NATS: LABLINK_NATS=off leaves none")
+        if settings.embedded_agent not in EMBEDDED_AGENT_MODES:
+            raise ValueError(
+                f"LABLINK_EMBEDDED_AGENT {settings.embedded_agent!r}: expected 'inprocess' (the"
+                " agent inside `lablink serve`) or 'process' (a `lablink agent` child process)"
+            )
         if not 0.1 <= settings.heartbeat_timeout <= 3600:
             raise ValueError(
                 f"heartbeat timeout {settings.heartbeat_timeout!r}: expected 0.1 to 3600 s"

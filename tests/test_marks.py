@@ -24,6 +24,7 @@ LABLINK = str(Path(sys.executable).parent / "lablink")
         ([LABLINK, "relay"], {"LABLINK_NATS_URL": "nats://127.0.0.1:4222"}, {"e2e"}),
         ([LABLINK, "events", "tail", "--count", "1"], {}, {"e2e"}),
         ([sys.executable, "-m", "lablink", "serve"], {}, {"e2e", "nats"}),
+        ([sys.executable, "-m", "lablink.cli", "agent", "--simulated"], {}, {"e2e"}),
         (["chattr", "+i", "/tmp/x"], {}, set()),
         ([sys.executable, "-c", "print(1)"], {}, set()),
     ],

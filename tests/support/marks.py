@@ -44,7 +44,7 @@ def needed_marks(argv: Sequence[str], env: Mapping[str, str] | None) -> set[str]
     if program == "nats-server":
         return {"nats"}
     command = list(argv[1:])
-    if program.startswith("python") and command[:2] == ["-m", "lablink"]:
+    if program.startswith("python") and command[:2] in (["-m", "lablink"], ["-m", "lablink.cli"]):
         program, command = "lablink", command[2:]
     if program != "lablink":
         return set()
