@@ -12,7 +12,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from lablink.bus.options import NatsOptions
 from lablink.bus.subjects import EVENTS_ALL, STREAM
@@ -69,7 +69,7 @@ async def read_stream(
             try:
                 sub = await js.pull_subscribe(subject, durable=None, stream=STREAM, config=policy)
                 break
-            except (nats.errors.TimeoutError, NotFoundError):
+            except (nats.errors.TimeoutError, NotFoundError, ServiceUnavailableError):
                 if loop.time() > deadline:
                     raise
                 await asyncio.sleep(0.05)
@@ -78,6 +78,11 @@ async def read_stream(
             try:
                 messages = await sub.fetch(500, timeout=min(1.0, max(deadline - loop.time(), 0.1)))
             except TimeoutError:  # nats-py raises its own subclass, or the plain one
+                continue
+            except ServiceUnavailableError:
+                # No responder for a moment: the consumer's leader was on a node just lost,
+                # and the cluster is electing another (a few seconds).
+                await asyncio.sleep(0.2)
                 continue
             for message in messages:
                 event_id = (message.headers or {}).get("Nats-Msg-Id", "")

@@ -61,8 +61,14 @@ def test_create_the_quick_start_job_with_its_preview_then_run_it_now(
     page.get_by_label("Name", exact=True).fill("Hourly Voltage Check")
     page.get_by_label("Description").fill("Measure output voltage every hour")
     page.get_by_label("Type of job").select_option("measurement")
+    # As a person does: type into the fields once the chosen type's have replaced the old
+    # ones (on a loaded machine a swap can land after a fill and take its value).
+    expect(page.locator("#parameter-fields legend")).to_contain_text("(measurement)")
     page.get_by_label("Instrument", exact=True).select_option("power_supply_1")
     page.get_by_label("Trigger").select_option("interval")
+    expect(
+        page.locator("#trigger-fields.htmx-request, #trigger-fields .htmx-request")
+    ).to_have_count(0)
     page.get_by_label("Hours").fill("1")
     page.get_by_label("Command", exact=True).fill("get_voltage")
     expect(page.get_by_label("Enabled")).to_be_checked()
