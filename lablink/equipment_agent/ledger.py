@@ -324,12 +324,18 @@ class Ledger:
         ]
 
     def published(self, execution_id: str) -> None:
-        with self._lock:
-            self._conn.execute(
-                "UPDATE executions SET published = 1 WHERE execution_id = ?", (execution_id,)
+        self.published_many([execution_id])
+
+    def published_many(self, execution_ids: Sequence[str]) -> None:
+        """The results of ``execution_ids`` were acknowledged by JetStream (one commit)."""
+        with self._lock, self._transaction():
+            self._conn.executemany(
+                "UPDATE executions SET published = 1 WHERE execution_id = ?",
+                [(execution_id,) for execution_id in execution_ids],
             )
-            if execution_id not in self._uploading:  # its upload still has a report to make
-                self._seqs.pop(execution_id, None)
+            for execution_id in execution_ids:
+                if execution_id not in self._uploading:  # its upload has a report to make
+                    self._seqs.pop(execution_id, None)
 
     def state(self, execution_id: str) -> tuple[str, Outcome | None]:
         """("unknown" | "running" | "finished", the outcome when finished)."""

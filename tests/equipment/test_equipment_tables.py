@@ -152,7 +152,7 @@ def test_values_outside_the_setting_are_refused(
 
 # The asynchronous shell around the blocking layer: the agent (NATS) and the in-process
 # executor (the engine's loop) run operations on each instrument's worker thread.
-ASYNC_SHELL = {"accepts.py", "agent.py", "child.py", "inprocess.py", "upload.py"}
+ASYNC_SHELL = {"accepts.py", "agent.py", "child.py", "inprocess.py", "reports.py", "upload.py"}
 
 
 def _imports(path: Path) -> list[str]:
