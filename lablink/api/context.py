@@ -16,8 +16,10 @@ from lablink.bus.data_bucket import DataBucket
 from lablink.bus.probes import relay_summary
 from lablink.bus.relay import Relay
 from lablink.clock import Clock
+from lablink.equipment_agent.inprocess import InProcessExecutor
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.health import Health
+from lablink.instruments.protocol import QueueDepth
 from lablink.projections.alarms import raised_position
 from lablink.projections.follower import Follower, ViewsBehind, connect_views
 from lablink.scheduler.agents import AgentExecutor
@@ -108,10 +110,21 @@ class ApiContext:
             return {}
         return {eid: (s.at, s.online) for eid, s in executor.sightings.items()}
 
+    def queues(self) -> dict[str, QueueDepth]:
+        """Each instrument's queue now, from whoever drives it: the agents' presences (online
+        instruments), or the in-process bench's own lines. Live: the log does not have it."""
+        executor = self.engine.executor
+        if isinstance(executor, AgentExecutor | InProcessExecutor):
+            return executor.queue_depths()
+        return {}
+
     def agents_health(self) -> dict[str, Any]:
         executor = self.engine.executor
+        queues = {
+            eid: {"queued": q.queued, "running": q.running} for eid, q in self.queues().items()
+        }
         if not isinstance(executor, AgentExecutor):
-            return {"status": "in-process", "executor": self.settings.executor}
+            return {"status": "in-process", "executor": self.settings.executor, "queues": queues}
         sightings = executor.sightings
         online = sorted(eid for eid, s in sightings.items() if s.online)
         offline = sorted(eid for eid, s in sightings.items() if not s.online)
@@ -120,6 +133,7 @@ class ApiContext:
             "executor": "agents",
             "online": online,
             "offline": offline,
+            "queues": queues,
         }
 
     def close_streams(self) -> None:

@@ -22,15 +22,23 @@ class EquipmentController(Controller):
     @get("/", opt=READ, responses=READ_ERRORS)
     async def list_equipment(self, context: NamedDependency[ApiContext]) -> EquipmentList:
         """Every instrument an agent has reported, by id."""
-        items = views(list_equipment(context.reader, live=context.sightings()), EquipmentView)
+        items = views(
+            list_equipment(context.reader, live=context.sightings(), queues=context.queues()),
+            EquipmentView,
+        )
         return EquipmentList(success=True, count=len(items), equipment=items)
 
     @get("/{equipment_id:str}", opt=READ, responses=READ_ERRORS)
     async def get_equipment(
         self, context: NamedDependency[ApiContext], equipment_id: FromPath[str]
     ) -> EquipmentAnswer:
-        """One instrument: kind, online/offline, *IDN? identity, last seen, running."""
-        items = list_equipment(context.reader, live=context.sightings(), equipment_id=equipment_id)
+        """One instrument: kind, online/offline, *IDN? identity, last seen, running, queue."""
+        items = list_equipment(
+            context.reader,
+            live=context.sightings(),
+            equipment_id=equipment_id,
+            queues=context.queues(),
+        )
         if not items:
             raise EquipmentNotFound(equipment_id)
         return EquipmentAnswer(success=True, equipment=views(items, EquipmentView)[0])

@@ -5,9 +5,9 @@ The runtime's components fill the registry (``scheduler``, ``event_log``, ``rela
 generically. When the API runs alone (tests), or a component has not registered itself, the
 API answers for it from what its context has: ``database`` (the API's own connection reads the
 log), ``scheduler`` (the engine is there), ``relay`` and ``nats`` (the relay's status, judged
-by the bus's own probes) and each
-``agent.<id>`` (its last heartbeat). Those fallbacks live in a registry of the API's own, so
-their ``since`` is as true as the registry's.
+by the bus's own probes) and each ``agent.<id>`` (its last heartbeat, and its queue while
+online). Those fallbacks live in a registry of the API's own, so their ``since`` is as true as
+the registry's.
 """
 
 from __future__ import annotations
@@ -120,12 +120,14 @@ def _agent_components(context: ApiContext) -> dict[str, Component]:
         name = f"agent.{equipment_id}"
         names.append(name)
         # Set in the API's registry, so that ``since`` is when the agent went on or offline.
+        queue = sighting.presence.queue
         context.probes.set(
             name,
             "ok" if sighting.online else "degraded",
             "" if sighting.online else f"offline: {sighting.presence.reason or 'no heartbeat'}",
             agent_id=sighting.presence.agent_id,
             last_seen=sighting.at,
+            **({"queued": queue.queued, "running": queue.running} if sighting.online else {}),
         )
     own = context.probes.read()
     return {name: own[name] for name in names}

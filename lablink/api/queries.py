@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 from lablink.events import EXECUTION_STATUSES
 from lablink.eventstore.base import format_instant
+from lablink.instruments.protocol import QueueDepth
 from lablink.projections.alarms import get_alarm_row, list_alarm_rows, state_counts
 from lablink.projections.equipment import list_equipment_rows
 from lablink.projections.executions import get_execution_row, list_execution_rows, running_now
@@ -157,10 +158,12 @@ def list_equipment(
     *,
     live: Mapping[str, tuple[datetime, bool]] | None = None,
     equipment_id: str | None = None,
+    queues: Mapping[str, QueueDepth] | None = None,
 ) -> list[dict[str, Any]]:
     """The equipment projection, with what each instrument runs now (the executions
     projection). ``live`` gives the last heartbeat this process saw (and whether its agent
-    is still online), which is newer than the log: heartbeats are not events."""
+    is still online), which is newer than the log: heartbeats are not events; ``queues``
+    each instrument's queue now (``queue`` is None for one it lacks)."""
     rows = list_equipment_rows(conn, equipment_id)
     running: dict[str, list[dict[str, Any]]] = {}
     for eid, execution_id, job_id, job_name, started_at in running_now(conn):
@@ -193,9 +196,16 @@ def list_equipment(
                 "last_seen": iso(last_seen),
                 "reason": row["reason"] or None,
                 "running": running.get(eid, []),
+                "queue": _queue((queues or {}).get(eid)),
             }
         )
     return items
+
+
+def _queue(depth: QueueDepth | None) -> dict[str, int] | None:
+    if depth is None:
+        return None
+    return {"queued": depth.queued, "running": depth.running, "depth": depth.depth}
 
 
 def _alarm_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -300,6 +300,15 @@ class RunningExecution(msgspec.Struct, kw_only=True):
     started_at: Instant | None
 
 
+class InstrumentQueue(msgspec.Struct, kw_only=True):
+    """The executions in line for an instrument now, as its agent last said: ``queued``
+    wait for it, ``running`` began on it and are not finished; ``depth`` is both."""
+
+    queued: int
+    running: int
+    depth: int
+
+
 class EquipmentView(msgspec.Struct, kw_only=True):
     equipment_id: str
     kind: str | None
@@ -312,6 +321,8 @@ class EquipmentView(msgspec.Struct, kw_only=True):
     last_seen: Instant | None
     reason: str | None
     running: list[RunningExecution]
+    # None while no agent that this process hears says it (offline, or not heard yet).
+    queue: InstrumentQueue | None
 
 
 class EquipmentList(Envelope, kw_only=True):

@@ -4,7 +4,8 @@ last seen, what it runs now, the jobs that use it and its recent executions.
 
 Everything comes from the API's own reads: the equipment view (identity as the agent's
 ``equipment.online`` recorded it) with this process's heartbeats (``ApiContext.sightings``,
-newer than the log), the jobs view by ``equipment_id`` and the executions view."""
+newer than the log) and each instrument's queue (``ApiContext.queues``), the jobs view by
+``equipment_id`` and the executions view."""
 
 from __future__ import annotations
 
@@ -31,11 +32,16 @@ def _context(request: Request[Any, Any, Any]) -> ApiContext:
 
 
 def _instruments(context: ApiContext) -> list[dict[str, Any]]:
-    return list_equipment(context.reader, live=context.sightings())
+    return list_equipment(context.reader, live=context.sightings(), queues=context.queues())
 
 
 def _detail(context: ApiContext, equipment_id: str) -> dict[str, Any] | None:
-    found = list_equipment(context.reader, live=context.sightings(), equipment_id=equipment_id)
+    found = list_equipment(
+        context.reader,
+        live=context.sightings(),
+        equipment_id=equipment_id,
+        queues=context.queues(),
+    )
     if not found:
         return None
     total, views = list_job_views(context.reader, equipment_id=equipment_id, limit=JOBS_SHOWN)

@@ -7,6 +7,15 @@ Executions run on the instrument's own worker thread (one VISA session, one lock
 durable ``LABLINK_REPORTS`` stream; the result is kept in the agent's ledger until JetStream
 has acknowledged it, so neither a scheduler restart nor a NATS outage loses it.
 
+Each instrument's run commands are handled side by side: nats-py runs one subscription's
+callbacks one at a time, so each command gets a task of its own, and a burst on one
+instrument is accepted in one ledger commit (``Accepts``) and answered at once, in the order
+it came, rather than one disk write after another while the scheduler's request times out.
+Executions then wait in their own instrument's line only (``inprocess``). Every presence
+names the executions accepted for the instrument and says how many of them still wait for
+it; it goes every heartbeat, and sooner (at most every ``QUEUE_ANNOUNCE_SECONDS``) when the
+queue changed.
+
 A run command received later than its job's misfire grace time after it was due (a backlog
 after an outage, an agent that was frozen) is refused before anything touches the
 instrument: the execution fails ``stale_command``, stating how late it came.
@@ -61,8 +70,10 @@ from lablink.events.data import DATA_BUCKET
 from lablink.instruments.execution import ExecutionRequest, Outcome
 from lablink.instruments.protocol import (
     ABANDONED,
+    QUEUE_ANNOUNCE_SECONDS,
     STALE_COMMAND,
     Presence,
+    QueueDepth,
     Report,
     RunCommand,
     RunReply,
@@ -126,6 +137,10 @@ class Agent:
     clock: Clock = field(default_factory=SystemClock)
     # Reports of refused commands on their way to the stream.
     _refusals: set[asyncio.Task[None]] = field(default_factory=set)
+    # Run commands being accepted (or refused) and answered.
+    _commands: set[asyncio.Task[None]] = field(default_factory=set)
+    # Each instrument's queue as its last presence said it.
+    _announced: dict[str, QueueDepth] = field(default_factory=dict)
 
     @property
     def agent_id(self) -> str:
@@ -173,7 +188,13 @@ class Agent:
     async def aclose(self) -> None:
         """Say goodbye, stop what runs (safe state), close the instruments."""
         self._closing = True
-        for task in (self._heartbeat, self._republisher, self._uploader, *self._refusals):
+        for task in (
+            self._heartbeat,
+            self._republisher,
+            self._uploader,
+            *self._commands,
+            *self._refusals,
+        ):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -201,6 +222,22 @@ class Agent:
     # -- requests -------------------------------------------------------------------------------
 
     async def _on_run(self, msg: Msg) -> None:
+        # Not awaited here: the subscription's next command would wait for this one's disk
+        # write. Tasks start in the order they are made, so commands join the ledger's
+        # commit, and then their instrument's line, in the order they came.
+        task = asyncio.create_task(self._handle_run(msg), name="run command")
+        self._commands.add(task)
+        task.add_done_callback(self._handled)
+
+    def _handled(self, task: asyncio.Task[None]) -> None:
+        self._commands.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        # Unanswered: the scheduler's request times out, and the execution fails
+        # equipment_offline, as when this raised in the subscription's own callback.
+        log.error("run command not handled", exc_info=task.exception())
+
+    async def _handle_run(self, msg: Msg) -> None:
         equipment_id = msg.subject.split(".")[2]
         try:
             command = msgspec.json.decode(msg.data, type=RunCommand)
@@ -459,8 +496,11 @@ class Agent:
                 waiting = True
             failures = failures + 1 if waiting else 0
             delay = _UPLOAD_RETRY_DELAYS[min(max(failures - 1, 0), len(_UPLOAD_RETRY_DELAYS) - 1)]
+            # Not wait_for: on Python 3.11 it swallows a cancel that comes as the wake-up
+            # does, and this loop then never ends (the agent's close waited for it for ever).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._upload_wake.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._upload_wake.wait()
 
     async def _upload_pass(self) -> bool:
         """One pass over the ledger's uploads; True when some still wait."""
@@ -629,19 +669,54 @@ class Agent:
     # -- presence -------------------------------------------------------------------------------
 
     async def _beat(self) -> None:
+        """Every heartbeat, each instrument's presence; between heartbeats, the presence of
+        an instrument whose queue changed since its last one (a few a second at most)."""
+        loop = asyncio.get_running_loop()
+        step = min(QUEUE_ANNOUNCE_SECONDS, self.config.heartbeat_seconds)
+        last = loop.time()
         while True:
-            await asyncio.sleep(self.config.heartbeat_seconds)
+            await asyncio.sleep(step)
+            # Half a step early counts as on time: a sleep may end a little early.
+            full = loop.time() - last >= self.config.heartbeat_seconds - step / 2
+            if full:
+                last = loop.time()
             with contextlib.suppress(Exception):  # NATS away: the next beat tries again
-                await self._announce()
+                await self._announce(changed_only=not full)
 
-    async def _announce(self, *, state: str = "online", reason: str = "") -> None:
+    def instrument_queues(self) -> dict[str, tuple[QueueDepth, tuple[str, ...]]]:
+        """Each instrument's queue, with the executions accepted for it and not finished:
+        those that have not reached the instrument's worker, or wait there, are queued; the
+        others began on it (their result, a capture's upload, may still be going)."""
+        assert self.bench is not None
+        waiting = self._executor.waiting() if self._executor is not None else frozenset()
+        queued: dict[str, int] = dict.fromkeys(self.bench, 0)
+        accepted: dict[str, list[str]] = {eid: [] for eid in queued}
+        for execution_id, execution in self._running.items():
+            eid = execution.equipment_id
+            accepted.setdefault(eid, []).append(execution_id)
+            if execution.inner is None or execution_id in waiting:
+                queued[eid] = queued.get(eid, 0) + 1
+        return {
+            eid: (
+                QueueDepth(queued=queued.get(eid, 0), running=len(ids) - queued.get(eid, 0)),
+                tuple(ids),
+            )
+            for eid, ids in accepted.items()
+        }
+
+    async def _announce(
+        self, *, state: str = "online", reason: str = "", changed_only: bool = False
+    ) -> None:
         assert self._nc is not None
         assert self.bench is not None
         kinds = {i.id: i.kind for i in self.config.instruments}
         resources = {i.id: i.resource for i in self.config.instruments}
+        queues = self.instrument_queues()
         for session in self.bench.sessions():
             eid = session.equipment_id
-            running = tuple(e for e, r in self._running.items() if r.equipment_id == eid)
+            depth, accepted = queues.get(eid, (QueueDepth(), ()))
+            if changed_only and self._announced.get(eid) == depth:
+                continue
             presence = Presence(
                 equipment_id=eid,
                 agent_id=self.agent_id,
@@ -649,11 +724,15 @@ class Agent:
                 state=state,  # type: ignore[arg-type]
                 identity=session.identity.raw if session.identity else "",
                 resource=resources.get(eid, session.resource_name),
-                running=running,
+                running=accepted,
+                queued=depth.queued,
                 reason=reason,
                 heartbeat_seconds=self.config.heartbeat_seconds,
             )
             await self._nc.publish(presence_subject(eid), encoder.encode(presence))
+            self._announced[eid] = depth
+        if changed_only:
+            return
         for eid, why in self.bench.offline.items():
             presence = Presence(
                 equipment_id=eid,

@@ -8,6 +8,12 @@ with a typed error; an unexpected exception is logged with its trace and reporte
 Every outcome carries the instants the operation began and ended on the instrument, read on
 its worker from this executor's clock (``RunContext.now``).
 
+Each instrument has its own line: executions wait for their own instrument only, however deep
+another's backlog is. ``queue_depths`` says how many wait for each and how many are on it
+(``queues.Lines``). Stopping an execution that never reached its instrument touches nothing;
+stopping one on it puts the instrument in its safe state right after the stopped operation,
+ahead of the executions still waiting (``queues.Ahead``).
+
 Over the simulated bench (the default) instrument time is simulated: a 600 s capture or a
 60 s load test completes at once. Pass ``realtime=True`` for real instruments.
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -35,6 +42,7 @@ from lablink.equipment_agent.bench import (
     open_simulated_bench,
 )
 from lablink.equipment_agent.operations import OperationOptions, run_operation
+from lablink.equipment_agent.queues import Ahead, Lines
 from lablink.events import ExecutionError
 from lablink.instruments.context import Job, RunContext
 from lablink.instruments.errors import EquipmentError, EquipmentOffline
@@ -46,6 +54,7 @@ from lablink.instruments.execution import (
     resolve_profile,
 )
 from lablink.instruments.instrument import Instrument
+from lablink.instruments.protocol import QueueDepth
 
 log = structlog.get_logger(tag="executor")
 
@@ -58,6 +67,8 @@ _Report = tuple[float, str, dict[str, Any]]
 class _Running:
     session: InstrumentSession
     ctx: RunContext
+    # Its operation on the instrument's worker, once submitted.
+    work: Future[Any] | None = None
 
 
 class InProcessExecutor:
@@ -89,6 +100,8 @@ class InProcessExecutor:
         # Kept until the execution ends normally or stop() is called: the engine cancels the
         # execute() task first and only then asks stop() to make the instrument safe.
         self._running: dict[str, _Running] = {}
+        self._lines = Lines()
+        self._ahead = Ahead()
 
     @classmethod
     def simulated(
@@ -143,11 +156,11 @@ class InProcessExecutor:
         ctx = RunContext(
             equipment_id=session.equipment_id, realtime=self.realtime, now=self.clock.now
         )
-        self._running[execution_id] = _Running(session, ctx)
+        running = self._running[execution_id] = _Running(session, ctx)
         options = dataclasses.replace(self.options, resource=session.resource_name)
         operation = partial(_operate, job=job, ctx=ctx, options=options)
         try:
-            result = await self._on_worker(session, ctx, progress, operation)
+            result = await self._on_worker(running, execution_id, progress, operation)
         except asyncio.CancelledError:
             ctx.cancel.set()
             task = asyncio.current_task()
@@ -168,6 +181,15 @@ class InProcessExecutor:
         self._running.pop(execution_id, None)
         return _timed(Outcome(status="completed", result=result), ctx)
 
+    def queue_depths(self) -> dict[str, QueueDepth]:
+        """Every instrument's line now: executions waiting for it, and on it."""
+        return self._lines.depths(self.bench)
+
+    def waiting(self) -> frozenset[str]:
+        """The executions handed over that wait for their instrument (none of their I/O
+        began yet)."""
+        return self._lines.waiting()
+
     def describe_equipment(self, equipment_id: str) -> dict[str, Any]:
         """The instrument as this process opened it (for failure alarms)."""
         try:
@@ -186,21 +208,47 @@ class InProcessExecutor:
 
     async def halt(self, execution_id: str) -> dict[str, Any] | None:
         """Stop the execution and put its instrument in the safe state; the state applied,
-        or None when the execution was not running here or the safe state failed."""
+        or None when the execution was not running here or the safe state failed. An
+        execution still waiting for its instrument leaves the line and touches nothing: {}
+        (a safe state then would land in the middle of other jobs' work, behind them all)."""
         running = self._running.pop(execution_id, None)
         if running is None:
             return None
         running.ctx.cancel.set()
+        # True only for an operation the worker never took (or one cancelled already).
+        if running.work is None or running.work.cancel():
+            log.info(
+                "stopped before it reached the instrument",
+                equipment_id=running.session.equipment_id,
+                execution_id=execution_id,
+            )
+            return {}
         return await self.safe_state(running.session.equipment_id, execution_id=execution_id)
 
     async def safe_state(
         self, equipment_id: str, *, execution_id: str | None = None
     ) -> dict[str, Any] | None:
-        # Queued behind a stopped operation, which ends at its next check.
+        # Right after the operation on the instrument now (a stopped one ends at its next
+        # check), ahead of the executions waiting for it; the submit below runs it when
+        # nothing else is queued.
         try:
             session = self.bench.session(equipment_id)
-            state = await asyncio.wrap_future(session.submit(_safe_state))
         except EquipmentError as exc:
+            log.error("safe state failed", equipment_id=equipment_id, error=str(exc))
+            return None
+        applied: Future[dict[str, Any]] = self._ahead.push(equipment_id, _safe_state)
+        try:
+            nudge = session.submit(partial(self._ahead.run, equipment_id))
+            # The worker shut down before taking it: nothing will apply the safe state.
+            nudge.add_done_callback(lambda done: done.cancelled() and applied.cancel())
+            state = await asyncio.wrap_future(applied)
+        except asyncio.CancelledError:
+            if not applied.cancelled():
+                raise
+            log.error("safe state failed", equipment_id=equipment_id, error="the bench closed")
+            return None
+        except EquipmentError as exc:
+            applied.cancel()
             log.error("safe state failed", equipment_id=equipment_id, error=str(exc))
             return None
         log.info(
@@ -214,6 +262,7 @@ class InProcessExecutor:
             running.ctx.cancel.set()
         self._running.clear()
         await asyncio.to_thread(self.bench.close)
+        self._ahead.cancel_all()
 
     def _profile(self, request: ExecutionRequest) -> Mapping[str, Any] | None:
         return resolve_profile(request, self.profiles)
@@ -234,20 +283,44 @@ class InProcessExecutor:
 
     async def _on_worker(
         self,
-        session: InstrumentSession,
-        ctx: RunContext,
+        running: _Running,
+        execution_id: str,
         progress: ProgressReport,
         operation: Callable[[Instrument], T],
     ) -> T:
-        """Run ``operation`` on the instrument's worker, relaying its progress in order."""
+        """Run ``operation`` on the instrument's worker (after anything sent ahead of it),
+        relaying its progress in order; in the instrument's line until it ends there."""
+        session, ctx = running.session, running.ctx
+        equipment_id = session.equipment_id
         loop = asyncio.get_running_loop()
         reports: asyncio.Queue[_Report | None] = asyncio.Queue()
 
         def report(fraction: float, message: str, data: dict[str, Any]) -> None:
             loop.call_soon_threadsafe(reports.put_nowait, (fraction, message, data))
 
+        def in_line(inst: Instrument) -> T:
+            self._ahead.run(equipment_id, inst)
+            self._lines.start(execution_id)
+            try:
+                return operation(inst)
+            finally:
+                self._lines.end(execution_id)
+
         ctx.report = report
-        future = asyncio.wrap_future(session.submit(operation))
+        self._lines.wait(execution_id, equipment_id)
+        try:
+            work: Future[T] = session.submit(in_line)
+            running.work = work
+        except BaseException:
+            self._lines.end(execution_id)
+            raise
+
+        def left(done: Future[T]) -> None:
+            if done.cancelled():  # never taken by the worker (stopped, the bench closed)
+                self._lines.end(execution_id)
+
+        work.add_done_callback(left)
+        future = asyncio.wrap_future(work)
         # Scheduled after every report the worker made, so the queue ends with it.
         future.add_done_callback(lambda _: reports.put_nowait(None))
         try:
@@ -258,8 +331,10 @@ class InProcessExecutor:
                     log.exception("progress report failed", equipment_id=session.equipment_id)
             return await future
         finally:
-            if not future.done():
+            if not work.done():
                 ctx.cancel.set()
+                # Leaves the worker's queue at once if it is still there (halt tells by it).
+                work.cancel()
                 future.cancel()
 
 

@@ -26,7 +26,7 @@ that is how the scheduler tells "equipment offline" within a second or two.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 
@@ -55,6 +55,9 @@ DEFAULT_HEARTBEAT_SECONDS = 1.0
 DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 5.0
 # How long the scheduler waits for an agent to accept a run (no responders comes at once).
 RUN_REQUEST_TIMEOUT_SECONDS = 2.0
+# An instrument's queue changed: its presence goes before the next heartbeat, but no sooner
+# than this after its last one (a bounded rate however busy the instrument is).
+QUEUE_ANNOUNCE_SECONDS = 0.25
 
 
 def run_subject(equipment_id: str) -> str:
@@ -160,8 +163,27 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     stored: StoredData | None = None
 
 
+class QueueDepth(NamedTuple):
+    """The executions in line for one instrument: ``queued`` were accepted (by its agent, or
+    handed to the in-process executor) and wait for the instrument; ``running`` began on it
+    and are not finished yet (the one the instrument runs, and any still reporting)."""
+
+    queued: int = 0
+    running: int = 0
+
+    @property
+    def depth(self) -> int:
+        return self.queued + self.running
+
+
 class Presence(msgspec.Struct, frozen=True, kw_only=True):
-    """An agent's heartbeat for one instrument (``state`` online), or its goodbye."""
+    """An agent's heartbeat for one instrument (``state`` online), or its goodbye.
+
+    ``running`` names the executions the agent accepted for the instrument and has not
+    finished; ``queued`` says how many of them still wait for the instrument (the others
+    began on it). The agent sends its presence every heartbeat, and sooner when the queue
+    changed (at most every ``QUEUE_ANNOUNCE_SECONDS`` per instrument). An agent older than
+    ``queued`` sends 0: its queue reads as all running, the same depth."""
 
     equipment_id: str
     agent_id: str
@@ -172,6 +194,12 @@ class Presence(msgspec.Struct, frozen=True, kw_only=True):
     running: tuple[str, ...] = ()
     reason: str = ""
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
+    queued: int = 0
+
+    @property
+    def queue(self) -> QueueDepth:
+        queued = min(self.queued, len(self.running))
+        return QueueDepth(queued=queued, running=len(self.running) - queued)
 
 
 encoder = msgspec.json.Encoder()

@@ -72,6 +72,7 @@ from lablink.instruments.protocol import (
     REPORTS_MAX_AGE_SECONDS,
     REPORTS_STREAM,
     RUN_REQUEST_TIMEOUT_SECONDS,
+    QueueDepth,
     Report,
     RunCommand,
     RunReply,
@@ -207,6 +208,11 @@ class AgentExecutor:
     @property
     def sightings(self) -> dict[str, Sighting]:
         return self.presences.sightings
+
+    def queue_depths(self) -> dict[str, QueueDepth]:
+        """Each online instrument's queue as its agent last said (its presence: every
+        heartbeat, sooner when the queue changed). Live, never from the log."""
+        return {eid: s.presence.queue for eid, s in self.sightings.items() if s.online}
 
     @property
     def heartbeat_timeout(self) -> float:

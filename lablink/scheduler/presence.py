@@ -7,7 +7,8 @@ running on it end (``on_gone``) and the change is reported (``on_change``) so th
 records the instrument offline, and online again when its agent comes back.
 
 Each instrument ever seen has an entry in /health, ``agent.<equipment_id>``: ok while its
-agent heartbeats, degraded while it is offline, with when it was last seen.
+agent heartbeats, degraded while it is offline, with when it was last seen and, while it is
+online, its queue (``queued``, ``running``) as the agent last said.
 """
 
 from __future__ import annotations
@@ -160,6 +161,8 @@ class Presences:
             "seconds_since_heartbeat": round(ago, 1),
         }
         if sighting.online:
+            queue = presence.queue
+            details.update(queued=queue.queued, running=queue.running)
             return Reading(state="ok", reason=f"heartbeat {ago:.1f} s ago", details=details)
         return Reading(
             state="degraded",
