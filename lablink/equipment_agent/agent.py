@@ -56,6 +56,7 @@ from lablink.equipment_agent.bench import Bench, PortWrapper
 from lablink.equipment_agent.config import AgentConfig
 from lablink.equipment_agent.inprocess import InProcessExecutor
 from lablink.equipment_agent.ledger import Ledger, PendingUpload
+from lablink.equipment_agent.reports import ReportSender
 from lablink.equipment_agent.upload import (
     Uploaded,
     file_sha256,
@@ -84,7 +85,6 @@ from lablink.instruments.protocol import (
     StoredData,
     encoder,
     presence_subject,
-    report_subject,
     run_subject,
     status_subject,
     stop_subject,
@@ -122,6 +122,7 @@ class Agent:
     _executor: InProcessExecutor | None = None
     _ledger: Ledger | None = None
     _accepts: Accepts | None = None
+    _reports: ReportSender | None = None
     _subscriptions: list[Subscription] = field(default_factory=list)
     _running: dict[str, _Execution] = field(default_factory=dict)
     _heartbeat: asyncio.Task[None] | None = None
@@ -161,6 +162,7 @@ class Agent:
         self._accepts = Accepts(self._ledger)
         self._nc = await connect_nats(self.options, name=f"lablink-agent-{self.agent_id}")
         self._js = self._nc.jetstream()
+        self._reports = ReportSender(self._jetstream, self._ledger)
         await self._settle_unfinished()
         for equipment_id in self.bench:
             for subject, handler in (
@@ -208,6 +210,8 @@ class Agent:
             with contextlib.suppress(Exception):
                 await self._announce(state="offline", reason="the agent stopped")
                 await self._nc.flush(timeout=2)
+        if self._reports is not None:
+            await self._reports.aclose()
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.close()
@@ -218,6 +222,10 @@ class Agent:
         if self._ledger is not None:
             self._ledger.close()
         log.info("agent stopped", agent_id=self.agent_id)
+
+    def _jetstream(self) -> JetStreamContext:
+        assert self._js is not None
+        return self._js
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -633,15 +641,13 @@ class Agent:
         """Publish to the durable stream. Progress is advisory and tried once; a result is
         retried until JetStream acknowledges it (or the agent closes: the ledger keeps it
         for the next start). True once acknowledged."""
-        assert self._js is not None
-        assert self._ledger is not None
-        subject = report_subject(report.equipment_id, report.execution_id, report.seq)
-        headers = {"Nats-Msg-Id": f"{report.execution_id}:{report.seq}"}
-        payload = encoder.encode(report)
+        assert self._reports is not None
         attempt = 0
         while True:
             try:
-                await self._js.publish(subject, payload, headers=headers, timeout=5)
+                # With the reports of every other execution waiting now: one batch, its
+                # acknowledgements awaited together, its results marked in one commit.
+                await self._reports.send(report)
             except Exception as exc:
                 if not required:
                     log.warning(
@@ -662,7 +668,6 @@ class Agent:
                 await asyncio.sleep(delay)
                 continue
             if report.outcome is not None:
-                await asyncio.to_thread(self._ledger.published, report.execution_id)
                 self._upload_wake.set()  # a pending upload's report may go now
             return True
 

@@ -11,6 +11,7 @@ What a report's caller sees is unchanged: acknowledged, or the error that kept i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -65,8 +66,17 @@ class ReportSender:
             # Cancelled (the agent closes): its callers are told, and keep their results.
             for item in [*batch, *self._waiting]:
                 if not item.done.done():
-                    item.done.cancel()
+                    item.done.set_exception(ConnectionError("the agent is closing"))
             self._waiting = []
+
+    async def aclose(self) -> None:
+        """Stop sending: what waits is answered ``ConnectionError`` (kept for the next
+        start by its caller)."""
+        sender = self._sender
+        if sender is not None:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
 
     async def _send_batch(self, batch: list[_Waiting]) -> None:
         js = self._js()
