@@ -400,6 +400,11 @@ def bucket_edges(since: datetime, until: datetime, buckets: int) -> list[datetim
     return [since + timedelta(microseconds=span * i // buckets) for i in range(buckets + 1)]
 
 
+def _extreme(row: tuple[str, str, Any, str | None]) -> Extreme:
+    at, execution_id, value, unit = row
+    return Extreme(at, execution_id, float(value), unit)  # Python's parse: correctly rounded
+
+
 def series_envelope(
     conn: sqlite3.Connection,
     job_id: str,
@@ -432,6 +437,7 @@ def series_envelope(
     # one min() (or max()) takes its other columns from the row holding it (bare columns).
     points = (
         "SELECT e.column1 AS b, r.scheduled_time AS t, r.execution_id AS id, r.unit AS unit,"
+        " r.value AS raw,"
         " CASE WHEN json_type(r.value) IN ('integer', 'real') THEN CAST(r.value AS REAL) END"
         " AS v, (r.value IS NOT NULL AND json_type(r.value) NOT IN ('integer', 'real', 'null'))"
         f" AS o FROM (VALUES {values}) AS e JOIN results r ON r.job_id = ?"
@@ -439,16 +445,18 @@ def series_envelope(
         " WHERE r.kind = 'measurement'"
     )
     found = conn.execute(
-        f"SELECT b, min(v), t, id, unit, count(v), sum(o) FROM ({points}) GROUP BY b"
-        f" UNION ALL SELECT b, max(v), t, id, unit, NULL, NULL FROM ({points}) GROUP BY b",
+        f"SELECT b, min(v), t, id, unit, count(v), sum(o), raw FROM ({points}) GROUP BY b"
+        f" UNION ALL SELECT b, max(v), t, id, unit, NULL, NULL, raw FROM ({points}) GROUP BY b",
         [*bounds, job_id, *bounds, job_id],
     ).fetchall()
     count = sum(r[5] or 0 for r in found)
     skipped = sum(r[6] or 0 for r in found)
     by_bucket: dict[int, dict[tuple[str, str], Extreme]] = {}
-    for b, value, at, execution_id, unit, _, _ in found:
+    for b, value, at, execution_id, unit, _, _, raw in found:
         if value is not None:
-            extreme = Extreme(at, execution_id, float(value), unit)
+            # The value as recorded, parsed by Python: SQLite's text-to-real is not always
+            # correctly rounded (1 ulp off at 5e-302), and the row ranks the same either way.
+            extreme = Extreme(at, execution_id, float(raw), unit)
             by_bucket.setdefault(b, {})[(at, execution_id)] = extreme
     extremes = [extreme for b in sorted(by_bucket) for _, extreme in sorted(by_bucket[b].items())]
     units = sorted(
@@ -460,7 +468,7 @@ def series_envelope(
         )
     )
     pick = (
-        f"SELECT scheduled_time, execution_id, CAST(value AS REAL), unit FROM results"
+        f"SELECT scheduled_time, execution_id, value, unit FROM results"
         f" WHERE {measured} AND {_NUMBER}"
     )
     first = conn.execute(f"{pick} ORDER BY scheduled_time, execution_id LIMIT 1", args).fetchone()
@@ -473,8 +481,8 @@ def series_envelope(
         count,
         skipped,
         units,
-        Extreme(*first) if first is not None else None,
-        [Extreme(*row) for row in latest],
+        _extreme(first) if first is not None else None,
+        [_extreme(row) for row in latest],
     )
 
 
