@@ -114,11 +114,20 @@ class Watch:
         )
         return delay
 
-    async def sleep(self, seconds: float) -> bool:
-        """Sleep unless the supervisor stops first; True when it is stopping."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):  # not wait_for: see bus/relay.py
-                await self._stopping.wait()
+    async def sleep(self, seconds: float, *, until: asyncio.Event | None = None) -> bool:
+        """Sleep unless the supervisor stops first (or ``until`` is set: the loop's own
+        close); True when the supervisor is stopping."""
+        waits = [asyncio.ensure_future(self._stopping.wait())]
+        if until is not None:
+            waits.append(asyncio.ensure_future(until.wait()))
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):  # not wait_for: see bus/relay.py
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
         return self.stopping
 
     async def retry_after(self, exc: BaseException) -> bool:

@@ -3,7 +3,6 @@ tables and their SQL), shaped as the API shows them. Each function takes a read 
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import datetime, time, timedelta
@@ -24,7 +23,7 @@ from lablink.projections.statistics import (
     running_count,
     running_job_ids,
 )
-from lablink.projections.views import execution_view, iso
+from lablink.projections.views import alarm_view, execution_view, iso
 
 # get_job and list_job_views are the jobs view's own (it renders each job as it folds it),
 # named here too so that the controllers read from one place.
@@ -208,42 +207,9 @@ def _queue(depth: QueueDepth | None) -> dict[str, int] | None:
     return {"queued": depth.queued, "running": depth.running, "depth": depth.depth}
 
 
-def _alarm_view(row: dict[str, Any]) -> dict[str, Any]:
-    view = dict(row)
-    view.pop("raised_position")
-    view["error"] = json.loads(row["error"] or "{}")
-    view["equipment"] = json.loads(row["equipment"] or "{}")
-    for name in ("execution_time", "raised_at", "acknowledged_at", "cleared_at"):
-        view[name] = iso(row[name])
-    view["acknowledged"] = (
-        {
-            "by": row["acknowledged_by"],
-            "at": view["acknowledged_at"],
-            "note": row["acknowledge_note"],
-        }
-        if row["acknowledged_by"]
-        else None
-    )
-    view["cleared"] = (
-        {"by": row["cleared_by"], "at": view["cleared_at"], "note": row["clear_note"]}
-        if row["cleared_by"]
-        else None
-    )
-    for name in (
-        "acknowledged_by",
-        "acknowledged_at",
-        "acknowledge_note",
-        "cleared_by",
-        "cleared_at",
-        "clear_note",
-    ):
-        view.pop(name)
-    return view
-
-
 def get_alarm(conn: sqlite3.Connection, alarm_id: str) -> dict[str, Any] | None:
     row = get_alarm_row(conn, alarm_id)
-    return _alarm_view(row) if row else None
+    return alarm_view(row) if row else None
 
 
 def list_alarms(
@@ -267,7 +233,7 @@ def list_alarms(
         limit=limit + 1,
     )
     page, cursor = _page(rows, limit, "raised_position")
-    return [_alarm_view(r) for r in page], cursor
+    return [alarm_view(r) for r in page], cursor
 
 
 def alarm_counts(conn: sqlite3.Connection) -> dict[str, int]:

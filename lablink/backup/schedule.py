@@ -201,7 +201,7 @@ class ScheduledBackups:
                         watch.failed(exc)
                     else:
                         watch.ok(last_backup=str(made.file), position=made.position)
-                await self._sleep(self._wait(now), watch)
+                await watch.sleep(self._wait(now), until=self._stop)
         finally:
             self._done.set()
         while not watch.stopping:  # closed: idle until the supervisor stops
@@ -211,16 +211,6 @@ class ScheduledBackups:
         """Seconds until the next copy from the same reading, within [MIN_SLEEP, recheck]."""
         wait = min(self.next_run(now) - now, self.recheck)
         return max(wait, MIN_SLEEP).total_seconds()
-
-    async def _sleep(self, seconds: float, watch: Watch) -> None:
-        closing = asyncio.ensure_future(self._stop.wait())
-        napping = asyncio.ensure_future(watch.sleep(seconds))
-        try:
-            await asyncio.wait({closing, napping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in (closing, napping):
-                waiter.cancel()
-            await asyncio.gather(closing, napping, return_exceptions=True)
 
     async def aclose(self) -> None:
         self._stop.set()

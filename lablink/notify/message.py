@@ -15,43 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from lablink.projections.views import iso
-
 SIGNATURE_HEADER = "X-LabLink-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-
-
-def alarm_document(row: dict[str, Any]) -> dict[str, Any]:
-    """An alarms view row as ``GET /api/alarms/{id}`` shows it."""
-    view = {k: v for k, v in row.items() if k != "raised_position"}
-    view["error"] = json.loads(row["error"] or "{}")
-    view["equipment"] = json.loads(row["equipment"] or "{}")
-    for name in ("execution_time", "raised_at", "acknowledged_at", "cleared_at"):
-        view[name] = iso(row[name])
-    view["acknowledged"] = (
-        {
-            "by": row["acknowledged_by"],
-            "at": view["acknowledged_at"],
-            "note": row["acknowledge_note"],
-        }
-        if row["acknowledged_by"]
-        else None
-    )
-    view["cleared"] = (
-        {"by": row["cleared_by"], "at": view["cleared_at"], "note": row["clear_note"]}
-        if row["cleared_by"]
-        else None
-    )
-    for name in (
-        "acknowledged_by",
-        "acknowledged_at",
-        "acknowledge_note",
-        "cleared_by",
-        "cleared_at",
-        "clear_note",
-    ):
-        view.pop(name)
-    return view
 
 
 def idempotency_key(alarm_id: str, channel: str, transition: str, digest: bool = False) -> str:
@@ -81,7 +46,7 @@ class Message:
 
     channel: str
     transition: str
-    alarms: list[dict[str, Any]]  # as alarm_document gives them
+    alarms: list[dict[str, Any]]  # as alarm_view gives them
     key: str
     digest: bool
     base_url: str

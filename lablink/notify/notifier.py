@@ -56,12 +56,13 @@ from lablink.handler import CommandHandler
 from lablink.health import Health
 from lablink.ids import random_hex
 from lablink.notify.config import Channel
-from lablink.notify.message import Message, alarm_document, idempotency_key
+from lablink.notify.message import Message, idempotency_key
 from lablink.notify.outbox import ChannelOutbox, Digest, Owed, Work
 from lablink.notify.senders import Sender, sender_for
 from lablink.projections.alarms import get_alarm_row
 from lablink.projections.jobs import get_job
 from lablink.projections.reading import reading_views
+from lablink.projections.views import alarm_view
 from lablink.settings import Settings
 from lablink.supervision import Supervisor, Watch
 
@@ -503,7 +504,7 @@ class Notifier:
             for item in items:
                 row = get_alarm_row(views, item.alarm_id)
                 if row is not None:
-                    documents.append(alarm_document(row))
+                    documents.append(alarm_view(row))
         return documents
 
     def _base(self, outbox: ChannelOutbox) -> str:

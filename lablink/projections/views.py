@@ -72,6 +72,39 @@ def job_view(row: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
+def alarm_view(row: dict[str, Any]) -> dict[str, Any]:
+    """An alarms view row as ``GET /api/alarms/{id}`` shows it."""
+    view = {k: v for k, v in row.items() if k != "raised_position"}
+    view["error"] = json.loads(row["error"] or "{}")
+    view["equipment"] = json.loads(row["equipment"] or "{}")
+    for name in ("execution_time", "raised_at", "acknowledged_at", "cleared_at"):
+        view[name] = iso(row[name])
+    view["acknowledged"] = (
+        {
+            "by": row["acknowledged_by"],
+            "at": view["acknowledged_at"],
+            "note": row["acknowledge_note"],
+        }
+        if row["acknowledged_by"]
+        else None
+    )
+    view["cleared"] = (
+        {"by": row["cleared_by"], "at": view["cleared_at"], "note": row["clear_note"]}
+        if row["cleared_by"]
+        else None
+    )
+    for name in (
+        "acknowledged_by",
+        "acknowledged_at",
+        "acknowledge_note",
+        "cleared_by",
+        "cleared_at",
+        "clear_note",
+    ):
+        view.pop(name)
+    return view
+
+
 def execution_view(row: dict[str, Any]) -> dict[str, Any]:
     view = dict(row)
     view.pop("seq", None)

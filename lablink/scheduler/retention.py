@@ -279,11 +279,13 @@ class RetentionPass:
                 except Exception as exc:
                     # Disk full, database locked for too long: shown in /health, retried
                     # after a backoff; the scheduler goes on.
-                    await self._sleep(max(watch.failed(exc), MIN_SLEEP.total_seconds()), watch)
+                    await watch.sleep(
+                        max(watch.failed(exc), MIN_SLEEP.total_seconds()), until=self._stop
+                    )
                     continue
                 if ran is not None or watch.failing_since is not None:
                     watch.ok(last_run=now.isoformat())
-                await self._sleep(self._wait(now), watch)
+                await watch.sleep(self._wait(now), until=self._stop)
         finally:
             self._done.set()
         while not watch.stopping:  # closed: idle until the supervisor stops
@@ -294,17 +296,6 @@ class RetentionPass:
         when = self.next_run(now)
         wait = self.recheck if when is None else min(when - now, self.recheck)
         return max(wait, MIN_SLEEP).total_seconds()
-
-    async def _sleep(self, seconds: float, watch: Watch) -> None:
-        """Sleep until the time is up, ``aclose`` or the supervisor stops."""
-        closing = asyncio.ensure_future(self._stop.wait())
-        napping = asyncio.ensure_future(watch.sleep(seconds))
-        try:
-            await asyncio.wait({closing, napping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in (closing, napping):
-                waiter.cancel()
-            await asyncio.gather(closing, napping, return_exceptions=True)
 
     async def aclose(self) -> None:
         self._stop.set()
