@@ -11,16 +11,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from lablink.api.app import create_app
-from lablink.api.context import ApiContext
 from lablink.bus.server import NatsServer
 from lablink.clock import ManualClock
 from lablink.equipment_agent.config import load_config
 from lablink.events import EquipmentOnline, ExecutionProgressed
-from lablink.settings import Settings
 from tests.support.agent_lab import AgentLab, bench_config
 from tests.support.bench import copy_bench
 from tests.support.objects import fetch_object
@@ -228,24 +224,14 @@ async def test_equipment_is_recorded_online_with_its_identity(lab: AgentLab) -> 
 async def test_equipment_api_shows_kind_identity_last_seen_and_running(
     lab: AgentLab, tmp_path: Path
 ) -> None:
-    settings = Settings(data_dir=tmp_path, timezone="UTC", auth=False, allowed_hosts=("test",))
-    context = ApiContext(
-        settings=settings,
-        clock=lab.clock,
-        store=lab.store,
-        service=lab.service,
-        engine=lab.engine,
-        auth_enabled=False,
+    listed_answer, one_answer, missing, health_answer = await lab.api_get(
+        tmp_path,
+        "/api/equipment",
+        "/api/equipment/multimeter_1",
+        "/api/equipment/no_such_meter",
+        "/health",
     )
-    try:
-        transport = httpx.ASGITransport(app=create_app(context))  # type: ignore[arg-type]
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            listed = (await client.get("/api/equipment")).json()
-            one = (await client.get("/api/equipment/multimeter_1")).json()
-            missing = await client.get("/api/equipment/no_such_meter")
-            health = (await client.get("/health")).json()
-    finally:
-        context.close()
+    listed, one, health = listed_answer.json(), one_answer.json(), health_answer.json()
 
     assert listed["count"] == 6
     ids = [item["equipment_id"] for item in listed["equipment"]]

@@ -15,11 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from lablink.api.app import create_app
-from lablink.api.context import ApiContext
 from lablink.api.queries import job_history
 from lablink.application import JobService
 from lablink.bus.server import NatsServer
@@ -33,7 +30,6 @@ from lablink.projections.reading import reading_views
 from lablink.repository import JobRepository
 from lablink.scheduler.engine import Engine
 from lablink.scheduler.executor import Executor, NoOpExecutor
-from lablink.settings import Settings
 from tests.support.agent_lab import AgentLab, bench_config
 from tests.support.bench import copy_bench
 from tests.support.harness import Harness
@@ -78,21 +74,7 @@ async def lab(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[AgentLab
 
 
 async def api_get(lab: AgentLab, tmp_path: Path, *paths: str) -> list[dict[str, Any]]:
-    settings = Settings(data_dir=tmp_path, timezone="UTC", auth=False, allowed_hosts=("test",))
-    context = ApiContext(
-        settings=settings,
-        clock=lab.clock,
-        store=lab.store,
-        service=lab.service,
-        engine=lab.engine,
-        auth_enabled=False,
-    )
-    try:
-        transport = httpx.ASGITransport(app=create_app(context))  # type: ignore[arg-type]
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            answers = [await client.get(path) for path in paths]
-    finally:
-        context.close()
+    answers = await lab.api_get(tmp_path, *paths)
     assert [a.status_code for a in answers] == [200] * len(paths), [a.text for a in answers]
     return [a.json() for a in answers]
 

@@ -18,14 +18,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import nats
 import pytest
 import structlog
 from nats.aio.msg import Msg
 
-from lablink.api.app import create_app
-from lablink.api.context import ApiContext
 from lablink.bus.server import NatsServer
 from lablink.clock import ManualClock
 from lablink.events import ERROR_TYPES, EquipmentOnline, ExecutionLateResult
@@ -40,7 +37,6 @@ from lablink.instruments.protocol import (
     report_subject,
     run_subject,
 )
-from lablink.settings import Settings
 from lablink.supervision import Supervisor
 from tests.support.agent_lab import AgentLab, bench_config
 from tests.support.bench import copy_bench
@@ -309,21 +305,7 @@ async def test_a_result_after_agent_lost_is_kept_as_a_late_result(
 
 
 async def _execution_over_http(lab: AgentLab, tmp_path: Path, execution_id: str) -> Any:
-    settings = Settings(data_dir=tmp_path, timezone="UTC", auth=False, allowed_hosts=("test",))
-    context = ApiContext(
-        settings=settings,
-        clock=lab.clock,
-        store=lab.store,
-        service=lab.service,
-        engine=lab.engine,
-        auth_enabled=False,
-    )
-    try:
-        transport = httpx.ASGITransport(app=create_app(context))  # type: ignore[arg-type]
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            response = await client.get(f"/api/scheduler/executions/{execution_id}")
-    finally:
-        context.close()
+    (response,) = await lab.api_get(tmp_path, f"/api/scheduler/executions/{execution_id}")
     assert response.status_code == 200, response.text
     return response.json()["execution"]
 

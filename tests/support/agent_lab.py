@@ -16,7 +16,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from lablink.alarm_service import AlarmService
+from lablink.api.app import create_app
+from lablink.api.context import ApiContext
 from lablink.application import JobService
 from lablink.bus.relay import NatsOptions
 from lablink.clock import ManualClock
@@ -34,6 +38,7 @@ from lablink.projections.reading import reading_views
 from lablink.repository import JobRepository
 from lablink.scheduler.agents import AgentExecutor
 from lablink.scheduler.engine import Engine, recovery_lists
+from lablink.settings import Settings
 from lablink.supervision import Supervisor
 from tests.support.eventually import eventually
 from tests.support.harness import drop_engine
@@ -228,6 +233,28 @@ class AgentLab:
     async def at(self, instant: datetime) -> int:
         self.clock.set(instant)
         return await self.engine.tick()
+
+    def api_context(self, data_dir: Path) -> ApiContext:
+        """The API over this lab's store, service and engine (auth off, host "test")."""
+        settings = Settings(data_dir=data_dir, timezone="UTC", auth=False, allowed_hosts=("test",))
+        return ApiContext(
+            settings=settings,
+            clock=self.clock,
+            store=self.store,
+            service=self.service,
+            engine=self.engine,
+            auth_enabled=False,
+        )
+
+    async def api_get(self, data_dir: Path, *paths: str) -> list[httpx.Response]:
+        """GET each of ``paths`` from the real Litestar app over this lab, in order."""
+        context = self.api_context(data_dir)
+        try:
+            transport = httpx.ASGITransport(app=create_app(context))  # type: ignore[arg-type]
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                return [await client.get(path) for path in paths]
+        finally:
+            context.close()
 
     def rows(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         return view_rows(self.path, sql, *args)
