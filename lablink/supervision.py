@@ -117,9 +117,12 @@ class Watch:
     async def sleep(self, seconds: float, *, until: asyncio.Event | None = None) -> bool:
         """Sleep unless the supervisor stops first (or ``until`` is set: the loop's own
         close); True when the supervisor is stopping."""
-        waits = [asyncio.ensure_future(self._stopping.wait())]
-        if until is not None:
-            waits.append(asyncio.ensure_future(until.wait()))
+        if until is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):  # not wait_for: see bus/relay.py
+                    await self._stopping.wait()
+            return self.stopping
+        waits = [asyncio.ensure_future(self._stopping.wait()), asyncio.ensure_future(until.wait())]
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(seconds):  # not wait_for: see bus/relay.py
