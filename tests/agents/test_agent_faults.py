@@ -211,6 +211,15 @@ async def test_a_timeout_stops_the_agent_and_applies_the_safe_state(
         conn.close()
     assert [r["execution_id"] for r in psu["running"]] == [execution_id]
     assert psu["running"][0]["job_id"] == job_id
+    # Time out an operation that is on the instrument (the agent says so in its queue), not
+    # one still on its way to it: a stopped execution that never reached the instrument
+    # touches nothing (docs/agents.md), and a loaded machine can be that slow.
+    await eventually(
+        lambda: lab.executor.queue_depths().get("power_supply_1"),
+        until=lambda q: q is not None and q.queued == 0 and q.running >= 1,
+        timeout=60,
+        what="the capture on the instrument",
+    )
     await lab.at(lab.clock.now() + timedelta(seconds=6))
 
     row = await lab.finished(execution_id)
