@@ -269,13 +269,21 @@ class AgentLab:
         self.store.close()
 
     async def close(self) -> None:
+        stuck = []
         for process in self.processes:
             if process.returncode is None:
                 process.terminate()
-                await process.wait()
+                try:
+                    async with asyncio.timeout(30):
+                        await process.wait()
+                except TimeoutError:  # named below instead of a silent 120 s teardown hang
+                    process.kill()
+                    await process.wait()
+                    stuck.append(process.pid)
         await self.engine.aclose(grace_seconds=5)
         await self.executor.aclose()
         for agent in self.agents:
             await agent.aclose()
         self.agents.clear()
         self.store.close()
+        assert not stuck, f"lablink agent {stuck} did not stop within 30 s of SIGTERM"
