@@ -13,7 +13,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import StorageType, StreamConfig
+from nats.js.api import PersistMode, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from lablink.bus.options import NatsOptions
@@ -39,9 +39,16 @@ async def ensure_stream(
     *,
     replicas: int,
     max_age: float | None = None,
+    copy: bool = False,
 ) -> bool:
     """Create the file-backed stream ``name`` unless it exists; True when it was created
-    (it was missing: whoever fills it may have to start again from the beginning)."""
+    (it was missing: whoever fills it may have to start again from the beginning).
+
+    ``copy``: the stream only copies a record kept elsewhere, and whoever fills it repairs a
+    lost tail from that record. nats-server then acknowledges before its disk has the message
+    (``persist_mode: async``, nats-server 2.12+, R1 only) instead of one fsync per message;
+    ``sync_interval: always`` still holds for every other stream. A stream made before keeps
+    the mode it was made with (nats-server refuses to change it)."""
     try:
         await js.stream_info(name)
     except NotFoundError:
@@ -53,6 +60,7 @@ async def ensure_stream(
                 duplicate_window=DUPLICATE_WINDOW_SECONDS,
                 max_age=max_age,
                 num_replicas=replicas,
+                persist_mode=PersistMode.ASYNC if copy and replicas == 1 else None,
             )
         )
         return True

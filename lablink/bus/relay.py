@@ -52,6 +52,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from lablink.bus.connection import connect_nats, ensure_stream
 from lablink.bus.options import NatsOptions, redact
@@ -605,10 +606,34 @@ class Relay:
                     await nc.close()
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
-        created = await ensure_stream(js, STREAM, [EVENTS_ALL], replicas=self.options.replicas)
+        created = await ensure_stream(
+            js, STREAM, [EVENTS_ALL], replicas=self.options.replicas, copy=True
+        )
         if created and self.checkpoint():
             log.warning("stream was missing: refilling it from the log", stream=STREAM)
             self._set_checkpoint(0)
+        elif not created:
+            await self._resume_after_stream_tail(js)
+
+    async def _resume_after_stream_tail(self, js: JetStreamContext) -> None:
+        """The stream acknowledges before its disk has a message (``ensure_stream``'s
+        ``copy``): a nats-server that crashed may have lost the last events it acked. The
+        stream's last message says how far it really goes; the session resumes after it, so
+        a lost tail is published again from the log (in order: what survives a crash is a
+        prefix of what was written)."""
+        try:
+            last = await js.get_msg(STREAM, subject=EVENTS_ALL)
+        except NotFoundError:  # empty (purged by hand): nothing to measure against
+            return
+        position = int(msgspec.json.decode(last.data or b"{}").get("position", 0))
+        if 0 < position < self.checkpoint():
+            log.warning(
+                "stream lost its tail: publishing it again from the log",
+                stream=STREAM,
+                stream_ends_at=position,
+                checkpoint=self.checkpoint(),
+            )
+            self._set_checkpoint(position)
 
     def _refresh_lag(self) -> None:
         self.status.observe(self._log_position())

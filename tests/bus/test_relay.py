@@ -11,7 +11,9 @@ from typing import Any
 
 import nats
 import pytest
+from nats.js.api import PersistMode
 
+from lablink.bus.connection import ensure_stream
 from lablink.bus.consume import read_stream
 from lablink.bus.probes import relay_summary
 from lablink.bus.relay import NatsOptions, Relay
@@ -137,6 +139,57 @@ async def test_committed_but_unpublished_events_are_published_once_after_restart
     await nc.close()
     assert info.state.messages == 42
     await second.aclose()
+
+
+async def test_the_events_stream_acks_before_its_disk_and_only_it(
+    server: NatsServer, store: SQLiteEventStore
+) -> None:
+    # The stream copies the log, which the relay repairs it from: no fsync per event. A
+    # stream that is the only copy of what it holds (here, one made as the agents' reports
+    # stream is) keeps nats-server's sync_interval: always.
+    relay = await run_relay(store, server.url)
+    append(store, 3)
+    await received(server.url, 3)
+    await relay.aclose()
+    nc = await nats.connect(server.url)
+    try:
+        js = nc.jetstream()
+        await ensure_stream(js, "OTHER", ["other.>"], replicas=1)
+        modes = {
+            name: (await js.stream_info(name)).config.persist_mode for name in (STREAM, "OTHER")
+        }
+    finally:
+        await nc.close()
+    assert modes == {STREAM: PersistMode.ASYNC, "OTHER": None}
+
+
+async def test_a_tail_the_stream_lost_is_published_again_in_order(
+    tmp_path: Path, server: NatsServer, store: SQLiteEventStore
+) -> None:
+    relay = await run_relay(store, server.url)
+    append(store, 40)
+    assert len(await received(server.url, 40)) == 40
+    await relay.aclose()
+    assert relay.checkpoint() == 40
+    # What a nats-server that crashed before flushing leaves: the stream ends at 30 although
+    # the relay was told of 40. (Deleted, then a restart, so that its duplicate window
+    # forgets the ten as a crash would.)
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+    for seq in range(31, 41):
+        await js.delete_msg(STREAM, seq)
+    await nc.close()
+    port = server.port
+    await server.stop()
+    restarted = await NatsServer(tmp_path / "nats", port=port).start()
+    try:
+        second = await run_relay(store, restarted.url)
+        append(store, 5)
+        events = await received(restarted.url, 45)
+        assert [e["position"] for e in events] == list(range(1, 46))
+        await second.aclose()
+    finally:
+        await restarted.stop()
 
 
 @pytest.mark.slow
