@@ -287,6 +287,20 @@ class AckFailed(BusError, RuntimeError):
         super().__init__(f"{missing} acks missing for the batch ending at position {position}")
 
 
+class StreamTailLost(BusError, RuntimeError):
+    """``stream`` ends at log ``position`` although it acknowledged up to ``checkpoint``
+    (it acknowledges before its disk has a message, see ``bus.connection.ensure_stream``)."""
+
+    def __init__(self, stream: str, position: int, checkpoint: int) -> None:
+        self.stream = stream
+        self.position = position
+        self.checkpoint = checkpoint
+        super().__init__(
+            f"stream {stream} ends at position {position}, short of the {checkpoint} it"
+            " acknowledged: the rest is published again from the log"
+        )
+
+
 class NatsServerExited(BusError):
     """The private nats-server (``pid``) exited by itself with ``returncode``."""
 

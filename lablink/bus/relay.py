@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import nats.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -58,7 +59,7 @@ from lablink.bus.connection import connect_nats, ensure_stream
 from lablink.bus.options import NatsOptions, redact
 from lablink.bus.subjects import EVENTS_ALL, STREAM, alarm_subject, event_subject
 from lablink.clock import SystemClock
-from lablink.errors import AckFailed, PublishRefused, ViewsFileMissing
+from lablink.errors import AckFailed, PublishRefused, StreamTailLost, ViewsFileMissing
 from lablink.events import (
     AlarmRaised,
     AnyEvent,
@@ -90,6 +91,9 @@ _FOREVER = 10 * 365 * 86400.0
 # is noticed within about PING_SECONDS x (MAX_PINGS + 1) even while nothing is published.
 PING_SECONDS = 2.0
 MAX_PINGS = 2
+# How often a running session makes sure the stream still ends where it acknowledged: one
+# small request, the bound on how long a tail lost to a server's write error goes unseen.
+TAIL_CHECK_SECONDS = 5.0
 # A pause between two calls of on_stuck grows from stuck_seconds to this.
 MAX_STUCK_PAUSE = 600.0
 
@@ -328,8 +332,10 @@ class Relay:
         initial_backoff: float = 0.2,
         max_backoff: float = 5.0,
         views_path: Path | None = None,
+        tail_check_seconds: float = TAIL_CHECK_SECONDS,
     ) -> None:
         self.db_path = db_path
+        self.tail_check_seconds = tail_check_seconds
         # The views (which instrument a job runs on): views.db beside the log by default.
         if views_path is None:
             views_path = views_file(db_path)
@@ -617,16 +623,12 @@ class Relay:
 
     async def _resume_after_stream_tail(self, js: JetStreamContext) -> None:
         """The stream acknowledges before its disk has a message (``ensure_stream``'s
-        ``copy``): a nats-server that crashed may have lost the last events it acked. The
-        stream's last message says how far it really goes; the session resumes after it, so
-        a lost tail is published again from the log (in order: what survives a crash is a
-        prefix of what was written)."""
-        try:
-            last = await js.get_msg(STREAM, subject=EVENTS_ALL)
-        except NotFoundError:  # empty (purged by hand): nothing to measure against
-            return
-        position = int(msgspec.json.decode(last.data or b"{}").get("position", 0))
-        if 0 < position < self.checkpoint():
+        ``copy``): a nats-server that crashed, or failed to write, may have lost the last
+        events it acked. The session resumes after the stream's last message, so a lost
+        tail is published again from the log, in order (what a store keeps of what it was
+        given is a prefix of it)."""
+        position = await self._stream_ends_at(js)
+        if position is not None and position < self.checkpoint():
             log.warning(
                 "stream lost its tail: publishing it again from the log",
                 stream=STREAM,
@@ -634,6 +636,30 @@ class Relay:
                 checkpoint=self.checkpoint(),
             )
             self._set_checkpoint(position)
+
+    async def _stream_ends_at(self, js: JetStreamContext) -> int | None:
+        """The log position of the stream's last message: 0 when it never kept one, None
+        when it was emptied by hand (a purge: nothing to measure against)."""
+        try:
+            last = await js.get_msg(STREAM, subject=EVENTS_ALL)
+        except NotFoundError:
+            info = await js.stream_info(STREAM)
+            return 0 if info.state.last_seq == 0 else None
+        return int(msgspec.json.decode(last.data or b"{}").get("position", 0))
+
+    async def _check_tail(self, js: JetStreamContext) -> None:
+        """While the session runs: a tail lost without the connection dropping (a write
+        error on the server's disk) ends the session, so that the next one publishes it
+        again, instead of waiting for a later event to find the stream broken."""
+        while True:
+            await asyncio.sleep(self.tail_check_seconds)
+            acknowledged = self.checkpoint()  # read before asking: the stream has at least it
+            try:
+                position = await self._stream_ends_at(js)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue  # a slow answer proves nothing; a lost connection ends the session
+            if position is not None and position < acknowledged:
+                raise StreamTailLost(STREAM, position, acknowledged)
 
     def _refresh_lag(self) -> None:
         self.status.observe(self._log_position())
@@ -663,6 +689,7 @@ class Relay:
                 tasks.create_task(self._publish(nc, acks, in_flight, sent, slots, watch))
                 tasks.create_task(self._confirm(nc, in_flight, sent, slots, watch))
                 tasks.create_task(self._watch_connection())
+                tasks.create_task(self._check_tail(js))
                 tasks.create_task(self._until_stopping(watch))
         except BaseExceptionGroup as group:
             failure = _first(group)
