@@ -48,7 +48,7 @@ class Settings(msgspec.Struct, kw_only=True):
     agent_config: Path | None = None
     # Where that agent runs: "inprocess" (an Agent inside `lablink serve`, sharing its GIL)
     # or "process" (a supervised `lablink agent` child, with a core of its own).
-    embedded_agent: str = "inprocess"
+    embedded_agent: str = "process"
     heartbeat_timeout: float = 5.0
     # Executions that ended more than this many days ago leave the executions view, daily
     # (0 = never); the log keeps every event.

@@ -69,7 +69,11 @@ async def test_an_agent_that_cannot_start_closes_the_bus_the_store_and_the_lock(
     config = tmp_path / "lab.toml"
     config.write_text(LAB_TOML)
     data = tmp_path / "data"
-    settings = Settings(data_dir=data, timezone="UTC", agent_config=config)
+    # In process: the bench opens (and fails) inside serve's start. The agent process that
+    # cannot start is tests/agents/test_agent_process.py's.
+    settings = Settings(
+        data_dir=data, timezone="UTC", agent_config=config, embedded_agent="inprocess"
+    )
     assert settings.nats
     assert settings.executor_kind == "agents"
     before = set(nats_children())

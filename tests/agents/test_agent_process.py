@@ -276,7 +276,7 @@ def test_the_embedded_agent_setting_names_the_variable_and_the_choices(
         Settings.from_env()
     assert "'inprocess'" in str(caught.value)
     assert "'process'" in str(caught.value)
-    monkeypatch.setenv("LABLINK_EMBEDDED_AGENT", "process")
-    assert Settings.from_env().embedded_agent == "process"
-    monkeypatch.delenv("LABLINK_EMBEDDED_AGENT")
+    monkeypatch.setenv("LABLINK_EMBEDDED_AGENT", "inprocess")
     assert Settings.from_env().embedded_agent == "inprocess"
+    monkeypatch.delenv("LABLINK_EMBEDDED_AGENT")
+    assert Settings.from_env().embedded_agent == "process"
