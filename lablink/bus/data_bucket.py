@@ -29,7 +29,7 @@ from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
-from lablink.bus.connection import connect_nats
+from lablink.bus.connection import close_nats, connect_nats
 from lablink.bus.options import NatsOptions, redact
 from lablink.errors import DataBusUnavailable
 from lablink.events import DATA_BUCKET
@@ -186,10 +186,7 @@ class DataBucket:
     async def aclose(self) -> None:
         nc, self._nc = self._nc, None
         if nc is not None and not nc.is_closed:
-            try:
-                await nc.close()
-            except (TimeoutError, OSError, NatsError) as exc:
-                log.warning("data bucket: close failed", error=_describe(exc))
+            await close_nats(nc)
 
 
 def _describe(exc: BaseException) -> str:

@@ -48,7 +48,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-from lablink.bus.connection import connect_nats
+from lablink.bus.connection import close_nats, connect_nats
 from lablink.bus.options import NatsOptions
 from lablink.clock import Clock, SystemClock
 from lablink.equipment_agent.accepts import Accepts
@@ -213,8 +213,7 @@ class Agent:
         if self._reports is not None:
             await self._reports.aclose()
         if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.close()
+            await close_nats(self._nc)
         if self._executor is not None:
             await self._executor.aclose()
         elif self.bench is not None:

@@ -49,7 +49,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from lablink.bus.connection import connect_nats, ensure_stream
+from lablink.bus.connection import close_nats, connect_nats, ensure_stream
 from lablink.bus.data_bucket import ensure_data_bucket
 from lablink.bus.options import NatsOptions
 from lablink.clock import Clock, SystemClock
@@ -260,8 +260,7 @@ class AgentExecutor:
             await self.supervisor.aclose()
         self.presences.forget_health()
         if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.close()
+            await close_nats(self._nc)
 
     async def _subscribe_reports(self) -> JetStreamContext.PullSubscription:
         assert self._js is not None

@@ -3,12 +3,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from nats.js.api import StorageType
 
-from lablink.bus.connection import DUPLICATE_WINDOW_SECONDS, connect_nats, ensure_stream
+from lablink.bus.connection import (
+    DUPLICATE_WINDOW_SECONDS,
+    close_nats,
+    connect_nats,
+    ensure_stream,
+)
 from lablink.bus.options import NatsOptions
 from lablink.bus.server import NatsServer
+from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.nats
 
@@ -52,3 +60,28 @@ async def test_a_long_lived_connection_reconnects_for_ever_unless_told_otherwise
     finally:
         await forever.close()
         await once.close()
+
+
+async def test_closing_a_connection_that_is_reconnecting_ends_its_reconnect_loop(
+    tmp_path: Path,
+) -> None:
+    # Back-to-back attempts against a stopped server: nats-py's own close() left the loop
+    # running in about 6 tries of 10 here (its cancel lost as an attempt failed), and the
+    # process that closed it never exited.
+    async def quiet(exc: Exception) -> None:
+        pass
+
+    server = await NatsServer(tmp_path / "nats").start()
+    url = server.url
+    await server.stop()
+    for _ in range(10):
+        restarted = await NatsServer(tmp_path / "nats", port=int(url.rsplit(":", 1)[1])).start()
+        nc = await connect_nats(
+            NatsOptions(url=url), name="lablink-test", reconnect_time_wait=0.0, error_cb=quiet
+        )
+        await restarted.stop()
+        await eventually(lambda nc=nc: nc.is_reconnecting, what="reconnecting")  # type: ignore[misc]
+        await close_nats(nc)
+        assert nc.is_closed
+        reconnecting = nc._reconnection_task
+        assert reconnecting is None or reconnecting.done()
