@@ -123,15 +123,19 @@ def test_sigkill_mid_run_then_restart(tmp_path: Path, agent: str, ended: str) ->
     store.close()
 
     first = Process(data, LABLINK_EMBEDDED_AGENT=agent)
-    started = first.wait_for("execution.started", job_id=long_job)
-    first.wait_for("execution.completed", job_id=ticking)
-    first.proc.send_signal(signal.SIGKILL)
+    try:
+        started = first.wait_for("execution.started", job_id=long_job)
+        first.wait_for("execution.completed", job_id=ticking)
+    finally:
+        first.proc.send_signal(signal.SIGKILL)
     assert first.proc.wait(timeout=10) == -signal.SIGKILL
 
     second = Process(data, LABLINK_EMBEDDED_AGENT=agent)
-    second.wait_for(f"execution.{ended}", execution_id=started["execution_id"])
-    second.wait_for("execution.completed", job_id=ticking)
-    second.proc.send_signal(signal.SIGTERM)
+    try:
+        second.wait_for(f"execution.{ended}", execution_id=started["execution_id"])
+        second.wait_for("execution.completed", job_id=ticking)
+    finally:  # a failed wait must not leave the scheduler (and its children) running
+        second.proc.send_signal(signal.SIGTERM)
     assert second.proc.wait(timeout=30) == 0
 
     long_runs = rows(db, "SELECT execution_id, status FROM executions WHERE job_id = ?", long_job)
