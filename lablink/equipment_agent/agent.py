@@ -54,7 +54,7 @@ from lablink.clock import Clock, SystemClock
 from lablink.equipment_agent.accepts import Accepts
 from lablink.equipment_agent.bench import Bench, PortWrapper
 from lablink.equipment_agent.config import AgentConfig
-from lablink.equipment_agent.inprocess import InProcessExecutor
+from lablink.equipment_agent.inprocess import InProcessExecutor, timed
 from lablink.equipment_agent.ledger import Ledger, PendingUpload
 from lablink.equipment_agent.reports import ReportSender
 from lablink.equipment_agent.upload import (
@@ -68,6 +68,7 @@ from lablink.equipment_agent.upload import (
 from lablink.errors import CaptureUploadError
 from lablink.events import ExecutionError
 from lablink.events.data import DATA_BUCKET
+from lablink.instruments.context import RunContext
 from lablink.instruments.execution import ExecutionRequest, Outcome
 from lablink.instruments.protocol import (
     ABANDONED,
@@ -101,6 +102,9 @@ _UPLOAD_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
 # ``stored``); a larger one would hold the execution open for its whole upload (and past its
 # timeout), so its result goes at once, ``pending_upload``, and the upload follows.
 INLINE_UPLOAD_BYTES = 64 * 1024**2
+# How long a stopped run's report waits for the stop to let go of the instrument (for its
+# instrument times) before it goes without them.
+HALT_WAIT_SECONDS = 30.0
 
 
 @dataclass
@@ -109,6 +113,10 @@ class _Execution:
     equipment_id: str
     inner: asyncio.Task[Outcome] | None = None
     stop_reason: str = ""
+    # The operation's context (its instrument times), and set once a stop let go of the
+    # instrument (the times are then final).
+    ctx: RunContext | None = None
+    halted: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -355,14 +363,25 @@ class Agent:
             )
 
         running = self._running[execution_id]
-        running.inner = asyncio.create_task(self._executor.run(request, progress, profile_settings))
+        running.ctx = self._executor.context_for(request)
+        running.inner = asyncio.create_task(
+            self._executor.run(request, progress, profile_settings, ctx=running.ctx)
+        )
         try:
             result = await asyncio.shield(running.inner)
         except asyncio.CancelledError:
             if not running.inner.cancelled():
                 raise
-            result = Outcome.failed(
-                "stopped", f"stopped by the agent: {running.stop_reason or 'stopped'}"
+            # What the instrument did before the stop is on record too: its times are final
+            # once the stop has let go of it (bounded: a stop that never ends still reports).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HALT_WAIT_SECONDS):
+                    await running.halted.wait()
+            result = timed(
+                Outcome.failed(
+                    "stopped", f"stopped by the agent: {running.stop_reason or 'stopped'}"
+                ),
+                running.ctx,
             )
         except Exception as exc:  # never a trace in the record: a typed failure
             log.exception("operation raised", execution_id=execution_id)
@@ -569,11 +588,14 @@ class Agent:
             return StopReply(stopped=False, error=f"execution {execution_id} is not running here")
         running.stop_reason = reason
         running.inner.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await running.inner
-        state = await self._executor.halt(execution_id)
-        if state is None:
-            state = await self._executor.safe_state(running.equipment_id) or {}
+        try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await running.inner
+            state = await self._executor.halt(execution_id)
+            if state is None:
+                state = await self._executor.safe_state(running.equipment_id) or {}
+        finally:
+            running.halted.set()
         return StopReply(stopped=True, safe_state=state)
 
     async def _settle_unfinished(self) -> None:

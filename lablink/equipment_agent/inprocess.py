@@ -139,11 +139,20 @@ class InProcessExecutor:
     ) -> Awaitable[Outcome] | None:
         return None  # an operation dies with the process that ran it
 
+    def context_for(self, request: ExecutionRequest) -> RunContext:
+        """A context for ``run`` that its caller keeps (the instrument times of a run it
+        stops are read from it)."""
+        return RunContext(
+            equipment_id=request.spec.equipment_id, realtime=self.realtime, now=self.clock.now
+        )
+
     async def run(
         self,
         request: ExecutionRequest,
         progress: ProgressReport,
         profile_settings: Mapping[str, Any] | None,
+        *,
+        ctx: RunContext | None = None,
     ) -> Outcome:
         """Run with the profile's settings already resolved (an agent gets them with the
         command)."""
@@ -153,9 +162,8 @@ class InProcessExecutor:
         except EquipmentError as exc:
             return _failed(exc)
         job = self._job(request, profile_settings)
-        ctx = RunContext(
-            equipment_id=session.equipment_id, realtime=self.realtime, now=self.clock.now
-        )
+        if ctx is None:
+            ctx = self.context_for(request)
         running = self._running[execution_id] = _Running(session, ctx)
         options = dataclasses.replace(self.options, resource=session.resource_name)
         operation = partial(_operate, job=job, ctx=ctx, options=options)
@@ -168,18 +176,18 @@ class InProcessExecutor:
                 raise  # the engine's cancel: the entry stays for stop()
             # Not our task's cancel: the bench closed under a queued operation.
             self._running.pop(execution_id, None)
-            return _timed(
+            return timed(
                 _failed(EquipmentOffline(session.equipment_id, "the bench was closed")), ctx
             )
         except EquipmentError as exc:
             self._running.pop(execution_id, None)
-            return _timed(_failed(exc), ctx)
+            return timed(_failed(exc), ctx)
         except Exception as exc:
             self._running.pop(execution_id, None)
             log.exception("operation raised", execution_id=execution_id)
-            return _timed(Outcome.failed("internal_error", f"{type(exc).__name__}: {exc}"), ctx)
+            return timed(Outcome.failed("internal_error", f"{type(exc).__name__}: {exc}"), ctx)
         self._running.pop(execution_id, None)
-        return _timed(Outcome(status="completed", result=result), ctx)
+        return timed(Outcome(status="completed", result=result), ctx)
 
     def queue_depths(self) -> dict[str, QueueDepth]:
         """Every instrument's line now: executions waiting for it, and on it."""
@@ -348,9 +356,11 @@ def _safe_state(inst: Instrument) -> dict[str, Any]:
     return inst.safe_state()
 
 
-def _timed(outcome: Outcome, ctx: RunContext) -> Outcome:
+def timed(outcome: Outcome, ctx: RunContext | None) -> Outcome:
     """``outcome`` with the instrument's times the operation took (none if it never touched
     the instrument)."""
+    if ctx is None:
+        return outcome
     return msgspec.structs.replace(
         outcome, instrument_started_at=ctx.started_at, instrument_ended_at=ctx.ended_at
     )

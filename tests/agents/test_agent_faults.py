@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import signal
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from lablink.bus.server import NatsServer
 from lablink.clock import ManualClock
 from lablink.equipment_agent.config import InstrumentConfig
 from lablink.events import AlarmRaised, EquipmentOffline, EquipmentOnline
+from lablink.instruments.execution import Outcome
 from lablink.instruments.protocol import RunCommand, RunReply, encoder, run_subject
 from lablink.instruments.scpi import MessagePort
 from tests.support.agent_lab import AgentLab, bench_config, spawn_agent, write_lab_toml
@@ -235,6 +237,31 @@ async def test_a_timeout_stops_the_agent_and_applies_the_safe_state(
     # A capture leaves the output as it is: off means the agent's safe state ran.
     state = await lab.run({"schedule_type": "state_capture", "equipment_id": "power_supply_1"})
     assert json.loads(state["result"])["settings"]["output"]["value"] is False
+    # The agent's own word on the stopped run carries what the instrument did before the
+    # stop: when the operation began on it, and when it let go of it.
+    stopped = await eventually(
+        lambda: agent_outcome(tmp_path / "agent-data", "bench-agent", execution_id),
+        timeout=60,
+        what="the agent's outcome of the stopped run",
+    )
+    assert stopped.error is not None
+    assert stopped.error.type == "stopped"
+    assert stopped.instrument_started_at is not None
+    assert stopped.instrument_ended_at is not None
+    assert stopped.instrument_started_at <= stopped.instrument_ended_at
+
+
+def agent_outcome(data_dir: Path, agent_id: str, execution_id: str) -> Outcome | None:
+    """The outcome the agent's ledger holds for ``execution_id`` once it finished."""
+    conn = sqlite3.connect(f"file:{data_dir / 'agents' / f'{agent_id}.db'}?mode=ro", uri=True)
+    try:
+        row = conn.execute(
+            "SELECT outcome FROM executions WHERE execution_id = ? AND finished_at IS NOT NULL",
+            (execution_id,),
+        ).fetchone()
+    finally:
+        conn.close()
+    return None if row is None else msgspec.json.decode(row[0], type=Outcome)
 
 
 async def test_a_result_that_arrives_while_the_scheduler_is_down_is_recorded_after(
