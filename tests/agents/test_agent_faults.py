@@ -244,6 +244,7 @@ async def test_a_timeout_stops_the_agent_and_applies_the_safe_state(
         timeout=60,
         what="the agent's outcome of the stopped run",
     )
+    assert stopped is not None
     assert stopped.error is not None
     assert stopped.error.type == "stopped"
     assert stopped.instrument_started_at is not None
