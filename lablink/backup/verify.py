@@ -3,7 +3,9 @@
 In order, stopping at the first discrepancy (one line: where, and what):
 
 1. ``PRAGMA integrity_check`` on the log (``scheduler.db``) and on the views (``views.db``);
-2. the log's positions run 1, 2, 3… without a gap, and each stream's versions 1, 2, 3…;
+2. the log's positions run 1, 2, 3… without a gap, each stream's versions 1, 2, 3…, and
+   each event's hash is the one its content and the previous hash give (the chain,
+   lablink/eventstore/chain.py; `lablink audit verify` also checks the signed checkpoints);
 3. a replay equals the live views: the log is folded by the same projector into a scratch
    file (in the system's temporary directory) up to the position the live views have folded,
    and the two are compared table by table, row by row (``lablink.projections.compare``).
@@ -30,6 +32,7 @@ from pathlib import Path
 from lablink.backup.snapshot import pinned, read_only
 from lablink.datadir import DB_NAME, VIEWS_NAME
 from lablink.errors import NotALog, VerifyFailed
+from lablink.eventstore.chain import ChainCheck
 from lablink.eventstore.sqlite import LogReader, connect
 from lablink.projections.compare import count_rows, first_difference, view_tables
 from lablink.projections.runner import Projector
@@ -59,8 +62,9 @@ class Verified:
         )
         return (
             f"ok: {self.log_position} events, positions gap-free, {self.streams} streams with"
-            f" contiguous versions; a replay up to position {self.views_position} equals the"
-            f" live views ({self.tables} tables, {self.rows} rows){behind}"
+            f" contiguous versions, hash chain intact; a replay up to position"
+            f" {self.views_position} equals the live views ({self.tables} tables,"
+            f" {self.rows} rows){behind}"
             f" [{self.seconds:.1f} s]"
         )
 
@@ -123,9 +127,11 @@ def _walk(reader: LogReader) -> tuple[int, int]:
     """Positions from 1 without a gap; each stream's versions from 1 without a gap. Returns
     the last position and the number of streams."""
     versions: dict[str, int] = {}
+    chain = ChainCheck()
     expected = 1
-    while rows := reader.read_rows(expected - 1, WALK_BATCH):
-        for position, _, stream_id, version, *_ in rows:
+    while rows := reader.read_chain(expected - 1, WALK_BATCH):
+        for row in rows:
+            position, _, stream_id, version, *_ = row
             if position != expected:
                 raise VerifyFailed(
                     f"log position {expected}",
@@ -138,6 +144,9 @@ def _walk(reader: LogReader) -> tuple[int, int]:
                     f"version {version} at position {position} follows version {previous}"
                     f" (expected {previous + 1})",
                 )
+            broken = chain.feed(row)
+            if broken is not None:
+                raise VerifyFailed(f"log position {broken.position}", broken.detail)
             versions[stream_id] = version
             expected += 1
     return expected - 1, len(versions)

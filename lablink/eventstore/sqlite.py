@@ -1,9 +1,13 @@
 """The append-only SQLite event log: the only source of truth.
 
 One table, one row per event: global position (rowid), event id, stream id and version
-(unique together: the optimistic lock), type, time, actor, correlation id and the payload as
-JSON a person can read with the sqlite3 shell. WAL with synchronous=FULL: an append that
-returned is on disk.
+(unique together: the optimistic lock), type, time, actor, correlation id, the payload as
+JSON a person can read with the sqlite3 shell, and the event's link in the hash chain
+(lablink/eventstore/chain.py), computed in the append's transaction. WAL with
+synchronous=FULL: an append that returned is on disk. Triggers refuse UPDATE and DELETE on
+the table: the log only grows (retention prunes view rows, never events). They stop a
+mistake, not a forger (who can drop them); the chain and the signed checkpoints
+(lablink/audit) are what make a forgery detectable.
 
 SQLite's own errors stop here: a full disk, a read-only file or an I/O failure leaves the store
 as a named ``StorageError`` (``translated``), with the transaction rolled back, so callers and
@@ -51,6 +55,7 @@ from lablink.eventstore.base import (
     new_event_id,
     parse_instant,
 )
+from lablink.eventstore.chain import GENESIS, ChainRow, event_hash, row_hash
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -63,16 +68,27 @@ CREATE TABLE IF NOT EXISTS events (
     actor TEXT NOT NULL,
     correlation_id TEXT,
     payload TEXT NOT NULL,
+    hash BLOB,
     UNIQUE (stream_id, version)
 );
 CREATE INDEX IF NOT EXISTS events_correlation ON events (correlation_id)
     WHERE correlation_id IS NOT NULL;
 """
 
-_INSERT = (
-    "INSERT INTO events (event_id, stream_id, version, type, occurred_at, actor,"
-    " correlation_id, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+APPEND_ONLY = (
+    "CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events"
+    " BEGIN SELECT RAISE(ABORT, 'the event log is append-only: an event is never updated'); END",
+    "CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events"
+    " BEGIN SELECT RAISE(ABORT, 'the event log is append-only: an event is never deleted'); END",
 )
+TRIGGERS = ("events_no_update", "events_no_delete")
+
+_INSERT = (
+    "INSERT INTO events (position, event_id, stream_id, version, type, occurred_at, actor,"
+    " correlation_id, payload, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_HEAD = "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
+BACKFILL_BATCH = 10_000
 _STREAM_VERSION = "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?"
 _COLUMNS = (
     "position, event_id, stream_id, version, type, occurred_at, actor, correlation_id, payload"
@@ -151,6 +167,42 @@ def connect(path: str | Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def chain_log(conn: sqlite3.Connection) -> None:
+    """Make a log made before the hash chain a chained, append-only one: add the column,
+    hash the events that have no hash, in position order (one transaction), then add the
+    triggers. A log that has its triggers is done; a new one only gets its triggers. A hash
+    already stored is kept as it is (a check, not a repair: `lablink audit verify` judges)."""
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+    if all(name in names for name in TRIGGERS):
+        return
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if "hash" not in columns:
+            conn.execute("ALTER TABLE events ADD COLUMN hash BLOB")
+        reader = LogReader(conn)
+        previous, position, filled = GENESIS, 0, 0
+        while rows := reader.read_chain(position, BACKFILL_BATCH):
+            for row in rows:
+                if row[9] is None:
+                    previous = row_hash(previous, row)
+                    conn.execute(
+                        "UPDATE events SET hash = ? WHERE position = ?", (previous, row[0])
+                    )
+                    filled += 1
+                else:
+                    previous = row[9]
+            position = rows[-1][0]
+        if filled:
+            log.info("event log chained", events=filled)
+        for statement in APPEND_ONLY:
+            conn.execute(statement)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 @dataclass
@@ -293,6 +345,21 @@ class LogReader:
         (position,) = self.conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()
         return int(position)
 
+    def head(self) -> tuple[int, bytes]:
+        """The last position and its hash (0 and the chain's genesis for an empty log)."""
+        row = self.conn.execute(_HEAD).fetchone()
+        if row is None:
+            return 0, GENESIS
+        return int(row[0]), bytes(row[1]) if row[1] is not None else GENESIS
+
+    def read_chain(self, after_position: int, limit: int) -> list[ChainRow]:
+        """Rows with their hashes, in position order: what the chain's check walks."""
+        rows: list[ChainRow] = self.conn.execute(
+            f"SELECT {_COLUMNS}, hash FROM events WHERE position > ? ORDER BY position LIMIT ?",
+            (after_position, limit),
+        ).fetchall()
+        return rows
+
 
 def read_in_pages(
     read_rows: Callable[..., list[StoredRow]],
@@ -320,6 +387,7 @@ class SQLiteEventStore:
         with translated(self.path):
             self.conn = connection if connection is not None else connect(path)
             self.conn.executescript(SCHEMA)
+            chain_log(self.conn)
         self._reader = LogReader(self.conn)
         self._lock = threading.RLock()
         self._after_commit: list[Callable[[list[RecordedEvent]], None]] = []
@@ -359,8 +427,9 @@ class SQLiteEventStore:
                 with translated(self.path):
                     conn.execute("BEGIN IMMEDIATE")
                     try:
+                        head = self._reader.head()
                         for request in requests:
-                            outcome = self._append_one(conn, request)
+                            outcome, head = self._append_one(conn, request, head)
                             outcomes.append(outcome)
                             if not isinstance(outcome, StreamVersionConflict):
                                 committed.extend(outcome)
@@ -410,35 +479,57 @@ class SQLiteEventStore:
         status.consecutive_failures = 0
         status.last_ok_at = now
 
-    def _append_one(self, conn: sqlite3.Connection, request: AppendRequest) -> AppendOutcome:
+    def _append_one(
+        self, conn: sqlite3.Connection, request: AppendRequest, head: tuple[int, bytes]
+    ) -> tuple[AppendOutcome, tuple[int, bytes]]:
+        """Append one request's events after ``head`` (the last position and its hash);
+        returns the outcome and the new head."""
         (current,) = conn.execute(_STREAM_VERSION, (request.stream_id,)).fetchone()
         if request.expected_version != ANY and request.expected_version != current:
-            return StreamVersionConflict(request.stream_id, request.expected_version, current)
+            conflict = StreamVersionConflict(request.stream_id, request.expected_version, current)
+            return conflict, head
         recorded: list[RecordedEvent] = []
         version = current
+        position, previous = head
         for new in request.events:
             version += 1
+            position += 1
             event_id = new.event_id or new_event_id()
             occurred_text = format_instant(new.occurred_at)
+            type_ = event_type(new.event)
+            payload = encode_event(new.event).decode()
+            previous = event_hash(
+                previous,
+                position,
+                event_id,
+                request.stream_id,
+                version,
+                type_,
+                occurred_text,
+                new.actor,
+                new.correlation_id,
+                payload,
+            )
             try:
-                cursor = conn.execute(
+                conn.execute(
                     _INSERT,
                     (
+                        position,
                         event_id,
                         request.stream_id,
                         version,
-                        event_type(new.event),
+                        type_,
                         occurred_text,
                         new.actor,
                         new.correlation_id,
-                        encode_event(new.event).decode(),
+                        payload,
+                        previous,
                     ),
                 )
             except sqlite3.IntegrityError as exc:
-                # (stream_id, version) cannot clash under the lock; the event id can.
+                # (stream_id, version) and the position cannot clash under the write lock;
+                # the event id can.
                 raise DuplicateId(event_id) from exc
-            position = cursor.lastrowid
-            assert position is not None
             recorded.append(
                 RecordedEvent(
                     position=position,
@@ -451,7 +542,7 @@ class SQLiteEventStore:
                     event=new.event,
                 )
             )
-        return recorded
+        return recorded, (position, previous)
 
     # -- reading: the log's reads (LogReader) on the store's connection, under its lock ------
 
@@ -486,6 +577,10 @@ class SQLiteEventStore:
     def last_position(self) -> int:
         with self._lock, translated(self.path):
             return self._reader.last_position()
+
+    def head(self) -> tuple[int, bytes]:
+        with self._lock, translated(self.path):
+            return self._reader.head()
 
     def close(self) -> None:
         with self._lock:

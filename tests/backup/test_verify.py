@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from lablink.backup.verify import verify
 from lablink.cli import app
 from lablink.errors import VerifyFailed
+from tests.support.tamper import drop_triggers
 
 
 def run_verify(data_dir: Path) -> tuple[int, str]:
@@ -23,6 +24,7 @@ def edit(db: Path, sql: str, *args: object) -> None:
     conn = sqlite3.connect(db)
     try:
         with conn:
+            drop_triggers(conn)
             conn.execute(sql, args)
     finally:
         conn.close()
@@ -106,3 +108,14 @@ def test_a_missing_log_is_named(tmp_path: Path) -> None:
     code, output = run_verify(tmp_path / "nowhere")
     assert code == 1
     assert f"{tmp_path / 'nowhere' / 'scheduler.db'}: not a usable LabLink event log" in output
+
+
+def test_an_altered_payload_is_named_by_its_position(data_dir: Path) -> None:
+    edit(
+        data_dir / "scheduler.db",
+        "UPDATE events SET payload = payload || ' ' WHERE position = 2",
+    )
+    code, output = run_verify(data_dir)
+    assert code == 1
+    (line,) = output.strip().splitlines()
+    assert line.startswith("lablink: log position 2: altered: what is stored does not hash")

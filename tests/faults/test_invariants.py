@@ -10,6 +10,7 @@ import pytest
 
 from lablink.eventstore.sqlite import connect
 from tests.support.harness import Harness
+from tests.support.tamper import drop_triggers
 from tests.support.views import views_db
 
 BODY: dict[str, Any] = {
@@ -59,6 +60,7 @@ async def test_each_broken_invariant_is_caught(
     # The views' file with the log attached (writable): a damage to either is found there.
     conn = connect(views_db(harness.path))
     conn.execute("ATTACH DATABASE ? AS log", (str(harness.path),))
+    drop_triggers(conn, "log")
     conn.execute(damage)
     conn.close()
     with pytest.raises(AssertionError, match=complaint):

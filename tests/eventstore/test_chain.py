@@ -1,0 +1,180 @@
+"""The hash chain over the SQLite log: each event's hash, as docs/audit.md defines it, is
+computed in the append's transaction; UPDATE and DELETE are refused; an older log is chained
+when opened; the check names the first altered or missing position."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lablink.errors import DuplicateId
+from lablink.events import JobPaused, NewEvent
+from lablink.eventstore import ANY, AppendRequest, SQLiteEventStore
+from lablink.eventstore.chain import GENESIS, ChainCheck
+from tests.support.tamper import tamper
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def new(job_id: str, n: int = 0, *, event_id: str | None = None) -> NewEvent:
+    return NewEvent(
+        event=JobPaused(job_id=job_id, reason=f"r{n}"),
+        actor="tester",
+        occurred_at=T0 + timedelta(seconds=n),
+        correlation_id=None if n % 2 else f"corr-{n}",
+        event_id=event_id,
+    )
+
+
+def documented_hash(previous: bytes, row: tuple[object, ...]) -> bytes:
+    """docs/audit.md's definition, written out again here as the oracle."""
+    position, *fields = row[:9]
+    data = b"\x00" + int(position).to_bytes(8, "big") + previous  # type: ignore[call-overload]
+    for index, value in enumerate(fields):
+        if value is None:
+            assert index == 6  # only the correlation id may be NULL
+            data += b"\xff\xff\xff\xff"
+            continue
+        text = str(value).encode()
+        data += len(text).to_bytes(4, "big") + text
+    return hashlib.sha256(data).digest()
+
+
+def stored_rows(path: Path) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(
+            "SELECT position, event_id, stream_id, version, type, occurred_at, actor,"
+            " correlation_id, payload, hash FROM events ORDER BY position"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def walk(path: Path) -> tuple[int, str | None]:
+    """The chain check over the file: (last good position, first break or None)."""
+    check = ChainCheck()
+    for row in stored_rows(path):
+        broken = check.feed(row)  # type: ignore[arg-type]
+        if broken is not None:
+            return check.position, f"{broken.position} {broken.kind}"
+    return check.position, None
+
+
+def test_each_event_stores_the_documented_hash(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    store = SQLiteEventStore(path)
+    store.append("job_a", 0, [new("job_a", 1), new("job_a", 2)])
+    store.append_batch(
+        [
+            AppendRequest(stream_id="job_b", expected_version=0, events=[new("job_b", 3)]),
+            AppendRequest(stream_id="job_a", expected_version=2, events=[new("job_a", 4)]),
+        ]
+    )
+    store.close()
+    previous = GENESIS
+    rows = stored_rows(path)
+    assert [row[0] for row in rows] == [1, 2, 3, 4]
+    for row in rows:
+        previous = documented_hash(previous, row)
+        assert row[9] == previous
+    assert SQLiteEventStore(path).head() == (4, previous)
+
+
+def test_update_and_delete_of_events_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    SQLiteEventStore(path).append("job_a", 0, [new("job_a", 1)])
+    conn = sqlite3.connect(path, isolation_level=None)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only: an event is never updated"):
+        conn.execute("UPDATE events SET actor = 'someone else'")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only: an event is never deleted"):
+        conn.execute("DELETE FROM events")
+    assert conn.execute("SELECT actor FROM events").fetchall() == [("tester",)]
+    conn.close()
+
+
+def test_a_failed_append_leaves_the_chain_where_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    store = SQLiteEventStore(path)
+    store.append("job_a", 0, [new("job_a", 1, event_id="dup")])
+    with pytest.raises(DuplicateId):
+        store.append("job_b", 0, [new("job_b", 2), new("job_b", 3, event_id="dup")])
+    store.append("job_b", 0, [new("job_b", 4)])
+    store.close()
+    assert walk(path) == (2, None)
+
+
+def test_two_writers_on_one_file_keep_one_chain(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    first, second = SQLiteEventStore(path), SQLiteEventStore(path)
+    for n in range(6):
+        (first if n % 2 else second).append(f"job_{n}", 0, [new(f"job_{n}", n)])
+    first.close()
+    second.close()
+    assert walk(path) == (6, None)
+
+
+def test_a_log_from_before_the_chain_is_chained_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    SQLiteEventStore(path).append("job_a", 0, [new("job_a", n) for n in range(1, 4)])
+    # The table as it was before the chain: no hash column, no triggers.
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP TRIGGER events_no_update")
+    conn.execute("DROP TRIGGER events_no_delete")
+    conn.execute("ALTER TABLE events DROP COLUMN hash")
+    conn.close()
+    store = SQLiteEventStore(path)
+    store.append("job_a", 3, [new("job_a", 4)])
+    store.close()
+    assert walk(path) == (4, None)
+    conn = sqlite3.connect(path)
+    triggers = conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
+    conn.close()
+    assert sorted(triggers) == [("events_no_delete",), ("events_no_update",)]
+
+
+def test_an_altered_payload_and_a_gap_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    SQLiteEventStore(path).append("job_a", 0, [new("job_a", n) for n in range(1, 6)])
+    original = stored_rows(path)
+    tamper(path, "UPDATE events SET payload = replace(payload, 'r3', 'r9') WHERE position = 3")
+    assert walk(path) == (2, "3 altered")
+    tamper(path, "UPDATE events SET payload = ? WHERE position = 3", original[2][8])
+    assert walk(path) == (5, None)
+    tamper(path, "DELETE FROM events WHERE position = 4")
+    assert walk(path) == (3, "4 gap")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 3), st.booleans()), max_size=4),
+        max_size=8,
+    )
+)
+def test_any_sequence_of_appends_and_conflicts_verifies_clean(
+    tmp_path_factory: pytest.TempPathFactory,
+    batches: list[list[tuple[str, int, bool]]],
+) -> None:
+    path = tmp_path_factory.mktemp("chain") / "events.db"
+    store = SQLiteEventStore(path)
+    appended = 0
+    for n, batch in enumerate(batches):
+        requests = [
+            AppendRequest(
+                stream_id=f"job_{stream}",
+                expected_version=ANY if anywhere else store.stream_version(f"job_{stream}"),
+                events=[new(f"job_{stream}", n * 10 + k) for k in range(count)],
+            )
+            for stream, count, anywhere in batch
+        ]
+        outcomes = store.append_batch(requests)
+        appended += sum(len(o) for o in outcomes if isinstance(o, list))
+    store.close()
+    assert walk(path) == (appended, None)
