@@ -2,13 +2,12 @@
 hash and everything stored about it, so an edited, removed or reordered event breaks every
 hash after it (docs/audit.md).
 
-``hash(n) = SHA-256(0x00 ‖ position as 8 bytes big-endian ‖ hash(n-1) ‖ record(n))``, with
-``hash(0)`` 32 zero bytes. ``record`` is the event's stored columns in a fixed order, each
-as it is stored (UTF-8), prefixed by its length as 4 bytes big-endian: event id, stream id,
-version (decimal), type, occurred_at, actor, correlation id, payload. A correlation id that
-is NULL is the single byte 0xFF where the length would be (no string has that length), so
-NULL and "" differ. The payload is the JSON text exactly as stored (msgspec's encoding of
-the event): the chain covers the bytes on disk, so verifying never depends on re-encoding.
+``hash(n) = SHA-256(0x00 ‖ position ‖ hash(n-1) ‖ len(E) ‖ E ‖ payload)``, with ``hash(0)``
+32 zero bytes, the position 8 bytes and len(E) 4 bytes, big-endian. ``E`` is the envelope:
+the RFC 8785 canonical JSON of the array ``[event_id, stream_id, version, type,
+occurred_at, actor, correlation_id]`` (null for no correlation id), as UTF-8. ``payload`` is
+the payload column's UTF-8 bytes exactly as stored (msgspec's encoding of the event): the
+chain covers what is on disk, so verifying never depends on encoding the event again.
 
 The leading byte separates the two things hashed: 0x00 an event, 0x01 a signed checkpoint's
 body (``lablink.audit``), so that one can never be passed off as the other.
@@ -19,26 +18,35 @@ verify` and `lablink audit verify` recompute them (``ChainCheck``).
 
 from __future__ import annotations
 
-import hashlib
-import struct
 from dataclasses import dataclass
+from hashlib import sha256
+
+import msgspec
 
 GENESIS = bytes(32)
 EVENT_PREFIX = b"\x00"
-_NULL = b"\xff\xff\xff\xff"
-_LENGTH = struct.Struct(">I")
-_POSITION = struct.Struct(">Q")
+_ENVELOPE = msgspec.json.Encoder()
 
 # What a row of the log holds, as the chain reads it: position, event id, stream id, version,
 # type, occurred_at, actor, correlation id, payload, hash.
 ChainRow = tuple[int, str, str, int, str, str, str, str | None, str, bytes | None]
 
 
-def _field(value: str | None) -> bytes:
-    if value is None:
-        return _NULL
-    data = value.encode()
-    return _LENGTH.pack(len(data)) + data
+def envelope(
+    event_id: str,
+    stream_id: str,
+    version: int,
+    type_: str,
+    occurred_at: str,
+    actor: str,
+    correlation_id: str | None,
+) -> bytes:
+    """The stored columns around the payload as one canonical JSON array (RFC 8785: msgspec's
+    compact encoding of strings, small integers and null is exactly JCS's; a test holds it
+    to the ``rfc8785`` package)."""
+    return _ENVELOPE.encode(
+        (event_id, stream_id, version, type_, occurred_at, actor, correlation_id)
+    )
 
 
 def event_hash(
@@ -51,17 +59,26 @@ def event_hash(
     occurred_at: str,
     actor: str,
     correlation_id: str | None,
-    payload: str,
+    payload: str | bytes,
 ) -> bytes:
-    """The hash of one stored event, chained to ``previous``."""
-    digest = hashlib.sha256(EVENT_PREFIX)
-    digest.update(_POSITION.pack(position))
-    digest.update(previous)
-    for value in (event_id, stream_id, str(version), type_, occurred_at, actor):
-        digest.update(_field(value))
-    digest.update(_field(correlation_id))
-    digest.update(_field(payload))
-    return digest.digest()
+    """The hash of one stored event, chained to ``previous``. ``payload`` may be given as
+    its UTF-8 bytes (the store has them already). This runs once per appended event, inside
+    the write lock: one encode of the envelope, one join, one SHA-256."""
+    head = _ENVELOPE.encode(
+        (event_id, stream_id, version, type_, occurred_at, actor, correlation_id)
+    )
+    return sha256(
+        b"".join(
+            (
+                EVENT_PREFIX,
+                position.to_bytes(8, "big"),
+                previous,
+                len(head).to_bytes(4, "big"),
+                head,
+                payload.encode() if isinstance(payload, str) else payload,
+            )
+        )
+    ).digest()
 
 
 def row_hash(previous: bytes, row: ChainRow) -> bytes:

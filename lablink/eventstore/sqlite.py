@@ -497,7 +497,7 @@ class SQLiteEventStore:
             event_id = new.event_id or new_event_id()
             occurred_text = format_instant(new.occurred_at)
             type_ = event_type(new.event)
-            payload = encode_event(new.event).decode()
+            encoded = encode_event(new.event)
             previous = event_hash(
                 previous,
                 position,
@@ -508,7 +508,7 @@ class SQLiteEventStore:
                 occurred_text,
                 new.actor,
                 new.correlation_id,
-                payload,
+                encoded,
             )
             try:
                 conn.execute(
@@ -522,7 +522,7 @@ class SQLiteEventStore:
                         occurred_text,
                         new.actor,
                         new.correlation_id,
-                        payload,
+                        encoded.decode(),
                         previous,
                     ),
                 )

@@ -8,15 +8,17 @@ import hashlib
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lablink.errors import DuplicateId
 from lablink.events import JobPaused, NewEvent
 from lablink.eventstore import ANY, AppendRequest, SQLiteEventStore
-from lablink.eventstore.chain import GENESIS, ChainCheck
+from lablink.eventstore.chain import GENESIS, ChainCheck, envelope
 from tests.support.tamper import tamper
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -32,18 +34,13 @@ def new(job_id: str, n: int = 0, *, event_id: str | None = None) -> NewEvent:
     )
 
 
-def documented_hash(previous: bytes, row: tuple[object, ...]) -> bytes:
-    """docs/audit.md's definition, written out again here as the oracle."""
-    position, *fields = row[:9]
-    data = b"\x00" + int(position).to_bytes(8, "big") + previous  # type: ignore[call-overload]
-    for index, value in enumerate(fields):
-        if value is None:
-            assert index == 6  # only the correlation id may be NULL
-            data += b"\xff\xff\xff\xff"
-            continue
-        text = str(value).encode()
-        data += len(text).to_bytes(4, "big") + text
-    return hashlib.sha256(data).digest()
+def documented_hash(previous: bytes, row: tuple[Any, ...]) -> bytes:
+    """docs/audit.md's definition, written out again here with the ``rfc8785`` package as
+    the canonical JSON: the oracle."""
+    position, *fields, payload = row[:9]
+    head = rfc8785.dumps(fields)
+    data = b"\x00" + position.to_bytes(8, "big") + previous + len(head).to_bytes(4, "big")
+    return hashlib.sha256(data + head + payload.encode()).digest()
 
 
 def stored_rows(path: Path) -> list[tuple[object, ...]]:
@@ -178,3 +175,20 @@ def test_any_sequence_of_appends_and_conflicts_verifies_clean(
         appended += sum(len(o) for o in outcomes if isinstance(o, list))
     store.close()
     assert walk(path) == (appended, None)
+
+
+@given(
+    st.tuples(
+        st.text(),
+        st.text(),
+        st.integers(1, 2**53),
+        st.text(),
+        st.text(),
+        st.text(),
+        st.none() | st.text(),
+    )
+)
+def test_the_envelope_is_rfc8785_canonical_json(
+    fields: tuple[str, str, int, str, str, str, str | None],
+) -> None:
+    assert envelope(*fields) == rfc8785.dumps(list(fields))
