@@ -507,3 +507,40 @@ class VerifyFailed(BackupError):
         self.subject = subject
         self.detail = detail
         super().__init__(f"{subject}: {detail}")
+
+
+class AuditError(LabLinkError):
+    """The audit record (the hash chain, the signed checkpoints, the signing key)."""
+
+
+class CheckpointInvalid(AuditError, ValueError):
+    """A signed checkpoint or a verifier key that does not hold: ``subject`` names the part
+    (checkpoint, signature, public key), ``detail`` what is wrong with it."""
+
+    def __init__(self, subject: str, detail: str) -> None:
+        self.subject = subject
+        self.detail = detail
+        super().__init__(f"{subject}: {detail}")
+
+
+class SigningKeyMissing(AuditError, FileNotFoundError):
+    """The data directory has no checkpoint signing key yet (the first start makes it)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"no checkpoint signing key at {path}: `lablink serve` makes it on its first start"
+        )
+
+
+class AuditFailed(AuditError):
+    """`lablink audit verify` found the record unsound: the first bad ``position`` (None when
+    no position is to blame, e.g. a checkpoint beyond the log's end names its size), the
+    ``kind`` (altered, gap, truncated, rewritten, bad signature) and what is wrong."""
+
+    def __init__(self, position: int | None, kind: str, detail: str) -> None:
+        self.position = position
+        self.kind = kind
+        self.detail = detail
+        where = f"position {position}" if position is not None else "log"
+        super().__init__(f"{where}: {kind}: {detail}")

@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,6 +26,9 @@ import structlog
 
 from lablink.alarm_service import AlarmService
 from lablink.application import JobService
+from lablink.audit.checkpoints import Checkpointer
+from lablink.audit.publisher import BusCheckpoints
+from lablink.audit.signing_key import ensure_signer
 from lablink.backup.schedule import ScheduledBackups
 from lablink.bus import access
 from lablink.bus import probes as bus_probes
@@ -203,6 +207,9 @@ class Runtime:
             self.executor = make_executor(settings, profile_lookup(store), self.clock)
         stack.push_async_callback(self.executor.aclose)
         stack.push_async_callback(self.supervisor.aclose)
+        # Signed checkpoints of the log (task.audit): closed after the engine, so that the
+        # last one signs everything this run recorded.
+        await self._start_checkpoints(stack)
         if self._executor is None and isinstance(self.executor, AgentExecutor):
             await self._start_agents(self.executor)
         # The engine's loop and its group committer run under the runtime's supervisor
@@ -254,6 +261,23 @@ class Runtime:
         if self.notifier is not None:
             stack.push_async_callback(self.notifier.aclose)
         return len(active)
+
+    async def _start_checkpoints(self, stack: contextlib.AsyncExitStack) -> None:
+        settings = self.settings
+        sink: BusCheckpoints | None = None
+        if self.relay is not None:
+            sink = BusCheckpoints(self.relay.options)
+            stack.push_async_callback(sink.aclose)
+        self.checkpoints = Checkpointer(
+            self.store,
+            self.clock,
+            ensure_signer(settings.data_dir),
+            every_events=settings.checkpoint_events,
+            every=timedelta(minutes=settings.checkpoint_minutes),
+            sink=sink,
+        )
+        stack.push_async_callback(self.checkpoints.aclose)
+        await self.checkpoints.start(self.supervisor)
 
     async def _close_agents(self) -> None:
         for agent in self.agents:

@@ -65,6 +65,10 @@ class Settings(msgspec.Struct, kw_only=True):
     # keeping the newest backup_keep copies.
     backup_dir: Path | None = None
     backup_keep: int = 7
+    # Signed checkpoints of the log's hash chain (lablink/audit): every this many events,
+    # or this many minutes when anything was appended, and at every graceful stop.
+    checkpoint_events: int = 10_000
+    checkpoint_minutes: float = 10.0
     # API keys are required unless explicitly switched off (a bench on loopback).
     auth: bool = True
     # Host names the API answers to beyond those of its bound address (DNS rebinding, and
@@ -194,6 +198,10 @@ class Settings(msgspec.Struct, kw_only=True):
             values["backup_dir"] = Path(env["LABLINK_BACKUP_DIR"])
         if "LABLINK_BACKUP_KEEP" in env:
             values["backup_keep"] = int(env["LABLINK_BACKUP_KEEP"])
+        if "LABLINK_CHECKPOINT_EVENTS" in env:
+            values["checkpoint_events"] = int(env["LABLINK_CHECKPOINT_EVENTS"])
+        if "LABLINK_CHECKPOINT_MINUTES" in env:
+            values["checkpoint_minutes"] = float(env["LABLINK_CHECKPOINT_MINUTES"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         problem = zone_problem(settings.timezone)
@@ -230,6 +238,14 @@ class Settings(msgspec.Struct, kw_only=True):
             raise ValueError(f"views wait {settings.views_wait!r}: expected 0.1 to 600 s")
         if not 1 <= settings.backup_keep <= 10_000:
             raise ValueError(f"backup keep {settings.backup_keep!r}: expected 1 to 10000 copies")
+        if not 1 <= settings.checkpoint_events <= 10_000_000:
+            raise ValueError(
+                f"checkpoint events {settings.checkpoint_events!r}: expected 1 to 10000000"
+            )
+        if not 0.01 <= settings.checkpoint_minutes <= 10_080:
+            raise ValueError(
+                f"checkpoint minutes {settings.checkpoint_minutes!r}: expected 0.01 to 10080"
+            )
         tls_problem = _tls_problem(settings.tls_cert, settings.tls_key)
         if tls_problem:
             raise ValueError(tls_problem)

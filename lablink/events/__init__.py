@@ -1,6 +1,7 @@
 """Events: what happened. Frozen msgspec Structs in one tagged union; no I/O here."""
 
 from lablink.events.alarms import AlarmAcknowledged, AlarmCleared, AlarmRaised
+from lablink.events.audit import CheckpointSigned
 from lablink.events.backups import BackupFailed, BackupTaken
 from lablink.events.base import Event
 from lablink.events.data import (
@@ -95,6 +96,7 @@ __all__ = [
     "ApiKeyRevoked",
     "BackupFailed",
     "BackupTaken",
+    "CheckpointSigned",
     "ClockStepped",
     "ConflictPolicy",
     "DataRemovalReason",

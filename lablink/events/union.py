@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from lablink.events.alarms import AlarmAcknowledged, AlarmCleared, AlarmRaised
+from lablink.events.audit import CheckpointSigned
 from lablink.events.backups import BackupFailed, BackupTaken
 from lablink.events.data import ExecutionDataRemoved, ExecutionDataStored
 from lablink.events.equipment import EquipmentOffline, EquipmentOnline
@@ -84,6 +85,7 @@ AnyEvent = (
     | NotificationAbandoned
     | BackupTaken
     | BackupFailed
+    | CheckpointSigned
 )
 
 # Facts recorded in a job's stream (they all carry job_id).
