@@ -414,6 +414,10 @@ from lablink.nats_cli import app as nats_app  # noqa: E402  (a sub-app of its ow
 
 app.add_typer(nats_app, name="nats")
 
+from lablink.audit_cli import app as audit_app  # noqa: E402  (a sub-app of its own module)
+
+app.add_typer(audit_app, name="audit")
+
 
 def _nats_target(data_dir: Path | None) -> tuple[str, Path | None]:
     """The NATS URL, and the private server's folder when it is that server's."""

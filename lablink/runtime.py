@@ -266,7 +266,7 @@ class Runtime:
         settings = self.settings
         sink: BusCheckpoints | None = None
         if self.relay is not None:
-            sink = BusCheckpoints(self.relay.options)
+            sink = BusCheckpoints(self.relay.options, replicas=settings.nats_replicas)
             stack.push_async_callback(sink.aclose)
         self.checkpoints = Checkpointer(
             self.store,

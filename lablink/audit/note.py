@@ -93,9 +93,12 @@ class Signer:
 
     def sign(self, origin: str, size: int, head: bytes) -> str:
         """The signed note of the checkpoint (origin, size, head)."""
-        body = checkpoint_body(origin, size, head)
-        signature = self.private.sign(body.encode())
-        return f"{body}\n{DASH} {self.name} {_b64(self.verifier.key_id + signature)}\n"
+        return self.sign_text(checkpoint_body(origin, size, head))
+
+    def sign_text(self, text: str) -> str:
+        """``text`` (ending in a newline) as a note signed by this key."""
+        signature = self.private.sign(text.encode())
+        return f"{text}\n{DASH} {self.name} {_b64(self.verifier.key_id + signature)}\n"
 
 
 @dataclass(frozen=True)
@@ -110,23 +113,14 @@ def checkpoint_body(origin: str, size: int, head: bytes) -> str:
     return f"{origin}\n{size}\n{_b64(head)}\n"
 
 
-def open_note(note: str, verifier: Verifier) -> Checkpoint:
-    """The checkpoint a signed note holds, once its signature by ``verifier`` checks out;
+def verify_note(note: str, verifier: Verifier) -> str:
+    """The text of a signed note, once a signature by ``verifier`` checks out;
     ``CheckpointInvalid`` names what is wrong otherwise (malformed, another key, a bad
     signature)."""
-    body, sep, signatures = note.partition("\n\n")
-    if not sep or not body:
+    text, sep, signatures = note.partition("\n\n")
+    if not sep or not text:
         raise CheckpointInvalid("checkpoint", "not a signed note (no blank line before signatures)")
-    body += "\n"
-    lines = body.split("\n")[:-1]
-    if len(lines) < 3:
-        raise CheckpointInvalid("checkpoint", "fewer than three lines (origin, size, hash)")
-    origin, size_text, head_text = lines[:3]
-    if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
-        raise CheckpointInvalid("checkpoint", f"size is not a decimal number: {size_text!r}")
-    head = _unb64(head_text, "checkpoint hash")
-    if len(head) != 32:
-        raise CheckpointInvalid("checkpoint hash", f"{len(head)} bytes, not 32")
+    text += "\n"
     found: list[str] = []
     for line in signatures.split("\n"):
         if not line:
@@ -142,14 +136,28 @@ def open_note(note: str, verifier: Verifier) -> Checkpoint:
         if name != verifier.name or raw[:4] != verifier.key_id:
             continue
         try:
-            Ed25519PublicKey.from_public_bytes(verifier.public).verify(raw[4:], body.encode())
+            Ed25519PublicKey.from_public_bytes(verifier.public).verify(raw[4:], text.encode())
         except InvalidSignature as exc:
             raise CheckpointInvalid(
                 "signature", f"bad signature by {verifier.name} ({verifier.key_id.hex()})"
             ) from exc
-        return Checkpoint(origin=origin, size=int(size_text), head=head, note=note)
+        return text
     raise CheckpointInvalid(
         "signature",
         f"not signed by {verifier.name} ({verifier.key_id.hex()}): signed by "
         + (", ".join(found) or "nobody"),
     )
+
+
+def open_note(note: str, verifier: Verifier) -> Checkpoint:
+    """The checkpoint a note signed by ``verifier`` holds (``CheckpointInvalid`` otherwise)."""
+    lines = verify_note(note, verifier).split("\n")[:-1]
+    if len(lines) < 3:
+        raise CheckpointInvalid("checkpoint", "fewer than three lines (origin, size, hash)")
+    origin, size_text, head_text = lines[:3]
+    if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+        raise CheckpointInvalid("checkpoint", f"size is not a decimal number: {size_text!r}")
+    head = _unb64(head_text, "checkpoint hash")
+    if len(head) != 32:
+        raise CheckpointInvalid("checkpoint hash", f"{len(head)} bytes, not 32")
+    return Checkpoint(origin=origin, size=int(size_text), head=head, note=note)

@@ -24,8 +24,9 @@ CONNECT_SECONDS = 5.0
 
 
 class BusCheckpoints:
-    def __init__(self, options: NatsOptions) -> None:
+    def __init__(self, options: NatsOptions, *, replicas: int = 1) -> None:
         self.options = options
+        self.replicas = replicas
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
 
@@ -35,7 +36,7 @@ class BusCheckpoints:
                 nc = await connect_nats(self.options, name="lablink-audit")
             try:
                 js = nc.jetstream()
-                await ensure_audit_stream(js)
+                await ensure_audit_stream(js, replicas=self.replicas)
             except BaseException:
                 await close_nats(nc)
                 raise

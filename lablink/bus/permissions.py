@@ -17,8 +17,9 @@ differ. The roles:
   descriptions, and purge the chunks of an upload it replaces or that failed. The store keys
   objects by name, not by agent, so an agent could overwrite another agent's capture: the
   bucket is shared by the lab's agents, as the reports stream is.
-- ``subscriber`` (`lablink events tail`, `lablink alarms watch`, dashboards): reads. It may
-  create and use consumers on ``LABLINK_EVENTS`` and subscribe to events and alarms; it
+- ``subscriber`` (`lablink events tail`, `lablink alarms watch`, dashboards, `lablink audit`):
+  reads. It may create and use consumers on ``LABLINK_EVENTS``, read the signed checkpoints
+  of ``LABLINK_AUDIT`` message by message, and subscribe to events and alarms; it
   publishes nothing under ``lablink.>`` and cannot create, change, purge or delete a stream.
 """
 
@@ -28,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from lablink.bus.audit_stream import AUDIT_STREAM
 from lablink.bus.data_bucket import DATA_STREAM, METAS, chunk_subject
 from lablink.bus.options import inbox_prefix
 from lablink.bus.subjects import ALARMS_PREFIX, EVENTS_ALL, STREAM
@@ -108,6 +110,9 @@ def subscriber_permissions(user: str = SUBSCRIBER) -> Permissions:
             f"{api}.CONSUMER.MSG.NEXT.{STREAM}.>",
             f"$JS.ACK.{STREAM}.>",
             "$JS.FC.>",  # flow control of ordered consumers
+            # The signed checkpoints, read one by one (`lablink audit checkpoints`).
+            f"{api}.STREAM.INFO.{AUDIT_STREAM}",
+            f"{api}.STREAM.MSG.GET.{AUDIT_STREAM}",
         ),
         subscribe=(
             EVENTS_ALL,
