@@ -39,20 +39,23 @@ def test_a_checkpoint_is_due_after_n_events_or_t_minutes_with_news(lab: Lab) -> 
     lab.work(2)  # 6 events
     assert checkpoints.due(now())  # never signed: the first is due at once
     first = checkpoints.checkpoint(now())
-    assert first is not None and first.size == 6
+    assert first is not None
+    assert first.size == 6
     assert not checkpoints.due(now())  # only the checkpoint's own event since
     lab.clock.advance(timedelta(hours=1))
     assert not checkpoints.due(now())  # idle: no checkpoint after checkpoint
     lab.work(1)
     assert checkpoints.due(now())  # news, and T has passed since the last
     second = checkpoints.checkpoint(now())
-    assert second is not None and second.size == 10
+    assert second is not None
+    assert second.size == 10
     lab.work(3)  # 9 events since the checkpoint's own, within T
     assert not checkpoints.due(now())
     lab.work(1)  # 12 since it
     assert checkpoints.due(now())
     third = checkpoints.checkpoint(now())
-    assert third is not None and third.size == 23
+    assert third is not None
+    assert third.size == 23
     assert checkpoints_in(lab) == [first, second, third]
 
 
