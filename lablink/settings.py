@@ -69,6 +69,14 @@ class Settings(msgspec.Struct, kw_only=True):
     # or this many minutes when anything was appended, and at every graceful stop.
     checkpoint_events: int = 10_000
     checkpoint_minutes: float = 10.0
+    # Every update or deletion must then carry a reason (422 naming `reason` without one).
+    # Off by default, so the guide's examples keep working as written.
+    require_reason: bool = False
+    # Instruments with no calibration record are then blocked too (by default only an
+    # expired calibration or a quarantine blocks); a warning alarm goes out this many days
+    # before a calibration falls due.
+    require_calibration: bool = False
+    calibration_warn_days: float = 14.0
     # API keys are required unless explicitly switched off (a bench on loopback).
     auth: bool = True
     # Host names the API answers to beyond those of its bound address (DNS rebinding, and
@@ -202,6 +210,12 @@ class Settings(msgspec.Struct, kw_only=True):
             values["checkpoint_events"] = int(env["LABLINK_CHECKPOINT_EVENTS"])
         if "LABLINK_CHECKPOINT_MINUTES" in env:
             values["checkpoint_minutes"] = float(env["LABLINK_CHECKPOINT_MINUTES"])
+        if env.get("LABLINK_REQUIRE_REASON", "").lower() in ("1", "on", "true", "yes"):
+            values["require_reason"] = True
+        if env.get("LABLINK_REQUIRE_CALIBRATION", "").lower() in ("1", "on", "true", "yes"):
+            values["require_calibration"] = True
+        if "LABLINK_CALIBRATION_WARN_DAYS" in env:
+            values["calibration_warn_days"] = float(env["LABLINK_CALIBRATION_WARN_DAYS"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
         problem = zone_problem(settings.timezone)
@@ -245,6 +259,10 @@ class Settings(msgspec.Struct, kw_only=True):
         if not 0.01 <= settings.checkpoint_minutes <= 10_080:
             raise ValueError(
                 f"checkpoint minutes {settings.checkpoint_minutes!r}: expected 0.01 to 10080"
+            )
+        if not 0 <= settings.calibration_warn_days <= 3650:
+            raise ValueError(
+                f"calibration warn days {settings.calibration_warn_days!r}: expected 0 to 3650"
             )
         tls_problem = _tls_problem(settings.tls_cert, settings.tls_key)
         if tls_problem:

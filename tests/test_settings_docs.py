@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 import lablink
+from lablink.bus.audit_stream import AUDIT_STREAM
 from lablink.bus.subjects import STREAM
 from lablink.cli import app
 from lablink.events import DATA_BUCKET
@@ -28,7 +29,7 @@ from lablink.settings import Settings
 ROOT = Path(__file__).parent.parent
 VARIABLE = re.compile(r"LABLINK_[A-Z0-9_]*[A-Z0-9]")
 # Names that look like variables but are JetStream streams.
-NOT_VARIABLES = {STREAM, REPORTS_STREAM, DATA_BUCKET}
+NOT_VARIABLES = {STREAM, REPORTS_STREAM, DATA_BUCKET, AUDIT_STREAM}
 
 
 def table_rows() -> list[list[str]]:

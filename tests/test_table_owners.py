@@ -70,9 +70,10 @@ OWN_DATABASES: dict[str, set[str]] = {
 BUILTIN = {"sqlite_master", "sqlite_schema", "json_each", "json_tree", "pragma_table_info"}
 
 # Upper-case keywords only: the code writes SQL in upper case, prose in lower case.
-# ``DO UPDATE SET`` (an upsert's update clause) names no table.
+# ``DO UPDATE SET`` (an upsert's update clause) and a trigger's ``BEFORE UPDATE ON`` name
+# no table there (the trigger's table follows ``ON``, and its creator owns the table).
 _TARGET = re.compile(
-    r"\b(?:FROM|JOIN|INTO|(?<!DO )UPDATE|TABLE(?: IF (?:NOT )?EXISTS)?)\s+"
+    r"\b(?:FROM|JOIN|INTO|(?<!DO )(?<!BEFORE )UPDATE|TABLE(?: IF (?:NOT )?EXISTS)?)\s+"
     r"(?:OR \w+ INTO\s+)?(?:(?:main|temp|log)\.)?\"?([A-Za-z_][A-Za-z0-9_]*|\{\?\})\"?\s*(\()?"
 )
 _DYNAMIC = "{?}"

@@ -67,7 +67,8 @@ class Verifier:
 
     @classmethod
     def parse(cls, text: str) -> Verifier:
-        parts = text.strip().split("+")
+        # The key's base64 may hold "+" itself: the name and the id end at the first two.
+        parts = text.strip().split("+", 2)
         if len(parts) != 3 or not parts[0]:
             raise CheckpointInvalid("public key", f"not a verifier key (name+id+key): {text!r}")
         name, id_hex, encoded = parts

@@ -68,11 +68,8 @@ class LogRecord:
         self.conn = conn
 
     def checkpoints(self) -> list[tuple[int, str]]:
-        rows = self.conn.execute(
-            "SELECT position, payload FROM events WHERE type = ? ORDER BY position",
-            (CHECKPOINT_TYPE,),
-        ).fetchall()
-        return [(int(position), _note_of(int(position), payload)) for position, payload in rows]
+        rows = self.reader.payloads_of_type(CHECKPOINT_TYPE)
+        return [(position, _note_of(position, payload)) for position, payload in rows]
 
     def rows(self) -> Iterator[ChainRow]:
         position = 0
@@ -215,14 +212,15 @@ def verify_record(record: Record, verifier: Verifier, published: Sequence[str] =
                 position, "rewritten", f"its checkpoint covers {checkpoint.size} events, itself too"
             )
         _same_head(chain, checkpoint, f"the checkpoint at position {position}")
+    beyond = max((c.size for c in outside if c.size > chain.position), default=None)
+    if beyond is not None:
+        raise AuditFailed(
+            chain.position + 1,
+            "truncated",
+            f"a published checkpoint covers {beyond} events; the log ends at"
+            f" {chain.position}: positions {chain.position + 1}..{beyond} are gone",
+        )
     for checkpoint in sorted(outside, key=lambda c: c.size):
-        if checkpoint.size > chain.position:
-            raise AuditFailed(
-                chain.position + 1,
-                "truncated",
-                f"a published checkpoint covers {checkpoint.size} events; the log ends at"
-                f" {chain.position}: positions {chain.position + 1}..{checkpoint.size} are gone",
-            )
         _same_head(chain, checkpoint, "a published checkpoint")
     checked = [c for _, c in recorded] + outside
     return Verified(

@@ -146,7 +146,9 @@ def _walk(reader: LogReader) -> tuple[int, int]:
                 )
             broken = chain.feed(row)
             if broken is not None:
-                raise VerifyFailed(f"log position {broken.position}", broken.detail)
+                raise VerifyFailed(
+                    f"log position {broken.position}", f"{broken.kind}: {broken.detail}"
+                )
             versions[stream_id] = version
             expected += 1
     return expected - 1, len(versions)

@@ -123,9 +123,7 @@ class ChainCheck:
         position, stored = row[0], row[9]
         expected = self.position + 1
         if position != expected:
-            return ChainBreak(
-                expected, "gap", f"missing: the log goes from {self.position} to {position}"
-            )
+            return ChainBreak(expected, "gap", f"the log goes from {self.position} to {position}")
         computed = row_hash(self.head, row)
         if stored is None:
             return ChainBreak(position, "unhashed", "the event has no hash")
@@ -133,7 +131,7 @@ class ChainCheck:
             return ChainBreak(
                 position,
                 "altered",
-                "altered: what is stored does not hash to its recorded hash"
+                "what is stored does not hash to its recorded hash"
                 f" ({computed.hex()[:16]}… against {stored.hex()[:16]}…)",
             )
         self.position, self.head = position, computed

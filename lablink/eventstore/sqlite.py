@@ -352,6 +352,15 @@ class LogReader:
             return 0, GENESIS
         return int(row[0]), bytes(row[1]) if row[1] is not None else GENESIS
 
+    def payloads_of_type(self, event_type: str) -> list[tuple[int, str]]:
+        """Every event of one type as (position, stored payload), undecoded: an auditor's
+        reads must not trust the decoder with what may be a forgery."""
+        rows = self.conn.execute(
+            "SELECT position, payload FROM events WHERE type = ? ORDER BY position",
+            (event_type,),
+        ).fetchall()
+        return [(int(position), str(payload)) for position, payload in rows]
+
     def read_chain(self, after_position: int, limit: int) -> list[ChainRow]:
         """Rows with their hashes, in position order: what the chain's check walks."""
         rows: list[ChainRow] = self.conn.execute(

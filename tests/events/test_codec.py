@@ -20,6 +20,7 @@ from lablink.events import (
     ApiKeyRevoked,
     BackupFailed,
     BackupTaken,
+    CheckpointSigned,
     ClockStepped,
     EquipmentOffline,
     EquipmentOnline,
@@ -207,6 +208,12 @@ SAMPLES: list[AnyEvent] = [
         file="/backups/lablink-20200101T000000Z-42.db", position=42, sha256="ab" * 32, size=4096
     ),
     BackupFailed(file="/backups/lablink-20200101T000000Z-42.db", error="No space left on device"),
+    CheckpointSigned(
+        origin="lablink/lab-pc/0123abcd",
+        size=42,
+        head="ab" * 32,
+        note="lablink/lab-pc/0123abcd\n42\nq6ur\n\n\u2014 lablink/lab-pc/0123abcd AAAA\n",
+    ),
 ]
 
 # Tags are part of the stored format: renaming one would orphan every row that carries it.
@@ -250,6 +257,7 @@ STABLE_TAGS = {
     "notification.abandoned",
     "backup.taken",
     "backup.failed",
+    "audit.checkpoint",
 }
 
 
