@@ -3,6 +3,7 @@ same rows, and nothing that counts (history, statistics, max_executions) loses a
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from lablink.application import JobService
 from lablink.clock import ManualClock
 from lablink.errors import InvalidRequest
 from lablink.events import ExecutionRequested, ExecutionStarted, ExecutionSucceeded, NewEvent
+from lablink.eventstore.chain import ChainCheck
 from lablink.eventstore.sqlite import SQLiteEventStore, connect
 from lablink.ids import SequentialIds
 from lablink.logstore import open_store
@@ -50,6 +52,37 @@ def log(path: Path) -> list[tuple[Any, ...]]:
         return conn.execute("SELECT * FROM events ORDER BY position").fetchall()
     finally:
         conn.close()
+
+
+def chain_breaks(path: Path) -> list[str]:
+    """The log's hash chain walked from its first event: retention must leave it whole."""
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute(
+            "SELECT position, event_id, stream_id, version, type, occurred_at, actor,"
+            " correlation_id, payload, hash FROM events ORDER BY position"
+        ).fetchall()
+    finally:
+        conn.close()
+    check = ChainCheck()
+    found = (check.feed(row) for row in rows)
+    return [f"{b.position}: {b.kind}" for b in found if b is not None]
+
+
+def test_no_module_deletes_or_updates_events() -> None:
+    """Retention and every other pass drop view rows only: nothing in lablink/ says so to the
+    log (and its triggers would refuse it). The one UPDATE is the migration that hashes a
+    log made before the chain, which fills only empty hashes, before the triggers exist."""
+    root = Path(__file__).parents[2] / "lablink"
+    pattern = re.compile(r"\b(?:DELETE\s+FROM|UPDATE)\s+(?:main\.|log\.)?events\b[^\"]*", re.I)
+    found = [
+        (str(p.relative_to(root)), m.group(0))
+        for p in sorted(root.rglob("*.py"))
+        for m in pattern.finditer(p.read_text())
+    ]
+    migration = ("eventstore/sqlite.py", "UPDATE events SET hash = ? WHERE position = ?")
+    assert found == [migration]
+    assert "if row[9] is None:" in (root / "eventstore" / "sqlite.py").read_text()
 
 
 def views(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
@@ -108,6 +141,7 @@ async def test_cleanup_removes_old_rows_and_no_count_changes(harness: Harness) -
         "executions.pruned",
         "cleanup_old_executions",
     )
+    assert chain_breaks(harness.path) == []
     # Again: nothing left to prune.
     assert storage.cleanup_old_executions(days=30) == 0
     # Strictly before the cut-off: the run that ended this very instant stays.
