@@ -78,6 +78,8 @@ def _log(data_dir: Path) -> sqlite3.Connection:
 def _published(data_dir: Path, origin: str) -> list[str]:
     """The checkpoints ``LABLINK_AUDIT`` holds for ``origin``, read as the bus's read-only
     user (LABLINK_NATS_* if set, else the private server of `lablink serve`)."""
+    from nats.errors import NoServersError
+
     from lablink.audit.publisher import BusCheckpoints
     from lablink.bus.access import resolve, subscriber_options
     from lablink.runtime import nats_options
@@ -88,13 +90,19 @@ def _published(data_dir: Path, origin: str) -> list[str]:
     options = subscriber_options(nats_options(settings, url), private)
 
     async def read() -> list[str]:
-        bus = BusCheckpoints(options)
+        bus = BusCheckpoints(options, once=True)
         try:
             return await bus.all_published(origin)
         finally:
             await bus.aclose()
 
-    return asyncio.run(read())
+    try:
+        return asyncio.run(read())
+    except (OSError, TimeoutError, NoServersError) as exc:
+        raise ConnectionError(
+            f"the bus at {options.redacted()} is not reachable (is `lablink serve` running?"
+            f" the private bus runs only with it): {type(exc).__name__}"
+        ) from exc
 
 
 def _published_or_warn(data_dir: Path, origin: str) -> list[str]:
@@ -102,8 +110,8 @@ def _published_or_warn(data_dir: Path, origin: str) -> list[str]:
         return _published(data_dir, origin)
     except Exception as exc:  # the bus is optional here: say so and go on without it
         typer.echo(
-            f"lablink: warning: no published checkpoints read from the bus"
-            f" ({type(exc).__name__}: {exc}); a dropped tail is not detectable without them",
+            f"lablink: warning: no published checkpoints read ({exc}); a dropped tail is not"
+            " detectable without them (--checkpoints FILE gives a saved copy)",
             err=True,
         )
         return []
@@ -147,7 +155,7 @@ def checkpoints(
     try:
         notes = _published(directory, origin)
     except Exception as exc:
-        raise _fail(f"cannot read LABLINK_AUDIT: {type(exc).__name__}: {exc}") from None
+        raise _fail(f"cannot read LABLINK_AUDIT: {exc}") from None
     if out is None:
         for note in notes:
             typer.echo(note)

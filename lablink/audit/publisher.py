@@ -16,7 +16,7 @@ from lablink.bus.audit_stream import (
     publish_checkpoint,
     published_checkpoints,
 )
-from lablink.bus.connection import close_nats, connect_nats
+from lablink.bus.connection import ONE_ATTEMPT, close_nats, connect_nats
 from lablink.bus.options import NatsOptions
 from lablink.errors import CheckpointInvalid
 
@@ -24,16 +24,18 @@ CONNECT_SECONDS = 5.0
 
 
 class BusCheckpoints:
-    def __init__(self, options: NatsOptions, *, replicas: int = 1) -> None:
+    def __init__(self, options: NatsOptions, *, replicas: int = 1, once: bool = False) -> None:
         self.options = options
         self.replicas = replicas
+        # A command's one read: one quiet attempt, its failure reported by the command.
+        self._connect = ONE_ATTEMPT if once else {}
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
 
     async def _stream(self) -> JetStreamContext:
         if self._js is None:
             async with asyncio.timeout(CONNECT_SECONDS):
-                nc = await connect_nats(self.options, name="lablink-audit")
+                nc = await connect_nats(self.options, name="lablink-audit", **self._connect)
             try:
                 js = nc.jetstream()
                 await ensure_audit_stream(js, replicas=self.replicas)

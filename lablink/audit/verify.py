@@ -189,6 +189,8 @@ def verify_record(record: Record, verifier: Verifier, published: Sequence[str] =
     """Check ``record`` against ``verifier``'s key and the ``published`` checkpoints;
     ``AuditFailed`` names the first problem."""
     started = time.monotonic()
+    # The same note from two copies (an export's and a saved file's) is one checkpoint.
+    published = list(dict.fromkeys(published))
     recorded = [
         (position, _opened(note, verifier, f"the checkpoint at position {position}", position))
         for position, note in record.checkpoints()

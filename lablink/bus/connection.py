@@ -22,6 +22,22 @@ from lablink.bus.options import NatsOptions
 
 # Reconnect for ever, soon after a loss.
 RECONNECT_FOREVER: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5}
+
+
+async def quiet(exc: Exception) -> None:
+    """nats-py's error callback that logs nothing: the caller reports the failure itself
+    (the default prints a traceback per attempt)."""
+    return None
+
+
+# One attempt, for a command that reads once and says so when the bus is away.
+ONE_ATTEMPT: dict[str, Any] = {
+    "connect_timeout": 3,
+    "allow_reconnect": False,
+    "max_reconnect_attempts": 1,
+    "reconnect_time_wait": 0.2,
+    "error_cb": quiet,
+}
 # How long JetStream remembers a Nats-Msg-Id to drop a duplicate publish (seconds).
 DUPLICATE_WINDOW_SECONDS = 600.0
 

@@ -65,6 +65,7 @@ async def test_every_checkpoint_is_published_and_cannot_be_deleted_or_purged(
         await sink.aclose()
 
 
+@pytest.mark.slow
 async def test_checkpoints_signed_while_the_bus_was_away_are_published_when_it_is_back(
     lab: Lab, tmp_path: Path
 ) -> None:
