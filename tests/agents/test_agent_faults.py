@@ -312,7 +312,11 @@ async def test_a_redelivered_command_never_drives_the_instrument_twice(
             )
             for _ in range(3)
         ]
-        # An agent restarted on the same ledger remembers it too.
+        # Once it ran (on a busy machine the accepted run may not have begun yet), an agent
+        # restarted on the same ledger remembers it too.
+        await eventually(
+            lambda: recorder.count("multimeter_1", "MEAS:VOLT:DC?"), until=lambda n: n >= 1
+        )
         await lab.agents.pop().aclose()
         await lab.start_agent(config, wrap=recorder)
         replies.append(
