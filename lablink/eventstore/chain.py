@@ -64,9 +64,7 @@ def event_hash(
     """The hash of one stored event, chained to ``previous``. ``payload`` may be given as
     its UTF-8 bytes (the store has them already). This runs once per appended event, inside
     the write lock: one encode of the envelope, one join, one SHA-256."""
-    head = _ENVELOPE.encode(
-        (event_id, stream_id, version, type_, occurred_at, actor, correlation_id)
-    )
+    head = envelope(event_id, stream_id, version, type_, occurred_at, actor, correlation_id)
     return sha256(
         b"".join(
             (
