@@ -4,6 +4,7 @@ from lablink.events.alarms import AlarmAcknowledged, AlarmCleared, AlarmRaised
 from lablink.events.audit import CheckpointSigned
 from lablink.events.backups import BackupFailed, BackupTaken
 from lablink.events.base import Event
+from lablink.events.changes import FieldChange
 from lablink.events.data import (
     DATA_BUCKET,
     DataRemovalReason,
@@ -124,6 +125,7 @@ __all__ = [
     "ExecutionSucceeded",
     "ExecutionTimedOut",
     "ExecutionsPruned",
+    "FieldChange",
     "JobCompleted",
     "JobCreated",
     "JobDeleted",
