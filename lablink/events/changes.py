@@ -17,3 +17,25 @@ class FieldChange(msgspec.Struct, frozen=True, kw_only=True):
     field: str
     old: Any = None
     new: Any = None
+
+
+# The facts that record what a person made (a job, a profile, an API key) and the facts that
+# later change or delete it, by type. The audit trail marks an entry of the first kind
+# ``amended`` when one of the second follows it in its stream (lablink/api/audit_queries.py);
+# the log keeps a partial index of the second kind (lablink/eventstore/sqlite.py).
+RECORDING_TYPES: tuple[str, ...] = (
+    "job.created",
+    "job.updated",
+    "profile.created",
+    "profile.updated",
+    "apikey.created",
+)
+AMENDING_TYPES: tuple[str, ...] = (
+    "job.updated",
+    "job.paused",
+    "job.resumed",
+    "job.deleted",
+    "profile.updated",
+    "profile.deleted",
+    "apikey.revoked",
+)
