@@ -12,7 +12,8 @@ from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Sche
 from litestar.response import Stream
 from litestar.types import ASGIApp
 
-CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
+# Litestar adds "; charset=utf-8" to a text/ type itself (once written here, it said it twice).
+CSV_MEDIA_TYPE = "text/csv"
 
 
 class CsvStream(Stream):
