@@ -63,8 +63,11 @@ class JobService:
         repository: JobRepository | None = None,
         profiles: ProfileCheck | None = None,
         instruments: InstrumentModels | None = None,
+        require_reason: bool = False,
     ) -> None:
         self.store = store
+        # LABLINK_REQUIRE_REASON: updates, pauses, resumes and deletions need a reason.
+        self.require_reason = require_reason
         # None: parameters are left for the agent to check when the job runs ("pending").
         self.instruments = instruments
         # None: a job's profile_id is checked only as an identifier.
@@ -162,25 +165,34 @@ class JobService:
         actor: str,
         *,
         expected_version: int | None = None,
+        reason: str | None = None,
     ) -> list[RecordedEvent]:
         return self.execute(
             UpdateJob(
                 job_id=job_id,
                 changes=dict(changes),
                 default_timezone=self.default_timezone,
+                reason=reason,
+                require_reason=self.require_reason,
             ),
             actor,
             expected_version=expected_version,
         )
 
-    def pause_job(self, job_id: str, actor: str, reason: str = "") -> list[RecordedEvent]:
-        return self.execute(PauseJob(job_id=job_id, reason=reason), actor)
+    def pause_job(self, job_id: str, actor: str, reason: str | None = None) -> list[RecordedEvent]:
+        return self.execute(
+            PauseJob(job_id=job_id, reason=reason, require_reason=self.require_reason), actor
+        )
 
-    def resume_job(self, job_id: str, actor: str) -> list[RecordedEvent]:
-        return self.execute(ResumeJob(job_id=job_id), actor)
+    def resume_job(self, job_id: str, actor: str, reason: str | None = None) -> list[RecordedEvent]:
+        return self.execute(
+            ResumeJob(job_id=job_id, reason=reason, require_reason=self.require_reason), actor
+        )
 
-    def delete_job(self, job_id: str, actor: str) -> list[RecordedEvent]:
-        return self.execute(DeleteJob(job_id=job_id), actor)
+    def delete_job(self, job_id: str, actor: str, reason: str | None = None) -> list[RecordedEvent]:
+        return self.execute(
+            DeleteJob(job_id=job_id, reason=reason, require_reason=self.require_reason), actor
+        )
 
     def complete_job(self, job_id: str, actor: str) -> list[RecordedEvent]:
         return self.execute(CompleteJob(job_id=job_id), actor)

@@ -384,6 +384,27 @@ def agent(
         raise typer.Exit(2) from None
 
 
+ReasonOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Why: recorded with the change in the audit trail; required with"
+        " LABLINK_REQUIRE_REASON=1."
+    ),
+]
+
+
+def _reason(reason: str | None) -> str | None:
+    """``--reason`` as the commands record it; a malformed one stops the command before it
+    writes anything (exit code 2), whatever it would have changed."""
+    from lablink.domain.reasons import checked_reason
+    from lablink.errors import InvalidRequest
+
+    try:
+        return checked_reason(reason, required=False)
+    except InvalidRequest as exc:
+        raise typer.BadParameter(str(exc), param_hint="--reason") from None
+
+
 profiles_app = typer.Typer(help="Equipment profiles: settings a job applies before it runs.")
 app.add_typer(profiles_app, name="profiles")
 
@@ -391,16 +412,23 @@ app.add_typer(profiles_app, name="profiles")
 @profiles_app.command("import")
 def profiles_import(
     directory: Annotated[Path, typer.Argument(help="A folder of profile `*.json` files.")],
+    reason: ReasonOption = None,
     data_dir: Annotated[
         Path | None, typer.Option(help="Where scheduler.db lives [env LABLINK_DATA_DIR].")
     ] = None,
 ) -> None:
-    """Load a folder of profile files: new ones created, changed ones updated, bad ones
-    refused with their reasons (exit code 1 if any was refused)."""
+    """Load a folder of profile files: new ones created, changed ones updated (recording
+    `--reason`), bad ones refused with their reasons (exit code 1 if any was refused)."""
     from lablink.profile_import import run_import
 
     settings = Settings.from_env(data_dir=data_dir)
-    code = run_import(directory, settings.db_path, echo=typer.echo)
+    code = run_import(
+        directory,
+        settings.db_path,
+        echo=typer.echo,
+        reason=_reason(reason),
+        require_reason=settings.require_reason,
+    )
     if code:
         raise typer.Exit(code)
 
@@ -598,18 +626,22 @@ def keys_revoke(
     by: Annotated[
         str | None, typer.Option(help="Who revokes it, recorded as the actor [your login].")
     ] = None,
+    reason: ReasonOption = None,
     data_dir: Annotated[
         Path | None, typer.Option(help="Where scheduler.db lives [env LABLINK_DATA_DIR].")
     ] = None,
 ) -> None:
-    """Revoke an API key: it fails from the next request on (an apikey.revoked event)."""
+    """Revoke an API key: it fails from the next request on (an apikey.revoked event, with
+    `--reason`)."""
     import getpass
 
     from lablink.clock import SystemClock
-    from lablink.errors import KeyAlreadyRevoked, KeyNotFound
+    from lablink.errors import InvalidRequest, KeyAlreadyRevoked, KeyNotFound
     from lablink.keys import revoke_key
     from lablink.logstore import open_store
 
+    given = _reason(reason)
+    require = Settings.from_env(data_dir=data_dir).require_reason
     db = _existing_db(data_dir)
     if by is None:
         try:
@@ -619,8 +651,10 @@ def keys_revoke(
     with data_dir_errors():
         store = open_store(db)
     try:
-        revoke_key(store, key_id, actor=by, now=SystemClock().now())
-    except (KeyNotFound, KeyAlreadyRevoked) as exc:
+        revoke_key(
+            store, key_id, actor=by, now=SystemClock().now(), reason=given, require_reason=require
+        )
+    except (KeyNotFound, KeyAlreadyRevoked, InvalidRequest) as exc:
         typer.echo(f"lablink: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:

@@ -20,6 +20,7 @@ import msgspec
 import structlog
 
 from lablink.clock import Clock
+from lablink.domain.reasons import checked_reason
 from lablink.errors import InvalidRequest, KeyAlreadyRevoked, KeyNotFound
 from lablink.events import ROLES, AnyEvent, ApiKeyCreated, ApiKeyRevoked, RecordedEvent
 from lablink.eventstore.base import EventStore, format_instant
@@ -123,24 +124,37 @@ def key_state(key_id: str, events: list[RecordedEvent]) -> KeyState | None:
     return state
 
 
-def _decide_revoke(key_id: str, state: KeyState | None) -> list[AnyEvent]:
+def _decide_revoke(
+    key_id: str, state: KeyState | None, reason: str | None, require_reason: bool
+) -> list[AnyEvent]:
     if state is None:
         raise KeyNotFound(key_id)
     if state.revoked_at is not None:
         raise KeyAlreadyRevoked(key_id, format_instant(state.revoked_at), state.revoked_by)
-    return [ApiKeyRevoked(key_id=key_id)]
+    return [ApiKeyRevoked(key_id=key_id, reason=checked_reason(reason, required=require_reason))]
 
 
-def revoke_key(store: EventStore, key_id: str, *, actor: str, now: datetime) -> RecordedEvent:
-    """Revoke a key: an ``apikey.revoked`` event whose actor is who revoked it. Unknown: 404;
+def revoke_key(
+    store: EventStore,
+    key_id: str,
+    *,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+    require_reason: bool = False,
+) -> RecordedEvent:
+    """Revoke a key: an ``apikey.revoked`` event whose actor is who revoked it, with the
+    reason given (required with ``require_reason``: 422 naming ``reason``). Unknown: 404;
     already revoked: 409 naming when and by whom (revoking is not silently repeated): a
     revocation that loses the race reads again, to say by whom."""
     keys: Repository[KeyState | None] = Repository(
         store, initial=lambda _: None, fold=evolve_key, stream=stream_id
     )
-    handled = CommandHandler(store).handle(
-        keys, key_id, lambda state, _: _decide_revoke(key_id, state), actor, retries=3, at=now
-    )
+
+    def decide(state: KeyState | None, _: datetime) -> list[AnyEvent]:
+        return _decide_revoke(key_id, state, reason, require_reason)
+
+    handled = CommandHandler(store).handle(keys, key_id, decide, actor, retries=3, at=now)
     (recorded,) = handled.recorded
     return recorded
 

@@ -49,12 +49,22 @@ class ImportReport:
 
 
 def import_profiles(
-    store: EventStore, clock: Clock, directory: Path, *, actor: str = IMPORT_ACTOR
+    store: EventStore,
+    clock: Clock,
+    directory: Path,
+    *,
+    actor: str = IMPORT_ACTOR,
+    reason: str | None = None,
+    require_reason: bool = False,
 ) -> ImportReport:
-    """Every ``*.json`` of ``directory``, in name order; raises NotADirectoryError."""
+    """Every ``*.json`` of ``directory``, in name order; raises NotADirectoryError.
+
+    ``reason`` is recorded with every profile the import changes. When one is required
+    and none is given, a file that would change a profile is refused (naming ``reason``);
+    new and unchanged ones still load."""
     if not directory.is_dir():
         raise NotADirectoryError(f"{directory} is not a folder")
-    service = ProfileService(store, clock)
+    service = ProfileService(store, clock, require_reason=require_reason)
     report = ImportReport()
     seen: dict[str, str] = {}
     for path in profile_files(directory):
@@ -64,7 +74,7 @@ def import_profiles(
                 raise InvalidRequest.one(
                     "profile_id", profile_id, f"is also the id of {seen[profile_id]}"
                 )
-            outcome = service.save(profile_id, request, actor)
+            outcome = service.save(profile_id, request, actor, reason)
         except InvalidRequest as exc:
             report.refused.append((path.name, [e.describe() for e in exc.errors]))
             continue
@@ -84,6 +94,8 @@ def run_import(
     *,
     echo: Callable[[str], None] = print,
     clock: Clock | None = None,
+    reason: str | None = None,
+    require_reason: bool = False,
 ) -> int:
     """The command's body: import, print the report, return the exit code."""
     if not directory.is_dir():
@@ -91,7 +103,13 @@ def run_import(
         return 2
     store = open_store(db_path)
     try:
-        report = import_profiles(store, clock or SystemClock(), directory)
+        report = import_profiles(
+            store,
+            clock or SystemClock(),
+            directory,
+            reason=reason,
+            require_reason=require_reason,
+        )
     finally:
         store.close()
     if not report.created and not report.updated and not report.unchanged and not report.refused:

@@ -59,10 +59,19 @@ def load_profile(store: EventStore, profile_id: str) -> tuple[ProfileState, int]
 
 
 class ProfileService:
-    def __init__(self, store: EventStore, clock: Clock, *, models: Models = MODELS) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        clock: Clock,
+        *,
+        models: Models = MODELS,
+        require_reason: bool = False,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.models = models
+        # LABLINK_REQUIRE_REASON: updates and deletions need a reason.
+        self.require_reason = require_reason
         self.repository = profile_repository(store)
         self.handler = CommandHandler(store, clock)
 
@@ -101,20 +110,40 @@ class ProfileService:
         actor: str,
         *,
         expected_version: int | None = None,
+        reason: str | None = None,
     ) -> list[RecordedEvent]:
         return self.execute(
-            UpdateProfile(profile_id=profile_id, changes=dict(changes)),
+            UpdateProfile(
+                profile_id=profile_id,
+                changes=dict(changes),
+                reason=reason,
+                require_reason=self.require_reason,
+            ),
             actor,
             expected_version=expected_version,
         )
 
-    def delete(self, profile_id: str, actor: str) -> list[RecordedEvent]:
-        return self.execute(DeleteProfile(profile_id=profile_id), actor)
+    def delete(self, profile_id: str, actor: str, reason: str | None = None) -> list[RecordedEvent]:
+        return self.execute(
+            DeleteProfile(profile_id=profile_id, reason=reason, require_reason=self.require_reason),
+            actor,
+        )
 
-    def save(self, profile_id: str, request: ProfileRequest, actor: str) -> Saved:
-        """Create the profile, or replace it whole; "unchanged" when it already says this."""
+    def save(
+        self, profile_id: str, request: ProfileRequest, actor: str, reason: str | None = None
+    ) -> Saved:
+        """Create the profile, or replace it whole (recording ``reason``); "unchanged" when
+        it already says this."""
         existed = self.load(profile_id)[0].exists
-        recorded = self.execute(SaveProfile(profile_id=profile_id, request=request), actor)
+        recorded = self.execute(
+            SaveProfile(
+                profile_id=profile_id,
+                request=request,
+                reason=reason,
+                require_reason=self.require_reason,
+            ),
+            actor,
+        )
         if not recorded:
             return "unchanged"
         return "updated" if existed else "created"

@@ -182,6 +182,7 @@ class Runtime:
             profiles=StoredProfiles(store),
             # A job's parameters are checked against its instrument's driver when saved.
             instruments=KnownInstruments(store),
+            require_reason=settings.require_reason,
         )
         self.nats_server: PrivateNats | None = None
         self.relay: Relay | None = None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Generator, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
 import msgspec
 from litestar import Request
@@ -25,6 +25,7 @@ from litestar.connection import ASGIConnection
 from litestar.dto import AbstractDTO, DTOConfig, DTOFieldDefinition
 from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.openapi.spec import OpenAPIFormat
+from litestar.params import QueryParameter
 from litestar.typing import FieldDefinition
 
 if TYPE_CHECKING:
@@ -170,6 +171,18 @@ def takes(type_: type[Any]) -> dict[str, Any]:
     """The route options of a handler whose body (``data``) is a ``type_``: decoded by
     StrictBody; the answer goes through no DTO."""
     return {"dto": StrictBody.__class_getitem__(type_), "return_dto": None}
+
+
+# Why a change without a body is made (a deletion, a pause): checked, and required with
+# LABLINK_REQUIRE_REASON=1, by the command (lablink/domain/reasons.py), so every way in
+# refuses it alike (422 naming ``reason``).
+ReasonQuery = Annotated[
+    str | None,
+    QueryParameter(
+        description="why: recorded with the change in the audit trail; required when the"
+        " server runs with LABLINK_REQUIRE_REASON=1 (422 naming reason otherwise)"
+    ),
+]
 
 
 # An instant in a query string: ISO 8601 with a UTC offset. Typed as text, not datetime, so

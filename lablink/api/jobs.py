@@ -13,7 +13,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from lablink.api.auth import actor
-from lablink.api.bodies import takes
+from lablink.api.bodies import ReasonQuery, takes
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS, WRITE_ERRORS
 from lablink.api.paging import Limit, Offset
@@ -161,6 +161,7 @@ class JobController(Controller):
             data.changes(),
             actor(request),
             expected_version=version,
+            reason=data.given_reason(),
         )
         message = "job updated" if recorded else "nothing changed"
         await context.caught_up()
@@ -172,8 +173,10 @@ class JobController(Controller):
         request: Request[Any, Any, Any],
         job_id: FromPath[str],
         context: NamedDependency[ApiContext],
+        reason: ReasonQuery = None,
     ) -> Message:
-        await asyncio.to_thread(context.service.delete_job, job_id, actor(request))
+        """Delete a job (``?reason=`` says why)."""
+        await asyncio.to_thread(context.service.delete_job, job_id, actor(request), reason)
         return Message(success=True, message=f"job {job_id} deleted")
 
     @post("/jobs/{job_id:str}/pause", status_code=200, opt=WRITE, responses=WRITE_ERRORS)
@@ -182,8 +185,10 @@ class JobController(Controller):
         request: Request[Any, Any, Any],
         job_id: FromPath[str],
         context: NamedDependency[ApiContext],
+        reason: ReasonQuery = None,
     ) -> Message:
-        await asyncio.to_thread(context.service.pause_job, job_id, actor(request))
+        """Stop future fires (``?reason=`` says why); a running execution finishes."""
+        await asyncio.to_thread(context.service.pause_job, job_id, actor(request), reason)
         return Message(success=True, message=f"job {job_id} paused")
 
     @post("/jobs/{job_id:str}/resume", status_code=200, opt=WRITE, responses=WRITE_ERRORS)
@@ -192,8 +197,10 @@ class JobController(Controller):
         request: Request[Any, Any, Any],
         job_id: FromPath[str],
         context: NamedDependency[ApiContext],
+        reason: ReasonQuery = None,
     ) -> Message:
-        await asyncio.to_thread(context.service.resume_job, job_id, actor(request))
+        """Fire again from now on (``?reason=`` says why), without catching up the pause."""
+        await asyncio.to_thread(context.service.resume_job, job_id, actor(request), reason)
         return Message(success=True, message=f"job {job_id} resumed")
 
     @post("/jobs/{job_id:str}/run", status_code=200, opt=WRITE, responses=WRITE_ERRORS)

@@ -13,6 +13,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 
 from lablink.api.auth import actor
+from lablink.api.bodies import ReasonQuery
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS, WRITE_ERRORS, ErrorBody
 from lablink.errors import KeyNotFound
@@ -25,7 +26,7 @@ _NO_SUCH_KEY = ResponseSpec(
 )
 READ = {**READ_ERRORS, 404: _NO_SUCH_KEY}
 REVOKE = {
-    **{s: spec for s, spec in WRITE_ERRORS.items() if s in (400, 401, 403, 429, 503)},
+    **{s: spec for s, spec in WRITE_ERRORS.items() if s in (400, 401, 403, 422, 429, 503)},
     404: _NO_SUCH_KEY,
     409: ResponseSpec(
         data_container=ErrorBody,
@@ -112,11 +113,19 @@ class KeyController(Controller):
         key_id: FromPath[str],
         request: Request[Any, Any, Any],
         context: NamedDependency[ApiContext],
+        reason: ReasonQuery = None,
     ) -> KeyRevokedAnswer:
-        """Revoke a key: it fails from the next request on. 404 for an unknown id, 409 if
-        it is already revoked (naming when and by whom). Your own key may be revoked too."""
+        """Revoke a key (``?reason=`` says why): it fails from the next request on. 404 for
+        an unknown id, 409 if it is already revoked (naming when and by whom). Your own key
+        may be revoked too."""
         await asyncio.to_thread(
-            revoke_key, context.store, key_id, actor=actor(request), now=context.clock.now()
+            revoke_key,
+            context.store,
+            key_id,
+            actor=actor(request),
+            now=context.clock.now(),
+            reason=reason,
+            require_reason=context.settings.require_reason,
         )
         await context.caught_up()
         return KeyRevokedAnswer(

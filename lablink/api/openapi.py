@@ -47,7 +47,10 @@ WRITE_ERRORS: dict[int, ResponseSpec] = {
     409: _spec("a stale version, or run-now refused by the conflict policy"),
     413: _spec("the body is over 1 MB"),
     415: _spec("the body is not application/json"),
-    422: _spec("the body does not fit: each error names the field, the value and why"),
+    422: _spec(
+        "the body does not fit, or the reason is missing (LABLINK_REQUIRE_REASON=1) or"
+        " malformed: each error names the field, the value and why"
+    ),
     503: _spec(
         "the event log cannot be written (disk full, read-only database): nothing was"
         " written; the detail names the cause, Retry-After says when to try again. Or the"

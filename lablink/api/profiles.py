@@ -11,7 +11,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from lablink.api.auth import actor
-from lablink.api.bodies import BadRequest, takes
+from lablink.api.bodies import BadRequest, ReasonQuery, takes
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS, WRITE_ERRORS
 from lablink.api.responses import (
@@ -40,7 +40,9 @@ WRITE = {"role": "admin"}
 
 
 def _service(context: ApiContext) -> ProfileService:
-    return ProfileService(context.store, context.clock)
+    return ProfileService(
+        context.store, context.clock, require_reason=context.settings.require_reason
+    )
 
 
 async def _write(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -124,6 +126,7 @@ class ProfileController(Controller):
             data.changes(),
             actor(request),
             expected_version=version,
+            reason=data.given_reason(),
         )
         await context.caught_up()
         return ProfileUpdatedAnswer(
@@ -138,7 +141,9 @@ class ProfileController(Controller):
         request: Request[Any, Any, Any],
         profile_id: FromPath[str],
         context: NamedDependency[ApiContext],
+        reason: ReasonQuery = None,
     ) -> Message:
-        """Delete a profile. Jobs naming it fail before they run until they name another."""
-        await _write(_service(context).delete, profile_id, actor(request))
+        """Delete a profile (``?reason=`` says why). Jobs naming it fail before they run
+        until they name another."""
+        await _write(_service(context).delete, profile_id, actor(request), reason)
         return Message(success=True, message=f"profile {profile_id} deleted")

@@ -377,8 +377,21 @@ class AlarmAnswer(Envelope, kw_only=True):
 # -- audit ---------------------------------------------------------------------------------------
 
 
+class AuditChange(msgspec.Struct, kw_only=True):
+    """One field a change altered: its value before and after (JSON values; null: none)."""
+
+    field: str
+    old: Any
+    new: Any
+
+
 class AuditEvent(msgspec.Struct, kw_only=True):
-    """One entry of the log; ``data`` is the event's payload as stored (key hashes removed)."""
+    """One entry of the log; ``data`` is the event's payload as stored (key hashes removed).
+
+    ``reason``: why, as recorded (the reason a person gave for a change; the engine's cause
+    for its own facts). ``changes``: the fields an update altered, old and new. ``amended``:
+    the job, profile or key this entry recorded was changed or deleted later, first at
+    ``amended_at_position`` (always false for other entries)."""
 
     position: int
     event_id: str
@@ -388,6 +401,10 @@ class AuditEvent(msgspec.Struct, kw_only=True):
     occurred_at: Instant
     actor: str
     correlation_id: str | None
+    reason: str | None
+    changes: list[AuditChange]
+    amended: bool
+    amended_at_position: int | None
     data: dict[str, Any]
 
 

@@ -14,20 +14,17 @@ import csv
 import io
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Controller, Request, get
+from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Schema
 from litestar.params import FromPath, QueryParameter
-from litestar.response import Stream
-from litestar.types import ASGIApp
 
 from lablink.api.bodies import INSTANT_FORMAT, BadRequest, query_instant
 from lablink.api.context import ApiContext
+from lablink.api.csv_answers import CSV_MEDIA_TYPE, CsvStream, csv_or_json
 from lablink.api.openapi import READ_ERRORS
 from lablink.api.paging import MAX_POSITION
 from lablink.errors import JobNotFound
@@ -45,7 +42,6 @@ MAX_JSON_LIMIT = 1000
 DEFAULT_JSON_LIMIT = 100
 # Rows read per query while a CSV streams.
 CSV_CHUNK = 2000
-CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 NEXT_CURSOR_HEADER = "X-Next-Cursor"
 ACQUISITION_COLUMNS = ("object", "file_name", "size", "rows", "sha256", "data_status")
 
@@ -95,22 +91,6 @@ class ResultSeries(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
-@dataclass
-class CsvOrJson(Operation):
-    """The 200 answer is JSON or, with ``format=csv``, a CSV file: both in the document."""
-
-    def __post_init__(self) -> None:
-        ok = (self.responses or {}).get("200")
-        content = getattr(ok, "content", None)
-        if isinstance(content, dict):
-            content["text/csv"] = OpenAPIMediaType(
-                schema=Schema(
-                    type=OpenAPIType.STRING,
-                    description="a header row, then one row per result (format=csv)",
-                )
-            )
-
-
 def encode_cursor(scheduled_time: str, execution_id: str) -> str:
     raw = msgspec.json.encode([scheduled_time, execution_id])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -137,7 +117,7 @@ class ResultController(Controller):
         "/{job_id:str}/results",
         opt=READ,
         responses=READ_ERRORS,
-        operation_class=CsvOrJson,
+        operation_class=csv_or_json("one row per result"),
         description=(
             "The job's results, oldest first: scheduled time, start, end, status, then the"
             " value and unit (measurements), the readings and settings (state captures) or the"
@@ -215,17 +195,6 @@ class ResultController(Controller):
 
 
 # -- CSV ------------------------------------------------------------------------------------
-
-
-class CsvStream(Stream):
-    """A stream that stays text/csv: Litestar gives a returned response the route's media
-    type (JSON, from the annotation) unless the response insists."""
-
-    def to_asgi_response(  # type: ignore[override]
-        self, app: Any, request: Request[Any, Any, Any], **options: Any
-    ) -> ASGIApp:
-        options["media_type"] = CSV_MEDIA_TYPE
-        return super().to_asgi_response(app, request, **options)
 
 
 def csv_header(kinds: Sequence[str], fields: Sequence[tuple[str, str]]) -> list[str]:

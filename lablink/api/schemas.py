@@ -14,23 +14,32 @@ class _JobUpdateBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The part of the PUT body that is not a job field (the type checker's view of it)."""
 
     version: int | UnsetType = UNSET
+    # Why the job is changed: recorded with the change (docs/api.md, "Reasons").
+    reason: str | UnsetType | None = UNSET
 
     def changes(self) -> dict[str, Any]:
         return {
             name: msgspec.to_builtins(value)
             for name in self.__struct_fields__
-            if name != "version" and (value := getattr(self, name)) is not UNSET
+            if name not in _NOT_CHANGES and (value := getattr(self, name)) is not UNSET
         }
+
+    def given_reason(self) -> str | None:
+        return self.reason if isinstance(self.reason, str) else None
+
+
+_NOT_CHANGES = frozenset({"version", "reason"})
 
 
 _JOB_UPDATE_DOC = """PUT body: only the fields given change. ``version`` (from GET) guards against
-    overwriting someone else's edit: a stale one is a 409 naming both versions."""
+    overwriting someone else's edit: a stale one is a 409 naming both versions. ``reason``
+    says why (required with LABLINK_REQUIRE_REASON=1)."""
 
 if TYPE_CHECKING:
     JobUpdate = _JobUpdateBody
 else:
-    # Every field of JobRequest, optional, after ``version``: made from it, so that the two
-    # cannot drift apart.
+    # Every field of JobRequest, optional, after ``version`` and ``reason``: made from it,
+    # so that the two cannot drift apart.
     JobUpdate = msgspec.defstruct(
         "JobUpdate",
         optional_fields(),

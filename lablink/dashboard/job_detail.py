@@ -347,18 +347,21 @@ class JobDetailController(Controller):
 
     @post("/jobs/{job_id:str}/pause", opt=OPERATE, status_code=200)
     async def pause(self, request: Request[Any, Any, Any], job_id: FromPath[str]) -> Response[Any]:
-        return await _act(request, job_id, _service(request, "pause_job", job_id, "Paused."))
+        act = _service(request, "pause_job", job_id, await _reason(request), "Paused.")
+        return await _act(request, job_id, act)
 
     @post("/jobs/{job_id:str}/resume", opt=OPERATE, status_code=200)
     async def resume(self, request: Request[Any, Any, Any], job_id: FromPath[str]) -> Response[Any]:
-        return await _act(request, job_id, _service(request, "resume_job", job_id, "Resumed."))
+        act = _service(request, "resume_job", job_id, await _reason(request), "Resumed.")
+        return await _act(request, job_id, act)
 
     @post("/jobs/{job_id:str}/delete", opt=OPERATE, status_code=200)
     async def delete(self, request: Request[Any, Any, Any], job_id: FromPath[str]) -> Response[Any]:
         context = _context(request)
         who = signed_in(request).name
+        reason = await _reason(request)
         try:
-            await asyncio.to_thread(context.service.delete_job, job_id, who)
+            await asyncio.to_thread(context.service.delete_job, job_id, who, reason)
         except (NotFound, Conflict, InvalidRequest) as exc:
             return await _answer(request, job_id, None, str(exc), _status(exc))
         lagging = await seen(context)
@@ -372,14 +375,19 @@ class JobDetailController(Controller):
         return Redirect(path="/jobs", status_code=303)
 
 
+async def _reason(request: Request[Any, Any, Any]) -> str | None:
+    """The reason typed beside a pause, resume or delete (checked by the command)."""
+    return str((await request.form()).get("reason") or "") or None
+
+
 def _service(
-    request: Request[Any, Any, Any], command: str, job_id: str, done: str
+    request: Request[Any, Any, Any], command: str, job_id: str, reason: str | None, done: str
 ) -> Callable[[], Awaitable[str]]:
     context = _context(request)
     who = signed_in(request).name
 
     async def act() -> str:
-        await asyncio.to_thread(getattr(context.service, command), job_id, who)
+        await asyncio.to_thread(getattr(context.service, command), job_id, who, reason)
         return done
 
     return act

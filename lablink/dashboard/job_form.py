@@ -79,7 +79,8 @@ def _page(
     status_code: int = 200,
 ) -> Template:
     context = _context(request)
-    shown = form_keys(values)
+    # An edit also asks why (recorded with the change); its errors go beside it.
+    shown = [*form_keys(values), *(["reason"] if job is not None else [])]
     placed, loose = place_errors(problems, shown)
     return Template(
         template_name="job_form.html",
@@ -202,6 +203,7 @@ class JobFormController(Controller):
                 data.changes(),
                 signed_in(request).name,
                 expected_version=version,
+                reason=str(values.get("reason") or "") or None,
             )
         except InvalidRequest as exc:
             return _page(request, values, job=job, problems=exc.errors, status_code=422)

@@ -230,15 +230,19 @@ def _named(context: ApiContext, job_ids: Sequence[str]) -> list[dict[str, str]]:
 
 
 def run_bulk(
-    context: ApiContext, action: str, jobs: Sequence[dict[str, str]], actor: str
+    context: ApiContext,
+    action: str,
+    jobs: Sequence[dict[str, str]],
+    actor: str,
+    reason: str | None = None,
 ) -> BulkOutcome:
-    """Pause or resume each job through the job service, one after another; each job's
-    outcome is its own (one refused does not stop the others)."""
+    """Pause or resume each job through the job service, one after another, each with the
+    reason given; each job's outcome is its own (one refused does not stop the others)."""
     outcome = BulkOutcome(action=action)
     command = context.service.pause_job if action == "pause" else context.service.resume_job
     for job in jobs:
         try:
-            recorded = command(job["job_id"], actor)
+            recorded = command(job["job_id"], actor, reason)
         except NotFound:
             outcome.failed.append({**job, "reason": f"no job has the id {job['job_id']!r}"})
         except LabLinkError as exc:
@@ -318,7 +322,8 @@ class JobsListController(Controller):
             return answer("jobs_confirm.html", action=action, verb=verb, jobs=jobs)
 
         actor = signed_in(request).name
-        outcome = await asyncio.to_thread(run_bulk, context, action, jobs, actor)
+        reason = str(form.get("reason") or "") or None
+        outcome = await asyncio.to_thread(run_bulk, context, action, jobs, actor, reason)
         lagging = await seen(context)
         found = listing(context, back_query)
         return answer(

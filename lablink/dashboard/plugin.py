@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,10 @@ class DashboardPlugin(InitPlugin):
 
 def _configure(engine: Any) -> None:
     register_filters(engine.engine)
+    engine.register_template_callable("require_reason", _require_reason)
+
+
+def _require_reason(values: Mapping[str, Any]) -> bool:
+    """``require_reason()`` in a template: whether this server requires a reason for every
+    change (LABLINK_REQUIRE_REASON), so that the forms that change a job say so."""
+    return bool(values["request"].app.state["context"].settings.require_reason)

@@ -13,7 +13,9 @@ from typing import Any, TypeVar
 import msgspec
 from msgspec.structs import replace
 
+from lablink.domain.changes import field_changes
 from lablink.domain.planning import planned_next_fire
+from lablink.domain.reasons import Reasoned
 from lablink.domain.requests import JobRequest, parse_job_changes, request_of
 from lablink.domain.validation import ALL_TRIGGER_FIELDS, normalise
 from lablink.errors import InvalidRequest, JobNotFound, JobStateConflict
@@ -154,7 +156,7 @@ class CreateJob(msgspec.Struct, frozen=True, kw_only=True):
     created_by: str
 
 
-class UpdateJob(msgspec.Struct, frozen=True, kw_only=True):
+class UpdateJob(Reasoned, frozen=True, kw_only=True):
     """Change the fields given in ``changes``; the rest stay."""
 
     job_id: str
@@ -162,16 +164,15 @@ class UpdateJob(msgspec.Struct, frozen=True, kw_only=True):
     default_timezone: str = "UTC"
 
 
-class PauseJob(msgspec.Struct, frozen=True, kw_only=True):
-    job_id: str
-    reason: str = ""
-
-
-class ResumeJob(msgspec.Struct, frozen=True, kw_only=True):
+class PauseJob(Reasoned, frozen=True, kw_only=True):
     job_id: str
 
 
-class DeleteJob(msgspec.Struct, frozen=True, kw_only=True):
+class ResumeJob(Reasoned, frozen=True, kw_only=True):
+    job_id: str
+
+
+class DeleteJob(Reasoned, frozen=True, kw_only=True):
     job_id: str
 
 
@@ -456,21 +457,23 @@ def decide(state: JobState, command: JobCommand, now: datetime) -> list[AnyEvent
                 raise JobStateConflict(
                     command.job_id, "the job is completed; it has no fires to pause"
                 )
+            reason = command.checked_reason(writes=state.status != "paused")
             if state.status == "paused":
                 return []
-            return [JobPaused(job_id=command.job_id, reason=command.reason)]
+            return [JobPaused(job_id=command.job_id, reason=reason or "")]
         case ResumeJob():
             _require_live(state, command.job_id)
             if state.status == "completed":
                 raise JobStateConflict(
                     command.job_id, "the job is completed; update its schedule to run it again"
                 )
+            reason = command.checked_reason(writes=state.status != "active")
             if state.status == "active":
                 return []
-            return [JobResumed(job_id=command.job_id, resumed_at=now)]
+            return [JobResumed(job_id=command.job_id, resumed_at=now, reason=reason)]
         case DeleteJob():
             _require_live(state, command.job_id)
-            return [JobDeleted(job_id=command.job_id)]
+            return [JobDeleted(job_id=command.job_id, reason=command.checked_reason(writes=True))]
         case CompleteJob():
             _require_live(state, command.job_id)
             if state.status == "completed":
@@ -497,11 +500,17 @@ def _decide_update(state: JobState, command: UpdateJob, now: datetime) -> list[A
     new_spec, anchor = normalise(
         request, now=now, default_timezone=command.default_timezone, anchor=state.anchor
     )
+    altered = field_changes(spec, new_spec)
+    changed = tuple(sorted(c.field for c in altered))
+    toggles = "enabled" in command.changes and request.enabled != state.enabled
+    if toggles and state.status == "completed" and not changed:
+        raise JobStateConflict(
+            command.job_id, "the job is completed; change its schedule to run it again"
+        )
+    updates = bool(changed) or anchor != state.anchor
+    reason = command.checked_reason(writes=updates or toggles)
     events: list[AnyEvent] = []
-    changed = tuple(
-        sorted(f for f in new_spec.__struct_fields__ if getattr(new_spec, f) != getattr(spec, f))
-    )
-    if changed or anchor != state.anchor:
+    if updates:
         events.append(
             JobUpdated(
                 job_id=command.job_id,
@@ -509,16 +518,14 @@ def _decide_update(state: JobState, command: UpdateJob, now: datetime) -> list[A
                 anchor=anchor,
                 updated_at=now,
                 changed_fields=changed,
+                reason=reason,
+                changes=altered,
             )
         )
-    if "enabled" in command.changes and request.enabled != state.enabled:
-        if state.status == "completed" and not changed:
-            raise JobStateConflict(
-                command.job_id, "the job is completed; change its schedule to run it again"
-            )
+    if toggles:
         events.append(
-            JobResumed(job_id=command.job_id, resumed_at=now)
+            JobResumed(job_id=command.job_id, resumed_at=now, reason=reason)
             if request.enabled
-            else JobPaused(job_id=command.job_id, reason="updated with enabled=false")
+            else JobPaused(job_id=command.job_id, reason=reason or "updated with enabled=false")
         )
     return events

@@ -22,6 +22,8 @@ import msgspec
 from msgspec import UNSET, UnsetType
 from msgspec.structs import replace
 
+from lablink.domain.changes import field_changes
+from lablink.domain.reasons import Reasoned
 from lablink.domain.requests import field_error_from_msgspec
 from lablink.domain.validation import ID_PATTERN, ID_RULE, text_problem
 from lablink.errors import FieldError, InvalidRequest, ProfileExists, ProfileNotFound
@@ -77,9 +79,11 @@ class ProfileRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class ProfileUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """PUT body: only the fields given change (``settings`` is replaced whole). ``version``
-    (from GET) refuses an edit made from a stale copy."""
+    (from GET) refuses an edit made from a stale copy; ``reason`` says why (required with
+    LABLINK_REQUIRE_REASON=1)."""
 
     version: int | UnsetType = UNSET
+    reason: str | UnsetType | None = UNSET
     name: str | UnsetType = UNSET
     equipment_type: str | UnsetType = UNSET
     description: str | UnsetType | None = UNSET
@@ -91,8 +95,11 @@ class ProfileUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return {
             name: getattr(self, name)
             for name in self.__struct_fields__
-            if name != "version" and getattr(self, name) is not UNSET
+            if name not in ("version", "reason") and getattr(self, name) is not UNSET
         }
+
+    def given_reason(self) -> str | None:
+        return self.reason if isinstance(self.reason, str) else None
 
 
 def parse_profile_request(raw: Mapping[str, Any]) -> ProfileRequest:
@@ -127,19 +134,20 @@ class CreateProfile(msgspec.Struct, frozen=True, kw_only=True):
     request: ProfileRequest
 
 
-class UpdateProfile(msgspec.Struct, frozen=True, kw_only=True):
+class UpdateProfile(Reasoned, frozen=True, kw_only=True):
     profile_id: str
     changes: dict[str, Any]
 
 
-class SaveProfile(msgspec.Struct, frozen=True, kw_only=True):
-    """Create, or replace whole (an import): nothing is written when nothing changes."""
+class SaveProfile(Reasoned, frozen=True, kw_only=True):
+    """Create, or replace whole (an import): nothing is written when nothing changes. The
+    reason is recorded when it replaces a profile (creating one needs none)."""
 
     profile_id: str
     request: ProfileRequest
 
 
-class DeleteProfile(msgspec.Struct, frozen=True, kw_only=True):
+class DeleteProfile(Reasoned, frozen=True, kw_only=True):
     profile_id: str
 
 
@@ -180,11 +188,13 @@ def decide(state: ProfileState, command: ProfileCommand, models: Models) -> list
             return [_created(command.profile_id, check(command.request, models))]
         case SaveProfile():
             profile = check(command.request, models)
-            if not state.exists:
+            replaces = state.profile is not None and profile != state.profile
+            reason = command.checked_reason(writes=replaces)
+            if state.profile is None:
                 return [_created(command.profile_id, profile)]
-            if profile == state.profile:
+            if not replaces:
                 return []
-            return [_updated(command.profile_id, profile)]
+            return [_updated(command.profile_id, state.profile, profile, reason)]
         case UpdateProfile():
             current = _require(state, command.profile_id)
             if "version" in command.changes:
@@ -197,10 +207,14 @@ def decide(state: ProfileState, command: ProfileCommand, models: Models) -> list
                 )
             base = {**msgspec.to_builtins(current), "tags": list(current.tags)}
             profile = check(parse_profile_request({**base, **command.changes}), models)
-            return [] if profile == current else [_updated(command.profile_id, profile)]
+            reason = command.checked_reason(writes=profile != current)
+            if profile == current:
+                return []
+            return [_updated(command.profile_id, current, profile, reason)]
         case DeleteProfile():
             _require(state, command.profile_id)
-            return [ProfileDeleted(profile_id=command.profile_id)]
+            reason = command.checked_reason(writes=True)
+            return [ProfileDeleted(profile_id=command.profile_id, reason=reason)]
 
 
 def _require(state: ProfileState, profile_id: str) -> Profile:
@@ -213,8 +227,15 @@ def _created(profile_id: str, profile: Profile) -> ProfileCreated:
     return ProfileCreated(profile_id=profile_id, **msgspec.structs.asdict(profile))
 
 
-def _updated(profile_id: str, profile: Profile) -> ProfileUpdated:
-    return ProfileUpdated(profile_id=profile_id, **msgspec.structs.asdict(profile))
+def _updated(
+    profile_id: str, before: Profile, profile: Profile, reason: str | None
+) -> ProfileUpdated:
+    return ProfileUpdated(
+        profile_id=profile_id,
+        **msgspec.structs.asdict(profile),
+        reason=reason,
+        changes=field_changes(before, profile),
+    )
 
 
 def profile_id_of(request: ProfileRequest, default: str | None = None) -> str:

@@ -6,6 +6,9 @@ examples, which give none, keep working with the defaults.
 
 from __future__ import annotations
 
+import msgspec
+
+from lablink.domain.validation import text_problem
 from lablink.errors import InvalidRequest
 
 MAX_REASON_LENGTH = 1000
@@ -15,7 +18,8 @@ def checked_reason(value: object, *, required: bool, field: str = "reason") -> s
     """The stripped reason, or None when none was given and none is required.
 
     Refuses (naming ``field``) a reason that is not text, is too long, or holds control
-    characters other than newlines and tabs; and a missing or blank one when required.
+    characters other than newlines and tabs (or marks that reorder text); and a missing or
+    blank one when required.
     """
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
@@ -30,6 +34,21 @@ def checked_reason(value: object, *, required: bool, field: str = "reason") -> s
         raise InvalidRequest.one(
             field, f"{reason[:40]}…", f"at most {MAX_REASON_LENGTH} characters ({len(reason)})"
         )
-    if any(ord(c) < 32 and c not in "\n\t" for c in reason):
-        raise InvalidRequest.one(field, reason, "must not hold control characters")
+    # Newlines and tabs may shape a reason; other control characters, and the marks that
+    # reorder text (U+202E…), would make a printed trail say something else than it holds.
+    if problem := text_problem(reason, multiline=True):
+        raise InvalidRequest.one(field, reason, problem)
     return reason
+
+
+class Reasoned(msgspec.Struct, frozen=True, kw_only=True):
+    """A command that changes or deletes a record: the reason given, and whether one must be
+    (``LABLINK_REQUIRE_REASON``, passed in like the default time zone)."""
+
+    reason: str | None = None
+    require_reason: bool = False
+
+    def checked_reason(self, *, writes: bool) -> str | None:
+        """The reason to record. Required only when the command writes something: a change
+        that changes nothing needs no reason, but a malformed one is refused all the same."""
+        return checked_reason(self.reason, required=self.require_reason and writes)

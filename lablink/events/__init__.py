@@ -4,6 +4,7 @@ from lablink.events.alarms import AlarmAcknowledged, AlarmCleared, AlarmRaised
 from lablink.events.audit import CheckpointSigned
 from lablink.events.backups import BackupFailed, BackupTaken
 from lablink.events.base import Event
+from lablink.events.changes import AMENDING_TYPES, RECORDING_TYPES, FieldChange
 from lablink.events.data import (
     DATA_BUCKET,
     DataRemovalReason,
@@ -76,6 +77,7 @@ from lablink.events.union import (
 )
 
 __all__ = [
+    "AMENDING_TYPES",
     "CONFLICT_POLICIES",
     "DATA_BUCKET",
     "ENDED_STATUS",
@@ -85,6 +87,7 @@ __all__ = [
     "EXECUTION_STATUSES",
     "FINAL_STATUSES",
     "RECORDED_ENDED_STATUS",
+    "RECORDING_TYPES",
     "ROLES",
     "SCHEDULE_TYPES",
     "TRIGGER_TYPES",
@@ -124,6 +127,7 @@ __all__ = [
     "ExecutionSucceeded",
     "ExecutionTimedOut",
     "ExecutionsPruned",
+    "FieldChange",
     "JobCompleted",
     "JobCreated",
     "JobDeleted",

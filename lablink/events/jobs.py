@@ -8,6 +8,7 @@ from typing import Any, Literal
 import msgspec
 
 from lablink.events.base import Event
+from lablink.events.changes import FieldChange
 
 ScheduleType = Literal["acquisition", "state_capture", "measurement", "command", "equipment_test"]
 TriggerType = Literal["cron", "interval", "daily", "weekly", "monthly", "date"]
@@ -97,10 +98,17 @@ class JobUpdated(Event, frozen=True, kw_only=True, tag="job.updated"):
     # As on JobCreated, when this update changed what the check covers (parameters, the
     # job type or the instrument); None: the previous outcome stands.
     parameters_check: ParametersCheck | None = None
+    # Why the person changed it (None: no reason given), and each changed field's value
+    # before and after, in the spec's field order. Absent from updates recorded before.
+    reason: str | None = None
+    changes: tuple[FieldChange, ...] = ()
 
 
 class JobPaused(Event, frozen=True, kw_only=True, tag="job.paused"):
     job_id: str
+    # The reason the person gave ("" when none; an update with enabled=false that gave none
+    # says "updated with enabled=false"). What changed is the type's to say: enabled, from
+    # true to false.
     reason: str = ""
 
 
@@ -108,10 +116,15 @@ class JobResumed(Event, frozen=True, kw_only=True, tag="job.resumed"):
     job_id: str
     # Resume computes the next fire from this instant, without catching up the pause.
     resumed_at: datetime
+    # The reason the person gave (None: none).
+    reason: str | None = None
 
 
 class JobDeleted(Event, frozen=True, kw_only=True, tag="job.deleted"):
     job_id: str
+    # Why the person deleted it (None: no reason given). What was deleted is the record as
+    # the stream's earlier events leave it.
+    reason: str | None = None
 
 
 class JobCompleted(Event, frozen=True, kw_only=True, tag="job.completed"):

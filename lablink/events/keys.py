@@ -25,3 +25,5 @@ class ApiKeyRevoked(Event, frozen=True, kw_only=True, tag="apikey.revoked"):
     """The key stops working at once; the event's actor is who revoked it."""
 
     key_id: str
+    # Why (None: no reason given).
+    reason: str | None = None

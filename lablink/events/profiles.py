@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from lablink.events.base import Event
+from lablink.events.changes import FieldChange
 
 
 class ProfileCreated(Event, frozen=True, kw_only=True, tag="profile.created"):
@@ -27,7 +28,12 @@ class ProfileUpdated(Event, frozen=True, kw_only=True, tag="profile.updated"):
     model: str = ""
     settings: dict[str, Any] = msgspec.field(default_factory=dict)
     tags: tuple[str, ...] = ()
+    # Why the person changed it (None: no reason given), and each changed field's value
+    # before and after. Absent from updates recorded before they were.
+    reason: str | None = None
+    changes: tuple[FieldChange, ...] = ()
 
 
 class ProfileDeleted(Event, frozen=True, kw_only=True, tag="profile.deleted"):
     profile_id: str
+    reason: str | None = None

@@ -185,6 +185,10 @@ async def test_who_did_what_and_when_and_the_job_list_of_a_past_instant(
         "occurred_at",
         "actor",
         "correlation_id",
+        "reason",
+        "changes",
+        "amended",
+        "amended_at_position",
         "data",
     }
 

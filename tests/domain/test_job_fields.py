@@ -52,7 +52,7 @@ def test_the_request_has_every_field_of_the_spec_and_enabled() -> None:
 def test_the_update_shapes_are_the_request_with_every_field_optional() -> None:
     request = fields(JobRequest)
     update = fields(JobUpdate)
-    assert tuple(update) == ("version", *FIELD_ORDER)
+    assert tuple(update) == ("version", "reason", *FIELD_ORDER)
     assert set(FIELD_ORDER) == set(request)
     assert tuple(fields(JobChanges)) == FIELD_ORDER
     for changes in (update, fields(JobChanges)):

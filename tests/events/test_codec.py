@@ -41,6 +41,7 @@ from lablink.events import (
     ExecutionStarted,
     ExecutionSucceeded,
     ExecutionTimedOut,
+    FieldChange,
     JobCompleted,
     JobCreated,
     JobDeleted,
@@ -78,10 +79,21 @@ J, X = "job_1", "exec_1"
 
 SAMPLES: list[AnyEvent] = [
     JobCreated(job_id=J, spec=SPEC, enabled=True, created_by="alice", created_at=T, anchor=T),
-    JobUpdated(job_id=J, spec=SPEC, anchor=T, updated_at=T, changed_fields=("name",)),
+    JobUpdated(
+        job_id=J,
+        spec=SPEC,
+        anchor=T,
+        updated_at=T,
+        changed_fields=("name", "run_date"),
+        reason="renamed after the audit",
+        changes=(
+            FieldChange(field="name", old="Nightly test", new="Nightly Equipment Test"),
+            FieldChange(field="run_date", old=None, new="2026-03-29T00:30:00.250000Z"),
+        ),
+    ),
     JobPaused(job_id=J, reason="maintenance"),
-    JobResumed(job_id=J, resumed_at=T),
-    JobDeleted(job_id=J),
+    JobResumed(job_id=J, resumed_at=T, reason="back from maintenance"),
+    JobDeleted(job_id=J, reason="instrument retired"),
     JobCompleted(job_id=J, reason="max_executions"),
     ExecutionRequested(
         job_id=J, execution_id=X, scheduled_time=T, actual_time=T, trigger_info="scheduled"
@@ -165,8 +177,14 @@ SAMPLES: list[AnyEvent] = [
         instrument_ended_at=T,
     ),
     ProfileCreated(profile_id="p1", name="P", equipment_type="oscilloscope", settings={"a": 1}),
-    ProfileUpdated(profile_id="p1", name="P2", equipment_type="oscilloscope"),
-    ProfileDeleted(profile_id="p1"),
+    ProfileUpdated(
+        profile_id="p1",
+        name="P2",
+        equipment_type="oscilloscope",
+        reason="new probe",
+        changes=(FieldChange(field="settings", old={"a": 1}, new={}),),
+    ),
+    ProfileDeleted(profile_id="p1", reason="unused"),
     AlarmRaised(
         alarm_id="alarm_1",
         kind="job_failure",
@@ -184,7 +202,7 @@ SAMPLES: list[AnyEvent] = [
     EquipmentOffline(equipment_id="scope_1", reason="heartbeat lost"),
     ExecutionsPruned(cutoff=T, days=30),
     ApiKeyCreated(key_id="k1", name="alice", role="operator", key_hash="ab" * 32),
-    ApiKeyRevoked(key_id="k1"),
+    ApiKeyRevoked(key_id="k1", reason="left the lab"),
     JobReanchored(
         job_id="job_1", shift_seconds=-3600.0, anchor=T, rescheduled_at=T, last_fire_time=T
     ),
@@ -331,3 +349,27 @@ def test_a_newer_writers_unknown_fields_are_ignored_by_an_older_reader() -> None
 def test_unknown_event_type_is_an_error_not_a_silent_skip() -> None:
     with pytest.raises(msgspec.ValidationError):
         decode_event(b'{"type":"job.exploded","job_id":"job_1"}')
+
+
+# Fields added with issue 20's reasons, by the events that carry them.
+REASON_FIELDS: dict[type[Any], tuple[str, ...]] = {
+    JobUpdated: ("reason", "changes"),
+    JobResumed: ("reason",),
+    JobDeleted: ("reason",),
+    ProfileUpdated: ("reason", "changes"),
+    ProfileDeleted: ("reason",),
+    ApiKeyRevoked: ("reason",),
+}
+
+
+@pytest.mark.parametrize("event", [e for e in SAMPLES if type(e) in REASON_FIELDS], ids=event_type)
+def test_changes_recorded_before_reasons_decode_without_them(event: AnyEvent) -> None:
+    """Updates, deletions and revocations of logs written before reasons have none of these
+    keys: they decode with no reason and no changes."""
+    added = REASON_FIELDS[type(event)]
+    payload: dict[str, Any] = msgspec.json.decode(encode_event(event))
+    assert all(payload.pop(name) for name in added)  # the samples set every one
+    older = decode_event(msgspec.json.encode(payload))
+    defaults = {f.name: f.default for f in msgspec.structs.fields(older) if f.name in added}
+    assert defaults == {name: None if name == "reason" else () for name in added}
+    assert msgspec.structs.replace(event, **defaults) == older

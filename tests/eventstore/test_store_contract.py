@@ -256,7 +256,7 @@ def test_read_rows_are_the_stored_columns_in_position_order(make_store: StoreFac
         "2026-01-01T00:00:00.000000Z",
         "key:alice",
         "c0",
-        '{"type":"job.resumed","job_id":"job_0","resumed_at":"2026-01-01T00:00:00Z"}',
+        '{"type":"job.resumed","job_id":"job_0","resumed_at":"2026-01-01T00:00:00Z","reason":null}',
     )
     assert [r[0] for r in rows] == [1, 2, 3]
     assert [r[0] for r in store.read_rows(7, 100)] == [8, 9, 10]

@@ -118,6 +118,7 @@ class Harness:
         instruments: bool = False,
         background: bool = False,
         projector: Projector | None = None,
+        require_reason: bool = False,
     ) -> None:
         self.path = path
         self.clock = clock
@@ -133,6 +134,8 @@ class Harness:
         # `lablink serve` (False: right after each commit, in the committing thread).
         self.background = background
         self.projector = projector
+        # True: LABLINK_REQUIRE_REASON=1 (the job service, and the API's settings too).
+        self.require_reason = require_reason
 
     async def start(self, prefix: str = "") -> Harness:
         self.store: LogStore = open_store(self.path, self.projector, background=self.background)
@@ -163,6 +166,7 @@ class Harness:
             repository=self.jobs,
             profiles=check,
             instruments=known,
+            require_reason=self.require_reason,
         )
         self.engine = Engine(store, self.clock, self.executor, jobs=self.jobs, ids=self.ids)
         with reading_views(store) as views:
@@ -242,6 +246,7 @@ async def api_client(
     from lablink.api.context import ApiContext
     from lablink.settings import Settings
 
+    overrides.setdefault("require_reason", harness.require_reason)
     # The test client's host: the app answers only to the hosts it is told of.
     settings = Settings(
         data_dir=harness.path.parent,
