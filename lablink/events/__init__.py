@@ -4,6 +4,19 @@ from lablink.events.alarms import AlarmAcknowledged, AlarmCleared, AlarmRaised
 from lablink.events.audit import CheckpointSigned
 from lablink.events.backups import BackupFailed, BackupTaken
 from lablink.events.base import Event
+from lablink.events.calibration import (
+    BLOCK_CAUSES,
+    CALIBRATION_FACTS,
+    BlockCause,
+    CalibrationCorrected,
+    CalibrationFact,
+    CalibrationOverridden,
+    CalibrationWithdrawn,
+    EquipmentCalibrated,
+    EquipmentQuarantined,
+    EquipmentReleased,
+    FieldChange,
+)
 from lablink.events.data import (
     DATA_BUCKET,
     DataRemovalReason,
@@ -20,6 +33,7 @@ from lablink.events.executions import (
     EXECUTION_STATUSES,
     FINAL_STATUSES,
     RECORDED_ENDED_STATUS,
+    ExecutionBlocked,
     ExecutionCancelled,
     ExecutionCoalesced,
     ExecutionEnded,
@@ -76,6 +90,8 @@ from lablink.events.union import (
 )
 
 __all__ = [
+    "BLOCK_CAUSES",
+    "CALIBRATION_FACTS",
     "CONFLICT_POLICIES",
     "DATA_BUCKET",
     "ENDED_STATUS",
@@ -96,14 +112,23 @@ __all__ = [
     "ApiKeyRevoked",
     "BackupFailed",
     "BackupTaken",
+    "BlockCause",
+    "CalibrationCorrected",
+    "CalibrationFact",
+    "CalibrationOverridden",
+    "CalibrationWithdrawn",
     "CheckpointSigned",
     "ClockStepped",
     "ConflictPolicy",
     "DataRemovalReason",
     "DataStatus",
+    "EquipmentCalibrated",
     "EquipmentOffline",
     "EquipmentOnline",
+    "EquipmentQuarantined",
+    "EquipmentReleased",
     "Event",
+    "ExecutionBlocked",
     "ExecutionCancelled",
     "ExecutionCoalesced",
     "ExecutionDataRemoved",
@@ -124,6 +149,7 @@ __all__ = [
     "ExecutionSucceeded",
     "ExecutionTimedOut",
     "ExecutionsPruned",
+    "FieldChange",
     "JobCompleted",
     "JobCreated",
     "JobDeleted",
