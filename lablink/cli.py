@@ -419,6 +419,10 @@ from lablink.audit_cli import app as audit_app  # noqa: E402  (a sub-app of its 
 
 app.add_typer(audit_app, name="audit")
 
+from lablink.equipment_cli import app as equipment_app  # noqa: E402  (a sub-app of its own)
+
+app.add_typer(equipment_app, name="equipment")
+
 
 def _nats_target(data_dir: Path | None) -> tuple[str, Path | None]:
     """The NATS URL, and the private server's folder when it is that server's."""
