@@ -5,6 +5,7 @@ clock: what they record, what they refuse (4xx naming the field, the value and w
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -322,6 +323,11 @@ async def test_executions_and_history_show_blocked_runs_with_their_cause(
     refused = problem(await api.post(f"/api/scheduler/jobs/{job_id}/run"), 409)
     assert refused["cause"] == "calibration_expired"
     assert refused["errors"][0]["field"] == "equipment_id"
+
+    metrics = (await api.get("/metrics")).text
+    assert re.search(
+        r'^lablink_executions_total\{[^}]*status="blocked"[^}]*\} 1\.0$', metrics, re.M
+    ), metrics
 
     audit = (await api.get("/api/audit", params={"type": "execution.blocked"})).json()
     assert audit["count"] == 1

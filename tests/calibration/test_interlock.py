@@ -215,3 +215,23 @@ async def test_the_fire_path_reads_an_instruments_calibration_once_per_change(
     await h.at(hours(T0, 5))
     await h.at(hours(T0, 6))
     assert h.gate.loads == 3  # the quarantine, then the alarm the first blocked run raised
+
+
+async def test_a_date_job_whose_one_run_was_blocked_is_completed(bench: Harness) -> None:
+    h = bench
+    calibrate(h)
+    h.clock.set(DAY_AFTER_DUE)
+    once = {
+        **HOURLY,
+        "trigger_type": "date",
+        "run_date": hours(DAY_AFTER_DUE, 1).isoformat(),
+        "alarm_after_missed": 1,
+    }
+    del once["interval_hours"]
+    job_id = h.service.create_job(once, "alice")
+    await h.at(hours(DAY_AFTER_DUE, 1))
+    assert [e["status"] for e in executions(h, job_id)] == ["blocked"]
+    assert h.job(job_id)["status"] == "completed"
+    # The calibration alarm says why it did not run; the dead-man's switch stays quiet.
+    assert len(alarms(h, "calibration_blocked")) == 1
+    assert alarms(h, "missed_runs") == []
