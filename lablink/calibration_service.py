@@ -18,8 +18,8 @@ import structlog
 
 from lablink.alarm_service import AlarmService
 from lablink.clock import Clock
-from lablink.domain import calibration as rules
-from lablink.domain.calibration import CalibrationState, stream_id
+from lablink.domain import calibration_decisions as rules
+from lablink.domain.calibration import CalibrationRecord, CalibrationState, evolve, stream_id, today
 from lablink.domain.reasons import checked_reason
 from lablink.domain.validation import ID_PATTERN
 from lablink.equipment_service import load_equipment
@@ -45,7 +45,7 @@ CLEARED_BY = "calibration"
 
 
 def calibration_repository(store: EventStore) -> Repository[CalibrationState]:
-    return keyed(store, CalibrationState, "equipment_id", rules.evolve, stream_id)
+    return keyed(store, CalibrationState, "equipment_id", evolve, stream_id)
 
 
 def known_equipment(store: EventStore, configured: Collection[str] = ()) -> Callable[[str], bool]:
@@ -118,7 +118,7 @@ class CalibrationService:
                     log.warning("calibration alarm not cleared", alarm_id=alarm_id, error=str(exc))
 
     def _today(self) -> date:
-        return rules.today(self.clock.now(), self.zone)
+        return today(self.clock.now(), self.zone)
 
     # -- commands --------------------------------------------------------------------------
 
@@ -241,7 +241,7 @@ class LabCalibration(NamedTuple):
     file (``instruments[0].calibration[1]``, for the errors that name it)."""
 
     equipment_id: str
-    record: rules.CalibrationRecord
+    record: CalibrationRecord
     key: str
 
 

@@ -22,13 +22,8 @@ from typing import Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
 from lablink.calibration_service import calibration_repository
-from lablink.domain.calibration import (
-    Block,
-    CalibrationState,
-    assess_state,
-    decide_block_alarm,
-    stream_id,
-)
+from lablink.domain.calibration import Block, CalibrationState, assess_state, stream_id
+from lablink.domain.calibration_decisions import decide_block_alarm
 from lablink.events import ExecutionBlocked, RecordedEvent
 from lablink.eventstore.base import EventStore
 from lablink.handler import GroupCommitHandler, Tracker

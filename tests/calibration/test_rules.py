@@ -8,9 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from lablink.domain.calibration import (
-    CalibrationState,
-    assess_state,
+from lablink.domain.calibration import CalibrationState, assess_state, evolve
+from lablink.domain.calibration_decisions import (
     decide_block_alarm,
     decide_calibrate,
     decide_correct,
@@ -18,7 +17,6 @@ from lablink.domain.calibration import (
     decide_override,
     decide_release,
     decide_withdraw,
-    evolve,
 )
 from lablink.errors import (
     CalibrationExists,
