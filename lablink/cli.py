@@ -44,11 +44,12 @@ EXIT_DATA_DIR = 2
 @contextlib.contextmanager
 def data_dir_errors(when_locked: str = "") -> Iterator[None]:
     """One line on stderr naming the path and the cause, exit code 2, no traceback."""
+    from lablink.equipment_agent.config import ConfigError
     from lablink.errors import DataDirError, DataDirLocked, NotifyConfigError, StorageError
 
     try:
         yield
-    except (DataDirError, StorageError, NotifyConfigError) as exc:
+    except (DataDirError, StorageError, NotifyConfigError, ConfigError) as exc:
         hint = f": {when_locked}" if when_locked and isinstance(exc, DataDirLocked) else ""
         typer.echo(f"lablink: {exc}{hint}", err=True)
         raise typer.Exit(EXIT_DATA_DIR) from None
@@ -445,6 +446,10 @@ app.add_typer(nats_app, name="nats")
 from lablink.audit_cli import app as audit_app  # noqa: E402  (a sub-app of its own module)
 
 app.add_typer(audit_app, name="audit")
+
+from lablink.equipment_cli import app as equipment_app  # noqa: E402  (a sub-app of its own)
+
+app.add_typer(equipment_app, name="equipment")
 
 
 def _nats_target(data_dir: Path | None) -> tuple[str, Path | None]:

@@ -73,6 +73,20 @@ class KeyNotFound(NotFound):
     kind = "key"
 
 
+class CalibrationNotFound(NotFound):
+    """No calibration record with this certificate on this instrument."""
+
+    kind = "calibration"
+    field = "certificate"
+
+    def __init__(self, equipment_id: str, certificate: str) -> None:
+        self.equipment_id = equipment_id
+        self.object_id = certificate
+        LookupError.__init__(
+            self, f"calibration certificate {certificate!r} not found on {equipment_id!r}"
+        )
+
+
 class Conflict(LabLinkError):
     """The request is well-formed but clashes with the current state."""
 
@@ -142,6 +156,43 @@ class ProfileExists(DuplicateId):
     def __init__(self, profile_id: str) -> None:
         self.object_id = profile_id
         Conflict.__init__(self, f"profile {profile_id!r} already exists")
+
+
+class CalibrationExists(DuplicateId):
+    """A certificate already on record for the instrument (withdrawn ones included: a
+    certificate id is never reused)."""
+
+    field = "certificate"
+
+    def __init__(self, equipment_id: str, certificate: str) -> None:
+        self.equipment_id = equipment_id
+        self.object_id = certificate
+        Conflict.__init__(
+            self,
+            f"calibration certificate {certificate!r} is already on record for {equipment_id!r}",
+        )
+
+
+class CalibrationStateConflict(Conflict):
+    """The instrument's calibration state does not allow the command (releasing an
+    instrument that is not quarantined, correcting a withdrawn certificate)."""
+
+    def __init__(self, equipment_id: str, reason: str) -> None:
+        self.equipment_id = equipment_id
+        self.reason = reason
+        super().__init__(f"equipment {equipment_id!r}: {reason}")
+
+
+class CalibrationBlocked(Conflict):
+    """Run-now refused: the job's instrument may not be used (``cause``: calibration_expired,
+    calibration_missing, quarantined); ``reason`` says why in words."""
+
+    def __init__(self, job_id: str, equipment_id: str, cause: str, reason: str) -> None:
+        self.job_id = job_id
+        self.equipment_id = equipment_id
+        self.cause = cause
+        self.reason = reason
+        super().__init__(f"job {job_id!r}: not run: {reason}")
 
 
 class ProfileVersionConflict(Conflict):

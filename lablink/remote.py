@@ -1,7 +1,8 @@
-"""A LabLink server seen from the command line: GET requests with the user's API key.
+"""A LabLink server seen from the command line: requests with the user's API key.
 
 The standard library's HTTP client: the commands that read from a server (``lablink
-results``) stream what it sends to a file or the terminal, and need nothing more.
+results``) stream what it sends to a file or the terminal, and those that change something
+(``lablink equipment calibrate``) send a JSON body; they need nothing more.
 """
 
 from __future__ import annotations
@@ -24,13 +25,24 @@ class Remote:
         self.url = url.rstrip("/")
         self.key = key
 
-    def _open(self, path: str, params: Mapping[str, Any]) -> Any:
+    def _open(
+        self,
+        path: str,
+        params: Mapping[str, Any],
+        *,
+        method: str = "GET",
+        body: Mapping[str, Any] | None = None,
+    ) -> Any:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         url = f"{self.url}{path}" + (f"?{query}" if query else "")
         headers = {"Accept": "application/json, text/csv"}
         if self.key:
             headers["X-API-Key"] = self.key
-        request = urllib.request.Request(url, headers=headers)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
             return urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS)
         except urllib.error.HTTPError as exc:
@@ -41,6 +53,11 @@ class Remote:
 
     def get_json(self, path: str, **params: Any) -> Any:
         with self._open(path, params) as answer:
+            return json.load(answer)
+
+    def send_json(self, method: str, path: str, body: Mapping[str, Any]) -> Any:
+        """``body`` sent as JSON (POST, PUT); the answer's JSON."""
+        with self._open(path, {}, method=method, body=body) as answer:
             return json.load(answer)
 
     def download(self, path: str, **params: Any) -> Any:

@@ -21,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -36,14 +37,27 @@ from lablink.bus.data_bucket import DataBucket
 from lablink.bus.permissions import SCHEDULER
 from lablink.bus.private import PrivateNats
 from lablink.bus.relay import NatsOptions, Relay
+from lablink.calibration_service import (
+    CalibrationService,
+    LabCalibration,
+    known_equipment,
+    record_lab_calibrations,
+)
 from lablink.clock import Clock, SystemClock
 from lablink.datadir import claim as claim_data_dir
 from lablink.datadir import secure_files
+from lablink.domain.calibration import CalibrationRecord
 from lablink.equipment_agent.agent import Agent
 from lablink.equipment_agent.child import AgentProcess, child_environment, signal_ready
-from lablink.equipment_agent.config import AgentConfig, load_config, simulated_config
+from lablink.equipment_agent.config import (
+    AgentConfig,
+    ConfigError,
+    load_config,
+    simulated_config,
+)
 from lablink.equipment_agent.inprocess import InProcessExecutor
 from lablink.equipment_service import EquipmentService
+from lablink.errors import InvalidRequest
 from lablink.eventstore.probe import EventLogProbe
 from lablink.eventstore.sqlite import SQLiteEventStore, translated
 from lablink.health import Health
@@ -58,6 +72,8 @@ from lablink.projections.profiles import profile_lookup
 from lablink.projections.reading import reading_views
 from lablink.repository import JobRepository
 from lablink.scheduler.agents import AgentExecutor
+from lablink.scheduler.calibration_gate import CalibrationGate
+from lablink.scheduler.calibration_watch import CalibrationWatch
 from lablink.scheduler.engine import Engine, recovery_lists
 from lablink.scheduler.executor import Executor, NoOpExecutor
 from lablink.scheduler.retention import RetentionPass
@@ -213,6 +229,16 @@ class Runtime:
         await self._start_checkpoints(stack)
         if self._executor is None and isinstance(self.executor, AgentExecutor):
             await self._start_agents(self.executor)
+        # The calibration interlock: the certificates of LABLINK_AGENT_CONFIG's lab.toml are
+        # on record before the engine decides its first fire.
+        self.calibrations = self._calibrations()
+        self.calibration_gate = CalibrationGate(
+            store,
+            zone=ZoneInfo(settings.timezone),
+            require=settings.require_calibration,
+            warn_days=settings.calibration_warn_days,
+        )
+        stack.callback(self.calibration_gate.close)
         # The engine's loop and its group committer run under the runtime's supervisor
         # (task.engine, task.committer), as does retention (task.retention). The engine
         # closes before the supervisor: its executions' outcomes still need the committer
@@ -225,6 +251,7 @@ class Runtime:
             supervisor=self.supervisor,
             alarms=AlarmService.on_store(store, self.clock),
             fault_grace_seconds=settings.scheduler_fault_grace,
+            calibration=self.calibration_gate,
         )
         stack.push_async_callback(self.engine.aclose)
         with reading_views(store) as views:
@@ -243,6 +270,12 @@ class Runtime:
         )
         stack.push_async_callback(self.retention.aclose)
         await self.retention.start(self.supervisor)
+        # calibration_due warnings, LABLINK_CALIBRATION_WARN_DAYS ahead (task.calibration).
+        self.calibration_watch = CalibrationWatch(
+            store, self.clock, self.calibrations, warn_days=settings.calibration_warn_days
+        )
+        stack.push_async_callback(self.calibration_watch.aclose)
+        await self.calibration_watch.start(self.supervisor)
         # The daily backup of the log, when LABLINK_BACKUP_DIR is set (task.backup).
         self.backups: ScheduledBackups | None = None
         if settings.backup_dir is not None:
@@ -262,6 +295,49 @@ class Runtime:
         if self.notifier is not None:
             stack.push_async_callback(self.notifier.aclose)
         return len(active)
+
+    def _calibrations(self) -> CalibrationService:
+        """The calibration service of this process, after recording the certificates of
+        LABLINK_AGENT_CONFIG's lab.toml the log does not hold yet (idempotent: a restart
+        records nothing again). A certificate the rules refuse stops the start, naming its
+        key in the file."""
+        settings = self.settings
+        config = load_config(settings.agent_config) if settings.agent_config else None
+        configured = [i.id for i in config.instruments] if config is not None else []
+        service = CalibrationService(
+            self.store,
+            self.clock,
+            zone=ZoneInfo(settings.timezone),
+            require_reason=settings.require_reason,
+            known=known_equipment(self.store, configured),
+            alarms=AlarmService.on_store(self.store, self.clock),
+        )
+        if config is None or settings.agent_config is None:
+            return service
+        entries = [
+            LabCalibration(
+                equipment_id=instrument.id,
+                record=CalibrationRecord(
+                    certificate=entry.certificate,
+                    performed=entry.performed,
+                    due=entry.due,
+                    by=entry.by,
+                ),
+                key=entry.key,
+            )
+            for instrument in config.instruments
+            for entry in instrument.calibrations
+        ]
+        try:
+            recorded = record_lab_calibrations(service, entries)
+        except InvalidRequest as exc:
+            first = exc.errors[0]
+            raise ConfigError(
+                str(settings.agent_config), first.field, first.value, first.reason
+            ) from None
+        if recorded:
+            log.info("lab.toml calibrations recorded", certificates=recorded)
+        return service
 
     async def _start_checkpoints(self, stack: contextlib.AsyncExitStack) -> None:
         settings = self.settings

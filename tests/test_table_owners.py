@@ -57,6 +57,8 @@ OWNERS: dict[str, str] = {
     "results": "lablink.projections.results",
     "result_pending": "lablink.projections.results",
     "result_jobs": "lablink.projections.results",
+    "calibrations": "lablink.projections.calibration",
+    "calibration_controls": "lablink.projections.calibration",
 }
 
 # Modules with a database of their own: their tables are not LabLink's database's.

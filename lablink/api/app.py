@@ -16,6 +16,7 @@ from lablink import __version__
 from lablink.api.alarms import AlarmController
 from lablink.api.audit import AuditController
 from lablink.api.auth import role_guard
+from lablink.api.calibration import CalibrationController
 from lablink.api.consistency import SettleWrites, before_request
 from lablink.api.context import ApiContext
 from lablink.api.data import DataController
@@ -56,6 +57,7 @@ def create_app(context: ApiContext, plugins: Sequence[PluginProtocol] = ()) -> L
             DataController,
             SystemController,
             EquipmentController,
+            CalibrationController,
             AlarmController,
             AuditController,
             ProfileController,

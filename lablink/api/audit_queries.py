@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from lablink.events import RECORDING_TYPES
+from lablink.events import RECORD_KEY, RECORDING_TYPES
 from lablink.eventstore.base import EventQuery, StoredRow, parse_instant
 from lablink.eventstore.sqlite import LogReader
 
@@ -80,11 +80,13 @@ def mark_amended(conn: sqlite3.Connection, items: list[dict[str, Any]]) -> None:
         return
     streams = sorted({item["stream_id"] for item in recording})
     after = min(item["position"] for item in recording)
-    later: dict[str, list[int]] = defaultdict(list)
-    for stream_id, position in LogReader(conn).amendments(streams, after):
-        later[stream_id].append(position)
+    later: dict[tuple[str, str | None], list[int]] = defaultdict(list)
+    for stream_id, position, record in LogReader(conn).amendments(streams, after):
+        later[stream_id, record].append(position)
     for item in recording:
-        positions = later.get(item["stream_id"], [])
+        data = item["data"]
+        record = data.get(RECORD_KEY) if isinstance(data, dict) else None
+        positions = later.get((item["stream_id"], record if isinstance(record, str) else None), [])
         index = bisect_right(positions, item["position"])
         if index < len(positions):
             item["amended"] = True

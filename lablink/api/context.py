@@ -10,12 +10,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from lablink.alarm_service import AlarmService
+from lablink.api.calibration_views import CalibrationRules
 from lablink.api.probes import api_probes
 from lablink.application import JobService
 from lablink.bus.data_bucket import DataBucket
 from lablink.bus.probes import relay_summary
 from lablink.bus.relay import Relay
+from lablink.calibration_service import CalibrationService, known_equipment
 from lablink.clock import Clock
+from lablink.equipment_agent.config import ConfigError, load_config
 from lablink.equipment_agent.inprocess import InProcessExecutor
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.health import Health
@@ -62,6 +65,40 @@ class ApiContext:
         self.probes: Health = api_probes(self)
         # Set when the server starts to stop: endless responses (live streams) end.
         self.closing = False
+        self.known_equipment = known_equipment(self.store, self._configured_instruments())
+
+    def _configured_instruments(self) -> list[str]:
+        """The instruments of serve's lab.toml (LABLINK_AGENT_CONFIG): known to the API
+        before their agent first reports them (serve refused to start on a bad file)."""
+        path = self.settings.agent_config
+        if path is None:
+            return []
+        try:
+            return [i.id for i in load_config(path).instruments]
+        except ConfigError:
+            return []
+
+    def calibration_rules(self) -> CalibrationRules:
+        """What a calibration status is worked out with now: the clock, the server's zone
+        and the settings."""
+        settings = self.settings
+        return CalibrationRules(
+            now=self.clock.now(),
+            zone=self.zone,
+            warn_days=settings.calibration_warn_days,
+            require=settings.require_calibration,
+        )
+
+    def calibrations(self) -> CalibrationService:
+        """The calibration commands, with the alarms they clear."""
+        return CalibrationService(
+            self.store,
+            self.clock,
+            zone=self.zone,
+            require_reason=self.settings.require_reason,
+            known=self.known_equipment,
+            alarms=self.alarms,
+        )
 
     async def caught_up(self) -> None:
         """Wait until the views show everything committed so far (a write that reads its own

@@ -23,7 +23,12 @@ class EquipmentController(Controller):
     async def list_equipment(self, context: NamedDependency[ApiContext]) -> EquipmentList:
         """Every instrument an agent has reported, by id."""
         items = views(
-            list_equipment(context.reader, live=context.sightings(), queues=context.queues()),
+            list_equipment(
+                context.reader,
+                live=context.sightings(),
+                queues=context.queues(),
+                calibration=context.calibration_rules(),
+            ),
             EquipmentView,
         )
         return EquipmentList(success=True, count=len(items), equipment=items)
@@ -32,12 +37,14 @@ class EquipmentController(Controller):
     async def get_equipment(
         self, context: NamedDependency[ApiContext], equipment_id: FromPath[str]
     ) -> EquipmentAnswer:
-        """One instrument: kind, online/offline, *IDN? identity, last seen, running, queue."""
+        """One instrument: kind, online/offline, *IDN? identity, last seen, running, queue,
+        calibration."""
         items = list_equipment(
             context.reader,
             live=context.sightings(),
             equipment_id=equipment_id,
             queues=context.queues(),
+            calibration=context.calibration_rules(),
         )
         if not items:
             raise EquipmentNotFound(equipment_id)

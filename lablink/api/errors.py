@@ -23,6 +23,8 @@ from lablink.api.consistency import behind_body
 from lablink.domain.requests import decode_json, number_problems
 from lablink.errors import (
     AlarmStateConflict,
+    CalibrationBlocked,
+    CalibrationStateConflict,
     Conflict,
     DuplicateId,
     ExecutionRefused,
@@ -141,7 +143,7 @@ def validation_failed(request: Request[Any, Any, Any], exc: ValidationException)
 
 
 def not_found(request: Request[Any, Any, Any], exc: NotFound) -> Response[Any]:
-    field = f"{exc.kind}_id"
+    field = getattr(exc, "field", f"{exc.kind}_id")
     return _problem(
         404, str(exc), [{"field": field, "value": exc.object_id, "reason": "not found"}]
     )
@@ -163,6 +165,11 @@ def conflict(request: Request[Any, Any, Any], exc: Conflict) -> Response[Any]:
         errors = [{"field": "alarm_id", "value": exc.alarm_id, "reason": exc.reason}]
     elif isinstance(exc, JobStateConflict):
         errors = [{"field": "job_id", "value": exc.job_id, "reason": exc.reason}]
+    elif isinstance(exc, CalibrationBlocked):
+        extra = {"cause": exc.cause}
+        errors = [{"field": "equipment_id", "value": exc.equipment_id, "reason": exc.reason}]
+    elif isinstance(exc, CalibrationStateConflict):
+        errors = [{"field": "equipment_id", "value": exc.equipment_id, "reason": exc.reason}]
     elif isinstance(exc, KeyAlreadyRevoked):
         extra = {"revoked_at": exc.revoked_at, "revoked_by": exc.revoked_by}
         errors = [{"field": "key_id", "value": exc.key_id, "reason": "already revoked"}]

@@ -9,6 +9,9 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
+
+from lablink.api.calibration_views import CalibrationRules, missing_summary, summaries
 from lablink.events import EXECUTION_STATUSES
 from lablink.eventstore.base import format_instant
 from lablink.instruments.protocol import QueueDepth
@@ -158,12 +161,15 @@ def list_equipment(
     live: Mapping[str, tuple[datetime, bool]] | None = None,
     equipment_id: str | None = None,
     queues: Mapping[str, QueueDepth] | None = None,
+    calibration: CalibrationRules | None = None,
 ) -> list[dict[str, Any]]:
     """The equipment projection, with what each instrument runs now (the executions
     projection). ``live`` gives the last heartbeat this process saw (and whether its agent
     is still online), which is newer than the log: heartbeats are not events; ``queues``
-    each instrument's queue now (``queue`` is None for one it lacks)."""
+    each instrument's queue now (``queue`` is None for one it lacks); ``calibration``: each
+    instrument's calibration status at that instant (the calibration view)."""
     rows = list_equipment_rows(conn, equipment_id)
+    assessed = summaries(conn, calibration) if calibration is not None else {}
     running: dict[str, list[dict[str, Any]]] = {}
     for eid, execution_id, job_id, job_name, started_at in running_now(conn):
         running.setdefault(eid, []).append(
@@ -196,6 +202,11 @@ def list_equipment(
                 "reason": row["reason"] or None,
                 "running": running.get(eid, []),
                 "queue": _queue((queues or {}).get(eid)),
+                "calibration": (
+                    msgspec.to_builtins(assessed.get(eid) or missing_summary(eid, calibration))
+                    if calibration is not None
+                    else None
+                ),
             }
         )
     return items

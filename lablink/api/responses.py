@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar, cast
 
 import msgspec
 
+from lablink.api.calibration_views import CalibrationSummary
 from lablink.events import DataRemovalReason, DataStatus, ExecutionStatus, JobSpec
 from lablink.events.alarms import Severity
 from lablink.events.executions import TriggerInfo
@@ -112,6 +113,9 @@ class JobHistory(msgspec.Struct, kw_only=True):
     skipped: int
     missed: int
     coalesced: int
+    # Runs not dispatched: the instrument's calibration expired or is missing, or it is
+    # quarantined (docs/calibration.md).
+    blocked: int
     in_progress: int
     average_duration: float | None
     last_execution: Instant | None
@@ -228,6 +232,8 @@ class ExecutionView(msgspec.Struct, kw_only=True):
     instrument_started_at: Instant | None = None
     instrument_ended_at: Instant | None = None
     lateness: Lateness = msgspec.field(default_factory=Lateness)
+    # A blocked execution's cause: calibration_expired, calibration_missing, quarantined.
+    cause: str | None = None
 
 
 class ExecutionList(Envelope, kw_only=True):
@@ -323,6 +329,8 @@ class EquipmentView(msgspec.Struct, kw_only=True):
     running: list[RunningExecution]
     # None while no agent that this process hears says it (offline, or not heard yet).
     queue: InstrumentQueue | None
+    # Its calibration now (docs/calibration.md); status "missing" when it has no record.
+    calibration: CalibrationSummary | None = None
 
 
 class EquipmentList(Envelope, kw_only=True):

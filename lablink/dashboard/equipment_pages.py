@@ -1,6 +1,7 @@
 """The equipment pages: every instrument an agent has reported (``/equipment``) and one
 instrument (``/equipment/{id}``): its ``*IDN?`` identity, agent and resource, online since /
-last seen, what it runs now, the jobs that use it and its recent executions.
+last seen, what it runs now, its calibration (status, certificates, override, quarantine),
+the jobs that use it and its recent executions.
 
 Everything comes from the API's own reads: the equipment view (identity as the agent's
 ``equipment.online`` recorded it) with this process's heartbeats (``ApiContext.sightings``,
@@ -12,10 +13,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 from litestar import Controller, Request, get
 from litestar.params import FromPath
 from litestar.response import Template
 
+from lablink.api.calibration_views import one_summary, record_views
 from lablink.api.context import ApiContext
 from lablink.api.queries import list_equipment, list_executions, list_job_views
 from lablink.dashboard.session import signed_in
@@ -32,15 +35,22 @@ def _context(request: Request[Any, Any, Any]) -> ApiContext:
 
 
 def _instruments(context: ApiContext) -> list[dict[str, Any]]:
-    return list_equipment(context.reader, live=context.sightings(), queues=context.queues())
+    return list_equipment(
+        context.reader,
+        live=context.sightings(),
+        queues=context.queues(),
+        calibration=context.calibration_rules(),
+    )
 
 
 def _detail(context: ApiContext, equipment_id: str) -> dict[str, Any] | None:
+    rules = context.calibration_rules()
     found = list_equipment(
         context.reader,
         live=context.sightings(),
         equipment_id=equipment_id,
         queues=context.queues(),
+        calibration=rules,
     )
     if not found:
         return None
@@ -48,8 +58,10 @@ def _detail(context: ApiContext, equipment_id: str) -> dict[str, Any] | None:
     executions, more = list_executions(
         context.reader, equipment_id=equipment_id, limit=RECENT_EXECUTIONS
     )
+    _, certificates = one_summary(context.reader, equipment_id, rules)
     return {
         "instrument": found[0],
+        "certificates": [msgspec.to_builtins(c) for c in record_views(certificates)],
         "jobs": [json.loads(v) for v in views],
         "jobs_total": total,
         "executions": executions,

@@ -26,12 +26,14 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from lablink.domain import triggers
+from lablink.domain.calibration import Block
 from lablink.domain.job import JobState, evolve, next_fire_of
 from lablink.domain.schedule import Schedule
-from lablink.errors import ExecutionRefused, JobNotFound
+from lablink.errors import CalibrationBlocked, ExecutionRefused, JobNotFound
 from lablink.events import (
     AlarmRaised,
     AnyEvent,
+    ExecutionBlocked,
     ExecutionCancelled,
     ExecutionCoalesced,
     ExecutionError,
@@ -126,11 +128,11 @@ def _place(
     scheduled_time: datetime,
     now: datetime,
     trigger_info: TriggerInfo,
+    blocked: Block | None = None,
 ) -> JobState:
-    """Start, queue or skip one execution according to the job's conflict policy."""
-    active = _active(state)
-    policy = spec.conflict_policy
-    limit = 1 if policy == "skip" else spec.max_instances
+    """Start, queue or skip one execution according to the job's conflict policy; record it
+    ``blocked`` instead when its instrument may not be used (its calibration, a quarantine):
+    a run that is not dispatched takes no place in the line."""
     common = {
         "job_id": state.job_id,
         "execution_id": execution_id,
@@ -138,6 +140,22 @@ def _place(
         "actual_time": now,
         "trigger_info": trigger_info,
     }
+    if blocked is not None:
+        return _apply(
+            state,
+            events,
+            ExecutionBlocked(
+                **common,  # type: ignore[arg-type]
+                equipment_id=blocked.equipment_id,
+                cause=blocked.cause,
+                reason=blocked.reason,
+                certificate=blocked.certificate,
+                due=blocked.due,
+            ),
+        )
+    active = _active(state)
+    policy = spec.conflict_policy
+    limit = 1 if policy == "skip" else spec.max_instances
     if len(active) < limit:
         return _apply(
             state,
@@ -323,8 +341,12 @@ def _missed_reason(spec: JobSpec, plan: _Plan, streak: _Streak, now: datetime) -
     )
 
 
-def decide_fire(state: JobState, now: datetime, new_id: NewId) -> Decision:
-    """The timer for this job went off at ``now``: record what is due, or nothing."""
+def decide_fire(
+    state: JobState, now: datetime, new_id: NewId, blocked: Block | None = None
+) -> Decision:
+    """The timer for this job went off at ``now``: record what is due, or nothing.
+    ``blocked``: the job's instrument may not be used now, so the runs due are recorded
+    ``blocked`` (the misfire and coalesce rules still say which fires those are)."""
     spec = state.spec
     if spec is None or state.anchor is None or state.status != "active":
         return Decision([], state)
@@ -393,6 +415,7 @@ def decide_fire(state: JobState, now: datetime, new_id: NewId) -> Decision:
                 scheduled_time=scheduled,
                 now=now,
                 trigger_info="scheduled" if on_time else "catch_up",
+                blocked=blocked,
             )
             if _completion(state, spec) is not None:
                 break
@@ -438,10 +461,16 @@ def _require(state: JobState, job_id: str) -> JobSpec:
     return state.spec
 
 
-def decide_run_now(state: JobState, now: datetime, execution_id: str) -> Decision:
+def decide_run_now(
+    state: JobState, now: datetime, execution_id: str, blocked: Block | None = None
+) -> Decision:
     """Run now: works on a disabled job, obeys the conflict policy, moves no schedule and
-    does not count toward max_executions. A refusal raises ExecutionRefused (HTTP 409)."""
+    does not count toward max_executions. A refusal raises ExecutionRefused (HTTP 409), and
+    so does an instrument that may not be used (``blocked``: CalibrationBlocked), writing
+    nothing: the person asking is told at once."""
     spec = _require(state, state.job_id)
+    if blocked is not None:
+        raise CalibrationBlocked(state.job_id, blocked.equipment_id, blocked.cause, blocked.reason)
     events: list[AnyEvent] = []
     after = _place(
         state,

@@ -22,6 +22,7 @@ from lablink.errors import InvalidRequest, JobNotFound, JobStateConflict
 from lablink.events import (
     ENDED_WITHOUT_RESULT,
     AnyEvent,
+    ExecutionBlocked,
     ExecutionCoalesced,
     ExecutionDataRemoved,
     ExecutionDataStored,
@@ -379,6 +380,13 @@ def evolve(state: JobState, event: AnyEvent) -> JobState:
         case ExecutionCoalesced():
             # Not missed: they ran as the run they joined, which counts (or is skipped) itself.
             return _note_fire(state, event.execution_id, event.window_end, "scheduled")
+        case ExecutionBlocked():
+            # The fire was handled (it never fires again) but did not run: it counts toward
+            # no max_executions, and the calibration_blocked alarm says why, not the
+            # dead-man's switch.
+            if event.trigger_info == "manual":
+                return state
+            return _note_fire(state, event.execution_id, event.scheduled_time, event.trigger_info)
         case _:
             return state
 

@@ -25,6 +25,12 @@
                                     # simulated bench) or a pyvisa-sim YAML file
     timeout_ms = 2000
 
+    [[instruments.calibration]]     # its calibration certificates (docs/calibration.md):
+    certificate = "CAL-2026-0042"   # recorded by `lablink serve` when it loads this file
+    performed = 2026-01-15          # (LABLINK_AGENT_CONFIG), once: a restart records
+    due = 2027-01-15                # nothing again
+    by = "Metrology Lab GmbH"
+
 A mistake in the file is reported with the key, the value and the reason, before anything
 connects.
 """
@@ -37,6 +43,7 @@ import tomllib
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +77,19 @@ class ConfigError(LabLinkError, ValueError):
 
 
 @dataclass(frozen=True)
+class CalibrationEntry:
+    """One ``[[instruments.calibration]]`` table: a certificate for the scheduler's record
+    (the agent itself does nothing with it)."""
+
+    certificate: str
+    performed: date
+    due: date
+    by: str
+    # Where it is in the file (``instruments[0].calibration[1]``), for the errors that name it.
+    key: str = ""
+
+
+@dataclass(frozen=True)
 class InstrumentConfig:
     id: str
     kind: str
@@ -77,6 +97,7 @@ class InstrumentConfig:
     backend: str = "@py"
     driver: str = ""
     timeout_ms: int = DEFAULT_TIMEOUT_MS
+    calibrations: tuple[CalibrationEntry, ...] = ()
 
     @property
     def simulated(self) -> bool:
@@ -230,7 +251,12 @@ def _bytes(agent: Mapping[str, Any], where: str, key: str, default: int, low: in
 def _instrument(item: Any, where: str, prefix: str, seen: set[str]) -> InstrumentConfig:
     if not isinstance(item, dict):
         raise ConfigError(where, prefix.rstrip("."), item, "must be a table")
-    _only(item, where, prefix, {"id", "kind", "driver", "resource", "backend", "timeout_ms"})
+    _only(
+        item,
+        where,
+        prefix,
+        {"id", "kind", "driver", "resource", "backend", "timeout_ms", "calibration"},
+    )
     eid = _text(item, where, f"{prefix}id")
     if not _ID.match(eid):
         raise ConfigError(where, f"{prefix}id", eid, "use 1-64 letters, digits, '_' or '-'")
@@ -263,8 +289,61 @@ def _instrument(item: Any, where: str, prefix: str, seen: set[str]) -> Instrumen
             where, f"{prefix}timeout_ms", timeout, "must be whole milliseconds from 10 to 600000"
         )
     return InstrumentConfig(
-        id=eid, kind=kind, resource=resource, backend=backend, driver=driver, timeout_ms=timeout
+        id=eid,
+        kind=kind,
+        resource=resource,
+        backend=backend,
+        driver=driver,
+        timeout_ms=timeout,
+        calibrations=_calibrations(item.get("calibration", []), where, prefix),
     )
+
+
+def _calibrations(items: Any, where: str, prefix: str) -> tuple[CalibrationEntry, ...]:
+    key = f"{prefix}calibration"
+    if not isinstance(items, list):
+        raise ConfigError(where, key, items, "use [[instruments.calibration]] tables")
+    entries: list[CalibrationEntry] = []
+    seen: set[str] = set()
+    for n, item in enumerate(items):
+        at = f"{key}[{n}]"
+        if not isinstance(item, dict):
+            raise ConfigError(where, at, item, "must be a table")
+        _only(item, where, f"{at}.", {"certificate", "performed", "due", "by"})
+        certificate = _text(item, where, f"{at}.certificate")
+        if certificate in seen:
+            raise ConfigError(where, f"{at}.certificate", certificate, "is listed twice")
+        seen.add(certificate)
+        performed = _date(item, where, f"{at}.performed")
+        due = _date(item, where, f"{at}.due")
+        if due <= performed:
+            raise ConfigError(
+                where, f"{at}.due", due.isoformat(), f"must be after performed ({performed})"
+            )
+        entries.append(
+            CalibrationEntry(
+                certificate=certificate,
+                performed=performed,
+                due=due,
+                by=_text(item, where, f"{at}.by"),
+                key=at,
+            )
+        )
+    return tuple(entries)
+
+
+def _date(raw: Mapping[str, Any], where: str, key: str) -> date:
+    """A TOML date (``2026-01-15``) or the same as a string; not a date and time."""
+    value = raw.get(key.rsplit(".", 1)[-1])
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            if len(value.strip()) == 10:
+                return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ConfigError(where, key, value, "must be a date, e.g. 2026-01-15")
 
 
 def _table(raw: Mapping[str, Any], where: str, key: str) -> Mapping[str, Any]:

@@ -4,7 +4,19 @@ from lablink.events.alarms import AlarmAcknowledged, AlarmCleared, AlarmRaised
 from lablink.events.audit import CheckpointSigned
 from lablink.events.backups import BackupFailed, BackupTaken
 from lablink.events.base import Event
-from lablink.events.changes import AMENDING_TYPES, RECORDING_TYPES, FieldChange
+from lablink.events.calibration import (
+    BLOCK_CAUSES,
+    CALIBRATION_FACTS,
+    BlockCause,
+    CalibrationCorrected,
+    CalibrationFact,
+    CalibrationOverridden,
+    CalibrationWithdrawn,
+    EquipmentCalibrated,
+    EquipmentQuarantined,
+    EquipmentReleased,
+)
+from lablink.events.changes import AMENDING_TYPES, RECORD_KEY, RECORDING_TYPES, FieldChange
 from lablink.events.data import (
     DATA_BUCKET,
     DataRemovalReason,
@@ -21,6 +33,7 @@ from lablink.events.executions import (
     EXECUTION_STATUSES,
     FINAL_STATUSES,
     RECORDED_ENDED_STATUS,
+    ExecutionBlocked,
     ExecutionCancelled,
     ExecutionCoalesced,
     ExecutionEnded,
@@ -78,6 +91,8 @@ from lablink.events.union import (
 
 __all__ = [
     "AMENDING_TYPES",
+    "BLOCK_CAUSES",
+    "CALIBRATION_FACTS",
     "CONFLICT_POLICIES",
     "DATA_BUCKET",
     "ENDED_STATUS",
@@ -88,6 +103,7 @@ __all__ = [
     "FINAL_STATUSES",
     "RECORDED_ENDED_STATUS",
     "RECORDING_TYPES",
+    "RECORD_KEY",
     "ROLES",
     "SCHEDULE_TYPES",
     "TRIGGER_TYPES",
@@ -99,14 +115,23 @@ __all__ = [
     "ApiKeyRevoked",
     "BackupFailed",
     "BackupTaken",
+    "BlockCause",
+    "CalibrationCorrected",
+    "CalibrationFact",
+    "CalibrationOverridden",
+    "CalibrationWithdrawn",
     "CheckpointSigned",
     "ClockStepped",
     "ConflictPolicy",
     "DataRemovalReason",
     "DataStatus",
+    "EquipmentCalibrated",
     "EquipmentOffline",
     "EquipmentOnline",
+    "EquipmentQuarantined",
+    "EquipmentReleased",
     "Event",
+    "ExecutionBlocked",
     "ExecutionCancelled",
     "ExecutionCoalesced",
     "ExecutionDataRemoved",

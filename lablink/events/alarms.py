@@ -13,7 +13,9 @@ Severity = Literal["info", "warning", "critical"]
 # ``data_bound``: the captures' byte bound (LABLINK_DATA_MAX_BYTES) removed captures that
 # retention would have kept more than a day longer. ``notification_abandoned``: a channel gave
 # up delivering an alarm (lablink/notify). ``backup_failed``: a scheduled backup did not
-# complete (lablink/backup).
+# complete (lablink/backup). ``calibration_blocked``: runs on an instrument were not
+# dispatched (calibration expired or missing, quarantined); ``calibration_due``: a
+# calibration falls due within LABLINK_CALIBRATION_WARN_DAYS (docs/calibration.md).
 AlarmKind = Literal[
     "job_failure",
     "equipment_offline",
@@ -22,6 +24,8 @@ AlarmKind = Literal[
     "data_bound",
     "notification_abandoned",
     "backup_failed",
+    "calibration_blocked",
+    "calibration_due",
 ]
 
 

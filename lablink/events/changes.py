@@ -29,6 +29,8 @@ RECORDING_TYPES: tuple[str, ...] = (
     "profile.created",
     "profile.updated",
     "apikey.created",
+    "equipment.calibrated",
+    "equipment.calibration_corrected",
 )
 AMENDING_TYPES: tuple[str, ...] = (
     "job.updated",
@@ -38,4 +40,9 @@ AMENDING_TYPES: tuple[str, ...] = (
     "profile.updated",
     "profile.deleted",
     "apikey.revoked",
+    "equipment.calibration_corrected",
+    "equipment.calibration_withdrawn",
 )
+# An instrument's certificates share its calibration stream: there a later fact amends only
+# the record of its own certificate (the payload's ``certificate``).
+RECORD_KEY = "certificate"

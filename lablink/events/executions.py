@@ -6,12 +6,13 @@ executions under the same optimistic lock) and carry the execution id as correla
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal, get_args
 
 import msgspec
 
 from lablink.events.base import Event
+from lablink.events.calibration import BlockCause
 
 TriggerInfo = Literal["scheduled", "manual", "catch_up"]
 ExecutionStatus = Literal[
@@ -26,6 +27,7 @@ ExecutionStatus = Literal[
     "skipped",
     "missed",
     "coalesced",
+    "blocked",
 ]
 EXECUTION_STATUSES: tuple[str, ...] = get_args(ExecutionStatus)
 
@@ -170,6 +172,23 @@ class ExecutionCoalesced(Event, frozen=True, kw_only=True, tag="execution.coales
     reason: str
 
 
+class ExecutionBlocked(Event, frozen=True, kw_only=True, tag="execution.blocked"):
+    """A run fell due on an instrument that may not be used (its calibration expired or is
+    missing, or it is quarantined): it was not dispatched. ``reason`` says why in words,
+    with the certificate and its due date where there is one."""
+
+    job_id: str
+    execution_id: str
+    scheduled_time: datetime
+    actual_time: datetime
+    trigger_info: TriggerInfo
+    equipment_id: str
+    cause: BlockCause
+    reason: str
+    certificate: str | None = None
+    due: date | None = None
+
+
 # The facts that end a running (or waiting) execution, and the status each gives it.
 ExecutionEnded = (
     ExecutionSucceeded
@@ -186,11 +205,12 @@ ENDED_STATUS: dict[type[ExecutionEnded], ExecutionStatus] = {
     ExecutionInterrupted: "interrupted",
 }
 # The facts that record an execution already ended (it never runs), and its status.
-ExecutionRecordedEnded = ExecutionSkipped | ExecutionMissed | ExecutionCoalesced
+ExecutionRecordedEnded = ExecutionSkipped | ExecutionMissed | ExecutionCoalesced | ExecutionBlocked
 RECORDED_ENDED_STATUS: dict[type[ExecutionRecordedEnded], ExecutionStatus] = {
     ExecutionSkipped: "skipped",
     ExecutionMissed: "missed",
     ExecutionCoalesced: "coalesced",
+    ExecutionBlocked: "blocked",
 }
 # The statuses an execution keeps for good: the only rows retention may prune.
 FINAL_STATUSES: frozenset[str] = frozenset(

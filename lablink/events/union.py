@@ -9,9 +9,18 @@ import msgspec
 from lablink.events.alarms import AlarmAcknowledged, AlarmCleared, AlarmRaised
 from lablink.events.audit import CheckpointSigned
 from lablink.events.backups import BackupFailed, BackupTaken
+from lablink.events.calibration import (
+    CalibrationCorrected,
+    CalibrationOverridden,
+    CalibrationWithdrawn,
+    EquipmentCalibrated,
+    EquipmentQuarantined,
+    EquipmentReleased,
+)
 from lablink.events.data import ExecutionDataRemoved, ExecutionDataStored
 from lablink.events.equipment import EquipmentOffline, EquipmentOnline
 from lablink.events.executions import (
+    ExecutionBlocked,
     ExecutionCancelled,
     ExecutionCoalesced,
     ExecutionFailed,
@@ -86,6 +95,13 @@ AnyEvent = (
     | BackupTaken
     | BackupFailed
     | CheckpointSigned
+    | ExecutionBlocked
+    | EquipmentCalibrated
+    | CalibrationCorrected
+    | CalibrationWithdrawn
+    | CalibrationOverridden
+    | EquipmentQuarantined
+    | EquipmentReleased
 )
 
 # Facts recorded in a job's stream (they all carry job_id).
@@ -112,6 +128,7 @@ JobEvent = (
     JobReanchored,
     ExecutionDataStored,
     ExecutionDataRemoved,
+    ExecutionBlocked,
 )
 
 EVENT_TYPES: dict[str, type[Any]] = {

@@ -61,6 +61,13 @@ class MemoryEventStore:
         self._event_ids: set[str] = set()
         self._lock = threading.RLock()
         self._on_append = on_append
+        self._after_commit: list[Callable[[list[RecordedEvent]], None]] = []
+
+    def subscribe(self, listener: Callable[[list[RecordedEvent]], None]) -> Callable[[], None]:
+        """Call ``listener`` with the events of every commit, after it (as the SQLite store
+        does)."""
+        self._after_commit.append(listener)
+        return lambda: self._after_commit.remove(listener)
 
     def append(
         self, stream_id: str, expected_version: int, events: Sequence[NewEvent]
@@ -116,6 +123,9 @@ class MemoryEventStore:
             self._event_ids.update(new_ids)
         if committed and self._on_append is not None:
             self._on_append(committed)
+        if committed:
+            for listener in list(self._after_commit):
+                listener(committed)
         return outcomes
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:

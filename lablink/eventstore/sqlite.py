@@ -89,13 +89,13 @@ CREATE INDEX IF NOT EXISTS events_correlation ON events (correlation_id)
 # list needs a new index name. Made on the first open of an older log (one read of it).
 assert all(t.replace(".", "").replace("_", "").isalnum() for t in AMENDING_TYPES)
 _AMENDING = ", ".join(f"'{t}'" for t in AMENDING_TYPES)
-AMENDMENTS_INDEX = "events_amendments_v1"
+AMENDMENTS_INDEX = "events_amendments_v2"
 SCHEMA += (
     f"CREATE INDEX IF NOT EXISTS {AMENDMENTS_INDEX} ON events (stream_id, position)"
     f" WHERE type IN ({_AMENDING});\n"
 )
 _AMENDMENTS = (
-    "SELECT stream_id, position FROM events"
+    "SELECT stream_id, position, json_extract(payload, '$.certificate') FROM events"
     f" WHERE type IN ({_AMENDING}) AND stream_id IN (SELECT value FROM json_each(?))"
     " AND position > ? ORDER BY position"
 )
@@ -362,16 +362,22 @@ class LogReader:
         ).fetchall()
         return rows
 
-    def amendments(self, stream_ids: Sequence[str], after_position: int) -> list[tuple[str, int]]:
+    def amendments(
+        self, stream_ids: Sequence[str], after_position: int
+    ) -> list[tuple[str, int, str | None]]:
         """(stream id, position) of each fact that changed or deleted a record (an update, a
         pause, a deletion, a revocation: ``AMENDING_TYPES``) in these streams past
-        ``after_position``, in log order: a few seeks of their partial index."""
+        ``after_position``, in log order, with the certificate it concerns (None but for a
+        calibration record's): a few seeks of their partial index."""
         if not stream_ids:
             return []
         rows = self.conn.execute(
             _AMENDMENTS, (json.dumps(list(stream_ids)), after_position)
         ).fetchall()
-        return [(str(stream_id), int(position)) for stream_id, position in rows]
+        return [
+            (str(stream_id), int(position), None if key is None else str(key))
+            for stream_id, position, key in rows
+        ]
 
     def stream_version(self, stream_id: str) -> int:
         (version,) = self.conn.execute(_STREAM_VERSION, (stream_id,)).fetchone()

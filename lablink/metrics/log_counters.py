@@ -20,6 +20,8 @@ What each fact gives:
   ``coalesced_count``, 1 for a skip). ``reason`` is the kind (``missed``, ``coalesced``,
   ``skipped``): the facts' own ``reason`` is a sentence naming times and executions, not a
   bounded label.
+- ``execution.blocked`` (a run not dispatched: calibration, quarantine):
+  ``lablink_executions_total{status="blocked"}``; not a misfire, the fire was on time.
 - ``notification.sent|failed|abandoned``: ``lablink_notifications_total{channel,outcome}``.
 
 ``schedule_type`` is the job's, from the job facts this fold has seen, else the jobs view;
@@ -38,6 +40,7 @@ from lablink.events import (
     ENDED_STATUS,
     RECORDED_ENDED_STATUS,
     SCHEDULE_TYPES,
+    ExecutionBlocked,
     ExecutionCancelled,
     ExecutionCoalesced,
     ExecutionFailed,
@@ -178,6 +181,9 @@ class LogCounters:
                     status = RECORDED_ENDED_STATUS[type(misfire)]
                     self.executions.labels(status=status, schedule_type=schedule_type).inc()
                     self.misfires.labels(reason=status).inc(_fires(misfire))
+                case ExecutionBlocked() as blocked:
+                    schedule_type = self._types.get(blocked.job_id, UNKNOWN)
+                    self.executions.labels(status="blocked", schedule_type=schedule_type).inc()
                 case NotificationSent() | NotificationFailed() | NotificationAbandoned() as sent:
                     outcome = NOTIFICATION_OUTCOMES[type(sent)]
                     self.notifications.labels(channel=sent.channel, outcome=outcome).inc()

@@ -20,6 +20,7 @@ from lablink.events import (
     ENDED_STATUS,
     EXECUTION_STATUSES,
     FINAL_STATUSES,
+    ExecutionBlocked,
     ExecutionCancelled,
     ExecutionCoalesced,
     ExecutionDataRemoved,
@@ -73,6 +74,9 @@ COLUMNS = (
     "dispatched_at",
     "instrument_started_at",
     "instrument_ended_at",
+    # Why a blocked execution was not dispatched (calibration_expired, calibration_missing,
+    # quarantined); null for the others.
+    "cause",
 )
 JOB_COLUMNS = ("job_id", "name", "schedule_type", "equipment_id")
 # How many jobs' names the fold keeps between batches, the least recently used let go first
@@ -88,7 +92,12 @@ _PRUNABLE = (
 )
 # The facts that open an execution's row.
 _Opening = (
-    ExecutionRequested | ExecutionQueued | ExecutionSkipped | ExecutionMissed | ExecutionCoalesced
+    ExecutionRequested
+    | ExecutionQueued
+    | ExecutionSkipped
+    | ExecutionMissed
+    | ExecutionCoalesced
+    | ExecutionBlocked
 )
 _STATUS = ENDED_STATUS
 # The capture's descriptor as the view keeps it (``result["data"]`` less its provenance and
@@ -342,7 +351,7 @@ class _Batch:
 
 
 _COL = {c: i for i, c in enumerate(COLUMNS)}
-_OPENS = (ExecutionQueued, ExecutionSkipped, ExecutionMissed, ExecutionCoalesced)
+_OPENS = (ExecutionQueued, ExecutionSkipped, ExecutionMissed, ExecutionCoalesced, ExecutionBlocked)
 _UPSERT = (
     f"INSERT INTO executions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
     " ON CONFLICT(execution_id) DO UPDATE SET"
@@ -417,6 +426,8 @@ def _opened(position: int, event: _Opening, job: tuple[str, str, str] | None) ->
     window_end: str | None = None
     coalesced_count: int | None = None
     coalesced_into: str | None = None
+    error: str | None = None
+    cause: str | None = None
     match event:
         case ExecutionRequested():
             status, trigger_info = "pending", event.trigger_info
@@ -436,6 +447,25 @@ def _opened(position: int, event: _Opening, job: tuple[str, str, str] | None) ->
             window_end = instant(event.window_end)
             coalesced_count = event.coalesced_count
             coalesced_into = event.into_execution_id
+        case ExecutionBlocked():
+            status, trigger_info, message, cause = (
+                "blocked",
+                event.trigger_info,
+                event.reason,
+                event.cause,
+            )
+            error = to_json(
+                {
+                    "type": event.cause,
+                    "message": event.reason,
+                    "code": None,
+                    "details": {
+                        "equipment_id": event.equipment_id,
+                        "certificate": event.certificate,
+                        "due": event.due.isoformat() if event.due is not None else None,
+                    },
+                }
+            )
     return [
         event.execution_id,
         position,
@@ -449,7 +479,7 @@ def _opened(position: int, event: _Opening, job: tuple[str, str, str] | None) ->
         None,  # completed_at
         None,  # duration_seconds
         None,  # result
-        None,  # error
+        error,
         0.0,  # progress
         message,
         missed_count,
@@ -463,6 +493,7 @@ def _opened(position: int, event: _Opening, job: tuple[str, str, str] | None) ->
         None,  # dispatched_at
         None,  # instrument_started_at
         None,  # instrument_ended_at
+        cause,
     ]
 
 

@@ -40,6 +40,7 @@ ENDED_COUNTERS = (
     "skipped",
     "missed",
     "coalesced",
+    "blocked",
 )
 COUNTERS = ("total_executions", *ENDED_COUNTERS, "duration_count")
 COLUMNS = (

@@ -22,6 +22,7 @@ from lablink.eventstore.base import EventReader, EventStore
 from lablink.eventstore.sqlite import event_of
 from lablink.projections.alarms import AlarmsProjection
 from lablink.projections.base import Projection
+from lablink.projections.calibration import CalibrationProjection
 from lablink.projections.equipment import EquipmentProjection
 from lablink.projections.executions import ExecutionsProjection
 from lablink.projections.history import HistoryProjection
@@ -59,6 +60,7 @@ def default_projections() -> list[Projection]:
         ProfilesProjection(),
         AlarmsProjection(),
         ResultsProjection(),
+        CalibrationProjection(),
     ]
 
 

@@ -46,6 +46,7 @@ import structlog
 
 from lablink.alarm_service import AlarmService
 from lablink.clock import Clock, ClockStep, StepDetector
+from lablink.domain.calibration import Block
 from lablink.domain.data import DataVerdict, data_stored_verdict, decide_data_stored
 from lablink.domain.firing import (
     Decision,
@@ -63,6 +64,7 @@ from lablink.domain.job import JobState, decide_reanchor, fold
 from lablink.errors import RecordingFailed, StorageError, StreamVersionConflict
 from lablink.events import (
     ClockStepped,
+    ExecutionBlocked,
     ExecutionError,
     ExecutionProgressed,
     RecordedEvent,
@@ -78,6 +80,7 @@ from lablink.ids import IdGenerator, RandomIds
 from lablink.instruments.execution import ExecutionRequest, Outcome, ProgressReport
 from lablink.projections.jobs import active_schedules, with_unfinished
 from lablink.repository import JobRepository
+from lablink.scheduler.calibration_gate import CalibrationGate
 from lablink.scheduler.executor import Executor
 from lablink.scheduler.faults import (
     DEFAULT_GRACE_SECONDS,
@@ -161,8 +164,11 @@ class Engine:
         supervisor: Supervisor | None = None,
         alarms: AlarmService | None = None,
         fault_grace_seconds: float = DEFAULT_GRACE_SECONDS,
+        calibration: CalibrationGate | None = None,
     ) -> None:
         self.store = store
+        # The calibration interlock (None: every run is dispatched, as before it existed).
+        self.calibration = calibration
         self.clock = clock
         self.executor = executor
         self.jobs = jobs
@@ -580,11 +586,15 @@ class Engine:
         job_id = timer.job_id
         try:
             if timer.kind == "fire":
-                await self._command(
-                    job_id, lambda s: decide_fire(s, now, self.ids.execution_id), park=False
+                fired = await self._command(
+                    job_id,
+                    lambda s: decide_fire(s, now, self.ids.execution_id, self._blocked(s, now)),
+                    park=False,
                 )
                 self._job_failures.pop(job_id, None)
                 self.plan(job_id)
+                if fired is not None:
+                    await self._blocked_alarm(fired)
                 return None
             execution_id = timer.execution_id
             assert execution_id is not None
@@ -621,6 +631,35 @@ class Engine:
             except Exception:
                 log.exception("could not stop a timed-out execution", execution_id=execution_id)
         return None
+
+    def _blocked(self, state: JobState, now: datetime) -> Block | None:
+        """Why the job's instrument may not be used at ``now`` (None: it may)."""
+        if self.calibration is None or state.spec is None:
+            return None
+        return self.calibration.block(state.spec.equipment_id, now)
+
+    async def _blocked_alarm(self, decision: Decision) -> None:
+        """A fire recorded blocked raises the instrument's calibration_blocked alarm, once
+        while it stays blocked. A report: failing to record it never fails the fire (the
+        next blocked run tries again)."""
+        blocked = next((e for e in decision.events if isinstance(e, ExecutionBlocked)), None)
+        if blocked is None or self.calibration is None:
+            return
+        spec = decision.state.spec
+        try:
+            await self.calibration.raise_alarm(
+                self.writer,
+                blocked,
+                job_name=spec.name if spec is not None else "",
+                actor=self.actor,
+                tracker=self._tracking,
+            )
+        except Exception as exc:
+            log.warning(
+                "calibration_blocked alarm not recorded",
+                equipment_id=blocked.equipment_id,
+                error=describe(exc),
+            )
 
     def _keep(self, timer: Timer, when: datetime | None = None) -> None:
         """A timer whose decision was not recorded goes back into the queue, so it is tried
@@ -725,7 +764,9 @@ class Engine:
         storage error when the log cannot be written (HTTP 503)."""
         execution_id = self.ids.execution_id()
         now = self.clock.now()
-        await self._client_command(job_id, lambda s: decide_run_now(s, now, execution_id), actor)
+        await self._client_command(
+            job_id, lambda s: decide_run_now(s, now, execution_id, self._blocked(s, now)), actor
+        )
         return execution_id
 
     async def cancel(self, job_id: str, execution_id: str, reason: str = "cancelled") -> bool:

@@ -38,6 +38,7 @@ COUNTS = (
     "skipped",
     "missed",
     "coalesced",
+    "blocked",
 )
 
 

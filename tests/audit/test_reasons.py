@@ -524,4 +524,4 @@ async def test_amendments_are_found_through_their_index_not_a_walk_of_the_stream
 ) -> None:
     plan = harness.store.conn.execute(f"EXPLAIN QUERY PLAN {_AMENDMENTS}", ('["job_1"]', 0))
     details = " ".join(str(row[3]) for row in plan)
-    assert "USING INDEX events_amendments_v1" in details, details
+    assert "USING INDEX events_amendments_v2" in details, details

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,17 @@ from lablink.events import (
     ApiKeyRevoked,
     BackupFailed,
     BackupTaken,
+    CalibrationCorrected,
+    CalibrationOverridden,
+    CalibrationWithdrawn,
     CheckpointSigned,
     ClockStepped,
+    EquipmentCalibrated,
     EquipmentOffline,
     EquipmentOnline,
+    EquipmentQuarantined,
+    EquipmentReleased,
+    ExecutionBlocked,
     ExecutionCancelled,
     ExecutionCoalesced,
     ExecutionDataRemoved,
@@ -232,6 +239,41 @@ SAMPLES: list[AnyEvent] = [
         head="ab" * 32,
         note="lablink/lab-pc/0123abcd\n42\nq6ur\n\n\u2014 lablink/lab-pc/0123abcd AAAA\n",
     ),
+    ExecutionBlocked(
+        job_id=J,
+        execution_id=X,
+        scheduled_time=T,
+        actual_time=T,
+        trigger_info="scheduled",
+        equipment_id="power_supply_1",
+        cause="calibration_expired",
+        reason="the calibration of power_supply_1 expired",
+        certificate="CAL-1",
+        due=date(2026, 3, 1),
+    ),
+    EquipmentCalibrated(
+        equipment_id="power_supply_1",
+        certificate="CAL-1",
+        performed=date(2025, 3, 1),
+        due=date(2026, 3, 1),
+        by="Metrology Lab",
+        source="lab.toml",
+    ),
+    CalibrationCorrected(
+        equipment_id="power_supply_1",
+        certificate="CAL-1",
+        performed=date(2025, 3, 1),
+        due=date(2026, 4, 1),
+        by="Metrology Lab",
+        changes=(FieldChange(field="due", old="2026-03-01", new="2026-04-01"),),
+        reason="typo in the due date",
+    ),
+    CalibrationWithdrawn(equipment_id="power_supply_1", certificate="CAL-1", reason="revoked"),
+    CalibrationOverridden(
+        equipment_id="power_supply_1", reason="recalibration booked", expires_at=T, by="admin"
+    ),
+    EquipmentQuarantined(equipment_id="power_supply_1", reason="dropped", by="admin"),
+    EquipmentReleased(equipment_id="power_supply_1", reason="checked", by="admin"),
 ]
 
 # Tags are part of the stored format: renaming one would orphan every row that carries it.
@@ -276,6 +318,13 @@ STABLE_TAGS = {
     "backup.taken",
     "backup.failed",
     "audit.checkpoint",
+    "execution.blocked",
+    "equipment.calibrated",
+    "equipment.calibration_corrected",
+    "equipment.calibration_withdrawn",
+    "equipment.calibration_overridden",
+    "equipment.quarantined",
+    "equipment.released",
 }
 
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from lablink.application import JobService
 
@@ -28,6 +29,7 @@ from lablink.projections.jobs import read_snapshot
 from lablink.projections.reading import reading_views
 from lablink.projections.runner import Projector
 from lablink.repository import JobRepository
+from lablink.scheduler.calibration_gate import CalibrationGate
 from lablink.scheduler.engine import Engine, recovery_lists
 from tests.support.views import view_rows
 
@@ -119,6 +121,8 @@ class Harness:
         background: bool = False,
         projector: Projector | None = None,
         require_reason: bool = False,
+        require_calibration: bool = False,
+        calibration_warn_days: float = 14.0,
     ) -> None:
         self.path = path
         self.clock = clock
@@ -136,6 +140,10 @@ class Harness:
         self.projector = projector
         # True: LABLINK_REQUIRE_REASON=1 (the job service, and the API's settings too).
         self.require_reason = require_reason
+        # The calibration interlock, as `lablink serve` runs it (LABLINK_REQUIRE_CALIBRATION,
+        # LABLINK_CALIBRATION_WARN_DAYS); the API over the harness gets the same settings.
+        self.require_calibration = require_calibration
+        self.calibration_warn_days = calibration_warn_days
 
     async def start(self, prefix: str = "") -> Harness:
         self.store: LogStore = open_store(self.path, self.projector, background=self.background)
@@ -168,7 +176,15 @@ class Harness:
             instruments=known,
             require_reason=self.require_reason,
         )
-        self.engine = Engine(store, self.clock, self.executor, jobs=self.jobs, ids=self.ids)
+        self.gate = CalibrationGate(
+            store,
+            zone=ZoneInfo(self.tz),
+            require=self.require_calibration,
+            warn_days=self.calibration_warn_days,
+        )
+        self.engine = Engine(
+            store, self.clock, self.executor, jobs=self.jobs, ids=self.ids, calibration=self.gate
+        )
         with reading_views(store) as views:
             active, unfinished = recovery_lists(views)
         await self.engine.open(active, unfinished)
@@ -199,12 +215,14 @@ class Harness:
     async def crash(self) -> None:
         """Drop the engine without a graceful stop (its tasks die with it)."""
         await drop_engine(self.engine)
+        self.gate.close()
         self.store.close()
 
     async def close(self) -> None:
         for execution_id in self.executor.held():
             self.executor.release(execution_id)
         await self.engine.aclose(grace_seconds=5)
+        self.gate.close()
         self.store.close()
 
     def rows(self, sql: str, *args: Any) -> list[dict[str, Any]]:
@@ -248,12 +266,16 @@ async def api_client(
 
     overrides.setdefault("require_reason", harness.require_reason)
     # The test client's host: the app answers only to the hosts it is told of.
+    calibration: dict[str, Any] = {
+        "require_calibration": harness.require_calibration,
+        "calibration_warn_days": harness.calibration_warn_days,
+    }
     settings = Settings(
         data_dir=harness.path.parent,
         timezone=harness.tz,
         auth=auth,
         allowed_hosts=("testserver",),
-        **overrides,
+        **{**calibration, **overrides},
     )
     context = ApiContext(
         settings=settings,
