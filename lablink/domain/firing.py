@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from lablink.domain import triggers
 from lablink.domain.calibration import Block
@@ -487,14 +487,39 @@ def decide_run_now(
     return Decision(events, after)
 
 
-def _start_waiting(state: JobState, now: datetime, events: list[AnyEvent]) -> JobState:
-    """After an execution ends, queued ones start (FIFO) while there is room."""
+def _start_waiting(
+    state: JobState, now: datetime, events: list[AnyEvent], blocked: Block | None = None
+) -> JobState:
+    """After an execution ends, queued ones start (FIFO) while there is room; when the
+    instrument may not be used now (``blocked``), each is recorded blocked instead of
+    starting: a run is judged when it would be dispatched, not only when it fell due."""
     spec = state.spec
     while spec is not None and state.queued and len(_active(state)) < spec.max_instances:
+        execution_id = state.queued[0]
+        if blocked is not None:
+            scheduled_time, trigger_info = state.requests.get(execution_id, (now, "scheduled"))
+            state = _apply(
+                state,
+                events,
+                ExecutionBlocked(
+                    job_id=state.job_id,
+                    execution_id=execution_id,
+                    scheduled_time=scheduled_time,
+                    actual_time=now,
+                    trigger_info=cast(TriggerInfo, trigger_info),
+                    equipment_id=blocked.equipment_id,
+                    cause=blocked.cause,
+                    reason=blocked.reason,
+                    certificate=blocked.certificate,
+                    due=blocked.due,
+                    queued=True,
+                ),
+            )
+            continue
         state = _apply(
             state,
             events,
-            ExecutionStarted(job_id=state.job_id, execution_id=state.queued[0], started_at=now),
+            ExecutionStarted(job_id=state.job_id, execution_id=execution_id, started_at=now),
         )
     if spec is not None:
         done = _completion(state, spec)
@@ -514,6 +539,7 @@ def decide_finish(
     dispatched_at: datetime | None = None,
     instrument_started_at: datetime | None = None,
     instrument_ended_at: datetime | None = None,
+    blocked: Block | None = None,
 ) -> Decision:
     """The executor reported an outcome, recorded with when the command was dispatched and
     the instrument's own times. Late reports of an execution that already ended (timed out,
@@ -559,7 +585,7 @@ def decide_finish(
         else []
     )
     state = _apply(state, events, final, *alarm)
-    return Decision(events, _start_waiting(state, now, events))
+    return Decision(events, _start_waiting(state, now, events, blocked))
 
 
 LateVerdict = Literal["late", "running", "foreign", "unknown"]
@@ -628,6 +654,7 @@ def decide_timeout(
     now: datetime,
     equipment: Mapping[str, Any] | None = None,
     dispatched_at: datetime | None = None,
+    blocked: Block | None = None,
 ) -> Decision:
     if execution_id not in state.running or state.spec is None:
         return Decision([], state)
@@ -656,7 +683,7 @@ def decide_timeout(
         ),
         *alarm,
     )
-    return Decision(events, _start_waiting(state, now, events))
+    return Decision(events, _start_waiting(state, now, events, blocked))
 
 
 def decide_cancel(
@@ -665,6 +692,7 @@ def decide_cancel(
     now: datetime,
     reason: str,
     dispatched_at: datetime | None = None,
+    blocked: Block | None = None,
 ) -> Decision:
     waiting = execution_id in state.queued or execution_id in state.pending
     if execution_id not in state.running and not waiting:
@@ -682,7 +710,7 @@ def decide_cancel(
             dispatched_at=dispatched_at,
         ),
     )
-    return Decision(events, _start_waiting(state, now, events))
+    return Decision(events, _start_waiting(state, now, events, blocked))
 
 
 def decide_interrupted(
@@ -691,6 +719,7 @@ def decide_interrupted(
     reason: str,
     keep: Collection[str] = (),
     equipment: Mapping[str, Any] | None = None,
+    blocked: Block | None = None,
 ) -> Decision:
     """On restart: executions the dead scheduler left running or pending are interrupted,
     except those in ``keep`` (an agent still runs them, or has reported how they ended);
@@ -716,5 +745,5 @@ def decide_interrupted(
             *alarm,
         )
     if events:
-        state = _start_waiting(state, now, events)
+        state = _start_waiting(state, now, events, blocked)
     return Decision(events, state)

@@ -380,6 +380,9 @@ def evolve(state: JobState, event: AnyEvent) -> JobState:
         case ExecutionCoalesced():
             # Not missed: they ran as the run they joined, which counts (or is skipped) itself.
             return _note_fire(state, event.execution_id, event.window_end, "scheduled")
+        case ExecutionBlocked() if event.queued:
+            # It waited in the line (its fire noted then); blocked at its turn, it leaves it.
+            return _ended(state, event.execution_id)
         case ExecutionBlocked():
             # The fire was handled (it never fires again) but did not run: it counts toward
             # no max_executions, and the calibration_blocked alarm says why, not the

@@ -187,6 +187,9 @@ class ExecutionBlocked(Event, frozen=True, kw_only=True, tag="execution.blocked"
     reason: str
     certificate: str | None = None
     due: date | None = None
+    # True: the run had been waiting (conflict policy queue, recorded execution.queued) and
+    # its instrument was blocked when its turn came; the views counted it when it queued.
+    queued: bool = False
 
 
 # The facts that end a running (or waiting) execution, and the status each gives it.

@@ -16,6 +16,7 @@ import sqlite_utils
 from lablink.events import (
     ENDED_STATUS,
     RECORDED_ENDED_STATUS,
+    ExecutionBlocked,
     ExecutionEnded,
     ExecutionQueued,
     ExecutionRecordedEnded,
@@ -118,6 +119,16 @@ class HistoryProjection:
                         getattr(ended, "instrument_ended_at", None)
                     )
                 changed(ended.job_id)
+            elif isinstance(event, ExecutionBlocked) and event.queued:
+                # Counted in the total when it queued: it only ends, as blocked.
+                waited: ExecutionBlocked = event
+                row = get(waited.job_id)
+                if row is None:
+                    continue
+                row["blocked"] += 1
+                if row["last_execution_id"] == waited.execution_id:
+                    row["last_status"] = "blocked"
+                changed(waited.job_id)
             elif kind in _OPENED or kind in _ONCE:
                 opened: ExecutionRequested | ExecutionQueued | ExecutionRecordedEnded = event  # type: ignore[assignment]
                 row = get(opened.job_id)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlite_utils
 
 from lablink.events import (
     ENDED_STATUS,
     RECORDED_ENDED_STATUS,
+    ExecutionBlocked,
     ExecutionEnded,
     ExecutionQueued,
     ExecutionRecordedEnded,
@@ -111,8 +112,13 @@ class StatisticsProjection:
             event = recorded.event
             kind = type(event)
             # Most frequent first; anything else passes by at the cost of a few lookups.
-            if kind is ExecutionStarted or kind in _FINAL:
-                moved: ExecutionStarted | ExecutionEnded = event  # type: ignore[assignment]
+            if (
+                kind is ExecutionStarted
+                or kind in _FINAL
+                or (kind is ExecutionBlocked and cast(ExecutionBlocked, event).queued)
+            ):
+                # A queued run blocked at its turn moves from queued to blocked, as an end.
+                moved: ExecutionStarted | ExecutionEnded | ExecutionBlocked = event  # type: ignore[assignment]
                 execution_id = moved.execution_id
                 row = open_rows.get(execution_id, _MISSING)
                 if row is _MISSING:
@@ -121,7 +127,7 @@ class StatisticsProjection:
                     continue
                 key = (row["bucket"], row["schedule_type"], row["status"])
                 deltas[key] = deltas.get(key, 0) - 1
-                status = "running" if kind is ExecutionStarted else _FINAL[kind]
+                status = "running" if kind is ExecutionStarted else _FINAL.get(kind, "blocked")
                 key = (row["bucket"], row["schedule_type"], status)
                 deltas[key] = deltas.get(key, 0) + 1
                 if kind is ExecutionStarted:

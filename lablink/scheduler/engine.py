@@ -261,11 +261,15 @@ class Engine:
         reason = "the scheduler stopped while the execution was running"
         equipment = self._equipment(state)
         # Not parked: no loop runs yet to retry it, and a start that cannot record must say so.
-        await self._command(
+        interrupted = await self._command(
             job_id,
-            lambda s: decide_interrupted(s, now, reason, keep=keep, equipment=equipment),
+            lambda s: decide_interrupted(
+                s, now, reason, keep=keep, equipment=equipment, blocked=self._turn_blocked(s, now)
+            ),
             park=False,
         )
+        if interrupted is not None:
+            await self._blocked_alarm(interrupted)
         for request in requests:
             if request.execution_id in keep:
                 log.info("execution recovered", execution_id=request.execution_id)
@@ -606,9 +610,12 @@ class Engine:
                     now,
                     self._equipment(s),
                     dispatched_at=self._handed.get(execution_id),
+                    blocked=self._turn_blocked(s, now),
                 ),
                 park=False,
             )
+            if decision is not None:
+                await self._blocked_alarm(decision)
         except RecordingFailed as exc:
             self._keep(timer)
             return exc
@@ -637,6 +644,11 @@ class Engine:
         if self.calibration is None or state.spec is None:
             return None
         return self.calibration.block(state.spec.equipment_id, now)
+
+    def _turn_blocked(self, state: JobState, now: datetime) -> Block | None:
+        """For runs waiting in the line (conflict policy queue): whether the instrument may be
+        used now, when one of them may get its turn (asked only then: most jobs queue none)."""
+        return self._blocked(state, now) if state.queued else None
 
     async def _blocked_alarm(self, decision: Decision) -> None:
         """A fire recorded blocked raises the instrument's calibration_blocked alarm, once
@@ -774,11 +786,17 @@ class Engine:
         decision = await self._client_command(
             job_id,
             lambda s: decide_cancel(
-                s, execution_id, now, reason, dispatched_at=self._handed.get(execution_id)
+                s,
+                execution_id,
+                now,
+                reason,
+                dispatched_at=self._handed.get(execution_id),
+                blocked=self._turn_blocked(s, now),
             ),
         )
         if decision is None or not decision.events:
             return False
+        await self._blocked_alarm(decision)
         await self._stop(execution_id)
         return True
 
@@ -900,7 +918,7 @@ class Engine:
                 outcome = msgspec.structs.replace(outcome, error=error)
         now = self.clock.now()
         dispatched_at = outcome.dispatched_at or self._handed.get(request.execution_id)
-        await self._command(
+        finished = await self._command(
             request.job_id,
             lambda s: decide_finish(
                 s,
@@ -913,8 +931,11 @@ class Engine:
                 dispatched_at=dispatched_at,
                 instrument_started_at=outcome.instrument_started_at,
                 instrument_ended_at=outcome.instrument_ended_at,
+                blocked=self._turn_blocked(s, now),
             ),
         )
+        if finished is not None:
+            await self._blocked_alarm(finished)
 
     async def record_late_result(
         self,

@@ -235,3 +235,47 @@ async def test_a_date_job_whose_one_run_was_blocked_is_completed(bench: Harness)
     # The calibration alarm says why it did not run; the dead-man's switch stays quiet.
     assert len(alarms(h, "calibration_blocked")) == 1
     assert alarms(h, "missed_runs") == []
+
+
+async def test_a_queued_run_whose_turn_comes_after_the_due_date_is_blocked_not_started(
+    bench: Harness,
+) -> None:
+    """A run that waited in the line (conflict policy queue) is judged again when its turn
+    comes: past the due date it is recorded blocked, never dispatched, and counted once."""
+    h = bench
+    calibrate(h)  # CAL-1, due 2026-03-10
+    h.executor.hold = True
+    h.clock.set(DAY_AFTER_DUE - timedelta(days=1, hours=2))
+    job_id = h.service.create_job(
+        {**HOURLY, "conflict_policy": "queue", "timeout_seconds": 7 * 86400}, "alice"
+    )
+    await h.at(DAY_AFTER_DUE - timedelta(days=1, hours=1))  # runs, held by the executor
+    await h.at(DAY_AFTER_DUE - timedelta(days=1))  # 2026-03-10 09:00: still valid, queued
+    (running,) = h.executor.held()
+    assert [e["status"] for e in executions(h, job_id)][-2:] == ["running", "queued"]
+    dispatched = len(h.executor.requests)
+
+    # The running one ends after the due date: the queued one's turn, on a blocked instrument.
+    h.clock.set(DAY_AFTER_DUE)
+    h.executor.release(running)
+    await h.settle()
+
+    assert len(h.executor.requests) == dispatched  # the queued run was never dispatched
+    ended, waited = executions(h, job_id)
+    assert (ended["execution_id"], ended["status"]) == (running, "completed")
+    assert (waited["status"], waited["cause"]) == ("blocked", "calibration_expired")
+    (history,) = h.rows(
+        "SELECT total_executions, successful, blocked, last_status FROM job_history"
+        " WHERE job_id = ?",
+        job_id,
+    )
+    assert history == {
+        "total_executions": 2,
+        "successful": 1,
+        "blocked": 1,
+        "last_status": "blocked",
+    }
+    statuses = h.rows("SELECT status, SUM(count) AS n FROM stats_buckets GROUP BY status")
+    counted = {r["status"]: r["n"] for r in statuses if r["n"]}
+    assert counted == {"completed": 1, "blocked": 1}
+    assert [a["state"] for a in alarms(h, "calibration_blocked")] == ["active"]
