@@ -18,6 +18,7 @@ verify` and `lablink audit verify` recompute them (``ChainCheck``).
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from hashlib import sha256
 
@@ -25,6 +26,10 @@ import msgspec
 
 GENESIS = bytes(32)
 EVENT_PREFIX = b"\x00"
+EVENT_BYTE = EVENT_PREFIX[0]
+# 0x00 and the position (8 bytes), the envelope's length (4 bytes): big-endian, packed at once.
+_PREFIX_AND_POSITION = struct.Struct(">BQ")
+_LENGTH = struct.Struct(">I")
 _ENVELOPE = msgspec.json.Encoder()
 
 # What a row of the log holds, as the chain reads it: position, event id, stream id, version,
@@ -68,10 +73,9 @@ def event_hash(
     return sha256(
         b"".join(
             (
-                EVENT_PREFIX,
-                position.to_bytes(8, "big"),
+                _PREFIX_AND_POSITION.pack(EVENT_BYTE, position),
                 previous,
-                len(head).to_bytes(4, "big"),
+                _LENGTH.pack(len(head)),
                 head,
                 payload.encode() if isinstance(payload, str) else payload,
             )
