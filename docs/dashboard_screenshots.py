@@ -2,8 +2,9 @@
 
 Starts a real `lablink serve` (with its simulated bench) in a temporary directory, gives it
 something to show over the JSON API (the guide's example jobs, runs of a measurement, a
-failing capture's alarms, a paused job), then drives Debian's chromium through Playwright and
-writes one PNG per page into docs/img/dashboard/ (a 1400×900 window; long pages in full).
+failing capture's alarms, a paused job, a change with its reason, a calibration
+certificate), then drives Debian's chromium through Playwright and writes one PNG per page
+into docs/img/dashboard/ (a 1400×900 window; long pages in full).
 The server and everything it started are stopped at the end, whatever happened.
 
 Needs what the browser tests need (the README's test command): the dev dependencies and
@@ -134,6 +135,25 @@ def demo(api: Any) -> dict[str, str]:
         f"/api/alarms/{alarms[-1]['alarm_id']}/acknowledge",
         json={"note": "scope_1 buffer too small for a week: shorten the capture"},
     )
+    # A change with its reason and old/new values, for the audit trail (docs/audit.md).
+    changed = api.put(
+        f"/api/scheduler/jobs/{quick}",
+        json={"description": "PSU rail A, every hour", "reason": "CAPA-2026-014: name the rail"},
+    )
+    if changed.status_code != 200:
+        raise SystemExit(f"could not update the quick-start job: {changed.text}")
+    # A certificate for the instrument page's calibration panel (docs/calibration.md).
+    calibrated = api.post(
+        "/api/equipment/power_supply_1/calibrations",
+        json={
+            "certificate": "CAL-2026-0042",
+            "performed": "2026-01-15",
+            "due": "2027-01-15",
+            "by": "Metrology Lab GmbH",
+        },
+    )
+    if calibrated.status_code != 200:
+        raise SystemExit(f"could not record a certificate: {calibrated.text}")
     return {"quick": quick}
 
 
