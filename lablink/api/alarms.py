@@ -12,7 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
 from lablink.api.auth import actor
-from lablink.api.bodies import BadRequest, query_choices, strict_body
+from lablink.api.bodies import QueryFilter, api_choices, strict_body
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS, WRITE_ERRORS
 from lablink.api.paging import Limit, OlderThan
@@ -24,16 +24,6 @@ READ = {"role": "viewer"}
 WRITE = {"role": "operator"}
 STATES = ("active", "acknowledged", "cleared")
 SEVERITIES = ("info", "warning", "critical")
-# A filter given with no value would match nothing and say nothing: a 400 naming it, as the
-# OpenAPI document says (no empty values).
-Filter = Annotated[str | None, QueryParameter(min_length=1, max_length=200)]
-
-
-def _choices(name: str, values: list[str] | None, allowed: tuple[str, ...]) -> list[str]:
-    for value in values or []:
-        if not value.strip(" ,"):
-            raise BadRequest.one(name, value, "must be one of " + ", ".join(allowed))
-    return query_choices(name, values, allowed)
 
 
 class AlarmAction(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -89,16 +79,16 @@ class AlarmController(Controller):
             list[str] | None,
             QueryParameter(description="repeat or comma-separate: " + ", ".join(SEVERITIES)),
         ] = None,
-        equipment_id: Filter = None,
-        job_id: Filter = None,
+        equipment_id: QueryFilter = None,
+        job_id: QueryFilter = None,
         limit: Limit = 100,
         cursor: OlderThan = None,
     ) -> AlarmList:
         """Alarms, newest first."""
         page, next_cursor = list_alarms(
             context.reader,
-            state=_choices("state", alarm_state, STATES),
-            severity=_choices("severity", severity, SEVERITIES),
+            state=api_choices("state", alarm_state, STATES),
+            severity=api_choices("severity", severity, SEVERITIES),
             equipment_id=equipment_id,
             job_id=job_id,
             limit=limit,

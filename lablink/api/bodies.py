@@ -209,6 +209,20 @@ def query_instant(name: str, text: str | None) -> datetime | None:
     return value
 
 
+# A filter of the API given with no value would match nothing and say nothing: a 400 naming
+# it, as the OpenAPI document says (no empty values). The dashboard's forms send empty
+# fields for "any" and read their own query, so this is the API's alone.
+QueryFilter = Annotated[str | None, QueryParameter(min_length=1, max_length=200)]
+
+
+def api_choices(name: str, values: list[str] | None, allowed: Sequence[str]) -> list[str]:
+    """``query_choices`` for the API: a value given empty is refused, not skipped."""
+    for value in values or []:
+        if not value.strip(" ,"):
+            raise BadRequest.one(name, value, "must be one of " + ", ".join(allowed))
+    return query_choices(name, values, allowed)
+
+
 def query_choices(name: str, values: list[str] | None, allowed: Sequence[str]) -> list[str]:
     """A repeated or comma-separated query parameter, each value one of ``allowed``."""
     chosen = [v.strip() for item in values or [] for v in item.split(",") if v.strip()]

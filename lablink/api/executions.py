@@ -6,9 +6,9 @@ from typing import Annotated
 
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, QueryParameter
 
-from lablink.api.bodies import INSTANT_FORMAT, query_choices, query_instant
+from lablink.api.bodies import INSTANT_FORMAT, QueryFilter, api_choices, query_instant
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS
 from lablink.api.paging import Limit, OlderThan
@@ -28,7 +28,7 @@ class ExecutionController(Controller):
     async def list_executions(
         self,
         context: NamedDependency[ApiContext],
-        job_id: FromQuery[str | None] = None,
+        job_id: QueryFilter = None,
         status: Annotated[
             list[str] | None,
             QueryParameter(
@@ -50,7 +50,7 @@ class ExecutionController(Controller):
         limit: Limit = 100,
         cursor: OlderThan = None,
     ) -> ExecutionList:
-        statuses = query_choices("status", status, EXECUTION_STATUSES)
+        statuses = api_choices("status", status, EXECUTION_STATUSES)
         page, next_cursor = list_executions(
             context.reader,
             job_id=job_id,

@@ -13,7 +13,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from lablink.api.auth import actor
-from lablink.api.bodies import ReasonQuery, takes
+from lablink.api.bodies import QueryFilter, ReasonQuery, takes
 from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS, WRITE_ERRORS
 from lablink.api.paging import Limit, Offset
@@ -112,8 +112,8 @@ class JobController(Controller):
         schedule_type: Annotated[
             str | None, QueryParameter(description="one of " + ", ".join(SCHEDULE_TYPES))
         ] = None,
-        equipment_id: FromQuery[str | None] = None,
-        tag: FromQuery[str | None] = None,
+        equipment_id: QueryFilter = None,
+        tag: QueryFilter = None,
         search: Annotated[
             str | None,
             QueryParameter(description="substring of name or description", max_length=200),

@@ -69,7 +69,7 @@ class ProfileController(Controller):
             str | None,
             QueryParameter(description="one of " + ", ".join(MODELS), max_length=64),
         ] = None,
-        tag: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        tag: Annotated[str | None, QueryParameter(min_length=1, max_length=64)] = None,
     ) -> ProfileList:
         """Every profile, by id (``?equipment_type=oscilloscope``, ``?tag=...``)."""
         if equipment_type is not None:
