@@ -20,7 +20,7 @@ from lablink.alarm_service import AlarmService
 from lablink.clock import Clock
 from lablink.domain import calibration_decisions as rules
 from lablink.domain.calibration import CalibrationRecord, CalibrationState, evolve, stream_id, today
-from lablink.domain.reasons import checked_reason
+from lablink.domain.reasons import checked_reason, required_reason
 from lablink.domain.validation import ID_PATTERN
 from lablink.equipment_service import load_equipment
 from lablink.errors import (
@@ -221,16 +221,6 @@ class CalibrationService:
             actor,
             at=at,
         ).recorded
-
-
-def required_reason(value: object, missing: str) -> str:
-    """A reason that is always required (an override, a quarantine, a release), whatever
-    LABLINK_REQUIRE_REASON says."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise InvalidRequest.one("reason", value, missing)
-    reason = checked_reason(value, required=True)
-    assert reason is not None
-    return reason
 
 
 # -- lab.toml ----------------------------------------------------------------------------------

@@ -686,14 +686,6 @@ ApiKey = Annotated[
 ]
 
 
-def _server_url() -> str:
-    """Where `lablink serve` listens by default: LABLINK_HOST and LABLINK_PORT."""
-    settings = Settings.from_env()
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{settings.port}"
-
-
 def _instant_or_ago(value: str | None, option: str) -> datetime | None:
     """An ISO 8601 time (no offset: UTC), or a span back from now: 7d, 24h, 30m."""
     if value is None:
@@ -736,7 +728,7 @@ def results(
     from lablink.errors import ServerRefused
     from lablink.remote import Remote
 
-    remote = Remote(url or _server_url(), key)
+    remote = Remote(url or Settings.from_env().server_url, key)
     path = f"/api/scheduler/jobs/{urllib.parse.quote(job_id, safe='')}/results"
     bounds: dict[str, Any] = {
         "since": _iso(_instant_or_ago(since, "--since")),
@@ -790,7 +782,7 @@ def data_get(
     from lablink.errors import ServerRefused
     from lablink.remote import Remote
 
-    remote = Remote(url or _server_url(), key)
+    remote = Remote(url or Settings.from_env().server_url, key)
     path = f"/api/scheduler/executions/{urllib.parse.quote(execution_id, safe='')}/data"
     try:
         answer = remote.download(path)

@@ -44,12 +44,7 @@ Reason = Annotated[str | None, typer.Option(help="Why (kept in the log with the 
 
 
 def _remote(url: str | None, key: str | None) -> Remote:
-    if url is None:
-        settings = Settings.from_env()
-        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-        host = f"[{host}]" if ":" in host else host
-        url = f"http://{host}:{settings.port}"
-    return Remote(url, key)
+    return Remote(url or Settings.from_env().server_url, key)
 
 
 def _path(equipment_id: str, *parts: str) -> str:

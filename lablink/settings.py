@@ -128,6 +128,14 @@ class Settings(msgspec.Struct, kw_only=True):
         """The views the API reads, folded from the log: disposable, rebuilt from it."""
         return self.data_dir / "views.db"
 
+    @property
+    def server_url(self) -> str:
+        """Where a command on this machine reaches `lablink serve` by default: its host and
+        port (a wildcard bind is reached on loopback)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         env = os.environ

@@ -12,9 +12,12 @@ from lablink.domain.validation import text_problem
 from lablink.errors import InvalidRequest
 
 MAX_REASON_LENGTH = 1000
+REQUIRED_BY_SETTING = "a reason is required for every change (LABLINK_REQUIRE_REASON=1)"
 
 
-def checked_reason(value: object, *, required: bool, field: str = "reason") -> str | None:
+def checked_reason(
+    value: object, *, required: bool, field: str = "reason", missing: str = REQUIRED_BY_SETTING
+) -> str | None:
     """The stripped reason, or None when none was given and none is required.
 
     Refuses (naming ``field``) a reason that is not text, is too long, or holds control
@@ -23,9 +26,7 @@ def checked_reason(value: object, *, required: bool, field: str = "reason") -> s
     """
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
-            raise InvalidRequest.one(
-                field, value, "a reason is required for every change (LABLINK_REQUIRE_REASON=1)"
-            )
+            raise InvalidRequest.one(field, value, missing)
         return None
     if not isinstance(value, str):
         raise InvalidRequest.one(field, value, "must be text")
@@ -38,6 +39,14 @@ def checked_reason(value: object, *, required: bool, field: str = "reason") -> s
     # reorder text (U+202E…), would make a printed trail say something else than it holds.
     if problem := text_problem(reason, multiline=True):
         raise InvalidRequest.one(field, reason, problem)
+    return reason
+
+
+def required_reason(value: object, missing: str) -> str:
+    """A reason that is always required (a calibration override, a quarantine, a release),
+    whatever LABLINK_REQUIRE_REASON says; ``missing`` says why when there is none."""
+    reason = checked_reason(value, required=True, missing=missing)
+    assert reason is not None  # required: a missing one raised
     return reason
 
 
