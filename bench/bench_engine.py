@@ -105,14 +105,24 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_OUTPUT = RESULTS_DIR / "engine.json"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-System = Literal["lablink", "lablink-logdb", "aps-memory", "aps-sqlalchemy"]
+System = Literal["lablink", "lablink-thread", "lablink-logdb", "aps-memory", "aps-sqlalchemy"]
 Alignment = Literal["aligned", "spread"]
-SYSTEMS: tuple[System, ...] = ("lablink", "lablink-logdb", "aps-memory", "aps-sqlalchemy")
-LABLINK_SYSTEMS: tuple[System, ...] = ("lablink", "lablink-logdb")
+SYSTEMS: tuple[System, ...] = (
+    "lablink",
+    "lablink-thread",
+    "lablink-logdb",
+    "aps-memory",
+    "aps-sqlalchemy",
+)
+LABLINK_SYSTEMS: tuple[System, ...] = ("lablink", "lablink-thread", "lablink-logdb")
 BASELINES: tuple[System, ...] = ("aps-memory", "aps-sqlalchemy")
 ALIGNMENTS: tuple[Alignment, ...] = ("aligned", "spread")
 SYSTEM_LABELS = {
-    "lablink": "LabLink (engine, SQLite WAL FULL; views in views.db, folded behind the log)",
+    "lablink": (
+        "LabLink (engine, SQLite WAL FULL; views in views.db, folded behind the log by a child"
+        " process)"
+    ),
+    "lablink-thread": "LabLink, views in views.db folded by a thread of the same process",
     "lablink-logdb": "LabLink, views in the log's file (the layout before views.db)",
     "aps-memory": "APScheduler 3.11 AsyncIOScheduler, MemoryJobStore",
     "aps-sqlalchemy": "APScheduler 3.11 AsyncIOScheduler, SQLAlchemyJobStore (SQLite file)",
@@ -232,6 +242,16 @@ def median_of(values: Sequence[float | None]) -> float | None:
 # -- measurement plumbing inside a worker -----------------------------------------------------
 
 
+def _pid_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (0 once it has gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _system_busy_seconds() -> float:
     """Busy CPU time of the whole machine (all cores) from /proc/stat, in seconds."""
     try:
@@ -273,6 +293,7 @@ class Window:
     wall_seconds: float = 0.0
     other_cpu_seconds: float = 0.0
     late_start_ms: float = 0.0
+    helper_cpu_seconds: float = 0.0  # of cpu_seconds: the projector's child process
 
 
 class LagWatch:
@@ -314,11 +335,15 @@ async def measure_window(
     gc_watch: GcWatch,
     profiler: cProfile.Profile | None = None,
     lag: LagWatch | None = None,
+    helpers: Callable[[], list[int | None]] = list,
 ) -> Window:
-    """Sleep until ``start``, note CPU; sleep until ``end``, note CPU again."""
+    """Sleep until ``start``, note CPU; sleep until ``end``, note CPU again. ``helpers``: the
+    processes working for this one (the projector's child), whose CPU is counted with it."""
     window = Window(start, end)
     await asyncio.sleep(max(0.0, start - time.time()))
     window.late_start_ms = (time.time() - start) * 1000.0
+    pids = [pid for pid in helpers() if pid is not None]
+    helped0 = sum(_pid_cpu_seconds(pid) for pid in pids)
     cpu0, wall0, busy0 = time.process_time(), time.perf_counter(), _system_busy_seconds()
     gc_watch.armed = True
     if lag is not None:
@@ -332,7 +357,9 @@ async def measure_window(
         lag.disarm()
     gc_watch.armed = False
     cpu1, wall1, busy1 = time.process_time(), time.perf_counter(), _system_busy_seconds()
-    window.cpu_seconds = cpu1 - cpu0
+    helped = sum(_pid_cpu_seconds(pid) for pid in pids) - helped0
+    window.helper_cpu_seconds = helped
+    window.cpu_seconds = cpu1 - cpu0 + helped
     window.wall_seconds = wall1 - wall0
     window.other_cpu_seconds = max(0.0, (busy1 - busy0) - window.cpu_seconds)
     return window
@@ -343,6 +370,9 @@ def window_figures(window: Window, gc_watch: GcWatch, recorded: int) -> dict[str
         "cpu_seconds": round(window.cpu_seconds, 3),
         "wall_seconds": round(window.wall_seconds, 3),
         "cpu_percent": round(100.0 * window.cpu_seconds / window.wall_seconds, 1),
+        "projector_process_cpu_percent": round(
+            100.0 * window.helper_cpu_seconds / window.wall_seconds, 1
+        ),
         # Process CPU over the window per fire recorded for it (the fires of the window are
         # the ones its CPU went to, give or take the fires straddling its edges).
         "cpu_us_per_fire": round(window.cpu_seconds * 1e6 / recorded, 1) if recorded else None,
@@ -445,10 +475,18 @@ class BatchLog:
         }
 
 
+LAYOUT_NAMES = {
+    "lablink": "views.db, folded by a child process",
+    "lablink-thread": "views.db, folded by a thread",
+    "lablink-logdb": "the log's file, folded by a thread",
+}
+
+
 def lead_seconds(system: System, jobs: int) -> float:
     """How long before the first fire the worker starts setting up (setup must fit)."""
     per_job = {
         "lablink": 0.0004,
+        "lablink-thread": 0.0004,
         "lablink-logdb": 0.0004,
         "aps-memory": 0.0002,
         "aps-sqlalchemy": 0.003,
@@ -472,8 +510,11 @@ async def lablink_worker(spec: WorkerSpec) -> dict[str, Any]:
     remove_db(path)
     remove_db(directory / "views.db")
     setup_started = time.perf_counter()
-    # As lablink/runtime.py opens it: the views follow the log in a thread of their own.
-    store = open_store(path, background=True, views_in_log=in_log)
+    # As lablink/runtime.py opens it: the views follow the log in a process of their own
+    # (``lablink-thread``: a thread; ``lablink-logdb``: a thread, in the log's file).
+    store = open_store(
+        path, background=True, fold_process=spec.system == "lablink", views_in_log=in_log
+    )
     check_durability(store.conn)
     views = store.views
     now = datetime.now(UTC)
@@ -514,7 +555,7 @@ async def lablink_worker(spec: WorkerSpec) -> dict[str, Any]:
     start, end = first + spec.warmup, first + spec.warmup + spec.window
     profiler = cProfile.Profile() if spec.profile else None
     lag = LagWatch(views)
-    window = await measure_window(start, end, gc_watch, profiler, lag)
+    window = await measure_window(start, end, gc_watch, profiler, lag, lambda: [views.pid])
     heap, planned = len(getattr(engine.timers, "_heap", ())), len(engine.timers)
     await asyncio.sleep(spec.tail)
     closing = time.perf_counter()
@@ -907,6 +948,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "recorded_percent": med("recorded_percent"),
         "recorded_percent_lowest": min((r["recorded_percent"] for r in runs), default=None),
         "cpu_percent": med("cpu_percent"),
+        "projector_process_cpu_percent": med("projector_process_cpu_percent"),
         "cpu_us_per_fire": med("cpu_us_per_fire"),
         "other_processes_cpu_percent": med("other_processes_cpu_percent"),
     }
@@ -1510,12 +1552,13 @@ def steady_tables(configs: list[dict[str, Any]]) -> list[Rows]:
             )
         for system in LABLINK_SYSTEMS:
             figures = summary.get(system)
-            if figures is None or "lablink-logdb" not in summary:
+            others = set(LABLINK_SYSTEMS) - {system}
+            if figures is None or not others & set(summary):
                 continue
             layouts.append(
                 [
                     f"{label} (runs {figures['runs']})",
-                    "the log's file" if system == "lablink-logdb" else "views.db of their own",
+                    LAYOUT_NAMES[system],
                     fmt_triple(figures, "dispatch"),
                     fmt_pct(figures.get("recorded_percent")),
                     fmt_pct(figures.get("cpu_percent")),

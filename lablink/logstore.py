@@ -61,14 +61,16 @@ def open_store(
     projector: Projector | None = None,
     *,
     background: bool = False,
+    fold_process: bool = False,
     views_path: str | Path | None = None,
     views_in_log: bool = False,
 ) -> LogStore:
     """The store, its views caught up with the log, and a follower that keeps them so.
 
     ``background=True`` (``lablink serve``): the follower folds in a thread of its own, behind
-    the log. Otherwise each commit's events are folded right after it by the committing thread
-    (the command-line tools, the tests), in a transaction of their own.
+    the log (``fold_process=True``: in a child process on another core, when the views have a
+    file of their own). Otherwise each commit's events are folded right after it by the
+    committing thread (the command-line tools, the tests), in a transaction of their own.
 
     ``views_path``: the views' file (default ``views.db`` beside the log). ``views_in_log``:
     the layout before views.db, the views in the log's own file, kept for the benchmark's
@@ -97,7 +99,7 @@ def open_store(
         SQLiteEventStore.close(store)
         raise
     if background:
-        follower.start()
+        follower.start(process=fold_process)
     return store
 
 

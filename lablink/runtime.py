@@ -171,9 +171,13 @@ class Runtime:
         # A bad notifications.toml stops the start here, before anything runs.
         channels = load_channels(settings)
         with translated(settings.db_path):  # a start that cannot write exits with one line
-            # The views follow the log in a thread of their own: nothing but the log is on
-            # the fire path (lablink/projections/follower.py).
-            self.store = store = open_store(settings.db_path, background=True)
+            # The views follow the log in a process (or a thread) of their own: nothing but
+            # the log is on the fire path (lablink/projections/follower.py).
+            self.store = store = open_store(
+                settings.db_path,
+                background=True,
+                fold_process=settings.projector == "process",
+            )
         stack.callback(store.close)
         # Where a notifier's first start begins: nothing this start raises is skipped.
         opened_at = store.last_position()

@@ -30,6 +30,9 @@ def system_timezone() -> str:
 
 # Where `lablink serve` runs the agent it runs itself (Settings.embedded_agent).
 EMBEDDED_AGENT_MODES = ("inprocess", "process")
+# Where `lablink serve` folds the views (Settings.projector): a child process on the other
+# core, or a thread of its own (lablink/projections/follower.py).
+PROJECTOR_MODES = ("process", "thread")
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -49,6 +52,7 @@ class Settings(msgspec.Struct, kw_only=True):
     # Where that agent runs: "inprocess" (an Agent inside `lablink serve`, sharing its GIL)
     # or "process" (a supervised `lablink agent` child, with a core of its own).
     embedded_agent: str = "process"
+    projector: str = "process"
     heartbeat_timeout: float = 5.0
     # Executions that ended more than this many days ago leave the executions view, daily
     # (0 = never); the log keeps every event.
@@ -200,6 +204,8 @@ class Settings(msgspec.Struct, kw_only=True):
             values["agent_config"] = Path(env["LABLINK_AGENT_CONFIG"])
         if env.get("LABLINK_EMBEDDED_AGENT"):
             values["embedded_agent"] = env["LABLINK_EMBEDDED_AGENT"]
+        if env.get("LABLINK_PROJECTOR"):
+            values["projector"] = env["LABLINK_PROJECTOR"]
         if "LABLINK_HEARTBEAT_TIMEOUT" in env:
             values["heartbeat_timeout"] = float(env["LABLINK_HEARTBEAT_TIMEOUT"])
         if "LABLINK_RETENTION_DAYS" in env:
@@ -239,6 +245,11 @@ class Settings(msgspec.Struct, kw_only=True):
             raise ValueError(
                 f"LABLINK_EMBEDDED_AGENT {settings.embedded_agent!r}: expected 'inprocess' (the"
                 " agent inside `lablink serve`) or 'process' (a `lablink agent` child process)"
+            )
+        if settings.projector not in PROJECTOR_MODES:
+            raise ValueError(
+                f"LABLINK_PROJECTOR {settings.projector!r}: expected 'process' (the views folded"
+                " by a child process) or 'thread' (by a thread of `lablink serve`)"
             )
         if not 0.1 <= settings.heartbeat_timeout <= 3600:
             raise ValueError(

@@ -9,9 +9,10 @@ again (``Projector.catch_up`` when the store is opened).
 
 Two ways to run it:
 
-- **in the background** (``start``): a thread of its own, woken by each commit. What
-  ``lablink serve`` does; readers that must see a write wait for its position
-  (``wait_for``/``wait``: read-your-writes, bounded);
+- **in the background** (``start``): a thread of its own, woken by each commit, or
+  (``start(process=True)``, what ``lablink serve`` does by default) a child process on the
+  other core (``fold_process.py``), whose reports a thread of this process reads. Readers that
+  must see a write wait for its position (``wait_for``/``wait``: read-your-writes, bounded);
 - **after each commit** (``background=False``): the committing thread folds right after its
   commit, in a transaction of its own. For the command-line tools and the tests, where every
   read follows the write it depends on and nothing fires.
@@ -39,6 +40,17 @@ import structlog
 from lablink.events import RecordedEvent
 from lablink.eventstore.sqlite import LogReader, SQLiteEventStore, connect, event_of
 from lablink.health import Reading
+from lablink.projections.fold_process import (
+    BACKOFF,
+    FAILED,
+    FOLDED,
+    MAX_BACKOFF,
+    READY,
+    FoldProcess,
+    attach_log,
+    fold_connection,
+    parse,
+)
 from lablink.projections.runner import CHECKPOINTS, Projector
 
 log = structlog.get_logger(tag="projector")
@@ -46,10 +58,6 @@ log = structlog.get_logger(tag="projector")
 # Events folded per transaction: enough that a burst of fires is one commit, few enough that
 # the log's writer never waits long for the views' writer.
 BATCH = 1000
-# A fold that failed (the disk is full, the file read-only) is tried again after this, doubling
-# up to MAX_BACKOFF.
-BACKOFF = 0.05
-MAX_BACKOFF = 5.0
 # /health: behind by more than this is "degraded".
 DEGRADED_LAG_SECONDS = 5.0
 # Figures kept for the lag's percentiles (benchmarks, /health).
@@ -106,6 +114,10 @@ class Follower:
         self.lag_samples: deque[float] = deque(maxlen=LAG_SAMPLES)
         self._waiters: list[Waiter] = []
         self._thread: threading.Thread | None = None
+        # In a process of its own (``start(process=True)``): the child folding the views;
+        # ``_thread`` then reads its reports.
+        self._child: FoldProcess | None = None
+        self.restarts = 0  # children started again after one ended
         self._stopping = False
         # The readers' connection (``reading``), opened on first use.
         self._read_conn: sqlite3.Connection | None = None
@@ -119,23 +131,8 @@ class Follower:
         self._unsubscribe: Callable[[], None] = store.subscribe(self.on_commit)
 
     def _connect(self) -> sqlite3.Connection:
-        if self.views_path is None:
-            conn = connect(self.store.path)
-        else:
-            # The views' own file, with the log attached read-only: the log's table
-            # (``events``) is found by its unqualified name, the views' tables are the main
-            # database's, so every query reads the same in both layouts.
-            conn = connect(self.views_path)
-            attach_log(conn, self.store.path)
-        # The views are disposable (rebuilt from the log, their checkpoints committed with
-        # their rows): a fold need not wait for the disk. A power cut may undo the last
-        # folds; the checkpoints go with them, and catching up folds them again.
-        conn.execute("PRAGMA synchronous=NORMAL")
-        # The folds touch the same rows again and again (a job fires every second): keep
-        # their pages in memory (64 MiB; measured 55 -> 45 µs per event for the jobs fold
-        # with 10,000 jobs).
-        conn.execute("PRAGMA cache_size=-65536")
-        return conn
+        log_path = Path(self.store.path)
+        return fold_connection(log_path, self.views_path)
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
@@ -167,6 +164,9 @@ class Follower:
             else:  # folds failing for long: the newest entry stands for the commits after it
                 commits[-1] = (last, commits[-1][1])
             self._cond.notify_all()
+        child = self._child
+        if child is not None:
+            child.wake()
         if not self.background:
             # A failed fold is recorded (self.error, /health); the append itself stood.
             with contextlib.suppress(Exception):
@@ -228,12 +228,25 @@ class Follower:
             "events": self.store.last_position(),
         }
 
-    def start(self) -> None:
-        """Fold in a thread of its own from now on (``lablink serve``)."""
+    def start(self, *, process: bool = False) -> None:
+        """Fold in the background from now on (``lablink serve``): in a thread of its own, or
+        (``process=True``, views in a file of their own) in a child process on another core,
+        whose reports a thread of this process reads."""
         self.background = True
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="lablink-projector", daemon=True)
-            self._thread.start()
+        if self._thread is not None:
+            return
+        if process and self.views_path is not None and str(self.store.path) != ":memory:":
+            target, name = self._follow_child, "lablink-projector-reports"
+        else:
+            target, name = self._run, "lablink-projector"
+        self._thread = threading.Thread(target=target, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def pid(self) -> int | None:
+        """The folding child's process id (None: folding in this process)."""
+        child = self._child
+        return None if child is None else child.pid
 
     def _run(self) -> None:
         pause = BACKOFF
@@ -250,6 +263,54 @@ class Follower:
                 pause = min(pause * 2, MAX_BACKOFF)
             else:
                 pause = BACKOFF
+
+    def _follow_child(self) -> None:
+        """Start the child, read its reports until it ends, and start another while the
+        follower is not stopping."""
+        assert self.views_path is not None
+        pause = BACKOFF
+        while not self._stopping:
+            try:
+                child = FoldProcess(Path(self.store.path), self.views_path, self.batch)
+            except OSError as exc:
+                self._failed_elsewhere(f"the projector process could not start: {exc}")
+                self._pause_after_failure(pause)
+                pause = min(pause * 2, MAX_BACKOFF)
+                continue
+            self._child = child
+            child.wake()  # commits may have come before it listened
+            if self._stopping:  # close() came while it started: it ends with its stdin
+                child.finish()
+            for line in child.stdout:
+                try:
+                    kind, position, text = parse(line)
+                except ValueError:  # not a report (a stray print of a library): not ours
+                    continue
+                if kind == FOLDED:
+                    self.folds += 1
+                    self._folded(position)
+                    pause = BACKOFF
+                elif kind == READY:  # its checkpoints, before any fold: it is up
+                    self._folded(max(position, self.position))
+                elif kind == FAILED:
+                    self._failed_elsewhere(text)
+            code = child.wait(MAX_BACKOFF)
+            child.stdout.close()
+            self._child = None
+            if self._stopping:
+                return
+            self.restarts += 1
+            self._failed_elsewhere(f"the projector process {child.pid} ended (exit code {code})")
+            self._pause_after_failure(pause)
+            pause = min(pause * 2, MAX_BACKOFF)
+
+    def _failed_elsewhere(self, text: str) -> None:
+        """A fold the child could not make (rolled back there), or the child's end."""
+        if self.error is None:
+            self.failing_since = time.monotonic()
+            log.error("projection fold failed", position=self.position, error=text)
+        self.error = FoldFailed(text)
+        self.failures += 1
 
     def _pause_after_failure(self, pause: float) -> None:
         """At least BACKOFF; then until a new commit (the fault may be gone, and a reader
@@ -402,6 +463,9 @@ class Follower:
             "lag_seconds": round(lag_seconds, 3),
             "background": self.background,
         }
+        pid = self.pid
+        if pid is not None or self.restarts:
+            details.update(process=pid, restarts=self.restarts)
         # Read once: the folding thread may recover (and clear both) while /health asks.
         error, since = self.error, self.failing_since
         if error is not None and since is not None:
@@ -417,6 +481,7 @@ class Follower:
             )
         if self.background and self._thread is not None and not self._thread.is_alive():
             return Reading(state="failing", reason="the projector thread stopped", details=details)
+
         if lag_seconds > DEGRADED_LAG_SECONDS:
             return Reading(
                 state="degraded",
@@ -428,7 +493,8 @@ class Follower:
     # -- stopping ------------------------------------------------------------------------------
 
     def close(self, timeout: float = 10.0) -> None:
-        """Fold what is committed (within ``timeout``), stop the thread, close the connection."""
+        """Fold what is committed (within ``timeout``), stop the thread (and the child),
+        close the connection."""
         self._unsubscribe()
         self._unsubscribe = _nothing
         if self._thread is not None:
@@ -437,7 +503,14 @@ class Follower:
             with self._cond:
                 self._stopping = True
                 self._cond.notify_all()
+            child = self._child
+            if child is not None:
+                child.finish()  # it folds what is left and ends; its reports end with it
             self._thread.join(timeout)
+            if child is not None and self._thread.is_alive():
+                log.warning("projector process still folding at close: killed", pid=child.pid)
+                child.kill()
+                self._thread.join(timeout)
             if self._thread.is_alive():  # still in a transaction: let the process end it
                 log.warning("projector still folding at close", position=self.position)
                 return
@@ -454,16 +527,11 @@ class Follower:
             self._read_conn = None
 
 
+class FoldFailed(Exception):
+    """What the projector process reported: a fold it rolled back, or its own end."""
+
+
 Waiter = tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]
-
-
-def attach_log(conn: sqlite3.Connection, log_path: Path) -> None:
-    """Attach the log read-only to a connection to the views' file, as ``log``: the log's
-    tables (``events``) are found by their own names, the views' in the main database, so
-    every query reads the same in both layouts. Read-only: a writer's BEGIN IMMEDIATE would
-    lock every attached database, the log's among them."""
-    uri = f"{Path(log_path).resolve().as_uri()}?mode=ro"
-    conn.execute("ATTACH DATABASE ? AS log", (uri,))
 
 
 def connect_views(log_path: Path, views_path: Path | None) -> sqlite3.Connection:
