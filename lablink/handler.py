@@ -17,7 +17,7 @@ the same steps.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
@@ -114,6 +114,16 @@ def _attempts(
         return Handled(loaded.state, loaded.version, state, events, outcome)
     assert conflict is not None, "retries must be 1 or more"
     raise conflict
+
+
+def _given(loaded: Loaded[State]) -> Callable[[str], Loaded[State]]:
+    """A load that returns what was already loaded (the batch loaded it, and told the
+    tracker if it failed)."""
+
+    def load(_: str) -> Loaded[State]:
+        return loaded
+
+    return load
 
 
 def _stale(stale: Stale | None, stream: str, expected: int, actual: int) -> Exception:
@@ -251,6 +261,78 @@ class GroupCommitHandler:
         while isinstance(step, AppendRequest):
             step = _advance(steps, await self._append(step, tracker))
         return step
+
+    async def handle_all(
+        self,
+        repository: Repository[State],
+        commands: Sequence[tuple[str, Decide[State]]],
+        actor: str,
+        *,
+        tracker: Tracker | None = None,
+    ) -> list[Handled[State] | Exception]:
+        """The same steps for several aggregates at once, their appends submitted together
+        (one wait for all: the engine's chunk of due fires). One attempt each: where the
+        stream had moved, the place holds the ``StreamVersionConflict`` (nothing written;
+        the caller goes again one by one). ``RecordingFailed`` where the log could not be
+        read or written for it, or whatever deciding raised."""
+        results: list[Handled[State] | Exception | None] = [None] * len(commands)
+        waiting: list[tuple[int, Steps[State]]] = []
+        requests: list[AppendRequest] = []
+        now = self.clock.now
+        for index, (aggregate_id, decide) in enumerate(commands):
+            try:
+                loaded = repository.load(aggregate_id)
+            except (StorageError, sqlite3.OperationalError) as exc:
+                if tracker is not None:
+                    tracker.failed(aggregate_id, exc)
+                results[index] = RecordingFailed(aggregate_id, exc)
+                continue
+            steps = _attempts(
+                repository,
+                aggregate_id,
+                decide,
+                actor,
+                now=now,
+                load=_given(loaded),
+                retries=1,
+            )
+            try:
+                step = _advance(steps, None)
+            except Exception as exc:
+                results[index] = exc
+                continue
+            if isinstance(step, AppendRequest):
+                waiting.append((index, steps))
+                requests.append(step)
+            else:
+                results[index] = step
+        if requests:
+            try:
+                outcomes = await self.committer.submit_all(requests)
+            except Exception as exc:
+                outcomes = [exc] * len(requests)
+            # The tracker is told in the requests' order, as one by one it would be: the
+            # last word on a fault is the last append's.
+            for (index, steps), request, outcome in zip(waiting, requests, outcomes, strict=True):
+                if isinstance(outcome, Exception) and not isinstance(
+                    outcome, StreamVersionConflict
+                ):
+                    if tracker is not None:
+                        tracker.failed(request.stream_id, outcome)
+                    results[index] = RecordingFailed(request.stream_id, outcome)
+                    continue
+                if not isinstance(outcome, (list, StreamVersionConflict)):
+                    raise outcome  # a BaseException: cancelled mid-write
+                if tracker is not None:
+                    tracker.written()
+                try:
+                    handled = _advance(steps, outcome)
+                except StreamVersionConflict as conflict:  # one attempt: it is the caller's
+                    results[index] = conflict
+                    continue
+                assert not isinstance(handled, AppendRequest), "one attempt, one append"
+                results[index] = handled
+        return [result for result in results if result is not None]
 
     async def record(
         self, stream_id: str, events: list[AnyEvent], actor: str, tracker: Tracker | None

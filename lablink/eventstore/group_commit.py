@@ -16,14 +16,39 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import cast
 
 from lablink.errors import StreamVersionConflict
 from lablink.events import NewEvent, RecordedEvent
 from lablink.eventstore.base import AppendOutcome, AppendRequest, EventStore
 from lablink.supervision import Supervisor, Watch
 
-_Pending = tuple[AppendRequest, asyncio.Future[AppendOutcome]]
 TASK_NAME = "task.committer"
+
+
+class _Group:
+    """The outcomes of requests submitted together (``submit_all``): one future for all of
+    them, resolved once the last is written, so a chunk of fires costs the event loop one
+    wake-up instead of one per fire."""
+
+    __slots__ = ("future", "left", "outcomes")
+
+    def __init__(self, future: asyncio.Future[list[AppendOutcome | BaseException]], n: int):
+        self.future = future
+        self.outcomes: list[AppendOutcome | BaseException | None] = [None] * n
+        self.left = n
+
+    def settle(self, index: int, outcome: AppendOutcome | BaseException) -> None:
+        self.outcomes[index] = outcome
+        self.left -= 1
+        if self.left == 0 and not self.future.done():
+            # Every place is filled once ``left`` reaches 0.
+            self.future.set_result(cast(list[AppendOutcome | BaseException], self.outcomes))
+
+
+# Where a request's outcome goes: its own future, or its place in a group.
+_Slot = asyncio.Future[AppendOutcome] | tuple[_Group, int]
+_Pending = tuple[AppendRequest, _Slot]
 
 
 class CommitterStopped(RuntimeError):
@@ -117,6 +142,24 @@ class GroupCommitter:
         self._wakeup.set()
         return await future
 
+    async def submit_all(
+        self, requests: Sequence[AppendRequest]
+    ) -> list[AppendOutcome | BaseException]:
+        """Each request's outcome, in order, once every one of them is written: its events,
+        its conflict, or the error that kept it from being written (a failed write fails
+        only the requests it held)."""
+        if not self.running:
+            raise CommitterStopped()
+        if not requests:
+            return []
+        future: asyncio.Future[list[AppendOutcome | BaseException]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        group = _Group(future, len(requests))
+        self._pending.extend((request, (group, index)) for index, request in enumerate(requests))
+        self._wakeup.set()
+        return await future
+
     async def _loop(self) -> None:
         self._looping = True
         try:
@@ -159,18 +202,29 @@ class GroupCommitter:
         except BaseException as exc:
             # Cancelled mid-write (a stop that ran out of grace): no caller may wait for
             # ever on an answer, though whether the write landed is unknown.
-            for _, future in batch:
-                if future.done():
+            for _, slot in batch:
+                if isinstance(slot, tuple):
+                    group = slot[0]
+                    if group.future.done():
+                        continue
+                    if isinstance(exc, asyncio.CancelledError):
+                        group.future.cancel()
+                    else:
+                        group.future.set_exception(exc)
+                elif slot.done():
                     continue
-                if isinstance(exc, asyncio.CancelledError):
-                    future.cancel()
+                elif isinstance(exc, asyncio.CancelledError):
+                    slot.cancel()
                 else:
-                    future.set_exception(exc)
+                    slot.set_exception(exc)
             raise
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if future.done():
+        for (_, slot), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(slot, tuple):
+                group, index = slot
+                group.settle(index, outcome.error if isinstance(outcome, _Failed) else outcome)
+            elif slot.done():
                 continue
-            if isinstance(outcome, _Failed):
-                future.set_exception(outcome.error)
+            elif isinstance(outcome, _Failed):
+                slot.set_exception(outcome.error)
             else:
-                future.set_result(outcome)
+                slot.set_result(outcome)

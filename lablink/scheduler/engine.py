@@ -74,7 +74,7 @@ from lablink.events import (
 from lablink.eventstore.base import EventStore, parse_instant
 from lablink.eventstore.group_commit import GroupCommitter
 from lablink.eventstore.sqlite import SQLiteEventStore
-from lablink.handler import GroupCommitHandler
+from lablink.handler import GroupCommitHandler, Handled
 from lablink.health import Health, Reading
 from lablink.ids import IdGenerator, RandomIds
 from lablink.instruments.execution import ExecutionRequest, Outcome, ProgressReport
@@ -201,6 +201,12 @@ class Engine:
         self._handed: dict[str, datetime] = {}
         self._job_locks: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
+        # Clear while a tick hands out its fires: outcomes are recorded once it has (fires
+        # first). With 1,000 jobs due at once, every outcome recorded between two chunks of
+        # fires made the later chunks wait for it: an outcome may wait for the tick, a due
+        # fire should not wait for outcomes.
+        self._fires_out = asyncio.Event()
+        self._fires_out.set()
         self._stopped = asyncio.Event()
         self._loop_done = asyncio.Event()
         self._watch: Watch | None = None
@@ -564,11 +570,17 @@ class Engine:
         due = self.timers.pop_due(now)
         if due:
             handling: list[asyncio.Task[RecordingFailed | None]] = []
+            self._fires_out.clear()
             try:
                 for begin in range(0, len(due), CHUNK_TIMERS):
+                    chunk = due[begin : begin + CHUNK_TIMERS]
+                    fires = [timer for timer in chunk if timer.kind == "fire"]
+                    if fires:
+                        handling.append(asyncio.create_task(self._fire_all(fires, now)))
                     handling.extend(
                         asyncio.create_task(self._handle(timer, now))
-                        for timer in due[begin : begin + CHUNK_TIMERS]
+                        for timer in chunk
+                        if timer.kind != "fire"
                     )
                     # Let this chunk decide and reach the group committer before the next is
                     # decided: the committer takes it alone, and its commands leave as soon
@@ -581,10 +593,77 @@ class Engine:
                 for task in handling:  # as gather would: cancelled with the tick
                     task.cancel()
                 raise
+            finally:
+                self._fires_out.set()
             failed = next((f for f in failures if f is not None), None)
             if failed is not None:
                 raise failed
         return len(due)
+
+    async def _fire_all(self, timers: list[Timer], now: datetime) -> RecordingFailed | None:
+        """A chunk of due fires through the write path together: decided in one pass, appended
+        with one wait (``GroupCommitHandler.handle_all``), dispatched once durable. The same
+        decision, record and dispatch as ``_handle`` makes for one fire, without a task, a
+        lock wait and a committer future per fire: what the loop spent most of its time on
+        with 1,000 jobs due at once (BENCHMARKS.md, "Loop cost per fire"). A job whose lock
+        is held (an outcome or a client's command being recorded) or whose stream moved
+        meanwhile goes the one-by-one way."""
+        batch: list[Timer] = []
+        locks: list[asyncio.Lock] = []
+        alone: list[Timer] = []
+        for timer in timers:
+            lock = self._job_locks.get(timer.job_id)
+            if lock is None:
+                lock = self._job_locks[timer.job_id] = asyncio.Lock()
+            if lock.locked():
+                alone.append(timer)
+                continue
+            await lock.acquire()  # free: taken at once, without a turn of the loop
+            locks.append(lock)
+            batch.append(timer)
+        decided: list[tuple[Timer, Decision | Exception]] = []
+        try:
+            fire = self._fire_decision(now)
+            results = await self.writer.handle_all(
+                self.jobs,
+                [(timer.job_id, fire) for timer in batch],
+                self.actor,
+                tracker=self._tracking,
+            )
+            for timer, result in zip(batch, results, strict=True):
+                if isinstance(result, Handled):
+                    decision = Decision(result.events, result.state)
+                    self._started(timer.job_id, decision)
+                    decided.append((timer, decision))
+                else:
+                    decided.append((timer, result))
+        finally:
+            for lock in locks:
+                lock.release()
+        failed: RecordingFailed | None = None
+        for timer, outcome in decided:
+            job_id = timer.job_id
+            if isinstance(outcome, Decision):
+                self._job_failures.pop(job_id, None)
+                self.plan(job_id)
+                if self.calibration is not None:
+                    await self._blocked_alarm(outcome)
+            elif isinstance(outcome, StreamVersionConflict):
+                alone.append(timer)  # the stream moved: decided again on what it holds now
+            elif isinstance(outcome, RecordingFailed):
+                self._keep(timer)
+                failed = failed or outcome
+            else:
+                self._timer_failed(timer, now, outcome)
+        for one in await asyncio.gather(*(self._handle(timer, now) for timer in alone)):
+            failed = failed or one
+        return failed
+
+    def _fire_decision(self, now: datetime) -> Callable[[JobState, datetime], Decision]:
+        def decide(state: JobState, _: datetime) -> Decision:
+            return decide_fire(state, now, self.ids.execution_id, self._blocked(state, now))
+
+        return decide
 
     async def _handle(self, timer: Timer, now: datetime) -> RecordingFailed | None:
         job_id = timer.job_id
@@ -619,18 +698,8 @@ class Engine:
         except RecordingFailed as exc:
             self._keep(timer)
             return exc
-        except Exception:
-            backoff = self._job_failures.setdefault(
-                job_id, Backoff(JOB_RETRY_INITIAL, JOB_RETRY_MAX)
-            )
-            delay = backoff.next()
-            log.exception(
-                "timer failed; this job is tried again later",
-                job_id=job_id,
-                kind=timer.kind,
-                retry_in=round(delay, 3),
-            )
-            self._keep(timer, now + timedelta(seconds=delay))
+        except Exception as exc:
+            self._timer_failed(timer, now, exc)
             return None
         if decision is not None and decision.events:
             try:
@@ -638,6 +707,22 @@ class Engine:
             except Exception:
                 log.exception("could not stop a timed-out execution", execution_id=execution_id)
         return None
+
+    def _timer_failed(self, timer: Timer, now: datetime, exc: Exception) -> None:
+        """A timer whose handling raised (not the log): this job is tried again after a
+        backoff of its own, its neighbours go on."""
+        backoff = self._job_failures.setdefault(
+            timer.job_id, Backoff(JOB_RETRY_INITIAL, JOB_RETRY_MAX)
+        )
+        delay = backoff.next()
+        log.error(
+            "timer failed; this job is tried again later",
+            job_id=timer.job_id,
+            kind=timer.kind,
+            retry_in=round(delay, 3),
+            exc_info=exc,
+        )
+        self._keep(timer, now + timedelta(seconds=delay))
 
     def _blocked(self, state: JobState, now: datetime) -> Block | None:
         """Why the job's instrument may not be used at ``now`` (None: it may)."""
@@ -733,6 +818,11 @@ class Engine:
             log.error("job stream kept changing; decision dropped", job_id=job_id)
             return None
         decision = Decision(handled.events, handled.state)
+        self._started(job_id, decision)
+        return decision
+
+    def _started(self, job_id: str, decision: Decision) -> None:
+        """Hand on the executions a recorded decision started (still under the job's lock)."""
         if log.is_enabled_for(logging.DEBUG):  # three events a fire: not even their arguments
             for event in decision.events:
                 log.debug(
@@ -742,7 +832,6 @@ class Engine:
                 )
         for started in decision.started:
             self._dispatch(decision.state, started.execution_id, started.started_at)
-        return decision
 
     def _failed(self, stream_id: str, exc: BaseException) -> None:
         if not self.fault.failing:
@@ -916,7 +1005,10 @@ class Engine:
                     reported=None if outcome.error is None else outcome.error.type,
                 )
                 outcome = msgspec.structs.replace(outcome, error=error)
-        now = self.clock.now()
+        now = self.clock.now()  # when it ended, whenever it is recorded
+        if not self._fires_out.is_set():
+            # Before the job's lock is taken: the tick's fire of this same job must not wait.
+            await self._fires_out.wait()
         dispatched_at = outcome.dispatched_at or self._handed.get(request.execution_id)
         finished = await self._command(
             request.job_id,
