@@ -34,13 +34,18 @@
   // extension had to make anew (the server restarted, a proxy answered 502) starts from "now".
   // So after any loss every live part fetches itself again: nothing stays stale, and where the
   // session is gone (a restart signs everyone out) that fetch is answered with the sign-in page.
+  // A part the stream sends whole (sse-swap) fetches itself on "live-refresh".
   let lost = false;
   let retry = null;
   function refreshAll() {
+    if (!window.htmx) return;
     document.querySelectorAll("[hx-trigger*='sse:']").forEach((el) => {
       const first = el.getAttribute("hx-trigger").split(",").map((t) => t.trim())
         .find((t) => t.startsWith("sse:"));
-      if (first && window.htmx) window.htmx.trigger(el, first.split(" ")[0]);
+      if (first) window.htmx.trigger(el, first.split(" ")[0]);
+    });
+    document.querySelectorAll("[sse-swap][hx-trigger='live-refresh']").forEach((el) => {
+      window.htmx.trigger(el, "live-refresh");
     });
   }
   document.addEventListener("htmx:sseOpen", () => {
