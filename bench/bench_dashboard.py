@@ -777,13 +777,17 @@ def print_tables(result: dict[str, Any]) -> None:
                 str(f.get("messages_per_second_per_client") or "-"),
                 str(f.get("positions_per_second_per_client") or "-"),
                 f"{f.get('lag_p50_ms', '-')} / {f.get('lag_p99_ms', '-')}",
-                f"{f.get('cards_per_second_per_client', '-')},"
-                f" {f.get('card_kib_per_second_per_client', '-')}",
-                str(f.get("fragment_refreshes", "-")),
+                f"{_shown(f.get('cards_per_second_per_client'))},"
+                f" {_shown(f.get('card_kib_per_second_per_client'))}",
+                _shown(f.get("fragment_refreshes")),
                 f"{f.get('fragment_refresh_p50_ms') or '-'} /"
                 f" {f.get('fragment_refresh_p99_ms') or '-'}",
             )
         console.print(table)
+
+
+def _shown(value: Any) -> str:
+    return "-" if value is None else str(value)
 
 
 def positive(text: str) -> int:
