@@ -9,7 +9,7 @@ Run it from the repository root::
     .venv/bin/python -m bench.bench_dashboard --jobs 200 --executions 20000 --runs 1 \\
         --live-jobs 100 --window 5 --output /tmp/dashboard.json
 
-The figures are in BENCHMARKS.md, "Dashboard (2026-12-03)".
+The figures are in BENCHMARKS.md, "Dashboard (2026-12-03)" (and its 2026-12-05 sub-section).
 
 Render: a database with 10,000 jobs and 1,000,000 executions (bench_api's daily jobs, 3,010,000
 events) is written through ``append_batch`` with no projections attached, then ``open_store``
@@ -24,10 +24,13 @@ NoOpExecutor noting each dispatch instant, views folded behind the log in their 
 with ``--live-jobs`` interval jobs of 1 s (1,000 fires/s), and the Litestar app with the
 dashboard served by uvicorn on the same event loop. Another process, at the lowest priority
 (``nice 19``: the screens' browsers would run on other machines), holds ``--clients`` SSE
-streams on ``/live`` (httpx; in the refresh mode each client also fetches, for every message,
-the overview fragments whose ``hx-trigger`` names that topic, as the browser's htmx does).
-Modes, taking turns in fresh processes, ``--runs`` each (``--modes``): no dashboards, SSE
-only, SSE + fragment refresh; each run waits up to ``--quiet-wait`` s for a quiet machine.
+streams (httpx). Modes, taking turns in fresh processes, ``--runs`` each (``--modes``):
+``none``, no dashboards; ``sse``, streams on ``/live`` (topics only); ``sse+refresh``, streams
+on ``/live`` and, for every message, a fetch of each overview fragment showing that topic
+(``overview.SHOWS``), as the overview's htmx did until 2026-12-05; ``overview``, what the
+overview page does now: its own stream (the page's ``sse-connect``, ``/live/overview``), which
+sends the cards' HTML itself, plus a fetch for any element of the page whose ``hx-trigger``
+names a topic (none). Each run waits up to ``--quiet-wait`` s for a quiet machine.
 Measured over a window after a warm-up: the engine's dispatch lateness (p50/p99), the
 server's CPU, the SSE messages each client got per second, the log positions they covered per
 second (the events represented), and the lag from each group commit to the first message whose
@@ -94,11 +97,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # The issue's target: connected dashboards cost the engine under 10 % of its dispatch p99.
 COST_TARGET_PERCENT = 10.0
-MODES = ("none", "sse", "sse+refresh")
+MODES = ("none", "sse", "sse+refresh", "overview")
 MODE_LABELS = {
     "none": "no dashboards",
     "sse": "SSE streams only",
-    "sse+refresh": "SSE + fragment refresh (as htmx does)",
+    "sse+refresh": "SSE + fragment fetches (the overview until 2026-12-05)",
+    "overview": "overview stream, cards pushed (the overview now)",
 }
 
 console = Console() if sys.stdout.isatty() else Console(width=150)
@@ -413,29 +417,38 @@ def _profile_text(profiler: Any) -> str:
 
 
 async def sse_clients(spec: LiveSpec) -> dict[str, Any]:
-    """``spec.clients`` SSE streams on /live until the window's end (+1 s); with refresh, each
-    message makes its client fetch the overview fragments listening for that topic."""
-    refresh = spec.mode == "sse+refresh"
+    """``spec.clients`` SSE streams until the window's end (+1 s); each message makes its
+    client fetch the fragments listening for its topic (``listeners``, by mode)."""
+    from lablink.dashboard.overview import SHOWS
+
     base = f"http://{HOST}:{spec.port}"
     end = spec.first + spec.warmup + spec.window + 1.0
     limits = httpx.Limits(max_connections=spec.clients * 4)
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
         listeners: dict[str, list[str]] = {}
-        if refresh:
+        stream = "/live"
+        if spec.mode == "sse+refresh":
+            for card, topics in SHOWS.items():
+                for topic in topics:
+                    listeners.setdefault(topic, []).append(f"/fragments/overview/{card}")
+        elif spec.mode == "overview":
             page = (await client.get("/")).text
+            connect = re.search(r'sse-connect="([^"]+)"', page)
+            stream = connect.group(1) if connect else stream
             for element in re.finditer(r"<[^>]*hx-get=\"([^\"]+)\"[^>]*>", page):
                 for topic in re.findall(r"sse:(\w+)", element.group(0)):
                     listeners.setdefault(topic, []).append(element.group(1))
         results = await asyncio.gather(
-            *(_one_client(client, listeners, end) for _ in range(spec.clients))
+            *(_one_client(client, stream, listeners, end) for _ in range(spec.clients))
         )
-    return {"clients": results, "listeners": listeners}
+    return {"clients": results, "listeners": listeners, "stream": stream}
 
 
 async def _one_client(
-    client: httpx.AsyncClient, listeners: dict[str, list[str]], end: float
+    client: httpx.AsyncClient, stream: str, listeners: dict[str, list[str]], end: float
 ) -> dict[str, Any]:
     messages: list[tuple[float, str, int]] = []  # (received, event, id)
+    cards: list[tuple[float, int]] = []  # (received, bytes of HTML) of the pushed cards
     refreshes: list[float] = []
     busy: set[str] = set()
 
@@ -454,27 +467,31 @@ async def _one_client(
     tasks: set[asyncio.Task[None]] = set()
 
     async def read() -> None:
-        async with client.stream("GET", "/live") as response:
-            event, ident = "message", None
+        async with client.stream("GET", stream) as response:
+            event, ident, size = "message", None, 0
             async for line in response.aiter_lines():
                 if line.startswith("event:"):
                     event = line[6:].strip()
                 elif line.startswith("id:"):
                     ident = line[3:].strip()
+                elif line.startswith("data:"):
+                    size += len(line) - 5
                 elif line == "":
-                    if ident is not None and ident.isdigit():
+                    if event.startswith("card-"):
+                        cards.append((time.time(), size))
+                    elif ident is not None and ident.isdigit():
                         messages.append((time.time(), event, int(ident)))
                         for url in listeners.get(event, ()):
                             task = asyncio.create_task(fetch(url))
                             tasks.add(task)
                             task.add_done_callback(tasks.discard)
-                    event, ident = "message", None
+                    event, ident, size = "message", None, 0
 
     reader = asyncio.create_task(read())
     await asyncio.sleep(max(0.0, end - time.time()))
     reader.cancel()
     await asyncio.gather(reader, *tasks, return_exceptions=True)
-    return {"messages": messages, "refresh_seconds": refreshes}
+    return {"messages": messages, "cards": cards, "refresh_seconds": refreshes}
 
 
 def _worker_entry(kind: str, spec_path: str) -> None:
@@ -559,6 +576,7 @@ def run_live(settings: Settings, mode: str, tmp: Path, run: int) -> dict[str, An
         seen = json.loads((directory / "clients.json").read_text())
         out.update(sse_figures(engine, seen["clients"], settings.window))
         out["listeners"] = seen["listeners"]
+        out["stream"] = seen["stream"]
     return out
 
 
@@ -568,7 +586,11 @@ def sse_figures(
     start, end = engine["start"], engine["end"]
     commits = engine["commits"]
     rates, covered, lags, refreshes = [], [], [], []
+    card_rates, card_bytes = [], []
     for client in clients:
+        pushed = [(t, n) for t, n in client.get("cards", []) if start <= t < end]
+        card_rates.append(len(pushed) / window)
+        card_bytes.append(sum(n for _, n in pushed) / window)
         topical = [(t, e, i) for t, e, i in client["messages"] if e not in ("hello", "tick")]
         inside = [m for m in topical if start <= m[0] < end]
         rates.append(len(inside) / window)
@@ -595,6 +617,8 @@ def sse_figures(
             "p99_ms": _ms(percentile(lags, 99)),
             "max_ms": _ms(lags[-1] if lags else None),
         },
+        "cards_per_second_per_client": round(statistics.median(card_rates), 2),
+        "card_kib_per_second_per_client": round(statistics.median(card_bytes) / 1024.0, 1),
         "fragment_refreshes": len(refreshes),
         "fragment_refresh_p50_ms": _ms(percentile(refreshes, 50)),
         "fragment_refresh_p99_ms": _ms(percentile(refreshes, 99)),
@@ -622,6 +646,9 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "messages_per_second_per_client",
         "messages_per_second_all_clients",
         "positions_per_second_per_client",
+        "cards_per_second_per_client",
+        "card_kib_per_second_per_client",
+        "fragment_refreshes",
         "fragment_refresh_p50_ms",
         "fragment_refresh_p99_ms",
     ):
@@ -735,6 +762,8 @@ def print_tables(result: dict[str, Any]) -> None:
             "msgs/s per client",
             "positions/s per client",
             "commit→message p50/p99 ms",
+            "cards/s, KiB/s per client",
+            "fetches per run",
             "refresh p50/p99 ms",
         )
         for column in columns:
@@ -748,10 +777,17 @@ def print_tables(result: dict[str, Any]) -> None:
                 str(f.get("messages_per_second_per_client") or "-"),
                 str(f.get("positions_per_second_per_client") or "-"),
                 f"{f.get('lag_p50_ms', '-')} / {f.get('lag_p99_ms', '-')}",
+                f"{_shown(f.get('cards_per_second_per_client'))},"
+                f" {_shown(f.get('card_kib_per_second_per_client'))}",
+                _shown(f.get("fragment_refreshes")),
                 f"{f.get('fragment_refresh_p50_ms') or '-'} /"
                 f" {f.get('fragment_refresh_p99_ms') or '-'}",
             )
         console.print(table)
+
+
+def _shown(value: Any) -> str:
+    return "-" if value is None else str(value)
 
 
 def positive(text: str) -> int:

@@ -1,21 +1,21 @@
 """The overview: the screen left open on the lab's wall.
 
-Each card is a fragment of its own under ``/fragments/overview/<card>``, fetched again when
-the live stream (live.py) names a topic the card shows: today's figures and the running
-executions on ``executions``, the timeline on ``schedules`` (job definitions, not fires),
-the alarms on ``alarms``, the instruments on ``equipment``; and on ``tick`` whatever
-changes without an event (health, last seen, the timeline's window moving on). Every read
-is the API's own query over the views.
+Each card is a fragment of its own, sent anew by the page's live stream (pushed.py) when it
+names a topic the card shows (``SHOWS``): today's figures and the running executions on
+``executions``, the timeline on ``schedules`` (job definitions, not fires), the alarms on
+``alarms``, the instruments on ``equipment``; and on ``tick`` whatever changes without an
+event (health, last seen, the timeline's window moving on). ``/fragments/overview/<card>``
+serves the same HTML to a page that lost its stream. Every read is the API's own query over
+the views.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 from datetime import datetime
 from typing import Any
 
-from litestar import Controller, MediaType, Request, get
+from litestar import Controller, Litestar, MediaType, Request, get
 from litestar.params import FromPath
 from litestar.response import Response, Template
 
@@ -158,13 +158,30 @@ CARDS = {
 
 TEMPLATES = {"today": "fragments/today.html"}
 
+# The topics of the live stream (live.py) each card shows: a message naming one brings the
+# card anew (pushed.py); ``tick``: what changes without an event (health, last seen, elapsed
+# times, the timeline's window).
+SHOWS: dict[str, tuple[str, ...]] = {
+    "today": ("executions", "jobs", "tick"),
+    "health": ("equipment", "tick"),
+    "alarms": ("alarms",),
+    "running": ("executions", "tick"),
+    "instruments": ("equipment", "executions", "tick"),
+    "failures": ("executions",),
+    "timeline": ("schedules", "tick"),
+}
 
-def card_data(request: Request[Any, Any, Any], name: str) -> dict[str, Any]:
+
+def template_of(name: str) -> str:
+    return TEMPLATES.get(name, f"fragments/overview_{name}.html")
+
+
+def card_data(app: Litestar, name: str) -> dict[str, Any]:
     """What a card shows, read once per log position and clock second for every screen: all
     of them ask for the same card on the same SSE message, and 20 screens reading it 20 times
     cost the engine's loop more than the issue's target allows (BENCHMARKS.md, "Dashboard")."""
-    context = _context(request)
-    memo: dict[str, tuple[tuple[int, int], dict[str, Any]]] = request.app.state.setdefault(
+    context: ApiContext = app.state["context"]
+    memo: dict[str, tuple[tuple[int, int], dict[str, Any]]] = app.state.setdefault(
         "overview_cards", {}
     )
     key = _moment(context)
@@ -181,50 +198,51 @@ def _moment(context: ApiContext) -> tuple[int, int]:
     return (folded_position(context), int(context.clock.now().timestamp()))
 
 
-# Cards whose fragment carries a form, with each screen's own CSRF token: rendered per screen
-# (and any other whose template names the token: ``_per_screen``).
-PER_SCREEN = {"alarms"}
+def _no_token(*_: Any) -> str:
+    raise RuntimeError(
+        "a card rendered for every screen cannot carry one screen's CSRF token: "
+        "its forms send it in htmx's header (base.html's hx-headers)"
+    )
 
 
-@functools.cache
-def _names_csrf(engine: Any, template_name: str) -> bool:
-    source, _, _ = engine.engine.loader.get_source(engine.engine, template_name)
-    return "csrf" in source
+def render_card(app: Litestar, name: str, can_write: bool) -> str:
+    """A card as every screen of a role sees it: nothing of one screen in it (``shared``: its
+    forms leave the CSRF token to htmx's header; a template asking for the token fails)."""
+    engine = app.template_engine
+    if engine is None:
+        raise RuntimeError("the dashboard's templates are not configured")
+    template = engine.get_template(template_of(name))
+    html: str = template.render(
+        can_write=can_write, shared=True, csrf_token=_no_token, **card_data(app, name)
+    )
+    return html
 
 
 def shared_card(request: Request[Any, Any, Any], name: str) -> Response[Any]:
-    """A card without a form, rendered once per log position, clock second and role for every
-    screen that asks: rendering, not only reading, is what the screens cost (20 screens
-    rendering the 100-row table of running executions each second took a fifth of the
-    engine's loop at 1,000 fires/s)."""
-    engine = request.app.template_engine
-    template_name = TEMPLATES.get(name, f"fragments/overview_{name}.html")
-    if name in PER_SCREEN or engine is None or _names_csrf(engine, template_name):
-        return _card(request, name)
-    identity = signed_in(request)
-    can_write = identity.allows("operator")
+    """A card rendered once per log position, clock second and role for every screen that
+    fetches it: rendering, not only reading, is what the screens cost (20 screens rendering
+    the 100-row table of running executions each second took a fifth of the engine's loop
+    at 1,000 fires/s). The overview's own stream sends the cards without a fetch (pushed.py);
+    a screen fetches one when its stream was lost."""
+    can_write = signed_in(request).allows("operator")
     key = (*_moment(_context(request)), can_write)
     memo: dict[str, tuple[tuple[int, int, bool], str]] = request.app.state.setdefault(
         "overview_html", {}
     )
     hit = memo.get(name)
     if hit is None or hit[0] != key:
-        template = engine.get_template(template_name)
-        html = template.render(
-            identity=identity, can_write=can_write, request=request, **card_data(request, name)
-        )
-        hit = memo[name] = (key, html)
+        hit = memo[name] = (key, render_card(request.app, name, can_write))
     return Response(content=hit[1], media_type=MediaType.HTML)
 
 
 def _card(request: Request[Any, Any, Any], name: str, **extra: Any) -> Template:
     identity = signed_in(request)
     return Template(
-        template_name=TEMPLATES.get(name, f"fragments/overview_{name}.html"),
+        template_name=template_of(name),
         context={
             "identity": identity,
             "can_write": identity.allows("operator"),
-            **card_data(request, name),
+            **card_data(request.app, name),
             **extra,
         },
     )

@@ -25,6 +25,7 @@ from lablink.api.consistency import SETTLES_ITSELF
 from lablink.dashboard.live import LiveController
 from lablink.dashboard.overview import OverviewController
 from lablink.dashboard.pages import PAGE_CONTROLLERS
+from lablink.dashboard.pushed import OverviewLiveController
 from lablink.dashboard.rendering import register_filters
 from lablink.dashboard.requests import views_behind_page
 from lablink.dashboard.session import (
@@ -77,7 +78,13 @@ def csrf_config(secret: str | None = None) -> CSRFConfig:
 def dashboard_router(secret: str | None = None) -> Router:
     return Router(
         path="/",
-        route_handlers=[SessionController, LiveController, OverviewController, *PAGE_CONTROLLERS],
+        route_handlers=[
+            SessionController,
+            LiveController,
+            OverviewController,
+            OverviewLiveController,
+            *PAGE_CONTROLLERS,
+        ],
         middleware=[DefineMiddleware(CSRFMiddleware, config=csrf_config(secret))],
         guards=[page_guard],
         exception_handlers={

@@ -1,6 +1,7 @@
 """What live screens cost the server (issue 16's benchmark, BENCHMARKS.md "Dashboard"): a fire
 does not make the timeline recompute, and the screens that refresh the same overview card on
-the same message share one read of it. In-process through the real app."""
+the same message share one read and one rendering of it. In-process through the real app
+(the overview's stream, which sends the cards itself: test_overview_stream.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from lablink.dashboard import overview
 from lablink.dashboard.live import topics_of
+from tests.dashboard.test_overview import raise_alarm
 from tests.support.harness import Harness, api_client
 
 SCREENS = 20
@@ -94,6 +96,7 @@ async def test_screens_share_one_render_of_a_card_without_a_form(
 ) -> None:
     from litestar.plugins.jinja import JinjaTemplateEngine
 
+    await raise_alarm(harness)
     harness.service.create_job(JOB, "alice")
     fetched: list[str] = []
     real = JinjaTemplateEngine.get_template
@@ -111,7 +114,11 @@ async def test_screens_share_one_render_of_a_card_without_a_form(
     assert answers[0].headers["content-type"].startswith("text/html")
     assert fetched.count("fragments/overview_failures.html") == 1
 
-    # The alarms card carries forms with each screen's own CSRF token: never shared.
+    # The alarms card's forms carry no screen's own CSRF token (htmx sends it in a header):
+    # shared as well, with nothing of one screen in it.
     fetched.clear()
-    await asyncio.gather(*(web.get("/fragments/overview/alarms") for _ in range(3)))
-    assert fetched.count("fragments/overview_alarms.html") == 3
+    alarms = await asyncio.gather(*(web.get("/fragments/overview/alarms") for _ in range(3)))
+    assert fetched.count("fragments/overview_alarms.html") == 1
+    assert len({a.text for a in alarms}) == 1
+    assert "<form" in alarms[0].text
+    assert "_csrf_token" not in alarms[0].text

@@ -8,7 +8,7 @@ fields, path ids and query strings, signed in as admin with a valid CSRF token; 
 must be below 500, and the log may grow only on a 2xx/3xx answer to a POST. Then the guards
 that stand in front of every route: a foreign Host or Origin is refused (the API's
 BrowserGuard sits on the whole app), a POST without the CSRF token or with a wrong one is a
-403 that writes nothing, and /live without a session is a redirect, not a stream.
+403 that writes nothing, and a live stream without a session is a redirect, not a stream.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from tests.support.harness import Harness, api_client
 EXAMPLES = 400
 # The stream never ends: it is checked on its own below, and signing out would end the
 # session every later example needs.
-NOT_FUZZED = {"/live", "/signout"}
+STREAMS = ("/live", "/live/overview")
+NOT_FUZZED = {*STREAMS, "/signout"}
 PARAMETER = re.compile(r"\{(\w+)(?::\w+)?\}")
 READ = re.compile(
     r"(?:query_params|params|query|form|data)\.(?:get|getall|getlist|getone)\(\s*[\"'](\w+)[\"']"
@@ -345,7 +346,7 @@ def get_urls() -> Iterator[str]:
 
 
 async def test_a_foreign_host_is_refused_on_every_dashboard_route(admin: Signed) -> None:
-    for url in [*get_urls(), "/live"]:
+    for url in [*get_urls(), *STREAMS]:
         response = await admin.web.get(url, headers={"Host": "evil.example"})
         assert response.status_code == 400, (url, response.status_code)
         assert "evil.example" in response.text
@@ -412,17 +413,18 @@ async def test_a_post_without_the_right_csrf_token_is_a_403_that_writes_nothing(
 
 
 async def test_live_without_a_session_is_not_a_stream(harness: Harness) -> None:
-    async with api_client(harness, auth=True, dashboard=True) as web:
-        # In-process, a stream never completes: a bound turns that into a failure, not a hang.
-        page = await asyncio.wait_for(web.get("/live"), 10)
-        assert page.status_code == 303
-        assert page.headers["location"].startswith("/signin")
-        assert "text/event-stream" not in page.headers.get("content-type", "")
-        htmx = await asyncio.wait_for(web.get("/live", headers={"HX-Request": "true"}), 10)
-        assert htmx.status_code == 401
-        assert "text/event-stream" not in htmx.headers.get("content-type", "")
-        # A forged or stale cookie is no session either.
-        web.cookies.set("lablink_session", "forged")
-        forged = await asyncio.wait_for(web.get("/live"), 10)
-        assert forged.status_code == 303
-        assert "text/event-stream" not in forged.headers.get("content-type", "")
+    for stream in STREAMS:
+        async with api_client(harness, auth=True, dashboard=True) as web:
+            # In-process, a stream never completes: a bound turns that into a failure, not a hang.
+            page = await asyncio.wait_for(web.get(stream), 10)
+            assert page.status_code == 303
+            assert page.headers["location"].startswith("/signin")
+            assert "text/event-stream" not in page.headers.get("content-type", "")
+            htmx = await asyncio.wait_for(web.get(stream, headers={"HX-Request": "true"}), 10)
+            assert htmx.status_code == 401
+            assert "text/event-stream" not in htmx.headers.get("content-type", "")
+            # A forged or stale cookie is no session either.
+            web.cookies.set("lablink_session", "forged")
+            forged = await asyncio.wait_for(web.get(stream), 10)
+            assert forged.status_code == 303
+            assert "text/event-stream" not in forged.headers.get("content-type", "")

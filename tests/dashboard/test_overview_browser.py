@@ -60,6 +60,9 @@ def test_a_failing_job_raises_an_alarm_live_and_it_is_acknowledged_there(
     expect(page.locator("#live-state")).to_have_attribute("data-state", "open")
     expect(page.locator("#alarms")).to_contain_text("No active alarm")
     mark(page)
+    # The cards come in the overview's stream: the page fetches none of them.
+    fetched: list[str] = []
+    page.on("request", lambda r: fetched.append(r.url) if "/fragments/overview/" in r.url else None)
 
     api = lab.api()
     refused = api.post("/api/scheduler/jobs/create", json=UNKNOWN_COMMAND)
@@ -110,6 +113,7 @@ def test_a_failing_job_raises_an_alarm_live_and_it_is_acknowledged_there(
     shown = api.get(f"/api/alarms/{alarm_id}").json()["alarm"]
     assert shown["state"] == "acknowledged"
     assert shown["acknowledged"]["by"] == "admin"
+    assert fetched == []
 
 
 def write_lab_toml(path: Path, agent_dir: Path) -> Path:

@@ -100,10 +100,12 @@ async def fire(h: Harness, job_id: str, count: int) -> list[str]:
 
 @contextlib.asynccontextmanager
 async def served(
-    harness: Harness, *, auth: bool = True, data: DataBucket | None = None
+    harness: Harness, *, auth: bool = True, data: DataBucket | None = None, dashboard: bool = False
 ) -> AsyncIterator[str]:
     """The real app over the harness's engine, served by uvicorn on a free loopback port on
-    the test's own loop: for real clients (``lablink results``, curl) in child processes."""
+    the test's own loop: for real clients (``lablink results``, curl) in child processes, or
+    a stream that never ends (httpx's in-process transport waits for a response's end).
+    ``dashboard``: mount the web pages too, as `lablink serve` does."""
     import uvicorn
 
     from lablink.api.app import create_app
@@ -123,8 +125,17 @@ async def served(
         auth_enabled=auth,
         data=data,
     )
+    plugins = []
+    if dashboard:
+        from lablink.dashboard.plugin import DashboardPlugin
+
+        plugins.append(DashboardPlugin())
     config = uvicorn.Config(
-        create_app(context), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        create_app(context, plugins=plugins),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())

@@ -34,13 +34,18 @@
   // extension had to make anew (the server restarted, a proxy answered 502) starts from "now".
   // So after any loss every live part fetches itself again: nothing stays stale, and where the
   // session is gone (a restart signs everyone out) that fetch is answered with the sign-in page.
+  // A part the stream sends whole (sse-swap) fetches itself on "live-refresh".
   let lost = false;
   let retry = null;
   function refreshAll() {
+    if (!window.htmx) return;
     document.querySelectorAll("[hx-trigger*='sse:']").forEach((el) => {
       const first = el.getAttribute("hx-trigger").split(",").map((t) => t.trim())
         .find((t) => t.startsWith("sse:"));
-      if (first && window.htmx) window.htmx.trigger(el, first.split(" ")[0]);
+      if (first) window.htmx.trigger(el, first.split(" ")[0]);
+    });
+    document.querySelectorAll("[sse-swap][hx-trigger='live-refresh']").forEach((el) => {
+      window.htmx.trigger(el, "live-refresh");
     });
   }
   document.addEventListener("htmx:sseOpen", () => {
@@ -170,5 +175,57 @@
     const master = e.target.querySelector("input[data-select-all]");
     if (master) master.checked = boxes.length > 0 && boxes.every((b) => b.checked);
     ticked = null;
+  });
+})();
+
+// --- job form ---
+// Choosing a trigger or a type of job swaps in that choice's fields, drawn by the server from
+// the form as it was sent: whatever was typed while that answer was on its way would be
+// replaced by the older value. So the answer takes, before it is swapped in, the value each
+// of its fields holds now in the fields it replaces (by name); and when the choice itself
+// was changed again meanwhile, the fields drawn for the older one are asked for again.
+(function () {
+  "use strict";
+  function sameField(part, field) {
+    const found = [...part.querySelectorAll("input[name], select[name], textarea[name]")]
+      .filter((el) => el.name === field.name);
+    if (field.type === "checkbox" || field.type === "radio") {
+      return found.find((el) => el.value === field.value) || null;
+    }
+    return found[0] || null;
+  }
+
+  function carried(part, html) {
+    const answer = document.createElement("template");
+    answer.innerHTML = html;
+    answer.content.querySelectorAll("input[name], select[name], textarea[name]").forEach((field) => {
+      const now = sameField(part, field);
+      if (!now || field.type === "hidden") return;
+      if (field.type === "checkbox" || field.type === "radio") {
+        field.toggleAttribute("checked", now.checked);
+      } else if (field.tagName === "SELECT") {
+        const options = [...field.options];
+        if (!options.some((o) => o.value === now.value)) return;
+        options.forEach((o) => o.toggleAttribute("selected", o.value === now.value));
+      } else if (field.tagName === "TEXTAREA") {
+        field.textContent = now.value;
+      } else {
+        field.setAttribute("value", now.value);
+      }
+    });
+    return answer.innerHTML;
+  }
+
+  document.addEventListener("htmx:beforeSwap", (e) => {
+    const part = e.detail.target;
+    if (!e.detail.shouldSwap || !part || !part.matches("[data-drawn-for]")) return;
+    e.detail.serverResponse = carried(part, e.detail.serverResponse);
+  });
+  // After settling: htmx readies the new chooser (its hx-post) only then.
+  document.addEventListener("htmx:afterSettle", (e) => {
+    const part = e.target;
+    if (!(part instanceof Element) || !part.matches("[data-drawn-for]")) return;
+    const chooser = part.querySelector("select[hx-post]");
+    if (chooser && chooser.value !== part.dataset.drawnFor) window.htmx.trigger(chooser, "change");
   });
 })();
