@@ -201,12 +201,6 @@ class Engine:
         self._handed: dict[str, datetime] = {}
         self._job_locks: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
-        # Clear while a tick hands out its fires: outcomes are recorded once it has (fires
-        # first). With 1,000 jobs due at once, every outcome recorded between two chunks of
-        # fires made the later chunks wait for it: an outcome may wait for the tick, a due
-        # fire should not wait for outcomes.
-        self._fires_out = asyncio.Event()
-        self._fires_out.set()
         self._stopped = asyncio.Event()
         self._loop_done = asyncio.Event()
         self._watch: Watch | None = None
@@ -570,7 +564,6 @@ class Engine:
         due = self.timers.pop_due(now)
         if due:
             handling: list[asyncio.Task[RecordingFailed | None]] = []
-            self._fires_out.clear()
             try:
                 for begin in range(0, len(due), CHUNK_TIMERS):
                     chunk = due[begin : begin + CHUNK_TIMERS]
@@ -593,8 +586,6 @@ class Engine:
                 for task in handling:  # as gather would: cancelled with the tick
                     task.cancel()
                 raise
-            finally:
-                self._fires_out.set()
             failed = next((f for f in failures if f is not None), None)
             if failed is not None:
                 raise failed
@@ -1005,10 +996,7 @@ class Engine:
                     reported=None if outcome.error is None else outcome.error.type,
                 )
                 outcome = msgspec.structs.replace(outcome, error=error)
-        now = self.clock.now()  # when it ended, whenever it is recorded
-        if not self._fires_out.is_set():
-            # Before the job's lock is taken: the tick's fire of this same job must not wait.
-            await self._fires_out.wait()
+        now = self.clock.now()
         dispatched_at = outcome.dispatched_at or self._handed.get(request.execution_id)
         finished = await self._command(
             request.job_id,
