@@ -7,29 +7,28 @@ middleware on the engine's event loop: 20 screens made about 100 a second at 1,0
 second, and that, not the stream, is what cost the engine's dispatch p99 (BENCHMARKS.md,
 "Dashboard"). Sent in the stream, a card costs no request at all.
 
-Rendered once for every screen: the streams take their cards from the newest *frame*, made at
-most once per throttle period at the position the views had folded then; a stream's message
-says that frame's position as its id (what it covers: ``Last-Event-ID`` resumes from there and
-misses nothing), and each card of a frame is rendered once per role (a viewer's card has no
-write buttons). No card holds anything of one screen: its forms send the CSRF token in htmx's
-header (overview.render_card).
+Rendered once for every screen: the streams send the cards of the *frame* whose topics they
+send (frames.py, shared with ``/live``), each card of a frame rendered once per role (a
+viewer's card has no write buttons) and encoded once; a tick's cards, once per role, clock
+second and folded position. No card holds anything of one screen: its forms send the CSRF
+token in htmx's header (overview.render_card).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from litestar import Controller, Litestar, Request, get
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from lablink.dashboard import overview
-from lablink.dashboard.live import THROTTLE_SECONDS, stream
+from lablink.dashboard.frames import Frame
+from lablink.dashboard.live import stream
 from lablink.dashboard.requests import VIEW
 from lablink.dashboard.session import signed_in
 
-STATE_KEY = "overview_frames"
+STATE_KEY = "overview_cards_drawn"
 
 
 def event_of(card: str) -> str:
@@ -37,73 +36,60 @@ def event_of(card: str) -> str:
     return f"card-{card}"
 
 
-@dataclass
-class Frame:
-    """The cards as of one moment: ``position`` folded, ``made`` by the streams' clock."""
-
-    position: int
-    made: float
-    html: dict[tuple[str, bool], str] = field(default_factory=dict)
-
-
-class Frames:
-    """The newest frame, shared by every overview stream of the app; ``render(card,
-    can_write)`` draws a card as it is now."""
+class Cards:
+    """The overview's cards for every screen of an app; ``render(card, can_write)`` draws a
+    card as it is now."""
 
     def __init__(self, render: Callable[[str, bool], str]) -> None:
         self.render = render
-        self.newest: Frame | None = None
+        # A tick's drawings: (folded, clock second) and the cards drawn then.
+        self.ticked: tuple[tuple[int, int], dict[Hashable, Any]] | None = None
 
-    def frame(self, folded: int, now: float, *, after: int | None = None) -> Frame:
-        """The newest frame while it is younger than the throttle period (and covers more
-        than ``after``), else a new one at ``folded``."""
-        found = self.newest
-        if (
-            found is None
-            or not 0 <= now - found.made < THROTTLE_SECONDS
-            or (after is not None and found.position <= after)
-        ):
-            found = self.newest = Frame(position=folded, made=now)
+    def html(
+        self, frame: Frame | None, card: str, can_write: bool, *, folded: int = 0, now: float = 0
+    ) -> str:
+        """A card drawn once per frame and role, or for a tick (``frame`` None), once per
+        folded position, clock second and role."""
+        if frame is not None:
+            drawn = frame.drawn
+        else:
+            moment = (folded, int(now))
+            if self.ticked is None or self.ticked[0] != moment:
+                self.ticked = (moment, {})
+            drawn = self.ticked[1]
+        key = (card, can_write)
+        found: str | None = drawn.get(key)
+        if found is None:
+            found = drawn[key] = self.render(card, can_write)
         return found
 
-    def html(self, frame: Frame, card: str, can_write: bool) -> str:
-        key = (card, can_write)
-        drawn = frame.html.get(key)
-        if drawn is None:
-            drawn = frame.html[key] = self.render(card, can_write)
-        return drawn
 
-
-def frames_of(app: Litestar) -> Frames:
-    found: Frames | None = app.state.get(STATE_KEY)
+def cards_of(app: Litestar) -> Cards:
+    found: Cards | None = app.state.get(STATE_KEY)
     if found is None:
-        found = app.state[STATE_KEY] = Frames(
+        found = app.state[STATE_KEY] = Cards(
             lambda card, can_write: overview.render_card(app, card, can_write)
         )
     return found
 
 
 class OverviewCards:
-    """live.Pushed for one screen: the cards of the shared frames, as its role sees them."""
+    """live.Pushed for one screen: the shared cards, as its role sees them."""
 
-    def __init__(self, frames: Frames, *, can_write: bool) -> None:
-        self.frames = frames
+    def __init__(self, cards: Cards, *, can_write: bool) -> None:
+        self.cards = cards
         self.can_write = can_write
 
-    def upto(self, folded: int, after: int, now: float) -> int:
-        return self.frames.frame(folded, now, after=after).position
-
     def messages(
-        self, topics: Sequence[str], position: int, folded: int, now: float
+        self, topics: Sequence[str], position: int, frame: Frame | None, folded: int, now: float
     ) -> list[ServerSentEventMessage]:
         named = set(topics)
         if not named:
             return []
-        frame = self.frames.frame(folded, now)
         return [
             ServerSentEventMessage(
                 event=event_of(card),
-                data=self.frames.html(frame, card, self.can_write),
+                data=self.cards.html(frame, card, self.can_write, folded=folded, now=now),
                 id=str(position),
             )
             for card, shows in overview.SHOWS.items()
@@ -118,4 +104,4 @@ class OverviewLiveController(Controller):
     @get("/", opt=VIEW)
     async def live(self, request: Request[Any, Any, Any]) -> ServerSentEvent:
         can_write = signed_in(request).allows("operator")
-        return stream(request, OverviewCards(frames_of(request.app), can_write=can_write))
+        return stream(request, OverviewCards(cards_of(request.app), can_write=can_write))

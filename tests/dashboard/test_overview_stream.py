@@ -2,8 +2,8 @@
 from uvicorn on a loopback port, over the harness's engine): a change comes as the topics and
 then the rendered HTML of each card showing them, with the log position as id, resumed after
 Last-Event-ID; a viewer's cards have no write controls while an operator's do (and those
-forms work with the token in htmx's header alone); the cards are rendered once per frame
-and role for every screen."""
+forms work with the token in htmx's header alone). That the cards are rendered once per frame
+and role for every screen: test_live_frames.py."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import httpx
 
 from lablink.dashboard import overview
-from lablink.dashboard.live import THROTTLE_SECONDS
-from lablink.dashboard.pushed import Frames, event_of
+from lablink.dashboard.pushed import event_of
 from tests.dashboard.test_overview import MEASURE, raise_alarm
 from tests.dashboard.test_session import csrf, new_key, sign_in
 from tests.support.harness import Harness, api_client
@@ -170,31 +169,6 @@ async def test_a_viewers_cards_have_no_write_controls_an_operators_work_by_heade
             f"/alarms/{alarm_id}/clear", data={}, headers={"HX-Request": "true"}
         )
         assert refused.status_code == 403
-
-
-def test_every_screen_takes_its_cards_from_one_rendering_per_frame_and_role() -> None:
-    drawn: list[tuple[str, bool]] = []
-
-    def render(card: str, can_write: bool) -> str:
-        drawn.append((card, can_write))
-        return f"{card} {can_write} {len(drawn)}"
-
-    frames = Frames(render)
-    first = frames.frame(10, now=100.0, after=5)
-    # Other screens within the throttle period, wherever their last message was: the same.
-    assert frames.frame(12, now=100.4, after=5) is first
-    assert frames.frame(15, now=100.9, after=7) is first
-    html = {frames.html(first, "running", True) for _ in range(20)}
-    assert len(html) == 1
-    assert frames.html(first, "running", False) != html.pop()  # a viewer's is its own
-    assert drawn == [("running", True), ("running", False)]
-    # A screen that has seen the frame's position already gets a new frame.
-    second = frames.frame(15, now=100.9, after=10)
-    assert second is not first
-    assert second.position == 15
-    # As does any screen once the period is over.
-    third = frames.frame(20, now=100.9 + THROTTLE_SECONDS, after=2)
-    assert (third.position, third is second) == (20, False)
 
 
 async def test_the_overview_swaps_in_each_card_its_stream_sends_and_fetches_none(
