@@ -140,6 +140,25 @@ class _Tracking:
         self.engine._failed(stream_id, error)
 
 
+@dataclass(slots=True)
+class _Finishing:
+    """An execution's end waiting for the next batch of ends (see ``_finish``): its job's
+    lock is held from the moment it was queued."""
+
+    job_id: str
+    decide: Decide
+    lock: asyncio.Lock
+    future: asyncio.Future[Decision | _Again | None]
+
+
+class _Again:
+    """The batch could not record it: its finisher goes the one-by-one way (``_command``),
+    which parks it while the log refuses writes."""
+
+
+AGAIN = _Again()
+
+
 @dataclass
 class _PendingStep:
     """A clock step being handled: interval jobs still to re-anchor, then its record."""
@@ -200,6 +219,10 @@ class Engine:
         # word (timed out, cancelled).
         self._handed: dict[str, datetime] = {}
         self._job_locks: dict[str, asyncio.Lock] = {}
+        # Ends of executions queued for the next batch (``_finish``), and the batches'
+        # tasks, kept referenced until they end.
+        self._finishing: list[_Finishing] = []
+        self._finish_batches: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._loop_done = asyncio.Event()
@@ -603,9 +626,7 @@ class Engine:
         locks: list[asyncio.Lock] = []
         alone: list[Timer] = []
         for timer in timers:
-            lock = self._job_locks.get(timer.job_id)
-            if lock is None:
-                lock = self._job_locks[timer.job_id] = asyncio.Lock()
+            lock = self._lock(timer.job_id)
             if lock.locked():
                 alone.append(timer)
                 continue
@@ -786,11 +807,14 @@ class Engine:
     async def _command_once(
         self, job_id: str, decide: Decide, actor: str | None, *, track: bool = True
     ) -> Decision | None:
+        async with self._lock(job_id):
+            return await self._command_locked(job_id, decide, actor, track)
+
+    def _lock(self, job_id: str) -> asyncio.Lock:
         lock = self._job_locks.get(job_id)
         if lock is None:
             lock = self._job_locks[job_id] = asyncio.Lock()
-        async with lock:
-            return await self._command_locked(job_id, decide, actor, track)
+        return lock
 
     async def _command_locked(
         self, job_id: str, decide: Decide, actor: str | None, track: bool
@@ -998,7 +1022,7 @@ class Engine:
                 outcome = msgspec.structs.replace(outcome, error=error)
         now = self.clock.now()
         dispatched_at = outcome.dispatched_at or self._handed.get(request.execution_id)
-        finished = await self._command(
+        finished = await self._finish(
             request.job_id,
             lambda s: decide_finish(
                 s,
@@ -1016,6 +1040,86 @@ class Engine:
         )
         if finished is not None:
             await self._blocked_alarm(finished)
+
+    async def _finish(self, job_id: str, decide: Decide) -> Decision | None:
+        """Record an execution's end with the other ends that came in the same turn of the
+        event loop: one pass through the write path and one wait for them all
+        (``GroupCommitHandler.handle_all``), as a chunk's fires go. With 1,000 jobs due at
+        once, their 1,000 ends arrive together, and one command each was the loop's other
+        half of the cost per fire.
+
+        The job's lock is taken at once, when the end is queued: an end that came before a
+        tick is recorded before that tick decides the job's next fire (the policies judge
+        what is still running). A job whose lock is held goes the one-by-one way."""
+        lock = self._lock(job_id)
+        if lock.locked() or self._stopping:
+            return await self._command(job_id, decide)
+        await lock.acquire()  # free: taken at once, without a turn of the loop
+        future: asyncio.Future[Decision | _Again | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._finishing.append(_Finishing(job_id, decide, lock, future))
+        if len(self._finishing) == 1:
+            # Its first step runs after every callback ready now: the ends that arrive in
+            # this turn of the event loop join the batch.
+            task = asyncio.create_task(self._record_finishes(), name="engine finishes")
+            self._finish_batches.add(task)
+            task.add_done_callback(self._finish_batches.discard)
+        result = await future
+        if isinstance(result, _Again):
+            return await self._command(job_id, decide)
+        return result
+
+    async def _record_finishes(self) -> None:
+        batch, self._finishing = self._finishing, []
+        held = {id(entry): entry for entry in batch}
+
+        def settle(entry: _Finishing, result: Decision | _Again | None) -> None:
+            held.pop(id(entry)).lock.release()
+            if not entry.future.done():
+                entry.future.set_result(result)
+
+        try:
+            results = await self.writer.handle_all(
+                self.jobs,
+                [(entry.job_id, _with_time(entry.decide)) for entry in batch],
+                self.actor,
+                tracker=self._tracking,
+            )
+            for entry, result in zip(batch, results, strict=True):
+                if isinstance(result, Handled):
+                    decision = Decision(result.events, result.state)
+                    self._started(entry.job_id, decision)
+                    settle(entry, decision)
+                elif isinstance(result, StreamVersionConflict):
+                    # The stream moved (a client's change): decided again on what it holds
+                    # now, still under the lock, so no fire comes between.
+                    try:
+                        decision_or_none = await self._command_locked(
+                            entry.job_id, entry.decide, None, True
+                        )
+                    except RecordingFailed:
+                        settle(entry, AGAIN)
+                    else:
+                        settle(entry, decision_or_none)
+                elif isinstance(result, RecordingFailed):
+                    settle(entry, AGAIN)
+                else:
+                    held.pop(id(entry)).lock.release()
+                    if not entry.future.done():
+                        entry.future.set_exception(result)
+        except BaseException as exc:  # cancelled mid-write, or the write path broke
+            for entry in held.values():
+                if entry.future.done():
+                    continue
+                if isinstance(exc, Exception):
+                    entry.future.set_exception(exc)
+                else:
+                    entry.future.cancel()
+            raise
+        finally:
+            for entry in held.values():
+                entry.lock.release()
 
     async def record_late_result(
         self,
@@ -1105,6 +1209,15 @@ class Engine:
     def tasks(self) -> dict[str, asyncio.Task[None]]:
         """The execution tasks in flight, by execution id."""
         return dict(self._tasks)
+
+
+def _with_time(decide: Decide) -> Callable[[JobState, datetime], Decision]:
+    """A decision as the write path calls it (the engine's decisions hold their own time)."""
+
+    def decided(state: JobState, _: datetime) -> Decision:
+        return decide(state)
+
+    return decided
 
 
 def _reanchoring(step: ClockStep) -> Decide:
