@@ -68,6 +68,7 @@ async def measure(folder: Path, reports: int, executions: int) -> dict[str, Any]
             await msg.respond(encoder.encode(RunReply(status="accepted", agent_id="bench")))
 
         await nc.subscribe(run_subject(PSU), cb=on_run)
+        await nc.flush()
         jobs: dict[str, str] = {}
         for n in range(executions):
             job_id = lab.create(

@@ -263,22 +263,22 @@ async def test_a_run_timed_out_on_its_instrument_is_recorded_with_when_it_began_
             until=lambda q: q == QueueDepth(queued=1, running=1),
             what="the second run waiting for the instrument",
         )
-        due = max(at(r["started_at"]) for r in lab.rows("SELECT started_at FROM executions"))
-        await asyncio.sleep((due - datetime.now(UTC)).total_seconds() + 1.05)
+        started = [await lab.until(e, ("running",)) for e in (on, behind)]
+        due = max(at(r["started_at"]) for r in started) + timedelta(seconds=1)
+        await asyncio.sleep((due - datetime.now(UTC)).total_seconds() + 0.05)
         # The tick waits for the stops it makes; the held one's safe state waits for the port.
         ticking = asyncio.create_task(lab.engine.tick())
         rows = {e: await lab.until(e, ("timed_out",)) for e in (on, behind)}
         assert not held.opened.is_set()  # still on the instrument when its timeout was recorded
         held.opened.set()
         assert await ticking == 2
+
         # The agent's own word on each stopped run comes after, as its late result.
-        for execution_id in (on, behind):
-            await eventually(
-                lambda e=execution_id: lab.rows(
-                    "SELECT late_result FROM executions WHERE execution_id = ?", e
-                )[0]["late_result"],
-                what=f"the late result of {execution_id}",
-            )
+        def late_results() -> list[Any]:
+            sql = "SELECT late_result FROM executions WHERE execution_id IN (?, ?)"
+            return [r["late_result"] for r in lab.rows(sql, on, behind)]
+
+        await eventually(late_results, until=lambda late: all(late), what="both late results")
 
         timed_out = rows[on]
         began = at(timed_out["instrument_started_at"])
@@ -416,6 +416,45 @@ async def test_the_in_process_bench_stamps_the_instrument_times_around_its_excha
         assert at(history["last_instrument_ended_at"]) == at(row["instrument_ended_at"])
     finally:
         await scheduler.close()
+
+
+async def test_the_in_process_bench_records_when_a_timed_out_run_began_on_its_instrument(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """``LABLINK_NATS=off``: the executor reads its worker's stamp when the timeout is
+    recorded, while the operation is still on the instrument."""
+    held = Held("power_supply_1")
+    bench = open_simulated_bench(copy_bench(tmp_path / "bench"), wrap=held)
+    executor = InProcessExecutor(bench, tmp_path / "data", clock=clock)
+    scheduler = Scheduler(tmp_path / "scheduler.db", clock, executor)
+    await scheduler.engine.open([], [])
+    try:
+        held.opened.clear()
+        job = {"name": "t", "trigger_type": "interval", "interval_hours": 1, "enabled": False}
+        job_id = scheduler.service.create_job({**job, **MEASURE_PSU, "timeout_seconds": 5}, "t")
+        execution_id = await scheduler.engine.run_now(job_id)
+        began = clock.now()
+        await eventually(
+            lambda: executor.instrument_times(execution_id).started_at,
+            until=lambda stamped: stamped is not None,
+        )
+        clock.advance(6)
+        ticking = asyncio.create_task(scheduler.engine.tick())
+        (row,) = await eventually(
+            lambda: view_rows(
+                scheduler.path, "SELECT * FROM executions WHERE execution_id = ?", execution_id
+            ),
+            until=lambda rows: bool(rows) and rows[0]["status"] == "timed_out",
+        )
+        held.opened.set()  # the stop's safe state goes after the held exchange
+        assert await ticking == 1
+    finally:
+        held.opened.set()
+        await scheduler.close()
+        await executor.aclose()
+    assert at(row["instrument_started_at"]) == began
+    assert row["instrument_ended_at"] is None
+    assert at(row["completed_at"]) == began + timedelta(seconds=6)
 
 
 async def test_the_no_op_executor_records_its_dispatch_and_no_instrument(

@@ -54,6 +54,7 @@ class ProtocolAgent:
             await msg.respond(encoder.encode(RunReply(status="accepted", agent_id="protocol")))
 
         await self.nc.subscribe(run_subject(equipment_id), cb=on_run)
+        await self.nc.flush()  # subscribed on the server before any run request comes
 
     async def publish(self, reports: Sequence[Report]) -> None:
         """All of them without waiting, then their acknowledgements together."""
