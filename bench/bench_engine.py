@@ -89,7 +89,12 @@ from lablink.events import (
 )
 from lablink.eventstore import AppendRequest, SQLiteEventStore
 from lablink.eventstore.base import AppendOutcome, format_instant
-from lablink.instruments.execution import ExecutionRequest, Outcome, ProgressReport
+from lablink.instruments.execution import (
+    ExecutionRequest,
+    InstrumentTimes,
+    Outcome,
+    ProgressReport,
+)
 from lablink.logconfig import configure_logging
 from lablink.logstore import open_store
 from lablink.projections.follower import LAG_SAMPLES, Follower
@@ -424,6 +429,9 @@ class DispatchTimes:
 
     def describe_equipment(self, equipment_id: str) -> dict[str, Any]:
         return self.inner.describe_equipment(equipment_id)
+
+    def instrument_times(self, execution_id: str) -> InstrumentTimes:
+        return self.inner.instrument_times(execution_id)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

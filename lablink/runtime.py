@@ -265,6 +265,7 @@ class Runtime:
             await self.executor.follow_late_results(
                 self.engine.record_late_result, self.engine.record_data_stored
             )
+            self.executor.follow_progress(self.engine.record_progress)
         self.retention = RetentionPass(
             store,
             self.clock,

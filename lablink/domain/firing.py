@@ -20,7 +20,7 @@ Either way the work is bounded: a 1-second job down for a week writes a handful 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
@@ -41,6 +41,7 @@ from lablink.events import (
     ExecutionInterrupted,
     ExecutionLateResult,
     ExecutionMissed,
+    ExecutionProgressed,
     ExecutionQueued,
     ExecutionRequested,
     ExecutionSkipped,
@@ -588,6 +589,14 @@ def decide_finish(
     return Decision(events, _start_waiting(state, now, events, blocked))
 
 
+def decide_progress(state: JobState, reports: Sequence[ExecutionProgressed]) -> Decision:
+    """An executor's progress reports for this job, in the order they came: those of
+    executions still running are recorded; one whose execution already ended (its result
+    was recorded first, or it timed out) is not."""
+    running = state.running
+    return Decision([r for r in reports if r.execution_id in running], state)
+
+
 LateVerdict = Literal["late", "running", "foreign", "unknown"]
 
 
@@ -655,7 +664,13 @@ def decide_timeout(
     equipment: Mapping[str, Any] | None = None,
     dispatched_at: datetime | None = None,
     blocked: Block | None = None,
+    *,
+    instrument_started_at: datetime | None = None,
+    instrument_ended_at: datetime | None = None,
 ) -> Decision:
+    """Still running past timeout_seconds: timed out, with what the executor knew of the
+    instrument by then (a run stopped on its instrument shows when it began there, as a
+    completed one does; None for one that never reached it)."""
     if execution_id not in state.running or state.spec is None:
         return Decision([], state)
     events: list[AnyEvent] = []
@@ -680,6 +695,8 @@ def decide_timeout(
             started_at=started,
             timeout_seconds=limit,
             dispatched_at=dispatched_at,
+            instrument_started_at=instrument_started_at,
+            instrument_ended_at=instrument_ended_at,
         ),
         *alarm,
     )

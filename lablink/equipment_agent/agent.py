@@ -148,8 +148,8 @@ class Agent:
     _refusals: set[asyncio.Task[None]] = field(default_factory=set)
     # Run commands being accepted (or refused) and answered.
     _commands: set[asyncio.Task[None]] = field(default_factory=set)
-    # Each instrument's queue as its last presence said it.
-    _announced: dict[str, QueueDepth] = field(default_factory=dict)
+    # Each instrument's queue as its last presence said it, and which executions began on it.
+    _announced: dict[str, tuple[QueueDepth, frozenset[str]]] = field(default_factory=dict)
 
     @property
     def agent_id(self) -> str:
@@ -357,12 +357,20 @@ class Agent:
         assert self._ledger is not None
         execution_id = request.execution_id
 
+        running = self._running[execution_id]
+
         async def progress(fraction: float, message: str, data: dict[str, Any]) -> None:
+            # Progress comes from the operation, which has begun on the instrument by then.
+            began = running.ctx.started_at if running.ctx is not None else None
             await self._publish(
-                request, progress=fraction, message=message, data=data, required=False
+                request,
+                progress=fraction,
+                message=message,
+                data=data,
+                required=False,
+                instrument_started_at=began,
             )
 
-        running = self._running[execution_id]
         running.ctx = self._executor.context_for(request)
         running.inner = asyncio.create_task(
             self._executor.run(request, progress, profile_settings, ctx=running.ctx)
@@ -641,6 +649,7 @@ class Agent:
         data: dict[str, Any] | None = None,
         outcome: Outcome | None = None,
         required: bool,
+        instrument_started_at: datetime | None = None,
     ) -> None:
         assert self._ledger is not None
         seq = self._ledger.next_seq(request.execution_id)
@@ -655,6 +664,7 @@ class Agent:
             message=message,
             data=data or {},
             outcome=outcome,
+            instrument_started_at=instrument_started_at,
         )
         await self._publish_report(report, required=required)
 
@@ -730,6 +740,16 @@ class Agent:
             for eid, ids in accepted.items()
         }
 
+    def _began(self) -> dict[str, dict[str, datetime]]:
+        """Per instrument, the executions whose operation began on it and is not reported
+        finished, with when (this agent's clock, as their results will say)."""
+        began: dict[str, dict[str, datetime]] = {}
+        for execution_id, execution in self._running.items():
+            at = execution.ctx.started_at if execution.ctx is not None else None
+            if at is not None:
+                began.setdefault(execution.equipment_id, {})[execution_id] = at
+        return began
+
     async def _announce(
         self, *, state: str = "online", reason: str = "", changed_only: bool = False
     ) -> None:
@@ -738,10 +758,15 @@ class Agent:
         kinds = {i.id: i.kind for i in self.config.instruments}
         resources = {i.id: i.resource for i in self.config.instruments}
         queues = self.instrument_queues()
+        began = self._began()
         for session in self.bench.sessions():
             eid = session.equipment_id
             depth, accepted = queues.get(eid, (QueueDepth(), ()))
-            if changed_only and self._announced.get(eid) == depth:
+            started = began.get(eid, {})
+            # A start is news even when the depth is not: the worker takes a run a moment
+            # before its operation reads the clock.
+            said = (depth, frozenset(started))
+            if changed_only and self._announced.get(eid) == said:
                 continue
             presence = Presence(
                 equipment_id=eid,
@@ -754,9 +779,10 @@ class Agent:
                 queued=depth.queued,
                 reason=reason,
                 heartbeat_seconds=self.config.heartbeat_seconds,
+                started=started,
             )
             await self._nc.publish(presence_subject(eid), encoder.encode(presence))
-            self._announced[eid] = depth
+            self._announced[eid] = said
         if changed_only:
             return
         for eid, why in self.bench.offline.items():

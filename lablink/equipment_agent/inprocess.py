@@ -48,6 +48,7 @@ from lablink.instruments.context import Job, RunContext
 from lablink.instruments.errors import EquipmentError, EquipmentOffline
 from lablink.instruments.execution import (
     ExecutionRequest,
+    InstrumentTimes,
     Outcome,
     ProfileLookup,
     ProgressReport,
@@ -210,6 +211,13 @@ class InProcessExecutor:
             "resource": session.resource_name,
             "online": True,
         }
+
+    def instrument_times(self, execution_id: str) -> InstrumentTimes:
+        """As its worker stamped them so far (nothing while it waits for its instrument)."""
+        running = self._running.get(execution_id)
+        if running is None:
+            return InstrumentTimes()
+        return InstrumentTimes(running.ctx.started_at, running.ctx.ended_at)
 
     async def stop(self, execution_id: str) -> None:
         await self.halt(execution_id)

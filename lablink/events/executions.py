@@ -108,6 +108,12 @@ class ExecutionTimedOut(Event, frozen=True, kw_only=True, tag="execution.timed_o
     started_at: datetime | None = None
     timeout_seconds: float
     dispatched_at: datetime | None = None
+    # What the executor knew of the instrument when the timeout was recorded: when the
+    # operation began on it (its agent said so in a progress report or its presence), and
+    # when it ended (known only if it ended before its result came). None when it never
+    # reached the instrument, or in logs written before they were recorded.
+    instrument_started_at: datetime | None = None
+    instrument_ended_at: datetime | None = None
 
 
 class ExecutionCancelled(Event, frozen=True, kw_only=True, tag="execution.cancelled"):

@@ -8,13 +8,13 @@ both sides, so nothing converts it on the way.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 
-from lablink.events import ExecutionError, JobSpec
+from lablink.events import ExecutionError, ExecutionProgressed, JobSpec
 from lablink.instruments.errors import ProfileError
 
 
@@ -57,6 +57,18 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
 
 # Called by an executor while it works: progress in [0, 1], a message, optional data.
 ProgressReport = Callable[[float, str, dict[str, Any]], Awaitable[None]]
+# Records many executions' progress together, in order (``Engine.record_progress``): an
+# agent executor's reports of one fetch.
+ProgressBatch = Callable[[Sequence[ExecutionProgressed]], Awaitable[None]]
+
+
+class InstrumentTimes(NamedTuple):
+    """What an executor knows, while an execution runs, of its operation on the instrument
+    (the times of ``Outcome``, before the outcome): None for what it does not know."""
+
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
 
 # A profile's settings by profile id (None: no such profile).
 ProfileLookup = Callable[[str], Mapping[str, Any] | None]

@@ -161,6 +161,9 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     data: dict[str, Any] = msgspec.field(default_factory=dict)
     outcome: Outcome | None = None
     stored: StoredData | None = None
+    # On progress: when the operation began on the instrument (the agent's clock), so that
+    # a run that times out there is recorded with it. Older agents send none.
+    instrument_started_at: datetime | None = None
 
 
 class QueueDepth(NamedTuple):
@@ -183,7 +186,8 @@ class Presence(msgspec.Struct, frozen=True, kw_only=True):
     finished; ``queued`` says how many of them still wait for the instrument (the others
     began on it). The agent sends its presence every heartbeat, and sooner when the queue
     changed (at most every ``QUEUE_ANNOUNCE_SECONDS`` per instrument). An agent older than
-    ``queued`` sends 0: its queue reads as all running, the same depth."""
+    ``queued`` sends 0: its queue reads as all running, the same depth; one older than
+    ``started`` sends none."""
 
     equipment_id: str
     agent_id: str
@@ -195,6 +199,9 @@ class Presence(msgspec.Struct, frozen=True, kw_only=True):
     reason: str = ""
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
     queued: int = 0
+    # Of ``running``, those whose operation began on the instrument, with when (the agent's
+    # clock): how the scheduler knows it of an operation that reports no progress.
+    started: dict[str, datetime] = msgspec.field(default_factory=dict)
 
     @property
     def queue(self) -> QueueDepth:

@@ -170,7 +170,7 @@ def _final_fields(event: ExecutionEnded) -> Row:
                     "message": f"no result within timeout_seconds={event.timeout_seconds:g}",
                 }
             )
-            fields["dispatched_at"] = instant(event.dispatched_at)
+            fields.update(_times(event))
         case ExecutionCancelled():
             fields["message"] = event.reason
             fields["dispatched_at"] = instant(event.dispatched_at)
@@ -180,9 +180,9 @@ def _final_fields(event: ExecutionEnded) -> Row:
     return fields
 
 
-def _times(event: ExecutionSucceeded | ExecutionFailed) -> Row:
+def _times(event: ExecutionSucceeded | ExecutionFailed | ExecutionTimedOut) -> Row:
     """When the command was dispatched, and the instrument's own times, as recorded with the
-    result."""
+    result (or, timed out, as known when the timeout was)."""
     return {
         "dispatched_at": instant(event.dispatched_at),
         "instrument_started_at": instant(event.instrument_started_at),

@@ -111,7 +111,7 @@ class HistoryProjection:
                     row["duration_total"] += (ended.completed_at - ended.started_at).total_seconds()
                 if row["last_execution_id"] == ended.execution_id:
                     row["last_status"] = status
-                    # Only a result carries them (completed, failed).
+                    # A result carries them (completed, failed), and a timeout those known then.
                     row["last_instrument_started_at"] = instant(
                         getattr(ended, "instrument_started_at", None)
                     )

@@ -20,6 +20,13 @@ given to ``follow_late_results``: it is kept as a late result.
 Each execution's waiter completes exactly once: the first word (the agent's refusal, its
 result, or the loss of its heartbeat) stands and later ones change nothing.
 
+Progress reports are advisory and many (an acquisition sends about 20): those of one fetch
+(up to ``_FETCH_BATCH``) go to the recorder given to ``follow_progress``
+(``Engine.record_progress``) together, one group commit for all of them, and are acknowledged
+once it is durable. An execution's progress is recorded before its result is handed on. A
+progress report, or the instrument's presence, also says when the operation began on the
+instrument: a run that times out there is recorded with it (``instrument_times``).
+
 An acquisition's capture goes to the object store bucket ``LABLINK_DATA``, which ``start``
 creates (agents may only use it). When the agent's result says the upload is still
 ``pending_upload``, the agent's later report with ``stored`` set is handed to the recorder
@@ -35,7 +42,7 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -53,13 +60,15 @@ from lablink.bus.connection import close_nats, connect_nats, ensure_stream
 from lablink.bus.data_bucket import ensure_data_bucket
 from lablink.bus.options import NatsOptions
 from lablink.clock import Clock, SystemClock
-from lablink.events import DATA_BUCKET, ERROR_TYPES, ExecutionError
+from lablink.events import DATA_BUCKET, ERROR_TYPES, ExecutionError, ExecutionProgressed
 from lablink.health import Health
 from lablink.instruments.errors import EquipmentError
 from lablink.instruments.execution import (
     ExecutionRequest,
+    InstrumentTimes,
     Outcome,
     ProfileLookup,
+    ProgressBatch,
     ProgressReport,
     resolve_profile,
 )
@@ -146,6 +155,9 @@ class _Waiter:
     request: ExecutionRequest
     progress: ProgressReport
     outcome: asyncio.Future[Outcome]
+    # When its operation began on the instrument, once its agent said so (a progress
+    # report, or the instrument's presence).
+    instrument_started_at: datetime | None = None
 
     def settle(self, outcome: Outcome) -> bool:
         """Complete the wait, once: False (and nothing changes) when it already was."""
@@ -153,6 +165,24 @@ class _Waiter:
             return False
         self.outcome.set_result(outcome)
         return True
+
+
+@dataclass
+class _Fetched:
+    """The progress reports of one fetch not recorded yet (recorded together, then
+    acknowledged), and the executions they are for."""
+
+    reports: list[tuple[Msg, _Waiter, Report]] = field(default_factory=list)
+    executions: set[str] = field(default_factory=set)
+
+    def add(self, msg: Msg, waiter: _Waiter, report: Report) -> None:
+        self.reports.append((msg, waiter, report))
+        self.executions.add(report.execution_id)
+
+    def take(self) -> list[tuple[Msg, _Waiter, Report]]:
+        taken, self.reports = self.reports, []
+        self.executions.clear()
+        return taken
 
 
 def _abandoned(outcome: Outcome) -> bool:
@@ -203,6 +233,7 @@ class AgentExecutor:
         self._sending: dict[str, asyncio.Future[Outcome | None]] = {}
         self._late: LateResults | None = None
         self._data_stored: DataStoredRecorder | None = None
+        self._progress: ProgressBatch | None = None
         self._closed = False
 
     @property
@@ -235,7 +266,7 @@ class AgentExecutor:
         self._js = self._nc.jetstream()
         self._reports = await self._subscribe_reports()
         await ensure_data_bucket(self._js, replicas=self.options.replicas)
-        await self._nc.subscribe(PRESENCE_FILTER, cb=self.presences.on_message)
+        await self._nc.subscribe(PRESENCE_FILTER, cb=self._on_presence)
         backlog = await self._fetch(self._reports, wait=0.2)
         if backlog:
             log.info("reports taken in after start", reports=backlog)
@@ -253,6 +284,12 @@ class AgentExecutor:
         for key, report in list(self._orphans.items()):
             if await self._hand_over(report) != "running":
                 self._orphans.pop(key, None)
+
+    def follow_progress(self, record: ProgressBatch) -> None:
+        """From now on, the progress reports of one fetch go to ``record`` together
+        (``Engine.record_progress``: one group commit, not one per report). Until then each
+        goes through its execution's own progress callback."""
+        self._progress = record
 
     async def aclose(self) -> None:
         self._closed = True
@@ -460,6 +497,15 @@ class AgentExecutor:
         """What the instrument's agent last said of it (see ``Presences.describe``)."""
         return self.presences.describe(equipment_id)
 
+    def instrument_times(self, execution_id: str) -> InstrumentTimes:
+        """When the execution's operation began on its instrument, as its agent said it in a
+        progress report or a presence (within ``QUEUE_ANNOUNCE_SECONDS`` of the start). Its
+        end comes only with its result: an execution still waited for has none."""
+        waiter = self._waiters.get(execution_id)
+        if waiter is None:
+            return InstrumentTimes()
+        return InstrumentTimes(started_at=waiter.instrument_started_at)
+
     def _wait_for(self, request: ExecutionRequest, progress: ProgressReport) -> _Waiter:
         waiter = _Waiter(request, progress, asyncio.get_running_loop().create_future())
         self._waiters[request.execution_id] = waiter
@@ -500,13 +546,36 @@ class AgentExecutor:
             # between its quick first try and the long wait.
             except (TimeoutError, nats.errors.TimeoutError):
                 return taken
+            fetched = _Fetched()
             for msg in msgs:
-                await self._take(msg)
+                await self._take(msg, fetched)
                 taken += 1
+            await self._record_progress(fetched)
             if len(msgs) < _FETCH_BATCH:
                 return taken
 
-    async def _take(self, msg: Msg) -> None:
+    async def _record_progress(self, fetched: _Fetched) -> None:
+        """The fetch's progress reports so far, recorded together in the order they came,
+        then acknowledged (once durable). Progress is advisory: one that cannot be recorded
+        is logged and acknowledged all the same."""
+        reports = fetched.take()
+        if not reports:
+            return
+        if self._progress is not None:
+            try:
+                await self._progress([_progressed(waiter, report) for _, waiter, report in reports])
+            except Exception:
+                log.exception("progress not recorded", reports=len(reports))
+        else:
+            for _, waiter, report in reports:
+                try:
+                    await waiter.progress(report.progress, report.message, report.data)
+                except Exception:
+                    log.exception("progress not recorded", execution_id=report.execution_id)
+        for msg, _, _ in reports:
+            await msg.ack()
+
+    async def _take(self, msg: Msg, fetched: _Fetched) -> None:
         try:
             report = msgspec.json.decode(msg.data, type=Report)
         except msgspec.DecodeError as exc:
@@ -527,6 +596,11 @@ class AgentExecutor:
             await msg.ack()  # forged or misrouted: never recorded, never redelivered
             return
         self.presences.seen_now(report.equipment_id)
+        is_progress = report.stored is None and report.outcome is None
+        if not is_progress and report.execution_id in fetched.executions:
+            # Its progress goes to the log before its end is handed on: once the end is
+            # recorded, the execution no longer runs and its progress would be dropped.
+            await self._record_progress(fetched)
         if report.stored is not None:
             if self._late is None:
                 self._keep_orphan(report)
@@ -556,10 +630,10 @@ class AgentExecutor:
                 if verdict == "running":  # its end is not recorded yet: try again later
                     self._keep_orphan(report)
         elif waiter is not None:
-            try:
-                await waiter.progress(report.progress, report.message, report.data)
-            except Exception:  # progress is advisory
-                log.exception("progress not recorded", execution_id=report.execution_id)
+            if waiter.instrument_started_at is None:
+                waiter.instrument_started_at = report.instrument_started_at
+            fetched.add(msg, waiter, report)
+            return  # acknowledged once recorded, with the fetch's other progress
         # After the hand-over: a crash before this ack re-delivers the report, and the
         # engine ignores a second end of an execution that already ended.
         await msg.ack()
@@ -669,6 +743,24 @@ class AgentExecutor:
 
     # -- presence -------------------------------------------------------------------------------
 
+    async def _on_presence(self, msg: Msg) -> None:
+        """A presence message: to ``Presences``; the starts it names are noted on their
+        executions (kept once said: the next presence no longer names an operation that
+        ended, though its result may still be on its way)."""
+        await self.presences.on_message(msg)
+        equipment_id = subject_equipment(msg.subject)
+        sighting = self.sightings.get(equipment_id)
+        if sighting is None:
+            return
+        for execution_id, began in sighting.presence.started.items():
+            waiter = self._waiters.get(execution_id)
+            if (
+                waiter is not None
+                and waiter.instrument_started_at is None
+                and waiter.request.spec.equipment_id == equipment_id
+            ):
+                waiter.instrument_started_at = began
+
     async def _monitor(self, watch: Watch) -> None:
         """Supervised (``task.heartbeats``): instruments whose agent fell silent are lost."""
         while not watch.stopping:
@@ -686,6 +778,16 @@ class AgentExecutor:
                 and waiter.request.execution_id in self._dispatched
             ):
                 waiter.settle(_failed(type, message, equipment_id=equipment_id))
+
+
+def _progressed(waiter: _Waiter, report: Report) -> ExecutionProgressed:
+    return ExecutionProgressed(
+        job_id=waiter.request.job_id,
+        execution_id=report.execution_id,
+        progress=report.progress,
+        message=report.message,
+        data=report.data,
+    )
 
 
 def _refusal(subject: str, report: Report, waiter: _Waiter | None) -> str | None:

@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -56,6 +56,7 @@ from lablink.domain.firing import (
     decide_fire,
     decide_interrupted,
     decide_late_result,
+    decide_progress,
     decide_run_now,
     decide_timeout,
     late_result_verdict,
@@ -615,53 +616,25 @@ class Engine:
         return len(due)
 
     async def _fire_all(self, timers: list[Timer], now: datetime) -> RecordingFailed | None:
-        """A chunk of due fires through the write path together: decided in one pass, appended
-        with one wait (``GroupCommitHandler.handle_all``), dispatched once durable. The same
-        decision, record and dispatch as ``_handle`` makes for one fire, without a task, a
-        lock wait and a committer future per fire: what the loop spent most of its time on
-        with 1,000 jobs due at once (BENCHMARKS.md, "Loop cost per fire"). A job whose lock
-        is held (an outcome or a client's command being recorded) or whose stream moved
-        meanwhile goes the one-by-one way."""
-        batch: list[Timer] = []
-        locks: list[asyncio.Lock] = []
-        alone: list[Timer] = []
-        for timer in timers:
-            lock = self._lock(timer.job_id)
-            if lock.locked():
-                alone.append(timer)
-                continue
-            await lock.acquire()  # free: taken at once, without a turn of the loop
-            locks.append(lock)
-            batch.append(timer)
-        decided: list[tuple[Timer, Decision | Exception]] = []
-        try:
-            fire = self._fire_decision(now)
-            results = await self.writer.handle_all(
-                self.jobs,
-                [(timer.job_id, fire) for timer in batch],
-                self.actor,
-                tracker=self._tracking,
-            )
-            for timer, result in zip(batch, results, strict=True):
-                if isinstance(result, Handled):
-                    decision = Decision(result.events, result.state)
-                    self._started(timer.job_id, decision)
-                    decided.append((timer, decision))
-                else:
-                    decided.append((timer, result))
-        finally:
-            for lock in locks:
-                lock.release()
+        """A chunk of due fires through the write path together (``_decide_all``),
+        dispatched once durable. The same decision, record and dispatch as ``_handle`` makes
+        for one fire, without a task, a lock wait and a committer future per fire: what the
+        loop spent most of its time on with 1,000 jobs due at once (BENCHMARKS.md, "Loop
+        cost per fire"). A job whose lock is held or whose stream moved meanwhile goes the
+        one-by-one way."""
+        fire = self._fire_decision(now)
+        places = await self._decide_all([(timer.job_id, fire) for timer in timers], track=True)
         failed: RecordingFailed | None = None
-        for timer, outcome in decided:
+        alone: list[Timer] = []
+        for timer, outcome in zip(timers, places, strict=True):
             job_id = timer.job_id
             if isinstance(outcome, Decision):
                 self._job_failures.pop(job_id, None)
                 self.plan(job_id)
                 if self.calibration is not None:
                     await self._blocked_alarm(outcome)
-            elif isinstance(outcome, StreamVersionConflict):
-                alone.append(timer)  # the stream moved: decided again on what it holds now
+            elif outcome is None or isinstance(outcome, StreamVersionConflict):
+                alone.append(timer)  # decided again, on what the stream holds then
             elif isinstance(outcome, RecordingFailed):
                 self._keep(timer)
                 failed = failed or outcome
@@ -670,6 +643,47 @@ class Engine:
         for one in await asyncio.gather(*(self._handle(timer, now) for timer in alone)):
             failed = failed or one
         return failed
+
+    async def _decide_all(
+        self,
+        commands: list[tuple[str, Callable[[JobState, datetime], Decision]]],
+        *,
+        track: bool,
+    ) -> list[Decision | Exception | None]:
+        """Several jobs' commands decided in one pass and appended with one wait
+        (``GroupCommitHandler.handle_all``); the executions they start are handed on. Each
+        place holds its decision, or what kept it from being recorded (a
+        ``StreamVersionConflict`` when the stream moved: nothing written), or None when the
+        job's lock was held (an outcome or a client's command being recorded): the caller
+        sends those the one-by-one way."""
+        places: list[Decision | Exception | None] = [None] * len(commands)
+        taken: list[int] = []
+        locks: list[asyncio.Lock] = []
+        for index, (job_id, _) in enumerate(commands):
+            lock = self._lock(job_id)
+            if lock.locked():
+                continue
+            await lock.acquire()  # free: taken at once, without a turn of the loop
+            locks.append(lock)
+            taken.append(index)
+        try:
+            results = await self.writer.handle_all(
+                self.jobs,
+                [commands[index] for index in taken],
+                self.actor,
+                tracker=self._tracking if track else None,
+            )
+            for index, result in zip(taken, results, strict=True):
+                if isinstance(result, Handled):
+                    decision = Decision(result.events, result.state)
+                    self._started(commands[index][0], decision)
+                    places[index] = decision
+                else:
+                    places[index] = result
+        finally:
+            for lock in locks:
+                lock.release()
+        return places
 
     def _fire_decision(self, now: datetime) -> Callable[[JobState, datetime], Decision]:
         def decide(state: JobState, _: datetime) -> Decision:
@@ -693,6 +707,8 @@ class Engine:
                 return None
             execution_id = timer.execution_id
             assert execution_id is not None
+            # Asked before the stop: what the executor knows of the instrument now.
+            times = self.executor.instrument_times(execution_id)
             decision = await self._command(
                 job_id,
                 lambda s: decide_timeout(
@@ -702,6 +718,8 @@ class Engine:
                     self._equipment(s),
                     dispatched_at=self._handed.get(execution_id),
                     blocked=self._turn_blocked(s, now),
+                    instrument_started_at=times.started_at,
+                    instrument_ended_at=times.ended_at,
                 ),
                 park=False,
             )
@@ -970,23 +988,38 @@ class Engine:
                 message=message,
                 data=data,
             )
-            try:
-                # Not tracked: a lost progress report is no fault of the schedule.
-                await self._command_once(
-                    request.job_id,
-                    lambda s: Decision([event] if request.execution_id in s.running else [], s),
-                    None,
-                    track=False,
-                )
-            except RecordingFailed as exc:
-                # Progress is a courtesy: it must not fail the execution it reports on.
-                log.warning(
-                    "progress not recorded",
-                    execution_id=request.execution_id,
-                    error=describe(exc.cause),
-                )
+            await self._progress_of(request.job_id, [event])
 
         return progress
+
+    async def record_progress(self, reports: Sequence[ExecutionProgressed]) -> None:
+        """Many executions' progress at once (an agent executor's fetch of reports), in the
+        order given: each job's reports in one decision, every job's append in one group
+        commit, as a chunk of due fires is (``_decide_all``). Returns once they are durable.
+        Progress is a courtesy: what cannot be recorded is logged, never raised."""
+        by_job: dict[str, list[ExecutionProgressed]] = {}
+        for report in reports:
+            by_job.setdefault(report.job_id, []).append(report)
+        commands = [(job_id, _progress_decision(events)) for job_id, events in by_job.items()]
+        # Not tracked: a lost progress report is no fault of the schedule.
+        places = await self._decide_all(commands, track=False)
+        for (job_id, events), place in zip(by_job.items(), places, strict=True):
+            if place is None or isinstance(place, StreamVersionConflict):
+                await self._progress_of(job_id, events)  # waits for the job's lock
+            elif isinstance(place, RecordingFailed):
+                _progress_lost(events, place)
+            elif isinstance(place, Exception):  # a bug: this job's reports only
+                log.error("progress not recorded", job_id=job_id, exc_info=place)
+
+    async def _progress_of(self, job_id: str, events: list[ExecutionProgressed]) -> None:
+        """One job's progress reports through the write path on their own."""
+        try:
+            await self._command_once(
+                job_id, lambda s: decide_progress(s, events), None, track=False
+            )
+        except RecordingFailed as exc:
+            # Progress is a courtesy: it must not fail the execution it reports on.
+            _progress_lost(events, exc)
 
     async def _finish_with(
         self, request: ExecutionRequest, pending: Awaitable[Outcome], *, handing: bool = False
@@ -1218,6 +1251,24 @@ def _with_time(decide: Decide) -> Callable[[JobState, datetime], Decision]:
         return decide(state)
 
     return decided
+
+
+def _progress_decision(
+    events: list[ExecutionProgressed],
+) -> Callable[[JobState, datetime], Decision]:
+    def decide(state: JobState, _: datetime) -> Decision:
+        return decide_progress(state, events)
+
+    return decide
+
+
+def _progress_lost(events: list[ExecutionProgressed], exc: RecordingFailed) -> None:
+    log.warning(
+        "progress not recorded",
+        execution_ids=sorted({e.execution_id for e in events}),
+        reports=len(events),
+        error=describe(exc.cause),
+    )
 
 
 def _reanchoring(step: ClockStep) -> Decide:

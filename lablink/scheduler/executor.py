@@ -12,7 +12,12 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
-from lablink.instruments.execution import ExecutionRequest, Outcome, ProgressReport
+from lablink.instruments.execution import (
+    ExecutionRequest,
+    InstrumentTimes,
+    Outcome,
+    ProgressReport,
+)
 
 
 class Executor(Protocol):
@@ -40,6 +45,12 @@ class Executor(Protocol):
         a failure raises; empty when it knows nothing."""
         ...
 
+    def instrument_times(self, execution_id: str) -> InstrumentTimes:
+        """When a running execution's operation began (and ended) on its instrument, as far
+        as this executor knows now: the record of a run that ends without its result (timed
+        out) shows them. Empty for one that never reached its instrument."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -59,6 +70,9 @@ class NoOpExecutor:
 
     def describe_equipment(self, equipment_id: str) -> dict[str, Any]:
         return {}
+
+    def instrument_times(self, execution_id: str) -> InstrumentTimes:
+        return InstrumentTimes()
 
     async def aclose(self) -> None:
         return None

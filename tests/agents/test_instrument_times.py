@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,13 @@ from lablink.bus.server import NatsServer
 from lablink.clock import ManualClock
 from lablink.equipment_agent.bench import open_simulated_bench
 from lablink.equipment_agent.inprocess import InProcessExecutor
-from lablink.events import ExecutionFailed, ExecutionSucceeded
+from lablink.events import (
+    ExecutionFailed,
+    ExecutionLateResult,
+    ExecutionSucceeded,
+    ExecutionTimedOut,
+)
+from lablink.instruments.protocol import QueueDepth
 from lablink.instruments.scpi import MessagePort
 from lablink.logstore import LogStore, open_store
 from lablink.projections.reading import reading_views
@@ -32,6 +39,7 @@ from lablink.scheduler.engine import Engine
 from lablink.scheduler.executor import Executor, NoOpExecutor
 from tests.support.agent_lab import AgentLab, bench_config
 from tests.support.bench import copy_bench
+from tests.support.eventually import eventually
 from tests.support.harness import Harness
 from tests.support.views import view_rows, views_db
 
@@ -163,7 +171,11 @@ async def test_an_agent_records_the_instruments_times_shown_by_the_api_and_kept_
 
     # Views made before these columns existed are rebuilt from the log (a copy of this
     # one), to the rows folded live.
-    live = view_tables(lab.path)
+    assert rebuilt(lab, tmp_path) == view_tables(lab.path)
+
+
+def rebuilt(lab: AgentLab, tmp_path: Path) -> dict[str, list[dict[str, Any]]]:
+    """The views of a copy of the lab's log, made old so that opening it rebuilds them."""
     copy = tmp_path / "copy" / "scheduler.db"
     copy.parent.mkdir()
     for source, target in ((lab.path, copy), (views_db(lab.path), views_db(copy))):
@@ -171,7 +183,7 @@ async def test_an_agent_records_the_instruments_times_shown_by_the_api_and_kept_
     make_views_old(copy)
     reopened: LogStore = open_store(copy)
     reopened.close()
-    assert view_tables(copy) == live
+    return view_tables(copy)
 
 
 async def test_a_job_refused_before_the_instrument_is_touched_has_no_instrument_times(
@@ -193,6 +205,125 @@ async def test_a_job_refused_before_the_instrument_is_touched_has_no_instrument_
     assert (row["instrument_started_at"], row["instrument_ended_at"]) == (None, None)
     (final,) = [e for e in lab.events(job_id) if isinstance(e, ExecutionFailed)]
     assert final.instrument_started_at is None
+
+
+class Held:
+    """A PortWrapper that holds every exchange with one instrument while closed: an operation
+    stays on that instrument as long as the test says, reporting no progress."""
+
+    def __init__(self, equipment_id: str) -> None:
+        self.equipment_id = equipment_id
+        self.opened = threading.Event()
+        self.opened.set()
+
+    def __call__(self, equipment_id: str, port: MessagePort) -> MessagePort:
+        return port if equipment_id != self.equipment_id else HeldPort(port, self.opened)
+
+
+class HeldPort:
+    def __init__(self, inner: MessagePort, opened: threading.Event) -> None:
+        self.inner, self.opened = inner, opened
+
+    def write(self, message: str) -> int:
+        self.opened.wait(120)  # bounded: a failed test's worker cannot outlive it for ever
+        return self.inner.write(message)
+
+    def query(self, message: str) -> str:
+        self.opened.wait(120)
+        return self.inner.query(message)
+
+
+@pytest.mark.slow
+async def test_a_run_timed_out_on_its_instrument_is_recorded_with_when_it_began_there(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """A measurement held on its instrument (no progress: the instrument's presence says when
+    it began) and one waiting behind it both time out. The first is recorded timed out with
+    its instrument start, the second, which never reached the instrument, without; the API,
+    the history and a rebuild of the views show the same."""
+    held = Held("power_supply_1")
+    lab = await AgentLab(tmp_path / "scheduler.db", nats_server.url, RealTime()).start()
+    try:
+        config = bench_config(
+            copy_bench(tmp_path / "bench"), tmp_path / "data", only=("power_supply_1",)
+        )
+        await lab.start_agent(config, wrap=held)
+        held.opened.clear()
+        on_job = lab.create({"name": "held on the instrument", **MEASURE_PSU, "timeout_seconds": 1})
+        behind_job = lab.create({"name": "behind it", **MEASURE_PSU, "timeout_seconds": 1})
+        on = await lab.engine.run_now(on_job)
+        await eventually(
+            lambda: lab.executor.instrument_times(on).started_at,
+            until=lambda began: began is not None,
+            what="the agent's word that the measurement began on the instrument",
+        )
+        behind = await lab.engine.run_now(behind_job)
+        await eventually(
+            lambda: lab.executor.queue_depths().get("power_supply_1"),
+            until=lambda q: q == QueueDepth(queued=1, running=1),
+            what="the second run waiting for the instrument",
+        )
+        started = [await lab.until(e, ("running",)) for e in (on, behind)]
+        due = max(at(r["started_at"]) for r in started) + timedelta(seconds=1)
+        await asyncio.sleep((due - datetime.now(UTC)).total_seconds() + 0.05)
+        # The tick waits for the stops it makes; the held one's safe state waits for the port.
+        ticking = asyncio.create_task(lab.engine.tick())
+        rows = {e: await lab.until(e, ("timed_out",)) for e in (on, behind)}
+        assert not held.opened.is_set()  # still on the instrument when its timeout was recorded
+        held.opened.set()
+        assert await ticking == 2
+
+        # The agent's own word on each stopped run comes after, as its late result.
+        def late_results() -> list[Any]:
+            sql = "SELECT late_result FROM executions WHERE execution_id IN (?, ?)"
+            return [r["late_result"] for r in lab.rows(sql, on, behind)]
+
+        await eventually(late_results, until=lambda late: all(late), what="both late results")
+
+        timed_out = rows[on]
+        began = at(timed_out["instrument_started_at"])
+        assert at(timed_out["dispatched_at"]) <= began <= at(timed_out["completed_at"])
+        assert timed_out["instrument_ended_at"] is None  # it had not ended then
+        (fact,) = [e for e in lab.events(on_job) if isinstance(e, ExecutionTimedOut)]
+        assert (fact.instrument_started_at, fact.instrument_ended_at) == (began, None)
+        # The same instant as the agent's result of the stopped run says.
+        (late,) = [e for e in lab.events(on_job) if isinstance(e, ExecutionLateResult)]
+        assert late.instrument_started_at == began
+        assert late.instrument_ended_at is not None
+
+        never = rows[behind]
+        assert (never["instrument_started_at"], never["instrument_ended_at"]) == (None, None)
+        (fact,) = [e for e in lab.events(behind_job) if isinstance(e, ExecutionTimedOut)]
+        assert fact.instrument_started_at is None
+
+        shown_on, listed, history, shown_behind = await api_get(
+            lab,
+            tmp_path,
+            f"/api/scheduler/executions/{on}",
+            f"/api/scheduler/executions?job_id={on_job}",
+            f"/api/scheduler/jobs/{on_job}/history",
+            f"/api/scheduler/executions/{behind}",
+        )
+        shown = shown_on["execution"]
+        assert listed["executions"] == [shown]
+        assert shown["status"] == "timed_out"
+        assert at(shown["instrument_started_at"]) == began
+        assert shown["instrument_ended_at"] is None
+        scheduled = at(shown["scheduled_time"])
+        assert shown["lateness"]["instrument_started_seconds"] == (
+            (began - scheduled).total_seconds()
+        )
+        assert history["history"]["last_execution_id"] == on
+        assert at(history["history"]["last_instrument_started_at"]) == began
+        assert history["history"]["last_instrument_ended_at"] is None
+        other = shown_behind["execution"]
+        assert (other["instrument_started_at"], other["instrument_ended_at"]) == (None, None)
+        assert other["lateness"]["instrument_started_seconds"] is None
+
+        assert rebuilt(lab, tmp_path) == view_tables(lab.path)
+    finally:
+        held.opened.set()
+        await lab.close()
 
 
 class TickingPort:
@@ -285,6 +416,45 @@ async def test_the_in_process_bench_stamps_the_instrument_times_around_its_excha
         assert at(history["last_instrument_ended_at"]) == at(row["instrument_ended_at"])
     finally:
         await scheduler.close()
+
+
+async def test_the_in_process_bench_records_when_a_timed_out_run_began_on_its_instrument(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """``LABLINK_NATS=off``: the executor reads its worker's stamp when the timeout is
+    recorded, while the operation is still on the instrument."""
+    held = Held("power_supply_1")
+    bench = open_simulated_bench(copy_bench(tmp_path / "bench"), wrap=held)
+    executor = InProcessExecutor(bench, tmp_path / "data", clock=clock)
+    scheduler = Scheduler(tmp_path / "scheduler.db", clock, executor)
+    await scheduler.engine.open([], [])
+    try:
+        held.opened.clear()
+        job = {"name": "t", "trigger_type": "interval", "interval_hours": 1, "enabled": False}
+        job_id = scheduler.service.create_job({**job, **MEASURE_PSU, "timeout_seconds": 5}, "t")
+        execution_id = await scheduler.engine.run_now(job_id)
+        began = clock.now()
+        await eventually(
+            lambda: executor.instrument_times(execution_id).started_at,
+            until=lambda stamped: stamped is not None,
+        )
+        clock.advance(6)
+        ticking = asyncio.create_task(scheduler.engine.tick())
+        (row,) = await eventually(
+            lambda: view_rows(
+                scheduler.path, "SELECT * FROM executions WHERE execution_id = ?", execution_id
+            ),
+            until=lambda rows: bool(rows) and rows[0]["status"] == "timed_out",
+        )
+        held.opened.set()  # the stop's safe state goes after the held exchange
+        assert await ticking == 1
+    finally:
+        held.opened.set()
+        await scheduler.close()
+        await executor.aclose()
+    assert at(row["instrument_started_at"]) == began
+    assert row["instrument_ended_at"] is None
+    assert at(row["completed_at"]) == began + timedelta(seconds=6)
 
 
 async def test_the_no_op_executor_records_its_dispatch_and_no_instrument(

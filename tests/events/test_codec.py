@@ -135,7 +135,13 @@ SAMPLES: list[AnyEvent] = [
         instrument_ended_at=T,
     ),
     ExecutionTimedOut(
-        job_id=J, execution_id=X, completed_at=T, timeout_seconds=60.0, dispatched_at=T
+        job_id=J,
+        execution_id=X,
+        completed_at=T,
+        timeout_seconds=60.0,
+        dispatched_at=T,
+        instrument_started_at=T,
+        instrument_ended_at=T,
     ),
     ExecutionCancelled(
         job_id=J, execution_id=X, completed_at=T, reason="operator", dispatched_at=T

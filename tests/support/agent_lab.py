@@ -166,6 +166,7 @@ class AgentLab:
         await self.executor.follow_late_results(
             self.engine.record_late_result, self.engine.record_data_stored
         )
+        self.executor.follow_progress(self.engine.record_progress)
         return self
 
     async def start_agent(self, config: AgentConfig, *, wrap: PortWrapper | None = None) -> Agent:

@@ -23,7 +23,12 @@ if TYPE_CHECKING:
     from lablink.health import Health
 from lablink.clock import ManualClock
 from lablink.ids import SequentialIds
-from lablink.instruments.execution import ExecutionRequest, Outcome, ProgressReport
+from lablink.instruments.execution import (
+    ExecutionRequest,
+    InstrumentTimes,
+    Outcome,
+    ProgressReport,
+)
 from lablink.logstore import LogStore, open_store
 from lablink.projections.jobs import read_snapshot
 from lablink.projections.reading import reading_views
@@ -104,6 +109,9 @@ class GateExecutor:
 
     def describe_equipment(self, equipment_id: str) -> dict[str, Any]:
         return {}
+
+    def instrument_times(self, execution_id: str) -> InstrumentTimes:
+        return InstrumentTimes()  # nothing here drives an instrument
 
     async def aclose(self) -> None:
         return None
