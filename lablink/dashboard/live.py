@@ -15,9 +15,10 @@ comment line every ``KEEPALIVE_SECONDS`` keeps proxies from closing an idle stre
 
 What is not an event of the log (an agent's last heartbeat, /health) changes too: ``tick`` is
 sent every ``TICK_SECONDS`` so that the parts showing it refresh. It is sent when the clock
-enters a new period of ``TICK_SECONDS`` (a stream's first within that long of its start), so
-at the same pass for every stream of the app: the overview's cards of a tick are drawn once
-for all the screens, not once for each screen as its own 30 s came round.
+enters a new period of ``TICK_SECONDS`` (a stream's first at the first such start at least
+``TICK_SECONDS`` after its own), so at the same pass for every stream of the app: the
+overview's cards of a tick are drawn once for all the screens, not once for each screen as
+its own 30 s came round.
 
 No stream polls on its own: one poller for the app (the *beat*, beat.py) looks at the folded
 position every ``POLL_SECONDS`` and wakes only the streams that have something to send, all
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sqlite3
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable, Sequence
@@ -207,11 +209,6 @@ def frame_pass(
     return made
 
 
-def tick_of(now: float) -> int:
-    """The period of ``TICK_SECONDS`` the clock is in: a stream ticks when it changes."""
-    return int(now // TICK_SECONDS)
-
-
 def tick_pass(pulse: Pulse, position: int, pushed: Pushed | None) -> Batch:
     """A tick and what ``pushed`` sends for it, as of the pass of the beat that woke the
     stream: built once for every stream of a kind that it woke at ``position``."""
@@ -243,7 +240,7 @@ async def passes(
     poller = beat if beat is not None else beat_for(context, clock)
     position = after
     last_sent = last_written = poller.clock()
-    ticked = tick_of(last_sent)
+    next_tick = math.ceil((last_sent + TICK_SECONDS) / TICK_SECONDS) * TICK_SECONDS
     yield batch([ServerSentEventMessage(event="hello", data=str(position), id=str(position))])
 
     def due(folded: int, now: float) -> bool:
@@ -254,7 +251,7 @@ async def passes(
                 and now - last_sent >= THROTTLE_SECONDS
                 and shared.ready(now, position)
             )
-            or tick_of(now) != ticked
+            or now >= next_tick
             or now - last_written >= KEEPALIVE_SECONDS
         )
 
@@ -274,11 +271,11 @@ async def passes(
                 yield sent
                 last_written = now
             last_sent = now
-        if tick_of(now) != ticked:
+        if now >= next_tick:
             if still_allowed is not None and not await still_allowed():
                 return
             yield tick_pass(pulse, position, pushed)
-            ticked = tick_of(now)
+            next_tick = (math.floor(now / TICK_SECONDS) + 1) * TICK_SECONDS
             last_written = now
         if now - last_written >= KEEPALIVE_SECONDS:
             yield KEEPALIVE
