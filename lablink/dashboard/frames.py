@@ -58,20 +58,32 @@ class Frames:
         """The frame a stream that has sent everything up to ``after`` sends next, or None:
         it has sent the newest, younger than a period (the next comes when the period ends,
         so that frames are made at most once a period whatever the number of streams)."""
+        if not self.ready(now, after):
+            return None
         newest = self.newest
         if newest is not None and after < newest.position:
             return newest
-        if newest is not None and 0 <= now - newest.made < self.period:
-            return None
         since = after if newest is None else newest.position
         self.newest = Frame(since=since, position=max(folded, since), made=now)
         return self.newest
+
+    def ready(self, now: float, after: int) -> bool:
+        """Whether ``frame`` has one for a stream that has sent everything up to ``after``
+        (asked at each beat, beat.py, by every waiting stream: it makes nothing)."""
+        newest = self.newest
+        if newest is None or after < newest.position:
+            return True
+        return not 0 <= now - newest.made < self.period
 
     async def topics(self, frame: Frame, after: int) -> list[str]:
         """The topics of ``(after, frame.position]``: the frame's, looked up once for every
         stream whose range it is, or this stream's own."""
         if after != frame.since:
             return await self.lookup(after, frame.position)
+        found = frame.looked_up
+        if found is not None and found.done() and not _failed(found):
+            # Every stream after the first: the answer, with no wait of its own.
+            return found.result()
         if frame.looked_up is None or _failed(frame.looked_up):
             # The first to need it, or the one after a look-up that failed: asked again.
             frame.looked_up = asyncio.ensure_future(self.lookup(frame.since, frame.position))

@@ -14,16 +14,26 @@ comment line every ``KEEPALIVE_SECONDS`` keeps proxies from closing an idle stre
 2.25 sends no ping of its own).
 
 What is not an event of the log (an agent's last heartbeat, /health) changes too: ``tick`` is
-sent every ``TICK_SECONDS`` so that the parts showing it refresh.
+sent every ``TICK_SECONDS`` so that the parts showing it refresh. It is sent when the clock
+enters a new period of ``TICK_SECONDS`` (a stream's first at the first such start at least
+``TICK_SECONDS`` after its own), so at the same pass for every stream of the app: the
+overview's cards of a tick are drawn once for all the screens, not once for each screen as
+its own 30 s came round.
+
+No stream polls on its own: one poller for the app (the *beat*, beat.py) looks at the folded
+position every ``POLL_SECONDS`` and wakes only the streams that have something to send, all
+at the same pass, and the streams of a kind that send a frame send one pass of it, built and
+encoded once (``frame_pass``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sqlite3
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,6 +41,7 @@ from litestar import Controller, Litestar, Request, get
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from lablink.api.context import ApiContext
+from lablink.dashboard.beat import Beat, Pulse
 from lablink.dashboard.frames import Frame, Frames, Lookup
 from lablink.dashboard.requests import whole_number
 from lablink.dashboard.session import session_identity
@@ -39,9 +50,11 @@ from lablink.eventstore.sqlite import LogReader
 THROTTLE_SECONDS = 1.0
 KEEPALIVE_SECONDS = 15.0
 TICK_SECONDS = 30.0
-# How often the folded position is looked at: an attribute read, no I/O.
+# How often the beat (beat.py) looks at the folded position for every stream of the app: an
+# attribute read, no I/O.
 POLL_SECONDS = 0.25
 FRAMES_KEY = "live_frames"
+BEAT_KEY = "live_beat"
 
 # Which page parts each kind of event changes (the prefix of the event's type). ``jobs``: a
 # job or what it last did changed (every fire); ``schedules``: only what a job will do (its
@@ -99,6 +112,23 @@ def frames_of(app: Litestar) -> Frames:
     return found
 
 
+def beat_of(app: Litestar) -> Beat:
+    """The one poller of every stream of the app (beat.py), on the monotonic clock."""
+    found: Beat | None = app.state.get(BEAT_KEY)
+    if found is None:
+        found = app.state[BEAT_KEY] = beat_for(app.state["context"])
+    return found
+
+
+def beat_for(context: ApiContext, clock: Callable[[], float] = time.monotonic) -> Beat:
+    return Beat(
+        lambda: folded_position(context),
+        lambda: context.closing,
+        every=POLL_SECONDS,
+        clock=clock,
+    )
+
+
 def folded_position(context: ApiContext) -> int:
     if context.views is not None:
         return context.views.position
@@ -113,7 +143,12 @@ def start_position(request: Request[Any, Any, Any], context: ApiContext) -> int:
 
 
 class Pushed(Protocol):
-    """What a page's stream sends beside its topics: the new HTML of the parts they name."""
+    """What a page's stream sends beside its topics: the new HTML of the parts they name.
+    ``kind``: what the messages depend on beside the topics and the frame (the role the
+    cards are drawn for): the streams of one kind that send the same topics of a frame send
+    one pass, built once (``frame_pass``)."""
+
+    kind: Hashable
 
     def messages(
         self, topics: Sequence[str], position: int, frame: Frame | None, folded: int, now: float
@@ -147,52 +182,103 @@ def batch(parts: Sequence[ServerSentEventMessage], frame: Frame | None = None) -
     return Batch(parts=tuple(parts), wire=b"".join(encoded(m) for m in parts))
 
 
+KEEPALIVE = batch([ServerSentEventMessage(comment="keep-alive")])
+
+
+def frame_pass(
+    frame: Frame,
+    topics: Sequence[str],
+    pushed: Pushed | None,
+    folded: int,
+    now: float,
+) -> Batch | None:
+    """What a stream sends of ``frame``: its topics, then what ``pushed`` sends for them;
+    built once per frame for every stream of a kind sending the same topics (None: nothing)."""
+    key = ("pass", None if pushed is None else pushed.kind, tuple(topics))
+    if key in frame.drawn:
+        found: Batch | None = frame.drawn[key]
+        return found
+    position = frame.position
+    parts = [
+        ServerSentEventMessage(event=topic, data=str(position), id=str(position))
+        for topic in topics
+    ]
+    if pushed is not None:
+        parts += pushed.messages(topics, position, frame, folded, now)
+    made = frame.drawn[key] = batch(parts, frame) if parts else None
+    return made
+
+
+def tick_pass(pulse: Pulse, position: int, pushed: Pushed | None) -> Batch:
+    """A tick and what ``pushed`` sends for it, as of the pass of the beat that woke the
+    stream: built once for every stream of a kind that it woke at ``position``."""
+    key = ("tick", None if pushed is None else pushed.kind, position)
+    found: Batch | None = pulse.drawn.get(key)
+    if found is None:
+        parts = [ServerSentEventMessage(event="tick", data=str(position), id=str(position))]
+        if pushed is not None:
+            parts += pushed.messages(["tick"], position, None, pulse.folded, pulse.now)
+        found = pulse.drawn[key] = batch(parts)
+    return found
+
+
 async def passes(
     context: ApiContext,
     after: int,
     *,
     frames: Frames | None = None,
-    clock: Any = time.monotonic,
+    beat: Beat | None = None,
+    clock: Callable[[], float] = time.monotonic,
     still_allowed: Callable[[], Awaitable[bool]] | None = None,
     pushed: Pushed | None = None,
 ) -> AsyncGenerator[Batch, None]:
-    """The messages of ``changes``, a batch per pass of its loop: what the stream writes."""
-    if frames is None:
-        # A stream alone (the tests of one stream): frames of its own.
-        frames = Frames(lookup_of(context), period=THROTTLE_SECONDS)
+    """The messages of ``changes``, a batch per pass: what the stream writes. The stream
+    sleeps until the beat (``beat``, else one of its own on ``clock``) finds it has something
+    to send: a frame it has not sent once its throttle period is over, a tick, a keep-alive."""
+    # A stream alone (the tests of one stream): frames and a beat of its own.
+    shared = frames if frames is not None else Frames(lookup_of(context), period=THROTTLE_SECONDS)
+    poller = beat if beat is not None else beat_for(context, clock)
     position = after
-    last_sent = last_tick = last_written = clock()
+    last_sent = last_written = poller.clock()
+    next_tick = math.ceil((last_sent + TICK_SECONDS) / TICK_SECONDS) * TICK_SECONDS
     yield batch([ServerSentEventMessage(event="hello", data=str(position), id=str(position))])
+
+    def due(folded: int, now: float) -> bool:
+        """Asked by the beat at each of its passes: whether this stream has work now."""
+        return (
+            (
+                folded > position
+                and now - last_sent >= THROTTLE_SECONDS
+                and shared.ready(now, position)
+            )
+            or now >= next_tick
+            or now - last_written >= KEEPALIVE_SECONDS
+        )
+
     while not context.closing:
-        await asyncio.sleep(POLL_SECONDS)
-        now = clock()
-        folded = folded_position(context)
+        pulse = await poller.until(due)
+        if pulse.closing:
+            return
+        now, folded = pulse.now, pulse.folded
         frame = None
         if folded > position and now - last_sent >= THROTTLE_SECONDS:
-            frame = frames.frame(folded, now, position)
+            frame = shared.frame(folded, now, position)
         if frame is not None:
-            topics = await frames.topics(frame, position)
+            topics = await shared.topics(frame, position)
             position = frame.position
-            parts = [
-                ServerSentEventMessage(event=topic, data=str(position), id=str(position))
-                for topic in topics
-            ]
-            if pushed is not None:
-                parts += pushed.messages(topics, position, frame, folded, now)
-            if parts:
-                yield batch(parts, frame)
+            sent = frame_pass(frame, topics, pushed, folded, now)
+            if sent is not None:
+                yield sent
                 last_written = now
             last_sent = now
-        if now - last_tick >= TICK_SECONDS:
+        if now >= next_tick:
             if still_allowed is not None and not await still_allowed():
                 return
-            parts = [ServerSentEventMessage(event="tick", data=str(position), id=str(position))]
-            if pushed is not None:
-                parts += pushed.messages(["tick"], position, None, folded, now)
-            yield batch(parts)
-            last_tick = last_written = now
+            yield tick_pass(pulse, position, pushed)
+            next_tick = (math.floor(now / TICK_SECONDS) + 1) * TICK_SECONDS
+            last_written = now
         if now - last_written >= KEEPALIVE_SECONDS:
-            yield batch([ServerSentEventMessage(comment="keep-alive")])
+            yield KEEPALIVE
             last_written = now
 
 
@@ -201,7 +287,8 @@ async def changes(
     after: int,
     *,
     frames: Frames | None = None,
-    clock: Any = time.monotonic,
+    beat: Beat | None = None,
+    clock: Callable[[], float] = time.monotonic,
     still_allowed: Callable[[], Awaitable[bool]] | None = None,
     pushed: Pushed | None = None,
 ) -> AsyncIterator[ServerSentEventMessage]:
@@ -209,8 +296,9 @@ async def changes(
     each followed by what ``pushed`` sends for it.
 
     ``frames``: what changed, worked out once for every stream that shares them (frames.py);
-    a stream's messages say the position of the frame it sent (what it covers). Without,
-    the stream has frames of its own.
+    a stream's messages say the position of the frame it sent (what it covers). ``beat``:
+    the poller that wakes the streams sharing it when they have something to send (beat.py).
+    Without, the stream has frames and a beat of its own, on ``clock``.
 
     ``still_allowed`` is asked at each tick: a session that ended (signed out, expired, its
     key revoked) ends the stream, so a screen left open learns it must sign in again (its
@@ -219,6 +307,7 @@ async def changes(
         context,
         after,
         frames=frames,
+        beat=beat,
         clock=clock,
         still_allowed=still_allowed,
         pushed=pushed,
@@ -242,6 +331,7 @@ def stream(request: Request[Any, Any, Any], pushed: Pushed | None = None) -> Ser
             context,
             start_position(request, context),
             frames=frames_of(request.app),
+            beat=beat_of(request.app),
             still_allowed=still_allowed,
             pushed=pushed,
         ),

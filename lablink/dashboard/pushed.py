@@ -79,6 +79,8 @@ class OverviewCards:
     def __init__(self, cards: Cards, *, can_write: bool) -> None:
         self.cards = cards
         self.can_write = can_write
+        # The screens of one role send the same cards of a frame (live.frame_pass).
+        self.kind: Hashable = ("overview", can_write)
 
     def messages(
         self, topics: Sequence[str], position: int, frame: Frame | None, folded: int, now: float

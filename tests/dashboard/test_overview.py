@@ -337,8 +337,9 @@ def timeline_cards() -> list[str]:
 
 
 class Ticks:
-    """The stream's monotonic clock, moved by hand; counts the stream's readings of it (one
-    per pass of its loop), so that a test can wait until the stream has looked again."""
+    """The stream's monotonic clock, moved by hand; counts the readings of it (one per pass
+    of the beat that wakes the stream, live.beat_for), so that a test can wait until the
+    stream's beat has looked again."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -349,7 +350,7 @@ class Ticks:
         return self.now
 
     async def passes(self, count: int) -> None:
-        """Wait (polling, generous deadline) until the stream has run ``count`` more passes."""
+        """Wait (polling, generous deadline) until the beat has run ``count`` more passes."""
         target = self.readings + count
         deadline = asyncio.get_running_loop().time() + 30
         while self.readings < target:
