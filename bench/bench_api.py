@@ -1143,7 +1143,10 @@ def run(settings: Settings) -> dict[str, Any]:
                         "raw_stacks": str(out),
                         **py_spy_profile(settings, lablink, path, out, settings.profile_seconds),
                     }
-                reads = in_process(data_dir / "scheduler.db", bodies)
+                # `lablink serve` folds the views into views.db (and the log's own copies
+                # are dropped once it has): read them where the server does.
+                views = data_dir / "views.db"
+                reads = in_process(views if views.exists() else data_dir / "scheduler.db", bodies)
         finally:
             codes = {"lablink": lablink.stop(), "hello": hello.stop() if hello else None}
     finished = datetime.now(UTC)

@@ -90,8 +90,12 @@ def identify(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity:
     return match.identity()
 
 
-def role_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """Runs before every route that declares ``opt={"role": ...}``."""
+async def role_guard(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """Runs before every route that declares ``opt={"role": ...}``. A coroutine: Litestar runs
+    a plain function guard in a worker thread, a thread hop per request (11 % of the
+    server's time on the statistics call under load, BENCHMARKS.md "HTTP API", 2026-12-05)."""
     needed = handler.opt.get("role")
     if needed is None:
         return
