@@ -71,6 +71,15 @@ _MOVE = (
     f" WHERE p.execution_id = ? AND j.kind IN ({_KINDS_SQL})"
     " ON CONFLICT(execution_id) DO NOTHING"
 )
+# An execution opened and ended within one batch (nearly all of them in a rebuild's large
+# batches) goes straight to results: its pending row would be written and deleted in the
+# same transaction (the rebuild's costliest fold, BENCHMARKS.md "Replay", 2026-12-05).
+_DIRECT = (
+    f"INSERT INTO results ({', '.join(COLUMNS)})"
+    f" SELECT ?, ?, j.kind, ?, {', '.join('?' for _ in _END_COLUMNS)}"
+    f" FROM result_jobs j WHERE j.job_id = ? AND j.kind IN ({_KINDS_SQL})"
+    " ON CONFLICT(execution_id) DO NOTHING"
+)
 _LATE = (
     "UPDATE results SET value = ?, unit = ?, fields = ?, field_names = ?, data = ?, late = 1"
     " WHERE execution_id = ? AND status != 'completed' AND late = 0"
@@ -170,8 +179,9 @@ class ResultsProjection:
             if isinstance(event, ExecutionEnded):
                 batch.ended(event)
             elif type(event) is ExecutionRequested or type(event) is ExecutionQueued:
-                batch.pending.append(
-                    (event.execution_id, event.job_id, instant(event.scheduled_time))
+                batch.pending[event.execution_id] = (
+                    event.job_id,
+                    instant(event.scheduled_time),
                 )
             elif type(event) is ExecutionLateResult:
                 if event.status == "completed":
@@ -195,23 +205,28 @@ class _Batch:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.jobs: dict[str, str] = {}
-        self.pending: list[tuple[str, str, str | None]] = []
+        # Executions opened in this batch (an execution opens once: requested or queued).
+        self.pending: dict[str, tuple[str, str | None]] = {}
+        self.direct: list[tuple[Any, ...]] = []
         self.moved: list[tuple[Any, ...]] = []
         self.late: list[tuple[Any, ...]] = []
         self.data_status: list[tuple[str, str]] = []
 
     def ended(self, event: ExecutionEnded) -> None:
         extracted = extract(event.result) if type(event) is ExecutionSucceeded else _NOTHING
-        self.moved.append(
-            (
-                instant(event.started_at),
-                instant(event.completed_at),
-                ENDED_STATUS[type(event)],
-                *extracted,
-                0,
-                event.execution_id,
-            )
+        end = (
+            instant(event.started_at),
+            instant(event.completed_at),
+            ENDED_STATUS[type(event)],
+            *extracted,
+            0,
         )
+        opened = self.pending.pop(event.execution_id, None)
+        if opened is None:
+            self.moved.append((*end, event.execution_id))
+        else:
+            job_id, scheduled_time = opened
+            self.direct.append((event.execution_id, job_id, scheduled_time, *end, job_id))
 
     def flush(self) -> None:
         conn = self.conn
@@ -226,8 +241,10 @@ class _Batch:
                 "INSERT INTO result_pending (execution_id, job_id, scheduled_time)"
                 " VALUES (?, ?, ?) ON CONFLICT(execution_id) DO UPDATE SET"
                 " job_id = excluded.job_id, scheduled_time = excluded.scheduled_time",
-                self.pending,
+                [(execution_id, *opened) for execution_id, opened in self.pending.items()],
             )
+        if self.direct:
+            conn.executemany(_DIRECT, self.direct)
         if self.moved:
             conn.executemany(_MOVE, self.moved)
             conn.executemany(
@@ -240,6 +257,7 @@ class _Batch:
             conn.executemany(_DATA_STATUS, self.data_status)
         self.jobs.clear()
         self.pending.clear()
+        self.direct.clear()
         self.moved.clear()
         self.late.clear()
         self.data_status.clear()
