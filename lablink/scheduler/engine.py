@@ -667,22 +667,34 @@ class Engine:
             locks.append(lock)
             taken.append(index)
         try:
-            results = await self.writer.handle_all(
-                self.jobs,
-                [commands[index] for index in taken],
-                self.actor,
-                tracker=self._tracking if track else None,
-            )
-            for index, result in zip(taken, results, strict=True):
-                if isinstance(result, Handled):
-                    decision = Decision(result.events, result.state)
-                    self._started(commands[index][0], decision)
-                    places[index] = decision
-                else:
-                    places[index] = result
+            appended = await self._append_all([commands[index] for index in taken], track=track)
+            for index, place in zip(taken, appended, strict=True):
+                places[index] = place
         finally:
             for lock in locks:
                 lock.release()
+        return places
+
+    async def _append_all(
+        self,
+        commands: list[tuple[str, Callable[[JobState, datetime], Decision]]],
+        *,
+        track: bool,
+    ) -> list[Decision | Exception]:
+        """Commands of jobs whose locks the caller holds, appended with one wait
+        (``GroupCommitHandler.handle_all``); the executions they start are handed on. Each
+        place holds its decision or what kept it from being recorded."""
+        results = await self.writer.handle_all(
+            self.jobs, commands, self.actor, tracker=self._tracking if track else None
+        )
+        places: list[Decision | Exception] = []
+        for (job_id, _), result in zip(commands, results, strict=True):
+            if isinstance(result, Handled):
+                decision = Decision(result.events, result.state)
+                self._started(job_id, decision)
+                places.append(decision)
+            else:
+                places.append(result)
         return places
 
     def _fire_decision(self, now: datetime) -> Callable[[JobState, datetime], Decision]:
@@ -1107,23 +1119,22 @@ class Engine:
         batch, self._finishing = self._finishing, []
         held = {id(entry): entry for entry in batch}
 
-        def settle(entry: _Finishing, result: Decision | _Again | None) -> None:
+        def settle(entry: _Finishing, result: Decision | _Again | Exception | None) -> None:
             held.pop(id(entry)).lock.release()
-            if not entry.future.done():
+            if entry.future.done():
+                return
+            if isinstance(result, Exception):
+                entry.future.set_exception(result)
+            else:
                 entry.future.set_result(result)
 
         try:
-            results = await self.writer.handle_all(
-                self.jobs,
-                [(entry.job_id, _with_time(entry.decide)) for entry in batch],
-                self.actor,
-                tracker=self._tracking,
+            results = await self._append_all(
+                [(entry.job_id, _with_time(entry.decide)) for entry in batch], track=True
             )
             for entry, result in zip(batch, results, strict=True):
-                if isinstance(result, Handled):
-                    decision = Decision(result.events, result.state)
-                    self._started(entry.job_id, decision)
-                    settle(entry, decision)
+                if isinstance(result, Decision):
+                    settle(entry, result)
                 elif isinstance(result, StreamVersionConflict):
                     # The stream moved (a client's change): decided again on what it holds
                     # now, still under the lock, so no fire comes between.
@@ -1138,9 +1149,7 @@ class Engine:
                 elif isinstance(result, RecordingFailed):
                     settle(entry, AGAIN)
                 else:
-                    held.pop(id(entry)).lock.release()
-                    if not entry.future.done():
-                        entry.future.set_exception(result)
+                    settle(entry, result)
         except BaseException as exc:  # cancelled mid-write, or the write path broke
             for entry in held.values():
                 if entry.future.done():
@@ -1256,10 +1265,7 @@ def _with_time(decide: Decide) -> Callable[[JobState, datetime], Decision]:
 def _progress_decision(
     events: list[ExecutionProgressed],
 ) -> Callable[[JobState, datetime], Decision]:
-    def decide(state: JobState, _: datetime) -> Decision:
-        return decide_progress(state, events)
-
-    return decide
+    return _with_time(lambda state: decide_progress(state, events))
 
 
 def _progress_lost(events: list[ExecutionProgressed], exc: RecordingFailed) -> None:
