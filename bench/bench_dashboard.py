@@ -45,6 +45,7 @@ import argparse
 import asyncio
 import bisect
 import gc
+import html
 import json
 import math
 import os
@@ -97,12 +98,26 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # The issue's target: connected dashboards cost the engine under 10 % of its dispatch p99.
 COST_TARGET_PERCENT = 10.0
-MODES = ("none", "sse", "sse+refresh", "overview")
+MODES = ("none", "sse", "sse+refresh", "overview", "job", "equipment", "jobs", "alarms")
+# The modes that open a page as a browser does and do what its markup says: connect to its
+# ``sse-connect`` stream, and fetch each element whose ``hx-trigger`` names a topic when a
+# message names it. ``job``: each client a different job's page.
+PAGES = {
+    "overview": "/",
+    "job": None,
+    "equipment": "/equipment",
+    "jobs": "/jobs",
+    "alarms": "/alarms",
+}
 MODE_LABELS = {
     "none": "no dashboards",
     "sse": "SSE streams only",
     "sse+refresh": "SSE + fragment fetches (the overview until 2026-12-05)",
-    "overview": "overview stream, cards pushed (the overview now)",
+    "overview": "overview page (/)",
+    "job": "job pages (/jobs/<id>, one job each)",
+    "equipment": "equipment page (/equipment)",
+    "jobs": "jobs list page (/jobs)",
+    "alarms": "alarms page (/alarms)",
 }
 
 console = Console() if sys.stdout.isatty() else Console(width=150)
@@ -425,23 +440,47 @@ async def sse_clients(spec: LiveSpec) -> dict[str, Any]:
     end = spec.first + spec.warmup + spec.window + 1.0
     limits = httpx.Limits(max_connections=spec.clients * 4)
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
-        listeners: dict[str, list[str]] = {}
-        stream = "/live"
+        screens: list[tuple[str, dict[str, list[str]]]] = []
         if spec.mode == "sse+refresh":
+            listeners: dict[str, list[str]] = {}
             for card, topics in SHOWS.items():
                 for topic in topics:
                     listeners.setdefault(topic, []).append(f"/fragments/overview/{card}")
-        elif spec.mode == "overview":
-            page = (await client.get("/")).text
-            connect = re.search(r'sse-connect="([^"]+)"', page)
-            stream = connect.group(1) if connect else stream
-            for element in re.finditer(r"<[^>]*hx-get=\"([^\"]+)\"[^>]*>", page):
-                for topic in re.findall(r"sse:(\w+)", element.group(0)):
-                    listeners.setdefault(topic, []).append(element.group(1))
+            screens = [("/live", listeners)] * spec.clients
+        elif spec.mode in PAGES:
+            paths = await _page_paths(client, spec.mode, spec.clients)
+            screens = [await _screen(client, path) for path in paths]
+        else:
+            screens = [("/live", {})] * spec.clients
         results = await asyncio.gather(
-            *(_one_client(client, stream, listeners, end) for _ in range(spec.clients))
+            *(_one_client(client, stream, listeners, end) for stream, listeners in screens)
         )
-    return {"clients": results, "listeners": listeners, "stream": stream}
+    return {
+        "clients": results,
+        "listeners": screens[0][1] if screens else {},
+        "stream": screens[0][0] if screens else None,
+    }
+
+
+async def _page_paths(client: httpx.AsyncClient, mode: str, count: int) -> list[str]:
+    path = PAGES[mode]
+    if path is not None:
+        return [path] * count
+    found = (await client.get("/api/scheduler/jobs", params={"limit": count})).json()
+    jobs = found["jobs"] if isinstance(found, dict) else found
+    return [f"/jobs/{job['job_id']}" for job in jobs[:count]]
+
+
+async def _screen(client: httpx.AsyncClient, path: str) -> tuple[str, dict[str, list[str]]]:
+    """What a browser showing ``path`` does: its stream, and the fragments each topic fetches."""
+    page = (await client.get(path)).text
+    connect = re.search(r'sse-connect="([^"]+)"', page)
+    stream = html.unescape(connect.group(1)) if connect else "/live"
+    listeners: dict[str, list[str]] = {}
+    for element in re.finditer(r"<[^>]*hx-get=\"([^\"]+)\"[^>]*>", page):
+        for topic in sorted(set(re.findall(r"sse:(\w+)", element.group(0)))):
+            listeners.setdefault(topic, []).append(html.unescape(element.group(1)))
+    return stream, listeners
 
 
 async def _one_client(

@@ -14,19 +14,25 @@ import json
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, get
+from litestar import Controller, Litestar, Request, get
 from litestar.params import FromPath
-from litestar.response import Template
+from litestar.response import ServerSentEvent, Template
 
 from lablink.api.calibration_views import one_summary, record_views
 from lablink.api.context import ApiContext
 from lablink.api.queries import list_equipment, list_executions, list_job_views
+from lablink.dashboard.live import stream
+from lablink.dashboard.pushed import Card, PageCards, render_fragment
 from lablink.dashboard.session import signed_in
 
 VIEW = {"page_role": "viewer"}
 # A page, not an export: enough to see what an instrument has been doing lately.
 RECENT_EXECUTIONS = 20
 JOBS_SHOWN = 200
+# What each page's part shows (its stream sends it anew on these): ``tick`` for the last seen
+# and online state, which change without an event of the log.
+LIST_TOPICS = frozenset({"equipment", "executions", "tick"})
+DETAIL_TOPICS = frozenset({"equipment", "executions", "schedules", "tick"})
 
 
 def _context(request: Request[Any, Any, Any]) -> ApiContext:
@@ -77,6 +83,30 @@ def not_found(request: Request[Any, Any, Any], page: str, what: str) -> Template
     )
 
 
+def list_cards(app: Litestar) -> PageCards:
+    """The equipment page's list, sent by its stream (equipment.html's ``sse-swap``), drawn
+    once for every screen."""
+    context: ApiContext = app.state["context"]
+
+    async def draw() -> str:
+        return render_fragment(app, "equipment_list", {"instruments": _instruments(context)})
+
+    return PageCards(("equipment",), {"list": Card(LIST_TOPICS, draw)})
+
+
+def detail_cards(app: Litestar, equipment_id: str) -> PageCards:
+    """An instrument's page, sent by its stream, drawn once for every screen showing it."""
+    context: ApiContext = app.state["context"]
+
+    async def draw() -> str:
+        detail = _detail(context, equipment_id)
+        if detail is None:
+            return render_fragment(app, "equipment_gone", {"equipment_id": equipment_id})
+        return render_fragment(app, "equipment_detail", detail)
+
+    return PageCards(("equipment", equipment_id), {"detail": Card(DETAIL_TOPICS, draw)})
+
+
 class EquipmentPagesController(Controller):
     path = "/"
     include_in_schema = False
@@ -91,6 +121,16 @@ class EquipmentPagesController(Controller):
                 "instruments": _instruments(_context(request)),
             },
         )
+
+    @get("/live/equipment", opt=VIEW)
+    async def live_list(self, request: Request[Any, Any, Any]) -> ServerSentEvent:
+        return stream(request, list_cards(request.app))
+
+    @get("/live/equipment/{equipment_id:str}", opt=VIEW)
+    async def live_detail(
+        self, request: Request[Any, Any, Any], equipment_id: FromPath[str]
+    ) -> ServerSentEvent:
+        return stream(request, detail_cards(request.app, equipment_id))
 
     @get("/fragments/equipment/list", opt=VIEW)
     async def equipment_list(self, request: Request[Any, Any, Any]) -> Template:

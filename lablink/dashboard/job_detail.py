@@ -18,15 +18,17 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Litestar, MediaType, Request, get, post
 from litestar.params import FromPath, FromQuery
-from litestar.response import Redirect, Response, Stream, Template
+from litestar.response import Redirect, Response, ServerSentEvent, Stream, Template
 
 from lablink.api.context import ApiContext
 from lablink.api.data import capture_stream, data_unavailable
 from lablink.api.jobs import upcoming_runs
 from lablink.api.queries import get_job, job_history, list_executions
 from lablink.dashboard import chart as charts
+from lablink.dashboard.live import stream
+from lablink.dashboard.pushed import Card, PageCards, render_fragment
 from lablink.dashboard.requests import OPERATE, VIEW, recorded, seen, whole_number
 from lablink.dashboard.requests import context as _context
 from lablink.dashboard.session import signed_in
@@ -49,6 +51,12 @@ CHARTS_KEPT = 64
 # Sent with an action's answer: the parts of the page listening for it load again at once,
 # without waiting for the live stream's next message.
 CHANGED_EVENT = "job-changed"
+# The topics each part of the page is sent anew on (job_cards).
+LIVE_TOPICS = {
+    "summary": ("jobs", "executions"),
+    "chart": ("executions",),
+    "executions": ("executions",),
+}
 
 
 class BadQuery(ValueError):
@@ -114,20 +122,18 @@ def _lateness(execution: dict[str, Any]) -> float | None:
     return (datetime.fromisoformat(started) - datetime.fromisoformat(scheduled)).total_seconds()
 
 
-async def measurement_chart(
-    request: Request[Any, Any, Any], job: dict[str, Any], range_name: str
-) -> charts.Chart:
+async def measurement_chart(app: Litestar, job: dict[str, Any], range_name: str) -> charts.Chart:
     """The chart, built once per job, range, newest result of the job and clock minute for
     every screen that asks: every execution anywhere in the lab refreshes the card, and
     costs the loop one index lookup when this job's series did not change. The build reads
     the window through SQLite's bucketing (``series_envelope``) on a thread, over its own
     connection."""
-    context = _context(request)
+    context: ApiContext = app.state["context"]
     job_id, zone = job["job_id"], job["timezone"]
     now = context.clock.now()
     key = (series_mark(context.reader, job_id), int(now.timestamp()) // 60, zone)
-    memo: dict[tuple[str, str], tuple[Any, asyncio.Future[charts.Chart]]] = (
-        request.app.state.setdefault("job_charts", {})
+    memo: dict[tuple[str, str], tuple[Any, asyncio.Future[charts.Chart]]] = app.state.setdefault(
+        "job_charts", {}
     )
     hit = memo.get((job_id, range_name))
     if hit is None or hit[0] != key:
@@ -158,12 +164,10 @@ def _build_chart(
     return charts.chart_of(envelope, since=since, until=until, zone=zone)
 
 
-async def chart_context(
-    request: Request[Any, Any, Any], job: dict[str, Any], range_name: str
-) -> dict[str, Any]:
+async def chart_context(app: Litestar, job: dict[str, Any], range_name: str) -> dict[str, Any]:
     return {
         "job": job,
-        "chart": await measurement_chart(request, job, range_name),
+        "chart": await measurement_chart(app, job, range_name),
         "range": range_name,
         "ranges": charts.RANGE_LABELS,
     }
@@ -188,9 +192,10 @@ async def _page(
         "notice": notice,
         "problem": problem,
         "actions_key": actions_key(job),
+        "range": range_name,
     }
     if job["schedule_type"] == "measurement":
-        values.update(await chart_context(request, job, range_name))
+        values.update(await chart_context(request.app, job, range_name))
     return Template(template_name="job.html", context=values, status_code=status_code)
 
 
@@ -220,6 +225,40 @@ def actions_key(job: dict[str, Any]) -> str:
     return f"{job['status']}|{job['enabled']}|{job['name']}"
 
 
+def job_cards(app: Litestar, job_id: str, range_name: str, before: int | None) -> PageCards:
+    """A job page's parts that its stream sends (job.html's ``sse-swap``). The actions card is
+    not one of them: it holds the screen's CSRF token and what its last action came to, and
+    is fetched on ``schedules`` only when the buttons that apply may have changed."""
+    context: ApiContext = app.state["context"]
+
+    def drawn(name: str, draw: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> Card:
+        async def card() -> str:
+            job = get_job(context.reader, job_id)
+            if job is None:
+                return render_fragment(app, "job_gone", {"job_id": job_id})
+            return render_fragment(app, f"job_{name}", {**(await draw(job)), "job": job})
+
+        return Card(frozenset(LIVE_TOPICS[name]), card)
+
+    async def summary_values(job: dict[str, Any]) -> dict[str, Any]:
+        return summary(context, job)
+
+    async def executions_values(job: dict[str, Any]) -> dict[str, Any]:
+        return executions(context, job_id, before)
+
+    async def chart_values(job: dict[str, Any]) -> dict[str, Any]:
+        return await chart_context(app, job, range_name)
+
+    cards = {
+        "summary": drawn("summary", summary_values),
+        "executions": drawn("executions", executions_values),
+    }
+    job = get_job(context.reader, job_id)
+    if job is not None and job["schedule_type"] == "measurement":
+        cards["chart"] = drawn("chart", chart_values)
+    return PageCards(("job", job_id, range_name, before), cards)
+
+
 # -- the controller ---------------------------------------------------------------------------
 
 
@@ -242,6 +281,23 @@ class JobDetailController(Controller):
             return await _page(request, job, before=_before(before), range_name=_range(range))
         except BadQuery as exc:
             return _refused(request, exc)
+
+    @get("/live/job/{job_id:str}", opt=VIEW)
+    async def live(
+        self,
+        request: Request[Any, Any, Any],
+        job_id: FromPath[str],
+        before: FromQuery[str | None] = None,
+        range: FromQuery[str | None] = None,
+    ) -> ServerSentEvent | Response[str]:
+        """The page's stream: the topics, and after them its summary, chart and executions
+        as the page shows them (at its chart range and executions page), drawn once for
+        every screen of the same page (pushed.PageCards)."""
+        try:
+            cards = job_cards(request.app, job_id, _range(range), _before(before))
+        except BadQuery as exc:
+            return Response(content=str(exc), status_code=400, media_type=MediaType.TEXT)
+        return stream(request, cards)
 
     @get("/fragments/job/{job_id:str}/summary", opt=VIEW)
     async def summary_fragment(
@@ -302,7 +358,7 @@ class JobDetailController(Controller):
             range_name = _range(range)
         except BadQuery as exc:
             return _fragment("job_bad_query", {"problem": exc}, 400)
-        return _fragment("job_chart", await chart_context(request, job, range_name))
+        return _fragment("job_chart", await chart_context(request.app, job, range_name))
 
     @get("/jobs/{job_id:str}/executions/{execution_id:str}/data", opt=VIEW)
     async def download(

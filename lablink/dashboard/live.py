@@ -35,7 +35,7 @@ import sqlite3
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from litestar import Controller, Litestar, Request, get
 from litestar.response import ServerSentEvent, ServerSentEventMessage
@@ -54,6 +54,7 @@ TICK_SECONDS = 30.0
 # attribute read, no I/O.
 POLL_SECONDS = 0.25
 FRAMES_KEY = "live_frames"
+T = TypeVar("T")
 BEAT_KEY = "live_beat"
 
 # Which page parts each kind of event changes (the prefix of the event's type). ``jobs``: a
@@ -150,7 +151,7 @@ class Pushed(Protocol):
 
     kind: Hashable
 
-    def messages(
+    async def messages(
         self, topics: Sequence[str], position: int, frame: Frame | None, folded: int, now: float
     ) -> list[ServerSentEventMessage]:
         """The parts showing ``topics``, as messages with the id ``position``: drawn as of
@@ -185,7 +186,7 @@ def batch(parts: Sequence[ServerSentEventMessage], frame: Frame | None = None) -
 KEEPALIVE = batch([ServerSentEventMessage(comment="keep-alive")])
 
 
-def frame_pass(
+async def frame_pass(
     frame: Frame,
     topics: Sequence[str],
     pushed: Pushed | None,
@@ -195,31 +196,43 @@ def frame_pass(
     """What a stream sends of ``frame``: its topics, then what ``pushed`` sends for them;
     built once per frame for every stream of a kind sending the same topics (None: nothing)."""
     key = ("pass", None if pushed is None else pushed.kind, tuple(topics))
-    if key in frame.drawn:
-        found: Batch | None = frame.drawn[key]
-        return found
-    position = frame.position
-    parts = [
-        ServerSentEventMessage(event=topic, data=str(position), id=str(position))
-        for topic in topics
-    ]
-    if pushed is not None:
-        parts += pushed.messages(topics, position, frame, folded, now)
-    made = frame.drawn[key] = batch(parts, frame) if parts else None
-    return made
+
+    async def build() -> Batch | None:
+        position = frame.position
+        parts = [
+            ServerSentEventMessage(event=topic, data=str(position), id=str(position))
+            for topic in topics
+        ]
+        if pushed is not None:
+            parts += await pushed.messages(topics, position, frame, folded, now)
+        return batch(parts, frame) if parts else None
+
+    return await _once(frame.drawn, key, build)
 
 
-def tick_pass(pulse: Pulse, position: int, pushed: Pushed | None) -> Batch:
+async def tick_pass(pulse: Pulse, position: int, pushed: Pushed | None) -> Batch:
     """A tick and what ``pushed`` sends for it, as of the pass of the beat that woke the
     stream: built once for every stream of a kind that it woke at ``position``."""
     key = ("tick", None if pushed is None else pushed.kind, position)
-    found: Batch | None = pulse.drawn.get(key)
-    if found is None:
+
+    async def build() -> Batch:
         parts = [ServerSentEventMessage(event="tick", data=str(position), id=str(position))]
         if pushed is not None:
-            parts += pushed.messages(["tick"], position, None, pulse.folded, pulse.now)
-        found = pulse.drawn[key] = batch(parts)
-    return found
+            parts += await pushed.messages(["tick"], position, None, pulse.folded, pulse.now)
+        return batch(parts)
+
+    return await _once(pulse.drawn, key, build)
+
+
+async def _once(drawn: dict[Hashable, Any], key: Hashable, build: Callable[[], Awaitable[T]]) -> T:
+    """``build()`` once for every stream that asks for ``key`` of a frame or a pulse: the
+    streams the beat woke together ask at the same pass, and a part drawn on a thread (a
+    chart) would otherwise be drawn once per stream that asked before the first was done."""
+    found: asyncio.Future[T] | None = drawn.get(key)
+    if found is None:
+        found = drawn[key] = asyncio.ensure_future(build())
+    # Shielded: a screen that goes away does not cancel what the others wait for.
+    return await asyncio.shield(found)
 
 
 async def passes(
@@ -266,7 +279,7 @@ async def passes(
         if frame is not None:
             topics = await shared.topics(frame, position)
             position = frame.position
-            sent = frame_pass(frame, topics, pushed, folded, now)
+            sent = await frame_pass(frame, topics, pushed, folded, now)
             if sent is not None:
                 yield sent
                 last_written = now
@@ -274,7 +287,7 @@ async def passes(
         if now >= next_tick:
             if still_allowed is not None and not await still_allowed():
                 return
-            yield tick_pass(pulse, position, pushed)
+            yield await tick_pass(pulse, position, pushed)
             next_tick = (math.floor(now / TICK_SECONDS) + 1) * TICK_SECONDS
             last_written = now
         if now - last_written >= KEEPALIVE_SECONDS:

@@ -1,6 +1,7 @@
-"""The overview's live stream, ``/live/overview``: the topics of ``/live`` and, after them, the
-HTML of each overview card that shows one (event ``card-<name>``; htmx's sse extension swaps it
-into the card, ``sse-swap``).
+"""The pages' own live streams: the topics of ``/live`` and, after them, the HTML of each part
+of the page that shows one (event ``card-<name>``; htmx's sse extension swaps it into the part,
+``sse-swap``). The overview's, ``/live/overview``, here; a job's, ``/live/job/{id}``, and the
+equipment pages', ``/live/equipment[/{id}]``, beside their pages (``PageCards``).
 
 A screen that fetched each card a message named made a whole request through uvicorn and the
 middleware on the engine's event loop: 20 screens made about 100 a second at 1,000 fires a
@@ -16,7 +17,8 @@ token in htmx's header (overview.render_card).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from litestar import Controller, Litestar, Request, get
@@ -82,7 +84,7 @@ class OverviewCards:
         # The screens of one role send the same cards of a frame (live.frame_pass).
         self.kind: Hashable = ("overview", can_write)
 
-    def messages(
+    async def messages(
         self, topics: Sequence[str], position: int, frame: Frame | None, folded: int, now: float
     ) -> list[ServerSentEventMessage]:
         named = set(topics)
@@ -97,6 +99,51 @@ class OverviewCards:
             for card, shows in overview.SHOWS.items()
             if named.intersection(shows)
         ]
+
+
+@dataclass(frozen=True)
+class Card:
+    """A part of a page its stream sends anew when a message names one of ``topics``: the
+    HTML ``draw()`` makes as the views are now, the same for every screen of the page."""
+
+    topics: frozenset[str]
+    draw: Callable[[], Awaitable[str]]
+
+
+class PageCards:
+    """live.Pushed for a page whose parts are the same for every screen showing it (a job's
+    page at a chart range and executions page, the equipment list, an instrument's page):
+    ``kind`` names the page and what its parts depend on, so the streams of screens showing
+    the same page share each frame's drawing (live.frame_pass) and 20 screens of a job cost
+    one drawing a second, where their fetches cost four requests each."""
+
+    def __init__(self, kind: Hashable, cards: Mapping[str, Card]) -> None:
+        self.kind = kind
+        self.cards = cards
+
+    async def messages(
+        self, topics: Sequence[str], position: int, frame: Frame | None, folded: int, now: float
+    ) -> list[ServerSentEventMessage]:
+        named = set(topics)
+        return [
+            ServerSentEventMessage(event=event_of(name), data=await card.draw(), id=str(position))
+            for name, card in self.cards.items()
+            if named.intersection(card.topics)
+        ]
+
+
+def render_fragment(app: Litestar, name: str, values: Mapping[str, Any]) -> str:
+    """A fragment's template drawn outside a request, for every screen: it may not ask for a
+    session's CSRF token (none of the pushed parts holds a form)."""
+    engine = app.template_engine
+    if engine is None:
+        raise RuntimeError("the dashboard's templates are not configured")
+    html: str = engine.get_template(f"fragments/{name}.html").render(csrf_token=_no_token, **values)
+    return html
+
+
+def _no_token(*_: Any) -> str:
+    raise RuntimeError("a part drawn for every screen cannot carry one screen's CSRF token")
 
 
 class OverviewLiveController(Controller):

@@ -35,8 +35,21 @@ from tests.support.harness import Harness, api_client
 EXAMPLES = 400
 # The stream never ends: it is checked on its own below, and signing out would end the
 # session every later example needs.
-STREAMS = ("/live", "/live/overview")
-NOT_FUZZED = {*STREAMS, "/signout"}
+# The streams, one of each route (``test_every_stream_route_is_checked`` keeps the list whole).
+STREAMS = (
+    "/live",
+    "/live/overview",
+    "/live/equipment",
+    "/live/equipment/power_supply_1",
+    "/live/job/job_000001",
+)
+NOT_FUZZED = {"/signout"}
+
+
+def is_stream(path: str) -> bool:
+    return path == "/live" or path.startswith("/live/")
+
+
 PARAMETER = re.compile(r"\{(\w+)(?::\w+)?\}")
 READ = re.compile(
     r"(?:query_params|params|query|form|data)\.(?:get|getall|getlist|getone)\(\s*[\"'](\w+)[\"']"
@@ -185,7 +198,7 @@ def targets() -> list[Target]:
     """Every dashboard route and method, from the router as the plugin mounts it."""
     found: list[Target] = []
     for route in dashboard_router().routes:
-        if not isinstance(route, HTTPRoute) or route.path in NOT_FUZZED:
+        if not isinstance(route, HTTPRoute) or route.path in NOT_FUZZED or is_stream(route.path):
             continue
         for handler in route.route_handlers:
             for method in sorted(handler.http_methods - {"OPTIONS", "HEAD"}):
@@ -343,6 +356,21 @@ async def test_random_forms_to_every_post_route_are_never_a_500_and_write_only_w
 def get_urls() -> Iterator[str]:
     for target in routes_of("GET"):
         yield target.url(dict.fromkeys(target.parameters, "power_supply_1"))
+
+
+def test_every_stream_route_is_checked() -> None:
+    routes = {route.path for route in dashboard_router().routes if is_stream(route.path)}
+    patterns = [re.compile(PARAMETER.sub("[^/]+", path) + "$") for path in sorted(routes)]
+    assert len(routes) == len(STREAMS)
+    assert all(any(p.match(url) for url in STREAMS) for p in patterns), sorted(routes)
+
+
+async def test_a_job_stream_refuses_a_bad_range_naming_it(admin: Signed) -> None:
+    response = await asyncio.wait_for(admin.web.get("/live/job/job_000001?range=fortnight"), 10)
+    assert response.status_code == 400
+    assert "range" in response.text
+    assert "fortnight" in response.text
+    assert "text/event-stream" not in response.headers.get("content-type", "")
 
 
 async def test_a_foreign_host_is_refused_on_every_dashboard_route(admin: Signed) -> None:

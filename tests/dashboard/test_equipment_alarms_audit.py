@@ -128,7 +128,9 @@ async def test_the_equipment_pages_show_what_the_api_answers(
     # The live part refreshes from its fragment: the same rows.
     fragment = await web.get("/fragments/equipment/psu_1/detail", headers={"HX-Request": "true"})
     assert marked(fragment.text, "data-execution") == marked(detail.text, "data-execution")
-    assert 'hx-trigger="sse:equipment, sse:executions' in detail.text
+    # The page's own stream sends the part anew (sse-swap); it fetches itself when that was lost.
+    assert 'sse-connect="/live/equipment/psu_1"' in detail.text
+    assert 'sse-swap="card-detail" hx-trigger="live-refresh"' in detail.text
 
 
 async def test_an_unknown_instrument_is_a_404_page(

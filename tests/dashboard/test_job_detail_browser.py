@@ -160,13 +160,30 @@ def test_a_measurement_jobs_chart_shows_the_recorded_values(browser: Browser, la
     assert listed == list(reversed(drawn))
     lab.shot(page, "job-detail-chart")
 
-    # The range switch swaps the chart in place; the week holds the same three points.
+    # A new value reaches the chart through the page's stream (at the page's range, 24 h).
     page.evaluate("window.__marker = 1")
+    more = api.post(f"/api/scheduler/jobs/{job_id}/run")
+    assert more.status_code == 200, more.text
+    assert ended(api, more.json()["execution_id"])["status"] == "completed"
+    expect(points).to_have_count(4, timeout=WAIT_MS)
+    expect(figure).to_have_attribute("data-range", "24h", timeout=WAIT_MS)
+
+    # The range switch swaps the chart in place; the week holds the same four points.
     page.get_by_role("link", name="Last 7 d").click()
     expect(page.get_by_role("link", name="Last 7 d")).to_have_attribute(
         "aria-current", "true", timeout=WAIT_MS
     )
-    expect(page.locator("svg.chart-svg circle[data-value]")).to_have_count(3, timeout=WAIT_MS)
+    expect(page.locator("svg.chart-svg circle[data-value]")).to_have_count(4, timeout=WAIT_MS)
+    # Switched in place, the chart stays at its range as values come: the stream's 24 h
+    # chart is not swapped over it, the week's is fetched instead.
+    again = api.post(f"/api/scheduler/jobs/{job_id}/run")
+    assert again.status_code == 200, again.text
+    assert ended(api, again.json()["execution_id"])["status"] == "completed"
+    expect(page.locator("svg.chart-svg circle[data-value]")).to_have_count(5, timeout=WAIT_MS)
+    expect(page.locator("figure.chart")).to_have_attribute("data-range", "7d", timeout=WAIT_MS)
+    expect(page.get_by_role("link", name="Last 7 d")).to_have_attribute(
+        "aria-current", "true", timeout=WAIT_MS
+    )
     assert page.evaluate("window.__marker") == 1
 
     # Delete asks first, naming the job, then goes to the jobs list; the API knows it no more.

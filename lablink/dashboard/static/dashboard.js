@@ -44,10 +44,27 @@
         .find((t) => t.startsWith("sse:"));
       if (first) window.htmx.trigger(el, first.split(" ")[0]);
     });
-    document.querySelectorAll("[sse-swap][hx-trigger='live-refresh']").forEach((el) => {
+    document.querySelectorAll("[sse-swap][hx-trigger*='live-refresh']").forEach((el) => {
       window.htmx.trigger(el, "live-refresh");
     });
   }
+  // A part the page's stream sends as one view of it (a job's chart at the range the page
+  // was opened with) is swapped in only while the screen shows that view: the element named
+  // by data-pushed-if carries the same value in both. A screen switched in place to another
+  // view fetches the part instead (its hx-include says which view).
+  document.addEventListener("htmx:sseBeforeMessage", (e) => {
+    const el = e.target;
+    const id = el && el.dataset ? el.dataset.pushedIf : null;
+    if (!id) return;
+    const shown = document.getElementById(id);
+    const sent = document.createElement("template");
+    sent.innerHTML = e.detail.data;
+    const view = sent.content.querySelector("#" + CSS.escape(id));
+    if (shown && view && shown.value !== view.value) {
+      e.preventDefault();
+      window.htmx.trigger(el, "live-refresh");
+    }
+  });
   document.addEventListener("htmx:sseOpen", () => {
     liveState("open", "on");
     if (lost) { lost = false; refreshAll(); }
