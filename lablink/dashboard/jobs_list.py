@@ -2,7 +2,7 @@
 resume of many jobs at once.
 
 The query lives in the URL (``?q=&type=&trigger=&enabled=&sort=&page=``), so a page can be
-bookmarked and the live refresh (``sse:jobs``) asks for exactly the page shown. Paging is
+bookmarked and the page's stream (``/live/jobs?…``) sends exactly the table shown. Paging is
 LIMIT/OFFSET over the jobs view (``list_job_views``), 50 a page: with 10,000 jobs a page
 costs one indexed count and one sorted read.
 
@@ -21,12 +21,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from litestar import Controller, Request, get, post
-from litestar.response import Template
+from litestar import Controller, Litestar, Request, get, post
+from litestar.response import ServerSentEvent, Template
 from markupsafe import Markup
 
 from lablink.api.context import ApiContext
 from lablink.api.queries import get_job, job_history, list_job_views
+from lablink.dashboard.live import stream
+from lablink.dashboard.pushed import Card, PageCards, render_fragment
 from lablink.dashboard.rendering import instant
 from lablink.dashboard.requests import OPERATE, VIEW, seen, whole_number
 from lablink.dashboard.requests import context as _context
@@ -252,6 +254,30 @@ def run_bulk(
     return outcome
 
 
+def table_cards(app: Litestar, params: Mapping[str, Any], *, can_write: bool) -> PageCards:
+    """The list page's table, sent by its stream for the page's query (jobs.html), drawn once
+    per frame for every screen of the same query and role. It carries no box ticked: each
+    screen keeps its own (dashboard.js); a screen that changed its query in place fetches
+    its table instead (``data-pushed-if``)."""
+    context: ApiContext = app.state["context"]
+    query, problems = parse_query(params)
+
+    async def draw() -> str:
+        found = listing(context, query, problems)
+        values = {
+            "can_write": can_write,
+            "listing": found,
+            "query": found.query,
+            "sorts": SORTS,
+            "page_size": PAGE_SIZE,
+            "shared": True,
+        }
+        return render_fragment(app, "jobs_table", values)
+
+    kind = ("jobs", query.params(), can_write)
+    return PageCards(kind, {"table": Card(frozenset({"jobs"}), draw)})
+
+
 class JobsListController(Controller):
     path = "/"
     include_in_schema = False
@@ -261,6 +287,11 @@ class JobsListController(Controller):
         query, problems = parse_query(request.query_params)
         found = listing(_context(request), query, problems)
         return Template(template_name="jobs.html", context=_page_context(request, found))
+
+    @get("/live/jobs", opt=VIEW)
+    async def live(self, request: Request[Any, Any, Any]) -> ServerSentEvent:
+        can_write = signed_in(request).allows("operator")
+        return stream(request, table_cards(request.app, request.query_params, can_write=can_write))
 
     @get("/fragments/jobs/table", opt=VIEW)
     async def table(self, request: Request[Any, Any, Any]) -> Template:

@@ -41,6 +41,7 @@ STREAMS = (
     "/live/overview",
     "/live/equipment",
     "/live/equipment/power_supply_1",
+    "/live/jobs",
     "/live/job/job_000001",
 )
 NOT_FUZZED = {"/signout"}

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from lablink.dashboard.jobs_list import PAGE_SIZE
+from lablink.dashboard.jobs_list import PAGE_SIZE, table_cards
 from tests.dashboard.test_session import csrf, new_key, sign_in
 from tests.support.harness import Harness, api_client
 
@@ -158,8 +158,32 @@ async def test_search_filters_sort_and_pages_agree_with_the_api(
     assert fragment.headers["HX-Replace-Url"] == (
         "/jobs?q=nightly&trigger=interval&enabled=yes&sort=created"
     )
-    assert 'hx-trigger="sse:jobs"' in fragment.text
+    # Fetched when the stream was lost or the query changed in place; else the page's stream
+    # sends it, while the screen shows the query the page was opened with.
+    assert 'sse-swap="card-table" data-pushed-if="jobs-query"' in fragment.text
+    assert 'hx-trigger="live-refresh"' in fragment.text
+    assert (
+        '<input type="hidden" id="jobs-query"'
+        ' value="q=nightly&amp;trigger=interval&amp;enabled=yes&amp;sort=created">'
+    ) in fragment.text
     assert "<html" not in fragment.text
+
+    # What the page's stream sends for that query: the same rows and query, drawn for every
+    # screen (no screen's form token in it).
+    transport = web._transport
+    assert isinstance(transport, httpx.ASGITransport)
+    params = {"q": "nightly", "trigger": "interval", "enabled": "yes", "sort": "created"}
+    cards = table_cards(transport.app, params, can_write=True)  # type: ignore[arg-type]
+    pushed = await cards.cards["table"].draw()
+    assert shown(pushed) == both
+    assert (
+        'id="jobs-query" value="q=nightly&amp;trigger=interval&amp;enabled=yes&amp;sort=created"'
+        in pushed
+    )
+    assert "_csrf_token" not in pushed
+    assert 'hx-post="/jobs/bulk"' in pushed
+    viewer = table_cards(transport.app, params, can_write=False)  # type: ignore[arg-type]
+    assert 'hx-post="/jobs/bulk"' not in await viewer.cards["table"].draw()
 
     # A value the list does not know is named, with its field and why; never a 500.
     bad = await web.get("/jobs", params={"type": "bogus", "page": "x"})

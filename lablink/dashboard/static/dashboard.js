@@ -176,14 +176,18 @@
     const first = document.querySelector("#jobs-bulk input[name='job_id'], #jobs-q");
     if (first) first.focus();
   });
-  // A refresh answers with the boxes ticked when it was asked; one ticked or unticked while
-  // it was on its way is kept as the user left it (the bulk answer's table is not: it clears).
+  // A refresh answers with the boxes ticked when it was asked, and the table the page's stream
+  // sends with none; either way the boxes are kept as the user left them (the bulk answer's
+  // table is not: it clears).
   let ticked = null;
-  document.addEventListener("htmx:beforeSwap", (e) => {
-    const target = e.detail.target;
+  function keepTicks(target) {
     if (target && target.id === "jobs-results") {
       ticked = new Set([...target.querySelectorAll("input[name='job_id']:checked")].map((b) => b.value));
     }
+  }
+  document.addEventListener("htmx:beforeSwap", (e) => keepTicks(e.detail.target));
+  document.addEventListener("htmx:sseBeforeMessage", (e) => {
+    if (!e.defaultPrevented) keepTicks(e.target);
   });
   document.addEventListener("htmx:load", (e) => {
     if (ticked === null || !e.target || e.target.id !== "jobs-results") return;
