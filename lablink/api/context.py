@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
@@ -172,6 +173,13 @@ class ApiContext:
             "offline": offline,
             "queues": queues,
         }
+
+    def reading(self, conn: sqlite3.Connection) -> ApiContext:
+        """This context with ``conn`` as its reader: for reads on a worker thread (a
+        connection is used by the thread that opened it), sharing everything else."""
+        found = copy.copy(self)
+        found.reader = conn
+        return found
 
     def close_streams(self) -> None:
         self.closing = True

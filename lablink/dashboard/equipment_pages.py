@@ -86,25 +86,24 @@ def not_found(request: Request[Any, Any, Any], page: str, what: str) -> Template
 def list_cards(app: Litestar) -> PageCards:
     """The equipment page's list, sent by its stream (equipment.html's ``sse-swap``), drawn
     once for every screen."""
-    context: ApiContext = app.state["context"]
 
-    async def draw() -> str:
+    def draw(context: ApiContext) -> str:
         return render_fragment(app, "equipment_list", {"instruments": _instruments(context)})
 
-    return PageCards(("equipment",), {"list": Card(LIST_TOPICS, draw)})
+    return PageCards(app.state["context"], ("equipment",), {"list": Card(LIST_TOPICS, draw)})
 
 
 def detail_cards(app: Litestar, equipment_id: str) -> PageCards:
     """An instrument's page, sent by its stream, drawn once for every screen showing it."""
-    context: ApiContext = app.state["context"]
 
-    async def draw() -> str:
+    def draw(context: ApiContext) -> str:
         detail = _detail(context, equipment_id)
         if detail is None:
             return render_fragment(app, "equipment_gone", {"equipment_id": equipment_id})
         return render_fragment(app, "equipment_detail", detail)
 
-    return PageCards(("equipment", equipment_id), {"detail": Card(DETAIL_TOPICS, draw)})
+    cards = {"detail": Card(DETAIL_TOPICS, draw)}
+    return PageCards(app.state["context"], ("equipment", equipment_id), cards)
 
 
 class EquipmentPagesController(Controller):

@@ -229,34 +229,30 @@ def job_cards(app: Litestar, job_id: str, range_name: str, before: int | None) -
     """A job page's parts that its stream sends (job.html's ``sse-swap``). The actions card is
     not one of them: it holds the screen's CSRF token and what its last action came to, and
     is fetched on ``schedules`` only when the buttons that apply may have changed."""
-    context: ApiContext = app.state["context"]
 
-    def drawn(name: str, draw: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> Card:
-        async def card() -> str:
+    def drawn(name: str, values: Callable[[ApiContext, dict[str, Any]], dict[str, Any]]) -> Card:
+        def draw(context: ApiContext) -> str:
             job = get_job(context.reader, job_id)
             if job is None:
                 return render_fragment(app, "job_gone", {"job_id": job_id})
-            return render_fragment(app, f"job_{name}", {**(await draw(job)), "job": job})
+            return render_fragment(app, f"job_{name}", {**values(context, job), "job": job})
 
-        return Card(frozenset(LIVE_TOPICS[name]), card)
+        return Card(frozenset(LIVE_TOPICS[name]), draw)
 
-    async def summary_values(job: dict[str, Any]) -> dict[str, Any]:
-        return summary(context, job)
-
-    async def executions_values(job: dict[str, Any]) -> dict[str, Any]:
-        return executions(context, job_id, before)
-
-    async def chart_values(job: dict[str, Any]) -> dict[str, Any]:
-        return await chart_context(app, job, range_name)
+    def chart_values(context: ApiContext, job: dict[str, Any]) -> dict[str, Any]:
+        # Built here, on the drawing's thread: the frame shares it between the screens.
+        chart = _build_chart(context, job_id, job["timezone"], range_name, context.clock.now())
+        return {"chart": chart, "range": range_name, "ranges": charts.RANGE_LABELS}
 
     cards = {
-        "summary": drawn("summary", summary_values),
-        "executions": drawn("executions", executions_values),
+        "summary": drawn("summary", summary),
+        "executions": drawn("executions", lambda context, _: executions(context, job_id, before)),
     }
+    context: ApiContext = app.state["context"]
     job = get_job(context.reader, job_id)
     if job is not None and job["schedule_type"] == "measurement":
         cards["chart"] = drawn("chart", chart_values)
-    return PageCards(("job", job_id, range_name, before), cards)
+    return PageCards(context, ("job", job_id, range_name, before), cards)
 
 
 # -- the controller ---------------------------------------------------------------------------

@@ -259,10 +259,9 @@ def table_cards(app: Litestar, params: Mapping[str, Any], *, can_write: bool) ->
     per frame for every screen of the same query and role. It carries no box ticked: each
     screen keeps its own (dashboard.js); a screen that changed its query in place fetches
     its table instead (``data-pushed-if``)."""
-    context: ApiContext = app.state["context"]
     query, problems = parse_query(params)
 
-    async def draw() -> str:
+    def draw(context: ApiContext) -> str:
         found = listing(context, query, problems)
         values = {
             "can_write": can_write,
@@ -275,7 +274,7 @@ def table_cards(app: Litestar, params: Mapping[str, Any], *, can_write: bool) ->
         return render_fragment(app, "jobs_table", values)
 
     kind = ("jobs", query.params(), can_write)
-    return PageCards(kind, {"table": Card(frozenset({"jobs"}), draw)})
+    return PageCards(app.state["context"], kind, {"table": Card(frozenset({"jobs"}), draw)})
 
 
 class JobsListController(Controller):

@@ -17,13 +17,15 @@ token in htmx's header (overview.render_card).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+import asyncio
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from litestar import Controller, Litestar, Request, get
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from lablink.api.context import ApiContext
 from lablink.dashboard import overview
 from lablink.dashboard.frames import Frame
 from lablink.dashboard.live import stream
@@ -104,20 +106,26 @@ class OverviewCards:
 @dataclass(frozen=True)
 class Card:
     """A part of a page its stream sends anew when a message names one of ``topics``: the
-    HTML ``draw()`` makes as the views are now, the same for every screen of the page."""
+    HTML ``draw(context)`` makes as the views are now, the same for every screen of the page.
+    It is drawn on a worker thread, ``context.reader`` a connection of that thread's."""
 
     topics: frozenset[str]
-    draw: Callable[[], Awaitable[str]]
+    draw: Callable[[ApiContext], str]
 
 
 class PageCards:
     """live.Pushed for a page whose parts are the same for every screen showing it (a job's
-    page at a chart range and executions page, the equipment list, an instrument's page):
-    ``kind`` names the page and what its parts depend on, so the streams of screens showing
-    the same page share each frame's drawing (live.frame_pass) and 20 screens of a job cost
-    one drawing a second, where their fetches cost four requests each."""
+    page at a chart range and executions page, the equipment pages, the jobs list at a
+    query): ``kind`` names the page and what its parts depend on, so the streams of screens
+    showing the same page share each frame's drawing (live.frame_pass) and 20 screens of a
+    job cost one drawing a second, where their fetches cost four requests each.
 
-    def __init__(self, kind: Hashable, cards: Mapping[str, Card]) -> None:
+    The parts are drawn off the event loop: a job's summary, executions and chart, or a
+    50-row table, take tens of milliseconds to read and render, and the engine's fires wait
+    on the loop for as long as a drawing holds it (BENCHMARKS.md, "Dashboard")."""
+
+    def __init__(self, context: ApiContext, kind: Hashable, cards: Mapping[str, Card]) -> None:
+        self.context = context
         self.kind = kind
         self.cards = cards
 
@@ -125,11 +133,24 @@ class PageCards:
         self, topics: Sequence[str], position: int, frame: Frame | None, folded: int, now: float
     ) -> list[ServerSentEventMessage]:
         named = set(topics)
+        wanted = [(name, card) for name, card in self.cards.items() if named & card.topics]
+        if not wanted:
+            return []
+        drawn = await asyncio.to_thread(draw_all, self.context, [c.draw for _, c in wanted])
         return [
-            ServerSentEventMessage(event=event_of(name), data=await card.draw(), id=str(position))
-            for name, card in self.cards.items()
-            if named.intersection(card.topics)
+            ServerSentEventMessage(event=event_of(name), data=html, id=str(position))
+            for (name, _), html in zip(wanted, drawn, strict=True)
         ]
+
+
+def draw_all(context: ApiContext, draws: Sequence[Callable[[ApiContext], str]]) -> list[str]:
+    """Each of ``draws`` on this (worker) thread, over one reader connection of its own."""
+    conn = context.connect_reader()
+    try:
+        reading = context.reading(conn)
+        return [draw(reading) for draw in draws]
+    finally:
+        conn.close()
 
 
 def render_fragment(app: Litestar, name: str, values: Mapping[str, Any]) -> str:

@@ -6,7 +6,7 @@ the harness, on a clock moved by hand (test_overview.Ticks)."""
 
 from __future__ import annotations
 
-import asyncio
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -31,16 +31,20 @@ def context(harness: Harness) -> Iterator[ApiContext]:
 
 
 class Drawings:
-    """Parts that note each drawing and wait for ``release`` before they are done."""
+    """Parts that note each drawing (on its worker thread) and wait for ``release`` before
+    they are done."""
 
     def __init__(self) -> None:
         self.drawn: list[str] = []
-        self.release = asyncio.Event()
+        self.release = threading.Event()
 
     def card(self, name: str, *topics: str) -> Card:
-        async def draw() -> str:
+        def draw(context: ApiContext) -> str:
+            # Drawn off the loop, over a reader connection of the drawing's own.
+            assert threading.current_thread() is not threading.main_thread()
+            context.reader.execute("select 1").fetchone()
             self.drawn.append(name)
-            await self.release.wait()
+            self.release.wait(timeout=60)
             return f"<p>{name} {len(self.drawn)}</p>"
 
         return Card(frozenset(topics), draw)
@@ -56,6 +60,7 @@ async def test_screens_of_one_page_share_its_drawing_and_other_pages_draw_their_
 
     def page(kind: str) -> PageCards:
         return PageCards(
+            context,
             ("page", kind),
             {
                 "summary": drawings.card(f"{kind}:summary", "jobs", "executions"),
@@ -94,6 +99,7 @@ async def test_screens_of_one_page_share_its_drawing_and_other_pages_draw_their_
         assert str(other.got[1].parts[-1].data).startswith("<p>b:summary ")
         assert sorted(drawings.drawn) == ["a:summary", "b:summary"]
     finally:
+        drawings.release.set()
         for screen in screens:
             await screen.close()
 
@@ -105,7 +111,7 @@ async def test_a_screen_that_goes_away_does_not_cancel_the_drawing_others_wait_f
     beat = beat_for(context, ticks)
     frames = Frames(lookup_of(context), period=THROTTLE_SECONDS)
     drawings = Drawings()
-    cards = PageCards(("page",), {"summary": drawings.card("summary", "jobs")})
+    cards = PageCards(context, ("page",), {"summary": drawings.card("summary", "jobs")})
     start = folded_position(context)
     leaving = Screen(passes(context, start, frames=frames, beat=beat, pushed=cards))
     staying = Screen(passes(context, start, frames=frames, beat=beat, pushed=cards))
@@ -120,4 +126,5 @@ async def test_a_screen_that_goes_away_does_not_cancel_the_drawing_others_wait_f
         assert staying.got[1].parts[-1].data == "<p>summary 1</p>"
         assert drawings.drawn == ["summary"]
     finally:
+        drawings.release.set()
         await staying.close()
