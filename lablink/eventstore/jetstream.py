@@ -86,6 +86,9 @@ from lablink.eventstore.sqlite import SQLiteEventStore, event_of
 log = structlog.get_logger(tag="eventstore")
 
 
+_Head = tuple[int, int]  # a stream's version and the position of its last event
+
+
 class _Prepared:
     """A request made into messages, checked before anything of its call is sent."""
 
@@ -268,47 +271,92 @@ class JetStreamEventStore:
         return self._loop.call(self._append_all(prepared))
 
     async def _append_all(self, prepared: list[_Prepared]) -> list[AppendOutcome]:
+        """Publish every request (the streams at once, each stream's requests in order), then
+        wait once for the copy to hold all that was recorded and read it back in one range:
+        one round trip per request, not three."""
         outcomes: list[AppendOutcome | None] = [None] * len(prepared)
+        spans: dict[int, range] = {}  # a recorded request's positions
         failures: list[tuple[int, BaseException]] = []
         by_stream: dict[str, list[int]] = {}
         for index, one in enumerate(prepared):
             by_stream.setdefault(one.request.stream_id, []).append(index)
+        heads = await asyncio.to_thread(self._heads, list(by_stream))
 
-        async def in_order(indexes: list[int]) -> None:
+        async def in_order(stream_id: str, indexes: list[int]) -> None:
+            head: _Head | None = heads[stream_id]
+            reached = 0  # after an append at ANY: the copy holds the stream's head from here
             for index in indexes:
                 try:
-                    outcomes[index] = await self._append_one(prepared[index])
+                    if head is None:
+                        await self._until_copied(reached, self.copy_timeout)
+                        head = await asyncio.to_thread(self.copy.stream_head, stream_id)
+                    outcome, head = await self._record(prepared[index], head)
                 except Exception as exc:
                     failures.append((index, exc))
                     return
+                if isinstance(outcome, StreamVersionConflict):
+                    outcomes[index] = outcome
+                else:
+                    spans[index] = outcome
+                    reached = max(reached, outcome.stop - 1)
 
-        await asyncio.gather(*(in_order(indexes) for indexes in by_stream.values()))
+        await asyncio.gather(*(in_order(sid, indexes) for sid, indexes in by_stream.items()))
         if failures:
             raise min(failures, key=lambda failure: failure[0])[1]
+        recorded = [span for span in spans.values() if span]
+        rows: dict[int, StoredRow] = {}
+        if recorded:
+            low, high = min(span.start for span in recorded), max(span.stop for span in recorded)
+            await self._until_copied(high - 1, self.copy_timeout)
+            found = await asyncio.to_thread(
+                self.copy.read_rows, low - 1, high - low, up_to=high - 1
+            )
+            rows = {row[0]: row for row in found}
+        for index, span in spans.items():
+            events = [rows[position] for position in span if position in rows]
+            if [row[1] for row in events] != prepared[index].event_ids:
+                raise StorageUnavailable(
+                    str(self.path),
+                    f"the copy's events {span.start}..{span.stop - 1} are not the ones"
+                    " recorded there",
+                )
+            outcomes[index] = [event_of(row) for row in events]
         return [outcome for outcome in outcomes if outcome is not None]
 
-    async def _append_one(self, one: _Prepared) -> AppendOutcome:
+    def _heads(self, stream_ids: list[str]) -> dict[str, _Head | None]:
+        with self.copy.lock:
+            return {stream_id: self.copy.stream_head(stream_id) for stream_id in stream_ids}
+
+    async def _record(
+        self, one: _Prepared, head: _Head
+    ) -> tuple[StreamVersionConflict | range, _Head | None]:
+        """Record one request after its stream's ``head`` (version, last position) as the copy
+        holds it: the positions it was recorded at, or its conflict; and the stream's head
+        after it (None: unknown until the copy has it, after an append at ANY)."""
         request = one.request
         stream_id, expected = request.stream_id, request.expected_version
-        version, last_position = await asyncio.to_thread(self.copy.stream_head, stream_id)
+        version, last_position = head
         expectation: dict[str, str] = {}
         if expected != ANY:
             if version < expected:  # the copy may be behind: not a conflict until it is not
                 await self._catch_up()
                 version, last_position = await asyncio.to_thread(self.copy.stream_head, stream_id)
             if version != expected:
-                return StreamVersionConflict(stream_id, expected, version)
+                return StreamVersionConflict(stream_id, expected, version), (
+                    version,
+                    last_position,
+                )
             expectation = {
                 EXPECTED_SEQUENCE: str(last_position),
                 EXPECTED_SUBJECT: stream_subjects(stream_id),
             }
         if not one.messages:
-            return []
+            return range(0), (version, last_position)
         ack = await self._publish(one, expectation)
         if ack.error_code == WRONG_LAST_SEQUENCE:
             await self._catch_up()
-            actual = await asyncio.to_thread(self.copy.stream_version, stream_id)
-            return StreamVersionConflict(stream_id, expected, actual)
+            now = await asyncio.to_thread(self.copy.stream_head, stream_id)
+            return StreamVersionConflict(stream_id, expected, now[0]), now
         if ack.error_code == BATCH_DUPLICATE_ID or ack.duplicate:
             raise DuplicateId(await self._duplicate_of(one))
         if not ack.ok:
@@ -320,15 +368,9 @@ class JetStreamEventStore:
             raise RecordUnconfirmed(
                 self.options.shown(), f"batch of {count} acknowledged {ack.count}", one.event_ids
             )
-        first = ack.seq - count + 1
-        await self._until_copied(ack.seq, self.copy_timeout)
-        rows = await asyncio.to_thread(self.copy.read_rows, first - 1, count, up_to=ack.seq)
-        if [row[1] for row in rows] != one.event_ids:
-            raise StorageUnavailable(
-                str(self.path),
-                f"the copy's events {first}..{ack.seq} are not the ones recorded there",
-            )
-        return [event_of(row) for row in rows]
+        span = range(ack.seq - count + 1, ack.seq + 1)
+        # The expectation held: nothing else was recorded in this stream in between.
+        return span, (version + count, ack.seq) if expected != ANY else None
 
     async def _publish(self, one: _Prepared, expectation: dict[str, str]) -> Ack:
         where = self.options.shown()

@@ -1,0 +1,114 @@
+"""Append latency of the JetStream event store (issue 18), beside the SQLite store.
+
+Run it from the repository root::
+
+    .venv/bin/python -m bench.bench_jetstream [--appends 500] [--batch 100]
+
+Real nats-servers in a temporary folder (``sync_interval: always``): one node (R1), and
+deploy/nats-server.conf as three loopback nodes (R3). For each store: single-event appends
+one after another (each returns once the event is in the local copy: read-your-writes), an
+atomic 10-event append, and ``append_batch`` of ``--batch`` one-event requests on as many
+streams (the group committer's shape). Medians and p99 in milliseconds; each figure is one
+run, printed as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lablink.events import JobPaused, NewEvent
+from lablink.eventstore import AppendRequest, EventStore, SQLiteEventStore
+from lablink.eventstore.jetstream import JetStreamEventStore
+from lablink.eventstore.record_link import JetStreamOptions
+from tests.support.nats_cluster import SCHEDULER
+from tests.support.nats_thread import nats_cluster, nats_server
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def new(job_id: str, n: int) -> NewEvent:
+    return NewEvent(event=JobPaused(job_id=job_id, reason=f"r{n}"), actor="bench", occurred_at=T0)
+
+
+def timed(step: Callable[[], object], runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def p99(times: list[float]) -> float:
+    return sorted(times)[min(len(times) - 1, int(len(times) * 0.99))]
+
+
+def measure(name: str, store: EventStore, appends: int, batch: int) -> list[str]:
+    counter = iter(range(10**9))
+
+    def single() -> None:
+        version = store.stream_version("job_single")
+        store.append("job_single", version, [new("job_single", next(counter))])
+
+    def atomic() -> None:
+        version = store.stream_version("job_atomic")
+        store.append("job_atomic", version, [new("job_atomic", next(counter)) for _ in range(10)])
+
+    rounds = iter(range(10**9))
+
+    def grouped() -> None:
+        n = next(rounds)
+        store.append_batch(
+            [
+                AppendRequest(stream_id=f"job_{n}_{i}", expected_version=0, events=[new("j", i)])
+                for i in range(batch)
+            ]
+        )
+
+    one = timed(single, appends)
+    ten = timed(atomic, max(10, appends // 10))
+    many = timed(grouped, 10)
+    return [
+        f"{name:<22} single {statistics.median(one):6.2f} / p99 {p99(one):6.2f} ms"
+        f" | 10 atomic {statistics.median(ten):6.2f} ms"
+        f" | batch of {batch} {statistics.median(many):7.2f} ms"
+        f" ({batch / statistics.median(many) * 1000:,.0f} appends/s)"
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--appends", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=100)
+    args = parser.parse_args()
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        sqlite_store = SQLiteEventStore(root / "events.db")
+        lines += measure("sqlite (FULL)", sqlite_store, args.appends, args.batch)
+        sqlite_store.close()
+        with nats_server(root / "nats") as (_, server):
+            store = JetStreamEventStore(root / "r1.db", JetStreamOptions(servers=(server.url,)))
+            lines += measure("jetstream R1", store, args.appends, args.batch)
+            store.close()
+        with nats_cluster(root / "cluster") as (_, nodes):
+            options = JetStreamOptions(
+                servers=tuple(node.url for node in nodes),
+                user=SCHEDULER[0],
+                password=SCHEDULER[1],
+                replicas=3,
+            )
+            store = JetStreamEventStore(root / "r3.db", options, open_timeout=60.0)
+            lines += measure("jetstream R3 (3 nodes)", store, args.appends, args.batch)
+            store.close()
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
