@@ -36,6 +36,8 @@ JETSTREAM_NOT_READY = 10008
 MAX_BATCH = 1000
 EXPECTED_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+# The record's stream, beside the relay's LABLINK_EVENTS (a copy of the SQLite log).
+RECORD_STREAM = "LABLINK_LOG"
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class JetStreamOptions:
     tls_key: str | None = None
     # The reply inbox; a user allowed only its own (``_INBOX.<user>``) must say so.
     inbox_prefix: str | None = None
-    stream: str = "LABLINK_LOG"
+    stream: str = RECORD_STREAM
     replicas: int = 1
     # How long JetStream remembers an event id to drop a repeated publish of it.
     duplicate_window: float = 600.0
