@@ -37,6 +37,7 @@ nats-py's asyncio client on an event loop thread the store owns (``loop_thread``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -194,7 +195,9 @@ class JetStreamEventStore:
         """After each write into the copy (in the writing thread): wake the waits."""
         self._copied = max(self._copied, events[-1].position)
         if not self._closed:
-            self._loop.loop.call_soon_threadsafe(self._wake)
+            # The loop may close between the check and the call (the store closing).
+            with contextlib.suppress(RuntimeError):
+                self._loop.loop.call_soon_threadsafe(self._wake)
 
     def _wake(self) -> None:
         progress, self._progress = self._progress, asyncio.Event()

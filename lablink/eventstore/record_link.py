@@ -32,6 +32,7 @@ WRONG_LAST_SEQUENCE = 10071
 BATCH_DUPLICATE_ID = 10201
 STREAM_NOT_FOUND = 10059
 JETSTREAM_NOT_READY = 10008
+NO_MESSAGE = 10037
 # ADR-50: an atomic batch holds at most 1,000 messages.
 MAX_BATCH = 1000
 EXPECTED_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
@@ -208,8 +209,10 @@ async def message_id_at(nc: NATS, stream: str, seq: int, within: float) -> str |
     such message)."""
     try:
         answer = await api(nc, f"$JS.API.STREAM.MSG.GET.{stream}", {"seq": seq}, within)
-    except ApiError:
-        return None
+    except ApiError as exc:
+        if exc.code == NO_MESSAGE:
+            return None
+        raise
     raw = answer.get("message", {}).get("hdrs")
     if not raw:
         return None

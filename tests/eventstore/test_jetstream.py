@@ -19,6 +19,7 @@ from lablink.bus.server import NatsServer
 from lablink.errors import (
     AppendTooLarge,
     DuplicateId,
+    LocalCopyBehind,
     LocalCopyMismatch,
     StorageError,
     StreamVersionConflict,
@@ -291,19 +292,26 @@ async def _stream_leader(urls: list[str], stream: str) -> str:
 @pytest.mark.nats
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_appends_go_on_after_the_stream_leader_is_killed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("killed", ["stream leader", "the store's node"])
+def test_appends_go_on_after_a_node_is_killed(tmp_path: Path, killed: str) -> None:
     with nats_cluster(tmp_path) as (thread, nodes):
         urls = [node.url for node in nodes]
         options = JetStreamOptions(
             servers=tuple(urls), user=SCHEDULER[0], password=SCHEDULER[1], replicas=3
         )
         store = JetStreamEventStore(tmp_path / "copy.db", options, open_timeout=60.0)
+        other = JetStreamEventStore(tmp_path / "other.db", options, open_timeout=60.0)
         acknowledged: list[str] = []
         try:
             for n in range(20):
                 acknowledged += [r.event_id for r in store.append("job_a", n, [new("job_a", n)])]
             leader = thread.call(_stream_leader(urls, options.stream))
-            victim = next(node for node in nodes if f"nats-{nodes.index(node) + 1}" == leader)
+            if killed == "stream leader":
+                victim = nodes[int(leader.removeprefix("nats-")) - 1]
+            else:
+                connected = store._nc.connected_url
+                assert connected is not None
+                victim = next(node for node in nodes if node.port == connected.port)
             thread.kill(victim)
 
             def append_once() -> list[RecordedEvent]:
@@ -317,11 +325,37 @@ def test_appends_go_on_after_the_stream_leader_is_killed(tmp_path: Path) -> None
                 )
                 acknowledged += [r.event_id for r in recorded]
             survivors = [node.url for node in nodes if node is not victim]
-            assert thread.call(_stream_leader(survivors, options.stream)) != leader
+            victim_name = f"nats-{nodes.index(victim) + 1}"
+            assert thread.call(_stream_leader(survivors, options.stream)) != victim_name
             events = store.read_stream("job_a")
             # Every acknowledged append is there, once, in a gapless stream.
             assert set(acknowledged) <= {e.event_id for e in events}
             assert [e.version for e in events] == list(range(1, len(events) + 1))
             assert store.last_position() == store.record_position()
+            # The other replica's copy is the same, whichever node it was on.
+            eventually_sync(lambda: other.last_position(), until=lambda n: n == len(events))
+            assert other.read_rows(0, 1000) == store.read_rows(0, 1000)
         finally:
+            other.close()
             store.close()
+
+
+@pytest.mark.nats
+def test_a_message_that_is_no_event_stops_the_copy_there_named(
+    replicas: Replicas, server: NatsServer
+) -> None:
+    store = replicas.open("first", copy_timeout=0.5)
+    store.append("job_a", 0, [new("job_a", 1)])
+
+    async def publish_garbage() -> None:
+        nc = await nats.connect(server.url)
+        await nc.jetstream().publish("lablink.log.job_a", b"{}")  # no type token, no envelope
+        await nc.close()
+
+    asyncio.run(publish_garbage())
+    with pytest.raises(LocalCopyBehind, match="copying stopped") as caught:
+        store.append("job_b", 0, [new("job_b", 2)])
+    # Recorded (the record takes it), not copied: the copy never skips what it cannot read.
+    assert caught.value.position == 3
+    assert store.last_position() == 1
+    assert store.record_position() == 3

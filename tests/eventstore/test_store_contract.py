@@ -195,6 +195,22 @@ def test_group_commit_checks_each_request(make_store: StoreFactory) -> None:
     assert store.last_position() == 3
 
 
+def test_group_commit_numbers_appends_at_any_before_a_checked_one(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    outcomes = store.append_batch(
+        [
+            AppendRequest(stream_id="job_a", expected_version=ANY, events=[new("job_a", 1)]),
+            AppendRequest(stream_id="job_a", expected_version=ANY, events=[new("job_a", 2)]),
+            AppendRequest(stream_id="job_a", expected_version=2, events=[new("job_a", 3)]),
+            AppendRequest(stream_id="job_b", expected_version=0, events=[]),
+        ]
+    )
+    assert [[r.version for r in o] for o in outcomes if isinstance(o, list)] == [[1], [2], [3], []]
+    assert store.stream_version("job_a") == 3
+
+
 # The SQLite file's own tests (pragmas, reopen, two connections, another connection's reads)
 # poke at one file; the JetStream store's twins of them (its copy's schema and pragmas, two
 # instances on one stream, reads agreeing with the SQLite store's) are in test_jetstream.py.
