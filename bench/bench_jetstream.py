@@ -9,7 +9,9 @@ deploy/nats-server.conf as three loopback nodes (R3). For each store: single-eve
 one after another (each returns once the event is in the local copy: read-your-writes), an
 atomic 10-event append, and ``append_batch`` of ``--batch`` one-event requests on as many
 streams (the group committer's shape). Medians and p99 in milliseconds; each figure is one
-run, printed as a table.
+run, printed as a table. ``--failover N``: N times, a fresh R3 cluster, appends one after
+another, the stream leader SIGKILLed; the time from the kill to the next append that returns
+(an append in flight during the election waits out its ack timeout, 5 s by default).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import nats
+
+from lablink.errors import StorageError, StreamVersionConflict
 from lablink.events import JobPaused, NewEvent
 from lablink.eventstore import AppendRequest, EventStore, SQLiteEventStore
 from lablink.eventstore.jetstream import JetStreamEventStore
@@ -82,12 +87,67 @@ def measure(name: str, store: EventStore, appends: int, batch: int) -> list[str]
     ]
 
 
+def failover(root: Path, ack_timeout: float) -> float:
+    """Seconds from SIGKILL of the stream leader to the next append that returns."""
+    with nats_cluster(root) as (thread, nodes):
+        options = JetStreamOptions(
+            servers=tuple(node.url for node in nodes),
+            user=SCHEDULER[0],
+            password=SCHEDULER[1],
+            replicas=3,
+        )
+        store = JetStreamEventStore(
+            root / "copy.db", options, open_timeout=60.0, ack_timeout=ack_timeout
+        )
+        try:
+            for n in range(10):
+                store.append("job_f", n, [new("job_f", n)])
+            leader = thread.call(stream_leader(store))
+            thread.kill(nodes[int(leader.removeprefix("nats-")) - 1])
+            killed = time.perf_counter()
+            while True:
+                version = store.stream_version("job_f")
+                try:
+                    store.append("job_f", version, [new("job_f", version)])
+                    return time.perf_counter() - killed
+                except (StorageError, StreamVersionConflict):
+                    continue
+        finally:
+            store.close()
+
+
+async def stream_leader(store: JetStreamEventStore) -> str:
+    nc = await nats.connect(
+        servers=list(store.options.servers), user=SCHEDULER[0], password=SCHEDULER[1]
+    )
+    try:
+        info = await nc.jetstream().stream_info(store.options.stream)
+        assert info.cluster is not None
+        assert info.cluster.leader is not None
+        return info.cluster.leader
+    finally:
+        await nc.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--appends", type=int, default=500)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--failover", type=int, default=0, metavar="RUNS")
+    parser.add_argument("--ack-timeout", type=float, default=5.0)
     args = parser.parse_args()
     lines: list[str] = []
+    if args.failover:
+        times = []
+        for run in range(args.failover):
+            with tempfile.TemporaryDirectory() as folder:
+                times.append(failover(Path(folder), args.ack_timeout))
+            print(f"run {run + 1}: {times[-1]:.2f} s", flush=True)
+        print(
+            f"failover (leader SIGKILL, ack timeout {args.ack_timeout:g} s):"
+            f" median {statistics.median(times):.2f} s, min {min(times):.2f}, max {max(times):.2f}"
+        )
+        return
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         sqlite_store = SQLiteEventStore(root / "events.db")
