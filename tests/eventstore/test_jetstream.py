@@ -5,6 +5,8 @@ loses a node. Real nats-servers on loopback."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,6 +23,7 @@ from lablink.errors import (
     DuplicateId,
     LocalCopyBehind,
     LocalCopyMismatch,
+    RecordUnconfirmed,
     StorageError,
     StreamVersionConflict,
 )
@@ -359,3 +362,27 @@ def test_a_message_that_is_no_event_stops_the_copy_there_named(
     assert caught.value.position == 3
     assert store.last_position() == 1
     assert store.record_position() == 3
+
+
+@pytest.mark.nats
+def test_an_ack_that_never_comes_is_unconfirmed_and_may_land(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    store = JetStreamEventStore(
+        tmp_path / "copy.db", JetStreamOptions(servers=(server.url,)), ack_timeout=0.5
+    )
+    assert server.pid is not None
+    try:
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(RecordUnconfirmed) as caught:
+                store.append("job_a", 0, [new("job_a", 1, event_id="maybe")])
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        assert caught.value.event_ids == ("maybe",)
+        # The server took it once it ran again: "unconfirmed" means "may be recorded".
+        eventually_sync(lambda: store.read_stream("job_a"), until=lambda events: len(events) == 1)
+        with pytest.raises(DuplicateId):  # a retry with the same id is refused, not doubled
+            store.append("job_a", 0, [new("job_a", 1, event_id="maybe")])
+    finally:
+        store.close()
