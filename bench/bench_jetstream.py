@@ -12,6 +12,8 @@ streams (the group committer's shape). Medians and p99 in milliseconds; each fig
 run, printed as a table. ``--failover N``: N times, a fresh R3 cluster, appends one after
 another, the stream leader SIGKILLed; the time from the kill to the next append that returns
 (an append in flight during the election waits out its ack timeout, 5 s by default).
+``--catch-up N``: N events recorded on one node (atomic appends of 1,000), then the time a new
+replica takes to open (its copy made from nothing) and the copying rate.
 """
 
 from __future__ import annotations
@@ -116,6 +118,22 @@ def failover(root: Path, ack_timeout: float) -> float:
             store.close()
 
 
+def catch_up(root: Path, events: int) -> str:
+    with nats_server(root / "nats") as (_, server):
+        options = JetStreamOptions(servers=(server.url,))
+        writer = JetStreamEventStore(root / "writer.db", options)
+        for start in range(0, events, 1000):
+            count = min(1000, events - start)
+            writer.append("job_c", start, [new("job_c", start + i) for i in range(count)])
+        writer.close()
+        began = time.perf_counter()
+        joined = JetStreamEventStore(root / "joined.db", options, catch_up_timeout=600.0)
+        took = time.perf_counter() - began
+        assert joined.last_position() == events
+        joined.close()
+    return f"a new replica copied {events:,} events in {took:.2f} s ({events / took:,.0f}/s)"
+
+
 async def stream_leader(store: JetStreamEventStore) -> str:
     nc = await nats.connect(
         servers=list(store.options.servers), user=SCHEDULER[0], password=SCHEDULER[1]
@@ -135,8 +153,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--failover", type=int, default=0, metavar="RUNS")
     parser.add_argument("--ack-timeout", type=float, default=5.0)
+    parser.add_argument("--catch-up", type=int, default=0, metavar="EVENTS")
     args = parser.parse_args()
     lines: list[str] = []
+    if args.catch_up:
+        with tempfile.TemporaryDirectory() as folder:
+            print(catch_up(Path(folder), args.catch_up))
+        return
     if args.failover:
         times = []
         for run in range(args.failover):
