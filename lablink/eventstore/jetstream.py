@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -85,6 +86,19 @@ from lablink.eventstore.record_link import (
 from lablink.eventstore.sqlite import SQLiteEventStore, event_of
 
 log = structlog.get_logger(tag="eventstore")
+
+
+@dataclass(frozen=True)
+class CopyStatus:
+    """How far the local copy reaches (``copied``) and the record (``recorded``), the lag in
+    events, why copying stopped if it did, and how many consumers the feed has made (more
+    than one: it started again after a gap, a silence or a failure)."""
+
+    copied: int
+    recorded: int | None
+    lag: int | None
+    error: str | None
+    consumers: int
 
 
 _Head = tuple[int, int]  # a stream's version and the position of its last event
@@ -231,6 +245,22 @@ class JetStreamEventStore:
             await self._until_copied(end, self.copy_timeout)
         except (LocalCopyBehind, nats.errors.Error) as exc:
             log.warning("local copy not caught up", stream=self.options.stream, error=str(exc))
+
+    def copy_status(self) -> CopyStatus:
+        """The local copy against the record, for /health (asks the servers once; the record's
+        end is None while they cannot answer)."""
+        try:
+            recorded: int | None = self.record_position()
+        except Exception:  # the record out of reach is what this reports, not a failure
+            recorded = None
+        error = self.feed.error
+        return CopyStatus(
+            copied=self._copied,
+            recorded=recorded,
+            lag=None if recorded is None else max(0, recorded - self._copied),
+            error=None if error is None else str(error),
+            consumers=self.feed.sessions,
+        )
 
     @property
     def copied_position(self) -> int:

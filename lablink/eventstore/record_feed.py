@@ -12,9 +12,12 @@ copy's last position, so nothing is lost or copied twice:
 - silence for three heartbeats (the consumer's node is gone, a connection was lost);
 - any error making the consumer.
 
-A message that is not a LabLink event, or a copy that refuses a write, stops the copying
-there (``error``): a replica that skipped an event would fold views nobody else has. It is
-tried again after a backoff, and the store's waits name the error meanwhile.
+The consumer has no subject filter: every sequence of the stream is a position of the copy,
+so a message on a subject that is not an event's (a stream made with more subjects than
+``lablink.log.>``) is not a silent gap but a message that is not a LabLink event. Such a
+message, or a copy that refuses a write, stops the copying there (``error``): a replica that
+skipped an event would fold views nobody else has. It is tried again after a backoff, and the
+store's waits name the error meanwhile.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from lablink.eventstore.record_format import SUBJECTS, row_of
+from lablink.eventstore.record_format import row_of
 from lablink.eventstore.record_link import api
 from lablink.eventstore.sqlite import CopiedRow, SQLiteEventStore
 
@@ -104,7 +107,6 @@ class RecordFeed:
                         "opt_start_seq": copied + 1,
                         "ack_policy": "none",
                         "max_deliver": 1,
-                        "filter_subject": SUBJECTS,
                         "flow_control": True,
                         "idle_heartbeat": int(self.heartbeat * 1e9),
                         "mem_storage": True,
