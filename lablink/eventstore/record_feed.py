@@ -63,6 +63,7 @@ class RecordFeed:
         self.request_timeout = request_timeout
         self.error: Exception | None = None
         self.sessions = 0  # consumers made, for tests and /health
+        self.first_start = 0  # the stream sequence the first consumer started from
         self._on_change = on_change or (lambda: None)
         self._inbox: asyncio.Queue[Msg] = asyncio.Queue()
 
@@ -118,6 +119,7 @@ class RecordFeed:
             )
             consumer = str(created["name"])
             self.sessions += 1
+            self.first_start = self.first_start or copied + 1
             await self._follow(queue, copied)
         finally:
             with contextlib.suppress(Exception):

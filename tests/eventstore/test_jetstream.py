@@ -214,6 +214,7 @@ def test_a_restart_resumes_the_copy_from_its_checkpoint(replicas: Replicas) -> N
         other.append("job_a", n, [new("job_a", n)])
 
     again = replicas.open("first")  # the same copy file
+    assert again.feed.first_start == 6  # from its checkpoint, not from the beginning
     # Caught up when handed out: nothing lost, nothing twice, the chain unbroken.
     assert again.last_position() == 10
     assert [r.version for r in again.read_stream("job_a")] == list(range(1, 11))
