@@ -210,6 +210,7 @@ def test_a_restart_resumes_the_copy_from_its_checkpoint(replicas: Replicas) -> N
     for n in range(5):
         first.append("job_a", n, [new("job_a", n)])
     first.close()
+    assert not first._loop.running  # its event loop thread ended with it
     for n in range(5, 10):
         other.append("job_a", n, [new("job_a", n)])
 
