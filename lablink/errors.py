@@ -267,6 +267,73 @@ class StorageUnavailable(StorageError):
     reason = "storage unavailable"
 
 
+class RecordUnconfirmed(StorageUnavailable):
+    """An append went to the JetStream record but its acknowledgement never came (a timeout,
+    a lost connection, a leader election): it may or may not be recorded. ``path`` names the
+    stream; the events' ids are in ``event_ids`` (a retry with the same ids is refused as a
+    duplicate if the first attempt landed)."""
+
+    reason = "append not confirmed"
+    retry_after = 5
+
+    def __init__(self, path: str, cause: str, event_ids: Sequence[str] = ()) -> None:
+        self.path = path
+        self.cause = cause
+        self.event_ids = tuple(event_ids)
+        OSError.__init__(self, f"{self.reason}: {cause} ({path}); it may have been recorded")
+
+
+class LocalCopyBehind(StorageUnavailable):
+    """The JetStream record holds the events up to ``position``, but the replica's local copy
+    of the log did not reach it in time: the write is recorded, this replica cannot show it
+    yet (it is not to be sent again)."""
+
+    reason = "local copy behind"
+    retry_after = 1
+
+    def __init__(self, path: str, position: int, copied: int, cause: str = "") -> None:
+        self.path = path
+        self.position = position
+        self.copied = copied
+        self.cause = cause or f"the local copy is at {copied}, the record at {position}"
+        OSError.__init__(
+            self, f"{self.reason}: {self.cause} ({path}); the write was recorded, not yet copied"
+        )
+
+
+class LocalCopyMismatch(StorageError):
+    """The local copy of the log (``path``) is not a copy of the JetStream record it was
+    opened with: it holds events the record does not (another record, or one recreated)."""
+
+    reason = "local copy is of another record"
+
+
+class LocalCopyGap(StorageError):
+    """Copying the record into the local copy (``path``) met a gap: the next event copied
+    must be at ``expected``, the one offered is at ``position``."""
+
+    reason = "gap in the copied log"
+
+    def __init__(self, path: str, expected: int, position: int) -> None:
+        self.expected = expected
+        self.position = position
+        super().__init__(path, f"expected position {expected}, got {position}")
+
+
+class AppendTooLarge(LabLinkError, ValueError):
+    """One append of more events than the record takes atomically (``limit``); nothing was
+    written. ``stream_id`` names the stream."""
+
+    def __init__(self, stream_id: str, count: int, limit: int) -> None:
+        self.stream_id = stream_id
+        self.count = count
+        self.limit = limit
+        super().__init__(
+            f"stream {stream_id!r}: an append of {count} events is over the {limit} that are"
+            " recorded atomically; nothing was written"
+        )
+
+
 class DataDirError(LabLinkError, OSError):
     """The data directory cannot be used; ``path`` names it."""
 

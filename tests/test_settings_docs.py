@@ -22,6 +22,7 @@ from lablink.bus.audit_stream import AUDIT_STREAM
 from lablink.bus.subjects import STREAM
 from lablink.cli import app
 from lablink.events import DATA_BUCKET
+from lablink.eventstore.record_link import RECORD_STREAM
 from lablink.instruments.protocol import REPORTS_STREAM
 from lablink.logconfig import configure_logging
 from lablink.settings import Settings
@@ -29,7 +30,7 @@ from lablink.settings import Settings
 ROOT = Path(__file__).parent.parent
 VARIABLE = re.compile(r"LABLINK_[A-Z0-9_]*[A-Z0-9]")
 # Names that look like variables but are JetStream streams.
-NOT_VARIABLES = {STREAM, REPORTS_STREAM, DATA_BUCKET, AUDIT_STREAM}
+NOT_VARIABLES = {STREAM, REPORTS_STREAM, DATA_BUCKET, AUDIT_STREAM, RECORD_STREAM}
 
 
 def table_rows() -> list[list[str]]:

@@ -39,6 +39,7 @@ import structlog
 from lablink.clock import Clock, SystemClock
 from lablink.errors import (
     DuplicateId,
+    LocalCopyGap,
     StorageError,
     StorageFull,
     StorageReadOnly,
@@ -115,9 +116,17 @@ _INSERT = (
 _HEAD = "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
 BACKFILL_BATCH = 10_000
 _STREAM_VERSION = "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?"
+_STREAM_HEAD = (
+    "SELECT version, position FROM events WHERE stream_id = ? ORDER BY version DESC LIMIT 1"
+)
 _COLUMNS = (
     "position, event_id, stream_id, version, type, occurred_at, actor, correlation_id, payload"
 )
+
+# An event as a record kept elsewhere hands it to its local copy (``SQLiteEventStore.copy_in``):
+# position, event id, stream id, type, occurred_at (``format_instant`` text), actor,
+# correlation id, payload (JSON text). The version is the copy's to number, as an append's.
+CopiedRow = tuple[int, str, str, str, str, str, str | None, str]
 
 log = structlog.get_logger(tag="scheduler")
 
@@ -387,6 +396,21 @@ class LogReader:
         (position,) = self.conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()
         return int(position)
 
+    def stream_head(self, stream_id: str) -> tuple[int, int]:
+        """A stream's version and the position of its last event ((0, 0) for a new one)."""
+        row = self.conn.execute(_STREAM_HEAD, (stream_id,)).fetchone()
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    def event_ids_present(self, event_ids: Sequence[str]) -> list[str]:
+        """Which of ``event_ids`` the log holds already (a seek of the unique index each)."""
+        if not event_ids:
+            return []
+        rows = self.conn.execute(
+            "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(event_ids)),),
+        ).fetchall()
+        return [str(row[0]) for row in rows]
+
     def head(self) -> tuple[int, bytes]:
         """The last position and its hash (0 and the chain's genesis for an empty log)."""
         row = self.conn.execute(_HEAD).fetchone()
@@ -632,6 +656,109 @@ class SQLiteEventStore:
     def head(self) -> tuple[int, bytes]:
         with self._lock, translated(self.path):
             return self._reader.head()
+
+    def stream_head(self, stream_id: str) -> tuple[int, int]:
+        with self._lock, translated(self.path):
+            return self._reader.stream_head(stream_id)
+
+    def event_ids_present(self, event_ids: Sequence[str]) -> list[str]:
+        with self._lock, translated(self.path):
+            return self._reader.event_ids_present(event_ids)
+
+    # -- copying: the log as a local copy of a record kept elsewhere (JetStream) ------------
+
+    def copy_in(self, rows: Sequence[CopiedRow]) -> list[RecordedEvent]:
+        """Append events whose positions the record assigned (``lablink.eventstore.jetstream``
+        keeps its local copy so), in one transaction: the same columns, versions and chain as
+        an append's, so every reader of the log reads the copy unchanged. A row at or below
+        the head is here already and is skipped (a redelivery); one past the head's next
+        position is a gap (``LocalCopyGap``), and nothing of the call is written. The
+        listeners are called after the commit, as after an append."""
+        committed: list[RecordedEvent] = []
+        with self._lock:
+            conn = self.conn
+            try:
+                with translated(self.path):
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        committed = self._copy_rows(conn, rows)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        self._roll_back(conn)
+                        raise
+            except StorageError as exc:
+                self._write_failed(exc)
+                raise
+            self._write_succeeded()
+        if committed:
+            for listener in list(self._after_commit):
+                listener(committed)
+        return committed
+
+    def _copy_rows(
+        self, conn: sqlite3.Connection, rows: Sequence[CopiedRow]
+    ) -> list[RecordedEvent]:
+        position, previous = self._reader.head()
+        versions: dict[str, int] = {}
+        recorded: list[RecordedEvent] = []
+        for row in rows:
+            at, event_id, stream_id, type_, occurred_text, actor, correlation_id, payload = row
+            if at <= position:
+                continue
+            if at != position + 1:
+                raise LocalCopyGap(str(self.path), position + 1, at)
+            version = versions.get(stream_id)
+            if version is None:
+                (version,) = conn.execute(_STREAM_VERSION, (stream_id,)).fetchone()
+            version += 1
+            versions[stream_id] = version
+            previous = event_hash(
+                previous,
+                at,
+                event_id,
+                stream_id,
+                version,
+                type_,
+                occurred_text,
+                actor,
+                correlation_id,
+                payload,
+            )
+            try:
+                conn.execute(
+                    _INSERT,
+                    (
+                        at,
+                        event_id,
+                        stream_id,
+                        version,
+                        type_,
+                        occurred_text,
+                        actor,
+                        correlation_id,
+                        payload,
+                        previous,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise DuplicateId(event_id) from exc
+            position = at
+            recorded.append(
+                event_of(
+                    (
+                        at,
+                        event_id,
+                        stream_id,
+                        version,
+                        type_,
+                        occurred_text,
+                        actor,
+                        correlation_id,
+                        payload,
+                    )
+                )
+            )
+        return recorded
 
     def close(self) -> None:
         with self._lock:

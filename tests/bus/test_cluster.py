@@ -5,7 +5,6 @@ read-only subscriber user reads but cannot publish events."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,51 +20,16 @@ from lablink.events import JobPaused, NewEvent
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.logstore import open_store
 from tests.support.eventually import eventually
+from tests.support.nats_cluster import cluster_nodes
 
 pytestmark = pytest.mark.nats
 
-CONFIG = Path(__file__).parents[2] / "deploy" / "nats-server.conf"
-PASSWORDS = {
-    "NATS_SCHEDULER_PASSWORD": "scheduler-secret",
-    "NATS_AGENT_LAB_PC_1_PASSWORD": "agent-secret",
-    "NATS_SUBSCRIBER_PASSWORD": "subscriber-secret",
-    "NATS_SYS_PASSWORD": "sys-secret",
-}
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[list[NatsServer]]:
-    ports = free_ports(6)
-    client_ports, route_ports = ports[:3], ports[3:]
-    routes = {
-        f"NATS_ROUTE_{i + 1}": f"nats-route://127.0.0.1:{p}" for i, p in enumerate(route_ports)
-    }
-    nodes = []
-    for i in range(3):
-        env = {
-            **PASSWORDS,
-            **routes,
-            "NATS_SERVER_NAME": f"nats-{i + 1}",
-            "NATS_LISTEN": f"127.0.0.1:{client_ports[i]}",
-            "NATS_CLUSTER_LISTEN": f"127.0.0.1:{route_ports[i]}",
-            "NATS_STORE_DIR": str(tmp_path / f"nats-{i + 1}"),
-        }
-        nodes.append(
-            NatsServer(
-                tmp_path / f"nats-{i + 1}", port=client_ports[i], config=CONFIG.read_text(), env=env
-            )
-        )
+    nodes = cluster_nodes(tmp_path)
     await asyncio.gather(*(node.start() for node in nodes))
     yield nodes
     await asyncio.gather(*(node.stop() for node in nodes))

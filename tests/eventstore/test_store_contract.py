@@ -1,7 +1,9 @@
-"""The event store contract, run over the SQLite store and its in-memory twin alike."""
+"""The event store contract, run over the SQLite store, its in-memory twin and the JetStream
+store (a real nats-server on loopback; its reads come from its local copy) alike."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,6 +24,9 @@ from lablink.eventstore import (
     SQLiteEventStore,
     connect,
 )
+from lablink.eventstore.jetstream import JetStreamEventStore
+from lablink.eventstore.record_link import JetStreamOptions
+from tests.support.nats_thread import nats_server
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -38,22 +43,32 @@ def new(job_id: str, n: int = 0, *, event_id: str | None = None) -> NewEvent:
 StoreFactory = Callable[[], EventStore]
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", pytest.param("jetstream", marks=pytest.mark.nats)])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """Each call opens the same log again: the SQLite file, or (JetStream) the same stream
+    with a local copy of its own; the memory store has one log per instance."""
     opened: list[EventStore] = []
+    servers: list[str] = []  # the nats-server's URL, once started (by the first jetstream call)
+    with contextlib.ExitStack() as stack:
 
-    def factory() -> EventStore:
-        store: EventStore
-        if request.param == "sqlite":
-            store = SQLiteEventStore(tmp_path / "events.db")
-        else:
-            store = MemoryEventStore()
-        opened.append(store)
-        return store
+        def factory() -> EventStore:
+            store: EventStore
+            if request.param == "sqlite":
+                store = SQLiteEventStore(tmp_path / "events.db")
+            elif request.param == "jetstream":
+                if not servers:
+                    _, server = stack.enter_context(nats_server(tmp_path / "nats"))
+                    servers.append(server.url)
+                options = JetStreamOptions(servers=(servers[0],))
+                store = JetStreamEventStore(tmp_path / f"copy-{len(opened)}.db", options)
+            else:
+                store = MemoryEventStore()
+            opened.append(store)
+            return store
 
-    yield factory
-    for store in opened:
-        store.close()
+        yield factory
+        for store in opened:
+            store.close()
 
 
 def test_append_assigns_versions_and_positions(make_store: StoreFactory) -> None:
@@ -178,6 +193,27 @@ def test_group_commit_checks_each_request(make_store: StoreFactory) -> None:
     assert [r.version for r in store.read_stream("job_b")] == [1, 2]
     assert store.stream_version("job_a") == 1
     assert store.last_position() == 3
+
+
+def test_group_commit_numbers_appends_at_any_before_a_checked_one(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    outcomes = store.append_batch(
+        [
+            AppendRequest(stream_id="job_a", expected_version=ANY, events=[new("job_a", 1)]),
+            AppendRequest(stream_id="job_a", expected_version=ANY, events=[new("job_a", 2)]),
+            AppendRequest(stream_id="job_a", expected_version=2, events=[new("job_a", 3)]),
+            AppendRequest(stream_id="job_b", expected_version=0, events=[]),
+        ]
+    )
+    assert [[r.version for r in o] for o in outcomes if isinstance(o, list)] == [[1], [2], [3], []]
+    assert store.stream_version("job_a") == 3
+
+
+# The SQLite file's own tests (pragmas, reopen, two connections, another connection's reads)
+# poke at one file; the JetStream store's twins of them (its copy's schema and pragmas, two
+# instances on one stream, reads agreeing with the SQLite store's) are in test_jetstream.py.
 
 
 def test_sqlite_log_survives_reopen_and_is_readable_json(tmp_path: Path) -> None:

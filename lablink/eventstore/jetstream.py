@@ -1,0 +1,482 @@
+"""The event store whose record is a JetStream stream (cluster mode, issue 18).
+
+The record is one stream (``LABLINK_LOG``, subjects ``lablink.log.>``, file storage, R1 on
+one node, R3 in a cluster; ``record_format`` says how an event is a message). Every replica
+keeps a local copy of it: a SQLite file with exactly the SQLite log's schema, positions being
+the stream's sequences, fed by a consumer from its own last position (``record_feed``). So
+everything that reads the log (the projector, the relay, replay, the audit) reads the copy
+unchanged, and the copy's listeners (``subscribe``) hear every event, whoever appended it.
+
+Appends go to the record, never to the copy:
+
+- **Optimistic concurrency.** An append at ``expected_version`` carries
+  ``Nats-Expected-Last-Subject-Sequence``: the stream sequence of the aggregate's last event
+  as the copy holds it, over ``lablink.log.<stream>.>``. If the copy is behind, the server
+  refuses the stale expectation (err_code 10071) and nothing is written: the append waits
+  for the copy to reach the record's end and answers ``StreamVersionConflict`` with the
+  version it finds, and the caller reads again and retries as with the SQLite store.
+  ``ANY`` sends no expectation.
+- **Atomic.** One event is one publish; several are one atomic batch (ADR-50), the
+  expectation on its first message: all are recorded or none. At most 1,000 events in one
+  append (``AppendTooLarge``: nothing written).
+- **Read-your-writes.** An append returns once the copy holds its events (their versions are
+  numbered there, in the record's order), at most ``copy_timeout`` later, else
+  ``LocalCopyBehind`` (recorded, not yet shown).
+- **Event ids.** Each message carries ``Nats-Msg-Id``, the event id. An id the copy already
+  holds is refused before anything is sent (``DuplicateId``); one the record holds but the
+  copy not yet is refused by JetStream within its duplicate window.
+- ``append_batch`` (group commit): each request is checked and recorded on its own, the
+  requests of different streams at once, those of one stream in order; a conflict comes back
+  in its slot.
+
+An acknowledgement that never comes (a timeout, a leader election, a lost connection) is
+``RecordUnconfirmed``: the append may be recorded. The synchronous protocol runs over
+nats-py's asyncio client on an event loop thread the store owns (``loop_thread``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import nats.errors
+import structlog
+
+from lablink.clock import Clock
+from lablink.errors import (
+    AppendTooLarge,
+    DuplicateId,
+    LocalCopyBehind,
+    LocalCopyMismatch,
+    RecordUnconfirmed,
+    StorageUnavailable,
+    StreamVersionConflict,
+)
+from lablink.events import NewEvent, RecordedEvent
+from lablink.eventstore.base import (
+    ANY,
+    AppendOutcome,
+    AppendRequest,
+    EventQuery,
+    StoredRow,
+)
+from lablink.eventstore.loop_thread import LoopThread
+from lablink.eventstore.record_feed import HEARTBEAT, RecordFeed
+from lablink.eventstore.record_format import message_of, stream_subjects
+from lablink.eventstore.record_link import (
+    BATCH_DUPLICATE_ID,
+    EXPECTED_SEQUENCE,
+    EXPECTED_SUBJECT,
+    MAX_BATCH,
+    WRONG_LAST_SEQUENCE,
+    Ack,
+    JetStreamOptions,
+    Message,
+    close,
+    connect,
+    ensure_stream,
+    last_sequence,
+    message_id_at,
+    publish,
+)
+from lablink.eventstore.sqlite import SQLiteEventStore, event_of
+
+log = structlog.get_logger(tag="eventstore")
+
+
+@dataclass(frozen=True)
+class CopyStatus:
+    """How far the local copy reaches (``copied``) and the record (``recorded``), the lag in
+    events, why copying stopped if it did, and how many consumers the feed has made (more
+    than one: it started again after a gap, a silence or a failure)."""
+
+    copied: int
+    recorded: int | None
+    lag: int | None
+    error: str | None
+    consumers: int
+
+
+_Head = tuple[int, int]  # a stream's version and the position of its last event
+
+
+class _Prepared:
+    """A request made into messages, checked before anything of its call is sent."""
+
+    __slots__ = ("event_ids", "messages", "request")
+
+    def __init__(self, request: AppendRequest) -> None:
+        if len(request.events) > MAX_BATCH:
+            raise AppendTooLarge(request.stream_id, len(request.events), MAX_BATCH)
+        self.request = request
+        self.event_ids: list[str] = []
+        self.messages: list[Message] = []
+        for new in request.events:
+            event_id, subject, headers, body = message_of(request.stream_id, new)
+            self.event_ids.append(event_id)
+            self.messages.append((subject, headers, body))
+
+
+class JetStreamEventStore:
+    def __init__(
+        self,
+        path: str | Path,
+        options: JetStreamOptions,
+        *,
+        clock: Clock | None = None,
+        ack_timeout: float = 5.0,
+        copy_timeout: float = 5.0,
+        open_timeout: float = 30.0,
+        catch_up_timeout: float = 120.0,
+        heartbeat: float = HEARTBEAT,
+        name: str = "lablink-log",
+    ) -> None:
+        self.options = options
+        self.ack_timeout = ack_timeout
+        self.copy_timeout = copy_timeout
+        self.copy = SQLiteEventStore(path, clock=clock)
+        self.path = self.copy.path
+        # The copy is disposable: a power cut that undoes its last transactions undoes its
+        # checkpoint with them (its last position), and the feed copies them again. So one
+        # fsync per checkpoint of the WAL, not per copied batch.
+        self.copy.conn.execute("PRAGMA synchronous=NORMAL")
+        self._copied = self.copy.last_position()
+        self._progress: asyncio.Event | None = None
+        self._loop = LoopThread(f"{name}-loop")
+        self._closed = False
+        self._feed_task: asyncio.Task[None] | None = None
+        self.copy.subscribe(self._on_copied)
+        try:
+            self._nc = self._loop.call(
+                connect(options, name=name, within=min(open_timeout, 10.0)), open_timeout
+            )
+            self._loop.call(self._open(open_timeout), open_timeout + 5.0)
+        except BaseException as exc:
+            self.close()
+            if isinstance(exc, LocalCopyMismatch | StorageUnavailable):
+                raise
+            if isinstance(exc, Exception):
+                raise StorageUnavailable(options.shown(), f"cannot open: {exc!r}") from exc
+            raise
+        self.feed = RecordFeed(
+            self._nc, options.stream, self.copy, heartbeat=heartbeat, request_timeout=ack_timeout
+        )
+        self._feed_task = self._loop.call(self._start_feed(), open_timeout)
+        # Handed out caught up with the record as it was at the start, as ``open_store``
+        # hands out the views caught up with the log: a replica that starts (or comes back)
+        # decides from everything recorded before it.
+        try:
+            self._loop.call(self._catch_up_at_open(catch_up_timeout))
+        except BaseException:
+            self.close()
+            raise
+
+    async def _catch_up_at_open(self, within: float) -> None:
+        end = await last_sequence(self._nc, self.options.stream, self.ack_timeout)
+        await self._until_copied(end, within)
+
+    async def _start_feed(self) -> asyncio.Task[None]:
+        return asyncio.create_task(self.feed.run(), name="record-feed")
+
+    async def _open(self, within: float) -> None:
+        self._progress = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        await ensure_stream(self._nc, self.options, deadline=loop.time() + within)
+        await self._check_copy()
+
+    async def _check_copy(self) -> None:
+        """Refuse a copy that holds what the record does not: its last event must be the
+        record's at the same sequence."""
+        copied = self._copied
+        if copied == 0:
+            return
+        ((_, event_id, *_),) = await asyncio.to_thread(self.copy.read_rows, copied - 1, 1)
+        found = await message_id_at(self._nc, self.options.stream, copied, self.ack_timeout)
+        if found != event_id:
+            raise LocalCopyMismatch(
+                str(self.path),
+                f"its event {copied} is {event_id!r}, the record's"
+                f" ({self.options.shown()}) is {found!r}",
+            )
+
+    # -- the copy's progress -------------------------------------------------------------
+
+    def _on_copied(self, events: list[RecordedEvent]) -> None:
+        """After each write into the copy (in the writing thread): wake the waits."""
+        self._copied = max(self._copied, events[-1].position)
+        if not self._closed:
+            # The loop may close between the check and the call (the store closing).
+            with contextlib.suppress(RuntimeError):
+                self._loop.loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        progress, self._progress = self._progress, asyncio.Event()
+        if progress is not None:
+            progress.set()
+
+    async def _until_copied(self, position: int, within: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while self._copied < position:
+            progress = self._progress
+            remaining = deadline - loop.time()
+            if progress is None or remaining <= 0:
+                error = self.feed.error
+                raise LocalCopyBehind(
+                    str(self.path),
+                    position,
+                    self._copied,
+                    f"copying stopped: {error}" if error is not None else "",
+                )
+            try:
+                await asyncio.wait_for(progress.wait(), remaining)
+            except TimeoutError:
+                continue
+
+    async def _catch_up(self) -> None:
+        """Wait for the copy to hold everything the record holds now (bounded; a conflict
+        answered after it names the version the caller will read)."""
+        try:
+            end = await last_sequence(self._nc, self.options.stream, self.ack_timeout)
+            await self._until_copied(end, self.copy_timeout)
+        except (LocalCopyBehind, nats.errors.Error) as exc:
+            log.warning("local copy not caught up", stream=self.options.stream, error=str(exc))
+
+    def copy_status(self) -> CopyStatus:
+        """The local copy against the record, for /health (asks the servers once; the record's
+        end is None while they cannot answer)."""
+        try:
+            recorded: int | None = self.record_position()
+        except Exception:  # the record out of reach is what this reports, not a failure
+            recorded = None
+        error = self.feed.error
+        return CopyStatus(
+            copied=self._copied,
+            recorded=recorded,
+            lag=None if recorded is None else max(0, recorded - self._copied),
+            error=None if error is None else str(error),
+            consumers=self.feed.sessions,
+        )
+
+    @property
+    def copied_position(self) -> int:
+        """How far the local copy reaches (its last position)."""
+        return self._copied
+
+    def record_position(self) -> int:
+        """Where the record ends now (one request to the servers)."""
+        return self._loop.call(
+            last_sequence(self._nc, self.options.stream, self.ack_timeout),
+            self.ack_timeout + 1.0,
+        )
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(
+        self, stream_id: str, expected_version: int, events: Sequence[NewEvent]
+    ) -> list[RecordedEvent]:
+        outcome = self.append_batch(
+            [AppendRequest(stream_id=stream_id, expected_version=expected_version, events=events)]
+        )[0]
+        if isinstance(outcome, StreamVersionConflict):
+            raise outcome
+        return outcome
+
+    def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        """Every request checked before anything is sent (sizes, event ids), so that a refusal
+        writes nothing; then each recorded on its own. A failure to record one (an
+        unconfirmed ack, the copy behind) is raised once the others are done: the requests
+        of its stream after it are not sent."""
+        prepared = [_Prepared(request) for request in requests]
+        ids = [event_id for one in prepared for event_id in one.event_ids]
+        seen: set[str] = set()
+        for event_id in ids:
+            if event_id in seen:
+                raise DuplicateId(event_id)
+            seen.add(event_id)
+        present = self.copy.event_ids_present(ids)
+        if present:
+            raise DuplicateId(present[0])
+        return self._loop.call(self._append_all(prepared))
+
+    async def _append_all(self, prepared: list[_Prepared]) -> list[AppendOutcome]:
+        """Publish every request (the streams at once, each stream's requests in order), then
+        wait once for the copy to hold all that was recorded and read it back in one range:
+        one round trip per request, not three."""
+        outcomes: list[AppendOutcome | None] = [None] * len(prepared)
+        spans: dict[int, range] = {}  # a recorded request's positions
+        failures: list[tuple[int, BaseException]] = []
+        by_stream: dict[str, list[int]] = {}
+        for index, one in enumerate(prepared):
+            by_stream.setdefault(one.request.stream_id, []).append(index)
+        heads = await asyncio.to_thread(self._heads, list(by_stream))
+
+        async def in_order(stream_id: str, indexes: list[int]) -> None:
+            head: _Head | None = heads[stream_id]
+            reached = 0  # after an append at ANY: the copy holds the stream's head from here
+            for index in indexes:
+                try:
+                    if head is None:
+                        await self._until_copied(reached, self.copy_timeout)
+                        head = await asyncio.to_thread(self.copy.stream_head, stream_id)
+                    outcome, head = await self._record(prepared[index], head)
+                except Exception as exc:
+                    failures.append((index, exc))
+                    return
+                if isinstance(outcome, StreamVersionConflict):
+                    outcomes[index] = outcome
+                else:
+                    spans[index] = outcome
+                    reached = max(reached, outcome.stop - 1)
+
+        await asyncio.gather(*(in_order(sid, indexes) for sid, indexes in by_stream.items()))
+        if failures:
+            raise min(failures, key=lambda failure: failure[0])[1]
+        recorded = [span for span in spans.values() if span]
+        rows: dict[int, StoredRow] = {}
+        if recorded:
+            low, high = min(span.start for span in recorded), max(span.stop for span in recorded)
+            await self._until_copied(high - 1, self.copy_timeout)
+            found = await asyncio.to_thread(
+                self.copy.read_rows, low - 1, high - low, up_to=high - 1
+            )
+            rows = {row[0]: row for row in found}
+        for index, span in spans.items():
+            events = [rows[position] for position in span if position in rows]
+            if [row[1] for row in events] != prepared[index].event_ids:
+                raise StorageUnavailable(
+                    str(self.path),
+                    f"the copy's events {span.start}..{span.stop - 1} are not the ones"
+                    " recorded there",
+                )
+            outcomes[index] = [event_of(row) for row in events]
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _heads(self, stream_ids: list[str]) -> dict[str, _Head | None]:
+        with self.copy.lock:
+            return {stream_id: self.copy.stream_head(stream_id) for stream_id in stream_ids}
+
+    async def _record(
+        self, one: _Prepared, head: _Head
+    ) -> tuple[StreamVersionConflict | range, _Head | None]:
+        """Record one request after its stream's ``head`` (version, last position) as the copy
+        holds it: the positions it was recorded at, or its conflict; and the stream's head
+        after it (None: unknown until the copy has it, after an append at ANY)."""
+        request = one.request
+        stream_id, expected = request.stream_id, request.expected_version
+        version, last_position = head
+        expectation: dict[str, str] = {}
+        if expected != ANY:
+            if version < expected:  # the copy may be behind: not a conflict until it is not
+                await self._catch_up()
+                version, last_position = await asyncio.to_thread(self.copy.stream_head, stream_id)
+            if version != expected:
+                return StreamVersionConflict(stream_id, expected, version), (
+                    version,
+                    last_position,
+                )
+            expectation = {
+                EXPECTED_SEQUENCE: str(last_position),
+                EXPECTED_SUBJECT: stream_subjects(stream_id),
+            }
+        if not one.messages:
+            return range(0), (version, last_position)
+        ack = await self._publish(one, expectation)
+        if ack.error_code == WRONG_LAST_SEQUENCE:
+            await self._catch_up()
+            now = await asyncio.to_thread(self.copy.stream_head, stream_id)
+            return StreamVersionConflict(stream_id, expected, now[0]), now
+        if ack.error_code == BATCH_DUPLICATE_ID or ack.duplicate:
+            raise DuplicateId(await self._duplicate_of(one))
+        if not ack.ok:
+            raise StorageUnavailable(
+                self.options.shown(), f"{ack.description} (err_code {ack.error_code})"
+            )
+        count = len(one.messages)
+        if ack.count is not None and ack.count != count:
+            raise RecordUnconfirmed(
+                self.options.shown(), f"batch of {count} acknowledged {ack.count}", one.event_ids
+            )
+        span = range(ack.seq - count + 1, ack.seq + 1)
+        # The expectation held: nothing else was recorded in this stream in between.
+        return span, (version + count, ack.seq) if expected != ANY else None
+
+    async def _publish(self, one: _Prepared, expectation: dict[str, str]) -> Ack:
+        where = self.options.shown()
+        try:
+            return await publish(self._nc, one.messages, expectation, self.ack_timeout)
+        except nats.errors.NoRespondersError as exc:
+            # Nobody took it: no stream leader (an election), nothing was written.
+            raise StorageUnavailable(where, "no JetStream server answered") from exc
+        except (nats.errors.TimeoutError, TimeoutError) as exc:
+            raise RecordUnconfirmed(
+                where, f"no acknowledgement within {self.ack_timeout:g} s", one.event_ids
+            ) from exc
+        except nats.errors.Error as exc:
+            raise RecordUnconfirmed(where, repr(exc), one.event_ids) from exc
+
+    async def _duplicate_of(self, one: _Prepared) -> str:
+        """Which of the request's ids the record holds already (the first, if the copy cannot
+        tell yet)."""
+        await self._catch_up()
+        present = await asyncio.to_thread(self.copy.event_ids_present, one.event_ids)
+        return present[0] if present else one.event_ids[0]
+
+    # -- reading: the local copy ---------------------------------------------------------
+
+    def subscribe(self, listener: Callable[[list[RecordedEvent]], None]) -> Callable[[], None]:
+        """Call ``listener`` with the events of every write into the copy: every event of the
+        record, whoever appended it, in order, once."""
+        return self.copy.subscribe(listener)
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        return self.copy.read_stream(stream_id, after_version)
+
+    def read_all(
+        self, after_position: int = 0, until: datetime | None = None, batch_size: int = 1000
+    ) -> Iterator[RecordedEvent]:
+        return self.copy.read_all(after_position, until, batch_size)
+
+    def read_rows(
+        self,
+        after_position: int,
+        limit: int,
+        *,
+        up_to: int | None = None,
+        until: datetime | None = None,
+    ) -> list[StoredRow]:
+        return self.copy.read_rows(after_position, limit, up_to=up_to, until=until)
+
+    def find(self, query: EventQuery) -> list[StoredRow]:
+        return self.copy.find(query)
+
+    def stream_version(self, stream_id: str) -> int:
+        return self.copy.stream_version(stream_id)
+
+    def last_position(self) -> int:
+        return self.copy.last_position()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._loop.running:
+            try:
+                self._loop.call(self._shutdown(), 15.0)
+            except Exception as exc:  # closing goes on: the loop and the copy still end
+                log.warning("closing the record's connection failed", error=repr(exc))
+            self._loop.stop()
+        self.copy.close()
+
+    async def _shutdown(self) -> None:
+        if self._feed_task is not None:
+            # The feed ends (its consumer deleted) before the connection closes.
+            self._feed_task.cancel()
+            await asyncio.wait({self._feed_task}, timeout=5.0)
+        nc = getattr(self, "_nc", None)
+        if nc is not None:
+            await close(nc)
