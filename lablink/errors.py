@@ -308,6 +308,32 @@ class LocalCopyMismatch(StorageError):
     reason = "local copy is of another record"
 
 
+class LeaseLost(Conflict):
+    """An append fenced by the scheduler's lease (``epoch``: the lease message it named) was
+    refused: another replica holds the lease now, or it expired. Nothing was written."""
+
+    def __init__(self, replica: str, epoch: int, detail: str = "") -> None:
+        self.replica = replica
+        self.epoch = epoch
+        super().__init__(
+            f"replica {replica!r} no longer holds the scheduler lease of epoch {epoch}"
+            + (f": {detail}" if detail else "")
+        )
+
+
+class StaleEpoch(Conflict):
+    """An agent refused a command (``command_id``) sent under a lease epoch lower than the
+    highest it has seen: a former scheduler leader still talking."""
+
+    def __init__(self, command_id: str, epoch: int, highest: int) -> None:
+        self.command_id = command_id
+        self.epoch = epoch
+        self.highest = highest
+        super().__init__(
+            f"command {command_id!r} carries lease epoch {epoch}, below the {highest} seen"
+        )
+
+
 class LocalCopyGap(StorageError):
     """Copying the record into the local copy (``path``) met a gap: the next event copied
     must be at ``expected``, the one offered is at ``position``."""

@@ -38,10 +38,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import nats.errors
 import structlog
@@ -50,6 +51,7 @@ from lablink.clock import Clock
 from lablink.errors import (
     AppendTooLarge,
     DuplicateId,
+    LeaseLost,
     LocalCopyBehind,
     LocalCopyMismatch,
     RecordUnconfirmed,
@@ -64,6 +66,7 @@ from lablink.eventstore.base import (
     EventQuery,
     StoredRow,
 )
+from lablink.eventstore.lease import Fence, LeaseRecord, claim, read_lease
 from lablink.eventstore.loop_thread import LoopThread
 from lablink.eventstore.record_feed import HEARTBEAT, RecordFeed
 from lablink.eventstore.record_format import message_of, stream_subjects
@@ -79,7 +82,7 @@ from lablink.eventstore.record_link import (
     close,
     connect,
     ensure_stream,
-    last_sequence,
+    last_message_sequence,
     message_id_at,
     publish,
 )
@@ -100,6 +103,9 @@ class CopyStatus:
     error: str | None
     consumers: int
 
+
+T = TypeVar("T")
+FenceSource = Callable[[], Fence | None]
 
 _Head = tuple[int, int]  # a stream's version and the position of its last event
 
@@ -163,7 +169,12 @@ class JetStreamEventStore:
                 raise StorageUnavailable(options.shown(), f"cannot open: {exc!r}") from exc
             raise
         self.feed = RecordFeed(
-            self._nc, options.stream, self.copy, heartbeat=heartbeat, request_timeout=ack_timeout
+            self._nc,
+            options.stream,
+            self.copy,
+            heartbeat=heartbeat,
+            request_timeout=ack_timeout,
+            on_change=self._wake,
         )
         self._feed_task = self._loop.call(self._start_feed(), open_timeout)
         # Handed out caught up with the record as it was at the start, as ``open_store``
@@ -176,7 +187,7 @@ class JetStreamEventStore:
             raise
 
     async def _catch_up_at_open(self, within: float) -> None:
-        end = await last_sequence(self._nc, self.options.stream, self.ack_timeout)
+        end = await last_message_sequence(self._nc, self.options.stream, self.ack_timeout)
         await self._until_copied(end, within)
 
     async def _start_feed(self) -> asyncio.Task[None]:
@@ -221,7 +232,7 @@ class JetStreamEventStore:
     async def _until_copied(self, position: int, within: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        while self._copied < position:
+        while self.seen_position < position:
             progress = self._progress
             remaining = deadline - loop.time()
             if progress is None or remaining <= 0:
@@ -241,7 +252,7 @@ class JetStreamEventStore:
         """Wait for the copy to hold everything the record holds now (bounded; a conflict
         answered after it names the version the caller will read)."""
         try:
-            end = await last_sequence(self._nc, self.options.stream, self.ack_timeout)
+            end = await last_message_sequence(self._nc, self.options.stream, self.ack_timeout)
             await self._until_copied(end, self.copy_timeout)
         except (LocalCopyBehind, nats.errors.Error) as exc:
             log.warning("local copy not caught up", stream=self.options.stream, error=str(exc))
@@ -257,7 +268,7 @@ class JetStreamEventStore:
         return CopyStatus(
             copied=self._copied,
             recorded=recorded,
-            lag=None if recorded is None else max(0, recorded - self._copied),
+            lag=None if recorded is None else max(0, recorded - self.seen_position),
             error=None if error is None else str(error),
             consumers=self.feed.sessions,
         )
@@ -267,10 +278,17 @@ class JetStreamEventStore:
         """How far the local copy reaches (its last position)."""
         return self._copied
 
+    @property
+    def seen_position(self) -> int:
+        """How far the feed has seen the record: the copy's last position, or a lease message
+        past it (not copied: no event)."""
+        feed = getattr(self, "feed", None)
+        return max(self._copied, feed.reached if feed is not None else 0)
+
     def record_position(self) -> int:
-        """Where the record ends now (one request to the servers)."""
+        """Where the record ends now: its last message still there (one request)."""
         return self._loop.call(
-            last_sequence(self._nc, self.options.stream, self.ack_timeout),
+            last_message_sequence(self._nc, self.options.stream, self.ack_timeout),
             self.ack_timeout + 1.0,
         )
 
@@ -286,7 +304,9 @@ class JetStreamEventStore:
             raise outcome
         return outcome
 
-    def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+    def append_batch(
+        self, requests: Sequence[AppendRequest], *, fence: FenceSource | None = None
+    ) -> list[AppendOutcome]:
         """Every request checked before anything is sent (sizes, event ids), so that a refusal
         writes nothing; then each recorded on its own. A failure to record one (an
         unconfirmed ack, the copy behind) is raised once the others are done: the requests
@@ -301,9 +321,11 @@ class JetStreamEventStore:
         present = self.copy.event_ids_present(ids)
         if present:
             raise DuplicateId(present[0])
-        return self._loop.call(self._append_all(prepared))
+        return self._loop.call(self._append_all(prepared, fence))
 
-    async def _append_all(self, prepared: list[_Prepared]) -> list[AppendOutcome]:
+    async def _append_all(
+        self, prepared: list[_Prepared], fence: FenceSource | None = None
+    ) -> list[AppendOutcome]:
         """Publish every request (the streams at once, each stream's requests in order), then
         wait once for the copy to hold all that was recorded and read it back in one range:
         one round trip per request, not three."""
@@ -323,7 +345,7 @@ class JetStreamEventStore:
                     if head is None:
                         await self._until_copied(reached, self.copy_timeout)
                         head = await asyncio.to_thread(self.copy.stream_head, stream_id)
-                    outcome, head = await self._record(prepared[index], head)
+                    outcome, head = await self._record(prepared[index], head, fence)
                 except Exception as exc:
                     failures.append((index, exc))
                     return
@@ -361,7 +383,7 @@ class JetStreamEventStore:
             return {stream_id: self.copy.stream_head(stream_id) for stream_id in stream_ids}
 
     async def _record(
-        self, one: _Prepared, head: _Head
+        self, one: _Prepared, head: _Head, fence: FenceSource | None = None
     ) -> tuple[StreamVersionConflict | range, _Head | None]:
         """Record one request after its stream's ``head`` (version, last position) as the copy
         holds it: the positions it was recorded at, or its conflict; and the stream's head
@@ -385,7 +407,10 @@ class JetStreamEventStore:
             }
         if not one.messages:
             return range(0), (version, last_position)
-        ack = await self._publish(one, expectation)
+        if fence is not None:
+            ack = await self._publish_fenced(one, expectation, fence)
+        else:
+            ack = await self._publish(one, expectation)
         if ack.error_code == WRONG_LAST_SEQUENCE:
             await self._catch_up()
             now = await asyncio.to_thread(self.copy.stream_head, stream_id)
@@ -405,10 +430,44 @@ class JetStreamEventStore:
         # The expectation held: nothing else was recorded in this stream in between.
         return span, (version + count, ack.seq) if expected != ANY else None
 
-    async def _publish(self, one: _Prepared, expectation: dict[str, str]) -> Ack:
+    async def _publish_fenced(
+        self, one: _Prepared, expectation: dict[str, str], source: FenceSource
+    ) -> Ack:
+        """Publish under the lease's fence. One message carries one expectation: the fence
+        (the aggregate's version was checked against the copy, and the engine holds the
+        job's lock). A batch carries the aggregate's on its first message and the fence on
+        its second, both enforced by the server. A refusal that is the lease's is
+        ``LeaseLost``; one that is a renewal landing in between is sent again."""
+        moved: Fence | None = None
+        for _ in range(3):
+            fence = source()
+            if fence is None:
+                raise LeaseLost(self._replica_of(source), 0, "not the lease holder")
+            moved = fence
+            if len(one.messages) == 1 or not expectation:
+                ack = await self._publish(one, fence.headers())
+            else:
+                ack = await self._publish(one, expectation, later=fence.headers())
+            if ack.error_code != WRONG_LAST_SEQUENCE:
+                return ack
+            live = await read_lease(self._nc, self.options.stream, self.ack_timeout)
+            if live is None or live.replica != fence.replica or live.epoch != fence.epoch:
+                raise LeaseLost(fence.replica, fence.epoch, "another replica holds it")
+            if live.seq == fence.seq:
+                return ack  # the lease held: the aggregate's expectation was the stale one
+        assert moved is not None
+        raise LeaseLost(moved.replica, moved.epoch, "renewals kept moving the fence")
+
+    @staticmethod
+    def _replica_of(source: FenceSource) -> str:
+        return str(getattr(source, "replica", "?"))
+
+    async def _publish(
+        self, one: _Prepared, expectation: dict[str, str], *, later: dict[str, str] | None = None
+    ) -> Ack:
         where = self.options.shown()
         try:
-            return await publish(self._nc, one.messages, expectation, self.ack_timeout)
+            return await publish(self._nc, one.messages, expectation, self.ack_timeout, later=later)
         except nats.errors.NoRespondersError as exc:
             # Nobody took it: no stream leader (an election), nothing was written.
             raise StorageUnavailable(where, "no JetStream server answered") from exc
@@ -425,6 +484,19 @@ class JetStreamEventStore:
         await self._catch_up()
         present = await asyncio.to_thread(self.copy.event_ids_present, one.event_ids)
         return present[0] if present else one.event_ids[0]
+
+    # -- the scheduler's lease ---------------------------------------------------------------
+
+    async def on_store_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the store's own loop (where its connection lives) from another."""
+        return await asyncio.wrap_future(self._loop.submit(coro))
+
+    def lease_link(self, replica: str, ttl: float) -> StoreLeaseLink:
+        return StoreLeaseLink(self, replica, ttl)
+
+    def fenced(self, source: FenceSource) -> FencedStore:
+        """This store for the engine: every append carries the lease's fence."""
+        return FencedStore(self, source)
 
     # -- reading: the local copy ---------------------------------------------------------
 
@@ -480,3 +552,84 @@ class JetStreamEventStore:
         nc = getattr(self, "_nc", None)
         if nc is not None:
             await close(nc)
+
+
+class StoreLeaseLink:
+    """The lease's requests over a store's connection (``lease_keeper.LeaseLink``)."""
+
+    def __init__(self, store: JetStreamEventStore, replica: str, ttl: float) -> None:
+        self.store = store
+        self.replica = replica
+        self.ttl = ttl
+
+    async def read(self) -> LeaseRecord | None:
+        store = self.store
+        return await store.on_store_loop(
+            read_lease(store._nc, store.options.stream, store.ack_timeout)
+        )
+
+    async def claim(self, after: LeaseRecord | None) -> LeaseRecord | None:
+        store = self.store
+        return await store.on_store_loop(
+            claim(
+                store._nc,
+                replica=self.replica,
+                ttl=self.ttl,
+                after=after,
+                at=datetime.now(UTC),
+                within=store.ack_timeout,
+            )
+        )
+
+
+class FencedStore:
+    """A JetStream store whose appends carry the lease's fence (the engine's store in cluster
+    mode): refused with ``LeaseLost``, nothing written, once the lease is not this replica's.
+    Reads are the store's."""
+
+    def __init__(self, store: JetStreamEventStore, source: FenceSource) -> None:
+        self.store = store
+        self.source = source
+
+    def append(
+        self, stream_id: str, expected_version: int, events: Sequence[NewEvent]
+    ) -> list[RecordedEvent]:
+        outcome = self.append_batch(
+            [AppendRequest(stream_id=stream_id, expected_version=expected_version, events=events)]
+        )[0]
+        if isinstance(outcome, StreamVersionConflict):
+            raise outcome
+        return outcome
+
+    def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        return self.store.append_batch(requests, fence=self.source)
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        return self.store.read_stream(stream_id, after_version)
+
+    def read_all(
+        self, after_position: int = 0, until: datetime | None = None, batch_size: int = 1000
+    ) -> Iterator[RecordedEvent]:
+        return self.store.read_all(after_position, until, batch_size)
+
+    def read_rows(
+        self,
+        after_position: int,
+        limit: int,
+        *,
+        up_to: int | None = None,
+        until: datetime | None = None,
+    ) -> list[StoredRow]:
+        return self.store.read_rows(after_position, limit, up_to=up_to, until=until)
+
+    def find(self, query: EventQuery) -> list[StoredRow]:
+        return self.store.find(query)
+
+    def stream_version(self, stream_id: str) -> int:
+        return self.store.stream_version(stream_id)
+
+    def last_position(self) -> int:
+        return self.store.last_position()
+
+    def close(self) -> None:
+        """The store is the runtime's to close, not the engine's."""

@@ -7,7 +7,7 @@ acks, flow control, idle heartbeats, in memory on one node: it is cheap and disp
 copy is what remembers). Any doubt ends the session and the next one starts again from the
 copy's last position, so nothing is lost or copied twice:
 
-- a message past the next sequence, or a consumer sequence that skips (a gap);
+- a consumer sequence that skips (a message lost on its way);
 - a heartbeat saying the consumer delivered more than arrived;
 - silence for three heartbeats (the consumer's node is gone, a connection was lost);
 - any error making the consumer.
@@ -18,6 +18,13 @@ so a message on a subject that is not an event's (a stream made with more subjec
 message, or a copy that refuses a write, stops the copying there (``error``): a replica that
 skipped an event would fold views nobody else has. It is tried again after a backoff, and the
 store's waits name the error meanwhile.
+
+The scheduler's lease (``record_format.LEASE_SUBJECT``) lives in the same stream, its
+messages expiring by their TTL. A lease message is passed over, not copied: the copy's
+positions keep a gap there (``copy_in(..., gaps=True)``), and ``reached`` says how far the
+feed has seen, events or not, for the store's waits. A stream sequence that skips while the
+consumer's sequence does not is such an expired lease message: the record denies deletes and
+purges, so nothing else can leave it.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from lablink.eventstore.record_format import row_of
+from lablink.eventstore.record_format import is_lease, row_of
 from lablink.eventstore.record_link import api
 from lablink.eventstore.sqlite import CopiedRow, SQLiteEventStore
 
@@ -64,6 +71,7 @@ class RecordFeed:
         self.error: Exception | None = None
         self.sessions = 0  # consumers made, for tests and /health
         self.first_start = 0  # the stream sequence the first consumer started from
+        self.reached = 0  # the last stream sequence seen and done with (copied or passed over)
         self._on_change = on_change or (lambda: None)
         self._inbox: asyncio.Queue[Msg] = asyncio.Queue()
 
@@ -130,6 +138,7 @@ class RecordFeed:
 
     async def _follow(self, queue: asyncio.Queue[Msg], copied: int) -> None:
         delivered = 0  # the consumer's sequence of the last message taken
+        seen = copied  # the last stream sequence taken (an event or a lease message)
         while True:
             try:
                 first = await asyncio.wait_for(queue.get(), 3 * self.heartbeat)
@@ -143,20 +152,18 @@ class RecordFeed:
                 else:
                     meta = msg.metadata
                     if meta.sequence.consumer != delivered + 1:
-                        await self._write(rows)
+                        await self._write(rows, seen)
                         raise _Restart(f"consumer sequence {meta.sequence.consumer}")
                     delivered = meta.sequence.consumer
                     at = meta.sequence.stream
-                    expected = copied + len(rows) + 1
-                    if at > expected:
-                        await self._write(rows)
-                        raise _Restart(f"stream sequence {at}, expected {expected}")
-                    if at == expected:
-                        rows.append(row_of(at, msg.subject, msg.headers, msg.data))
+                    if at > seen:
+                        seen = at
+                        if not is_lease(msg.subject):
+                            rows.append(row_of(at, msg.subject, msg.headers, msg.data))
                 if len(rows) >= MAX_ROWS:
                     break
                 msg = queue.get_nowait() if not queue.empty() else None
-            copied = await self._write(rows) or copied
+            await self._write(rows, seen)
 
     async def _control(self, msg: Msg, delivered: int) -> bool:
         """A heartbeat or a flow-control request (True), or an event (False)."""
@@ -173,13 +180,14 @@ class RecordFeed:
             raise _Restart(f"heartbeat: consumer at {last}, {delivered} arrived")
         return True
 
-    async def _write(self, rows: list[CopiedRow]) -> int:
-        """Write ``rows`` into the copy; the copy's new last position (0 for none)."""
-        if not rows:
-            return 0
-        await asyncio.to_thread(self.copy.copy_in, rows)
-        if self.error is not None:
-            log.info("record feed copying again", stream=self.stream)
-        self.error = None
-        self._on_change()
-        return rows[-1][0]
+    async def _write(self, rows: list[CopiedRow], seen: int) -> None:
+        """Write ``rows`` into the copy (gaps allowed: lease messages), then say the feed has
+        seen up to ``seen``."""
+        if rows:
+            await asyncio.to_thread(self.copy.copy_in, rows, gaps=True)
+            if self.error is not None:
+                log.info("record feed copying again", stream=self.stream)
+            self.error = None
+        if rows or seen > self.reached:
+            self.reached = max(self.reached, seen)
+            self._on_change()

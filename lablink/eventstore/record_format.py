@@ -33,6 +33,11 @@ OCCURRED_AT = "Lablink-Occurred-At"
 ACTOR = "Lablink-Actor"
 CORRELATION_ID = "Lablink-Correlation-Id"
 
+# The scheduler's lease (``lablink.eventstore.lease``): a subject of the record's stream, as a
+# fence's expectation must name one, and one no stream id maps to (an escape is ``~`` and two
+# hex digits, never ``~l``). Its messages are not events: the copy skips them.
+LEASE_SUBJECT = f"{PREFIX}.~lease.scheduler"
+
 _PLAIN = frozenset(string.ascii_letters + string.digits + "_-")
 _ESCAPE = "~"
 _ESCAPED = re.compile(r"~([0-9a-f]{2})")
@@ -116,6 +121,10 @@ def message_of(stream_id: str, new: NewEvent) -> tuple[str, str, dict[str, str],
         if _HEADER_BREAKS.search(value):
             raise ValueError(f"{name} {value!r} holds a line break")
     return event_id, subject_of(stream_id, event_type(new.event)), headers, encode_event(new.event)
+
+
+def is_lease(subject: str) -> bool:
+    return subject == LEASE_SUBJECT
 
 
 def row_of(position: int, subject: str, headers: dict[str, str] | None, body: bytes) -> CopiedRow:

@@ -157,6 +157,8 @@ def stream_config(options: JetStreamOptions) -> dict[str, Any]:
         "num_replicas": options.replicas,
         "duplicate_window": int(options.duplicate_window * 1e9),
         "allow_atomic": True,
+        # The lease's messages expire by their own TTL (``Nats-TTL``); events carry none.
+        "allow_msg_ttl": True,
         # The record only grows, as the SQLite log does (its triggers).
         "deny_delete": True,
         "deny_purge": True,
@@ -183,11 +185,11 @@ async def ensure_stream(nc: NATS, options: JetStreamOptions, *, deadline: float)
                 )
                 return created
             config = info["config"]
-            if not config.get("allow_atomic"):
+            if not config.get("allow_atomic") or not config.get("allow_msg_ttl"):
                 info = await api(
                     nc,
                     f"$JS.API.STREAM.UPDATE.{name}",
-                    {**config, "allow_atomic": True},
+                    {**config, "allow_atomic": True, "allow_msg_ttl": True},
                     remaining,
                 )
             return info
@@ -223,7 +225,21 @@ async def message_id_at(nc: NATS, stream: str, seq: int, within: float) -> str |
     return None
 
 
-def _ack_of(data: bytes) -> Ack:
+async def last_message_sequence(nc: NATS, stream: str, within: float) -> int:
+    """The sequence of the record's last message still there (0 for none). Not the stream's
+    ``last_seq``: that may be a lease message expired since, which no consumer delivers."""
+    try:
+        answer = await api(
+            nc, f"$JS.API.STREAM.MSG.GET.{stream}", {"last_by_subj": SUBJECTS}, within
+        )
+    except ApiError as exc:
+        if exc.code == NO_MESSAGE:
+            return 0
+        raise
+    return int(answer["message"]["seq"])
+
+
+def ack_of(data: bytes) -> Ack:
     answer = json.loads(data) if data else {}
     error = answer.get("error")
     return Ack(
@@ -241,17 +257,24 @@ Message = tuple[str, dict[str, str], bytes]  # subject, headers, body
 
 
 async def publish(
-    nc: NATS, messages: Sequence[Message], expectation: dict[str, str], within: float
+    nc: NATS,
+    messages: Sequence[Message],
+    expectation: dict[str, str],
+    within: float,
+    *,
+    later: dict[str, str] | None = None,
 ) -> Ack:
     """Record ``messages``: one as a plain publish, several as one atomic batch (all or
     nothing), ``expectation`` (the optimistic check's headers) on the first only, as ADR-50
     requires. The batch's messages but the last go without a reply: the commit's ack says
-    whether all of them were recorded. nats-py's errors (a timeout, no responders, a closed
+    whether all of them were recorded. ``later``: expectations for the second message (the
+    lease's fence beside the aggregate's; 2.15.1 enforces it there too, judged against the
+    stream before the batch). nats-py's errors (a timeout, no responders, a closed
     connection) are raised as they are."""
     if len(messages) == 1:
         subject, headers, body = messages[0]
         reply = await nc.request(subject, body, timeout=within, headers={**headers, **expectation})
-        return _ack_of(reply.data)
+        return ack_of(reply.data)
     if len(messages) > MAX_BATCH:
         raise ValueError(f"{len(messages)} messages are over the {MAX_BATCH} of an atomic batch")
     batch_id = NUID().next().decode()
@@ -260,10 +283,12 @@ async def publish(
         batch = {**headers, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(index)}
         if index == 1:
             batch.update(expectation)
+        elif index == 2 and later:
+            batch.update(later)
         if index < last:
             await nc.publish(subject, body, headers=batch)
             continue
         batch["Nats-Batch-Commit"] = "1"
         reply = await nc.request(subject, body, timeout=within, headers=batch)
-        return _ack_of(reply.data)
+        return ack_of(reply.data)
     raise AssertionError("unreachable: a batch has a last message")

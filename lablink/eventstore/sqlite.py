@@ -667,12 +667,14 @@ class SQLiteEventStore:
 
     # -- copying: the log as a local copy of a record kept elsewhere (JetStream) ------------
 
-    def copy_in(self, rows: Sequence[CopiedRow]) -> list[RecordedEvent]:
+    def copy_in(self, rows: Sequence[CopiedRow], *, gaps: bool = False) -> list[RecordedEvent]:
         """Append events whose positions the record assigned (``lablink.eventstore.jetstream``
         keeps its local copy so), in one transaction: the same columns, versions and chain as
         an append's, so every reader of the log reads the copy unchanged. A row at or below
         the head is here already and is skipped (a redelivery); one past the head's next
-        position is a gap (``LocalCopyGap``), and nothing of the call is written. The
+        position is a gap (``LocalCopyGap``), and nothing of the call is written, unless
+        ``gaps`` (the JetStream record, whose lease messages hold positions but are no
+        events). The
         listeners are called after the commit, as after an append."""
         committed: list[RecordedEvent] = []
         with self._lock:
@@ -681,7 +683,7 @@ class SQLiteEventStore:
                 with translated(self.path):
                     conn.execute("BEGIN IMMEDIATE")
                     try:
-                        committed = self._copy_rows(conn, rows)
+                        committed = self._copy_rows(conn, rows, gaps)
                         conn.execute("COMMIT")
                     except BaseException:
                         self._roll_back(conn)
@@ -696,7 +698,7 @@ class SQLiteEventStore:
         return committed
 
     def _copy_rows(
-        self, conn: sqlite3.Connection, rows: Sequence[CopiedRow]
+        self, conn: sqlite3.Connection, rows: Sequence[CopiedRow], gaps: bool
     ) -> list[RecordedEvent]:
         position, previous = self._reader.head()
         versions: dict[str, int] = {}
@@ -705,7 +707,7 @@ class SQLiteEventStore:
             at, event_id, stream_id, type_, occurred_text, actor, correlation_id, payload = row
             if at <= position:
                 continue
-            if at != position + 1:
+            if at != position + 1 and not gaps:
                 raise LocalCopyGap(str(self.path), position + 1, at)
             version = versions.get(stream_id)
             if version is None:

@@ -1,0 +1,190 @@
+"""Holding the scheduler's lease (``lease``): acquire, renew every TTL/3, and step down by the
+monotonic clock before the lease can end.
+
+The server ends a lease TTL seconds after its last renewal was stored; the keeper counts from
+when it *sent* that renewal (earlier), by the monotonic clock (never the wall clock, which
+may jump). A holder whose last successful renewal is older than TTL × 0.6 calls ``on_lose``
+and waits for it (the engine stops firing) before it claims again from scratch: so it has
+stopped while the lease it held may still be live, with 0.4 × TTL to spare for a clock
+running slower than the server's or a slow stop. A renewal the server refuses (someone took
+the lease over, or it expired) demotes at once.
+
+A holder paused outright (SIGSTOP, a VM frozen) does not run this code at all: that is what
+the fence is for (``fence``, carried by every append the engine makes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import structlog
+
+from lablink.eventstore.lease import DEFAULT_TTL, Fence, LeaseRecord
+
+log = structlog.get_logger(tag="lease")
+
+RENEW_FRACTION = 1 / 3
+DEMOTE_FRACTION = 0.6
+
+
+class LeaseLink(Protocol):
+    """The lease's two requests (``lease.read_lease`` and ``lease.claim`` on a connection)."""
+
+    async def read(self) -> LeaseRecord | None: ...
+
+    async def claim(self, after: LeaseRecord | None) -> LeaseRecord | None: ...
+
+
+async def _nothing(*_: object) -> None:
+    return None
+
+
+class LeaseKeeper:
+    def __init__(
+        self,
+        link: LeaseLink,
+        *,
+        replica: str,
+        ttl: float = DEFAULT_TTL,
+        monotonic: Callable[[], float] = time.monotonic,
+        on_gain: Callable[[LeaseRecord], Awaitable[None]] = _nothing,
+        on_lose: Callable[[str], Awaitable[None]] = _nothing,
+        poll: float | None = None,
+    ) -> None:
+        self.link = link
+        self.replica = replica
+        self.ttl = ttl
+        self.monotonic = monotonic
+        self.on_gain = on_gain
+        self.on_lose = on_lose
+        # A follower tries to take over this often: a lease that ended is taken within it.
+        self.poll = poll if poll is not None else min(1.0, ttl / 5)
+        self.held: LeaseRecord | None = None
+        self.renewed_at: float | None = None  # monotonic: when the last good claim was sent
+        self.seen: LeaseRecord | None = None  # the live lease as last read (another's)
+        self.gained = 0  # leases acquired, for tests and /health
+        self.lost = 0
+
+    # -- what others ask -------------------------------------------------------------------
+
+    @property
+    def holding(self) -> bool:
+        return self.held is not None and not self._too_old()
+
+    def fence(self) -> Fence | None:
+        """The expectation for a fenced append: None unless the lease is held and fresh."""
+        held = self.held
+        if held is None or self._too_old():
+            return None
+        return Fence(replica=self.replica, epoch=held.epoch, seq=held.seq)
+
+    def renewal_age(self) -> float | None:
+        return None if self.renewed_at is None else self.monotonic() - self.renewed_at
+
+    def status(self) -> dict[str, object]:
+        """For /health: holder or follower, the epoch, the last renewal's age."""
+        held = self.held
+        age = self.renewal_age()
+        if held is not None:
+            return {
+                "role": "holder",
+                "replica": self.replica,
+                "epoch": held.epoch,
+                "renewal_age_seconds": None if age is None else round(age, 3),
+                "ttl_seconds": self.ttl,
+            }
+        seen = self.seen
+        return {
+            "role": "follower",
+            "replica": self.replica,
+            "holder": None if seen is None else seen.replica,
+            "epoch": None if seen is None else seen.epoch,
+            "ttl_seconds": self.ttl,
+        }
+
+    def nudge(self) -> None:
+        """Decide now (in the keeper's loop): e.g. an append refused with ``LeaseLost``."""
+        nudged = getattr(self, "_nudged", None)
+        if nudged is not None:
+            nudged.set()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _too_old(self) -> bool:
+        renewed = self.renewed_at
+        return renewed is None or self.monotonic() - renewed > self.ttl * DEMOTE_FRACTION
+
+    async def run(self) -> None:
+        """Step until cancelled (then step down, if holding). ``nudge`` cuts a wait short."""
+        self._nudged = asyncio.Event()
+        try:
+            while True:
+                delay = await self.step()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._nudged.wait(), delay)
+                self._nudged.clear()
+        finally:
+            if self.held is not None:
+                await self._demote("keeper stopped")
+
+    async def step(self) -> float:
+        """One decision; the seconds until the next."""
+        if self.held is not None:
+            return await self._as_holder(self.held)
+        return await self._as_follower()
+
+    async def _as_holder(self, held: LeaseRecord) -> float:
+        assert self.renewed_at is not None
+        demote_at = self.renewed_at + self.ttl * DEMOTE_FRACTION
+        sent = self.monotonic()
+        if sent > demote_at:
+            await self._demote(f"no renewal for {sent - self.renewed_at:.2f} s")
+            return 0.0
+        if sent - self.renewed_at >= self.ttl * RENEW_FRACTION:
+            try:
+                # Never wait for an answer past the moment to stop firing.
+                renewed = await asyncio.wait_for(self.link.claim(held), demote_at - sent)
+            except Exception as exc:  # the server out of reach: try again until demote_at
+                log.warning("lease renewal failed", replica=self.replica, error=repr(exc))
+                return max(0.0, min(self.poll / 4, demote_at - self.monotonic()))
+            if renewed is None:
+                await self._demote("renewal refused: the lease was taken over or expired")
+                return 0.0
+            self.held, self.renewed_at = renewed, sent
+        renew_at = self.renewed_at + self.ttl * RENEW_FRACTION
+        return max(0.0, renew_at - self.monotonic())
+
+    async def _as_follower(self) -> float:
+        sent = self.monotonic()
+        try:
+            got = await asyncio.wait_for(self.link.claim(None), max(self.poll, 1.0))
+        except Exception as exc:
+            log.warning("lease claim failed", replica=self.replica, error=repr(exc))
+            return self.poll
+        if got is None:
+            # Only for /health: the next poll reads again.
+            with contextlib.suppress(Exception):
+                self.seen = await asyncio.wait_for(self.link.read(), max(self.poll, 1.0))
+            return self.poll
+        self.held, self.renewed_at, self.seen = got, sent, None
+        self.gained += 1
+        log.info("lease acquired", replica=self.replica, epoch=got.epoch)
+        await self.on_gain(got)
+        return max(0.0, sent + self.ttl * RENEW_FRACTION - self.monotonic())
+
+    async def _demote(self, why: str) -> None:
+        held = self.held
+        self.held = None
+        self.renewed_at = None
+        self.lost += 1
+        log.warning(
+            "lease lost: stepping down",
+            replica=self.replica,
+            epoch=None if held is None else held.epoch,
+            why=why,
+        )
+        await self.on_lose(why)

@@ -1,0 +1,317 @@
+"""The scheduler's lease in the record's stream (issue 18): acquire, renew, expiry, takeover by
+one compare-and-set, self-demotion by the monotonic clock, the fence on appends, and the copy
+passing lease messages over. A real nats-server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from lablink.bus.server import NatsServer
+from lablink.errors import LeaseLost, StreamVersionConflict
+from lablink.events import JobPaused, NewEvent
+from lablink.eventstore.base import AppendRequest
+from lablink.eventstore.jetstream import JetStreamEventStore
+from lablink.eventstore.lease import Fence, LeaseRecord
+from lablink.eventstore.lease_keeper import LeaseKeeper
+from lablink.eventstore.loop_thread import LoopThread
+from lablink.eventstore.record_link import JetStreamOptions
+from tests.support.eventually import eventually_sync
+from tests.support.nats_thread import nats_server
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+TTL = 1.0  # JetStream's smallest
+
+
+def new(job_id: str, n: int = 0) -> NewEvent:
+    return NewEvent(
+        event=JobPaused(job_id=job_id, reason=f"r{n}"),
+        actor="tester",
+        occurred_at=T0 + timedelta(seconds=n),
+    )
+
+
+class FakeMonotonic:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[NatsServer]:
+    with nats_server(tmp_path / "nats") as (_, started):
+        yield started
+
+
+@pytest.fixture
+def loop() -> Iterator[LoopThread]:
+    """The keepers' own loop (the runtime's, in a replica), not the store's."""
+    thread = LoopThread("keepers")
+    yield thread
+    thread.stop()
+
+
+class Stores:
+    def __init__(self, folder: Path, options: JetStreamOptions) -> None:
+        self.folder, self.options = folder, options
+        self.opened: list[JetStreamEventStore] = []
+
+    def open(self, name: str) -> JetStreamEventStore:
+        store = JetStreamEventStore(self.folder / f"{name}.db", self.options)
+        self.opened.append(store)
+        return store
+
+
+@pytest.fixture
+def stores(server: NatsServer, tmp_path: Path) -> Iterator[Stores]:
+    opened = Stores(tmp_path, JetStreamOptions(servers=(server.url,)))
+    yield opened
+    for store in opened.opened:
+        store.close()
+
+
+def keeper(
+    store: JetStreamEventStore, replica: str, clock: FakeMonotonic | None = None
+) -> LeaseKeeper:
+    return LeaseKeeper(
+        store.lease_link(replica, TTL),
+        replica=replica,
+        ttl=TTL,
+        monotonic=clock or time.monotonic,
+        poll=0.1,
+    )
+
+
+# -- the lease's compare-and-set --------------------------------------------------------------
+
+
+@pytest.mark.nats
+def test_acquire_renew_and_a_stale_renewal_is_refused(stores: Stores, loop: LoopThread) -> None:
+    store = stores.open("a")
+    a, b = store.lease_link("a", TTL), store.lease_link("b", TTL)
+    got = loop.call(a.claim(None))
+    assert got is not None
+    assert got.replica == "a"
+    assert got.epoch == got.seq
+    assert loop.call(b.claim(None)) is None  # held: the second acquire is refused
+    renewed = loop.call(a.claim(got))
+    assert renewed is not None
+    assert (renewed.epoch, renewed.seq > got.seq) == (got.epoch, True)
+    assert loop.call(a.claim(got)) is None  # a renewal from the superseded message
+    live = loop.call(b.read())
+    assert live == LeaseRecord("a", got.epoch, TTL, live.at if live else "", renewed.seq)
+
+
+@pytest.mark.nats
+def test_an_expired_lease_is_taken_over_by_one_compare_and_set_with_a_higher_epoch(
+    stores: Stores, loop: LoopThread
+) -> None:
+    store = stores.open("a")
+    a, b = store.lease_link("a", TTL), store.lease_link("b", TTL)
+    first = loop.call(a.claim(None))
+    assert first is not None
+    eventually_sync(lambda: loop.call(b.read()), until=lambda live: live is None)
+    taken = loop.call(b.claim(None))  # no read before it: the subject is at 0 again
+    assert taken is not None
+    assert taken.replica == "b"
+    assert taken.epoch > first.epoch
+    assert loop.call(a.claim(first)) is None  # the former holder cannot renew
+
+
+# -- the keeper ---------------------------------------------------------------------------------
+
+
+@pytest.mark.nats
+def test_the_keeper_renews_at_a_third_and_demotes_itself_before_the_ttl(
+    stores: Stores, loop: LoopThread
+) -> None:
+    clock = FakeMonotonic()
+    store = stores.open("a")
+    lost: list[str] = []
+    holder = keeper(store, "a", clock)
+
+    async def on_lose(why: str) -> None:
+        lost.append(why)
+
+    holder.on_lose = on_lose
+    loop.call(holder.step())
+    assert holder.holding
+    assert holder.gained == 1
+    first = holder.fence()
+    assert first is not None
+
+    clock.now += TTL / 3  # due: one renewal, same epoch, a new fence
+    loop.call(holder.step())
+    renewed = holder.fence()
+    assert renewed is not None
+    assert renewed.epoch == first.epoch
+    assert renewed.seq > first.seq
+
+    clock.now += TTL * 0.59  # still fresh (0.59 < 0.6 since the renewal)
+    assert holder.fence() is not None
+    clock.now += TTL * 0.02  # older than 0.6 × TTL: no fence any more, and it steps down
+    assert holder.fence() is None
+    loop.call(holder.step())
+    assert lost
+    assert "no renewal" in lost[0]
+    assert holder.held is None
+    assert holder.status()["role"] == "follower"
+
+
+@pytest.mark.nats
+def test_a_refused_renewal_demotes_at_once(stores: Stores, loop: LoopThread) -> None:
+    clock = FakeMonotonic()
+    store = stores.open("a")
+    holder = keeper(store, "a", clock)
+    loop.call(holder.step())
+    held = holder.held
+    assert held is not None
+    # Someone else's write on the lease subject (a takeover after an expiry the holder
+    # slept through): the holder's next renewal expects a sequence that is gone.
+    eventually_sync(lambda: loop.call(store.lease_link("x", TTL).read()), until=lambda r: r is None)
+    assert loop.call(store.lease_link("b", TTL).claim(None)) is not None
+    clock.now += TTL / 3
+    loop.call(holder.step())
+    assert holder.held is None
+    assert holder.lost == 1
+
+
+class _Unreachable:
+    """A link whose renewals never answer (the holder cut off from the servers)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.cut = False
+
+    async def read(self) -> LeaseRecord | None:
+        return await self.inner.read()  # type: ignore[attr-defined,no-any-return]
+
+    async def claim(self, after: LeaseRecord | None) -> LeaseRecord | None:
+        if self.cut:
+            await asyncio.sleep(3600)
+        return await self.inner.claim(after)  # type: ignore[attr-defined,no-any-return]
+
+
+@pytest.mark.nats
+def test_on_the_real_clock_a_cut_off_holder_stops_before_another_takes_over(
+    stores: Stores, loop: LoopThread
+) -> None:
+    store = stores.open("a")
+    events: list[tuple[str, float]] = []
+    link = _Unreachable(store.lease_link("a", TTL))
+    a = LeaseKeeper(link, replica="a", ttl=TTL, poll=0.1)
+    b = keeper(store, "b")
+
+    async def a_lost(why: str) -> None:
+        events.append(("a lost", time.monotonic()))
+
+    async def b_gained(record: LeaseRecord) -> None:
+        events.append(("b gained", time.monotonic()))
+
+    a.on_lose, b.on_gain = a_lost, b_gained
+    task_a = loop.submit(a.run())
+    eventually_sync(lambda: a.holding)
+    task_b = loop.submit(b.run())
+    link.cut = True
+    eventually_sync(lambda: [name for name, _ in events], until=lambda n: "b gained" in n)
+    task_a.cancel()
+    task_b.cancel()
+    assert [name for name, _ in events] == ["a lost", "b gained"]
+
+
+# -- the fence ------------------------------------------------------------------------------------
+
+
+@pytest.mark.nats
+def test_a_fenced_append_after_a_takeover_is_refused_and_stores_nothing(
+    stores: Stores, loop: LoopThread
+) -> None:
+    clock = FakeMonotonic()
+    old, other = stores.open("old"), stores.open("other")
+    holder = keeper(old, "old", clock)
+    loop.call(holder.step())
+    fenced = old.fenced(holder.fence)
+    assert [e.version for e in fenced.append("job_a", 0, [new("job_a", 1)])] == [1]
+    fence = holder.fence()
+    assert fence is not None
+
+    # The holder is paused past its TTL (its clock does not move: it is not running) and
+    # another replica takes over; resumed, it appends with the fence it still has.
+    eventually_sync(lambda: loop.call(other.lease_link("x", TTL).read()), until=lambda r: r is None)
+    taken = loop.call(other.lease_link("other", TTL).claim(None))
+    assert taken is not None
+    before = old.record_position()
+    with pytest.raises(LeaseLost) as refused:
+        fenced.append("job_a", 1, [new("job_a", 2)])
+    assert refused.value.epoch == fence.epoch
+    with pytest.raises(LeaseLost):
+        fenced.append("job_b", 0, [new("job_b", 1), new("job_b", 2)])  # a batch, too
+    assert old.record_position() == before == taken.seq
+    eventually_sync(lambda: other.seen_position, until=lambda n: n >= taken.seq)
+    assert other.stream_version("job_a") == 1
+    assert other.stream_version("job_b") == 0
+
+
+@pytest.mark.nats
+def test_a_fenced_batch_carries_both_expectations(stores: Stores, loop: LoopThread) -> None:
+    clock = FakeMonotonic()
+    store, other = stores.open("a"), stores.open("b")
+    holder = keeper(store, "a", clock)
+    loop.call(holder.step())
+    fenced = store.fenced(holder.fence)
+    fenced.append("job_a", 0, [new("job_a", 1), new("job_a", 2)])
+    other.append("job_a", 2, [new("job_a", 3)])  # a follower's write (an API pause)
+    # The holder's copy may not have it yet: the server judges the batch's aggregate
+    # expectation (first message) while the fence (second message) holds.
+    request = AppendRequest(
+        stream_id="job_a", expected_version=2, events=[new("job_a", 4), new("job_a", 5)]
+    )
+    outcome = fenced.append_batch([request])[0]
+    assert isinstance(outcome, StreamVersionConflict)
+    assert outcome.actual == 3
+    assert store.stream_version("job_a") == 3
+
+
+def test_a_fence_names_the_lease_subject() -> None:
+    assert Fence("a", 3, 7).headers() == {
+        "Nats-Expected-Last-Subject-Sequence": "7",
+        "Nats-Expected-Last-Subject-Sequence-Subject": "lablink.log.~lease.scheduler",
+    }
+
+
+# -- the copy passes lease messages over ----------------------------------------------------------
+
+
+@pytest.mark.nats
+def test_lease_messages_leave_gaps_that_the_copy_and_its_waits_tolerate(
+    stores: Stores, loop: LoopThread
+) -> None:
+    first, second = stores.open("first"), stores.open("second")
+    link = first.lease_link("first", TTL)
+    got = loop.call(link.claim(None))
+    assert got is not None
+    first.append("job_a", 0, [new("job_a", 1)])
+    renewed = loop.call(link.claim(got))
+    assert renewed is not None
+    recorded = second.append("job_a", 1, [new("job_a", 2)])  # read-your-writes across a gap
+    assert [(e.position, e.version) for e in recorded] == [(renewed.seq + 1, 2)]
+    # The last message is a lease message: the copy is not behind for it.
+    renewed_again = loop.call(link.claim(renewed))
+    assert renewed_again is not None
+    eventually_sync(lambda: first.copy_status(), until=lambda s: s.lag == 0 and s.error is None)
+    assert [r[0] for r in first.read_rows(0, 10)] == [got.seq + 1, renewed.seq + 1]
+    assert first.read_rows(0, 10) == second.read_rows(0, 10)
+
+    # Every lease message expired: the record's last sequence is one no consumer delivers.
+    eventually_sync(lambda: loop.call(link.read()), until=lambda r: r is None)
+    first.close()
+    again = stores.open("first")  # caught up when handed out, no wait for the expired
+    assert again.last_position() == renewed.seq + 1
+    assert again.append("job_a", 2, [new("job_a", 3)])[0].version == 3
