@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
 
+from lablink.events import NewEvent, RecordedEvent
+from lablink.eventstore.base import AppendOutcome, AppendRequest
+from lablink.eventstore.jetstream import JetStreamEventStore
 from lablink.eventstore.sqlite import SQLiteEventStore, connect
 from lablink.projections.follower import Follower
 from lablink.projections.keys import USAGE_TABLE, carry_usage
@@ -45,6 +48,27 @@ class LogStore(SQLiteEventStore):
     """The SQLite event store with the follower that folds its views."""
 
     views: Follower
+    # Cluster mode: the JetStream record this file is the local copy of. Appends go there;
+    # the record's feed writes them into the file (on a connection of its own, so that a
+    # caller holding this store's lock across an append does not stop the copy it waits
+    # for) and ``announce`` tells this store's listeners (the views, the relay).
+    record: JetStreamEventStore | None = None
+
+    def announce(self, events: list[RecordedEvent]) -> None:
+        for listener in list(self._after_commit):
+            listener(events)
+
+    def append(
+        self, stream_id: str, expected_version: int, events: Sequence[NewEvent]
+    ) -> list[RecordedEvent]:
+        if self.record is not None:
+            return self.record.append(stream_id, expected_version, events)
+        return super().append(stream_id, expected_version, events)
+
+    def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        if self.record is not None:
+            return self.record.append_batch(requests)
+        return super().append_batch(requests)
 
     def settled(self, timeout: float = SETTLE_SECONDS) -> bool:
         """Wait until the views have folded every event committed so far (read-your-writes
@@ -52,6 +76,9 @@ class LogStore(SQLiteEventStore):
         return self.views.settled(timeout)
 
     def close(self) -> None:
+        record, self.record = self.record, None
+        if record is not None:
+            record.close()  # its feed first: nothing is announced to closed views
         self.views.close()
         super().close()
 

@@ -32,6 +32,7 @@ from lablink.domain.profiles import (
 from lablink.domain.requests import check_numbers, decode_json
 from lablink.errors import (
     InvalidRequest,
+    ProfileExists,
     ProfileNotFound,
     ProfileVersionConflict,
 )
@@ -187,7 +188,10 @@ def load_shipped_profiles(
     for path in profile_files(directory):
         profile_id, request = read_profile_file(path)
         if store.stream_version(stream_id(profile_id)) == 0:
-            service.execute(CreateProfile(profile_id=profile_id, request=request), actor)
+            try:
+                service.execute(CreateProfile(profile_id=profile_id, request=request), actor)
+            except ProfileExists:
+                continue  # another replica starting at the same time (cluster mode) was first
             created.append(profile_id)
     return created
 

@@ -119,6 +119,17 @@ class Repository(Generic[State]):
         for listener in list(self._listeners):
             listener(aggregate_id, recorded)
 
+    def heard(self, aggregate_id: str, recorded: list[RecordedEvent]) -> None:
+        """Events of the aggregate recorded by someone else (another replica, in cluster
+        mode): a cached state older than them is dropped, and the listeners are told."""
+        if recorded and self._caching:
+            with self._lock:
+                current = self._cache.get(aggregate_id)
+                if current is not None and current.version < recorded[-1].version:
+                    del self._cache[aggregate_id]
+        for listener in list(self._listeners):
+            listener(aggregate_id, recorded)
+
     def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)

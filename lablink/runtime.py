@@ -58,9 +58,15 @@ from lablink.equipment_agent.config import (
 from lablink.equipment_agent.inprocess import InProcessExecutor
 from lablink.equipment_service import EquipmentService
 from lablink.errors import InvalidRequest
+from lablink.events import RecordedEvent
+from lablink.eventstore.base import EventStore
+from lablink.eventstore.jetstream import JetStreamEventStore
+from lablink.eventstore.lease import LeaseRecord
+from lablink.eventstore.lease_keeper import LeaseKeeper
 from lablink.eventstore.probe import EventLogProbe
-from lablink.eventstore.sqlite import SQLiteEventStore, translated
-from lablink.health import Health
+from lablink.eventstore.record_link import JetStreamOptions
+from lablink.eventstore.sqlite import SQLiteEventStore, event_of, translated
+from lablink.health import Health, Reading
 from lablink.instrument_models import KnownInstruments
 from lablink.instruments.execution import ProfileLookup
 from lablink.logstore import open_store
@@ -76,6 +82,8 @@ from lablink.scheduler.calibration_gate import CalibrationGate
 from lablink.scheduler.calibration_watch import CalibrationWatch
 from lablink.scheduler.engine import Engine, recovery_lists
 from lablink.scheduler.executor import Executor, NoOpExecutor
+from lablink.scheduler.leadership import TASK_NAME as LEASE_TASK
+from lablink.scheduler.leadership import Leadership
 from lablink.scheduler.retention import RetentionPass
 from lablink.settings import Settings
 from lablink.supervision import Supervisor
@@ -98,6 +106,21 @@ def make_executor(
         realtime=settings.realtime,
         profiles=profiles,
         clock=clock,
+    )
+
+
+def record_options(settings: Settings) -> JetStreamOptions:
+    """Where cluster mode's record is: LABLINK_NATS_URL's servers, as the scheduler's user."""
+    assert settings.nats_url is not None
+    return JetStreamOptions(
+        servers=tuple(url.strip() for url in settings.nats_url.split(",") if url.strip()),
+        user=settings.nats_user,
+        password=settings.nats_password,
+        credentials=settings.nats_credentials,
+        tls_ca=settings.nats_tls_ca,
+        tls_cert=settings.nats_tls_cert,
+        tls_key=settings.nats_tls_key,
+        replicas=settings.nats_replicas,
     )
 
 
@@ -129,6 +152,8 @@ class Runtime:
         # background loop runs under.
         self.health = Health(self.clock)
         self.supervisor = Supervisor(self.health)
+        # Cluster mode: told each time the engine changes (gaining or losing the lease).
+        self.on_engine: list[Callable[[Engine], None]] = []
 
     async def __aenter__(self) -> Runtime:
         # Each part is entered into one exit stack as it opens, so that a start failing at
@@ -170,15 +195,38 @@ class Runtime:
         stack.callback(self.claim.release)
         # A bad notifications.toml stops the start here, before anything runs.
         channels = load_channels(settings)
-        with translated(settings.db_path):  # a start that cannot write exits with one line
-            # The views follow the log in a process (or a thread) of their own: nothing but
-            # the log is on the fire path (lablink/projections/follower.py).
-            self.store = store = open_store(
-                settings.db_path,
-                background=True,
-                fold_process=settings.projector == "process",
+        record: JetStreamEventStore | None = None
+        if settings.cluster:
+            # The record is the cluster's stream; this file is its copy (views, replay and
+            # the audit read it unchanged), caught up with the record before the views are
+            # folded and before anything decides.
+            record = JetStreamEventStore(
+                settings.db_path, record_options(settings), clock=self.clock
             )
+        try:
+            with translated(settings.db_path):  # a start that cannot write exits with one line
+                # The views follow the log in a process (or a thread) of their own: nothing
+                # but the log is on the fire path (lablink/projections/follower.py).
+                self.store = store = open_store(
+                    settings.db_path,
+                    background=True,
+                    fold_process=settings.projector == "process",
+                )
+        except BaseException:
+            if record is not None:
+                record.close()
+            raise
         stack.callback(store.close)
+        self.leadership: Leadership | None = None
+        self.record = record
+        if record is not None:
+            store.record = record
+            record.subscribe(store.announce)
+            # What the feed copied between the views' opening and this subscription.
+            tail = store.read_rows(max(0, store.last_position() - 1), 1)
+            if tail:
+                store.announce([event_of(tail[-1])])
+            self.health.probe("record", self._record_probe)
         # Where a notifier's first start begins: nothing this start raises is skipped.
         opened_at = store.last_position()
         store.clock = self.clock  # when the event log's writes started failing
@@ -191,6 +239,9 @@ class Runtime:
                 return read_snapshot(views, job_id)
 
         self.jobs = JobRepository(store, snapshots=snapshot)
+        if record is not None:
+            # Jobs changed on other replicas (created, paused) reach this one's engine.
+            record.subscribe(self._heard)
         # The profiles the guide's examples name, and a starter set per simulated instrument,
         # are in the log from the first start on (never overwriting an admin's edits).
         load_shipped_profiles(store, self.clock)
@@ -247,25 +298,13 @@ class Runtime:
         # (task.engine, task.committer), as does retention (task.retention). The engine
         # closes before the supervisor: its executions' outcomes still need the committer
         # (and the agents) that the supervisor's other tasks keep running.
-        self.engine = Engine(
-            store,
-            self.clock,
-            self.executor,
-            jobs=self.jobs,
-            supervisor=self.supervisor,
-            alarms=AlarmService.on_store(store, self.clock),
-            fault_grace_seconds=settings.scheduler_fault_grace,
-            calibration=self.calibration_gate,
-        )
-        stack.push_async_callback(self.engine.aclose)
+        if self.record is not None:
+            await self._start_leadership(stack, self.record)
+        else:
+            self.engine = await self._start_engine(store)
+            stack.push_async_callback(self.engine.aclose)
         with reading_views(store) as views:
-            active, unfinished = recovery_lists(views)
-        await self.engine.start(active, unfinished)
-        if isinstance(self.executor, AgentExecutor):  # after recovery: see its docstring
-            await self.executor.follow_late_results(
-                self.engine.record_late_result, self.engine.record_data_stored
-            )
-            self.executor.follow_progress(self.engine.record_progress)
+            active, _ = recovery_lists(views)
         self.retention = RetentionPass(
             store,
             self.clock,
@@ -300,6 +339,99 @@ class Runtime:
         if self.notifier is not None:
             stack.push_async_callback(self.notifier.aclose)
         return len(active)
+
+    def _heard(self, events: list[RecordedEvent]) -> None:
+        """The record's events, as this replica's copy takes them: each job's to the jobs'
+        repository (its cache, the engine's plan)."""
+        by_job: dict[str, list[RecordedEvent]] = {}
+        for recorded in events:
+            job_id = getattr(recorded.event, "job_id", None)
+            if isinstance(job_id, str) and self.jobs.stream_id(job_id) == recorded.stream_id:
+                by_job.setdefault(job_id, []).append(recorded)
+        for job_id, recorded_events in by_job.items():
+            self.jobs.heard(job_id, recorded_events)
+
+    def _make_engine(self, store: EventStore) -> Engine:
+        return Engine(
+            store,
+            self.clock,
+            self.executor,
+            jobs=self.jobs,
+            supervisor=self.supervisor,
+            alarms=AlarmService.on_store(self.store, self.clock),
+            fault_grace_seconds=self.settings.scheduler_fault_grace,
+            calibration=self.calibration_gate,
+        )
+
+    async def _start_engine(self, store: EventStore) -> Engine:
+        """An engine started with the recovery of a restart: unfinished runs interrupted,
+        every active job planned by its misfire and coalesce rules."""
+        engine = self._make_engine(store)
+        try:
+            with reading_views(self.store) as views:
+                active, unfinished = recovery_lists(views)
+            await engine.start(active, unfinished)
+        except BaseException:
+            await engine.aclose()
+            raise
+        if isinstance(self.executor, AgentExecutor):  # after recovery: see its docstring
+            await self.executor.follow_late_results(
+                engine.record_late_result, engine.record_data_stored
+            )
+            self.executor.follow_progress(engine.record_progress)
+        return engine
+
+    async def _start_leadership(
+        self, stack: contextlib.AsyncExitStack, record: JetStreamEventStore
+    ) -> None:
+        """Cluster mode: the engine runs while this replica holds the scheduler lease. Until
+        then ``self.engine`` is one that was never started (a follower's: the API reads its
+        empty plan). ``on_engine`` callbacks hear each change (the API's context)."""
+        settings = self.settings
+        self.engine = self._make_engine(self.store)
+        keeper = LeaseKeeper(
+            record.lease_link(settings.replica, settings.lease_seconds),
+            replica=settings.replica,
+            ttl=settings.lease_seconds,
+        )
+        idle = self.engine
+
+        async def start_engine(lease: LeaseRecord) -> Engine:
+            # The views hold everything the former leader recorded before this one decides.
+            await record.on_store_loop(record.caught_up())
+            await asyncio.to_thread(self.store.settled)
+            return await self._start_engine(record.fenced(keeper.fence))
+
+        def changed(engine: Engine | None) -> None:
+            self.engine = engine if engine is not None else idle
+            for callback in self.on_engine:
+                callback(self.engine)
+
+        self.leadership = Leadership(keeper, start_engine, on_engine=changed)
+        task = asyncio.create_task(keeper.run(), name=LEASE_TASK)
+
+        async def stop() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        stack.push_async_callback(stop)
+        self.health.probe("lease", self._lease_probe)
+
+    def _lease_probe(self) -> Reading:
+        """Holder or follower, the epoch, the last renewal's age."""
+        assert self.leadership is not None
+        return Reading(state="ok", details=self.leadership.status())
+
+    def _record_probe(self) -> Reading:
+        """The local copy against the record: its lag (the copy_status of the store)."""
+        assert self.record is not None
+        copy = self.record.copy_status()
+        details = dataclasses.asdict(copy)
+        if copy.error or copy.recorded is None:
+            reason = copy.error or "the record's servers do not answer"
+            return Reading(state="degraded", reason=reason, details=details)
+        return Reading(state="ok", details=details)
 
     def _calibrations(self) -> CalibrationService:
         """The calibration service of this process, after recording the certificates of
@@ -583,6 +715,8 @@ async def serve(settings: Settings) -> None:
             health=runtime.health,
             data=runtime.data,
         )
+        # Cluster mode: the engine is a new one each time this replica gains the lease.
+        runtime.on_engine.append(lambda engine: setattr(context, "engine", engine))
         _Server = _listening_server(context.close_streams)
         config = uvicorn.Config(
             create_app(context, plugins=[DashboardPlugin(settings.data_dir)]),

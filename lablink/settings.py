@@ -3,7 +3,9 @@ command-line options (in that order of precedence: option > environment > defaul
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 from pathlib import Path
 
 import msgspec
@@ -100,6 +102,14 @@ class Settings(msgspec.Struct, kw_only=True):
     nats_tls_cert: str | None = None
     nats_tls_key: str | None = None
     nats_replicas: int = 1
+    # Cluster mode (issue 18, docs/architecture.md): the record is the JetStream stream
+    # LABLINK_LOG on LABLINK_NATS_URL's servers, this data directory keeps a copy and the
+    # views; only the replica holding the scheduler lease fires.
+    cluster: bool = False
+    # This replica's name in the lease; unset: the host name and a hash of the data dir.
+    replica_id: str | None = None
+    # The lease's TTL: renewed every third of it, dropped by a holder at 0.6 of it.
+    lease_seconds: float = 5.0
     # HTTPS for the API (deploy/README.md): a PEM certificate (chain) and its key, both or
     # neither; handed to uvicorn as ssl_certfile / ssl_keyfile.
     tls_cert: str | None = None
@@ -131,6 +141,15 @@ class Settings(msgspec.Struct, kw_only=True):
     def views_path(self) -> Path:
         """The views the API reads, folded from the log: disposable, rebuilt from it."""
         return self.data_dir / "views.db"
+
+    @property
+    def replica(self) -> str:
+        """This replica's id in the lease: LABLINK_REPLICA_ID, else the host name and a hash
+        of the data directory (two replicas on one machine differ)."""
+        if self.replica_id:
+            return self.replica_id
+        digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:8]
+        return f"{socket.gethostname()}-{digest}"
 
     @property
     def server_url(self) -> str:
@@ -179,6 +198,12 @@ class Settings(msgspec.Struct, kw_only=True):
                 values[name] = env[f"LABLINK_{name.upper()}"]
         if "LABLINK_NATS_REPLICAS" in env:
             values["nats_replicas"] = int(env["LABLINK_NATS_REPLICAS"])
+        if env.get("LABLINK_CLUSTER", "").lower() in ("1", "on", "true", "yes"):
+            values["cluster"] = True
+        if env.get("LABLINK_REPLICA_ID"):
+            values["replica_id"] = env["LABLINK_REPLICA_ID"]
+        if "LABLINK_LEASE_SECONDS" in env:
+            values["lease_seconds"] = float(env["LABLINK_LEASE_SECONDS"])
         for name in ("tls_cert", "tls_key"):
             if env.get(f"LABLINK_{name.upper()}"):
                 values[name] = env[f"LABLINK_{name.upper()}"]
@@ -282,6 +307,15 @@ class Settings(msgspec.Struct, kw_only=True):
         if not 0 <= settings.calibration_warn_days <= 3650:
             raise ValueError(
                 f"calibration warn days {settings.calibration_warn_days!r}: expected 0 to 3650"
+            )
+        if settings.cluster and (not settings.nats or not settings.nats_url):
+            raise ValueError(
+                "LABLINK_CLUSTER=1 needs LABLINK_NATS_URL: the cluster's servers hold the record"
+            )
+        if not 1 <= settings.lease_seconds <= 600:
+            raise ValueError(
+                f"lease seconds {settings.lease_seconds!r}: expected 1 (JetStream's smallest"
+                " TTL) to 600 s"
             )
         tls_problem = _tls_problem(settings.tls_cert, settings.tls_key)
         if tls_problem:

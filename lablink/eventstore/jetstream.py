@@ -75,7 +75,7 @@ from lablink.eventstore.record_link import (
     EXPECTED_SEQUENCE,
     EXPECTED_SUBJECT,
     MAX_BATCH,
-    WRONG_LAST_SEQUENCE,
+    STALE_EXPECTATION,
     Ack,
     JetStreamOptions,
     Message,
@@ -187,8 +187,18 @@ class JetStreamEventStore:
             raise
 
     async def _catch_up_at_open(self, within: float) -> None:
-        end = await last_message_sequence(self._nc, self.options.stream, self.ack_timeout)
-        await self._until_copied(end, within)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            try:
+                end = await last_message_sequence(self._nc, self.options.stream, self.ack_timeout)
+                break
+            except nats.errors.TimeoutError:
+                # A stream just made (by another replica starting too) answers reads only
+                # once its replicas have elected a leader.
+                if loop.time() >= deadline:
+                    raise
+        await self._until_copied(end, max(0.0, deadline - loop.time()))
 
     async def _start_feed(self) -> asyncio.Task[None]:
         return asyncio.create_task(self.feed.run(), name="record-feed")
@@ -247,6 +257,12 @@ class JetStreamEventStore:
                 await asyncio.wait_for(progress.wait(), remaining)
             except TimeoutError:
                 continue
+
+    async def caught_up(self) -> None:
+        """Wait for the copy to hold everything the record holds now (raises
+        ``LocalCopyBehind`` past ``copy_timeout``): a new leader decides from it."""
+        end = await last_message_sequence(self._nc, self.options.stream, self.ack_timeout)
+        await self._until_copied(end, self.copy_timeout)
 
     async def _catch_up(self) -> None:
         """Wait for the copy to hold everything the record holds now (bounded; a conflict
@@ -411,7 +427,7 @@ class JetStreamEventStore:
             ack = await self._publish_fenced(one, expectation, fence)
         else:
             ack = await self._publish(one, expectation)
-        if ack.error_code == WRONG_LAST_SEQUENCE:
+        if ack.error_code in STALE_EXPECTATION:
             await self._catch_up()
             now = await asyncio.to_thread(self.copy.stream_head, stream_id)
             return StreamVersionConflict(stream_id, expected, now[0]), now
@@ -448,7 +464,7 @@ class JetStreamEventStore:
                 ack = await self._publish(one, fence.headers())
             else:
                 ack = await self._publish(one, expectation, later=fence.headers())
-            if ack.error_code != WRONG_LAST_SEQUENCE:
+            if ack.error_code not in STALE_EXPECTATION:
                 return ack
             live = await read_lease(self._nc, self.options.stream, self.ack_timeout)
             if live is None or live.replica != fence.replica or live.epoch != fence.epoch:

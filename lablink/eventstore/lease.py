@@ -36,7 +36,7 @@ from lablink.eventstore.record_link import (
     EXPECTED_SEQUENCE,
     EXPECTED_SUBJECT,
     NO_MESSAGE,
-    WRONG_LAST_SEQUENCE,
+    STALE_EXPECTATION,
     ApiError,
     ack_of,
     api,
@@ -132,7 +132,7 @@ async def claim(
         LEASE_SUBJECT, body_of(replica, epoch, ttl, at), timeout=within, headers=headers
     )
     ack = ack_of(reply.data)
-    if ack.error_code == WRONG_LAST_SEQUENCE:
+    if ack.error_code in STALE_EXPECTATION:
         return None
     if not ack.ok:
         raise nats.errors.Error(f"lease claim refused: {ack.description} ({ack.error_code})")

@@ -47,6 +47,10 @@ class LoopThread:
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
+            # The same class as the builtin TimeoutError: one the coroutine raised itself (a
+            # request's) is its own, not this wait's.
+            if future.done():
+                raise
             future.cancel()
             raise TimeoutError(f"not done within {timeout} s") from None
 

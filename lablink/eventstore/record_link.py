@@ -29,6 +29,10 @@ from lablink.eventstore.record_format import SUBJECTS
 
 # The stream's own error codes that the store tells apart.
 WRONG_LAST_SEQUENCE = 10071
+# The same refusal as an atomic batch's commit answers it (2.15.1: "wrong last sequence",
+# no number).
+BATCH_WRONG_LAST_SEQUENCE = 10164
+STALE_EXPECTATION = frozenset({WRONG_LAST_SEQUENCE, BATCH_WRONG_LAST_SEQUENCE})
 BATCH_DUPLICATE_ID = 10201
 STREAM_NOT_FOUND = 10059
 JETSTREAM_NOT_READY = 10008

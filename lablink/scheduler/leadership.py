@@ -1,0 +1,64 @@
+"""The engine of a replica in cluster mode: running only while this replica holds the
+scheduler lease (``eventstore.lease_keeper``).
+
+On gaining the lease a new engine is made and started with the same recovery as a restart
+(``recovery_lists`` over this replica's views, caught up with the record first): the runs a
+former leader left unfinished are interrupted, and the fires that fell due during the
+failover are decided by each job's misfire and coalesce rules, as after downtime. Every
+append that engine makes carries the lease's fence (``JetStreamEventStore.fenced``). On
+losing the lease the engine is closed before the keeper claims again; its running
+executions are not waited for (their ends could not be recorded: the fence refuses them) and
+are left for the next leader to interrupt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from lablink.eventstore.lease import LeaseRecord
+from lablink.eventstore.lease_keeper import LeaseKeeper
+from lablink.scheduler.engine import Engine
+
+log = structlog.get_logger(tag="scheduler")
+
+TASK_NAME = "task.lease"
+
+
+class Leadership:
+    def __init__(
+        self,
+        keeper: LeaseKeeper,
+        start_engine: Callable[[LeaseRecord], Awaitable[Engine]],
+        *,
+        on_engine: Callable[[Engine | None], None] | None = None,
+    ) -> None:
+        self.keeper = keeper
+        self.start_engine = start_engine
+        self.on_engine = on_engine or (lambda engine: None)
+        self.engine: Engine | None = None
+        keeper.on_gain = self._gained
+        keeper.on_lose = self._lost
+
+    async def _gained(self, lease: LeaseRecord) -> None:
+        log.info("leading: starting the engine", epoch=lease.epoch, replica=lease.replica)
+        self.engine = await self.start_engine(lease)
+        self.on_engine(self.engine)
+
+    async def _lost(self, why: str) -> None:
+        engine, self.engine = self.engine, None
+        if engine is None:
+            return
+        log.warning("following: closing the engine", why=why)
+        try:
+            # Bounded: the lease may still be live for 0.4 × TTL, and a close that hangs on
+            # a refused write must not keep this replica from following.
+            await asyncio.wait_for(engine.aclose(grace_seconds=0.0), self.keeper.ttl)
+        except Exception as exc:  # a replica that failed to close its engine still steps down
+            log.error("closing the engine failed", error=repr(exc))
+        self.on_engine(None)
+
+    def status(self) -> dict[str, object]:
+        return {**self.keeper.status(), "engine": self.engine is not None}
