@@ -151,6 +151,7 @@ def test_one_replica_fires_and_a_paused_leader_is_fenced_out(
     starts = sorted(datetime.fromisoformat(t) for t in times)
     assert starts == sorted(set(starts))
     # Both copies are the same record.
-    assert events_of(tmp_path / leader_name, job_id)[: len(events)] == events[
-        : len(events_of(tmp_path / leader_name, job_id))
-    ]
+    assert (
+        events_of(tmp_path / leader_name, job_id)[: len(events)]
+        == events[: len(events_of(tmp_path / leader_name, job_id))]
+    )
