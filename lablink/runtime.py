@@ -395,6 +395,9 @@ class Runtime:
             ttl=settings.lease_seconds,
         )
         idle = self.engine
+        if isinstance(self.executor, AgentExecutor):
+            # The epoch of the last lease gained: agents refuse lower ones.
+            self.executor.lease_epoch = lambda: keeper.last_epoch
 
         async def start_engine(lease: LeaseRecord) -> Engine:
             # The views hold everything the former leader recorded before this one decides.

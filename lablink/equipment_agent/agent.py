@@ -65,7 +65,7 @@ from lablink.equipment_agent.upload import (
     provenance_headers,
     put_file,
 )
-from lablink.errors import CaptureUploadError
+from lablink.errors import CaptureUploadError, StaleEpoch
 from lablink.events import ExecutionError
 from lablink.events.data import DATA_BUCKET
 from lablink.instruments.context import RunContext
@@ -270,6 +270,19 @@ class Agent:
             return
         assert self._ledger is not None
         ledger = self._ledger
+        higher = await asyncio.to_thread(ledger.see_epoch, command.lease_epoch)
+        if higher is not None:
+            refused = StaleEpoch(request.execution_id, command.lease_epoch, higher)
+            log.warning(
+                "run command from a former scheduler leader refused",
+                execution_id=request.execution_id,
+                epoch=command.lease_epoch,
+                highest=higher,
+            )
+            await self._reply(
+                msg, RunReply(status="refused", agent_id=self.agent_id, reason=str(refused))
+            )
+            return
         stale = _staleness(command, self.clock.now())
         if stale is not None:
             await self._refuse_stale(msg, request, stale)

@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS executions (
     published INTEGER NOT NULL DEFAULT 0,
     next_seq INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS lease_epochs (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    highest INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS boots (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     boot INTEGER NOT NULL
@@ -156,6 +160,28 @@ class Ledger:
             yield
         finally:
             self._conn.execute("PRAGMA synchronous=NORMAL")
+
+    def highest_epoch(self) -> int:
+        row = self._conn.execute("SELECT highest FROM lease_epochs WHERE id = 1").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def see_epoch(self, epoch: int) -> int | None:
+        """A command's scheduler lease epoch (cluster mode): None if it may run (it is the
+        highest seen, or higher, which is then kept, durably, across restarts), else the
+        higher epoch seen. 0 (a single scheduler, no lease) is always accepted."""
+        if epoch == 0:
+            return None
+        with self._lock:
+            highest = self.highest_epoch()
+            if epoch < highest:
+                return highest
+            if epoch > highest:
+                with self._durable():
+                    self._conn.execute(
+                        "INSERT OR REPLACE INTO lease_epochs (id, highest) VALUES (1, ?)",
+                        (epoch,),
+                    )
+            return None
 
     def accept(self, execution_id: str, job_id: str, equipment_id: str) -> bool:
         """Record a run command, durably; False when this execution id was seen before."""

@@ -66,6 +66,9 @@ class LeaseKeeper:
         self.held: LeaseRecord | None = None
         self.renewed_at: float | None = None  # monotonic: when the last good claim was sent
         self.seen: LeaseRecord | None = None  # the live lease as last read (another's)
+        # The epoch of the last lease held, kept after losing it: what this replica's
+        # commands carry (a former leader's are then refused by agents that saw a higher).
+        self.last_epoch = 0
         self.gained = 0  # leases acquired, for tests and /health
         self.lost = 0
 
@@ -171,6 +174,7 @@ class LeaseKeeper:
                 self.seen = await asyncio.wait_for(self.link.read(), max(self.poll, 1.0))
             return self.poll
         self.held, self.renewed_at, self.seen = got, sent, None
+        self.last_epoch = got.epoch
         self.gained += 1
         log.info("lease acquired", replica=self.replica, epoch=got.epoch)
         await self.on_gain(got)

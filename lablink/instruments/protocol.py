@@ -96,12 +96,17 @@ class RunCommand(msgspec.Struct, frozen=True, kw_only=True):
     the grace time after ``due_at`` refuses it (``stale_command``) without touching the
     instrument: a backlog delivered after an outage never drives instruments at the wrong
     time. Commands without them (older schedulers) use the request's scheduled time and the
-    job's grace time."""
+    job's grace time.
+
+    ``lease_epoch``: in cluster mode, the scheduler lease's epoch of the replica that sent it.
+    An agent refuses a command whose epoch is lower than the highest it has seen (a former
+    leader, paused and resumed); 0 (one scheduler, no lease) is always accepted."""
 
     request: ExecutionRequest
     profile_settings: dict[str, Any] | None = None
     due_at: datetime | None = None
     misfire_grace_time: float | None = None
+    lease_epoch: int = 0
 
 
 class RunReply(msgspec.Struct, frozen=True, kw_only=True):

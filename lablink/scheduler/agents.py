@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -209,6 +209,9 @@ class AgentExecutor:
         clock: Clock | None = None,
     ) -> None:
         self.options = options
+        # Cluster mode: the lease epoch of this replica's engine, carried by each run command
+        # so that agents refuse a former leader's (0: one scheduler, no lease).
+        self.lease_epoch: Callable[[], int] = lambda: 0
         self.profiles = profiles
         self.run_timeout = run_timeout
         # The scheduler's clock, to tell how late an execution already is when it is sent.
@@ -340,6 +343,7 @@ class AgentExecutor:
                 profile_settings=None if settings is None else dict(settings),
                 due_at=self._due_at(request),
                 misfire_grace_time=request.spec.misfire_grace_time,
+                lease_epoch=self.lease_epoch(),
             )
             self._dispatched[execution_id] = equipment_id
             # Shielded, like the wait below: when the engine cancels this task (timeout,
