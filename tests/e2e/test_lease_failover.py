@@ -93,6 +93,10 @@ def test_one_replica_fires_and_a_paused_leader_is_fenced_out(
         other_name = "b" if leader_name == "a" else "a"
         other = replicas[other_name]
         assert role(other) == "follower"
+        health = httpx.get(f"http://127.0.0.1:{other.port}/health", timeout=5).json()
+        copy = health["components"]["record"]["details"]
+        assert copy["error"] is None
+        assert copy["lag"] is not None
 
         # Written on the follower: appended to the record directly, shown on its own views.
         created = httpx.post(
