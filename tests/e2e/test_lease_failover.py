@@ -140,6 +140,12 @@ def test_one_replica_fires_and_a_paused_leader_is_fenced_out(
         # Resumed, the old leader finds its fires refused (the fence) and steps down.
         eventually_sync(lambda: role(leader), until=lambda r: r == "follower", timeout=60)
         leader.wait_for("lease lost: stepping down", timeout=60)
+        resumed = [
+            (line.get("event"), line.get("why") or line.get("error"))
+            for line in leader.seen
+            if line.get("level") in ("warning", "error")
+        ]
+        print(f"the old leader after SIGCONT: {resumed[-6:]}")
         assert role(other) == "holder"
         eventually_sync(
             lambda: len(requested_times(events_of(tmp_path / other_name, job_id))),
