@@ -190,7 +190,8 @@ async def test_drawings_on_the_real_clock_run_off_the_loop_and_wait_their_turn(
     try:
         first, second = await asyncio.gather(drawer.draw([draw]), drawer.draw([draw]))
         assert first == second
-        assert threads[0].startswith("dashboard-draw") and threads[0] == threads[1]
+        assert threads[0].startswith("dashboard-draw")
+        assert threads[0] == threads[1]
         assert drawer.drawings == 2
         assert drawer.waited > 0
     finally:
