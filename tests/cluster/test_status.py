@@ -92,6 +92,11 @@ def test_status_shows_the_servers_stream_lease_and_replicas(
     )
     assert imported.exit_code == 0, imported.output
     assert "imported 40 events into LABLINK_LOG" in imported.stdout
+    again = CliRunner().invoke(
+        app, ["cluster", "import", "--data-dir", str(tmp_path / "single")], env=scheduler
+    )
+    assert again.exit_code == 1
+    assert "stream LABLINK_LOG is not empty: it holds 40 messages" in again.output
 
     epoch = thread.call(acquire_lease(nodes[0].url, "replica-1", 30.0))
     assert epoch == 41
