@@ -2,11 +2,12 @@
 has come into the KV bucket ``LABLINK_REPLICAS`` (key: its replica id), and `lablink cluster
 status` reads them all.
 
-The value (JSON): ``replica``, ``url`` (its API), ``copied`` (the local copy's position: the
-last stream sequence it holds), ``folded`` (the views' position), ``role`` (``leader`` or
-``follower``) and ``at`` (the replica's wall clock, ISO 8601). The bucket's TTL is a few
-intervals, so a replica that stopped putting (killed, cut off) drops out by itself, whatever
-the clocks say; ``at`` is only shown. ``stop`` deletes the key: a replica shut down on
+The value (JSON): ``replica``, ``url`` (its API), ``copied`` (how far the local copy has seen
+the record: the last stream sequence it took, an event copied or a lease message passed over,
+so that it equals the record's end when caught up), ``folded`` (the views' position), ``role``
+(``leader`` or ``follower``) and ``at`` (the replica's wall clock, ISO 8601). The bucket's TTL
+is a few intervals, so a replica that stopped putting (killed, cut off) drops out by itself,
+whatever the clocks say; ``at`` is only shown. ``stop`` deletes the key: a replica shut down on
 purpose leaves at once.
 
 Presence is information, never a decision: leadership is the lease's (in the record), so a

@@ -5,9 +5,11 @@ the command works while every replica is down).
 Sources: the connection's server info (the node it reached, its version, the addresses the
 cluster advertises), the stream's info (its cluster block: the stream leader, each replica's
 ``current``/``lag``/``offline``), the lease's last message in the record (subject
-``lablink.log.~lease.scheduler``, JSON ``{replica, epoch, ttl_seconds, at}``), and the
-replicas' presence (``presence``). Requests are stream info and message gets only, so the
-read-only ``subscriber`` user may run it.
+``lablink.log.~lease.scheduler``, JSON ``{replica, epoch, ttl_seconds, at}``; the acquiring
+message says epoch 0, its own sequence being the epoch), and the replicas' presence
+(``presence``). A replica's lag is counted from the record's last stored message, not the
+stream's last sequence, which may be a lease message expired since. Requests are stream info
+and message gets only, so the read-only ``subscriber`` user may run it.
 
 The lease's age is the age of its last message by the server's timestamp, measured against
 this machine's clock: a skewed clock here shifts it (the replicas themselves decide by their
@@ -25,7 +27,7 @@ from typing import Any
 from nats.aio.client import Client as NATS
 
 from lablink.cluster.presence import ReplicaPresence, read_presences
-from lablink.eventstore.record_format import PREFIX
+from lablink.eventstore.record_format import PREFIX, SUBJECTS
 from lablink.eventstore.record_link import NO_MESSAGE, STREAM_NOT_FOUND, ApiError, api
 
 LEASE_SUBJECT = f"{PREFIX}.~lease.scheduler"
@@ -73,7 +75,7 @@ class ReplicaLag:
     url: str
     copied: int
     folded: int
-    behind_record: int | None  # the stream's last sequence − copied
+    behind_record: int | None  # the record's last stored message's sequence − copied
     behind_copy: int  # copied − folded
     at: str
 
@@ -172,9 +174,24 @@ async def read_status(
     status.lease = await _lease(nc, stream, within, now or datetime.now(UTC))
     presences = await read_presences(nc, within)
     if presences is not None:
-        last = status.stream.last_sequence
-        status.replicas = [_lag(p, last) for p in presences]
+        end = await _last_present(nc, stream, within)
+        status.replicas = [_lag(p, end) for p in presences]
     return status
+
+
+async def _last_present(nc: NATS, stream: str, within: float) -> int:
+    """The sequence of the record's last message still stored: what a replica's feed can
+    reach. The stream's ``last_seq`` may be a lease message expired since (its TTL), which no
+    consumer delivers, so a lag counted from it would never reach 0."""
+    try:
+        answer = await api(
+            nc, f"$JS.API.STREAM.MSG.GET.{stream}", {"last_by_subj": SUBJECTS}, within
+        )
+    except ApiError as exc:
+        if exc.code == NO_MESSAGE:
+            return 0
+        raise
+    return int(answer["message"]["seq"])
 
 
 def _lag(presence: ReplicaPresence, last: int) -> ReplicaLag:
@@ -204,11 +221,13 @@ async def _lease(nc: NATS, stream: str, within: float, now: datetime) -> LeaseSt
     if not isinstance(body, dict) or "replica" not in body:
         return None  # a release (an empty body): nobody holds it
     stored = _instant(str(message["time"]))
+    sequence = int(message["seq"])
     return LeaseState(
         replica=str(body["replica"]),
-        epoch=int(body["epoch"]),
+        # The acquiring message cannot know its own sequence: it says 0, and is the epoch.
+        epoch=int(body.get("epoch") or 0) or sequence,
         ttl_seconds=float(body["ttl_seconds"]),
         at=str(body.get("at", "")),
-        sequence=int(message["seq"]),
+        sequence=sequence,
         age_seconds=max(0.0, (now - stored).total_seconds()),
     )

@@ -50,15 +50,15 @@ def status(env: dict[str, str]) -> tuple[int, dict[str, Any]]:
     return result.exit_code, json.loads(result.stdout)
 
 
-async def acquire_lease(url: str, replica: str, ttl: float) -> int:
-    """What the lease's holder publishes, in the documented format: the epoch is the
-    acquiring message's stream sequence, so the publish expects the sequence before it."""
+async def put_lease(url: str, replica: str, ttl: float, epoch: int) -> int:
+    """A lease message in the documented format, after the stream's last message (the
+    acquiring one says epoch 0: its own sequence is the epoch; a renewal names its epoch)."""
     nc = await nats.connect(url, user=SCHEDULER[0], password=SCHEDULER[1])
     js = nc.jetstream()
     last = (await js.stream_info(RECORD_STREAM)).state.last_seq
     body = {
         "replica": replica,
-        "epoch": last + 1,
+        "epoch": epoch,
         "ttl_seconds": ttl,
         "at": datetime.now(UTC).isoformat(),
     }
@@ -98,11 +98,13 @@ def test_status_shows_the_servers_stream_lease_and_replicas(
     assert again.exit_code == 1
     assert "stream LABLINK_LOG is not empty: it holds 40 messages" in again.output
 
-    epoch = thread.call(acquire_lease(nodes[0].url, "replica-1", 30.0))
-    assert epoch == 41
+    assert thread.call(put_lease(nodes[0].url, "replica-1", 30.0, 0)) == 41
+    code, shown = eventually_sync(lambda: status(reader), until=lambda found: found[0] != 2)
+    assert (shown["lease"]["epoch"], shown["lease"]["sequence"]) == (41, 41)
+    assert thread.call(put_lease(nodes[0].url, "replica-1", 30.0, 41)) == 42  # a renewal
     nc = thread.call(nats.connect([n.url for n in nodes], user=SCHEDULER[0], password=SCHEDULER[1]))
     presences = [
-        Presence(nc, "replica-1", "https://one", copied=lambda: 41, folded=lambda: 39,
+        Presence(nc, "replica-1", "https://one", copied=lambda: 42, folded=lambda: 39,
                  role=lambda: "leader", replicas=3),
         Presence(nc, "replica-2", "https://two", copied=lambda: 30, folded=lambda: 30,
                  role=lambda: "follower", replicas=3),
@@ -113,17 +115,18 @@ def test_status_shows_the_servers_stream_lease_and_replicas(
         # The stream's followers are current once they have caught up with the leader.
         code, shown = eventually_sync(lambda: status(reader), until=lambda found: found[0] == 0)
         stream = shown["stream"]
-        assert (stream["replicas"], stream["messages"], stream["last_sequence"]) == (3, 41, 41)
+        assert (stream["replicas"], stream["messages"], stream["last_sequence"]) == (3, 42, 42)
         assert {s["name"] for s in shown["servers"]} == {"nats-1", "nats-2", "nats-3"}
         assert [s["role"] for s in shown["servers"]].count("stream leader") == 1
         lease = shown["lease"]
-        assert (lease["replica"], lease["epoch"], lease["ttl_seconds"]) == ("replica-1", 41, 30.0)
+        assert (lease["replica"], lease["epoch"], lease["sequence"]) == ("replica-1", 41, 42)
+        assert lease["ttl_seconds"] == 30.0
         assert lease["expired"] is False
         lags = {
             r["replica"]: (r["role"], r["behind_record"], r["behind_copy"])
             for r in shown["replicas"]
         }
-        assert lags == {"replica-1": ("leader", 0, 2), "replica-2": ("follower", 11, 0)}
+        assert lags == {"replica-1": ("leader", 0, 3), "replica-2": ("follower", 12, 0)}
 
         table = CliRunner().invoke(app, ["cluster", "status"], env=reader)
         assert table.exit_code == 0, table.output
