@@ -121,15 +121,6 @@ def message_of(stream_id: str, new: NewEvent) -> tuple[str, str, dict[str, str],
     return event_id, subject_of(stream_id, event_type(new.event)), headers, encode_event(new.event)
 
 
-def message_of_row(row: StoredRow) -> tuple[str, dict[str, str], bytes]:
-    """The subject, headers and body that record an event of a SQLite log as it is stored
-    there (``lablink cluster import``): its text taken as it is, not decoded and encoded
-    again, so that the copy ``row_of`` makes of it holds the very same columns."""
-    _, event_id, stream_id, _, type_, occurred_at, actor, correlation_id, payload = row
-    headers = _headers(event_id, occurred_at, actor, correlation_id)
-    return subject_of(stream_id, type_), headers, payload.encode()
-
-
 def row_of(position: int, subject: str, headers: dict[str, str] | None, body: bytes) -> CopiedRow:
     """The local copy's row for the message at ``position`` (its stream sequence)."""
     parts = subject.split(".", 3)
@@ -158,3 +149,12 @@ def row_of(position: int, subject: str, headers: dict[str, str] | None, body: by
         headers.get(CORRELATION_ID),
         payload,
     )
+
+
+def message_of_row(row: StoredRow) -> tuple[str, dict[str, str], bytes]:
+    """The subject, headers and body that record an event of a SQLite log as it is stored
+    there (``lablink cluster import``): its text taken as it is, not decoded and encoded
+    again, so that the copy ``row_of`` makes of it holds the very same columns."""
+    _, event_id, stream_id, _, type_, occurred_at, actor, correlation_id, payload = row
+    headers = _headers(event_id, occurred_at, actor, correlation_id)
+    return subject_of(stream_id, type_), headers, payload.encode()
