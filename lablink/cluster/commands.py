@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import nats.errors
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -24,6 +25,7 @@ from lablink.cluster.status import ClusterStatus, read_status
 from lablink.eventstore.record_link import (
     MAX_BATCH,
     RECORD_STREAM,
+    ApiError,
     JetStreamOptions,
     close,
     connect,
@@ -38,6 +40,7 @@ console = Console(stderr=True)
 # failed; the command could not run as asked (no servers, a data directory in use).
 EXIT_UNHEALTHY = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 
 NatsUrl = Annotated[
     str | None,
@@ -114,16 +117,27 @@ def import_(
             console=console,
         ) as progress:
             task = progress.add_task("import", total=None)
+            reached = [0]
 
             def shown(done: int, total: int) -> None:
+                reached[0] = done
                 progress.update(task, completed=done, total=total)
 
             report = asyncio.run(import_log(source, options, resume=resume, progress=shown))
+    except KeyboardInterrupt:
+        typer.echo(
+            f"lablink: import stopped; {options.stream} holds the log's first {reached[0]}"
+            " events or one batch more (whole batches): continue with `lablink cluster import"
+            f" --data-dir {data_dir} --resume`",
+            err=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except (ClusterError, StorageError) as exc:
         typer.echo(f"lablink: {exc}", err=True)
         raise typer.Exit(EXIT_UNHEALTHY) from None
-    except (OSError, TimeoutError) as exc:
-        typer.echo(f"lablink: cannot reach {options.shown()}: {exc!r}", err=True)
+    except (ApiError, nats.errors.Error, OSError, TimeoutError) as exc:
+        # Nothing or whole batches were recorded: --resume continues from what is there.
+        typer.echo(f"lablink: importing into {options.shown()} failed: {exc!r}", err=True)
         raise typer.Exit(EXIT_UNHEALTHY) from None
     finally:
         lock.release()

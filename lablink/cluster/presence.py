@@ -16,13 +16,15 @@ put that fails is logged and tried again at the next interval, never raised.
 Usage (the runtime owns the connection and the task's lifetime)::
 
     presence = Presence(nc, "replica-1", "https://lablink-1:8443",
-                        copied=lambda: store.copied_position, folded=views_position,
+                        copied=lambda: store.seen_position, folded=views_position,
                         role=lambda: "leader" if lease.held else "follower")
     await presence.start()
     ...
     await presence.stop()
 
-The callables run on the event loop at every put: they must be cheap and must not block
+``seen_position`` is the JetStream store's "how far the feed has seen" (the lease work's:
+``copied_position`` stops at the last event, short of the lease messages after it). The
+callables run on the event loop at every put: they must be cheap and must not block
 (numbers the process holds in memory).
 """
 
