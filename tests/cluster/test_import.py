@@ -8,6 +8,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -18,6 +19,7 @@ from lablink.errors import ImportDiverged, RecordNotEmpty, SourceLogGap
 from lablink.eventstore import SQLiteEventStore
 from lablink.eventstore.jetstream import JetStreamEventStore
 from lablink.eventstore.record_link import JetStreamOptions
+from tests.support.fold_logs import FINALS, FireLog, rebuilt
 from tests.support.nats_thread import nats_server
 from tests.support.single_log import single_node_log
 
@@ -140,3 +142,33 @@ def test_a_log_with_a_gap_is_refused_before_connecting(tmp_path: Path) -> None:
     with pytest.raises(SourceLogGap) as refused:
         asyncio.run(import_log(tmp_path / "scheduler.db", unreachable))
     assert (refused.value.expected, refused.value.position) == (3, 5)
+
+
+@pytest.mark.nats
+def test_a_log_of_jobs_and_fires_folds_the_same_views_from_the_copy(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    """A log as the single node writes it (jobs through the real service, fires and their
+    outcomes as the engine records them, odd names and parameters), imported: the views
+    rebuilt from a replica's copy equal those rebuilt from the source."""
+    source = SQLiteEventStore(tmp_path / "scheduler.db")
+    steps: list[tuple[Any, ...]] = [("create", t % 3, t % 5, t % 3) for t in range(6)]
+    for n in range(60):
+        job = n % 6
+        steps += [
+            ("fire", job, ("scheduled", "manual", "catch_up")[n % 3], FINALS[n % 5]),
+            ("advance", 3600),
+        ]
+    steps += [("pause", 1), ("update", 2, "name"), ("delete", 3), ("skip", 4), ("miss", 5, 60)]
+    FireLog(source).run(steps)
+    asyncio.run(import_log(tmp_path / "scheduler.db", options_of(server)))
+    assert_copy_equals(source, options_of(server), tmp_path / "copy.db")
+    replica = JetStreamEventStore(tmp_path / "copy.db", options_of(server))
+    try:
+        from_copy = rebuilt(replica.copy, tmp_path / "views-copy.db")
+    finally:
+        replica.close()
+    from_source = rebuilt(source, tmp_path / "views-source.db")
+    assert from_copy == from_source
+    assert len(from_source["executions"]) >= 60
+    source.close()
