@@ -166,7 +166,7 @@ def status(
     async def read() -> ClusterStatus:
         nc = await connect(options, name="lablink-cluster-status", within=10.0)
         try:
-            return await read_status(nc, stream)
+            return await read_status(nc, stream, configured=options.servers)
         finally:
             await close(nc)
 
@@ -186,14 +186,14 @@ def status(
 def _print(found: ClusterStatus) -> None:
     out = Console(width=160)
     out.print(
-        f"connected to {found.connected_to or '?'} (nats-server {found.version}); cluster"
-        f" addresses: {', '.join(found.urls) or '—'}"
+        f"connected to {found.connected_to or '?'} (nats-server {found.version}) of"
+        f" {', '.join(found.configured)}; the cluster advertises {', '.join(found.urls) or '—'}"
     )
     if found.stream is None:
         out.print("[red]the record's stream does not exist[/red]")
         return
     s = found.stream
-    table = Table(title=f"stream {s.name}: {s.replicas} replicas, cluster {s.cluster or '—'}")
+    table = Table(title=f"stream {s.name}: R{s.replicas}, cluster {s.cluster or '—'}")
     for column in ("server", "role", "current", "lag", "last heard"):
         table.add_column(column)
     for server in found.servers:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -82,10 +83,11 @@ class ReplicaLag:
 
 @dataclass
 class ClusterStatus:
-    connected_to: str
+    connected_to: str  # the server's name
     version: str
-    urls: list[str]
+    urls: list[str]  # the client addresses the cluster advertises
     stream: StreamState | None
+    configured: list[str] = field(default_factory=list)  # the servers the command was given
     servers: list[ServerState] = field(default_factory=list)
     lease: LeaseState | None = None
     replicas: list[ReplicaLag] | None = None  # None: no presence bucket yet
@@ -133,7 +135,12 @@ def _instant(text: str) -> datetime:
 
 
 async def read_status(
-    nc: NATS, stream: str, *, within: float = 5.0, now: datetime | None = None
+    nc: NATS,
+    stream: str,
+    *,
+    configured: Sequence[str] = (),
+    within: float = 5.0,
+    now: datetime | None = None,
 ) -> ClusterStatus:
     info: dict[str, Any] = nc._server_info
     status = ClusterStatus(
@@ -141,6 +148,7 @@ async def read_status(
         version=str(info.get("version", "")),
         urls=[str(u) for u in info.get("connect_urls") or []],
         stream=None,
+        configured=list(configured),
     )
     try:
         answer = await api(nc, f"$JS.API.STREAM.INFO.{stream}", None, within)
