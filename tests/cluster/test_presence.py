@@ -40,7 +40,7 @@ async def test_each_replica_puts_its_positions_and_role(nc: NATS) -> None:
         copied=lambda: positions["copied"],
         folded=lambda: positions["folded"],
         role=lambda: role["now"],  # type: ignore[arg-type,return-value]
-        interval=0.3,
+        interval=1.0,
     )
     two = Presence(
         nc,
@@ -49,7 +49,7 @@ async def test_each_replica_puts_its_positions_and_role(nc: NATS) -> None:
         copied=lambda: 3,
         folded=lambda: 3,
         role=lambda: "leader",
-        interval=0.3,
+        interval=1.0,
     )
     await one.start()
     await two.start()
@@ -61,10 +61,11 @@ async def test_each_replica_puts_its_positions_and_role(nc: NATS) -> None:
     positions.update(copied=12, folded=12)
     role["now"] = "leader"
 
-    async def moved() -> ReplicaPresence:
-        return (await replicas(nc))["replica-1"]
+    async def moved() -> tuple[int, int, str] | None:
+        found = (await replicas(nc)).get("replica-1")
+        return None if found is None else (found.copied, found.folded, found.role)
 
-    await eventually(moved, until=lambda p: (p.copied, p.folded, p.role) == (12, 12, "leader"))
+    await eventually(moved, until=lambda seen: seen == (12, 12, "leader"))
 
     await one.stop()
     assert set(await replicas(nc)) == {"replica-2"}  # left at once, not after the TTL
