@@ -67,7 +67,7 @@ def open_source(path: Path) -> sqlite3.Connection:
     """The log, read-only: an import never writes the single-node log."""
     if not path.is_file():
         raise StorageUnavailable(str(path), "no such log")
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
 
 
 def _rows(reader: LogReader, after: int, size: int) -> Iterator[list[StoredRow]]:
@@ -121,7 +121,10 @@ async def import_log(
     conn = open_source(source)
     try:
         reader = LogReader(conn)
-        total = await asyncio.to_thread(source_extent, conn, source)
+        try:
+            total = await asyncio.to_thread(source_extent, conn, source)
+        except sqlite3.Error as exc:  # not a LabLink log, or not readable
+            raise StorageUnavailable(str(source), f"cannot read it as a log: {exc}") from exc
         nc = await connect(options, name="lablink-cluster-import", within=within)
         try:
             loop = asyncio.get_running_loop()

@@ -51,3 +51,21 @@ def test_ctrl_c_says_how_to_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert f"--data-dir {tmp_path} --resume" in " ".join(result.output.split())
     # The lock was let go: a second import may start.
     DataDirLock(tmp_path).acquire().release()
+
+
+def test_a_file_that_is_not_a_log_is_named(tmp_path: Path) -> None:
+    (tmp_path / "scheduler.db").write_bytes(b"not a database at all, just some bytes" * 100)
+    result = CliRunner().invoke(
+        app, ["cluster", "import", "--data-dir", str(tmp_path)], env=NOWHERE
+    )
+    assert result.exit_code == 1
+    assert "cannot read it as a log" in result.output
+    assert "scheduler.db" in result.output
+
+
+def test_a_missing_log_is_named(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["cluster", "import", "--data-dir", str(tmp_path)], env=NOWHERE
+    )
+    assert result.exit_code == 1
+    assert "no such log" in result.output
