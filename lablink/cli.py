@@ -451,6 +451,10 @@ from lablink.equipment_cli import app as equipment_app  # noqa: E402  (a sub-app
 
 app.add_typer(equipment_app, name="equipment")
 
+from lablink.cluster.commands import app as cluster_app  # noqa: E402  (a sub-app of its own)
+
+app.add_typer(cluster_app, name="cluster")
+
 
 def _nats_target(data_dir: Path | None) -> tuple[str, Path | None]:
     """The NATS URL, and the private server's folder when it is that server's."""

@@ -360,6 +360,49 @@ class AppendTooLarge(LabLinkError, ValueError):
         )
 
 
+class ClusterError(LabLinkError):
+    """Moving a log into a cluster's record, or reading the cluster's state, failed."""
+
+
+class RecordNotEmpty(ClusterError):
+    """``lablink cluster import`` refuses a record stream (``stream``) that already holds
+    messages: importing would put the log after them, at other positions."""
+
+    def __init__(self, stream: str, messages: int, last_sequence: int) -> None:
+        self.stream = stream
+        self.messages = messages
+        self.last_sequence = last_sequence
+        super().__init__(
+            f"stream {stream} is not empty: it holds {messages} messages (last sequence"
+            f" {last_sequence}); import only into a new stream, or pass --resume to continue"
+            " an import that stopped"
+        )
+
+
+class SourceLogGap(ClusterError):
+    """The log to import (``path``) has no event at ``expected`` (the next is at
+    ``position``): a stream's sequences have no gaps, so its positions could not be kept."""
+
+    def __init__(self, path: str, expected: int, position: int) -> None:
+        self.path = path
+        self.expected = expected
+        self.position = position
+        super().__init__(
+            f"{path}: no event at position {expected} (the next is at {position}); the"
+            " record's sequences have no gaps, so the positions could not be kept"
+        )
+
+
+class ImportDiverged(ClusterError):
+    """The record (``stream``) does not hold the log being imported at ``position``: another
+    writer, another log, or a stream made for something else."""
+
+    def __init__(self, stream: str, position: int, reason: str) -> None:
+        self.stream = stream
+        self.position = position
+        super().__init__(f"stream {stream} at sequence {position}: {reason}")
+
+
 class DataDirError(LabLinkError, OSError):
     """The data directory cannot be used; ``path`` names it."""
 

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 import lablink
 from lablink.bus.audit_stream import AUDIT_STREAM
-from lablink.bus.subjects import STREAM
+from lablink.bus.subjects import REPLICAS_BUCKET, STREAM
 from lablink.cli import app
 from lablink.events import DATA_BUCKET
 from lablink.eventstore.record_link import RECORD_STREAM
@@ -29,8 +29,8 @@ from lablink.settings import Settings
 
 ROOT = Path(__file__).parent.parent
 VARIABLE = re.compile(r"LABLINK_[A-Z0-9_]*[A-Z0-9]")
-# Names that look like variables but are JetStream streams.
-NOT_VARIABLES = {STREAM, REPORTS_STREAM, DATA_BUCKET, AUDIT_STREAM, RECORD_STREAM}
+# Names that look like variables but are JetStream streams and buckets.
+NOT_VARIABLES = {STREAM, REPORTS_STREAM, DATA_BUCKET, AUDIT_STREAM, RECORD_STREAM, REPLICAS_BUCKET}
 
 
 def table_rows() -> list[list[str]]:

@@ -6,7 +6,9 @@ differ. The roles:
 
 - ``scheduler`` (`lablink serve`, `lablink scheduler`, `lablink relay`): owns the streams. It
   publishes the log, alarms and run commands, consumes agents' reports, and uses the JetStream
-  API for its streams and consumers.
+  API for its streams and consumers. In cluster mode it appends to the record
+  (``lablink.log.>`` in the stream ``LABLINK_LOG``, which it makes) and puts its presence in
+  the ``LABLINK_REPLICAS`` bucket; it may not delete or purge the record.
 - ``agent-<agent_id>``, one per equipment agent: only its own instruments. It receives their
   run/stop/status requests on ``lablink.agents.<equipment_id>.>`` and answers them (responses
   only: ``allow_responses``), and publishes their presence and reports on
@@ -19,7 +21,9 @@ differ. The roles:
   bucket is shared by the lab's agents, as the reports stream is.
 - ``subscriber`` (`lablink events tail`, `lablink alarms watch`, dashboards, `lablink audit`):
   reads. It may create and use consumers on ``LABLINK_EVENTS``, read the signed checkpoints
-  of ``LABLINK_AUDIT`` message by message, and subscribe to events and alarms; it
+  of ``LABLINK_AUDIT`` message by message, read the cluster's record and the replicas'
+  presence message by message (`lablink cluster status`), and subscribe to events and
+  alarms; it
   publishes nothing under ``lablink.>`` and cannot create, change, purge or delete a stream.
 """
 
@@ -32,8 +36,9 @@ from typing import Literal
 from lablink.bus.audit_stream import AUDIT_STREAM
 from lablink.bus.data_bucket import DATA_STREAM, METAS, chunk_subject
 from lablink.bus.options import inbox_prefix
-from lablink.bus.subjects import ALARMS_PREFIX, EVENTS_ALL, STREAM
+from lablink.bus.subjects import ALARMS_PREFIX, EVENTS_ALL, REPLICAS_BUCKET, STREAM
 from lablink.events.data import DATA_BUCKET
+from lablink.eventstore.record_link import RECORD_STREAM
 from lablink.instruments.protocol import AGENTS_PREFIX, REPORTS_PREFIX
 
 Role = Literal["scheduler", "agent", "subscriber"]
@@ -55,12 +60,28 @@ class Permissions:
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
     allow_responses: bool = False
+    # Subjects refused though ``publish`` allows them (nats-server's deny list wins).
+    publish_deny: tuple[str, ...] = ()
+
+
+def record_api(stream: str = RECORD_STREAM) -> tuple[str, ...]:
+    """Reading the cluster's record and the replicas' presence, as `lablink cluster status`
+    does: stream info and message gets, no consumer."""
+    api = "$JS.API"
+    return tuple(
+        f"{api}.STREAM.{verb}.{name}"
+        for name in (stream, f"KV_{REPLICAS_BUCKET}")
+        for verb in ("INFO", "MSG.GET")
+    )
 
 
 def scheduler_permissions() -> Permissions:
+    api = "$JS.API"
     return Permissions(
         # $O.LABLINK_DATA.>: deleting a capture (retention, the byte bound) publishes its
-        # description's tombstone there.
+        # description's tombstone there. Cluster mode: the record's events and lease are
+        # under lablink.log.> (in lablink.>), its stream's API under $JS.API.> (the scheduler
+        # makes it), the replicas' presence under $KV.LABLINK_REPLICAS.>.
         publish=(
             "lablink.>",
             "$JS.API.>",
@@ -68,8 +89,15 @@ def scheduler_permissions() -> Permissions:
             "$JS.FC.>",
             "_INBOX.>",
             f"$O.{DATA_BUCKET}.>",
+            f"$KV.{REPLICAS_BUCKET}.>",
         ),
         subscribe=("lablink.>", "_INBOX.>", "$JS.EVENT.>"),
+        # The record only grows: no replica deletes or purges it, nor one of its messages.
+        publish_deny=(
+            f"{api}.STREAM.DELETE.{RECORD_STREAM}",
+            f"{api}.STREAM.PURGE.{RECORD_STREAM}",
+            f"{api}.STREAM.MSG.DELETE.{RECORD_STREAM}",
+        ),
     )
 
 
@@ -113,6 +141,8 @@ def subscriber_permissions(user: str = SUBSCRIBER) -> Permissions:
             # The signed checkpoints, read one by one (`lablink audit checkpoints`).
             f"{api}.STREAM.INFO.{AUDIT_STREAM}",
             f"{api}.STREAM.MSG.GET.{AUDIT_STREAM}",
+            # Cluster mode's record and presence, read by `lablink cluster status`.
+            *record_api(),
         ),
         subscribe=(
             EVENTS_ALL,

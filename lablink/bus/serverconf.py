@@ -68,6 +68,15 @@ def _subjects(subjects: Sequence[str], indent: str) -> str:
     return f"[\n{inner}{indent}]"
 
 
+def _publish(perms: Permissions, indent: str) -> str:
+    if not perms.publish_deny:
+        return _subjects(perms.publish, indent)
+    return (
+        f"{{\n{indent}  allow: {_subjects(perms.publish, indent + '  ')}\n"
+        f"{indent}  deny: {_subjects(perms.publish_deny, indent + '  ')}\n{indent}}}"
+    )
+
+
 def _user(user: ConfUser, indent: str, comment: str = "") -> str:
     perms = user.permissions
     pad = indent + "  "
@@ -77,7 +86,7 @@ def _user(user: ConfUser, indent: str, comment: str = "") -> str:
         f"{pad}user: {literal(user.name)}\n",
         f"{pad}password: {user.password}\n",
         f"{pad}permissions: {{\n",
-        f"{pad}  publish: {_subjects(perms.publish, pad + '  ')}\n",
+        f"{pad}  publish: {_publish(perms, pad + '  ')}\n",
         f"{pad}  subscribe: {_subjects(perms.subscribe, pad + '  ')}\n",
     ]
     if perms.allow_responses:

@@ -20,6 +20,9 @@ STREAM = "LABLINK_EVENTS"
 EVENTS_PREFIX = "lablink.events"
 EVENTS_ALL = f"{EVENTS_PREFIX}.>"
 ALARMS_PREFIX = "lablink.alarms"
+# Cluster mode: where each replica says it is alive and how far it is (lablink.cluster.presence),
+# a KV bucket (its stream: KV_LABLINK_REPLICAS, its subjects $KV.LABLINK_REPLICAS.<replica>).
+REPLICAS_BUCKET = "LABLINK_REPLICAS"
 NONE = "_"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 

@@ -369,11 +369,16 @@ def value_label(value: float, step: float) -> str:
     """Enough decimals to tell neighbouring ticks apart, no more."""
     if value == 0:
         return "0"
+    step_exponent = math.floor(math.log10(step) + 1e-9)
+    finer = 1 if round(step / 10**step_exponent, 6) % 1 else 0  # 2.5 × 10ⁿ needs one more
     if abs(value) >= 1e6 or step < 1e-4:
-        return f"{value:.3g}"
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
-    if round(step * 10**decimals, 6) % 1:  # 2.5 × 10ⁿ needs one more
-        decimals += 1
+        # Three significant digits, or as many as the step needs beside the value's size
+        # (8.163e+08 and 8.164e+08 are one step of 10⁵ apart).
+        digits = math.floor(math.log10(abs(value))) - step_exponent + 1 + finer
+        return f"{value:.{max(3, digits)}g}"
+    decimals = max(0, -step_exponent)
+    if step_exponent <= 0:
+        decimals += finer
     return f"{value:.{decimals}f}"
 
 

@@ -21,6 +21,7 @@ from litestar.response import ServerSentEvent, Template
 from lablink.api.calibration_views import one_summary, record_views
 from lablink.api.context import ApiContext
 from lablink.api.queries import list_equipment, list_executions, list_job_views
+from lablink.dashboard.drawer import drawer_of
 from lablink.dashboard.live import stream
 from lablink.dashboard.pushed import Card, PageCards, render_fragment
 from lablink.dashboard.session import signed_in
@@ -90,7 +91,7 @@ def list_cards(app: Litestar) -> PageCards:
     def draw(context: ApiContext) -> str:
         return render_fragment(app, "equipment_list", {"instruments": _instruments(context)})
 
-    return PageCards(app.state["context"], ("equipment",), {"list": Card(LIST_TOPICS, draw)})
+    return PageCards(drawer_of(app), ("equipment",), {"list": Card(LIST_TOPICS, draw)})
 
 
 def detail_cards(app: Litestar, equipment_id: str) -> PageCards:
@@ -103,7 +104,7 @@ def detail_cards(app: Litestar, equipment_id: str) -> PageCards:
         return render_fragment(app, "equipment_detail", detail)
 
     cards = {"detail": Card(DETAIL_TOPICS, draw)}
-    return PageCards(app.state["context"], ("equipment", equipment_id), cards)
+    return PageCards(drawer_of(app), ("equipment", equipment_id), cards)
 
 
 class EquipmentPagesController(Controller):

@@ -14,6 +14,7 @@ reload; a plain form is sent back to the page (303), or shown the page with the 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,7 @@ from lablink.api.data import capture_stream, data_unavailable
 from lablink.api.jobs import upcoming_runs
 from lablink.api.queries import get_job, job_history, list_executions
 from lablink.dashboard import chart as charts
+from lablink.dashboard.drawer import drawer_of
 from lablink.dashboard.live import stream
 from lablink.dashboard.pushed import Card, PageCards, render_fragment
 from lablink.dashboard.requests import OPERATE, VIEW, recorded, seen, whole_number
@@ -151,16 +153,23 @@ async def measurement_chart(app: Litestar, job: dict[str, Any], range_name: str)
 
 
 def _build_chart(
-    context: ApiContext, job_id: str, zone: str, range_name: str, until: datetime
+    context: ApiContext,
+    job_id: str,
+    zone: str,
+    range_name: str,
+    until: datetime,
+    conn: sqlite3.Connection | None = None,
 ) -> charts.Chart:
+    """On a worker thread: over ``conn``, a connection of that thread's, or one of its own."""
     since = until - charts.RANGES[range_name]
-    conn = context.connect_reader()
+    reader = conn if conn is not None else context.connect_reader()
     try:
         envelope = series_envelope(
-            conn, job_id, since, until, charts.columns_of(), newest=charts.TABLE_AT_MOST
+            reader, job_id, since, until, charts.columns_of(), newest=charts.TABLE_AT_MOST
         )
     finally:
-        conn.close()
+        if conn is None:
+            reader.close()
     return charts.chart_of(envelope, since=since, until=until, zone=zone)
 
 
@@ -229,10 +238,18 @@ def job_cards(app: Litestar, job_id: str, range_name: str, before: int | None) -
     """A job page's parts that its stream sends (job.html's ``sse-swap``). The actions card is
     not one of them: it holds the screen's CSRF token and what its last action came to, and
     is fetched on ``schedules`` only when the buttons that apply may have changed."""
+    # The job as the parts of one drawing read it: once for all of them.
+    read: dict[str, Any] = {}
+
+    def job_in(context: ApiContext) -> dict[str, Any] | None:
+        if read.get("context") is not context:
+            read.update(context=context, job=get_job(context.reader, job_id))
+        found: dict[str, Any] | None = read["job"]
+        return found
 
     def drawn(name: str, values: Callable[[ApiContext, dict[str, Any]], dict[str, Any]]) -> Card:
         def draw(context: ApiContext) -> str:
-            job = get_job(context.reader, job_id)
+            job = job_in(context)
             if job is None:
                 return render_fragment(app, "job_gone", {"job_id": job_id})
             return render_fragment(app, f"job_{name}", {**values(context, job), "job": job})
@@ -240,8 +257,9 @@ def job_cards(app: Litestar, job_id: str, range_name: str, before: int | None) -
         return Card(frozenset(LIVE_TOPICS[name]), draw)
 
     def chart_values(context: ApiContext, job: dict[str, Any]) -> dict[str, Any]:
-        # Built here, on the drawing's thread: the frame shares it between the screens.
-        chart = _build_chart(context, job_id, job["timezone"], range_name, context.clock.now())
+        # Built here, over the drawing's reader: the frame shares it between the screens.
+        now = context.clock.now()
+        chart = _build_chart(context, job_id, job["timezone"], range_name, now, context.reader)
         return {"chart": chart, "range": range_name, "ranges": charts.RANGE_LABELS}
 
     cards = {
@@ -252,7 +270,7 @@ def job_cards(app: Litestar, job_id: str, range_name: str, before: int | None) -
     job = get_job(context.reader, job_id)
     if job is not None and job["schedule_type"] == "measurement":
         cards["chart"] = drawn("chart", chart_values)
-    return PageCards(context, ("job", job_id, range_name, before), cards)
+    return PageCards(drawer_of(app), ("job", job_id, range_name, before), cards)
 
 
 # -- the controller ---------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from markupsafe import Markup
 
 from lablink.api.context import ApiContext
 from lablink.api.queries import get_job, job_history, list_job_views
+from lablink.dashboard.drawer import drawer_of
 from lablink.dashboard.live import stream
 from lablink.dashboard.pushed import Card, PageCards, render_fragment
 from lablink.dashboard.rendering import instant
@@ -274,7 +275,7 @@ def table_cards(app: Litestar, params: Mapping[str, Any], *, can_write: bool) ->
         return render_fragment(app, "jobs_table", values)
 
     kind = ("jobs", query.params(), can_write)
-    return PageCards(app.state["context"], kind, {"table": Card(frozenset({"jobs"}), draw)})
+    return PageCards(drawer_of(app), kind, {"table": Card(frozenset({"jobs"}), draw)})
 
 
 class JobsListController(Controller):

@@ -22,6 +22,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from lablink.api.consistency import SETTLES_ITSELF
+from lablink.dashboard.drawer import close_drawer
 from lablink.dashboard.live import LiveController
 from lablink.dashboard.overview import OverviewController
 from lablink.dashboard.pages import PAGE_CONTROLLERS
@@ -119,6 +120,7 @@ class DashboardPlugin(InitPlugin):
             engine_callback=_configure,
         )
         app_config.state[STATE_KEY] = Sessions()
+        app_config.on_shutdown.append(close_drawer)
         return app_config
 
 

@@ -17,7 +17,6 @@ token in htmx's header (overview.render_card).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from lablink.api.context import ApiContext
 from lablink.dashboard import overview
+from lablink.dashboard.drawer import Drawer
 from lablink.dashboard.frames import Frame
 from lablink.dashboard.live import stream
 from lablink.dashboard.requests import VIEW
@@ -118,14 +118,11 @@ class PageCards:
     page at a chart range and executions page, the equipment pages, the jobs list at a
     query): ``kind`` names the page and what its parts depend on, so the streams of screens
     showing the same page share each frame's drawing (live.frame_pass) and 20 screens of a
-    job cost one drawing a second, where their fetches cost four requests each.
+    job cost one drawing, where their fetches cost four requests each. The parts are drawn
+    by the app's drawer (drawer.py): off the engine's loop, paced."""
 
-    The parts are drawn off the event loop: a job's summary, executions and chart, or a
-    50-row table, take tens of milliseconds to read and render, and the engine's fires wait
-    on the loop for as long as a drawing holds it (BENCHMARKS.md, "Dashboard")."""
-
-    def __init__(self, context: ApiContext, kind: Hashable, cards: Mapping[str, Card]) -> None:
-        self.context = context
+    def __init__(self, drawer: Drawer, kind: Hashable, cards: Mapping[str, Card]) -> None:
+        self.drawer = drawer
         self.kind = kind
         self.cards = cards
 
@@ -136,21 +133,11 @@ class PageCards:
         wanted = [(name, card) for name, card in self.cards.items() if named & card.topics]
         if not wanted:
             return []
-        drawn = await asyncio.to_thread(draw_all, self.context, [c.draw for _, c in wanted])
+        drawn = await self.drawer.draw([card.draw for _, card in wanted])
         return [
             ServerSentEventMessage(event=event_of(name), data=html, id=str(position))
             for (name, _), html in zip(wanted, drawn, strict=True)
         ]
-
-
-def draw_all(context: ApiContext, draws: Sequence[Callable[[ApiContext], str]]) -> list[str]:
-    """Each of ``draws`` on this (worker) thread, over one reader connection of its own."""
-    conn = context.connect_reader()
-    try:
-        reading = context.reading(conn)
-        return [draw(reading) for draw in draws]
-    finally:
-        conn.close()
 
 
 def render_fragment(app: Litestar, name: str, values: Mapping[str, Any]) -> str:

@@ -102,6 +102,14 @@ class EventStore(EventReader, Protocol):
     def close(self) -> None: ...
 
 
+def append_alone(store: EventStore, request: AppendRequest) -> list[RecordedEvent]:
+    """``request`` as a group commit of one: its events, or its conflict raised."""
+    outcome = store.append_batch([request])[0]
+    if isinstance(outcome, StreamVersionConflict):
+        raise outcome
+    return outcome
+
+
 def new_event_id() -> str:
     """Time-ordered (nanoseconds, then 64 random bits): new ids land at the end of the unique
     index instead of anywhere in it, which keeps appends fast on a large log."""

@@ -65,6 +65,7 @@ from lablink.eventstore.base import (
     AppendRequest,
     EventQuery,
     StoredRow,
+    append_alone,
 )
 from lablink.eventstore.lease import Fence, LeaseRecord, claim, read_lease
 from lablink.eventstore.loop_thread import LoopThread
@@ -313,12 +314,10 @@ class JetStreamEventStore:
     def append(
         self, stream_id: str, expected_version: int, events: Sequence[NewEvent]
     ) -> list[RecordedEvent]:
-        outcome = self.append_batch(
-            [AppendRequest(stream_id=stream_id, expected_version=expected_version, events=events)]
-        )[0]
-        if isinstance(outcome, StreamVersionConflict):
-            raise outcome
-        return outcome
+        request = AppendRequest(
+            stream_id=stream_id, expected_version=expected_version, events=events
+        )
+        return append_alone(self, request)
 
     def append_batch(
         self, requests: Sequence[AppendRequest], *, fence: FenceSource | None = None

@@ -15,6 +15,7 @@ from lablink.eventstore.base import (
     AppendRequest,
     EventQuery,
     StoredRow,
+    append_alone,
     format_instant,
     new_event_id,
     parse_instant,
@@ -72,12 +73,10 @@ class MemoryEventStore:
     def append(
         self, stream_id: str, expected_version: int, events: Sequence[NewEvent]
     ) -> list[RecordedEvent]:
-        outcome = self.append_batch(
-            [AppendRequest(stream_id=stream_id, expected_version=expected_version, events=events)]
-        )[0]
-        if isinstance(outcome, StreamVersionConflict):
-            raise outcome
-        return outcome
+        request = AppendRequest(
+            stream_id=stream_id, expected_version=expected_version, events=events
+        )
+        return append_alone(self, request)
 
     def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
         outcomes: list[AppendOutcome] = []

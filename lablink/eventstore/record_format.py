@@ -23,7 +23,7 @@ import re
 import string
 
 from lablink.events import NewEvent, encode_event, event_type
-from lablink.eventstore.base import format_instant, new_event_id
+from lablink.eventstore.base import StoredRow, format_instant, new_event_id
 from lablink.eventstore.sqlite import CopiedRow
 
 PREFIX = "lablink.log"
@@ -107,19 +107,22 @@ def subject_of(stream_id: str, type_: str) -> str:
     return f"{PREFIX}.{stream_token(stream_id)}.{type_}"
 
 
-def message_of(stream_id: str, new: NewEvent) -> tuple[str, str, dict[str, str], bytes]:
-    """The event id, subject, headers and body that record ``new`` in ``stream_id``."""
-    event_id = new.event_id or new_event_id()
-    headers = {
-        MSG_ID: event_id,
-        OCCURRED_AT: format_instant(new.occurred_at),
-        ACTOR: new.actor,
-    }
-    if new.correlation_id is not None:
-        headers[CORRELATION_ID] = new.correlation_id
+def _headers(
+    event_id: str, occurred_at: str, actor: str, correlation_id: str | None
+) -> dict[str, str]:
+    headers = {MSG_ID: event_id, OCCURRED_AT: occurred_at, ACTOR: actor}
+    if correlation_id is not None:
+        headers[CORRELATION_ID] = correlation_id
     for name, value in headers.items():
         if _HEADER_BREAKS.search(value):
             raise ValueError(f"{name} {value!r} holds a line break")
+    return headers
+
+
+def message_of(stream_id: str, new: NewEvent) -> tuple[str, str, dict[str, str], bytes]:
+    """The event id, subject, headers and body that record ``new`` in ``stream_id``."""
+    event_id = new.event_id or new_event_id()
+    headers = _headers(event_id, format_instant(new.occurred_at), new.actor, new.correlation_id)
     return event_id, subject_of(stream_id, event_type(new.event)), headers, encode_event(new.event)
 
 
@@ -155,3 +158,12 @@ def row_of(position: int, subject: str, headers: dict[str, str] | None, body: by
         headers.get(CORRELATION_ID),
         payload,
     )
+
+
+def message_of_row(row: StoredRow) -> tuple[str, dict[str, str], bytes]:
+    """The subject, headers and body that record an event of a SQLite log as it is stored
+    there (``lablink cluster import``): its text taken as it is, not decoded and encoded
+    again, so that the copy ``row_of`` makes of it holds the very same columns."""
+    _, event_id, stream_id, _, type_, occurred_at, actor, correlation_id, payload = row
+    headers = _headers(event_id, occurred_at, actor, correlation_id)
+    return subject_of(stream_id, type_), headers, payload.encode()

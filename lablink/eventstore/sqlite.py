@@ -60,6 +60,7 @@ from lablink.eventstore.base import (
     AppendRequest,
     EventQuery,
     StoredRow,
+    append_alone,
     format_instant,
     new_event_id,
     parse_instant,
@@ -486,28 +487,39 @@ class SQLiteEventStore:
     def append(
         self, stream_id: str, expected_version: int, events: Sequence[NewEvent]
     ) -> list[RecordedEvent]:
-        outcome = self.append_batch(
-            [AppendRequest(stream_id=stream_id, expected_version=expected_version, events=events)]
-        )[0]
-        if isinstance(outcome, StreamVersionConflict):
-            raise outcome
-        return outcome
+        request = AppendRequest(
+            stream_id=stream_id, expected_version=expected_version, events=events
+        )
+        return append_alone(self, request)
 
     def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
         outcomes: list[AppendOutcome] = []
-        committed: list[RecordedEvent] = []
+
+        def write(conn: sqlite3.Connection) -> list[RecordedEvent]:
+            committed: list[RecordedEvent] = []
+            head = self._reader.head()
+            for request in requests:
+                outcome, head = self._append_one(conn, request, head)
+                outcomes.append(outcome)
+                if not isinstance(outcome, StreamVersionConflict):
+                    committed.extend(outcome)
+            return committed
+
+        self._transaction(write)
+        return outcomes
+
+    def _transaction(
+        self, write: Callable[[sqlite3.Connection], list[RecordedEvent]]
+    ) -> list[RecordedEvent]:
+        """``write`` in one immediate transaction, rolled back whole if it raises; the store's
+        health told how it went, and the listeners told what was committed after the commit."""
         with self._lock:
             conn = self.conn
             try:
                 with translated(self.path):
                     conn.execute("BEGIN IMMEDIATE")
                     try:
-                        head = self._reader.head()
-                        for request in requests:
-                            outcome, head = self._append_one(conn, request, head)
-                            outcomes.append(outcome)
-                            if not isinstance(outcome, StreamVersionConflict):
-                                committed.extend(outcome)
+                        committed = write(conn)
                         conn.execute("COMMIT")
                     except BaseException:
                         self._roll_back(conn)
@@ -519,7 +531,7 @@ class SQLiteEventStore:
         if committed:
             for listener in list(self._after_commit):
                 listener(committed)
-        return outcomes
+        return committed
 
     def _roll_back(self, conn: sqlite3.Connection) -> None:
         # SQLite may already have rolled the transaction back by itself (a full disk does),
@@ -674,28 +686,8 @@ class SQLiteEventStore:
         the head is here already and is skipped (a redelivery); one past the head's next
         position is a gap (``LocalCopyGap``), and nothing of the call is written, unless
         ``gaps`` (the JetStream record, whose lease messages hold positions but are no
-        events). The
-        listeners are called after the commit, as after an append."""
-        committed: list[RecordedEvent] = []
-        with self._lock:
-            conn = self.conn
-            try:
-                with translated(self.path):
-                    conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        committed = self._copy_rows(conn, rows, gaps)
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        self._roll_back(conn)
-                        raise
-            except StorageError as exc:
-                self._write_failed(exc)
-                raise
-            self._write_succeeded()
-        if committed:
-            for listener in list(self._after_commit):
-                listener(committed)
-        return committed
+        events). The listeners are called after the commit, as after an append."""
+        return self._transaction(lambda conn: self._copy_rows(conn, rows, gaps))
 
     def _copy_rows(
         self, conn: sqlite3.Connection, rows: Sequence[CopiedRow], gaps: bool

@@ -65,6 +65,11 @@ def test_value_ticks_are_one_two_five_steps_inside_the_domain() -> None:
     assert charts.value_ticks(0.0, 10.0) == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
     assert charts.value_label(2.5, 2.5) == "2.5"
     assert charts.value_label(1_500_000.0, 500_000.0) == "1.5e+06"
+    # Large values one small step apart keep the digits that tell them apart (hypothesis
+    # found ticks of 8.16e+08 repeated at a step of 10⁵).
+    assert charts.value_label(816_300_000.0, 100_000.0) == "8.163e+08"
+    assert charts.value_label(816_250_000.0, 250_000.0) == "8.1625e+08"
+    assert charts.value_label(25.0, 25.0) == "25"
 
 
 @given(

@@ -6,12 +6,15 @@ the harness, on a clock moved by hand (test_overview.Ticks)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from lablink.api.context import ApiContext
+from lablink.dashboard.drawer import Drawer
 from lablink.dashboard.frames import Frames
 from lablink.dashboard.live import THROTTLE_SECONDS, beat_for, folded_position, lookup_of, passes
 from lablink.dashboard.pushed import Card, PageCards, event_of
@@ -57,10 +60,11 @@ async def test_screens_of_one_page_share_its_drawing_and_other_pages_draw_their_
     beat = beat_for(context, ticks)
     frames = Frames(lookup_of(context), period=THROTTLE_SECONDS)
     drawings = Drawings()
+    drawer = Drawer(context, share=1.0)
 
     def page(kind: str) -> PageCards:
         return PageCards(
-            context,
+            drawer,
             ("page", kind),
             {
                 "summary": drawings.card(f"{kind}:summary", "jobs", "executions"),
@@ -80,9 +84,9 @@ async def test_screens_of_one_page_share_its_drawing_and_other_pages_draw_their_
         harness.service.create_job(job("First"), "alice")
         changed = folded_position(context)
         ticks.now = THROTTLE_SECONDS
-        # Every stream asked at the same pass; each page's drawing is still waiting.
-        await eventually(lambda: sorted(drawings.drawn), until=lambda d: len(d) == 2)
-        assert sorted(drawings.drawn) == ["a:summary", "b:summary"]
+        # Every stream asked at the same pass: one drawing at a time (the drawer's thread),
+        # the other page's waiting for its turn, none of page a's five screens drawing again.
+        await eventually(lambda: len(drawings.drawn), until=lambda n: n == 1)
         drawings.release.set()
         await eventually(lambda: [len(s.got) for s in screens], until=lambda n: min(n) == 2)
 
@@ -111,7 +115,8 @@ async def test_a_screen_that_goes_away_does_not_cancel_the_drawing_others_wait_f
     beat = beat_for(context, ticks)
     frames = Frames(lookup_of(context), period=THROTTLE_SECONDS)
     drawings = Drawings()
-    cards = PageCards(context, ("page",), {"summary": drawings.card("summary", "jobs")})
+    drawer = Drawer(context, share=1.0)
+    cards = PageCards(drawer, ("page",), {"summary": drawings.card("summary", "jobs")})
     start = folded_position(context)
     leaving = Screen(passes(context, start, frames=frames, beat=beat, pushed=cards))
     staying = Screen(passes(context, start, frames=frames, beat=beat, pushed=cards))
@@ -128,3 +133,68 @@ async def test_a_screen_that_goes_away_does_not_cancel_the_drawing_others_wait_f
     finally:
         drawings.release.set()
         await staying.close()
+
+
+class Moments:
+    """A monotonic clock moved by hand, and the sleeps asked of it (which move it)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+async def test_drawings_are_paced_to_their_share_of_the_time(context: ApiContext) -> None:
+    moments = Moments()
+    drawer = Drawer(context, share=0.25, clock=moments, sleep=moments.sleep)
+
+    def slow(_: ApiContext) -> str:
+        moments.now += 1.0  # this drawing takes a second
+        return "<p>slow</p>"
+
+    try:
+        assert await drawer.draw([slow]) == ["<p>slow</p>"]
+        assert moments.slept == []
+        # A second of drawing at a quarter of the time: the next waits three.
+        assert await drawer.draw([slow, slow]) == ["<p>slow</p>", "<p>slow</p>"]
+        assert moments.slept == [3.0]
+        # Two seconds: six; but time that passed anyway counts.
+        moments.now += 4.0
+        await drawer.draw([slow])
+        assert moments.slept == [3.0, 2.0]
+        assert drawer.drawings == 3
+        assert drawer.spent == 4.0
+        assert drawer.waited == 5.0
+    finally:
+        drawer.close()
+
+
+async def test_drawings_on_the_real_clock_run_off_the_loop_and_wait_their_turn(
+    context: ApiContext,
+) -> None:
+    drawer = Drawer(context, share=0.5)
+    threads: list[str] = []
+
+    def draw(reading: ApiContext) -> str:
+        threads.append(threading.current_thread().name)
+        time.sleep(0.02)  # a drawing that takes a while (not a measurement)
+        row = reading.reader.execute("select count(*) from sqlite_master").fetchone()
+        return f"<p>{row[0]}</p>"
+
+    try:
+        first, second = await asyncio.gather(drawer.draw([draw]), drawer.draw([draw]))
+        assert first == second
+        assert threads[0].startswith("dashboard-draw")
+        assert threads[0] == threads[1]
+        assert drawer.drawings == 2
+        assert drawer.waited > 0
+    finally:
+        drawer.close()
+    with pytest.raises(RuntimeError):
+        await drawer.draw([draw])

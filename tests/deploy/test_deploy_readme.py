@@ -105,3 +105,28 @@ def test_the_lab_pc_toml_loads(tmp_path: Path) -> None:
     assert config.nats.tls_ca == "/etc/lablink/tls/nats-ca.crt"
     assert config.nats.url is not None
     assert config.nats.url.startswith("tls://")
+
+
+def test_the_cluster_env_file_is_lablink_env_with_the_replica_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deploy/lablink-cluster.env: the single-node example's settings (the same NATS cluster
+    and credentials) plus cluster mode's, which `lablink serve` accepts."""
+    single = env_file(DEPLOY / "lablink.env")
+    cluster = env_file(DEPLOY / "lablink-cluster.env")
+    assert all(name.startswith("LABLINK_") for name in cluster)
+    assert cluster["LABLINK_CLUSTER"] == "1"
+    assert cluster["LABLINK_REPLICA_ID"]
+    for name in ("LABLINK_NATS_URL", "LABLINK_NATS_USER", "LABLINK_NATS_REPLICAS"):
+        assert cluster[name] == single[name], name
+    assert len(cluster["LABLINK_NATS_URL"].split(",")) == 3
+    assert set(single) - {"LABLINK_BACKUP_DIR"} <= set(cluster)
+    certs = make_certs(tmp_path / "tls")
+    cluster.update(LABLINK_TLS_CERT=str(certs.cert), LABLINK_TLS_KEY=str(certs.key))
+    for name in [n for n in os.environ if n.startswith("LABLINK_")]:
+        monkeypatch.delenv(name)
+    for name, value in cluster.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env()
+    assert (settings.nats_replicas, settings.nats_user) == (3, "scheduler")
+    assert settings.nats_url == cluster["LABLINK_NATS_URL"]

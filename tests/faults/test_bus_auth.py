@@ -373,7 +373,10 @@ async def test_the_embedded_users_have_the_deploy_files_permissions(tmp_path: Pa
                 continue
             elif current is not None:
                 current.append(stripped)
-                if stripped == "}" and current.count("}") == 2:
+                # The user's own "{" is on the line before "user:": its "}" closes one more
+                # brace than the block opened (permissions, a publish allow/deny).
+                text = "".join(current)
+                if stripped == "}" and text.count("}") > text.count("{"):
                     current = None
         return found
 
