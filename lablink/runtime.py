@@ -44,6 +44,7 @@ from lablink.calibration_service import (
     record_lab_calibrations,
 )
 from lablink.clock import Clock, SystemClock
+from lablink.cluster.presence import Presence
 from lablink.datadir import claim as claim_data_dir
 from lablink.datadir import secure_files
 from lablink.domain.calibration import CalibrationRecord
@@ -412,8 +413,22 @@ class Runtime:
 
         self.leadership = Leadership(keeper, start_engine, on_engine=changed)
         task = asyncio.create_task(keeper.run(), name=LEASE_TASK)
+        # This replica in LABLINK_REPLICAS for `lablink cluster status`: on the record's
+        # connection and loop (the figures it reads are numbers held in memory).
+        presence = Presence(
+            record.connection,
+            settings.replica,
+            settings.public_url or settings.server_url,
+            copied=lambda: record.seen_position,
+            folded=lambda: self.store.views.position,
+            role=lambda: "leader" if keeper.holding else "follower",
+            replicas=settings.nats_replicas,
+        )
+        await record.on_store_loop(presence.start())
 
         async def stop() -> None:
+            with contextlib.suppress(Exception):
+                await record.on_store_loop(presence.stop())
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 
 import nats.errors
 import structlog
+from nats.aio.client import Client as NATS
 
 from lablink.clock import Clock
 from lablink.errors import (
@@ -505,6 +506,11 @@ class JetStreamEventStore:
     async def on_store_loop(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await ``coro`` on the store's own loop (where its connection lives) from another."""
         return await asyncio.wrap_future(self._loop.submit(coro))
+
+    @property
+    def connection(self) -> NATS:
+        """The store's NATS connection: used only on the store's loop (``on_store_loop``)."""
+        return self._nc
 
     def lease_link(self, replica: str, ttl: float) -> StoreLeaseLink:
         return StoreLeaseLink(self, replica, ttl)

@@ -6,6 +6,7 @@ time at most once, and the gap as the job's coalesce rule records it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import pytest
 
+from lablink.bus.subjects import REPLICAS_BUCKET
 from tests.support.eventually import eventually_sync
 from tests.support.nats_cluster import SCHEDULER
 from tests.support.nats_thread import nats_cluster
@@ -30,6 +33,26 @@ def lease_of(server: Server) -> dict[str, Any]:
     response = httpx.get(f"http://127.0.0.1:{server.port}/health", timeout=5)
     details: dict[str, Any] = response.json()["components"]["lease"]["details"]
     return details
+
+
+def presences(url: str) -> dict[str, str]:
+    """Each replica's role as it puts it in LABLINK_REPLICAS (`lablink cluster status`)."""
+
+    async def read() -> dict[str, str]:
+        nc = await nats.connect(servers=url.split(","), user=SCHEDULER[0], password=SCHEDULER[1])
+        try:
+            kv = await nc.jetstream().key_value(REPLICAS_BUCKET)
+            roles = {}
+            for key in await kv.keys():
+                entry = await kv.get(key)
+                assert entry.value is not None
+                value = json.loads(entry.value)
+                roles[value["replica"]] = value["role"]
+            return roles
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
 
 
 def role(server: Server) -> str | None:
@@ -93,6 +116,11 @@ def test_one_replica_fires_and_a_paused_leader_is_fenced_out(
         other_name = "b" if leader_name == "a" else "a"
         other = replicas[other_name]
         assert role(other) == "follower"
+        eventually_sync(
+            lambda: presences(url),
+            until=lambda found: found == {leader_name: "leader", other_name: "follower"},
+            ignoring=(Exception,),
+        )
         health = httpx.get(f"http://127.0.0.1:{other.port}/health", timeout=5).json()
         copy = health["components"]["record"]["details"]
         assert copy["error"] is None
