@@ -65,7 +65,7 @@ OWNERS: dict[str, str] = {
 OWN_DATABASES: dict[str, set[str]] = {
     # Each agent's ledger of accepted executions and of captures not yet in the object store
     # (its own file beside the agent).
-    "lablink.equipment_agent.ledger": {"executions", "uploads", "boots"},
+    "lablink.equipment_agent.ledger": {"executions", "uploads", "boots", "lease_epochs"},
 }
 
 # SQLite's own catalogue and table-valued functions: no owner to have.

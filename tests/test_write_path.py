@@ -25,7 +25,9 @@ from lablink.repository import Repository
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lablink"
 # The handler is the write path; the event store package is the log and its group committer.
-ALLOWED = ("handler.py", "eventstore/")
+# The store itself: the event stores, and the log store that is one (in cluster mode its
+# appends go to the record it is the local copy of).
+ALLOWED = ("handler.py", "eventstore/", "logstore.py")
 WRITES = {"append", "append_batch", "submit"}
 WRITERS = ("store", "committer")
 

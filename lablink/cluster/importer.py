@@ -81,22 +81,13 @@ def _rows(reader: LogReader, after: int, size: int) -> Iterator[list[StoredRow]]
 
 def source_extent(conn: sqlite3.Connection, path: Path) -> int:
     """How many events the log holds; refuses a log whose positions are not 1..N."""
-    count, highest = conn.execute(
-        "SELECT COUNT(*), COALESCE(MAX(position), 0) FROM events"
-    ).fetchone()
+    reader = LogReader(conn)
+    count, highest = reader.extent()
     if count != highest:
-        (missing,) = conn.execute(
-            "SELECT MIN(p) FROM (SELECT 1 AS p WHERE NOT EXISTS"
-            " (SELECT 1 FROM events WHERE position = 1)"
-            " UNION ALL SELECT e.position + 1 FROM events AS e WHERE e.position < ?"
-            " AND NOT EXISTS (SELECT 1 FROM events WHERE position = e.position + 1))",
-            (highest,),
-        ).fetchone()
-        (after,) = conn.execute(
-            "SELECT MIN(position) FROM events WHERE position > ?", (missing,)
-        ).fetchone()
-        raise SourceLogGap(str(path), int(missing), int(after))
-    return int(count)
+        gap = reader.first_gap(highest)
+        if gap is not None:
+            raise SourceLogGap(str(path), *gap)
+    return count
 
 
 async def _stream_state(nc: NATS, stream: str, within: float) -> tuple[int, int]:

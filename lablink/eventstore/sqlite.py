@@ -302,6 +302,30 @@ class LogReader:
     ) -> Iterator[RecordedEvent]:
         return read_in_pages(self.read_rows, after_position, until, batch_size)
 
+    def extent(self) -> tuple[int, int]:
+        """How many events the log holds and its highest position."""
+        count, highest = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(MAX(position), 0) FROM events"
+        ).fetchone()
+        return int(count), int(highest)
+
+    def first_gap(self, highest: int) -> tuple[int, int] | None:
+        """The first position missing below ``highest`` and the next position present, or
+        None when the positions are 1..highest."""
+        (missing,) = self.conn.execute(
+            "SELECT MIN(p) FROM (SELECT 1 AS p WHERE NOT EXISTS"
+            " (SELECT 1 FROM events WHERE position = 1)"
+            " UNION ALL SELECT e.position + 1 FROM events AS e WHERE e.position < ?"
+            " AND NOT EXISTS (SELECT 1 FROM events WHERE position = e.position + 1))",
+            (highest,),
+        ).fetchone()
+        if missing is None:
+            return None
+        (after,) = self.conn.execute(
+            "SELECT MIN(position) FROM events WHERE position > ?", (missing,)
+        ).fetchone()
+        return int(missing), int(after)
+
     def types_between(self, after_position: int, up_to: int) -> set[str]:
         """The event types recorded in (after_position, up_to]: what changed, not how (the
         dashboard's live stream). One range read of the primary key."""

@@ -159,7 +159,11 @@ class Follower:
             if last > self.head:
                 self.head = last
             commits = self._commits
-            if len(commits) < MAX_PENDING_COMMITS:
+            if last <= self.position:
+                # A fold that read the log between this commit and its listener has folded it
+                # already: noted as waiting, it would stay so, a lag that never ends.
+                self.lag_samples.append(0.0)
+            elif len(commits) < MAX_PENDING_COMMITS:
                 commits.append((last, time.monotonic()))
             else:  # folds failing for long: the newest entry stands for the commits after it
                 commits[-1] = (last, commits[-1][1])
