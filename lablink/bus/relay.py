@@ -172,6 +172,9 @@ class RelayStatus:
     disconnected_since: float | None = field(default_factory=time.monotonic)
     last_progress: float = field(default_factory=time.monotonic)
     stuck_calls: int = 0
+    # How often the stream was found short of what it had acknowledged, and the relay went
+    # back to its tail to publish the rest again.
+    tails_lost: int = 0
     # (position, first seen): when each range of positions was first seen committed, to
     # tell the age of the oldest unpublished event whatever the clocks of its writers.
     _seen: collections.deque[tuple[int, float]] = field(default_factory=collections.deque)
@@ -645,6 +648,7 @@ class Relay:
                 stream_ends_at=position,
                 checkpoint=self.checkpoint(),
             )
+            self.status.tails_lost += 1
             self._set_checkpoint(position)
 
     async def _stream_ends_at(self, js: JetStreamContext) -> int | None:
