@@ -12,7 +12,7 @@ import os
 import signal
 import sqlite3
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +21,12 @@ import nats
 import pytest
 
 from lablink.bus.subjects import REPLICAS_BUCKET
+from tests.support.cluster_check import Acknowledged, check, due_margin, read_record
+from tests.support.cluster_replicas import LEASE_SECONDS, base, holder, replica, role
 from tests.support.eventually import eventually_sync
 from tests.support.nats_cluster import SCHEDULER
 from tests.support.nats_thread import nats_cluster
-from tests.support.serve import Server, free_port, servers  # noqa: F401 (a fixture)
-
-LEASE_SECONDS = 3.0
-
-
-def lease_of(server: Server) -> dict[str, Any]:
-    response = httpx.get(f"http://127.0.0.1:{server.port}/health", timeout=5)
-    details: dict[str, Any] = response.json()["components"]["lease"]["details"]
-    return details
+from tests.support.serve import Server, servers  # noqa: F401 (a fixture)
 
 
 def presences(url: str) -> dict[str, str]:
@@ -53,13 +47,6 @@ def presences(url: str) -> dict[str, str]:
             await nc.close()
 
     return asyncio.run(read())
-
-
-def role(server: Server) -> str | None:
-    try:
-        return str(lease_of(server)["role"])
-    except (httpx.HTTPError, KeyError):
-        return None
 
 
 def events_of(data_dir: Path, job_id: str) -> list[tuple[int, str, dict[str, Any]]]:
@@ -87,31 +74,16 @@ def test_one_replica_fires_and_a_paused_leader_is_fenced_out(
     tmp_path: Path,
     servers: list[Server],  # noqa: F811
 ) -> None:
+    acknowledged = Acknowledged()
     with nats_cluster(tmp_path / "nats") as (_, nodes):
         url = ",".join(node.url for node in nodes)
         replicas: dict[str, Server] = {}
         for name in ("a", "b"):
-            settings = {
-                "LABLINK_CLUSTER": "1",
-                "LABLINK_NATS_URL": url,
-                "LABLINK_NATS_USER": SCHEDULER[0],
-                "LABLINK_NATS_PASSWORD": SCHEDULER[1],
-                "LABLINK_NATS_REPLICAS": "3",
-                "LABLINK_REPLICA_ID": name,
-                "LABLINK_LEASE_SECONDS": f"{LEASE_SECONDS:g}",
-                "LABLINK_EXECUTOR": "sim",
-                "LABLINK_AUTH": "off",
-                "LABLINK_PROJECTOR": "thread",
-            }
-            server = Server(tmp_path / name, free_port(), settings)
-            servers.append(server)
-            replicas[name] = server
+            replicas[name] = replica(tmp_path / name, name, url)
+            servers.append(replicas[name])
         for server in replicas.values():
             server.listening()
-        leader_name = eventually_sync(
-            lambda: [n for n, s in replicas.items() if role(s) == "holder"],
-            until=lambda found: len(found) == 1,
-        )[0]
+        leader_name = holder(replicas)
         leader = replicas[leader_name]
         other_name = "b" if leader_name == "a" else "a"
         other = replicas[other_name]
@@ -121,14 +93,14 @@ def test_one_replica_fires_and_a_paused_leader_is_fenced_out(
             until=lambda found: found == {leader_name: "leader", other_name: "follower"},
             ignoring=(Exception,),
         )
-        health = httpx.get(f"http://127.0.0.1:{other.port}/health", timeout=5).json()
+        health = httpx.get(f"{base(other)}/health", timeout=5).json()
         copy = health["components"]["record"]["details"]
         assert copy["error"] is None
         assert copy["lag"] is not None
 
         # Written on the follower: appended to the record directly, shown on its own views.
         created = httpx.post(
-            f"http://127.0.0.1:{other.port}/api/scheduler/jobs/create",
+            f"{base(other)}/api/scheduler/jobs/create",
             json={
                 "name": "every second",
                 "schedule_type": "measurement",
@@ -143,6 +115,7 @@ def test_one_replica_fires_and_a_paused_leader_is_fenced_out(
         )
         assert created.status_code == 200, created.text
         job_id = created.json()["job_id"]
+        acknowledged.jobs.add(job_id)
         eventually_sync(
             lambda: requested_times(events_of(tmp_path / other_name, job_id)),
             until=lambda times: len(times) >= 3,
@@ -179,6 +152,13 @@ def test_one_replica_fires_and_a_paused_leader_is_fenced_out(
             lambda: len(requested_times(events_of(tmp_path / other_name, job_id))),
             until=lambda n: n >= before + 4,
         )
+        ended = due_margin(datetime.now(UTC))
+        for server in replicas.values():
+            server.terminate()
+        for server in replicas.values():
+            assert server.proc.wait(timeout=60) == 0
+        record = read_record(url, *SCHEDULER)
+        print(check(record, {n: tmp_path / n for n in replicas}, acknowledged, ended))
 
     # Every scheduled time at most once in the record; the failover's gap recorded.
     events = events_of(tmp_path / other_name, job_id)
