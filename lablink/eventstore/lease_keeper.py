@@ -126,7 +126,15 @@ class LeaseKeeper:
         self._nudged = asyncio.Event()
         try:
             while True:
-                delay = await self.step()
+                try:
+                    delay = await self.step()
+                except Exception as exc:
+                    # A keeper that ended would leave this replica a follower for good, and
+                    # the cluster without a leader once the others die: log, and go on.
+                    log.exception("lease keeper step failed", replica=self.replica, error=repr(exc))
+                    if self.held is not None:
+                        await self._demote(f"the keeper's step failed: {exc!r}")
+                    delay = self.poll
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._nudged.wait(), delay)
                 self._nudged.clear()
@@ -177,7 +185,14 @@ class LeaseKeeper:
         self.last_epoch = got.epoch
         self.gained += 1
         log.info("lease acquired", replica=self.replica, epoch=got.epoch)
-        await self.on_gain(got)
+        try:
+            await self.on_gain(got)
+        except Exception as exc:
+            # Could not start leading (e.g. the copy could not catch up): not a leader. The
+            # lease is left to expire (a TTL), then any replica, this one too, may take it.
+            log.exception("could not start leading", replica=self.replica, error=repr(exc))
+            await self._demote(f"could not start leading: {exc!r}")
+            return self.ttl
         return max(0.0, sent + self.ttl * RENEW_FRACTION - self.monotonic())
 
     async def _demote(self, why: str) -> None:
@@ -191,4 +206,7 @@ class LeaseKeeper:
             epoch=None if held is None else held.epoch,
             why=why,
         )
-        await self.on_lose(why)
+        try:
+            await self.on_lose(why)
+        except Exception as exc:  # stepping down must not fail: this replica follows anyway
+            log.exception("stepping down failed", replica=self.replica, error=repr(exc))

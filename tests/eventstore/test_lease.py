@@ -226,6 +226,36 @@ def test_on_the_real_clock_a_cut_off_holder_stops_before_another_takes_over(
     assert [name for name, _ in events] == ["a lost", "b gained"]
 
 
+@pytest.mark.nats
+def test_a_failed_start_of_leading_steps_down_and_the_keeper_goes_on(
+    stores: Stores, loop: LoopThread
+) -> None:
+    """A start of the engine that raises (seen under load in the SIGKILL test: the keeper
+    ended, and that replica never led again) demotes, and the keeper claims again later."""
+    store = stores.open("a")
+    a = keeper(store, "a")
+    gained: list[int] = []
+    lost: list[str] = []
+
+    async def on_gain(record: LeaseRecord) -> None:
+        gained.append(record.epoch)
+        if len(gained) == 1:
+            raise RuntimeError("the copy could not catch up")
+
+    async def on_lose(why: str) -> None:
+        lost.append(why)
+        raise RuntimeError("closing failed too")
+
+    a.on_gain, a.on_lose = on_gain, on_lose
+    task = loop.submit(a.run())
+    eventually_sync(lambda: len(gained), until=lambda n: n >= 2, timeout=60)
+    eventually_sync(lambda: a.holding)
+    assert not task.done()
+    assert "could not start leading" in lost[0]
+    assert gained[1] > gained[0]
+    task.cancel()
+
+
 # -- the fence ------------------------------------------------------------------------------------
 
 

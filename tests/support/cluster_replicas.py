@@ -6,6 +6,7 @@ lease, jobs created over the API (each acknowledged one noted for the checker,
 from __future__ import annotations
 
 import json
+import queue
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -114,3 +115,19 @@ def requested(data_dir: Path, job_id: str | None = None) -> list[tuple[str, str]
         if event["trigger_info"] != "manual" and job_id in (None, event["job_id"]):
             fires.append((event["job_id"], event["scheduled_time"]))
     return fires
+
+
+def trouble(server: Server, limit: int = 40) -> list[str]:
+    """The warnings and errors a replica has logged so far (to print when a test fails)."""
+    while True:
+        try:
+            server.seen.append(server.lines.get_nowait())
+        except queue.Empty:
+            break
+    found = [
+        f"{line.get('timestamp')} {line.get('event')}: {line.get('why') or line.get('error')}"
+        for line in server.seen
+        if line.get("level") in ("warning", "error")
+        or str(line.get("event")).startswith(("lease", "leading", "following"))
+    ]
+    return found[-limit:]
