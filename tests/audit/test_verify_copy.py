@@ -25,12 +25,11 @@ from lablink.cli import app
 from lablink.errors import AuditFailed
 from lablink.events import CheckpointSigned, JobPaused, NewEvent
 from lablink.eventstore import ANY, LogReader
-from lablink.eventstore.chain import GENESIS, row_hash
+from lablink.eventstore.chain import GENESIS, ChainRow, row_hash
 from lablink.eventstore.jetstream import JetStreamEventStore
 from lablink.eventstore.lease import LeaseRecord
 from lablink.eventstore.loop_thread import LoopThread
 from lablink.eventstore.record_link import JetStreamOptions
-from lablink.eventstore.sqlite import StoredRow
 from tests.audit.conftest import Lab
 from tests.support.eventually import eventually_sync
 from tests.support.nats_thread import nats_server
@@ -329,13 +328,13 @@ def test_a_single_node_log_with_a_gap_fails_even_hashed_again_across_it(lab: Lab
     tamper(lab.db, "DELETE FROM events WHERE position = 4")
     conn = sqlite3.connect(lab.db, isolation_level=None)
     drop_triggers(conn)
-    rows: list[StoredRow] = conn.execute(
+    rows: list[ChainRow] = conn.execute(
         "SELECT position, event_id, stream_id, version, type, occurred_at, actor,"
         " correlation_id, payload, hash FROM events ORDER BY position"
     ).fetchall()
     previous = GENESIS
     for row in rows:
-        previous = row_hash(previous, row)  # type: ignore[arg-type]
+        previous = row_hash(previous, row)
         conn.execute("UPDATE events SET hash = ? WHERE position = ?", (previous, row[0]))
     with pytest.raises(AuditFailed) as failed:
         verify_record(LogRecord(conn), lab.signer.verifier)
