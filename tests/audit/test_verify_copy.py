@@ -25,15 +25,15 @@ from lablink.cli import app
 from lablink.errors import AuditFailed
 from lablink.events import CheckpointSigned, JobPaused, NewEvent
 from lablink.eventstore import ANY, LogReader
-from lablink.eventstore.chain import GENESIS, ChainRow, row_hash
 from lablink.eventstore.jetstream import JetStreamEventStore
 from lablink.eventstore.lease import LeaseRecord
 from lablink.eventstore.loop_thread import LoopThread
 from lablink.eventstore.record_link import JetStreamOptions
 from tests.audit.conftest import Lab
+from tests.audit.test_verify import rehash
 from tests.support.eventually import eventually_sync
 from tests.support.nats_thread import nats_server
-from tests.support.tamper import drop_triggers, tamper
+from tests.support.tamper import tamper
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -326,16 +326,8 @@ def test_a_single_node_log_with_a_gap_fails_even_hashed_again_across_it(lab: Lab
     the chain was hashed again across it (which no checkpoint may catch yet)."""
     lab.work(2)
     tamper(lab.db, "DELETE FROM events WHERE position = 4")
-    conn = sqlite3.connect(lab.db, isolation_level=None)
-    drop_triggers(conn)
-    rows: list[ChainRow] = conn.execute(
-        "SELECT position, event_id, stream_id, version, type, occurred_at, actor,"
-        " correlation_id, payload, hash FROM events ORDER BY position"
-    ).fetchall()
-    previous = GENESIS
-    for row in rows:
-        previous = row_hash(previous, row)
-        conn.execute("UPDATE events SET hash = ? WHERE position = ?", (previous, row[0]))
+    rehash(lab.db)  # positions kept: event 5's link is computed across the gap
+    conn = sqlite3.connect(lab.db)
     with pytest.raises(AuditFailed) as failed:
         verify_record(LogRecord(conn), lab.signer.verifier)
     conn.close()
