@@ -217,24 +217,33 @@ def verify(
     no_bus: Annotated[
         bool, typer.Option("--no-bus", help="Do not read the published checkpoints from the bus.")
     ] = False,
+    replica_keys: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--replica-key",
+            help="Cluster mode: another replica's verifier key (or a file holding it), to check"
+            " its checkpoints in this copy too; repeatable.",
+        ),
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option(help=_DATA_DIR_HELP)] = None,
 ) -> None:
     """Recompute the hash chain, check every checkpoint's signature, and that the log
     extends the published checkpoints. Prints the first bad position and what is wrong."""
     directory = _data_dir(data_dir)
     verifier = _verifier(pubkey_text, directory)
+    replicas = [_verifier(text, directory) for text in replica_keys or ()]
     published = _read_checkpoints_file(checkpoints_file) if checkpoints_file else []
     try:
         if export_file is not None:
             record = ExportRecord(export_file)
             published += record.published
-            result = verify_record(record, verifier, published)
+            result = verify_record(record, verifier, published, replicas=replicas)
         else:
             if not no_bus and checkpoints_file is None:
                 published += _published_or_warn(directory, verifier.name)
             conn = _log(directory)
             try:
-                result = verify_record(LogRecord(conn), verifier, published)
+                result = verify_record(LogRecord(conn), verifier, published, replicas=replicas)
             finally:
                 conn.close()
     except AuditFailed as exc:

@@ -31,6 +31,8 @@ PACKAGE = ROOT / "lablink"
 OWNERS: dict[str, str] = {
     # The event log; others read it through the store's reads (LogReader, EventStore).
     "events": "lablink.eventstore.sqlite",
+    # A cluster copy's positions that were no events of the record (the lease's messages).
+    "passed_over": "lablink.eventstore.sqlite",
     # The projector's bookkeeping.
     "projection_checkpoints": "lablink.projections.runner",
     "projection_meta": "lablink.projections.runner",

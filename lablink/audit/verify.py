@@ -14,6 +14,14 @@ the export's copy. In order, stopping at the first problem:
 3. each checkpoint's head is the chain's hash at its size (``rewritten`` otherwise: history
    changed and re-hashed), and no published checkpoint covers more events than the log has
    (``truncated``: the tail was dropped).
+
+A replica's local copy of the cluster's record (docs/cluster.md) has positions that were no
+events (the lease's messages). The copy writes down each run of them (``passed_over``), and
+the walk accepts a gap only where such a run stands exactly in it, with the next event's
+link computed across it; a run with no event after it is ``truncated``. The record holds
+every replica's checkpoints, each signed by its own key: on a copy, those of an origin
+whose key was not given are set aside (counted, not trusted); on a single-node log every
+checkpoint must be the key's.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,11 +40,14 @@ import msgspec
 from lablink.audit.note import Checkpoint, Verifier, open_note
 from lablink.errors import AuditFailed, CheckpointInvalid
 from lablink.events import CheckpointSigned, decode_event
-from lablink.eventstore.chain import ChainCheck, ChainRow
+from lablink.eventstore.chain import ChainCheck, ChainRow, PassedOver, in_order
 from lablink.eventstore.sqlite import LogReader
 
 EXPORT_FORMAT = "lablink-audit-export"
-EXPORT_VERSION = 1
+# Version 2 added a copy's passed-over runs (lines ``{"passed_over": [first, last]}`` among
+# the events, in position order, and ``"copy": true`` in the header); a version 1 export
+# reads as before.
+EXPORT_VERSION = 2
 CHECKPOINT_TYPE = "audit.checkpoint"
 BATCH = 10_000
 _COLUMNS = (
@@ -61,6 +72,14 @@ class Record(Protocol):
 
     def rows(self) -> Iterator[ChainRow]: ...
 
+    def is_copy(self) -> bool:
+        """A local copy of the cluster's record, whose gaps may be passed-over runs."""
+        ...
+
+    def passed_over(self) -> Iterator[PassedOver]:
+        """A copy's runs of positions that were no events of the record, in order."""
+        ...
+
 
 class LogRecord:
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -76,6 +95,15 @@ class LogRecord:
         while rows := self.reader.read_chain(position, BATCH):
             yield from rows
             position = rows[-1][0]
+
+    def is_copy(self) -> bool:
+        return self.reader.is_copy()
+
+    def passed_over(self) -> Iterator[PassedOver]:
+        position = 0
+        while runs := self.reader.passed_over(position, BATCH):
+            yield from runs
+            position = runs[-1][0]
 
 
 class ExportRecord:
@@ -108,6 +136,24 @@ class ExportRecord:
                     raise AuditFailed(None, "not an export", f"line {number} is not JSON") from exc
                 if "position" in item:
                     yield item
+
+    def is_copy(self) -> bool:
+        return self.header.get("copy") is True
+
+    def passed_over(self) -> Iterator[PassedOver]:
+        with self.path.open(encoding="utf-8") as handle:
+            handle.readline()
+            for number, line in enumerate(handle, start=2):
+                if '"passed_over"' not in line:
+                    continue
+                item = json.loads(line)
+                try:
+                    first, last = (int(p) for p in item["passed_over"])
+                except (KeyError, TypeError, ValueError):
+                    raise AuditFailed(
+                        None, "not an export", f"line {number}: a passed-over run is two positions"
+                    ) from None
+                yield first, last
 
     def checkpoints(self) -> list[tuple[int, str]]:
         return [
@@ -148,26 +194,41 @@ class Verified:
     events: int
     head: bytes
     origin: str
-    checkpoints: int  # recorded in the log
+    checkpoints: int  # recorded in the log, checked
     published: int  # published ones checked
     latest: Checkpoint | None  # the largest checkpoint checked
     seconds: float
+    positions: int = 0  # the last position walked
+    passed_over: int = 0  # a copy's positions that were no events of the record
+    set_aside: Mapping[str, int] | None = None  # a copy's checkpoints of other origins
 
     def summary(self) -> str:
-        latest = (
-            f"; the latest checkpoint covers {self.latest.size} events"
-            if self.latest is not None
-            else "; no checkpoint yet"
-        )
+        copy = self.set_aside is not None
+        if self.latest is None:
+            latest = "; no checkpoint yet"
+        elif copy:  # a copy's checkpoint signs positions, some of them no events
+            latest = f"; the latest checkpoint covers positions 1..{self.latest.size}"
+        else:
+            latest = f"; the latest checkpoint covers {self.latest.size} events"
         published = (
             f", {self.published} published checkpoints"
             if self.published
             else ", no published checkpoints given"
         )
+        what = f"{self.events} events of {self.origin}"
+        if copy:
+            what += (
+                f" (a copy of the cluster's record: positions 1..{self.positions},"
+                f" {self.passed_over} of them passed over as no events)"
+            )
+        aside = ""
+        if self.set_aside:
+            origins = ", ".join(f"{n} of {o}" for o, n in sorted(self.set_aside.items()))
+            aside = f"; other replicas' checkpoints set aside (no key given): {origins}"
         return (
-            f"ok: {self.events} events of {self.origin}, hash chain intact (head"
-            f" {self.head.hex()[:16]}…), {self.checkpoints} checkpoints in the log{published},"
-            f" all signed by the key and extended by the log{latest} [{self.seconds:.1f} s]"
+            f"ok: {what}, hash chain intact (head {self.head.hex()[:16]}…),"
+            f" {self.checkpoints} checkpoints in the log{published}, all signed by the key"
+            f" and extended by the log{latest}{aside} [{self.seconds:.1f} s]"
         )
 
 
@@ -185,16 +246,40 @@ def _opened(note: str, verifier: Verifier, where: str, position: int | None) -> 
     return checkpoint
 
 
-def verify_record(record: Record, verifier: Verifier, published: Sequence[str] = ()) -> Verified:
+def _origin_of(note: str) -> str:
+    """The origin a note names (its first line), before any signature is checked."""
+    return note.split("\n", 1)[0]
+
+
+def verify_record(
+    record: Record,
+    verifier: Verifier,
+    published: Sequence[str] = (),
+    *,
+    replicas: Sequence[Verifier] = (),
+) -> Verified:
     """Check ``record`` against ``verifier``'s key and the ``published`` checkpoints;
-    ``AuditFailed`` names the first problem."""
+    ``AuditFailed`` names the first problem. ``replicas``: the keys of other replicas, whose
+    checkpoints a copy of the cluster's record holds too."""
     started = time.monotonic()
     # The same note from two copies (an export's and a saved file's) is one checkpoint.
     published = list(dict.fromkeys(published))
-    recorded = [
-        (position, _opened(note, verifier, f"the checkpoint at position {position}", position))
-        for position, note in record.checkpoints()
-    ]
+    copy = record.is_copy()
+    keys = {verifier.name: verifier}
+    for other in replicas:
+        keys.setdefault(other.name, other)
+    recorded: list[tuple[int, Checkpoint]] = []
+    set_aside: dict[str, int] = {}
+    for position, note in record.checkpoints():
+        key = keys.get(_origin_of(note))
+        if key is None and copy:
+            # Another replica's, signed by its own key: without that key it proves nothing
+            # here, and the chain covers its event like any other.
+            origin = _origin_of(note)
+            set_aside[origin] = set_aside.get(origin, 0) + 1
+            continue
+        where = f"the checkpoint at position {position}"
+        recorded.append((position, _opened(note, key or verifier, where, position)))
     outside = [
         _opened(note, verifier, f"published checkpoint {n} (of {len(published)})", None)
         for n, note in enumerate(published, start=1)
@@ -204,10 +289,14 @@ def verify_record(record: Record, verifier: Verifier, published: Sequence[str] =
         chain.want(checkpoint.size)
     for checkpoint in outside:
         chain.want(checkpoint.size)
-    for row in record.rows():
-        broken = chain.feed(row)
+    runs = record.passed_over() if copy else iter(())
+    for step in in_order(record.rows(), runs):
+        broken = chain.step(step)
         if broken is not None:
             raise AuditFailed(broken.position, broken.kind, broken.detail)
+    broken = chain.finish()
+    if broken is not None:
+        raise AuditFailed(broken.position, broken.kind, broken.detail)
     for position, checkpoint in recorded:
         if checkpoint.size >= position:
             raise AuditFailed(
@@ -226,13 +315,16 @@ def verify_record(record: Record, verifier: Verifier, published: Sequence[str] =
         _same_head(chain, checkpoint, "a published checkpoint")
     checked = [c for _, c in recorded] + outside
     return Verified(
-        events=chain.position,
+        events=chain.events,
         head=chain.head,
         origin=verifier.name,
         checkpoints=len(recorded),
         published=len(outside),
         latest=max(checked, key=lambda c: c.size) if checked else None,
         seconds=time.monotonic() - started,
+        positions=chain.position,
+        passed_over=chain.passed,
+        set_aside=set_aside if copy else None,
     )
 
 
@@ -264,7 +356,8 @@ def export_record(
     """Write the log on ``conn`` as an export to ``out``; the number of events."""
     reader = LogReader(conn)
     last = reader.last_position()
-    header = {
+    copy = reader.is_copy()
+    header: dict[str, Any] = {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
         "origin": origin,
@@ -273,17 +366,22 @@ def export_record(
         "exported_at": (now or datetime.now(UTC)).isoformat(),
         "events": last,
     }
+    if copy:
+        header["copy"] = True
     out.write(json.dumps(header) + "\n")
-    count, position = 0, 0
-    while (rows := reader.read_chain(position, BATCH)) and position < last:
-        for row in rows:
-            if row[0] > last:
-                break
-            item = dict(zip(_COLUMNS, row[:9], strict=True))
-            item["hash"] = row[9].hex() if row[9] is not None else None
-            out.write(json.dumps(item, ensure_ascii=False) + "\n")
-            count += 1
-        position = rows[-1][0]
+    record = LogRecord(conn)
+    runs = record.passed_over() if copy else iter(())
+    count = 0
+    for step in in_order(record.rows(), runs):
+        if step[0] > last:
+            break  # appended (or copied) since the export began
+        if len(step) == 2:
+            out.write(json.dumps({"passed_over": list(step)}) + "\n")
+            continue
+        item = dict(zip(_COLUMNS, step[:9], strict=True))
+        item["hash"] = step[9].hex() if step[9] is not None else None
+        out.write(json.dumps(item, ensure_ascii=False) + "\n")
+        count += 1
     for note in published:
         out.write(json.dumps({"published_checkpoint": note}) + "\n")
     return count

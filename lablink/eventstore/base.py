@@ -84,6 +84,41 @@ class EventReader(Protocol):
     def last_position(self) -> int: ...
 
 
+class ReadsThrough:
+    """``EventReader``'s reads, each passed on to ``_reads``: the base of a store whose reads
+    are another reader's (the JetStream store reads its local copy; its fenced wrapper, the
+    store)."""
+
+    _reads: EventReader
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        return self._reads.read_stream(stream_id, after_version)
+
+    def read_all(
+        self, after_position: int = 0, until: datetime | None = None, batch_size: int = 1000
+    ) -> Iterator[RecordedEvent]:
+        return self._reads.read_all(after_position, until, batch_size)
+
+    def read_rows(
+        self,
+        after_position: int,
+        limit: int,
+        *,
+        up_to: int | None = None,
+        until: datetime | None = None,
+    ) -> list[StoredRow]:
+        return self._reads.read_rows(after_position, limit, up_to=up_to, until=until)
+
+    def find(self, query: EventQuery) -> list[StoredRow]:
+        return self._reads.find(query)
+
+    def stream_version(self, stream_id: str) -> int:
+        return self._reads.stream_version(stream_id)
+
+    def last_position(self) -> int:
+        return self._reads.last_position()
+
+
 class EventStore(EventReader, Protocol):
     def append(
         self, stream_id: str, expected_version: int, events: Sequence[NewEvent]

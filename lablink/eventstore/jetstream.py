@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,7 +64,7 @@ from lablink.eventstore.base import (
     ANY,
     AppendOutcome,
     AppendRequest,
-    EventQuery,
+    ReadsThrough,
     StoredRow,
     append_alone,
 )
@@ -129,7 +129,9 @@ class _Prepared:
             self.messages.append((subject, headers, body))
 
 
-class JetStreamEventStore:
+class JetStreamEventStore(ReadsThrough):
+    """Reads (``ReadsThrough``) are the local copy's."""
+
     def __init__(
         self,
         path: str | Path,
@@ -146,7 +148,8 @@ class JetStreamEventStore:
         self.options = options
         self.ack_timeout = ack_timeout
         self.copy_timeout = copy_timeout
-        self.copy = SQLiteEventStore(path, clock=clock)
+        self.copy = SQLiteEventStore(path, clock=clock, as_copy=True)
+        self._reads = self.copy
         self.path = self.copy.path
         # The copy is disposable: a power cut that undoes its last transactions undoes its
         # checkpoint with them (its last position), and the feed copies them again. So one
@@ -526,33 +529,6 @@ class JetStreamEventStore:
         record, whoever appended it, in order, once."""
         return self.copy.subscribe(listener)
 
-    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
-        return self.copy.read_stream(stream_id, after_version)
-
-    def read_all(
-        self, after_position: int = 0, until: datetime | None = None, batch_size: int = 1000
-    ) -> Iterator[RecordedEvent]:
-        return self.copy.read_all(after_position, until, batch_size)
-
-    def read_rows(
-        self,
-        after_position: int,
-        limit: int,
-        *,
-        up_to: int | None = None,
-        until: datetime | None = None,
-    ) -> list[StoredRow]:
-        return self.copy.read_rows(after_position, limit, up_to=up_to, until=until)
-
-    def find(self, query: EventQuery) -> list[StoredRow]:
-        return self.copy.find(query)
-
-    def stream_version(self, stream_id: str) -> int:
-        return self.copy.stream_version(stream_id)
-
-    def last_position(self) -> int:
-        return self.copy.last_position()
-
     def close(self) -> None:
         if self._closed:
             return
@@ -603,13 +579,14 @@ class StoreLeaseLink:
         )
 
 
-class FencedStore:
+class FencedStore(ReadsThrough):
     """A JetStream store whose appends carry the lease's fence (the engine's store in cluster
     mode): refused with ``LeaseLost``, nothing written, once the lease is not this replica's.
     Reads are the store's."""
 
     def __init__(self, store: JetStreamEventStore, source: FenceSource) -> None:
         self.store = store
+        self._reads = store
         self.source = source
 
     def append(
@@ -624,33 +601,6 @@ class FencedStore:
 
     def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
         return self.store.append_batch(requests, fence=self.source)
-
-    def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
-        return self.store.read_stream(stream_id, after_version)
-
-    def read_all(
-        self, after_position: int = 0, until: datetime | None = None, batch_size: int = 1000
-    ) -> Iterator[RecordedEvent]:
-        return self.store.read_all(after_position, until, batch_size)
-
-    def read_rows(
-        self,
-        after_position: int,
-        limit: int,
-        *,
-        up_to: int | None = None,
-        until: datetime | None = None,
-    ) -> list[StoredRow]:
-        return self.store.read_rows(after_position, limit, up_to=up_to, until=until)
-
-    def find(self, query: EventQuery) -> list[StoredRow]:
-        return self.store.find(query)
-
-    def stream_version(self, stream_id: str) -> int:
-        return self.store.stream_version(stream_id)
-
-    def last_position(self) -> int:
-        return self.store.last_position()
 
     def close(self) -> None:
         """The store is the runtime's to close, not the engine's."""

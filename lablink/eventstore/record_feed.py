@@ -21,7 +21,8 @@ store's waits name the error meanwhile.
 
 The scheduler's lease (``record_format.LEASE_SUBJECT``) lives in the same stream, its
 messages expiring by their TTL. A lease message is passed over, not copied: the copy's
-positions keep a gap there (``copy_in(..., gaps=True)``), and ``reached`` says how far the
+positions keep a gap there (``copy_in(..., gaps=True)``, which writes the run down for
+`lablink audit verify`), and ``reached`` says how far the
 feed has seen, events or not, for the store's waits. A stream sequence that skips while the
 consumer's sequence does not is such an expired lease message: the record denies deletes and
 purges, so nothing else can leave it.

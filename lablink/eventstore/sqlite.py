@@ -65,7 +65,7 @@ from lablink.eventstore.base import (
     new_event_id,
     parse_instant,
 )
-from lablink.eventstore.chain import GENESIS, ChainRow, event_hash, row_hash
+from lablink.eventstore.chain import GENESIS, ChainRow, PassedOver, event_hash, row_hash
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -109,6 +109,23 @@ APPEND_ONLY = (
     " BEGIN SELECT RAISE(ABORT, 'the event log is append-only: an event is never deleted'); END",
 )
 TRIGGERS = ("events_no_update", "events_no_delete")
+
+# A local copy of a record kept elsewhere (cluster mode) holds the record's positions, and the
+# record has positions that are no events (the scheduler lease's messages): the copy writes
+# each run of them, with the event after it, so that `lablink audit verify` can tell a
+# position the record never gave an event from an event removed from the copy. A log that
+# has this table is a copy; a single-node log has none, and every gap in it is a break.
+COPY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS passed_over (
+    first INTEGER PRIMARY KEY,
+    last INTEGER NOT NULL CHECK (last >= first)
+);
+CREATE TRIGGER IF NOT EXISTS passed_over_no_update BEFORE UPDATE ON passed_over
+    BEGIN SELECT RAISE(ABORT, 'the copy is append-only: a passed-over run is never updated'); END;
+CREATE TRIGGER IF NOT EXISTS passed_over_no_delete BEFORE DELETE ON passed_over
+    BEGIN SELECT RAISE(ABORT, 'the copy is append-only: a passed-over run is never deleted'); END;
+"""
+_PASSED_OVER = "INSERT INTO passed_over (first, last) VALUES (?, ?)"
 
 _INSERT = (
     "INSERT INTO events (position, event_id, stream_id, version, type, occurred_at, actor,"
@@ -460,6 +477,24 @@ class LogReader:
         ).fetchall()
         return rows
 
+    def is_copy(self) -> bool:
+        """Whether this log is a local copy of a record kept elsewhere (``COPY_SCHEMA``)."""
+        found = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'passed_over'"
+        ).fetchone()
+        return found is not None
+
+    def passed_over(self, after_position: int, limit: int) -> list[PassedOver]:
+        """A copy's runs of positions that were no events of the record (first, last), those
+        starting past ``after_position``, in order; none for a log that is not a copy."""
+        if not self.is_copy():
+            return []
+        rows = self.conn.execute(
+            "SELECT first, last FROM passed_over WHERE first > ? ORDER BY first LIMIT ?",
+            (after_position, limit),
+        ).fetchall()
+        return [(int(first), int(last)) for first, last in rows]
+
 
 def read_in_pages(
     read_rows: Callable[..., list[StoredRow]],
@@ -475,6 +510,21 @@ def read_in_pages(
         position = rows[-1][0]
 
 
+def _insert(
+    conn: sqlite3.Connection, previous: bytes, row: StoredRow, payload: str | bytes
+) -> bytes:
+    """Store ``row`` with its link in the chain after ``previous``; that link. ``payload`` is
+    the row's payload, as UTF-8 bytes where the caller has them already (an append)."""
+    link = event_hash(previous, *row[:8], payload)
+    try:
+        conn.execute(_INSERT, (*row, link))
+    except sqlite3.IntegrityError as exc:
+        # (stream_id, version) and the position cannot clash under the write lock (an append
+        # numbers them from the head, a copy skips what it holds); the event id can.
+        raise DuplicateId(row[1]) from exc
+    return link
+
+
 class SQLiteEventStore:
     def __init__(
         self,
@@ -482,11 +532,14 @@ class SQLiteEventStore:
         *,
         connection: sqlite3.Connection | None = None,
         clock: Clock | None = None,
+        as_copy: bool = False,
     ) -> None:
+        """``as_copy``: this log is the local copy of a record kept elsewhere (``copy_in``
+        with gaps), and keeps the record's positions that were no events (``COPY_SCHEMA``)."""
         self.path = Path(path)
         with translated(self.path):
             self.conn = connection if connection is not None else connect(path)
-            self.conn.executescript(SCHEMA)
+            self.conn.executescript(SCHEMA + (COPY_SCHEMA if as_copy else ""))
             chain_log(self.conn)
         self._reader = LogReader(self.conn)
         self._lock = threading.RLock()
@@ -607,40 +660,19 @@ class SQLiteEventStore:
             position += 1
             event_id = new.event_id or new_event_id()
             occurred_text = format_instant(new.occurred_at)
-            type_ = event_type(new.event)
             encoded = encode_event(new.event)
-            previous = event_hash(
-                previous,
+            row = (
                 position,
                 event_id,
                 request.stream_id,
                 version,
-                type_,
+                event_type(new.event),
                 occurred_text,
                 new.actor,
                 new.correlation_id,
-                encoded,
+                encoded.decode(),
             )
-            try:
-                conn.execute(
-                    _INSERT,
-                    (
-                        position,
-                        event_id,
-                        request.stream_id,
-                        version,
-                        type_,
-                        occurred_text,
-                        new.actor,
-                        new.correlation_id,
-                        encoded.decode(),
-                        previous,
-                    ),
-                )
-            except sqlite3.IntegrityError as exc:
-                # (stream_id, version) and the position cannot clash under the write lock;
-                # the event id can.
-                raise DuplicateId(event_id) from exc
+            previous = _insert(conn, previous, row, encoded)
             recorded.append(
                 RecordedEvent(
                     position=position,
@@ -710,7 +742,9 @@ class SQLiteEventStore:
         the head is here already and is skipped (a redelivery); one past the head's next
         position is a gap (``LocalCopyGap``), and nothing of the call is written, unless
         ``gaps`` (the JetStream record, whose lease messages hold positions but are no
-        events). The listeners are called after the commit, as after an append."""
+        events): a store opened ``as_copy`` then writes each skipped run of positions in
+        ``passed_over``, with the event after it. The listeners are called after the
+        commit, as after an append."""
         return self._transaction(lambda conn: self._copy_rows(conn, rows, gaps))
 
     def _copy_rows(
@@ -719,63 +753,26 @@ class SQLiteEventStore:
         position, previous = self._reader.head()
         versions: dict[str, int] = {}
         recorded: list[RecordedEvent] = []
-        for row in rows:
-            at, event_id, stream_id, type_, occurred_text, actor, correlation_id, payload = row
+        for at, event_id, stream_id, type_, occurred_text, actor, correlation_id, payload in rows:
             if at <= position:
                 continue
-            if at != position + 1 and not gaps:
-                raise LocalCopyGap(str(self.path), position + 1, at)
+            if at != position + 1:
+                if not gaps:
+                    raise LocalCopyGap(str(self.path), position + 1, at)
+                # Written with the event after the run, in its transaction: a run with no
+                # event after it is never written, so one at a copy's end means that event
+                # was removed (lablink/audit/verify.py).
+                conn.execute(_PASSED_OVER, (position + 1, at - 1))
             version = versions.get(stream_id)
             if version is None:
                 (version,) = conn.execute(_STREAM_VERSION, (stream_id,)).fetchone()
             version += 1
             versions[stream_id] = version
-            previous = event_hash(
-                previous,
-                at,
-                event_id,
-                stream_id,
-                version,
-                type_,
-                occurred_text,
-                actor,
-                correlation_id,
-                payload,
-            )
-            try:
-                conn.execute(
-                    _INSERT,
-                    (
-                        at,
-                        event_id,
-                        stream_id,
-                        version,
-                        type_,
-                        occurred_text,
-                        actor,
-                        correlation_id,
-                        payload,
-                        previous,
-                    ),
-                )
-            except sqlite3.IntegrityError as exc:
-                raise DuplicateId(event_id) from exc
+            row = (at, event_id, stream_id, version, type_, occurred_text, actor, correlation_id)
+            stored = (*row, payload)
+            previous = _insert(conn, previous, stored, payload)
             position = at
-            recorded.append(
-                event_of(
-                    (
-                        at,
-                        event_id,
-                        stream_id,
-                        version,
-                        type_,
-                        occurred_text,
-                        actor,
-                        correlation_id,
-                        payload,
-                    )
-                )
-            )
+            recorded.append(event_of(stored))
         return recorded
 
     def close(self) -> None:

@@ -18,7 +18,14 @@ from hypothesis import strategies as st
 from lablink.errors import DuplicateId
 from lablink.events import JobPaused, NewEvent
 from lablink.eventstore import ANY, AppendRequest, SQLiteEventStore
-from lablink.eventstore.chain import GENESIS, ChainCheck, envelope
+from lablink.eventstore.chain import (
+    GENESIS,
+    ChainCheck,
+    ChainRow,
+    ChainStep,
+    envelope,
+    event_hash,
+)
 from tests.support.tamper import tamper
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -194,3 +201,45 @@ def test_the_envelope_is_rfc8785_canonical_json(
     fields: tuple[str, str, int, str, str, str, str | None],
 ) -> None:
     assert envelope(*fields) == rfc8785.dumps(list(fields))
+
+
+# -- a copy's passed-over positions (cluster mode) ----------------------------------------
+
+
+def chained(positions: list[int]) -> list[ChainRow]:
+    """Rows at ``positions`` hashed as a copy links them: event to event, across gaps."""
+    rows: list[ChainRow] = []
+    previous = GENESIS
+    for position in positions:
+        fields = (position, f"e-{position}", "job_a", len(rows) + 1, "job.paused")
+        row = (*fields, "2026-01-01T00:00:00.000000Z", "t", None, "{}")
+        previous = event_hash(previous, *row)
+        rows.append((*row, previous))
+    return rows
+
+
+def first_break(steps: list[ChainStep]) -> str | None:
+    check = ChainCheck()
+    for step in steps:
+        broken = check.step(step)
+        if broken is not None:
+            return f"{broken.position} {broken.kind}"
+    broken = check.finish()
+    return None if broken is None else f"{broken.position} {broken.kind}"
+
+
+def test_a_gap_is_accepted_only_where_a_passed_over_run_stands() -> None:
+    a, b, c, d = chained([1, 2, 5, 6])
+    assert first_break([a, b, (3, 4), c, d]) is None
+    assert first_break([a, b, c, d]) == "3 gap"  # a single-node log: no run, a break
+    assert first_break([a, b, (4, 4), c, d]) == "3 gap"  # the run does not cover 3
+    assert first_break([a, b, (2, 4), c, d]) == "2 altered"  # a run over an event
+
+
+def test_an_event_removed_next_to_a_run_is_a_break_however_the_runs_are_written() -> None:
+    a, b, _, d = chained([1, 2, 5, 6])
+    assert first_break([a, b, (3, 4), d]) == "5 gap"
+    # Widening the run over the removed event: the next link still names it.
+    assert first_break([a, b, (3, 5), d]) == "6 altered"
+    # The last event removed: its run stands at the end with no event after it.
+    assert first_break([a, b, (3, 4)]) == "5 truncated"
