@@ -49,7 +49,7 @@ from lablink.errors import (
 )
 from lablink.eventstore.jetstream import JetStreamEventStore
 from lablink.projections.follower import Follower
-from lablink.scheduler.engine import Engine
+from lablink.scheduler.runner import Runner
 
 log = structlog.get_logger(tag="cluster")
 
@@ -187,7 +187,7 @@ class RunService:
         record: JetStreamEventStore,
         *,
         replica: str,
-        engine: Callable[[], Engine | None],
+        engine: Callable[[], Runner | None],
         position: Callable[[], int],
     ) -> None:
         self.record = record
@@ -279,7 +279,7 @@ class ClusterRunner:
         self,
         record: JetStreamEventStore,
         *,
-        leading: Callable[[], Engine | None],
+        leading: Callable[[], Runner | None],
         views: Follower | None,
         views_wait: float,
         timeout: float = FORWARD_TIMEOUT,
