@@ -321,6 +321,28 @@ class LeaseLost(Conflict):
         )
 
 
+class NoSchedulerLeader(LabLinkError):
+    """Cluster mode: a command only the scheduler lease's holder runs (run-now), asked of a
+    follower, found no replica to run it: nobody serves the forwarding subject (``subject``;
+    no replica holds the lease now, a failover), or the holder did not answer within
+    ``timeout`` seconds (then it may have run). HTTP 503 with Retry-After."""
+
+    retry_after = 2
+
+    def __init__(self, subject: str, why: str, *, timeout: float | None = None) -> None:
+        self.subject = subject
+        self.why = why
+        self.timeout = timeout
+        if timeout is None:
+            text = f"no replica holds the scheduler lease now ({why}); nothing was run"
+        else:
+            text = (
+                f"the replica holding the scheduler lease did not answer within {timeout:g} s"
+                f" ({why}); the run may have been recorded"
+            )
+        super().__init__(text)
+
+
 class StaleEpoch(Conflict):
     """An agent refused a command (``command_id``) sent under a lease epoch lower than the
     highest it has seen: a former scheduler leader still talking."""

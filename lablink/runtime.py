@@ -44,6 +44,7 @@ from lablink.calibration_service import (
     record_lab_calibrations,
 )
 from lablink.clock import Clock, SystemClock
+from lablink.cluster.forwarding import ClusterRunner, RunService
 from lablink.cluster.presence import Presence
 from lablink.datadir import claim as claim_data_dir
 from lablink.datadir import secure_files
@@ -84,8 +85,9 @@ from lablink.scheduler.calibration_watch import CalibrationWatch
 from lablink.scheduler.engine import Engine, recovery_lists
 from lablink.scheduler.executor import Executor, NoOpExecutor
 from lablink.scheduler.leadership import TASK_NAME as LEASE_TASK
-from lablink.scheduler.leadership import Leadership
+from lablink.scheduler.leadership import Duty, Leadership
 from lablink.scheduler.retention import RetentionPass
+from lablink.scheduler.runner import EngineRunner, Runner
 from lablink.settings import Settings
 from lablink.supervision import Supervisor
 
@@ -262,7 +264,11 @@ class Runtime:
         self.agents: list[Agent] = []
         self.agent_process: AgentProcess | None = None
         if settings.nats:
-            self.nats_server, self.relay = await start_bus(settings, store, self.health)
+            # Cluster mode: every replica's relay follows until its replica gains the lease
+            # (one relay publishes per cluster; ``bus.relay``).
+            self.nats_server, self.relay = await start_bus(
+                settings, store, self.health, shared_stream=record is not None
+            )
             if self.nats_server is not None:
                 stack.push_async_callback(self.nats_server.stop)
             stack.push_async_callback(self.relay.aclose)
@@ -299,6 +305,9 @@ class Runtime:
         # (task.engine, task.committer), as does retention (task.retention). The engine
         # closes before the supervisor: its executions' outcomes still need the committer
         # (and the agents) that the supervisor's other tasks keep running.
+        # Run-now as the API asks for it: this process's engine, or in cluster mode the lease
+        # holder's (forwarded from a follower).
+        self.runner: Runner = EngineRunner(lambda: self.engine)
         if self.record is not None:
             await self._start_leadership(stack, self.record)
         else:
@@ -411,7 +420,21 @@ class Runtime:
             for callback in self.on_engine:
                 callback(self.engine)
 
-        self.leadership = Leadership(keeper, start_engine, on_engine=changed)
+        def leading() -> Engine | None:
+            return self.leadership.engine if self.leadership is not None else None
+
+        # The leader's other duties: the one relay of the cluster, and serving run-nows
+        # asked of followers (lablink/cluster/forwarding.py).
+        self.run_service = RunService(
+            record, replica=settings.replica, engine=leading, position=self.store.last_position
+        )
+        duties: list[Duty] = [self.run_service]
+        if self.relay is not None:
+            duties.append(self.relay)
+        self.runner = ClusterRunner(
+            record, leading=leading, views=self.store.views, views_wait=settings.views_wait
+        )
+        self.leadership = Leadership(keeper, start_engine, on_engine=changed, duties=duties)
         task = asyncio.create_task(keeper.run(), name=LEASE_TASK)
         # This replica in LABLINK_REPLICAS for `lablink cluster status`: on the record's
         # connection and loop (the figures it reads are numbers held in memory).
@@ -566,7 +589,11 @@ class Runtime:
 
 
 async def start_bus(
-    settings: Settings, store: SQLiteEventStore, health: Health | None = None
+    settings: Settings,
+    store: SQLiteEventStore,
+    health: Health | None = None,
+    *,
+    shared_stream: bool = False,
 ) -> tuple[PrivateNats | None, Relay]:
     """The relay, and a private nats-server under data/nats when no URL is configured: with
     its own users (``bus.credentials``), supervised (``task.nats-server``), and restarted by
@@ -590,6 +617,7 @@ async def start_bus(
             views_path=settings.views_path,
             health=health,
             on_stuck=server.restart if server is not None else None,
+            shared_stream=shared_stream,
         )
         stack.push_async_callback(relay.aclose)
         bus_probes.register(health, relay.status)
@@ -732,6 +760,7 @@ async def serve(settings: Settings) -> None:
             relay=runtime.relay,
             health=runtime.health,
             data=runtime.data,
+            runner=runtime.runner,
         )
         # Cluster mode: the engine is a new one each time this replica gains the lease.
         runtime.on_engine.append(lambda engine: setattr(context, "engine", engine))

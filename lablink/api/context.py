@@ -28,6 +28,7 @@ from lablink.projections.alarms import raised_position
 from lablink.projections.follower import Follower, ViewsBehind, connect_views
 from lablink.scheduler.agents import AgentExecutor
 from lablink.scheduler.engine import Engine
+from lablink.scheduler.runner import EngineRunner, Runner
 from lablink.settings import Settings
 
 
@@ -49,10 +50,15 @@ class ApiContext:
     health: Health | None = None
     # The captures' bucket (downloads); None: no bus (LABLINK_NATS=off, or the API alone).
     data: DataBucket | None = None
+    # Run-now (the API's and the dashboard's): this process's engine unless given (cluster
+    # mode: forwarded to the lease holder when this replica is a follower).
+    runner: Runner | None = None
 
     statistics_cache: tuple[Any, Any] | None = None
 
     def __post_init__(self) -> None:
+        if self.runner is None:
+            self.runner = EngineRunner(lambda: self.engine)
         # The follower that folds the views (None: the store folds none of its own).
         self.views: Follower | None = getattr(self.store, "views", None)
         # The views' file (views.db), or None: they are in the log's (a store without a
@@ -67,6 +73,11 @@ class ApiContext:
         # Set when the server starts to stop: endless responses (live streams) end.
         self.closing = False
         self.known_equipment = known_equipment(self.store, self._configured_instruments())
+
+    async def run_now(self, job_id: str, actor: str | None) -> str:
+        """Run now through ``runner``: the execution id (read-your-writes as any write)."""
+        assert self.runner is not None
+        return await self.runner.run_now(job_id, actor=actor)
 
     def _configured_instruments(self) -> list[str]:
         """The instruments of serve's lab.toml (LABLINK_AGENT_CONFIG): known to the API

@@ -33,6 +33,7 @@ from lablink.errors import (
     JobStateConflict,
     JobVersionConflict,
     KeyAlreadyRevoked,
+    NoSchedulerLeader,
     NotFound,
     ProfileVersionConflict,
     StorageError,
@@ -213,6 +214,15 @@ def storage_unavailable(request: Request[Any, Any, Any], exc: StorageError) -> R
     return response
 
 
+def no_scheduler_leader(request: Request[Any, Any, Any], exc: NoSchedulerLeader) -> Response[Any]:
+    log.warning("no scheduler leader answered", path=request.url.path, error=str(exc))
+    response = _problem(
+        503, str(exc), [{"field": "scheduler", "value": exc.subject, "reason": exc.why}]
+    )
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 def views_behind(request: Request[Any, Any, Any], exc: ViewsBehind) -> Response[Any]:
     log.warning("views behind", path=request.url.path, error=str(exc))
     response = Response(behind_body(exc), status_code=503)
@@ -244,6 +254,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     Conflict: conflict,
     HTTPException: http_error,
     StorageError: storage_unavailable,
+    NoSchedulerLeader: no_scheduler_leader,
     ViewsBehind: views_behind,
     sqlite3.Error: sqlite_error,
     Exception: internal_error,

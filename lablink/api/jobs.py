@@ -212,7 +212,7 @@ class JobController(Controller):
     ) -> RunAnswer:
         """Run now: works on a disabled job, obeys the conflict policy (409 naming the
         running execution when it refuses), moves no schedule, counts toward no limit."""
-        execution_id = await context.engine.run_now(job_id, actor=actor(request))
+        execution_id = await context.run_now(job_id, actor(request))
         return RunAnswer(success=True, execution_id=execution_id, message=f"job {job_id} started")
 
     @get("/jobs/{job_id:str}/history", opt=READ, responses=READ_ERRORS)

@@ -8,6 +8,10 @@ more than ``DEGRADED_AFTER`` seconds old; ``failing`` once the checkpoint has no
 ``nats``: the relay's own connection. ``ok`` when connected; ``degraded`` for the first
 ``DISCONNECTED_FAILING_AFTER`` seconds without one (a restart, a reconnect); ``failing`` after.
 
+Cluster mode: a replica that does not hold the scheduler lease does not publish (another
+replica's relay does) and holds no connection of its own: both entries are ``ok``, saying
+"following", never degraded for it.
+
 The supervised loops have their own entries (``task.relay``, ``task.nats-server``): a failure,
 its error and since when.
 """
@@ -23,6 +27,7 @@ from lablink.health import Health, Reading, State
 DEGRADED_AFTER = 5.0
 FAILING_AFTER = 60.0
 DISCONNECTED_FAILING_AFTER = 5.0
+FOLLOWING = "following: the replica holding the scheduler lease publishes the log"
 
 
 def relay_reading(
@@ -33,6 +38,18 @@ def relay_reading(
     now: float | None = None,
 ) -> Reading:
     now = time.monotonic() if now is None else now
+    if status.following:
+        return Reading(
+            state="ok",
+            reason=FOLLOWING,
+            details={
+                "role": "following",
+                "published_position": status.published_position,
+                "log_position": status.log_position,
+                "published_total": status.published_total,
+                "resumed_at": status.resumed_at,
+            },
+        )
     lag = status.lag
     lag_seconds = status.lag_seconds(now)
     stalled = status.stalled_seconds(now)
@@ -46,6 +63,8 @@ def relay_reading(
         "oldest_unpublished_at": status.oldest_unpublished_at if lag else None,
         "last_error": status.last_error,
         "stuck_calls": status.stuck_calls,
+        "role": "publishing",
+        "resumed_at": status.resumed_at,
     }
     error = f" (last error: {status.last_error})" if status.last_error else ""
     if lag and stalled > failing_after:
@@ -71,6 +90,11 @@ def nats_reading(
 ) -> Reading:
     away = status.disconnected_seconds(now)
     details = {"url": status.url, "connected": status.connected, "last_error": status.last_error}
+    if status.following:
+        # The replica's own connection to the cluster is the record's (its ``record`` entry).
+        return Reading(
+            state="ok", reason=f"{FOLLOWING} (no connection of its own)", details=details
+        )
     if status.connected:
         return Reading(state="ok", reason="connected", details=details)
     details["disconnected_seconds"] = round(away, 3)
@@ -87,6 +111,7 @@ def relay_summary(status: RelayStatus) -> dict[str, Any]:
     """The ``nats`` section of /health: the relay's state, judged by ``relay_reading``."""
     return {
         "status": relay_reading(status).state,
+        "role": "following" if status.following else "publishing",
         "url": status.url,
         "connected": status.connected,
         "published_position": status.published_position,

@@ -26,6 +26,21 @@ reachable JetStream whose acks never come; when that lasts ``stuck_seconds`` wit
 it calls ``on_stuck`` (the private server is then restarted, see ``bus.private``), and again
 after growing pauses while it lasts. With an external NATS it reports it, failing, in health.
 
+Cluster mode: one relay per cluster. Every replica's local copy holds the same log at the
+same positions, and every replica has a relay (``shared_stream``), but only the one holding
+the scheduler lease publishes: ``lead()`` when it gains the lease, ``follow()`` when it loses
+it (``scheduler.leadership``). A relay of a shared stream starts each session after the
+stream's last message (``_resume_after_stream_tail``, both ways), not from its own
+checkpoint, which is stale once another replica has published: so a handoff publishes
+nothing twice (the former leader's last acked event is the stream's tail) and skips nothing
+(the stream holds every position up to its tail, each relay having published in order from
+the tail it found). A former leader's relay paused mid-batch (SIGSTOP) and resumed may still
+send that batch after the new leader's started: those ids are in the stream already and
+JetStream drops them within its duplicate window (600 s); a pause longer than the window
+outlives the server's patience with the paused connection (it is closed by the server's
+pings), so that batch never arrives. A following relay holds no connection, and says so
+(``RelayStatus.following``): not publishing is its job, not a fault.
+
 Acks are read by the relay itself rather than through nats-py's ``publish_async``: that
 loses a JetStream error reply and leaves its future pending for ever (nats.py issue #985),
 which turned every refusal ("insufficient resources", "maximum messages exceeded") into an
@@ -175,6 +190,10 @@ class RelayStatus:
     # How often the stream was found short of what it had acknowledged, and the relay went
     # back to its tail to publish the rest again.
     tails_lost: int = 0
+    # Cluster mode: another replica publishes (this one does not hold the scheduler lease),
+    # and where this relay's last session found the stream's tail and resumed after it.
+    following: bool = False
+    resumed_at: int | None = None
     # (position, first seen): when each range of positions was first seen committed, to
     # tell the age of the oldest unpublished event whatever the clocks of its writers.
     _seen: collections.deque[tuple[int, float]] = field(default_factory=collections.deque)
@@ -182,6 +201,8 @@ class RelayStatus:
 
     @property
     def lag(self) -> int:
+        if self.following:  # another replica publishes: nothing waits for this one
+            return 0
         return max(0, self.log_position - self.published_position)
 
     def observe(self, position: int, now: float | None = None) -> None:
@@ -192,7 +213,7 @@ class RelayStatus:
                 return
             caught_up = self.log_position <= self.published_position
             self.log_position = position
-            if position <= self.published_position:
+            if self.following or position <= self.published_position:
                 return
             if caught_up:  # from caught up to behind: not stalled before now
                 self.last_progress = max(self.last_progress, now)
@@ -204,6 +225,15 @@ class RelayStatus:
                 seen[-1] = (position, seen[-1][1])
             else:
                 seen.append((position, now))
+
+    def leading(self, now: float | None = None) -> None:
+        """Publishing from now on (cluster mode): what was committed while following waits
+        from now, not from when it was committed."""
+        with self._lock:
+            self.following = False
+            self.last_error = None
+            self._seen.clear()
+            self.last_progress = time.monotonic() if now is None else now
 
     def published(self, position: int, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -229,7 +259,7 @@ class RelayStatus:
         """How long the oldest unpublished event has waited (0 when caught up)."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            if self.log_position <= self.published_position:
+            if self.following or self.log_position <= self.published_position:
                 return 0.0
             first = next((t for p, t in self._seen if p > self.published_position), None)
         return max(0.0, now - first) if first is not None else 0.0
@@ -338,8 +368,12 @@ class Relay:
         max_backoff: float = 5.0,
         views_path: Path | None = None,
         tail_check_seconds: float = TAIL_CHECK_SECONDS,
+        shared_stream: bool = False,
     ) -> None:
         self.db_path = db_path
+        # Cluster mode (module docstring): publishes only between lead() and follow(), each
+        # session from the stream's tail.
+        self.shared_stream = shared_stream
         self.tail_check_seconds = tail_check_seconds
         # The views (which instrument a job runs on): views.db beside the log by default.
         if views_path is None:
@@ -362,12 +396,11 @@ class Relay:
         self._watch_now = watch_seconds
         self.on_stuck = on_stuck
         self.stuck_seconds = stuck_seconds
-        self.status = RelayStatus(url=redact(options.url))
+        self.status = RelayStatus(url=redact(options.url), following=shared_stream)
         # The runtime's registry when given (`/health`), else one of its own.
         self.health = health if health is not None else Health(SystemClock())
-        self._supervisor = Supervisor(
-            self.health, initial_backoff=initial_backoff, max_backoff=max_backoff
-        )
+        self._backoff = (initial_backoff, max_backoff)
+        self._supervisor = self._new_supervisor()
         self._conn: sqlite3.Connection = connect(db_path)
         self._conn.execute(CHECKPOINTS)
         self._log = LogReader(self._conn)
@@ -411,12 +444,39 @@ class Relay:
             status.observe(events[-1].position)
         self.notify()
 
+    def _new_supervisor(self) -> Supervisor:
+        initial, cap = self._backoff
+        return Supervisor(self.health, initial_backoff=initial, max_backoff=cap)
+
     async def start(self) -> Relay:
+        """Start publishing; a relay of a shared stream starts following (``lead``)."""
         self._loop = asyncio.get_running_loop()
         self._started = True
-        self._supervisor.spawn(TASK, self._session)
+        if not self.shared_stream:
+            self._supervisor.spawn(TASK, self._session)
         self._writer_task = asyncio.create_task(self._write_checkpoints(), name="relay-checkpoint")
         return self
+
+    async def lead(self) -> None:
+        """Cluster mode, on gaining the scheduler lease: publish, from the stream's tail."""
+        if not self.shared_stream or not self._started or self._stopping:
+            return
+        if TASK in self._supervisor:
+            return
+        log.info("relay: publishing (this replica leads)", stream=STREAM)
+        self.status.leading()
+        self._supervisor = self._new_supervisor()
+        self._supervisor.spawn(TASK, self._session)
+
+    async def follow(self) -> None:
+        """Cluster mode, on losing the lease: stop publishing at once (nothing is drained:
+        the next leader publishes what is left, from the stream's tail)."""
+        if not self.shared_stream or self.status.following:
+            return
+        self.status.following = True
+        log.info("relay: following (another replica publishes)", stream=STREAM)
+        await self._stop_session()
+        self.status.set_connected(False)
 
     @property
     def running(self) -> bool:
@@ -443,6 +503,18 @@ class Relay:
 
     async def _shutdown(self) -> None:
         self._stopping = True
+        await self._stop_session()
+        if self._writer_task is not None:
+            self._dirty.set()  # the last position is written, then the writer returns
+            await asyncio.wait([self._writer_task])
+        await self._close_connection()
+        if self._views is not None:
+            self._views.close()
+        self._conn.close()
+        self._writer.close()
+
+    async def _stop_session(self) -> None:
+        """End the publishing session (its supervisor closed), bounded."""
         closing = asyncio.ensure_future(self._supervisor.aclose(grace_seconds=SHUTDOWN_SECONDS))
         # Bounded: on Python 3.11 a task group has been seen to miss its parent's cancellation
         # (tasks left pending after cancel()); a shutdown must not wait for ever on it.
@@ -455,14 +527,7 @@ class Relay:
             done, _ = await asyncio.wait([closing], timeout=SHUTDOWN_SECONDS)
             if not done:
                 log.error("relay session did not stop; abandoning it")
-        if self._writer_task is not None:
-            self._dirty.set()  # the last position is written, then the writer returns
-            await asyncio.wait([self._writer_task])
         await self._close_connection()
-        if self._views is not None:
-            self._views.close()
-        self._conn.close()
-        self._writer.close()
 
     async def _caught_up(self) -> None:
         while self.status.connected and self.checkpoint() < self._log_position():
@@ -544,7 +609,7 @@ class Relay:
         except _Stopping:
             return
         except Exception as exc:
-            if self._stopping:
+            if self._stopping or watch.stopping:
                 return
             await self._failed(exc, reached)
             raise
@@ -631,6 +696,7 @@ class Relay:
         if created and self.checkpoint():
             log.warning("stream was missing: refilling it from the log", stream=STREAM)
             self._set_checkpoint(0)
+            self.status.resumed_at = 0
         elif not created:
             await self._resume_after_stream_tail(js)
 
@@ -639,9 +705,20 @@ class Relay:
         ``copy``): a nats-server that crashed, or failed to write, may have lost the last
         events it acked. The session resumes after the stream's last message, so a lost
         tail is published again from the log, in order (what a store keeps of what it was
-        given is a prefix of it)."""
+        given is a prefix of it). A shared stream's relay (cluster mode) also moves forward
+        to the tail: what lies before it another replica published."""
         position = await self._stream_ends_at(js)
-        if position is not None and position < self.checkpoint():
+        if position is not None:
+            self.status.resumed_at = position
+        if self.shared_stream and position is not None and position > self.checkpoint():
+            log.info(
+                "resuming after the stream's tail",
+                stream=STREAM,
+                stream_ends_at=position,
+                checkpoint=self.checkpoint(),
+            )
+            self._set_checkpoint(position)
+        elif position is not None and position < self.checkpoint():
             log.warning(
                 "stream lost its tail: publishing it again from the log",
                 stream=STREAM,

@@ -23,6 +23,9 @@ ALARMS_PREFIX = "lablink.alarms"
 # Cluster mode: where each replica says it is alive and how far it is (lablink.cluster.presence),
 # a KV bucket (its stream: KV_LABLINK_REPLICAS, its subjects $KV.LABLINK_REPLICAS.<replica>).
 REPLICAS_BUCKET = "LABLINK_REPLICAS"
+# Cluster mode: a run-now asked of a follower, forwarded to the replica holding the scheduler
+# lease, which alone serves this subject (request/reply; lablink.cluster.forwarding).
+CLUSTER_RUN = "lablink.cluster.run"
 NONE = "_"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 

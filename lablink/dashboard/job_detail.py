@@ -4,7 +4,7 @@ values, download links for acquisitions, and the buttons run now, pause/resume, 
 delete.
 
 Reads use the API's queries over ``context.reader``; writes go through the services the API
-uses (``context.engine.run_now``, ``context.service``), with the signed-in key's name as the
+uses (``context.run_now``, ``context.service``), with the signed-in key's name as the
 actor, and answer once the views show them (read-your-writes). An htmx action gets the
 actions card again, with what happened or why not in it (htmx swaps only 2xx answers, so a
 refusal is that card with an alert), and an ``HX-Trigger`` that makes the other parts
@@ -41,6 +41,7 @@ from lablink.errors import (
     DataUnavailable,
     InvalidRequest,
     JobNotFound,
+    NoSchedulerLeader,
     NotFound,
 )
 from lablink.projections.executions import get_execution_row
@@ -410,7 +411,7 @@ class JobDetailController(Controller):
         who = signed_in(request).name
 
         async def act() -> str:
-            execution_id = await context.engine.run_now(job_id, actor=who)
+            execution_id = await context.run_now(job_id, who)
             return f"Started: execution {execution_id}."
 
         return await _act(request, job_id, act)
@@ -468,6 +469,8 @@ def _status(exc: Exception) -> int:
         return 404
     if isinstance(exc, InvalidRequest):
         return 422
+    if isinstance(exc, NoSchedulerLeader):
+        return 503
     return 409
 
 
@@ -487,7 +490,7 @@ async def _act(
     notice, problem, status = None, None, 200
     try:
         notice = await act()
-    except (NotFound, Conflict, InvalidRequest) as exc:
+    except (NotFound, Conflict, InvalidRequest, NoSchedulerLeader) as exc:
         problem, status = str(exc), _status(exc)
     lagging = await seen(context)
     if lagging is not None and problem is None:

@@ -9,12 +9,18 @@ append that engine makes carries the lease's fence (``JetStreamEventStore.fenced
 losing the lease the engine is closed before the keeper claims again; its running
 executions are not waited for (their ends could not be recorded: the fence refuses them) and
 are left for the next leader to interrupt.
+
+Other duties of the leader only (``Duty``: the relay that publishes the log to the bus, the
+service that runs the run-nows other replicas forward) are told ``lead()`` once the engine
+has started and ``follow()`` before it closes: a duty that fails says so in the log and does
+not keep this replica from leading or from stepping down.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 import structlog
 
@@ -27,6 +33,14 @@ log = structlog.get_logger(tag="scheduler")
 TASK_NAME = "task.lease"
 
 
+class Duty(Protocol):
+    """Work only the lease holder does, besides firing."""
+
+    async def lead(self) -> None: ...
+
+    async def follow(self) -> None: ...
+
+
 class Leadership:
     def __init__(
         self,
@@ -34,8 +48,10 @@ class Leadership:
         start_engine: Callable[[LeaseRecord], Awaitable[Engine]],
         *,
         on_engine: Callable[[Engine | None], None] | None = None,
+        duties: Sequence[Duty] = (),
     ) -> None:
         self.keeper = keeper
+        self.duties = list(duties)
         self.start_engine = start_engine
         self.on_engine = on_engine or (lambda engine: None)
         self.engine: Engine | None = None
@@ -46,8 +62,19 @@ class Leadership:
         log.info("leading: starting the engine", epoch=lease.epoch, replica=lease.replica)
         self.engine = await self.start_engine(lease)
         self.on_engine(self.engine)
+        for duty in self.duties:
+            try:
+                await duty.lead()
+            except Exception as exc:  # the engine fires all the same
+                log.error("a leader's duty failed to start", duty=repr(duty), error=repr(exc))
 
     async def _lost(self, why: str) -> None:
+        for duty in self.duties:
+            try:
+                # Bounded, as the engine's close below.
+                await asyncio.wait_for(duty.follow(), self.keeper.ttl)
+            except Exception as exc:
+                log.error("a leader's duty failed to stop", duty=repr(duty), error=repr(exc))
         engine, self.engine = self.engine, None
         if engine is None:
             return

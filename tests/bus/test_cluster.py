@@ -13,11 +13,12 @@ from pathlib import Path
 import nats
 import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
 from lablink.bus.consume import read_stream
 from lablink.bus.relay import NatsOptions, Relay
 from lablink.bus.server import NatsServer
-from lablink.bus.subjects import REPLICAS_BUCKET, STREAM
+from lablink.bus.subjects import CLUSTER_RUN, REPLICAS_BUCKET, STREAM
 from lablink.events import JobPaused, NewEvent
 from lablink.eventstore.record_link import (
     RECORD_STREAM,
@@ -197,3 +198,44 @@ async def test_the_record_r3_is_the_schedulers_to_append_and_no_agents(
 
     assert await last_sequence(nc, RECORD_STREAM, 10) == 3  # nothing got in, nothing went
     await close(nc)
+
+
+async def test_only_the_scheduler_user_forwards_a_run_now(cluster: list[NatsServer]) -> None:
+    """deploy/nats-server.conf lets one replica (the scheduler user) ask another for a run-now
+    on lablink.cluster.run and get the answer on its inbox; an agent and the read-only user
+    may not send one."""
+    url = [node.url for node in cluster]
+    holder = await nats.connect(url, user=SCHEDULER[0], password=SCHEDULER[1])
+    asker = await nats.connect(url, user=SCHEDULER[0], password=SCHEDULER[1])
+    try:
+
+        async def answer(msg: Msg) -> None:
+            await msg.respond(b'{"replica": "a", "execution_id": "exec_1"}')
+
+        await holder.subscribe(CLUSTER_RUN, cb=answer)
+        await holder.flush()
+        reply = await eventually(
+            lambda: asker.request(CLUSTER_RUN, b'{"job_id": "job_a"}', timeout=2),
+            ignoring=(nats.errors.NoRespondersError, nats.errors.TimeoutError),
+        )
+        assert b"exec_1" in reply.data
+
+        agent = Violations()
+        agent_nc = await nats.connect(
+            url,
+            user="agent-lab-pc-1",
+            password=PASSWORDS["NATS_AGENT_LAB_PC_1_PASSWORD"],
+            inbox_prefix="_INBOX.agent-lab-pc-1",
+            error_cb=agent.record,
+        )
+        await agent.refused(agent_nc, CLUSTER_RUN)
+        await agent_nc.close()
+        reader = Violations()
+        reader_nc = await nats.connect(
+            **subscriber(cluster).connect_kwargs(), error_cb=reader.record
+        )
+        await reader.refused(reader_nc, CLUSTER_RUN)
+        await reader_nc.close()
+    finally:
+        await holder.close()
+        await asker.close()

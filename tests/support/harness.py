@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from lablink.bus.data_bucket import DataBucket
     from lablink.bus.relay import Relay
     from lablink.health import Health
+    from lablink.scheduler.runner import Runner
 from lablink.clock import ManualClock
 from lablink.ids import SequentialIds
 from lablink.instruments.execution import (
@@ -257,6 +258,7 @@ async def api_client(
     health: Health | None = None,
     data: DataBucket | None = None,
     dashboard: bool = False,
+    runner: Runner | None = None,
     **overrides: Any,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The real Litestar app over the harness's engine and store, called in-process on the
@@ -264,6 +266,7 @@ async def api_client(
     the harness's engine cannot be reached). ``health``: a registry /health renders, as the
     runtime's (None: the API answers for itself). ``data``: the captures' bucket the
     downloads read. ``dashboard``: mount the web pages too, as `lablink serve` does.
+    ``runner``: how run-now runs (None: the harness's engine; cluster mode's forwarding).
     ``overrides``: other ``Settings`` fields
     (``views_wait=0.5``, say)."""
     import httpx
@@ -295,6 +298,7 @@ async def api_client(
         relay=relay,
         health=health,
         data=data,
+        runner=runner,
     )
     try:
         plugins = []
