@@ -295,3 +295,61 @@ def test_a_killed_stream_leader_node_loses_no_acknowledged_write_and_firing_resu
     firing_resumes(copies, datetime.now(UTC), JOBS)
 
     stop_and_check(tmp_path, url, replicas, acknowledged)
+
+
+@pytest.mark.nats
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.cluster
+@pytest.mark.timeout(420)
+def test_a_rolling_restart_of_every_replica_and_node_keeps_firing_once(
+    tmp_path: Path,
+    cluster: tuple[ServerThread, list[NatsServer], str],
+    servers: list[Server],  # noqa: F811
+) -> None:
+    thread, nodes, url = cluster
+    acknowledged = Acknowledged()
+    replicas = start_replicas(tmp_path, url, servers)
+    leader = replicas[holder(replicas)]
+    copies = [tmp_path / name for name in replicas]
+    create_interval_jobs(leader, JOBS, acknowledged)
+    firing_resumes(copies, datetime.now(UTC), 2 * JOBS)
+    steps: list[str] = []
+
+    def firing_goes_on(step: str, since: datetime, began: float) -> None:
+        took = firing_resumes(copies, since, 2 * JOBS, timeout=120) - began
+        steps.append(f"{step}: {2 * JOBS} fires {took:.1f} s after it began")
+
+    # Each replica in turn: stopped (SIGTERM: it steps down and hands over), started again
+    # on its own data directory, back and caught up with the record before the next.
+    for name in ("a", "b"):
+        began, since = time.monotonic(), datetime.now(UTC)
+        old = replicas[name]
+        was = "holder" if old is leader else "follower"
+        old.terminate()
+        assert old.proc.wait(timeout=60) == 0
+        replicas[name] = replica(tmp_path / name, name, url)
+        servers.append(replicas[name])
+        replicas[name].listening()
+        caught_up(replicas[name], url)
+        leader = replicas[holder(replicas)]
+        firing_goes_on(f"replica {name} ({was}) restarted", since, began)
+
+    # Each NATS node in turn: SIGTERM, started again on its store, current in the record
+    # stream's cluster before the next.
+    names = node_names(nodes)
+    for name in names:
+        stream = settled_cluster(url, names)
+        began, since = time.monotonic(), datetime.now(UTC)
+        node = node_named(nodes, name)
+        thread.call(node.stop(signal.SIGTERM), timeout=60)
+        thread.call(node.start())
+        settled_cluster(url, names)
+        role = "stream leader" if name == stream.leader else "replica"
+        firing_goes_on(f"node {name} ({role}) restarted", since, began)
+
+    # Written after the last step, on each replica.
+    for server in replicas.values():
+        create_interval_jobs(server, 1, acknowledged, prefix="after the restarts")
+    print(f"{JOBS} jobs; " + "; ".join(steps))
+    stop_and_check(tmp_path, url, replicas, acknowledged)
