@@ -177,7 +177,14 @@ class LeaseKeeper:
         self.last_epoch = got.epoch
         self.gained += 1
         log.info("lease acquired", replica=self.replica, epoch=got.epoch)
-        await self.on_gain(got)
+        try:
+            await self.on_gain(got)
+        except Exception as exc:
+            # Holding the lease without firing would keep every other replica from firing
+            # until this one stops; and a keeper that died here would never claim again.
+            log.error("could not start leading", replica=self.replica, error=repr(exc))
+            await self._demote(f"could not start leading: {exc!r}")
+            return self.poll
         return max(0.0, sent + self.ttl * RENEW_FRACTION - self.monotonic())
 
     async def _demote(self, why: str) -> None:
