@@ -75,6 +75,10 @@ class StreamCluster:
         return name == self.leader or self.peers.get(name) == (True, False)
 
 
+async def unheard(exc: Exception) -> None:
+    return None
+
+
 def stream_cluster(url: str) -> StreamCluster:
     async def read() -> StreamCluster:
         nc = await nats.connect(
@@ -84,6 +88,7 @@ def stream_cluster(url: str) -> StreamCluster:
             connect_timeout=2,
             max_reconnect_attempts=1,
             allow_reconnect=False,
+            error_cb=unheard,  # a node that is down is what the caller polls through
         )
         try:
             info = await nc.jetstream(timeout=5).stream_info(RECORD_STREAM)
