@@ -184,6 +184,20 @@ class Supervisor:
                 if await watch.retry_after(RuntimeError(f"{watch.name} returned by itself")):
                     return
 
+    async def retire(self, name: str) -> None:
+        """End the body named ``name`` for good, its owner having stopped it (a body that
+        stopped stays until the supervisor stops, lest it be restarted), so that the name
+        may be spawned again: cluster mode makes a new engine, with its committer, each
+        time its replica gains the scheduler lease."""
+        task = self._tasks.pop(name, None)
+        self.watches.pop(name, None)
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(task, return_exceptions=True)
+        self.health.remove(name)
+
     async def aclose(self, grace_seconds: float = 10.0) -> None:
         """Ask every body to stop, wait up to ``grace_seconds``, then cancel the rest."""
         self._stopping.set()

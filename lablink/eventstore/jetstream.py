@@ -76,6 +76,8 @@ from lablink.eventstore.record_link import (
     BATCH_DUPLICATE_ID,
     EXPECTED_SEQUENCE,
     EXPECTED_SUBJECT,
+    IN_PROCESS,
+    IN_PROCESS_PAUSE,
     MAX_BATCH,
     STALE_EXPECTATION,
     Ack,
@@ -84,6 +86,8 @@ from lablink.eventstore.record_link import (
     close,
     connect,
     ensure_stream,
+    expectations_hold,
+    in_process,
     last_message_sequence,
     message_id_at,
     publish,
@@ -157,6 +161,9 @@ class JetStreamEventStore(ReadsThrough):
         self.copy.conn.execute("PRAGMA synchronous=NORMAL")
         self._copied = self.copy.last_position()
         self._progress: asyncio.Event | None = None
+        # One fenced publish in flight at a time: the server refuses a second while the
+        # first is in process on the lease subject (``record_link.IN_PROCESS``).
+        self._fenced_lock: asyncio.Lock | None = None
         self._loop = LoopThread(f"{name}-loop")
         self._closed = False
         self._feed_task: asyncio.Task[None] | None = None
@@ -210,6 +217,7 @@ class JetStreamEventStore(ReadsThrough):
 
     async def _open(self, within: float) -> None:
         self._progress = asyncio.Event()
+        self._fenced_lock = asyncio.Lock()
         loop = asyncio.get_running_loop()
         await ensure_stream(self._nc, self.options, deadline=loop.time() + within)
         await self._check_copy()
@@ -455,18 +463,30 @@ class JetStreamEventStore(ReadsThrough):
         """Publish under the lease's fence. One message carries one expectation: the fence
         (the aggregate's version was checked against the copy, and the engine holds the
         job's lock). A batch carries the aggregate's on its first message and the fence on
-        its second, both enforced by the server. A refusal that is the lease's is
-        ``LeaseLost``; one that is a renewal landing in between is sent again."""
+        its second, both enforced by the server. Every fence expects on the lease subject,
+        where JetStream takes one such publish at a time in a cluster and refuses the
+        others outright (``record_link.IN_PROCESS``): so they are sent one at a time, not
+        all at once to be refused and sent again. A refusal that is the lease's is
+        ``LeaseLost``. One that is this holder's own renewal landing in between (the live
+        lease is still its replica's and epoch's, at a later message than the fence it
+        had) is sent again expecting that message, until ``ack_timeout``: the keeper may not
+        have heard its renewal's answer yet, and the lease it renewed is no less its own."""
         moved: Fence | None = None
-        for _ in range(3):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ack_timeout
+        while moved is None or loop.time() < deadline:
             fence = source()
             if fence is None:
                 raise LeaseLost(self._replica_of(source), 0, "not the lease holder")
+            if moved is not None and moved.epoch == fence.epoch and moved.seq > fence.seq:
+                fence = moved  # the renewal read from the record, newer than the keeper's
             moved = fence
-            if len(one.messages) == 1 or not expectation:
-                ack = await self._publish(one, fence.headers())
-            else:
-                ack = await self._publish(one, expectation, later=fence.headers())
+            assert self._fenced_lock is not None
+            async with self._fenced_lock:
+                if len(one.messages) == 1 or not expectation:
+                    ack = await self._publish(one, fence.headers())
+                else:
+                    ack = await self._publish(one, expectation, later=fence.headers())
             if ack.error_code not in STALE_EXPECTATION:
                 return ack
             live = await read_lease(self._nc, self.options.stream, self.ack_timeout)
@@ -474,6 +494,7 @@ class JetStreamEventStore(ReadsThrough):
                 raise LeaseLost(fence.replica, fence.epoch, "another replica holds it")
             if live.seq == fence.seq:
                 return ack  # the lease held: the aggregate's expectation was the stale one
+            moved = Fence(replica=live.replica, epoch=live.epoch, seq=live.seq)
         assert moved is not None
         raise LeaseLost(moved.replica, moved.epoch, "renewals kept moving the fence")
 
@@ -482,6 +503,28 @@ class JetStreamEventStore(ReadsThrough):
         return str(getattr(source, "replica", "?"))
 
     async def _publish(
+        self, one: _Prepared, expectation: dict[str, str], *, later: dict[str, str] | None = None
+    ) -> Ack:
+        """Publish, sending again while JetStream refuses it only because another publish
+        expecting on one of its subjects is in process (``record_link.IN_PROCESS``): every
+        fenced append expects on the lease subject, so a leader's appends of different jobs
+        at once, and its renewals, meet there. Not a conflict: the record does not differ
+        from what was expected. Until ``ack_timeout``; then the refusal is the caller's."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ack_timeout
+        pause = IN_PROCESS_PAUSE[0]
+        while True:
+            ack = await self._publish_once(one, expectation, later=later)
+            if ack.error_code != IN_PROCESS or loop.time() >= deadline:
+                return ack
+            if not in_process(ack, len(one.messages)) and not await expectations_hold(
+                self._nc, self.options.stream, [expectation, later or {}], self.ack_timeout
+            ):
+                return ack  # a batch whose expectation is stale
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, IN_PROCESS_PAUSE[1])
+
+    async def _publish_once(
         self, one: _Prepared, expectation: dict[str, str], *, later: dict[str, str] | None = None
     ) -> Ack:
         where = self.options.shown()

@@ -11,7 +11,9 @@ compare-and-set). Hence:
 - **Acquire** (and take over): publish with ``Nats-Expected-Last-Subject-Sequence: 0``. One
   compare-and-set; refused (10071) while a lease message lives.
 - **Renew**: publish with the expectation of the holder's last lease message. Refused if
-  anyone else wrote the subject since, or if it expired (the subject is at 0 again).
+  anyone else wrote the subject since, or if it expired (the subject is at 0 again). In a
+  cluster a claim meeting one of the holder's fenced appends in process is refused without
+  being judged (``record_link.IN_PROCESS``): it is sent again, not taken for a refusal.
 - **Epoch**: the stream sequence of the acquiring message, monotonic across takeovers. The
   acquiring message's body says ``epoch: 0`` (its own sequence is not known before it is
   stored); renewals name the epoch they continue.
@@ -23,6 +25,7 @@ Everything here is asyncio on the connection's own loop (the store's, ``loop_thr
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from dataclasses import dataclass
@@ -35,11 +38,13 @@ from lablink.eventstore.record_format import LEASE_SUBJECT
 from lablink.eventstore.record_link import (
     EXPECTED_SEQUENCE,
     EXPECTED_SUBJECT,
+    IN_PROCESS_PAUSE,
     NO_MESSAGE,
     STALE_EXPECTATION,
     ApiError,
     ack_of,
     api,
+    in_process,
 )
 
 TTL_HEADER = "Nats-TTL"
@@ -128,10 +133,21 @@ async def claim(
         EXPECTED_SEQUENCE: str(after.seq if after is not None else 0),
         TTL_HEADER: ttl_header(ttl),
     }
-    reply = await nc.request(
-        LEASE_SUBJECT, body_of(replica, epoch, ttl, at), timeout=within, headers=headers
-    )
-    ack = ack_of(reply.data)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    pause = IN_PROCESS_PAUSE[0]
+    while True:
+        reply = await nc.request(
+            LEASE_SUBJECT, body_of(replica, epoch, ttl, at), timeout=within, headers=headers
+        )
+        ack = ack_of(reply.data)
+        # A fenced append of the holder's in process on the lease subject: not a refusal of
+        # the compare-and-set (which would demote a holder whose lease is live), nothing
+        # written; sent again.
+        if not in_process(ack, 1) or loop.time() >= deadline:
+            break
+        await asyncio.sleep(pause)
+        pause = min(2 * pause, IN_PROCESS_PAUSE[1])
     if ack.error_code in STALE_EXPECTATION:
         return None
     if not ack.ok:

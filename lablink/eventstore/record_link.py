@@ -33,6 +33,16 @@ WRONG_LAST_SEQUENCE = 10071
 # no number).
 BATCH_WRONG_LAST_SEQUENCE = 10164
 STALE_EXPECTATION = frozenset({WRONG_LAST_SEQUENCE, BATCH_WRONG_LAST_SEQUENCE})
+# In a cluster the same code answers a publish whose expectation names a subject on which
+# another publish carrying an expectation is proposed and not yet applied: refused outright,
+# nothing written, whatever the expectation (measured on 2.15.1: of 50 fenced publishes sent
+# at once, 49 came back so). For one message it means only that, and it is sent again
+# (``in_process``); for a batch it may also be a stale expectation, told apart by reading
+# the record (``expectations_hold``).
+IN_PROCESS = BATCH_WRONG_LAST_SEQUENCE
+# Pauses between sends of a publish refused as in process: from a few milliseconds (one
+# Raft commit on loopback) up to 50 ms.
+IN_PROCESS_PAUSE = (0.002, 0.05)
 BATCH_DUPLICATE_ID = 10201
 STREAM_NOT_FOUND = 10059
 JETSTREAM_NOT_READY = 10008
@@ -241,6 +251,40 @@ async def last_message_sequence(nc: NATS, stream: str, within: float) -> int:
             return 0
         raise
     return int(answer["message"]["seq"])
+
+
+async def last_subject_sequence(nc: NATS, stream: str, subject: str, within: float) -> int:
+    """The sequence of the last message on ``subject`` (wildcards allowed), 0 for none."""
+    try:
+        answer = await api(
+            nc, f"$JS.API.STREAM.MSG.GET.{stream}", {"last_by_subj": subject}, within
+        )
+    except ApiError as exc:
+        if exc.code == NO_MESSAGE:
+            return 0
+        raise
+    return int(answer["message"]["seq"])
+
+
+async def expectations_hold(
+    nc: NATS, stream: str, expectations: Sequence[dict[str, str]], within: float
+) -> bool:
+    """Whether the record meets each expectation now (each names its subject): a batch
+    refused with ``IN_PROCESS`` while they do was refused for a publish in process."""
+    for headers in expectations:
+        if not headers:
+            continue
+        subject = headers[EXPECTED_SUBJECT]
+        last = await last_subject_sequence(nc, stream, subject, within)
+        if last != int(headers[EXPECTED_SEQUENCE]):
+            return False
+    return True
+
+
+def in_process(ack: Ack, messages: int) -> bool:
+    """One message refused only because another publish expecting on the same subject is in
+    process (a cluster): nothing was written, and it may be sent again."""
+    return messages == 1 and ack.error_code == IN_PROCESS
 
 
 def ack_of(data: bytes) -> Ack:

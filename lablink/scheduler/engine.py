@@ -73,6 +73,7 @@ from lablink.events import (
     event_type,
 )
 from lablink.eventstore.base import EventStore, parse_instant
+from lablink.eventstore.group_commit import TASK_NAME as COMMITTER_TASK
 from lablink.eventstore.group_commit import GroupCommitter
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.handler import GroupCommitHandler, Handled
@@ -345,6 +346,11 @@ class Engine:
         self.health.remove(PROBE_NAME)
         if self._own_supervisor:
             await self.supervisor.aclose()
+        else:
+            # Their names are free for the next engine under this supervisor (cluster mode:
+            # one each time the lease is gained).
+            await self.supervisor.retire(TASK_NAME)
+            await self.supervisor.retire(COMMITTER_TASK)
 
     async def _drain_tasks(self, grace_seconds: float) -> None:
         """Let running executions end for up to ``grace_seconds``, recording their outcomes;
