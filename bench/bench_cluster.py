@@ -70,6 +70,7 @@ import gc
 import json
 import math
 import os
+import queue
 import sqlite3
 import subprocess
 import sys
@@ -343,6 +344,20 @@ class Cluster:
         return self.nodes[int(name.removeprefix("nats-")) - 1]
 
 
+def complaints(server: Server, keep: int = 5) -> list[str]:
+    """The replica's last warnings and errors (its JSON log lines), with how many there were."""
+    with contextlib.suppress(queue.Empty):
+        while True:
+            server.seen.append(server.lines.get_nowait())
+    bad = [line for line in server.seen if line.get("level") in ("warning", "error")]
+    counts = Counter(str(line.get("event")) for line in bad)
+    last = [
+        f"last: {line.get('event')}: {line.get('why') or line.get('error') or ''}"[:300]
+        for line in bad[-3:]
+    ]
+    return [f"{n} x {event}" for event, n in counts.most_common(keep)] + last
+
+
 def one_failover(
     cluster: Cluster, scenario: Scenario, tail: RecordTail, acknowledged: Acknowledged
 ) -> dict[str, Any]:
@@ -350,42 +365,50 @@ def one_failover(
     (other,) = [name for name in cluster.replicas if name != old]
     old_epoch = lease_of(cluster.replicas[old])["epoch"]
     node_name = stream_leader(cluster.url) if scenario == "node" else None
+    found: dict[str, Any] = {"killed_replica": old, "killed_node": node_name, "new_holder": other}
     killed_at = time.time()
-    if node_name is not None:
-        cluster.thread.kill(cluster.node_named(node_name))
-    cluster.replicas[old].crash()
-    killed = time.time() - killed_at
-    eventually_sync(
-        lambda: role(cluster.replicas[other]), until=lambda r: r == "holder", timeout=HOLDER_TIMEOUT
-    )
-    held_seen = time.time() - killed_at
-    new_epoch = int(lease_of(cluster.replicas[other])["epoch"])
-    eventually_sync(
-        lambda: first_fire_after(cluster.root / other, new_epoch),
-        until=bool,
-        timeout=HOLDER_TIMEOUT,
-    )
-    time.sleep(NEW_FIRES_SECONDS)
-    # The killed parts come back before the next run: a node first, then the replica.
-    if node_name is not None:
-        cluster.thread.call(cluster.node_named(node_name).start())
-    cluster.start(old).listening()
-    stream_whole(cluster.url)
+    try:
+        if node_name is not None:
+            cluster.thread.kill(cluster.node_named(node_name))
+        cluster.replicas[old].crash()
+        found["kill_seconds"] = round(time.time() - killed_at, 3)
+        eventually_sync(
+            lambda: role(cluster.replicas[other]),
+            until=lambda r: r == "holder",
+            timeout=HOLDER_TIMEOUT,
+        )
+        found["holder_seen_after_seconds"] = round(time.time() - killed_at, 3)
+        new_epoch = int(lease_of(cluster.replicas[other])["epoch"])
+        eventually_sync(
+            lambda: first_fire_after(cluster.root / other, new_epoch),
+            until=bool,
+            timeout=HOLDER_TIMEOUT,
+        )
+        time.sleep(NEW_FIRES_SECONDS)
+    except Exception as exc:
+        found.update(
+            failover_seconds=None,
+            error=f"{type(exc).__name__}: {str(exc)[:300]}",
+            complaints={name: complaints(s) for name, s in cluster.replicas.items()},
+        )
+        return found
+    finally:
+        # The killed parts come back before the next run: a node first, then the replica.
+        if node_name is not None:
+            cluster.thread.call(cluster.node_named(node_name).start())
+        cluster.start(old).listening()
+        stream_whole(cluster.url)
     until = due_margin(datetime.now(UTC))
     tail.read()
-    figures = failover_figures(tail.fires, new_epoch, killed_at)
     return {
-        "killed_replica": old,
-        "killed_node": node_name,
-        "new_holder": other,
+        **found,
         "old_epoch": old_epoch,
         "new_epoch": new_epoch,
-        "kill_seconds": round(killed, 3),
-        "holder_seen_after_seconds": round(held_seen, 3),
-        **figures,
+        **failover_figures(tail.fires, new_epoch, killed_at),
         "doubled_fires": tail.doubled(),
         "check": checked(tail, acknowledged, until),
         "events_read": len(tail.rows),
+        "new_holder_complaints": complaints(cluster.replicas[other]),
     }
 
 
@@ -540,7 +563,9 @@ async def dispatch_worker(spec: DispatchSpec) -> dict[str, Any]:
     setup_started = time.perf_counter()
     seed(settings, spec, first)
     executor = DispatchTimes()
-    async with Runtime(settings, executor=executor) as runtime:
+    runtime = await Runtime(settings, executor=executor).__aenter__()
+    closing_error: str | None = None
+    try:
         if runtime.leadership is not None:  # cluster mode: firing once the lease is held
             firing = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -562,6 +587,17 @@ async def dispatch_worker(spec: DispatchSpec) -> dict[str, Any]:
         await asyncio.sleep(spec.tail)
         settled = await asyncio.to_thread(views.settled, SETTLE_SECONDS)
         gc.callbacks.remove(gc_watch)
+        keeper = runtime.leadership.keeper if runtime.leadership is not None else None
+        lease = (
+            {}
+            if keeper is None
+            else {"lease_gained": keeper.gained, "lease_lost": keeper.lost, **keeper.status()}
+        )
+    finally:
+        try:
+            await runtime.__aexit__(None, None, None)
+        except Exception as exc:  # noted with the figures: a lease lost and not regained
+            closing_error = f"{type(exc).__name__}: {exc}"[:500]
     if not settled:
         raise RuntimeError("the views did not fold the window's fires in time")
     figures = executions_in_window(settings.db_path, settings.views_path, start, end, spec.jobs)
@@ -576,6 +612,8 @@ async def dispatch_worker(spec: DispatchSpec) -> dict[str, Any]:
         **window_figures(window, gc_watch, figures["recorded"]),
         "setup_seconds": round(setup_seconds, 3),
         "setup_overrun_seconds": round(max(0.0, overrun), 3),
+        "lease": lease,
+        "closing_error": closing_error,
     }
 
 
@@ -681,6 +719,8 @@ def dispatch_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "cpu_percent": med("cpu_percent"),
         "other_processes_cpu_percent": med("other_processes_cpu_percent"),
         "setup_overrun_seconds_max": max((r["setup_overrun_seconds"] for r in runs), default=None),
+        "lease_lost": sum(r.get("lease", {}).get("lease_lost", 0) for r in runs),
+        "closing_errors": [r["closing_error"] for r in runs if r.get("closing_error")],
     }
 
 
@@ -772,6 +812,8 @@ def run(settings: BenchSettings) -> dict[str, Any]:
                     f" CPU {result['cpu_percent']:.0f} %"
                     f" (other processes {result['other_processes_cpu_percent']:.0f} %),"
                     f" start overrun {result['setup_overrun_seconds']:.2f} s"
+                    + (f", lease {result['lease']}" if result.get("lease") else "")
+                    + (f", closing: {result['closing_error']}" if result["closing_error"] else "")
                 )
     summaries = {mode: dispatch_summary(runs) for mode, runs in dispatch.items() if runs}
     single_p99 = summaries.get("single", {}).get("dispatch_p99_ms")
