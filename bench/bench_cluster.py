@@ -148,7 +148,7 @@ P99_RATIO_TARGET = 3.0
 
 CREATE_CHUNK = 500  # JobCreated appends per append_batch while seeding (an R3 batch each)
 NEW_FIRES_SECONDS = 2.0  # how long the new leader fires before the killed parts come back
-HOLDER_TIMEOUT = 90.0
+HOLDER_TIMEOUT = 45.0  # 3x the node target: a run failing waits no longer (budget of 15 min)
 
 console = Console() if sys.stdout.isatty() else Console(width=160)
 
