@@ -148,11 +148,16 @@ class LeaseKeeper:
             return await self._as_holder(self.held)
         return await self._as_follower()
 
-    async def _as_holder(self, held: LeaseRecord) -> float:
+    async def _as_holder(
+        self, held: LeaseRecord, starting: asyncio.Future[None] | None = None
+    ) -> float:
+        """Renew when due; demote when too old or refused (calling off ``starting`` first:
+        the engine must not come up after its lease was given up)."""
         assert self.renewed_at is not None
         demote_at = self.renewed_at + self.ttl * DEMOTE_FRACTION
         sent = self.monotonic()
         if sent > demote_at:
+            await self._call_off(starting)
             await self._demote(f"no renewal for {sent - self.renewed_at:.2f} s")
             return 0.0
         if sent - self.renewed_at >= self.ttl * RENEW_FRACTION:
@@ -163,6 +168,7 @@ class LeaseKeeper:
                 log.warning("lease renewal failed", replica=self.replica, error=repr(exc))
                 return max(0.0, min(self.poll / 4, demote_at - self.monotonic()))
             if renewed is None:
+                await self._call_off(starting)
                 await self._demote("renewal refused: the lease was taken over or expired")
                 return 0.0
             self.held, self.renewed_at = renewed, sent
@@ -185,15 +191,41 @@ class LeaseKeeper:
         self.last_epoch = got.epoch
         self.gained += 1
         log.info("lease acquired", replica=self.replica, epoch=got.epoch)
-        try:
-            await self.on_gain(got)
-        except Exception as exc:
+        return await self._start_leading(got)
+
+    async def _start_leading(self, got: LeaseRecord) -> float:
+        """``on_gain`` (the engine's start: catch-up, recovery of every job) while renewing:
+        a start longer than 0.6 × TTL (1,000 jobs) must not cost the lease it starts on."""
+        gain = asyncio.ensure_future(self.on_gain(got))
+        while not gain.done():
+            held = self.held
+            delay = 0.0 if held is None else await self._as_holder(held, starting=gain)
+            if self.held is None:  # demoted meanwhile: the start is called off
+                gain.cancel()
+                with contextlib.suppress(BaseException):
+                    await gain
+                return 0.0
+            await asyncio.wait({gain}, timeout=delay)
+        exc = gain.exception()
+        if exc is not None:
             # Could not start leading (e.g. the copy could not catch up): not a leader. The
             # lease is left to expire (a TTL), then any replica, this one too, may take it.
-            log.exception("could not start leading", replica=self.replica, error=repr(exc))
+            log.error(
+                "could not start leading", replica=self.replica, error=repr(exc), exc_info=exc
+            )
             await self._demote(f"could not start leading: {exc!r}")
             return self.ttl
-        return max(0.0, sent + self.ttl * RENEW_FRACTION - self.monotonic())
+        if self.renewed_at is None:
+            return 0.0
+        return max(0.0, self.renewed_at + self.ttl * RENEW_FRACTION - self.monotonic())
+
+    @staticmethod
+    async def _call_off(starting: asyncio.Future[None] | None) -> None:
+        if starting is None or starting.done():
+            return
+        starting.cancel()
+        with contextlib.suppress(BaseException):
+            await starting
 
     async def _demote(self, why: str) -> None:
         held = self.held

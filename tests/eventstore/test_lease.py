@@ -256,6 +256,58 @@ def test_a_failed_start_of_leading_steps_down_and_the_keeper_goes_on(
     task.cancel()
 
 
+@pytest.mark.nats
+def test_a_start_of_leading_longer_than_the_ttl_keeps_its_lease(
+    stores: Stores, loop: LoopThread
+) -> None:
+    """The engine's start (catch-up, recovery of 1,000 jobs) may take longer than 0.6 × TTL:
+    the keeper renews meanwhile, instead of stepping down from the lease it starts on."""
+    store = stores.open("a")
+    a = keeper(store, "a")
+    started: list[float] = []
+
+    async def on_gain(record: LeaseRecord) -> None:
+        await asyncio.sleep(3 * TTL)
+        started.append(time.monotonic())
+
+    a.on_gain = on_gain
+    task = loop.submit(a.run())
+    eventually_sync(lambda: started)
+    assert a.holding
+    assert (a.gained, a.lost) == (1, 0)
+    task.cancel()
+
+
+@pytest.mark.nats
+def test_a_start_of_leading_is_called_off_when_the_lease_goes(
+    stores: Stores, loop: LoopThread
+) -> None:
+    clock = FakeMonotonic()
+    store = stores.open("a")
+    a = keeper(store, "a", clock)
+    called_off: list[str] = []
+    lost: list[str] = []
+
+    async def on_gain(record: LeaseRecord) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            called_off.append("start called off")
+            raise
+
+    async def on_lose(why: str) -> None:
+        lost.append(why)
+
+    a.on_gain, a.on_lose = on_gain, on_lose
+    task = loop.submit(a.run())
+    eventually_sync(lambda: a.held is not None)
+    clock.now += TTL  # no renewal for longer than 0.6 × TTL (a frozen loop, say)
+    eventually_sync(lambda: lost)
+    assert called_off == ["start called off"]
+    assert "no renewal" in lost[0]
+    task.cancel()
+
+
 # -- the fence ------------------------------------------------------------------------------------
 
 
