@@ -16,11 +16,11 @@ import gc
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -73,7 +73,7 @@ from lablink.instrument_models import KnownInstruments
 from lablink.instruments.execution import ProfileLookup
 from lablink.logstore import open_store
 from lablink.notify.config import load_channels
-from lablink.notify.notifier import start_notifier
+from lablink.notify.notifier import Notifier, start_notifier
 from lablink.profile_service import StoredProfiles, load_shipped_profiles
 from lablink.projections.jobs import read_snapshot
 from lablink.projections.profiles import profile_lookup
@@ -85,13 +85,15 @@ from lablink.scheduler.calibration_watch import CalibrationWatch
 from lablink.scheduler.engine import Engine, recovery_lists
 from lablink.scheduler.executor import Executor, NoOpExecutor
 from lablink.scheduler.leadership import TASK_NAME as LEASE_TASK
-from lablink.scheduler.leadership import Duty, Leadership
+from lablink.scheduler.leadership import Closable, Duty, Leadership, ServiceDuty
 from lablink.scheduler.retention import RetentionPass
 from lablink.scheduler.runner import EngineRunner, Runner
 from lablink.settings import Settings
 from lablink.supervision import Supervisor
 
 log = structlog.get_logger(tag="scheduler")
+
+S = TypeVar("S", bound=Closable)
 
 
 def make_executor(
@@ -315,21 +317,30 @@ class Runtime:
             stack.push_async_callback(self.engine.aclose)
         with reading_views(store) as views:
             active, _ = recovery_lists(views)
-        self.retention = RetentionPass(
-            store,
-            self.clock,
-            settings.retention_days,
-            data=self.data,
-            max_bytes=settings.data_max_bytes,
-        )
-        stack.push_async_callback(self.retention.aclose)
-        await self.retention.start(self.supervisor)
+
+        # Retention and calibration_due warnings append to the record: in cluster mode only
+        # the leader runs them (scheduler.leadership.ServiceDuty), as it fires.
+        async def retention() -> RetentionPass:
+            self.retention = RetentionPass(
+                store,
+                self.clock,
+                settings.retention_days,
+                data=self.data,
+                max_bytes=settings.data_max_bytes,
+            )
+            await self.retention.start(self.supervisor)
+            return self.retention
+
         # calibration_due warnings, LABLINK_CALIBRATION_WARN_DAYS ahead (task.calibration).
-        self.calibration_watch = CalibrationWatch(
-            store, self.clock, self.calibrations, warn_days=settings.calibration_warn_days
-        )
-        stack.push_async_callback(self.calibration_watch.aclose)
-        await self.calibration_watch.start(self.supervisor)
+        async def calibration_watch() -> CalibrationWatch:
+            self.calibration_watch = CalibrationWatch(
+                store, self.clock, self.calibrations, warn_days=settings.calibration_warn_days
+            )
+            await self.calibration_watch.start(self.supervisor)
+            return self.calibration_watch
+
+        await self._leader_only(stack, "retention", retention)
+        await self._leader_only(stack, "calibration watch", calibration_watch)
         # The daily backup of the log, when LABLINK_BACKUP_DIR is set (task.backup).
         self.backups: ScheduledBackups | None = None
         if settings.backup_dir is not None:
@@ -342,13 +353,34 @@ class Runtime:
             )
             stack.push_async_callback(self.backups.aclose)
             await self.backups.start(self.supervisor)
-        # Alarm notifications follow the log (task.notify, task.notify.<channel>).
-        self.notifier = await start_notifier(
-            settings, store, self.clock, self.health, channels, first_start_at=opened_at
-        )
-        if self.notifier is not None:
-            stack.push_async_callback(self.notifier.aclose)
+
+        # Alarm notifications follow the log (task.notify, task.notify.<channel>). In cluster
+        # mode only the leader sends them: one email per alarm, not one per replica.
+        async def notifier() -> Notifier | None:
+            return await start_notifier(
+                settings, store, self.clock, self.health, channels, first_start_at=opened_at
+            )
+
+        self.notifier = await self._leader_only(stack, "notifier", notifier)
         return len(active)
+
+    async def _leader_only(
+        self,
+        stack: contextlib.AsyncExitStack,
+        name: str,
+        start: Callable[[], Awaitable[S | None]],
+    ) -> S | None:
+        """Single node: start the service now (closed with the runtime). Cluster mode: a
+        duty of the lease holder, made on each gain and closed on each loss (None now)."""
+        if self.leadership is not None:
+            duty = ServiceDuty(name, start)
+            stack.push_async_callback(duty.follow)
+            await self.leadership.add_duty(duty)
+            return None
+        service = await start()
+        if service is not None:
+            stack.push_async_callback(service.aclose)
+        return service
 
     def _heard(self, events: list[RecordedEvent]) -> None:
         """The record's events, as this replica's copy takes them: each job's to the jobs'

@@ -104,4 +104,8 @@ class CalibrationWatch:
             await self._done.wait()
             if self._own_supervisor:
                 await self._supervisor.aclose()
+            else:
+                # Its name free again: in cluster mode a new leader's pass is spawned on
+                # the same supervisor (scheduler.leadership.ServiceDuty).
+                await self._supervisor.retire(TASK_NAME)
             self._supervisor = None

@@ -33,6 +33,10 @@ log = structlog.get_logger(tag="scheduler")
 TASK_NAME = "task.lease"
 
 
+class Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
 class Duty(Protocol):
     """Work only the lease holder does, besides firing."""
 
@@ -57,6 +61,13 @@ class Leadership:
         self.engine: Engine | None = None
         keeper.on_gain = self._gained
         keeper.on_lose = self._lost
+
+    async def add_duty(self, duty: Duty) -> None:
+        """A duty made after the keeper started (the notifier, made late in the start): led
+        at once when this replica leads already."""
+        self.duties.append(duty)
+        if self.engine is not None:
+            await duty.lead()
 
     async def _gained(self, lease: LeaseRecord) -> None:
         log.info("leading: starting the engine", epoch=lease.epoch, replica=lease.replica)
@@ -89,3 +100,26 @@ class Leadership:
 
     def status(self) -> dict[str, object]:
         return {**self.keeper.status(), "engine": self.engine is not None}
+
+
+class ServiceDuty:
+    """A service only the leader runs, made fresh on each gain (``start``) and closed on
+    each loss: the notifier, whose state is the log (what was owed, what was sent), so a
+    new leader's owes exactly what the former one had not recorded as sent."""
+
+    def __init__(self, name: str, start: Callable[[], Awaitable[Closable | None]]) -> None:
+        self.name = name
+        self.start = start
+        self.running: Closable | None = None
+
+    def __repr__(self) -> str:
+        return f"ServiceDuty({self.name!r})"
+
+    async def lead(self) -> None:
+        if self.running is None:
+            self.running = await self.start()
+
+    async def follow(self) -> None:
+        running, self.running = self.running, None
+        if running is not None:
+            await running.aclose()
