@@ -32,7 +32,7 @@ from pathlib import Path
 from lablink.backup.snapshot import pinned, read_only
 from lablink.datadir import DB_NAME, VIEWS_NAME
 from lablink.errors import NotALog, VerifyFailed
-from lablink.eventstore.chain import ChainCheck
+from lablink.eventstore.chain import ChainCheck, ChainRow, PassedOver, in_order
 from lablink.eventstore.sqlite import LogReader, connect
 from lablink.projections.compare import count_rows, first_difference, view_tables
 from lablink.projections.runner import Projector
@@ -53,6 +53,7 @@ class Verified:
     tables: int
     rows: int
     seconds: float
+    passed_over: int = 0  # a cluster copy's positions that were the lease's messages
 
     def summary(self) -> str:
         behind = (
@@ -60,8 +61,14 @@ class Verified:
             if self.views_position >= self.log_position
             else f" (the views were {self.log_position - self.views_position} events behind)"
         )
+        copy = (
+            f" but for {self.passed_over} a cluster copy passed over (the lease's messages)"
+            if self.passed_over
+            else ""
+        )
         return (
-            f"ok: {self.log_position} events, positions gap-free, {self.streams} streams with"
+            f"ok: {self.log_position - self.passed_over} events, positions gap-free{copy},"
+            f" {self.streams} streams with"
             f" contiguous versions, hash chain intact; a replay up to position"
             f" {self.views_position} equals the live views ({self.tables} tables,"
             f" {self.rows} rows){behind}"
@@ -89,7 +96,7 @@ def verify(data_dir: Path, *, wait: float = WAIT_SECONDS, step: Step | None = No
         folded = _folded(live, projector)
         with pinned(db) as log:
             say("positions and versions")
-            last, streams = _walk(LogReader(log))
+            last, streams, passed = _walk(LogReader(log))
             if folded > last:
                 raise VerifyFailed(
                     "views", f"they have folded position {folded}, past the log's end ({last})"
@@ -107,6 +114,7 @@ def verify(data_dir: Path, *, wait: float = WAIT_SECONDS, step: Step | None = No
     return Verified(
         log_position=last,
         streams=streams,
+        passed_over=passed,
         views_position=folded,
         tables=len(tables),
         rows=rows,
@@ -123,20 +131,19 @@ def _integrity(conn: sqlite3.Connection, what: str) -> None:
         raise VerifyFailed(f"{what} integrity_check", problems[0])
 
 
-def _walk(reader: LogReader) -> tuple[int, int]:
-    """Positions from 1 without a gap; each stream's versions from 1 without a gap. Returns
-    the last position and the number of streams."""
+def _walk(reader: LogReader) -> tuple[int, int, int]:
+    """Positions from 1 without a gap (a cluster copy's gaps only where it wrote down a
+    passed-over run: the lease's messages, ``eventstore.chain``); each stream's versions
+    from 1 without a gap. Returns the last position, the number of streams and the positions
+    passed over."""
     versions: dict[str, int] = {}
     chain = ChainCheck()
-    expected = 1
-    while rows := reader.read_chain(expected - 1, WALK_BATCH):
-        for row in rows:
-            position, _, stream_id, version, *_ = row
-            if position != expected:
-                raise VerifyFailed(
-                    f"log position {expected}",
-                    f"missing: the log goes from {expected - 1} to {position}",
-                )
+    runs = _runs(reader) if reader.is_copy() else iter(())
+    for step in in_order(_rows(reader), runs):
+        # A gap first, then the stream's versions, then the hash: the first discrepancy
+        # named is the plainest one (an edited version also breaks the hash).
+        if len(step) != 2 and step[0] == chain.position + 1:
+            position, _, stream_id, version, *_ = step
             previous = versions.get(stream_id, 0)
             if version != previous + 1:
                 raise VerifyFailed(
@@ -144,14 +151,28 @@ def _walk(reader: LogReader) -> tuple[int, int]:
                     f"version {version} at position {position} follows version {previous}"
                     f" (expected {previous + 1})",
                 )
-            broken = chain.feed(row)
-            if broken is not None:
-                raise VerifyFailed(
-                    f"log position {broken.position}", f"{broken.kind}: {broken.detail}"
-                )
             versions[stream_id] = version
-            expected += 1
-    return expected - 1, len(versions)
+        broken = chain.step(step)
+        if broken is not None:
+            raise VerifyFailed(f"log position {broken.position}", f"{broken.kind}: {broken.detail}")
+    broken = chain.finish()
+    if broken is not None:
+        raise VerifyFailed(f"log position {broken.position}", f"{broken.kind}: {broken.detail}")
+    return chain.position, len(versions), chain.passed
+
+
+def _rows(reader: LogReader) -> Iterator[ChainRow]:
+    position = 0
+    while rows := reader.read_chain(position, WALK_BATCH):
+        yield from rows
+        position = rows[-1][0]
+
+
+def _runs(reader: LogReader) -> Iterator[PassedOver]:
+    position = 0
+    while runs := reader.passed_over(position, WALK_BATCH):
+        yield from runs
+        position = runs[-1][0]
 
 
 def _folded(live: sqlite3.Connection, projector: Projector) -> int:

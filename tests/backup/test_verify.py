@@ -42,7 +42,7 @@ def test_a_gap_in_the_positions_is_the_first_discrepancy(data_dir: Path) -> None
     code, output = run_verify(data_dir)
     assert code == 1
     assert output.strip().splitlines() == [
-        "lablink: log position 4: missing: the log goes from 3 to 5"
+        "lablink: log position 4: gap: the log goes from 3 to 5"
     ]
 
 

@@ -9,8 +9,8 @@
 - Every acknowledged API write is present: the job ids and execution ids the test was
   answered 200 for.
 - Each replica's copy is the record (the same events at the same positions, as far as the
-  copy goes) and its views equal a rebuild from it, up to the position they folded (the
-  comparison of `lablink verify`).
+  copy goes) and its views equal a rebuild from it, up to the position they folded; and
+  `lablink verify` passes on its data directory.
 
 The record is read from the stream itself, not from a copy. Jobs that were paused, updated,
 deleted or completed are checked up to that change only.
@@ -30,6 +30,7 @@ from typing import Any
 import nats
 from nats.js.api import DeliverPolicy
 
+from lablink.backup.verify import verify
 from lablink.datadir import DB_NAME, VIEWS_NAME
 from lablink.domain.schedule import Schedule
 from lablink.domain.triggers import fires_between
@@ -227,6 +228,9 @@ def _check_copy(replica: str, data_dir: Path, record: list[Row]) -> int:
         _check_views(replica, data_dir, log)
     finally:
         log.close()
+    # `lablink verify` passes on the copy: its positions' gaps are the lease's passed-over
+    # runs, its chain is whole, its views equal a replay.
+    verify(data_dir, wait=0)
     return len(copied)
 
 
