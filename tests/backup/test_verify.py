@@ -41,9 +41,7 @@ def test_a_gap_in_the_positions_is_the_first_discrepancy(data_dir: Path) -> None
     edit(data_dir / "scheduler.db", "DELETE FROM events WHERE position = 4")
     code, output = run_verify(data_dir)
     assert code == 1
-    assert output.strip().splitlines() == [
-        "lablink: log position 4: gap: the log goes from 3 to 5"
-    ]
+    assert output.strip().splitlines() == ["lablink: log position 4: gap: the log goes from 3 to 5"]
 
 
 def test_a_hole_in_a_streams_versions_is_found(data_dir: Path) -> None:
