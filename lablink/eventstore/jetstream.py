@@ -42,7 +42,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import nats.errors
 import structlog
@@ -80,6 +80,7 @@ from lablink.eventstore.record_link import (
     IN_PROCESS_PAUSE,
     MAX_BATCH,
     STALE_EXPECTATION,
+    WRONG_LAST_SEQUENCE,
     Ack,
     JetStreamOptions,
     Message,
@@ -133,6 +134,42 @@ class _Prepared:
             self.messages.append((subject, headers, body))
 
 
+# A batch refused while the lease stands as it was is sent again this many times before its
+# requests go one by one: mostly a renewal in process on the lease's subject.
+_TOGETHER_RETRIES = 3
+
+
+def _chunks(
+    prepared: list[_Prepared], ready: list[tuple[int, dict[str, str]]]
+) -> list[list[tuple[int, dict[str, str]]]]:
+    """``ready`` in runs of at most ``MAX_BATCH`` messages, a request never split."""
+    chunks: list[list[tuple[int, dict[str, str]]]] = []
+    size = MAX_BATCH
+    for item in ready:
+        count = len(prepared[item[0]].messages)
+        if size + count > MAX_BATCH:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(item)
+        size += count
+    return chunks
+
+
+def _fenced_messages(
+    prepared: list[_Prepared], chunk: list[tuple[int, dict[str, str]]], fence: Fence
+) -> list[Message]:
+    messages: list[Message] = []
+    for index, expectation in chunk:
+        for at, (subject, headers, body) in enumerate(prepared[index].messages):
+            extra: dict[str, str] = {}
+            if not messages:
+                extra = fence.headers()
+            elif at == 0 or (at == 1 and len(messages) == 1):
+                extra = expectation
+            messages.append((subject, {**headers, **extra} if extra else headers, body))
+    return messages
+
+
 class JetStreamEventStore(ReadsThrough):
     """Reads (``ReadsThrough``) are the local copy's."""
 
@@ -164,6 +201,7 @@ class JetStreamEventStore(ReadsThrough):
         # One fenced publish in flight at a time: the server refuses a second while the
         # first is in process on the lease subject (``record_link.IN_PROCESS``).
         self._fenced_lock: asyncio.Lock | None = None
+        self.publishes = 0  # publishes and batches sent to the record (round trips)
         self._loop = LoopThread(f"{name}-loop")
         self._closed = False
         self._feed_task: asyncio.Task[None] | None = None
@@ -353,15 +391,55 @@ class JetStreamEventStore(ReadsThrough):
     async def _append_all(
         self, prepared: list[_Prepared], fence: FenceSource | None = None
     ) -> list[AppendOutcome]:
-        """Publish every request (the streams at once, each stream's requests in order), then
-        wait once for the copy to hold all that was recorded and read it back in one range:
-        one round trip per request, not three."""
-        outcomes: list[AppendOutcome | None] = [None] * len(prepared)
-        spans: dict[int, range] = {}  # a recorded request's positions
+        """Record every request, then wait once for the copy to hold all that was recorded
+        and read it back in one range. Fenced (the engine's group commit), the first request
+        of each stream goes in one atomic batch per 1,000 messages (``_together``): one
+        round trip and one Raft commit for a whole chunk of fires, not one per fire. What
+        that cannot record as a whole, and each stream's later requests, go one by one
+        (``_each``)."""
+        outcomes: dict[int, AppendOutcome | range] = {}
+        left = list(range(len(prepared)))
+        if fence is not None and len(prepared) > 1:
+            firsts: dict[str, int] = {}
+            for index, one in enumerate(prepared):
+                firsts.setdefault(one.request.stream_id, index)
+            outcomes.update(await self._together(prepared, list(firsts.values()), fence))
+            left = [index for index in left if index not in outcomes]
+        if left:
+            outcomes.update(await self._each(prepared, left, fence))
+        spans = {index: span for index, span in outcomes.items() if isinstance(span, range)}
+        rows = await self._read_back(list(spans.values()))
+        for index, span in spans.items():
+            events = [rows[position] for position in span if position in rows]
+            if [row[1] for row in events] != prepared[index].event_ids:
+                raise StorageUnavailable(
+                    str(self.path),
+                    f"the copy's events {span.start}..{span.stop - 1} are not the ones"
+                    " recorded there",
+                )
+            outcomes[index] = [event_of(row) for row in events]
+        return [cast(AppendOutcome, outcomes[index]) for index in range(len(prepared))]
+
+    async def _read_back(self, spans: list[range]) -> dict[int, StoredRow]:
+        recorded = [span for span in spans if span]
+        if not recorded:
+            return {}
+        low, high = min(span.start for span in recorded), max(span.stop for span in recorded)
+        await self._until_copied(high - 1, self.copy_timeout)
+        found = await asyncio.to_thread(self.copy.read_rows, low - 1, high - low, up_to=high - 1)
+        return {row[0]: row for row in found}
+
+    async def _each(
+        self, prepared: list[_Prepared], indexes: list[int], fence: FenceSource | None
+    ) -> dict[int, AppendOutcome | range]:
+        """Record ``indexes`` one request at a time (the streams at once, each stream's
+        requests in order): a conflict in its slot, a failure raised once the others are
+        done (the requests of its stream after it are not sent)."""
+        outcomes: dict[int, AppendOutcome | range] = {}
         failures: list[tuple[int, BaseException]] = []
         by_stream: dict[str, list[int]] = {}
-        for index, one in enumerate(prepared):
-            by_stream.setdefault(one.request.stream_id, []).append(index)
+        for index in indexes:
+            by_stream.setdefault(prepared[index].request.stream_id, []).append(index)
         heads = await asyncio.to_thread(self._heads, list(by_stream))
 
         async def in_order(stream_id: str, indexes: list[int]) -> None:
@@ -376,34 +454,133 @@ class JetStreamEventStore(ReadsThrough):
                 except Exception as exc:
                     failures.append((index, exc))
                     return
-                if isinstance(outcome, StreamVersionConflict):
-                    outcomes[index] = outcome
-                else:
-                    spans[index] = outcome
+                outcomes[index] = outcome
+                if isinstance(outcome, range):
                     reached = max(reached, outcome.stop - 1)
 
         await asyncio.gather(*(in_order(sid, indexes) for sid, indexes in by_stream.items()))
         if failures:
             raise min(failures, key=lambda failure: failure[0])[1]
-        recorded = [span for span in spans.values() if span]
-        rows: dict[int, StoredRow] = {}
-        if recorded:
-            low, high = min(span.start for span in recorded), max(span.stop for span in recorded)
-            await self._until_copied(high - 1, self.copy_timeout)
-            found = await asyncio.to_thread(
-                self.copy.read_rows, low - 1, high - low, up_to=high - 1
-            )
-            rows = {row[0]: row for row in found}
-        for index, span in spans.items():
-            events = [rows[position] for position in span if position in rows]
-            if [row[1] for row in events] != prepared[index].event_ids:
-                raise StorageUnavailable(
-                    str(self.path),
-                    f"the copy's events {span.start}..{span.stop - 1} are not the ones"
-                    " recorded there",
+        return outcomes
+
+    async def _together(
+        self, prepared: list[_Prepared], indexes: list[int], source: FenceSource
+    ) -> dict[int, AppendOutcome | range]:
+        """Record ``indexes`` (one request per stream) under the fence in atomic batches of
+        up to 1,000 messages: the fence on a batch's first message, each request's own
+        expectation on its first message (on its second where its first carries the fence;
+        on none where it has only that one, as a single fenced publish). JetStream 2.15.1
+        judges every expectation of a batch against the stream before it, and a stale one
+        stores nothing. A request the copy is behind on, and a batch refused for a stale
+        expectation that is not the fence's, are left out (no slot): ``_each`` records them.
+        ``LeaseLost`` when the lease is another's."""
+        outcomes: dict[int, AppendOutcome | range] = {}
+        heads = await asyncio.to_thread(
+            self._heads, [prepared[index].request.stream_id for index in indexes]
+        )
+        ready: list[tuple[int, dict[str, str]]] = []
+        for index in indexes:
+            request = prepared[index].request
+            version, last_position = heads[request.stream_id] or (0, 0)
+            if not prepared[index].messages:
+                continue  # nothing to record; ``_each`` answers it as the copy stands
+            if request.expected_version == ANY:
+                ready.append((index, {}))
+            elif version == request.expected_version:
+                ready.append(
+                    (
+                        index,
+                        {
+                            EXPECTED_SEQUENCE: str(last_position),
+                            EXPECTED_SUBJECT: stream_subjects(request.stream_id),
+                        },
+                    )
                 )
-            outcomes[index] = [event_of(row) for row in events]
-        return [outcome for outcome in outcomes if outcome is not None]
+            elif version > request.expected_version:
+                outcomes[index] = StreamVersionConflict(
+                    request.stream_id, request.expected_version, version
+                )
+            # version < expected: the copy may be behind, ``_each`` catches up first
+        for chunk in _chunks(prepared, ready):
+            span = await self._publish_together(prepared, chunk, source)
+            if span is None:
+                continue
+            start = span.start
+            for index, _ in chunk:
+                count = len(prepared[index].messages)
+                outcomes[index] = range(start, start + count)
+                start += count
+        return outcomes
+
+    async def _publish_together(
+        self,
+        prepared: list[_Prepared],
+        chunk: list[tuple[int, dict[str, str]]],
+        source: FenceSource,
+    ) -> range | None:
+        """One atomic batch of ``chunk`` under the fence: the positions it was recorded at, or
+        None where an expectation other than the fence's was stale (nothing written), left to
+        ``_each``. A refusal while the lease is still this holder's at the same message is a
+        stale request (10071) or a publish in process on one of its subjects (10164, a
+        renewal, say: sent again a few times); one where a renewal moved the lease is sent
+        again expecting the renewal's message, until ``ack_timeout``."""
+        ids = [event_id for index, _ in chunk for event_id in prepared[index].event_ids]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ack_timeout
+        moved: Fence | None = None
+        pause = IN_PROCESS_PAUSE[0]
+        same = 0
+        while True:
+            fence = source()
+            if fence is None:
+                raise LeaseLost(self._replica_of(source), 0, "not the lease holder")
+            if moved is not None and moved.epoch == fence.epoch and moved.seq > fence.seq:
+                fence = moved
+            messages = _fenced_messages(prepared, chunk, fence)
+            assert self._fenced_lock is not None
+            async with self._fenced_lock:
+                ack = await self._send(messages, ids)
+            if ack.ok:
+                if ack.count is not None and ack.count != len(messages):
+                    raise RecordUnconfirmed(
+                        self.options.shown(),
+                        f"batch of {len(messages)} acknowledged {ack.count}",
+                        ids,
+                    )
+                return range(ack.seq - len(messages) + 1, ack.seq + 1)
+            if ack.error_code == BATCH_DUPLICATE_ID or ack.duplicate:
+                raise DuplicateId(await self._duplicate_of_ids(ids))
+            if ack.error_code not in STALE_EXPECTATION:
+                raise StorageUnavailable(
+                    self.options.shown(), f"{ack.description} (err_code {ack.error_code})"
+                )
+            live = await read_lease(self._nc, self.options.stream, self.ack_timeout)
+            if live is None or live.replica != fence.replica or live.epoch != fence.epoch:
+                raise LeaseLost(fence.replica, fence.epoch, "another replica holds it")
+            if loop.time() >= deadline:
+                return None
+            if live.seq != fence.seq:
+                moved = Fence(replica=live.replica, epoch=live.epoch, seq=live.seq)
+                continue
+            same += 1
+            if ack.error_code == WRONG_LAST_SEQUENCE or same > _TOGETHER_RETRIES:
+                return None  # a request's own expectation was stale (10071 names it)
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, IN_PROCESS_PAUSE[1])
+
+    async def _send(self, messages: list[Message], ids: list[str]) -> Ack:
+        where = self.options.shown()
+        self.publishes += 1
+        try:
+            return await publish(self._nc, messages, {}, self.ack_timeout)
+        except nats.errors.NoRespondersError as exc:
+            raise StorageUnavailable(where, "no JetStream server answered") from exc
+        except (nats.errors.TimeoutError, TimeoutError) as exc:
+            raise RecordUnconfirmed(
+                where, f"no acknowledgement within {self.ack_timeout:g} s", ids
+            ) from exc
+        except nats.errors.Error as exc:
+            raise RecordUnconfirmed(where, repr(exc), ids) from exc
 
     def _heads(self, stream_ids: list[str]) -> dict[str, _Head | None]:
         with self.copy.lock:
@@ -528,6 +705,7 @@ class JetStreamEventStore(ReadsThrough):
         self, one: _Prepared, expectation: dict[str, str], *, later: dict[str, str] | None = None
     ) -> Ack:
         where = self.options.shown()
+        self.publishes += 1
         try:
             return await publish(self._nc, one.messages, expectation, self.ack_timeout, later=later)
         except nats.errors.NoRespondersError as exc:
@@ -541,11 +719,14 @@ class JetStreamEventStore(ReadsThrough):
             raise RecordUnconfirmed(where, repr(exc), one.event_ids) from exc
 
     async def _duplicate_of(self, one: _Prepared) -> str:
-        """Which of the request's ids the record holds already (the first, if the copy cannot
-        tell yet)."""
+        return await self._duplicate_of_ids(one.event_ids)
+
+    async def _duplicate_of_ids(self, ids: list[str]) -> str:
+        """Which of ``ids`` the record holds already (the first, if the copy cannot tell
+        yet)."""
         await self._catch_up()
-        present = await asyncio.to_thread(self.copy.event_ids_present, one.event_ids)
-        return present[0] if present else one.event_ids[0]
+        present = await asyncio.to_thread(self.copy.event_ids_present, ids)
+        return present[0] if present else ids[0]
 
     # -- the scheduler's lease ---------------------------------------------------------------
 

@@ -335,6 +335,13 @@ def test_a_fenced_append_after_a_takeover_is_refused_and_stores_nothing(
     assert refused.value.epoch == fence.epoch
     with pytest.raises(LeaseLost):
         fenced.append("job_b", 0, [new("job_b", 1), new("job_b", 2)])  # a batch, too
+    with pytest.raises(LeaseLost):  # and a group commit of several jobs' fires
+        fenced.append_batch(
+            [
+                AppendRequest(stream_id="job_a", expected_version=1, events=[new("job_a", 3)]),
+                AppendRequest(stream_id="job_b", expected_version=0, events=[new("job_b", 3)]),
+            ]
+        )
     assert old.record_position() == before == taken.seq
     eventually_sync(lambda: other.seen_position, until=lambda n: n >= taken.seq)
     assert other.stream_version("job_a") == 1
@@ -359,6 +366,129 @@ def test_a_fenced_batch_carries_both_expectations(stores: Stores, loop: LoopThre
     assert isinstance(outcome, StreamVersionConflict)
     assert outcome.actual == 3
     assert store.stream_version("job_a") == 3
+
+
+# -- a group commit under the fence ---------------------------------------------------------------
+
+
+def fires(prefix: str, count: int, events: int = 1) -> list[AppendRequest]:
+    return [
+        AppendRequest(
+            stream_id=f"{prefix}{n}",
+            expected_version=0,
+            events=[new(f"{prefix}{n}", k) for k in range(events)],
+        )
+        for n in range(count)
+    ]
+
+
+def recorded_positions(outcomes: list[object]) -> list[int]:
+    positions = []
+    for outcome in outcomes:
+        assert isinstance(outcome, list), outcome
+        positions.extend(event.position for event in outcome)
+    return positions
+
+
+@pytest.mark.nats
+def test_a_fenced_group_commit_is_one_atomic_batch(stores: Stores, loop: LoopThread) -> None:
+    store = stores.open("a")
+    holder = keeper(store, "a", FakeMonotonic())
+    loop.call(holder.step())
+    requests = fires("one_", 20) + fires("two_", 20, events=2)
+    before = store.publishes
+    outcomes = store.fenced(holder.fence).append_batch(requests)
+    assert store.publishes - before == 1
+    positions = recorded_positions(list(outcomes))
+    assert positions == list(range(positions[0], positions[0] + 60))  # in the requests' order
+    assert [store.stream_version(r.stream_id) for r in requests] == [1] * 20 + [2] * 20
+
+
+@pytest.mark.nats
+def test_a_group_commit_over_a_thousand_messages_goes_in_batches_of_a_thousand(
+    stores: Stores, loop: LoopThread
+) -> None:
+    store = stores.open("a")
+    holder = keeper(store, "a", FakeMonotonic())
+    loop.call(holder.step())
+    requests = fires("big_", 600, events=2)  # 1,200 messages
+    before = store.publishes
+    outcomes = store.fenced(holder.fence).append_batch(requests)
+    assert store.publishes - before == 2
+    assert len(recorded_positions(list(outcomes))) == 1200
+    assert all(store.stream_version(r.stream_id) == 2 for r in requests)
+
+
+@pytest.mark.nats
+def test_one_streams_second_request_in_a_group_commit_follows_its_first(
+    stores: Stores, loop: LoopThread
+) -> None:
+    store = stores.open("a")
+    holder = keeper(store, "a", FakeMonotonic())
+    loop.call(holder.step())
+    requests = [
+        AppendRequest(stream_id="job_x", expected_version=0, events=[new("job_x", 1)]),
+        AppendRequest(stream_id="job_y", expected_version=0, events=[new("job_y", 1)]),
+        AppendRequest(stream_id="job_x", expected_version=1, events=[new("job_x", 2)]),
+    ]
+    outcomes = store.fenced(holder.fence).append_batch(requests)
+    assert [[e.version for e in o] for o in outcomes if isinstance(o, list)] == [[1], [1], [2]]
+    assert store.stream_version("job_x") == 2
+
+
+@pytest.mark.nats
+def test_a_renewal_between_fence_and_group_commit_moves_the_fence_and_all_are_recorded(
+    stores: Stores, loop: LoopThread
+) -> None:
+    store = stores.open("a")
+    link = store.lease_link("a", TTL)
+    old = loop.call(link.claim(None))
+    assert old is not None
+    renewed = loop.call(link.claim(old))
+    assert renewed is not None
+    # The keeper has not heard its renewal's answer yet: its fence names the old message.
+    stale = Fence(replica=old.replica, epoch=old.epoch, seq=old.seq)
+    before = store.publishes
+    outcomes = store.fenced(lambda: stale).append_batch(fires("moved_", 10))
+    assert len(recorded_positions(list(outcomes))) == 10
+    assert store.publishes - before == 2  # refused once, sent again expecting the renewal
+
+
+@pytest.mark.nats
+def test_a_stale_request_in_a_fenced_group_commit_is_answered_alone_and_the_rest_recorded(
+    stores: Stores, loop: LoopThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, other = stores.open("a"), stores.open("b")
+    holder = keeper(store, "a", FakeMonotonic())
+    loop.call(holder.step())
+    fenced = store.fenced(holder.fence)
+    fenced.append("job_a", 0, [new("job_a", 1), new("job_a", 2)])
+    behind = store.copy.stream_head("job_a")
+    other.append("job_a", 2, [new("job_a", 3)])  # a follower's write (an API pause)
+    eventually_sync(lambda: store.stream_version("job_a"), until=lambda v: v == 3)
+    # The holder decides from a copy that has not seen the follower's write yet: the batch's
+    # expectation on job_a is stale, the server refuses the whole batch and stores nothing.
+    # (Only for the batch: by the time its requests go one by one, the copy has caught up.)
+    heads, calls = store._heads, []
+
+    def copy_behind(ids: list[str]) -> dict[str, tuple[int, int] | None]:
+        calls.append(ids)
+        return {**heads(ids), **({"job_a": behind} if len(calls) == 1 else {})}
+
+    monkeypatch.setattr(store, "_heads", copy_behind)
+    # (The batch's first message carries the fence, so job_a is not first: a lone message
+    # carries one expectation, and a single fire's is the fence's.)
+    requests = [
+        AppendRequest(stream_id="job_b", expected_version=0, events=[new("job_b", 1)]),
+        AppendRequest(stream_id="job_a", expected_version=2, events=[new("job_a", 4)]),
+        AppendRequest(stream_id="job_c", expected_version=0, events=[new("job_c", 1)]),
+    ]
+    outcomes = fenced.append_batch(requests)
+    assert isinstance(outcomes[1], StreamVersionConflict)
+    assert outcomes[1].actual == 3
+    assert [[e.version for e in o] for o in outcomes if isinstance(o, list)] == [[1], [1]]
+    assert store.stream_version("job_a") == 3
+    assert store.stream_version("job_b") == store.stream_version("job_c") == 1
 
 
 def test_a_fence_names_the_lease_subject() -> None:
