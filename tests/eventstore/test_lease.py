@@ -383,7 +383,7 @@ def fires(prefix: str, count: int, events: int = 1) -> list[AppendRequest]:
 
 
 def recorded_positions(outcomes: list[object]) -> list[int]:
-    positions = []
+    positions: list[int] = []
     for outcome in outcomes:
         assert isinstance(outcome, list), outcome
         positions.extend(event.position for event in outcome)
