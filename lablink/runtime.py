@@ -437,14 +437,19 @@ class Runtime:
             ttl=settings.lease_seconds,
         )
         idle = self.engine
-        if isinstance(self.executor, AgentExecutor):
+        executor = self.executor if isinstance(self.executor, AgentExecutor) else None
+        if executor is not None:
             # The epoch of the last lease gained: agents refuse lower ones.
-            self.executor.lease_epoch = lambda: keeper.last_epoch
+            executor.lease_epoch = lambda: keeper.last_epoch
 
         async def start_engine(lease: LeaseRecord) -> Engine:
             # The views hold everything the former leader recorded before this one decides.
             await record.on_store_loop(record.caught_up())
             await asyncio.to_thread(self.store.settled)
+            if executor is not None:
+                # The agents' reports, from one replica at a time: this one's recovery looks
+                # for its executions' results among those nobody took yet.
+                await executor.lead()
             return await self._start_engine(record.fenced(keeper.fence))
 
         def changed(engine: Engine | None) -> None:
@@ -463,6 +468,8 @@ class Runtime:
         duties: list[Duty] = [self.run_service]
         if self.relay is not None:
             duties.append(self.relay)
+        if executor is not None:  # led as the engine starts; followed as this replica steps down
+            duties.append(executor)
         self.runner = ClusterRunner(
             record, leading=leading, views=self.store.views, views_wait=settings.views_wait
         )
@@ -592,7 +599,8 @@ class Runtime:
         simulated bench, or the instruments of LABLINK_AGENT_CONFIG; in this process, or
         (LABLINK_EMBEDDED_AGENT=process) as a `lablink agent` child of its own."""
         settings = self.settings
-        await executor.start()
+        # Cluster mode: only the lease holder takes the agents' reports (``_start_leadership``).
+        await executor.start(reports=self.record is None)
         if not settings.agents:
             return
         if settings.agent_config is not None:

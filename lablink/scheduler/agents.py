@@ -27,6 +27,14 @@ once it is durable. An execution's progress is recorded before its result is han
 progress report, or the instrument's presence, also says when the operation began on the
 instrument: a run that times out there is recorded with it (``instrument_times``).
 
+In cluster mode every replica runs an executor, and the durable consumer is one for the
+cluster: a pull consumer hands each report to whichever executor fetches it, so only the lease
+holder's may fetch. A replica's executor starts following (``start(reports=False)``): it
+takes no report until ``lead`` (before its engine's recovery, which needs the backlog), and
+stops taking them at ``follow`` (its engine is closing). A follower that took a report would
+acknowledge a result the leader's execution waits for (it has no waiter for it), and that
+execution would wait until its timeout.
+
 An acquisition's capture goes to the object store bucket ``LABLINK_DATA``, which ``start``
 creates (agents may only use it). When the agent's result says the upload is still
 ``pending_upload``, the agent's later report with ``stored`` set is handed to the recorder
@@ -238,6 +246,10 @@ class AgentExecutor:
         self._data_stored: DataStoredRecorder | None = None
         self._progress: ProgressBatch | None = None
         self._closed = False
+        # Set while this executor takes reports (always, but for a cluster's follower: see
+        # the module); a fetch holds the lock, so that ``follow`` can wait for the last one.
+        self._taking = asyncio.Event()
+        self._fetching = asyncio.Lock()
 
     @property
     def sightings(self) -> dict[str, Sighting]:
@@ -262,19 +274,43 @@ class AgentExecutor:
             raise RuntimeError("AgentExecutor.start() was not called")
         return self._nc
 
-    async def start(self) -> None:
+    async def start(self, *, reports: bool = True) -> None:
         """Connect, make sure the reports stream exists, and take in every report that
-        arrived while no scheduler was listening."""
+        arrived while no scheduler was listening. ``reports=False`` (a cluster's replica):
+        take none until ``lead``."""
         self._nc = await connect_nats(self.options, name="lablink-scheduler-executor")
         self._js = self._nc.jetstream()
         self._reports = await self._subscribe_reports()
         await ensure_data_bucket(self._js, replicas=self.options.replicas)
         await self._nc.subscribe(PRESENCE_FILTER, cb=self._on_presence)
-        backlog = await self._fetch(self._reports, wait=0.2)
-        if backlog:
-            log.info("reports taken in after start", reports=backlog)
+        if reports:
+            await self.lead()
         self.supervisor.spawn("task.reports", self._consume)
         self.supervisor.spawn("task.heartbeats", self._monitor)
+
+    async def lead(self) -> None:
+        """Take reports from now on, beginning with those that came while nobody took them
+        (before the engine's recovery, which looks for its executions' results among them).
+        Nothing when taking them already."""
+        if self._taking.is_set():
+            return
+        self._taking.set()
+        async with self._fetching:
+            if self._reports is None:
+                self._reports = await self._subscribe_reports()
+            backlog = await self._fetch(self._reports, wait=0.2)
+        if backlog:
+            log.info("reports taken in after start", reports=backlog)
+
+    async def follow(self) -> None:
+        """Take no more reports (a cluster's replica that lost the lease: the new holder
+        takes them); returns once a fetch under way has ended. Results and uploads no longer
+        go to the former engine's recorders."""
+        self._taking.clear()
+        async with self._fetching:
+            self._late = None
+            self._data_stored = None
+            self._progress = None
 
     async def follow_late_results(
         self, record: LateResults, stored: DataStoredRecorder | None = None
@@ -525,10 +561,17 @@ class AgentExecutor:
             if self._closed:
                 await watch.sleep(_PARKED_SECONDS)
                 continue
+            if not self._taking.is_set():
+                watch.ok("following: the lease holder takes the reports")
+                await watch.sleep(_PARKED_SECONDS, until=self._taking)
+                continue
             try:
-                if self._reports is None:
-                    self._reports = await self._subscribe_reports()
-                await self._fetch(self._reports, wait=1.0)
+                async with self._fetching:
+                    if not self._taking.is_set():  # ``follow`` came while this waited
+                        continue
+                    if self._reports is None:
+                        self._reports = await self._subscribe_reports()
+                    await self._fetch(self._reports, wait=1.0)
             except Exception:
                 if self._closed:
                     continue
