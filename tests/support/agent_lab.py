@@ -71,7 +71,7 @@ def bench_config(
 
 
 def write_lab_toml(path: Path, config: AgentConfig, nats_url: str) -> Path:
-    """The lab.toml `lablink agent --config` reads, for ``config``."""
+    """The lab.toml `lablink agent --config` reads, for ``config`` (its ``nats.user`` too)."""
     lines = [
         "[agent]",
         f'id = "{config.agent_id}"',
@@ -82,6 +82,8 @@ def write_lab_toml(path: Path, config: AgentConfig, nats_url: str) -> Path:
         "[nats]",
         f'url = "{nats_url}"',
     ]
+    if config.nats.user is not None:  # its password: LABLINK_NATS_PASSWORD, as deploy/lab.toml
+        lines.append(f'user = "{config.nats.user}"')
     for inst in config.instruments:
         lines += [
             "",

@@ -1,6 +1,7 @@
 """`lablink serve` as a real child process, for the end-to-end and the browser tests: its
 JSON log lines to wait on, its children to check on, and a fixture that stops every server a
-test started (pass or fail), with whatever it spawned."""
+test started (pass or fail), with whatever it spawned. Another `lablink` command (an agent:
+``command=``) runs the same way, its log read and its process stopped by the same fixture."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,17 @@ def alive(process: Process) -> bool:
 class Server:
     """A `lablink serve` child whose output lines the test can wait for."""
 
-    def __init__(self, data_dir: Path, port: int, settings: dict[str, str] | None = None) -> None:
-        """``settings``: more LABLINK_* variables (LABLINK_AGENTS=off, say)."""
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        settings: dict[str, str] | None = None,
+        *,
+        command: Sequence[str] | None = None,
+    ) -> None:
+        """``settings``: more LABLINK_* variables (LABLINK_AGENTS=off, say). ``command``:
+        another `lablink` command and its arguments than `serve --port <port>` (`agent
+        --config lab.toml`: ``port`` is then unused)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("LABLINK_")}
         env.update(
             LABLINK_DATA_DIR=str(data_dir),
@@ -78,7 +88,7 @@ class Server:
         # LABLINK_TLS_CERT/KEY: the server answers https only.
         self.scheme = "https" if env.get("LABLINK_TLS_CERT") else "http"
         self.proc = subprocess.Popen(
-            [LABLINK, "serve", "--port", str(port)],
+            [LABLINK, *(command or ("serve", "--port", str(port)))],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
