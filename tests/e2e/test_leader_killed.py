@@ -29,6 +29,8 @@ from tests.support.serve import Server, servers  # noqa: F401 (a fixture)
 
 JOBS = 100
 INTERVAL = 1.0
+# How far past the take-over the checked window reaches, in seconds.
+MARGIN_PAST = 2.0
 
 
 @pytest.mark.nats
@@ -79,12 +81,19 @@ def test_a_killed_leader_is_followed_by_the_other_replica_without_a_doubled_fire
             # measures it); a slow machine may add its scheduling delays, not a second lease.
             assert took_over < 3 * LEASE_SECONDS + 10
 
-            # The survivor takes writes, and fires on for a while.
+            # The survivor takes writes, and fires on until the checker's window (which ends a
+            # margin before the stop) reaches past the failover: on a fast machine the fires
+            # above take less time than that margin, and the failover would go unchecked.
             create_interval_jobs(other, 1, acknowledged, prefix="after the kill")
             now = len(requested(tmp_path / other_name))
+            past_failover = due_margin(datetime.now(UTC), seconds=-MARGIN_PAST)
             eventually_sync(
-                lambda: len(requested(tmp_path / other_name)),
-                until=lambda n: n >= now + 2 * JOBS,
+                lambda: requested(tmp_path / other_name),
+                until=lambda fires: (
+                    len(fires) >= now + 2 * JOBS
+                    and due_margin(datetime.fromisoformat(max(at for _, at in fires)))
+                    > past_failover
+                ),
                 timeout=120,
             )
         except BaseException:
