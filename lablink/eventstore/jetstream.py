@@ -21,7 +21,11 @@ Appends go to the record, never to the copy:
   append (``AppendTooLarge``: nothing written).
 - **Read-your-writes.** An append returns once the copy holds its events (their versions are
   numbered there, in the record's order), at most ``copy_timeout`` later, else
-  ``LocalCopyBehind`` (recorded, not yet shown).
+  ``LocalCopyBehind`` (recorded, not yet shown). Except the engine's fenced group commit:
+  its batch's events are answered from what was sent and the positions acknowledged, without
+  waiting for the copy (the engine folds its own state; the views and the API wait for the
+  copy by position as ever), and the heads it recorded are kept until the copy has them, so
+  that the next commit's expectations do not read a copy that is behind.
 - **Event ids.** Each message carries ``Nats-Msg-Id``, the event id. An id the copy already
   holds is refused before anything is sent (``DuplicateId``); one the record holds but the
   copy not yet is refused by JetStream within its duplicate window.
@@ -67,11 +71,12 @@ from lablink.eventstore.base import (
     ReadsThrough,
     StoredRow,
     append_alone,
+    parse_instant,
 )
 from lablink.eventstore.lease import Fence, LeaseRecord, claim, read_lease
 from lablink.eventstore.loop_thread import LoopThread
 from lablink.eventstore.record_feed import HEARTBEAT, RecordFeed
-from lablink.eventstore.record_format import message_of, stream_subjects
+from lablink.eventstore.record_format import OCCURRED_AT, message_of, stream_subjects
 from lablink.eventstore.record_link import (
     BATCH_DUPLICATE_ID,
     EXPECTED_SEQUENCE,
@@ -132,6 +137,26 @@ class _Prepared:
             event_id, subject, headers, body = message_of(request.stream_id, new)
             self.event_ids.append(event_id)
             self.messages.append((subject, headers, body))
+
+
+def _recorded(one: _Prepared, positions: range, first_version: int) -> list[RecordedEvent]:
+    """The events of ``one`` as recorded at ``positions`` from ``first_version`` on: what
+    the copy will hold (its payload as sent, its instant as the copy parses it)."""
+    return [
+        RecordedEvent(
+            position=position,
+            event_id=event_id,
+            stream_id=one.request.stream_id,
+            version=first_version + at,
+            occurred_at=parse_instant(headers[OCCURRED_AT]),
+            actor=new.actor,
+            correlation_id=new.correlation_id,
+            event=new.event,
+        )
+        for at, (position, event_id, new, (_, headers, _)) in enumerate(
+            zip(positions, one.event_ids, one.request.events, one.messages, strict=True)
+        )
+    ]
 
 
 # A batch refused while the lease stands as it was is sent again this many times before its
@@ -202,6 +227,9 @@ class JetStreamEventStore(ReadsThrough):
         # first is in process on the lease subject (``record_link.IN_PROCESS``).
         self._fenced_lock: asyncio.Lock | None = None
         self.publishes = 0  # publishes and batches sent to the record (round trips)
+        # Streams' heads the record acknowledged and the copy may not hold yet (fenced
+        # batches answer without waiting for it): each dropped once the copy reaches it.
+        self._acked: dict[str, _Head] = {}
         self._loop = LoopThread(f"{name}-loop")
         self._closed = False
         self._feed_task: asyncio.Task[None] | None = None
@@ -391,12 +419,12 @@ class JetStreamEventStore(ReadsThrough):
     async def _append_all(
         self, prepared: list[_Prepared], fence: FenceSource | None = None
     ) -> list[AppendOutcome]:
-        """Record every request, then wait once for the copy to hold all that was recorded
-        and read it back in one range. Fenced (the engine's group commit), the first request
-        of each stream goes in one atomic batch per 1,000 messages (``_together``): one
-        round trip and one Raft commit for a whole chunk of fires, not one per fire. What
-        that cannot record as a whole, and each stream's later requests, go one by one
-        (``_each``)."""
+        """Record every request. Fenced (the engine's group commit), the first request of
+        each stream goes in one atomic batch per 1,000 messages (``_together``): one round
+        trip and one Raft commit for a whole chunk of fires, not one per fire, answered from
+        the acknowledgement. What that cannot record as a whole, and each stream's later
+        requests, go one by one (``_each``); for those the copy is waited for once and read
+        back in one range."""
         outcomes: dict[int, AppendOutcome | range] = {}
         left = list(range(len(prepared)))
         if fence is not None and len(prepared) > 1:
@@ -440,7 +468,7 @@ class JetStreamEventStore(ReadsThrough):
         by_stream: dict[str, list[int]] = {}
         for index in indexes:
             by_stream.setdefault(prepared[index].request.stream_id, []).append(index)
-        heads = await asyncio.to_thread(self._heads, list(by_stream))
+        heads = await self._heads(list(by_stream))
 
         async def in_order(stream_id: str, indexes: list[int]) -> None:
             head: _Head | None = heads[stream_id]
@@ -475,9 +503,7 @@ class JetStreamEventStore(ReadsThrough):
         expectation that is not the fence's, are left out (no slot): ``_each`` records them.
         ``LeaseLost`` when the lease is another's."""
         outcomes: dict[int, AppendOutcome | range] = {}
-        heads = await asyncio.to_thread(
-            self._heads, [prepared[index].request.stream_id for index in indexes]
-        )
+        heads = await self._heads([prepared[index].request.stream_id for index in indexes])
         ready: list[tuple[int, dict[str, str]]] = []
         for index in indexes:
             request = prepared[index].request
@@ -496,20 +522,32 @@ class JetStreamEventStore(ReadsThrough):
                         },
                     )
                 )
-            elif version > request.expected_version:
+            elif version > request.expected_version and request.stream_id not in self._acked:
                 outcomes[index] = StreamVersionConflict(
                     request.stream_id, request.expected_version, version
                 )
-            # version < expected: the copy may be behind, ``_each`` catches up first
+            # Else the copy may be behind (the caller's version, or ours, ahead of it):
+            # ``_each`` catches up first, so that a conflict names what the caller will read.
         for chunk in _chunks(prepared, ready):
             span = await self._publish_together(prepared, chunk, source)
             if span is None:
                 continue
             start = span.start
             for index, _ in chunk:
-                count = len(prepared[index].messages)
-                outcomes[index] = range(start, start + count)
+                one = prepared[index]
+                count = len(one.messages)
+                recorded = range(start, start + count)
                 start += count
+                expected = one.request.expected_version
+                if expected == ANY:
+                    outcomes[index] = recorded  # its versions: as the copy numbers them
+                    continue
+                # Its expectation held, so these are the stream's next versions (for the
+                # batch's first request, which carries the fence instead, unless a write
+                # from outside the engine came between: the copy's numbering then
+                # corrects the engine's cache when it hears the events).
+                outcomes[index] = _recorded(one, recorded, expected + 1)
+                self._acked[one.request.stream_id] = (expected + count, recorded.stop - 1)
         return outcomes
 
     async def _publish_together(
@@ -582,7 +620,22 @@ class JetStreamEventStore(ReadsThrough):
         except nats.errors.Error as exc:
             raise RecordUnconfirmed(where, repr(exc), ids) from exc
 
-    def _heads(self, stream_ids: list[str]) -> dict[str, _Head | None]:
+    async def _heads(self, stream_ids: list[str]) -> dict[str, _Head | None]:
+        """Each stream's head: the copy's, or a later one the record acknowledged to this
+        store and the copy has not reached yet."""
+        heads = await asyncio.to_thread(self._copy_heads, stream_ids)
+        for stream_id in stream_ids:
+            acked = self._acked.get(stream_id)
+            if acked is None:
+                continue
+            copied = heads[stream_id]
+            if copied is not None and copied[1] >= acked[1]:
+                del self._acked[stream_id]  # the copy holds it (and numbered it): the truth
+            else:
+                heads[stream_id] = acked
+        return heads
+
+    def _copy_heads(self, stream_ids: list[str]) -> dict[str, _Head | None]:
         with self.copy.lock:
             return {stream_id: self.copy.stream_head(stream_id) for stream_id in stream_ids}
 
@@ -597,9 +650,12 @@ class JetStreamEventStore(ReadsThrough):
         version, last_position = head
         expectation: dict[str, str] = {}
         if expected != ANY:
-            if version < expected:  # the copy may be behind: not a conflict until it is not
+            if version < expected or (version > expected and stream_id in self._acked):
+                # The copy may be behind (the caller read a later version, or a fenced batch
+                # of ours is not in it yet): not a conflict until it is not, and one answered
+                # names the version the caller reads next.
                 await self._catch_up()
-                version, last_position = await asyncio.to_thread(self.copy.stream_head, stream_id)
+                version, last_position = (await self._heads([stream_id]))[stream_id] or (0, 0)
             if version != expected:
                 return StreamVersionConflict(stream_id, expected, version), (
                     version,

@@ -27,6 +27,7 @@ from lablink.eventstore.lease import Fence, LeaseRecord
 from lablink.eventstore.lease_keeper import LeaseKeeper
 from lablink.eventstore.loop_thread import LoopThread
 from lablink.eventstore.record_link import JetStreamOptions
+from tests.support.eventually import eventually_sync
 from tests.support.nats_cluster import SCHEDULER
 from tests.support.nats_thread import nats_cluster
 
@@ -91,8 +92,16 @@ def test_a_leaders_concurrent_fenced_appends_are_all_recorded(
         outcomes = fenced.append_batch(requests)
         conflicts = [o for o in outcomes if isinstance(o, StreamVersionConflict)]
         assert not conflicts, f"{len(conflicts)} of {JOBS} refused: {conflicts[:3]}"
-        for n in range(JOBS):
-            assert store.stream_version(f"{prefix}{n}") == events
+        # Answered from the acknowledgement (the copy may not hold them yet) ...
+        for outcome in outcomes:
+            assert isinstance(outcome, list)
+            assert [event.version for event in outcome] == list(range(1, events + 1))
+        # ... and the copy comes to hold every one.
+        eventually_sync(
+            lambda: [store.stream_version(f"{prefix}{n}") for n in range(JOBS)],
+            until=lambda versions: versions == [events] * JOBS,
+            timeout=60,
+        )
     finally:
         store.close()
 

@@ -5,10 +5,12 @@ passing lease messages over. A real nats-server on loopback."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -401,7 +403,57 @@ def test_a_fenced_group_commit_is_one_atomic_batch(stores: Stores, loop: LoopThr
     assert store.publishes - before == 1
     positions = recorded_positions(list(outcomes))
     assert positions == list(range(positions[0], positions[0] + 60))  # in the requests' order
-    assert [store.stream_version(r.stream_id) for r in requests] == [1] * 20 + [2] * 20
+    assert [[e.version for e in o] for o in outcomes if isinstance(o, list)] == [[1]] * 20 + [
+        [1, 2]
+    ] * 20
+    copied(store, [r.stream_id for r in requests], [1] * 20 + [2] * 20)
+
+
+@pytest.mark.nats
+def test_a_fenced_batch_is_answered_before_the_copy_holds_it_and_the_next_builds_on_it(
+    stores: Stores, loop: LoopThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = stores.open("a")
+    holder = keeper(store, "a", FakeMonotonic())
+    loop.call(holder.step())
+    fenced = store.fenced(holder.fence)
+    # The copy takes nothing in until released: what the batches answer is the record's.
+    release, copy_in = threading.Event(), store.copy.copy_in
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        release.wait(60)
+        return copy_in(*args, **kwargs)
+
+    monkeypatch.setattr(store.copy, "copy_in", held)
+    copied_before = store.copied_position
+    try:
+        first = fenced.append_batch(fires("ahead_", 10))
+        assert [[e.version for e in o] for o in first if isinstance(o, list)] == [[1]] * 10
+        # The next fires of the same jobs expect version 1, which the copy does not hold
+        # yet: their heads come from the first batch's acknowledgement, and they go in one
+        # atomic batch again, not one by one after a wait for the copy.
+        before = store.publishes
+        second = fenced.append_batch(
+            [
+                AppendRequest(stream_id=f"ahead_{n}", expected_version=1, events=[new("x", n)])
+                for n in range(10)
+            ]
+        )
+        assert store.publishes - before == 1
+        assert [[e.version for e in o] for o in second if isinstance(o, list)] == [[2]] * 10
+        assert store.copied_position == copied_before
+        positions = recorded_positions(list(first)) + recorded_positions(list(second))
+        assert positions == list(range(positions[0], positions[0] + 20))
+    finally:
+        release.set()
+    copied(store, [f"ahead_{n}" for n in range(10)], [2] * 10)
+    held_rows = list(store.read_all(after_position=positions[0] - 1))
+    assert [(e.position, e.event_id, e.version, e.event) for e in held_rows] == [
+        (e.position, e.event_id, e.version, e.event)
+        for o in list(first) + list(second)
+        if isinstance(o, list)
+        for e in o
+    ]
 
 
 @pytest.mark.nats
@@ -416,7 +468,7 @@ def test_a_group_commit_over_a_thousand_messages_goes_in_batches_of_a_thousand(
     outcomes = store.fenced(holder.fence).append_batch(requests)
     assert store.publishes - before == 2
     assert len(recorded_positions(list(outcomes))) == 1200
-    assert all(store.stream_version(r.stream_id) == 2 for r in requests)
+    copied(store, [r.stream_id for r in requests], [2] * 600)
 
 
 @pytest.mark.nats
@@ -469,13 +521,13 @@ def test_a_stale_request_in_a_fenced_group_commit_is_answered_alone_and_the_rest
     # The holder decides from a copy that has not seen the follower's write yet: the batch's
     # expectation on job_a is stale, the server refuses the whole batch and stores nothing.
     # (Only for the batch: by the time its requests go one by one, the copy has caught up.)
-    heads, calls = store._heads, []
+    heads, calls = store._copy_heads, []
 
     def copy_behind(ids: list[str]) -> dict[str, tuple[int, int] | None]:
         calls.append(ids)
         return {**heads(ids), **({"job_a": behind} if len(calls) == 1 else {})}
 
-    monkeypatch.setattr(store, "_heads", copy_behind)
+    monkeypatch.setattr(store, "_copy_heads", copy_behind)
     # (The batch's first message carries the fence, so job_a is not first: a lone message
     # carries one expectation, and a single fire's is the fence's.)
     requests = [
@@ -487,8 +539,17 @@ def test_a_stale_request_in_a_fenced_group_commit_is_answered_alone_and_the_rest
     assert isinstance(outcomes[1], StreamVersionConflict)
     assert outcomes[1].actual == 3
     assert [[e.version for e in o] for o in outcomes if isinstance(o, list)] == [[1], [1]]
-    assert store.stream_version("job_a") == 3
-    assert store.stream_version("job_b") == store.stream_version("job_c") == 1
+    copied(store, ["job_a", "job_b", "job_c"], [3, 1, 1])
+
+
+def copied(store: JetStreamEventStore, stream_ids: list[str], versions: list[int]) -> None:
+    """The copy comes to hold ``stream_ids`` at ``versions`` (a fenced batch is answered
+    from its acknowledgement, before the copy holds it)."""
+    eventually_sync(
+        lambda: [store.stream_version(stream_id) for stream_id in stream_ids],
+        until=lambda found: found == versions,
+        timeout=60,
+    )
 
 
 def test_a_fence_names_the_lease_subject() -> None:
