@@ -846,6 +846,12 @@ class StoreLeaseLink:
         )
 
     async def claim(self, after: LeaseRecord | None) -> LeaseRecord | None:
+        return await self._claim(after, take_over=False)
+
+    async def take_over(self, stale: LeaseRecord) -> LeaseRecord | None:
+        return await self._claim(stale, take_over=True)
+
+    async def _claim(self, after: LeaseRecord | None, *, take_over: bool) -> LeaseRecord | None:
         store = self.store
         return await store.on_store_loop(
             claim(
@@ -855,6 +861,7 @@ class StoreLeaseLink:
                 after=after,
                 at=datetime.now(UTC),
                 within=store.ack_timeout,
+                take_over=take_over,
             )
         )
 

@@ -14,6 +14,13 @@ compare-and-set). Hence:
   anyone else wrote the subject since, or if it expired (the subject is at 0 again). In a
   cluster a claim meeting one of the holder's fenced appends in process is refused without
   being judged (``record_link.IN_PROCESS``): it is sent again, not taken for a refusal.
+- **Take over a lease that outlived its TTL**: a follower that has seen the same lease
+  message for twice its TTL (by its own monotonic clock) publishes expecting *that* message,
+  with a new epoch. JetStream should have removed it long before; where it did not (a
+  per-message TTL left unexpired, as nats-server #7256 reports, would otherwise leave the
+  cluster without a leader for good), no holder can still be firing on it: a holder renews
+  every TTL/3 (each renewal a new message) and stops at 0.6 × TTL without one, and a holder
+  paused outright is fenced (its fence expects the message taken over).
 - **Epoch**: the stream sequence of the acquiring message, monotonic across takeovers. The
   acquiring message's body says ``epoch: 0`` (its own sequence is not known before it is
   stored); renewals name the epoch they continue.
@@ -124,11 +131,14 @@ async def claim(
     after: LeaseRecord | None,
     at: datetime,
     within: float,
+    take_over: bool = False,
 ) -> LeaseRecord | None:
-    """Acquire (``after`` None: expects no live lease) or renew (``after``: the holder's last
-    lease message) by one compare-and-set; the new lease message, or None when refused.
-    nats-py's errors (a timeout: the claim may have landed) are raised as they are."""
-    epoch = after.epoch if after is not None else 0
+    """Acquire (``after`` None: expects no live lease), renew (``after``: the holder's last
+    lease message) or, with ``take_over``, acquire over ``after`` (a lease message that
+    outlived its TTL: a new epoch) by one compare-and-set; the new lease message, or None
+    when refused. nats-py's errors (a timeout: the claim may have landed) are raised as they
+    are."""
+    epoch = after.epoch if after is not None and not take_over else 0
     headers = {
         EXPECTED_SEQUENCE: str(after.seq if after is not None else 0),
         TTL_HEADER: ttl_header(ttl),

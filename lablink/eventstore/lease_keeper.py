@@ -9,6 +9,9 @@ stopped while the lease it held may still be live, with 0.4 × TTL to spare for 
 running slower than the server's or a slow stop. A renewal the server refuses (someone took
 the lease over, or it expired) demotes at once.
 
+A follower that sees the same lease message for ``OUTLIVED_TTLS`` of its TTL takes it over
+(``lease``, "Take over a lease that outlived its TTL"): the servers should have expired it.
+
 A holder paused outright (SIGSTOP, a VM frozen) does not run this code at all: that is what
 the fence is for (``fence``, carried by every append the engine makes).
 """
@@ -29,6 +32,8 @@ log = structlog.get_logger(tag="lease")
 
 RENEW_FRACTION = 1 / 3
 DEMOTE_FRACTION = 0.6
+# A lease message seen unchanged for this many TTLs has outlived its TTL (``lease``): taken over.
+OUTLIVED_TTLS = 2.0
 
 
 class LeaseLink(Protocol):
@@ -37,6 +42,8 @@ class LeaseLink(Protocol):
     async def read(self) -> LeaseRecord | None: ...
 
     async def claim(self, after: LeaseRecord | None) -> LeaseRecord | None: ...
+
+    async def take_over(self, stale: LeaseRecord) -> LeaseRecord | None: ...
 
 
 async def _nothing(*_: object) -> None:
@@ -71,6 +78,9 @@ class LeaseKeeper:
         self.last_epoch = 0
         self.gained = 0  # leases acquired, for tests and /health
         self.lost = 0
+        self.taken_over = 0  # leases acquired over a message that outlived its TTL
+        # The lease message a follower keeps seeing, and since when (monotonic).
+        self._unchanged: tuple[int, float] | None = None
 
     # -- what others ask -------------------------------------------------------------------
 
@@ -183,15 +193,49 @@ class LeaseKeeper:
             log.warning("lease claim failed", replica=self.replica, error=repr(exc))
             return self.poll
         if got is None:
-            # Only for /health: the next poll reads again.
+            # For /health, and to notice a lease message that outlives its TTL.
             with contextlib.suppress(Exception):
                 self.seen = await asyncio.wait_for(self.link.read(), max(self.poll, 1.0))
-            return self.poll
+            got = await self._over_outlived(sent)
+            if got is None:
+                return self.poll
+        self._unchanged = None
         self.held, self.renewed_at, self.seen = got, sent, None
         self.last_epoch = got.epoch
         self.gained += 1
         log.info("lease acquired", replica=self.replica, epoch=got.epoch)
         return await self._start_leading(got)
+
+    async def _over_outlived(self, sent: float) -> LeaseRecord | None:
+        """Take over the lease message seen unchanged for ``OUTLIVED_TTLS`` of its TTL (see
+        ``lease``); None while it has not been seen that long, or when refused."""
+        seen = self.seen
+        if seen is None:
+            self._unchanged = None
+            return None
+        if self._unchanged is None or self._unchanged[0] != seen.seq:
+            self._unchanged = (seen.seq, sent)
+            return None
+        unchanged_for = sent - self._unchanged[1]
+        if unchanged_for < OUTLIVED_TTLS * max(self.ttl, seen.ttl_seconds):
+            return None
+        log.warning(
+            "lease message outlived its TTL: taking it over",
+            replica=self.replica,
+            holder=seen.replica,
+            epoch=seen.epoch,
+            seq=seen.seq,
+            unchanged_seconds=round(unchanged_for, 2),
+            ttl_seconds=seen.ttl_seconds,
+        )
+        try:
+            got = await asyncio.wait_for(self.link.take_over(seen), max(self.poll, 1.0))
+        except Exception as exc:
+            log.warning("lease take-over failed", replica=self.replica, error=repr(exc))
+            return None
+        if got is not None:
+            self.taken_over += 1
+        return got
 
     async def _start_leading(self, got: LeaseRecord) -> float:
         """``on_gain`` (the engine's start: catch-up, recovery of every job) while renewing:

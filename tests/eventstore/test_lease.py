@@ -19,10 +19,11 @@ from lablink.errors import LeaseLost, StreamVersionConflict
 from lablink.events import JobPaused, NewEvent
 from lablink.eventstore.base import AppendRequest
 from lablink.eventstore.jetstream import JetStreamEventStore
-from lablink.eventstore.lease import Fence, LeaseRecord
-from lablink.eventstore.lease_keeper import LeaseKeeper
+from lablink.eventstore.lease import Fence, LeaseRecord, body_of
+from lablink.eventstore.lease_keeper import OUTLIVED_TTLS, LeaseKeeper
 from lablink.eventstore.loop_thread import LoopThread
-from lablink.eventstore.record_link import JetStreamOptions
+from lablink.eventstore.record_format import LEASE_SUBJECT
+from lablink.eventstore.record_link import EXPECTED_SEQUENCE, JetStreamOptions, ack_of
 from tests.support.eventually import eventually_sync
 from tests.support.nats_thread import nats_server
 
@@ -127,6 +128,60 @@ def test_an_expired_lease_is_taken_over_by_one_compare_and_set_with_a_higher_epo
     assert loop.call(a.claim(first)) is None  # the former holder cannot renew
 
 
+@pytest.mark.nats
+def test_a_lease_message_that_outlives_its_ttl_is_taken_over_and_fences_its_holder(
+    stores: Stores, loop: LoopThread
+) -> None:
+    """A lease message the server never expires (as a per-message TTL left unexpired would
+    be: published here without one) is taken over by a follower once it has seen it unchanged
+    for twice its TTL, with a higher epoch; its holder's fence is refused from then on."""
+    store = stores.open("a")
+    body = body_of("a", 0, TTL, datetime.now(UTC))
+    reply = loop.call(
+        store.on_store_loop(
+            store.connection.request(LEASE_SUBJECT, body, headers={EXPECTED_SEQUENCE: "0"})
+        )
+    )
+    stuck = loop.call(store.lease_link("a", TTL).read())
+    assert stuck is not None
+    assert stuck.seq == ack_of(reply.data).seq
+    clock = FakeMonotonic()
+    b = keeper(store, "b", clock)
+    assert loop.call(b.step()) == b.poll
+    assert b.held is None
+    clock.now += OUTLIVED_TTLS * TTL - 0.1
+    loop.call(b.step())
+    assert b.held is None  # not yet: it may still be renewed
+    clock.now += 0.2
+    loop.call(b.step())
+    assert b.held is not None
+    assert b.taken_over == 1
+    assert b.held.replica == "b"
+    assert b.held.epoch > stuck.epoch
+    old = Fence(replica="a", epoch=stuck.epoch, seq=stuck.seq)
+    with pytest.raises(LeaseLost):
+        store.fenced(lambda: old).append("fenced_out", 0, [new("fenced_out", 1)])
+    assert store.stream_version("fenced_out") == 0
+
+
+@pytest.mark.nats
+def test_a_renewed_lease_is_never_taken_over_however_long_it_is_held(
+    stores: Stores, loop: LoopThread
+) -> None:
+    store = stores.open("a")
+    clock = FakeMonotonic()
+    a, b = keeper(store, "a", clock), keeper(store, "b", clock)
+    loop.call(a.step())
+    assert a.held is not None
+    for _ in range(12):  # 4 TTLs, renewed at every third of one
+        clock.now += TTL / 3
+        loop.call(a.step())
+        loop.call(b.step())
+        assert a.held is not None
+        assert b.held is None
+    assert b.taken_over == 0
+
+
 # -- the keeper ---------------------------------------------------------------------------------
 
 
@@ -199,6 +254,11 @@ class _Unreachable:
         if self.cut:
             await asyncio.sleep(3600)
         return await self.inner.claim(after)  # type: ignore[attr-defined,no-any-return]
+
+    async def take_over(self, stale: LeaseRecord) -> LeaseRecord | None:
+        if self.cut:
+            await asyncio.sleep(3600)
+        return await self.inner.take_over(stale)  # type: ignore[attr-defined,no-any-return]
 
 
 @pytest.mark.nats

@@ -29,6 +29,9 @@ class NoLink:
     async def claim(self, after: LeaseRecord | None) -> LeaseRecord | None:
         raise AssertionError("not asked")
 
+    async def take_over(self, stale: LeaseRecord) -> LeaseRecord | None:
+        raise AssertionError("not asked")
+
 
 def leadership() -> tuple[Leadership, LeaseKeeper]:
     keeper = LeaseKeeper(NoLink(), replica="a", ttl=5.0)

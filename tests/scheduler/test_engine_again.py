@@ -79,6 +79,13 @@ class Link:
         self.live = LeaseRecord(replica="a", epoch=epoch, ttl_seconds=3.0, at="", seq=self.seq)
         return self.live
 
+    async def take_over(self, stale: LeaseRecord) -> LeaseRecord | None:
+        if stale != self.live:
+            return None
+        self.seq += 1
+        self.live = LeaseRecord(replica="a", epoch=self.seq, ttl_seconds=3.0, at="", seq=self.seq)
+        return self.live
+
 
 async def test_a_keeper_whose_engine_fails_to_start_steps_down_and_claims_again() -> None:
     link = Link()
