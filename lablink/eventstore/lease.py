@@ -15,12 +15,15 @@ compare-and-set). Hence:
   cluster a claim meeting one of the holder's fenced appends in process is refused without
   being judged (``record_link.IN_PROCESS``): it is sent again, not taken for a refusal.
 - **Take over a lease that outlived its TTL**: a follower that has seen the same lease
-  message for twice its TTL (by its own monotonic clock) publishes expecting *that* message,
-  with a new epoch. JetStream should have removed it long before; where it did not (a
-  per-message TTL left unexpired, as nats-server #7256 reports, would otherwise leave the
-  cluster without a leader for good), no holder can still be firing on it: a holder renews
-  every TTL/3 (each renewal a new message) and stops at 0.6 × TTL without one, and a holder
-  paused outright is fenced (its fence expects the message taken over).
+  message for 1.2 × its TTL (by its own monotonic clock, from when it first read it, which
+  is after the message was stored) publishes expecting *that* message, with a new epoch.
+  JetStream should have removed it before; where it did not (measured here: once in 20
+  failovers with the stream leader's node killed, nats-server 2.15.1, the holder's last
+  renewal outlived its TTL for good; nats-server #7256 reports per-message TTLs not
+  respected), the cluster would otherwise stay without a leader. No holder can still be
+  firing on it: a holder renews every TTL/3 (each renewal a new message) and stops 0.6 ×
+  TTL after sending its last good one, and a holder paused outright is fenced (its fence
+  expects the message taken over).
 - **Epoch**: the stream sequence of the acquiring message, monotonic across takeovers. The
   acquiring message's body says ``epoch: 0`` (its own sequence is not known before it is
   stored); renewals name the epoch they continue.

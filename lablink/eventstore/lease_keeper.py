@@ -32,8 +32,9 @@ log = structlog.get_logger(tag="lease")
 
 RENEW_FRACTION = 1 / 3
 DEMOTE_FRACTION = 0.6
-# A lease message seen unchanged for this many TTLs has outlived its TTL (``lease``): taken over.
-OUTLIVED_TTLS = 2.0
+# A lease message seen unchanged for this many TTLs has outlived its TTL (``lease``): taken
+# over. Above 1: never sooner than the servers should have expired it.
+OUTLIVED_TTLS = 1.2
 
 
 class LeaseLink(Protocol):

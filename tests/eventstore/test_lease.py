@@ -133,8 +133,9 @@ def test_a_lease_message_that_outlives_its_ttl_is_taken_over_and_fences_its_hold
     stores: Stores, loop: LoopThread
 ) -> None:
     """A lease message the server never expires (as a per-message TTL left unexpired would
-    be: published here without one) is taken over by a follower once it has seen it unchanged
-    for twice its TTL, with a higher epoch; its holder's fence is refused from then on."""
+    be: published here without one) is taken over by a follower once it has seen it
+    unchanged for OUTLIVED_TTLS of its TTL, with a higher epoch; its holder's fence is
+    refused from then on."""
     store = stores.open("a")
     body = body_of("a", 0, TTL, datetime.now(UTC))
     reply = loop.call(
