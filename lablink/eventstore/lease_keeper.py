@@ -35,6 +35,8 @@ DEMOTE_FRACTION = 0.6
 # A lease message seen unchanged for this many TTLs has outlived its TTL (``lease``): taken
 # over. Above 1: never sooner than the servers should have expired it.
 OUTLIVED_TTLS = 1.2
+# How often a follower tries to take the lease, at most (seconds).
+POLL = 0.25
 
 
 class LeaseLink(Protocol):
@@ -69,8 +71,9 @@ class LeaseKeeper:
         self.monotonic = monotonic
         self.on_gain = on_gain
         self.on_lose = on_lose
-        # A follower tries to take over this often: a lease that ended is taken within it.
-        self.poll = poll if poll is not None else min(1.0, ttl / 5)
+        # A follower tries to take over this often: a lease that ended is taken within it
+        # (a refused claim and a read: two small requests, nothing written).
+        self.poll = poll if poll is not None else min(POLL, ttl / 5)
         self.held: LeaseRecord | None = None
         self.renewed_at: float | None = None  # monotonic: when the last good claim was sent
         self.seen: LeaseRecord | None = None  # the live lease as last read (another's)
