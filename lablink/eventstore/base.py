@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
@@ -135,6 +135,18 @@ class EventStore(EventReader, Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ShowsLater(Protocol):
+    """A store whose appends may return before its own reads show them (the engine's fenced
+    store in cluster mode: answered from the record's acknowledgement, its local copy a
+    moment behind). A caller that answers a client waits for them first."""
+
+    def wait_visible(self) -> None:
+        """Return once the reads show every append returned so far (``LocalCopyBehind``
+        past the store's copy timeout: recorded, not yet shown)."""
+        ...
 
 
 def append_alone(store: EventStore, request: AppendRequest) -> list[RecordedEvent]:

@@ -23,9 +23,12 @@ Appends go to the record, never to the copy:
   numbered there, in the record's order), at most ``copy_timeout`` later, else
   ``LocalCopyBehind`` (recorded, not yet shown). Except the engine's fenced group commit:
   its batch's events are answered from what was sent and the positions acknowledged, without
-  waiting for the copy (the engine folds its own state; the views and the API wait for the
-  copy by position as ever), and the heads it recorded are kept until the copy has them, so
-  that the next commit's expectations do not read a copy that is behind.
+  waiting for the copy (the engine folds its own state), and the heads it recorded are kept
+  until the copy reaches them, so that the next commit's expectations do not read a copy
+  that is behind. The batch's first request, when it is one message, carries the fence
+  instead of its own version check: one request to the record confirms that nothing of its
+  stream came between, else it is read back. A client's command batched with fires (a
+  run-now) waits for the copy before it is answered (``FencedStore.wait_visible``).
 - **Event ids.** Each message carries ``Nats-Msg-Id``, the event id. An id the copy already
   holds is refused before anything is sent (``DuplicateId``); one the record holds but the
   copy not yet is refused by JetStream within its duplicate window.
@@ -87,6 +90,7 @@ from lablink.eventstore.record_link import (
     STALE_EXPECTATION,
     WRONG_LAST_SEQUENCE,
     Ack,
+    ApiError,
     JetStreamOptions,
     Message,
     close,
@@ -96,6 +100,7 @@ from lablink.eventstore.record_link import (
     in_process,
     last_message_sequence,
     message_id_at,
+    next_sequence_on,
     publish,
 )
 from lablink.eventstore.sqlite import SQLiteEventStore, event_of
@@ -230,6 +235,7 @@ class JetStreamEventStore(ReadsThrough):
         # Streams' heads the record acknowledged and the copy may not hold yet (fenced
         # batches answer without waiting for it): each dropped once the copy reaches it.
         self._acked: dict[str, _Head] = {}
+        self._answered = 0  # the last position answered from an acknowledgement
         self._loop = LoopThread(f"{name}-loop")
         self._closed = False
         self._feed_task: asyncio.Task[None] | None = None
@@ -317,6 +323,9 @@ class JetStreamEventStore(ReadsThrough):
         progress, self._progress = self._progress, asyncio.Event()
         if progress is not None:
             progress.set()
+        if self._acked:  # the heads the copy now holds are its to give
+            copied = self._copied
+            self._acked = {sid: head for sid, head in self._acked.items() if head[1] > copied}
 
     async def _until_copied(self, position: int, within: float) -> None:
         loop = asyncio.get_running_loop()
@@ -533,22 +542,50 @@ class JetStreamEventStore(ReadsThrough):
             if span is None:
                 continue
             start = span.start
-            for index, _ in chunk:
+            for at, (index, expectation) in enumerate(chunk):
                 one = prepared[index]
                 count = len(one.messages)
                 recorded = range(start, start + count)
                 start += count
                 expected = one.request.expected_version
-                if expected == ANY:
-                    outcomes[index] = recorded  # its versions: as the copy numbers them
+                if expected == ANY or (
+                    at == 0
+                    and count == 1
+                    and expectation
+                    and not await self._nothing_between(one, heads, recorded.start)
+                ):
+                    # Its versions as the copy numbers them: at ANY, or where the batch's
+                    # first message carried the fence instead of the request's own check
+                    # and another write came between (read back).
+                    outcomes[index] = recorded
                     continue
-                # Its expectation held, so these are the stream's next versions (for the
-                # batch's first request, which carries the fence instead, unless a write
-                # from outside the engine came between: the copy's numbering then
-                # corrects the engine's cache when it hears the events).
+                # Its expectation held (or nothing came between), so these are the stream's
+                # next versions.
                 outcomes[index] = _recorded(one, recorded, expected + 1)
                 self._acked[one.request.stream_id] = (expected + count, recorded.stop - 1)
+                self._answered = max(self._answered, recorded.stop - 1)
         return outcomes
+
+    async def _nothing_between(
+        self, one: _Prepared, heads: dict[str, _Head | None], position: int
+    ) -> bool:
+        """Whether the record holds nothing of ``one``'s stream between the head it was
+        decided on and ``position``, where it was recorded without a check of its own (the
+        batch's first message carries the fence): one request to the record."""
+        stream_id = one.request.stream_id
+        _, last_position = heads[stream_id] or (0, 0)
+        try:
+            found = await next_sequence_on(
+                self._nc,
+                self.options.stream,
+                stream_subjects(stream_id),
+                last_position + 1,
+                self.ack_timeout,
+            )
+        except (nats.errors.Error, ApiError, TimeoutError) as exc:
+            log.warning("fenced write not verified: read back", stream=stream_id, error=repr(exc))
+            return False
+        return found == position
 
     async def _publish_together(
         self,
@@ -656,6 +693,10 @@ class JetStreamEventStore(ReadsThrough):
                 # names the version the caller reads next.
                 await self._catch_up()
                 version, last_position = (await self._heads([stream_id]))[stream_id] or (0, 0)
+                if stream_id in self._acked:
+                    # Still behind what the record acknowledged: a conflict now would name a
+                    # version the caller cannot read back. Recorded, not yet shown.
+                    raise LocalCopyBehind(str(self.path), self._acked[stream_id][1], self._copied)
             if version != expected:
                 return StreamVersionConflict(stream_id, expected, version), (
                     version,
@@ -885,6 +926,17 @@ class FencedStore(ReadsThrough):
         if isinstance(outcome, StreamVersionConflict):
             raise outcome
         return outcome
+
+    def wait_visible(self) -> None:
+        """``ShowsLater``: until the local copy holds every batch answered from the record's
+        acknowledgement (a client's run-now, batched with fires, is then readable)."""
+        store = self.store
+        position = store._answered
+        if store.seen_position >= position:
+            return
+        store._loop.call(
+            store._until_copied(position, store.copy_timeout), store.copy_timeout + 5.0
+        )
 
     def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
         return self.store.append_batch(requests, fence=self.source)

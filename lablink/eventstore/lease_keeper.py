@@ -200,9 +200,11 @@ class LeaseKeeper:
             # For /health, and to notice a lease message that outlives its TTL.
             with contextlib.suppress(Exception):
                 self.seen = await asyncio.wait_for(self.link.read(), max(self.poll, 1.0))
-            got = await self._over_outlived(sent)
-            if got is None:
+            # Counted from when the message was read (stored before that), not from ``sent``.
+            taken, sent = await self._over_outlived(self.monotonic())
+            if taken is None:
                 return self.poll
+            got = taken
         self._unchanged = None
         self.held, self.renewed_at, self.seen = got, sent, None
         self.last_epoch = got.epoch
@@ -210,19 +212,20 @@ class LeaseKeeper:
         log.info("lease acquired", replica=self.replica, epoch=got.epoch)
         return await self._start_leading(got)
 
-    async def _over_outlived(self, sent: float) -> LeaseRecord | None:
+    async def _over_outlived(self, read_at: float) -> tuple[LeaseRecord | None, float]:
         """Take over the lease message seen unchanged for ``OUTLIVED_TTLS`` of its TTL (see
-        ``lease``); None while it has not been seen that long, or when refused."""
+        ``lease``), first read at or before ``read_at``: the new lease and when its claim was
+        sent; None while it has not been seen that long, or when refused."""
         seen = self.seen
         if seen is None:
             self._unchanged = None
-            return None
+            return None, read_at
         if self._unchanged is None or self._unchanged[0] != seen.seq:
-            self._unchanged = (seen.seq, sent)
-            return None
-        unchanged_for = sent - self._unchanged[1]
+            self._unchanged = (seen.seq, read_at)
+            return None, read_at
+        unchanged_for = read_at - self._unchanged[1]
         if unchanged_for < OUTLIVED_TTLS * max(self.ttl, seen.ttl_seconds):
-            return None
+            return None, read_at
         log.warning(
             "lease message outlived its TTL: taking it over",
             replica=self.replica,
@@ -232,14 +235,15 @@ class LeaseKeeper:
             unchanged_seconds=round(unchanged_for, 2),
             ttl_seconds=seen.ttl_seconds,
         )
+        sent = self.monotonic()  # the new lease's age counts from here, as a claim's does
         try:
             got = await asyncio.wait_for(self.link.take_over(seen), max(self.poll, 1.0))
         except Exception as exc:
             log.warning("lease take-over failed", replica=self.replica, error=repr(exc))
-            return None
+            return None, sent
         if got is not None:
             self.taken_over += 1
-        return got
+        return got, sent
 
     async def _start_leading(self, got: LeaseRecord) -> float:
         """``on_gain`` (the engine's start: catch-up, recovery of every job) while renewing:

@@ -239,6 +239,23 @@ async def message_id_at(nc: NATS, stream: str, seq: int, within: float) -> str |
     return None
 
 
+async def next_sequence_on(nc: NATS, stream: str, subjects: str, start: int, within: float) -> int:
+    """The sequence of the record's first message at or after ``start`` on ``subjects`` (a
+    wildcard allowed); 0 when there is none."""
+    try:
+        answer = await api(
+            nc,
+            f"$JS.API.STREAM.MSG.GET.{stream}",
+            {"seq": start, "next_by_subj": subjects},
+            within,
+        )
+    except ApiError as exc:
+        if exc.code == NO_MESSAGE:
+            return 0
+        raise
+    return int(answer.get("message", {}).get("seq", 0))
+
+
 async def last_message_sequence(nc: NATS, stream: str, within: float) -> int:
     """The sequence of the record's last message still there (0 for none). Not the stream's
     ``last_seq``: that may be a lease message expired since, which no consumer delivers."""

@@ -72,7 +72,7 @@ from lablink.events import (
     documented_error,
     event_type,
 )
-from lablink.eventstore.base import EventStore, parse_instant
+from lablink.eventstore.base import EventStore, ShowsLater, parse_instant
 from lablink.eventstore.group_commit import TASK_NAME as COMMITTER_TASK
 from lablink.eventstore.group_commit import GroupCommitter
 from lablink.eventstore.sqlite import SQLiteEventStore
@@ -946,11 +946,17 @@ class Engine:
         """A command a client waits for: a failure to record is answered at once, as the
         storage error itself (the API's 503), not kept."""
         try:
-            return await self._command_once(job_id, decide, actor, track=False)
+            decision = await self._command_once(job_id, decide, actor, track=False)
         except RecordingFailed as exc:
             if isinstance(exc.cause, StorageError):
                 raise exc.cause from exc
             raise
+        if decision is not None and decision.events and isinstance(self.store, ShowsLater):
+            # Batched with fires, it may have been answered before this replica's reads show
+            # it: the client reads it next (read-your-writes), and a forwarded run-now's
+            # answer names the position that holds it.
+            await asyncio.to_thread(self.store.wait_visible)
+        return decision
 
     def _request(self, state: JobState, execution_id: str) -> ExecutionRequest:
         spec = state.spec

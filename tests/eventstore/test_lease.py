@@ -505,8 +505,21 @@ def test_a_fenced_batch_is_answered_before_the_copy_holds_it_and_the_next_builds
         assert store.copied_position == copied_before
         positions = recorded_positions(list(first)) + recorded_positions(list(second))
         assert positions == list(range(positions[0], positions[0] + 20))
+        # A caller answering a client waits for them (``ShowsLater``): not while held.
+        shown = threading.Event()
+
+        def wait_then_say() -> None:
+            fenced.wait_visible()
+            shown.set()
+
+        waiting = threading.Thread(target=wait_then_say)
+        waiting.start()
+        assert not shown.wait(0.5)
     finally:
         release.set()
+    assert shown.wait(30)
+    waiting.join(30)
+    assert store.copied_position >= positions[-1]
     copied(store, [f"ahead_{n}" for n in range(10)], [2] * 10)
     held_rows = list(store.read_all(after_position=positions[0] - 1))
     assert [(e.position, e.event_id, e.version, e.event) for e in held_rows] == [
@@ -515,6 +528,41 @@ def test_a_fenced_batch_is_answered_before_the_copy_holds_it_and_the_next_builds
         if isinstance(o, list)
         for e in o
     ]
+
+
+@pytest.mark.nats
+def test_a_batchs_first_request_recorded_after_a_write_it_did_not_see_gets_the_copys_versions(
+    stores: Stores, loop: LoopThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's first message carries the fence, so a lone first request has no version
+    check of its own: a follower's write that came between is found (one request to the
+    record), its versions are the copy's, and a later append at the version it was decided
+    on is refused."""
+    store, other = stores.open("a"), stores.open("b")
+    holder = keeper(store, "a", FakeMonotonic())
+    loop.call(holder.step())
+    fenced = store.fenced(holder.fence)
+    fenced.append("job_s", 0, [new("job_s", 1)])
+    behind = store.copy.stream_head("job_s")
+    other.append("job_s", 1, [new("job_s", 2)])  # a follower's write (an API pause)
+    eventually_sync(lambda: store.stream_version("job_s"), until=lambda v: v == 2)
+    heads, calls = store._copy_heads, []
+
+    def copy_behind(ids: list[str]) -> dict[str, tuple[int, int] | None]:
+        calls.append(ids)
+        return {**heads(ids), **({"job_s": behind} if len(calls) == 1 else {})}
+
+    monkeypatch.setattr(store, "_copy_heads", copy_behind)
+    outcomes = fenced.append_batch(
+        [
+            AppendRequest(stream_id="job_s", expected_version=1, events=[new("job_s", 3)]),
+            AppendRequest(stream_id="job_t", expected_version=0, events=[new("job_t", 1)]),
+        ]
+    )
+    assert [[e.version for e in o] for o in outcomes if isinstance(o, list)] == [[3], [1]]
+    with pytest.raises(StreamVersionConflict):
+        fenced.append("job_s", 2, [new("job_s", 4)])
+    copied(store, ["job_s", "job_t"], [3, 1])
 
 
 @pytest.mark.nats

@@ -15,6 +15,7 @@ import pytest
 from lablink.bus.server import NatsServer
 from lablink.clock import ManualClock
 from lablink.errors import RecordingFailed
+from lablink.eventstore.base import ShowsLater
 from lablink.eventstore.jetstream import JetStreamEventStore
 from lablink.eventstore.lease_keeper import LeaseKeeper
 from lablink.eventstore.record_link import JetStreamOptions
@@ -81,5 +82,37 @@ async def test_a_paused_leaders_engine_cannot_record_a_fire_after_a_takeover(
             await engine.tick()
         assert await asyncio.to_thread(record.record_position) == before
         assert started(record) == 1
+    finally:
+        await engine.aclose(grace_seconds=0.0)
+
+
+async def test_a_clients_run_now_waits_until_this_replica_shows_it(
+    record: JetStreamEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run-now batched with fires is answered from the record's acknowledgement, before
+    the replica's copy holds it: the engine waits for the copy (``ShowsLater``) before the
+    client is answered, so the client's next read finds the run."""
+    await asyncio.to_thread(record.append_batch, [created(JOB, interval=60)])
+    holder = LeaseKeeper(record.lease_link("one", 5.0), replica="one", ttl=5.0)
+    await holder.step()
+    fenced = record.fenced(holder.fence)
+    assert isinstance(fenced, ShowsLater)
+    waits: list[int] = []
+    wait_visible = fenced.wait_visible
+
+    def counted() -> None:
+        waits.append(record._answered)
+        wait_visible()
+
+    monkeypatch.setattr(fenced, "wait_visible", counted)
+    clock = ManualClock(START)
+    engine = Engine(fenced, clock, NoOpExecutor(), jobs=JobRepository(fenced))
+    try:
+        await engine.open([(JOB, None)], [])
+        execution_id = await engine.run_now(JOB)
+        assert len(waits) == 1
+        assert execution_id in {
+            getattr(r.event, "execution_id", None) for r in record.read_stream(JOB)
+        }
     finally:
         await engine.aclose(grace_seconds=0.0)
