@@ -13,12 +13,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import nats
+import nats.errors
+import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import PersistMode, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from lablink.bus.options import NatsOptions
+
+log = structlog.get_logger(tag="bus")
 
 # Reconnect for ever, soon after a loss.
 RECONNECT_FOREVER: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5}
@@ -72,6 +76,10 @@ async def close_nats(nc: NATS, *, within: float = 5.0) -> None:
         await asyncio.wait({reconnecting}, timeout=0.05)
 
 
+# How long a stream's creation waits for a JetStream that does not answer (seconds).
+STREAM_ANSWER_SECONDS = 60.0
+
+
 async def ensure_stream(
     js: JetStreamContext,
     name: str,
@@ -80,6 +88,7 @@ async def ensure_stream(
     replicas: int,
     max_age: float | None = None,
     copy: bool = False,
+    within: float = STREAM_ANSWER_SECONDS,
 ) -> bool:
     """Create the file-backed stream ``name`` unless it exists; True when it was created
     (it was missing: whoever fills it may have to start again from the beginning).
@@ -88,20 +97,31 @@ async def ensure_stream(
     lost tail from that record. nats-server then acknowledges before its disk has the message
     (``persist_mode: async``, nats-server 2.12+, R1 only) instead of one fsync per message;
     ``sync_interval: always`` still holds for every other stream. A stream made before keeps
-    the mode it was made with (nats-server refuses to change it)."""
-    try:
-        await js.stream_info(name)
-    except NotFoundError:
-        await js.add_stream(
-            StreamConfig(
-                name=name,
-                subjects=list(subjects),
-                storage=StorageType.FILE,
-                duplicate_window=DUPLICATE_WINDOW_SECONDS,
-                max_age=max_age,
-                num_replicas=replicas,
-                persist_mode=PersistMode.ASYNC if copy and replicas == 1 else None,
-            )
-        )
-        return True
-    return False
+    the mode it was made with (nats-server refuses to change it).
+
+    A JetStream that does not answer (a server just started and still recovering its
+    streams, on a busy machine) is asked again until ``within`` has passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        try:
+            try:
+                await js.stream_info(name)
+            except NotFoundError:
+                await js.add_stream(
+                    StreamConfig(
+                        name=name,
+                        subjects=list(subjects),
+                        storage=StorageType.FILE,
+                        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+                        max_age=max_age,
+                        num_replicas=replicas,
+                        persist_mode=PersistMode.ASYNC if copy and replicas == 1 else None,
+                    )
+                )
+                return True
+            return False
+        except nats.errors.TimeoutError:
+            if loop.time() >= deadline:
+                raise
+            log.warning("JetStream did not answer: asking again", stream=name)

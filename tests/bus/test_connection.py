@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 from pathlib import Path
 
+import nats.errors
 import pytest
+import structlog.testing
 from nats.js.api import StorageType
 
 from lablink.bus.connection import (
@@ -85,3 +90,47 @@ async def test_closing_a_connection_that_is_reconnecting_ends_its_reconnect_loop
         assert nc.is_closed
         reconnecting = nc._reconnection_task
         assert reconnecting is None or reconnecting.done()
+
+
+async def test_a_stream_is_made_once_a_stopped_server_answers_again(
+    nats_server: NatsServer,
+) -> None:
+    """A JetStream that does not answer (here its server stopped by pid, as a server still
+    recovering on a busy machine would be silent) is asked again until it does: `lablink
+    serve` failed to start once in CI when the first request timed out."""
+    pid = nats_server.pid
+    assert pid is not None
+    nc = await connect_nats(NatsOptions(url=nats_server.url), name="lablink-test")
+    try:
+        js = nc.jetstream(timeout=0.5)
+        os.kill(pid, signal.SIGSTOP)
+        resumed = asyncio.get_running_loop().call_later(2.0, os.kill, pid, signal.SIGCONT)
+        try:
+            with structlog.testing.capture_logs() as logs:
+                created = await ensure_stream(js, "LABLINK_SLOW", ["lablink.slow.>"], replicas=1)
+        finally:
+            resumed.cancel()
+            os.kill(pid, signal.SIGCONT)
+        assert created is True
+        assert any(e["event"] == "JetStream did not answer: asking again" for e in logs)
+        assert (await js.stream_info("LABLINK_SLOW")).config.subjects == ["lablink.slow.>"]
+    finally:
+        await nc.close()
+
+
+async def test_a_server_that_never_answers_fails_the_stream_after_its_deadline(
+    nats_server: NatsServer,
+) -> None:
+    pid = nats_server.pid
+    assert pid is not None
+    nc = await connect_nats(NatsOptions(url=nats_server.url), name="lablink-test")
+    try:
+        js = nc.jetstream(timeout=0.3)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(nats.errors.TimeoutError):
+                await ensure_stream(js, "LABLINK_NEVER", ["lablink.never.>"], replicas=1, within=1)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    finally:
+        await nc.close()
