@@ -389,6 +389,14 @@ class JetStreamEventStore(ReadsThrough):
         feed = getattr(self, "feed", None)
         return max(self._copied, feed.reached if feed is not None else 0)
 
+    def wait_visible(self) -> None:
+        """Until the local copy holds every batch answered from the record's acknowledgement
+        (a client's run-now, batched with fires, is then readable)."""
+        position = self._answered
+        if self.seen_position >= position:
+            return
+        self._loop.call(self._until_copied(position, self.copy_timeout), self.copy_timeout + 5.0)
+
     def record_position(self) -> int:
         """Where the record ends now: its last message still there (one request)."""
         return self._loop.call(
@@ -928,15 +936,8 @@ class FencedStore(ReadsThrough):
         return outcome
 
     def wait_visible(self) -> None:
-        """``ShowsLater``: until the local copy holds every batch answered from the record's
-        acknowledgement (a client's run-now, batched with fires, is then readable)."""
-        store = self.store
-        position = store._answered
-        if store.seen_position >= position:
-            return
-        store._loop.call(
-            store._until_copied(position, store.copy_timeout), store.copy_timeout + 5.0
-        )
+        """``ShowsLater``: the store's."""
+        self.store.wait_visible()
 
     def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
         return self.store.append_batch(requests, fence=self.source)

@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats.errors
 import pytest
 import structlog.testing
+from nats.js import JetStreamContext
 from nats.js.api import StorageType
 
 from lablink.bus.connection import (
@@ -98,39 +101,41 @@ async def test_a_stream_is_made_once_a_stopped_server_answers_again(
     """A JetStream that does not answer (here its server stopped by pid, as a server still
     recovering on a busy machine would be silent) is asked again until it does: `lablink
     serve` failed to start once in CI when the first request timed out."""
-    pid = nats_server.pid
-    assert pid is not None
-    nc = await connect_nats(NatsOptions(url=nats_server.url), name="lablink-test")
-    try:
-        js = nc.jetstream(timeout=0.5)
-        os.kill(pid, signal.SIGSTOP)
-        resumed = asyncio.get_running_loop().call_later(2.0, os.kill, pid, signal.SIGCONT)
-        try:
-            with structlog.testing.capture_logs() as logs:
-                created = await ensure_stream(js, "LABLINK_SLOW", ["lablink.slow.>"], replicas=1)
-        finally:
-            resumed.cancel()
-            os.kill(pid, signal.SIGCONT)
+    async with stopped(nats_server, resume_after=2.0, api_timeout=0.5) as js:
+        with structlog.testing.capture_logs() as logs:
+            created = await ensure_stream(js, "LABLINK_SLOW", ["lablink.slow.>"], replicas=1)
         assert created is True
         assert any(e["event"] == "JetStream did not answer: asking again" for e in logs)
         assert (await js.stream_info("LABLINK_SLOW")).config.subjects == ["lablink.slow.>"]
-    finally:
-        await nc.close()
 
 
 async def test_a_server_that_never_answers_fails_the_stream_after_its_deadline(
     nats_server: NatsServer,
 ) -> None:
-    pid = nats_server.pid
+    async with stopped(nats_server, resume_after=None, api_timeout=0.3) as js:
+        with pytest.raises(nats.errors.TimeoutError):
+            await ensure_stream(js, "LABLINK_NEVER", ["lablink.never.>"], replicas=1, within=1)
+
+
+@contextlib.asynccontextmanager
+async def stopped(
+    server: NatsServer, *, resume_after: float | None, api_timeout: float
+) -> AsyncIterator[JetStreamContext]:
+    """A JetStream context on ``server``, the server stopped by pid (SIGSTOP) meanwhile and
+    continued after ``resume_after`` seconds (None: only at the end)."""
+    pid = server.pid
     assert pid is not None
-    nc = await connect_nats(NatsOptions(url=nats_server.url), name="lablink-test")
+    nc = await connect_nats(NatsOptions(url=server.url), name="lablink-test")
+    os.kill(pid, signal.SIGSTOP)
+    resumed = (
+        None
+        if resume_after is None
+        else asyncio.get_running_loop().call_later(resume_after, os.kill, pid, signal.SIGCONT)
+    )
     try:
-        js = nc.jetstream(timeout=0.3)
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            with pytest.raises(nats.errors.TimeoutError):
-                await ensure_stream(js, "LABLINK_NEVER", ["lablink.never.>"], replicas=1, within=1)
-        finally:
-            os.kill(pid, signal.SIGCONT)
+        yield nc.jetstream(timeout=api_timeout)
     finally:
+        if resumed is not None:
+            resumed.cancel()
+        os.kill(pid, signal.SIGCONT)
         await nc.close()

@@ -546,13 +546,7 @@ def test_a_batchs_first_request_recorded_after_a_write_it_did_not_see_gets_the_c
     behind = store.copy.stream_head("job_s")
     other.append("job_s", 1, [new("job_s", 2)])  # a follower's write (an API pause)
     eventually_sync(lambda: store.stream_version("job_s"), until=lambda v: v == 2)
-    heads, calls = store._copy_heads, []
-
-    def copy_behind(ids: list[str]) -> dict[str, tuple[int, int] | None]:
-        calls.append(ids)
-        return {**heads(ids), **({"job_s": behind} if len(calls) == 1 else {})}
-
-    monkeypatch.setattr(store, "_copy_heads", copy_behind)
+    copy_behind_once(store, monkeypatch, "job_s", behind)
     outcomes = fenced.append_batch(
         [
             AppendRequest(stream_id="job_s", expected_version=1, events=[new("job_s", 3)]),
@@ -630,13 +624,7 @@ def test_a_stale_request_in_a_fenced_group_commit_is_answered_alone_and_the_rest
     # The holder decides from a copy that has not seen the follower's write yet: the batch's
     # expectation on job_a is stale, the server refuses the whole batch and stores nothing.
     # (Only for the batch: by the time its requests go one by one, the copy has caught up.)
-    heads, calls = store._copy_heads, []
-
-    def copy_behind(ids: list[str]) -> dict[str, tuple[int, int] | None]:
-        calls.append(ids)
-        return {**heads(ids), **({"job_a": behind} if len(calls) == 1 else {})}
-
-    monkeypatch.setattr(store, "_copy_heads", copy_behind)
+    copy_behind_once(store, monkeypatch, "job_a", behind)
     # (The batch's first message carries the fence, so job_a is not first: a lone message
     # carries one expectation, and a single fire's is the fence's.)
     requests = [
@@ -649,6 +637,23 @@ def test_a_stale_request_in_a_fenced_group_commit_is_answered_alone_and_the_rest
     assert outcomes[1].actual == 3
     assert [[e.version for e in o] for o in outcomes if isinstance(o, list)] == [[1], [1]]
     copied(store, ["job_a", "job_b", "job_c"], [3, 1, 1])
+
+
+def copy_behind_once(
+    store: JetStreamEventStore,
+    monkeypatch: pytest.MonkeyPatch,
+    stream_id: str,
+    head: tuple[int, int],
+) -> None:
+    """The next batch decides from a copy that has not seen the latest write of
+    ``stream_id`` (its head as ``head``); the asks after it read the copy as it is."""
+    heads, calls = store._copy_heads, []
+
+    def copy_behind(ids: list[str]) -> dict[str, tuple[int, int] | None]:
+        calls.append(ids)
+        return {**heads(ids), **({stream_id: head} if len(calls) == 1 else {})}
+
+    monkeypatch.setattr(store, "_copy_heads", copy_behind)
 
 
 def copied(store: JetStreamEventStore, stream_ids: list[str], versions: list[int]) -> None:
