@@ -18,6 +18,7 @@ from lablink.api.context import ApiContext
 from lablink.api.openapi import READ_ERRORS, WRITE_ERRORS
 from lablink.api.paging import Limit, Offset
 from lablink.api.queries import get_job, job_history, list_job_views
+from lablink.api.reads import Reads
 from lablink.api.responses import (
     HistoryAnswer,
     JobAnswer,
@@ -74,7 +75,7 @@ async def preview_job(
     return Preview(success=True, valid=True, parameters_check=checked, job=spec, next_runs=runs)
 
 
-def upcoming_runs(context: ApiContext, job_id: str, count: int) -> tuple[JobState, list[str]]:
+def upcoming_runs(context: Reads, job_id: str, count: int) -> tuple[JobState, list[str]]:
     """The job's state and its next ``count`` fire times (ISO, the job's zone): from its
     next fire when enabled, else as they would come from now. Also the dashboard's."""
     state = context.service.get_state(job_id)

@@ -1,35 +1,35 @@
-"""Where the pages' pushed parts are drawn (pushed.PageCards): off the engine's event loop, one
-drawing at a time, on a thread of its own with a reader connection it keeps, and within a
-share of the time.
+"""Where the pages' pushed parts are drawn (pushed.PageCards): in a process of their own
+(draw_process.py), one drawing at a time, within a share of the time.
 
 A job's page is its summary, executions and chart; the jobs list a 50-row table. Drawn on the
 loop, each held it for tens of milliseconds, and the engine's fires waited that long. Drawn on
-a thread they still take the interpreter from the loop while they run Python, so the drawings
-of 20 screens of 20 different jobs, each changing every second, cost the engine's dispatch
-p99 a multiple of itself (BENCHMARKS.md, "Dashboard"). So the drawings are paced: after a
-drawing that took *d*, the next starts no sooner than ``d / SHARE - d`` later, which keeps
-them to ``SHARE`` of one core whatever the number of screens. Under such a load a page's
-parts come every few seconds instead of every second; each is drawn as the views are when it
-is drawn, so a screen that waited misses nothing (its next drawing shows it all).
+a thread they still held the interpreter's lock while they rendered: 20 screens of different
+pages cost the engine's dispatch p99 20-31 % (BENCHMARKS.md, "Dashboard"). In a process of
+their own they take none of the engine's interpreter, only a core's time, which the other
+processes of the machine (the projector, nats-server) need too; so the drawings are still
+paced: after a drawing that took *d*, the next starts no sooner than ``d / SHARE - d`` later,
+which keeps them to ``SHARE`` of one core whatever the number of screens. Each is drawn as
+the views are when it is drawn, so a screen that waited misses nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from litestar import Litestar
 
 from lablink.api.context import ApiContext
+from lablink.dashboard.draw_process import DrawingProcess
+from lablink.dashboard.drawings import Drawing, Live, Where
 
 # The share of one core the drawings may take, on average.
-SHARE = 0.1
+SHARE = 0.25
 STATE_KEY = "dashboard_drawer"
 
-Draw = Callable[[ApiContext], str]
+# What draws: the drawing process, or (tests of the pacing and sharing) a twin.
+Canvas = Callable[[Sequence[Drawing], Live], Awaitable[list[str]]]
 
 
 class Drawer:
@@ -37,6 +37,7 @@ class Drawer:
         self,
         context: ApiContext,
         *,
+        canvas: Canvas | None = None,
         share: float = SHARE,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -44,11 +45,11 @@ class Drawer:
         if not 0 < share <= 1:
             raise ValueError(f"share {share!r}: must be in (0, 1]")
         self.context = context
+        self.process = DrawingProcess(where_of(context)) if canvas is None else None
+        self.canvas: Canvas = canvas if canvas is not None else self._in_process
         self.share = share
         self.clock = clock
         self.sleep = sleep
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="dashboard-draw")
-        self._conn: sqlite3.Connection | None = None
         self._turn = asyncio.Lock()
         self._next = 0.0
         # What the drawings cost: the count and the seconds they took, and the seconds waited.
@@ -56,8 +57,8 @@ class Drawer:
         self.spent = 0.0
         self.waited = 0.0
 
-    async def draw(self, draws: Sequence[Draw]) -> list[str]:
-        """Each of ``draws``, in order, as the views are now."""
+    async def draw(self, drawings: Sequence[Drawing]) -> list[str]:
+        """Each of ``drawings``, in order, as the views are now."""
         async with self._turn:
             wait = self._next - self.clock()
             if wait > 0:
@@ -65,29 +66,41 @@ class Drawer:
                 await self.sleep(wait)
             started = self.clock()
             try:
-                loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(self._executor, self._draw, list(draws))
+                return await self.canvas(list(drawings), live_of(self.context))
             finally:
                 spent = self.clock() - started
                 self.drawings += 1
                 self.spent += spent
                 self._next = self.clock() + spent * (1.0 / self.share - 1.0)
 
-    def _draw(self, draws: list[Draw]) -> list[str]:
-        # On the drawing thread: the connection is opened, used and closed there.
-        if self._conn is None:
-            self._conn = self.context.connect_reader()
-        reading = self.context.reading(self._conn)
-        return [draw(reading) for draw in draws]
+    async def _in_process(self, drawings: Sequence[Drawing], live: Live) -> list[str]:
+        assert self.process is not None
+        return await self.process.draw(drawings, live)
 
-    def close(self) -> None:
-        def closing() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+    async def close(self) -> None:
+        if self.process is not None:
+            await self.process.close()
 
-        self._executor.submit(closing).result()
-        self._executor.shutdown(wait=True)
+
+def where_of(context: ApiContext) -> Where:
+    settings = context.settings
+    return Where(
+        log_path=str(settings.db_path),
+        views_path=str(context.views_path) if context.views_path is not None else None,
+        timezone=settings.timezone,
+        calibration_warn_days=settings.calibration_warn_days,
+        require_calibration=settings.require_calibration,
+    )
+
+
+def live_of(context: ApiContext) -> Live:
+    """What the drawings need of this process now: its clock, the instruments' sightings
+    and queues (the log has none of them)."""
+    return Live(
+        now=context.clock.now(),
+        sightings=context.sightings(),
+        queues={eid: (depth.queued, depth.running) for eid, depth in context.queues().items()},
+    )
 
 
 def drawer_of(app: Litestar) -> Drawer:
@@ -97,9 +110,9 @@ def drawer_of(app: Litestar) -> Drawer:
     return found
 
 
-def close_drawer(app: Litestar) -> None:
-    """On the app's shutdown: the drawing thread and its connection end."""
+async def close_drawer(app: Litestar) -> None:
+    """On the app's shutdown: the drawing process ends."""
     found: Drawer | None = app.state.get(STATE_KEY)
     if found is not None:
-        found.close()
         del app.state[STATE_KEY]
+        await found.close()

@@ -21,9 +21,11 @@ from litestar.response import ServerSentEvent, Template
 from lablink.api.calibration_views import one_summary, record_views
 from lablink.api.context import ApiContext
 from lablink.api.queries import list_equipment, list_executions, list_job_views
+from lablink.api.reads import Reads
 from lablink.dashboard.drawer import drawer_of
+from lablink.dashboard.drawings import Drawing, DrawingContext
 from lablink.dashboard.live import stream
-from lablink.dashboard.pushed import Card, PageCards, render_fragment
+from lablink.dashboard.pushed import Card, PageCards
 from lablink.dashboard.session import signed_in
 
 VIEW = {"page_role": "viewer"}
@@ -41,7 +43,7 @@ def _context(request: Request[Any, Any, Any]) -> ApiContext:
     return context
 
 
-def _instruments(context: ApiContext) -> list[dict[str, Any]]:
+def _instruments(context: Reads) -> list[dict[str, Any]]:
     return list_equipment(
         context.reader,
         live=context.sightings(),
@@ -50,7 +52,7 @@ def _instruments(context: ApiContext) -> list[dict[str, Any]]:
     )
 
 
-def _detail(context: ApiContext, equipment_id: str) -> dict[str, Any] | None:
+def _detail(context: Reads, equipment_id: str) -> dict[str, Any] | None:
     rules = context.calibration_rules()
     found = list_equipment(
         context.reader,
@@ -87,24 +89,27 @@ def not_found(request: Request[Any, Any, Any], page: str, what: str) -> Template
 def list_cards(app: Litestar) -> PageCards:
     """The equipment page's list, sent by its stream (equipment.html's ``sse-swap``), drawn
     once for every screen."""
-
-    def draw(context: ApiContext) -> str:
-        return render_fragment(app, "equipment_list", {"instruments": _instruments(context)})
-
-    return PageCards(drawer_of(app), ("equipment",), {"list": Card(LIST_TOPICS, draw)})
+    cards = {"list": Card(LIST_TOPICS, Drawing("equipment_list"))}
+    return PageCards(drawer_of(app), ("equipment",), cards)
 
 
 def detail_cards(app: Litestar, equipment_id: str) -> PageCards:
     """An instrument's page, sent by its stream, drawn once for every screen showing it."""
-
-    def draw(context: ApiContext) -> str:
-        detail = _detail(context, equipment_id)
-        if detail is None:
-            return render_fragment(app, "equipment_gone", {"equipment_id": equipment_id})
-        return render_fragment(app, "equipment_detail", detail)
-
-    cards = {"detail": Card(DETAIL_TOPICS, draw)}
+    cards = {"detail": Card(DETAIL_TOPICS, Drawing("equipment_detail", (equipment_id,)))}
     return PageCards(drawer_of(app), ("equipment", equipment_id), cards)
+
+
+def draw_equipment_list(context: DrawingContext) -> str:
+    """In the drawing process: the equipment page's list."""
+    return context.fragment("equipment_list", {"instruments": _instruments(context)})
+
+
+def draw_equipment_detail(context: DrawingContext, equipment_id: str) -> str:
+    """In the drawing process: an instrument's page, or that it is gone."""
+    detail = _detail(context, equipment_id)
+    if detail is None:
+        return context.fragment("equipment_gone", {"equipment_id": equipment_id})
+    return context.fragment("equipment_detail", detail)
 
 
 class EquipmentPagesController(Controller):

@@ -27,10 +27,12 @@ from lablink.api.context import ApiContext
 from lablink.api.data import capture_stream, data_unavailable
 from lablink.api.jobs import upcoming_runs
 from lablink.api.queries import get_job, job_history, list_executions
+from lablink.api.reads import Reads
 from lablink.dashboard import chart as charts
 from lablink.dashboard.drawer import drawer_of
+from lablink.dashboard.drawings import Drawing, DrawingContext
 from lablink.dashboard.live import stream
-from lablink.dashboard.pushed import Card, PageCards, render_fragment
+from lablink.dashboard.pushed import Card, PageCards
 from lablink.dashboard.requests import OPERATE, VIEW, recorded, seen, whole_number
 from lablink.dashboard.requests import context as _context
 from lablink.dashboard.session import signed_in
@@ -89,7 +91,7 @@ def _before(text: str | None) -> int | None:
 # -- what the templates show -----------------------------------------------------------------
 
 
-def summary(context: ApiContext, job: dict[str, Any]) -> dict[str, Any]:
+def summary(context: Reads, job: dict[str, Any]) -> dict[str, Any]:
     job_id = job["job_id"]
     try:
         state, runs = upcoming_runs(context, job_id, NEXT_RUNS)
@@ -107,7 +109,7 @@ def summary(context: ApiContext, job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def executions(context: ApiContext, job_id: str, before: int | None) -> dict[str, Any]:
+def executions(context: Reads, job_id: str, before: int | None) -> dict[str, Any]:
     page, cursor = list_executions(context.reader, job_id=job_id, limit=PAGE_SIZE, before=before)
     for execution in page:
         execution["lateness"] = _lateness(execution)
@@ -154,23 +156,24 @@ async def measurement_chart(app: Litestar, job: dict[str, Any], range_name: str)
 
 
 def _build_chart(
-    context: ApiContext,
-    job_id: str,
-    zone: str,
-    range_name: str,
-    until: datetime,
-    conn: sqlite3.Connection | None = None,
+    context: ApiContext, job_id: str, zone: str, range_name: str, until: datetime
 ) -> charts.Chart:
-    """On a worker thread: over ``conn``, a connection of that thread's, or one of its own."""
-    since = until - charts.RANGES[range_name]
-    reader = conn if conn is not None else context.connect_reader()
+    """On a worker thread: over a connection of its own."""
+    reader = context.connect_reader()
     try:
-        envelope = series_envelope(
-            reader, job_id, since, until, charts.columns_of(), newest=charts.TABLE_AT_MOST
-        )
+        return chart_over(reader, job_id, zone, range_name, until)
     finally:
-        if conn is None:
-            reader.close()
+        reader.close()
+
+
+def chart_over(
+    reader: sqlite3.Connection, job_id: str, zone: str, range_name: str, until: datetime
+) -> charts.Chart:
+    """The chart of ``range_name`` up to ``until``, read over ``reader``."""
+    since = until - charts.RANGES[range_name]
+    envelope = series_envelope(
+        reader, job_id, since, until, charts.columns_of(), newest=charts.TABLE_AT_MOST
+    )
     return charts.chart_of(envelope, since=since, until=until, zone=zone)
 
 
@@ -239,39 +242,37 @@ def job_cards(app: Litestar, job_id: str, range_name: str, before: int | None) -
     """A job page's parts that its stream sends (job.html's ``sse-swap``). The actions card is
     not one of them: it holds the screen's CSRF token and what its last action came to, and
     is fetched on ``schedules`` only when the buttons that apply may have changed."""
-    # The job as the parts of one drawing read it: once for all of them.
-    read: dict[str, Any] = {}
-
-    def job_in(context: ApiContext) -> dict[str, Any] | None:
-        if read.get("context") is not context:
-            read.update(context=context, job=get_job(context.reader, job_id))
-        found: dict[str, Any] | None = read["job"]
-        return found
-
-    def drawn(name: str, values: Callable[[ApiContext, dict[str, Any]], dict[str, Any]]) -> Card:
-        def draw(context: ApiContext) -> str:
-            job = job_in(context)
-            if job is None:
-                return render_fragment(app, "job_gone", {"job_id": job_id})
-            return render_fragment(app, f"job_{name}", {**values(context, job), "job": job})
-
-        return Card(frozenset(LIVE_TOPICS[name]), draw)
-
-    def chart_values(context: ApiContext, job: dict[str, Any]) -> dict[str, Any]:
-        # Built here, over the drawing's reader: the frame shares it between the screens.
-        now = context.clock.now()
-        chart = _build_chart(context, job_id, job["timezone"], range_name, now, context.reader)
-        return {"chart": chart, "range": range_name, "ranges": charts.RANGE_LABELS}
-
-    cards = {
-        "summary": drawn("summary", summary),
-        "executions": drawn("executions", lambda context, _: executions(context, job_id, before)),
-    }
     context: ApiContext = app.state["context"]
+    parts = ["summary", "executions"]
     job = get_job(context.reader, job_id)
     if job is not None and job["schedule_type"] == "measurement":
-        cards["chart"] = drawn("chart", chart_values)
+        parts.append("chart")
+    cards = {
+        part: Card(frozenset(LIVE_TOPICS[part]), Drawing("job", (job_id, part, range_name, before)))
+        for part in parts
+    }
     return PageCards(drawer_of(app), ("job", job_id, range_name, before), cards)
+
+
+def draw_job_part(
+    context: DrawingContext, job_id: str, part: str, range_name: str, before: int | None
+) -> str:
+    """In the drawing process: one part of a job's page (job_cards), or that the job is gone."""
+    job = context.job(job_id)
+    if job is None:
+        return context.fragment("job_gone", {"job_id": job_id})
+    values: dict[str, Any]
+    if part == "summary":
+        values = summary(context, job)
+    elif part == "executions":
+        values = executions(context, job_id, before)
+    elif part == "chart":
+        now = context.clock.now()
+        chart = chart_over(context.reader, job_id, job["timezone"], range_name, now)
+        values = {"chart": chart, "range": range_name, "ranges": charts.RANGE_LABELS}
+    else:
+        raise ValueError(f"part {part!r}: a job's page has summary, executions and chart")
+    return context.fragment(f"job_{part}", {**values, "job": job})
 
 
 # -- the controller ---------------------------------------------------------------------------

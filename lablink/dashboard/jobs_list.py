@@ -27,9 +27,11 @@ from markupsafe import Markup
 
 from lablink.api.context import ApiContext
 from lablink.api.queries import get_job, job_history, list_job_views
+from lablink.api.reads import Reads
 from lablink.dashboard.drawer import drawer_of
+from lablink.dashboard.drawings import Drawing, DrawingContext
 from lablink.dashboard.live import stream
-from lablink.dashboard.pushed import Card, PageCards, render_fragment
+from lablink.dashboard.pushed import Card, PageCards
 from lablink.dashboard.rendering import instant
 from lablink.dashboard.requests import OPERATE, VIEW, seen, whole_number
 from lablink.dashboard.requests import context as _context
@@ -150,7 +152,7 @@ class Listing:
 
 
 def listing(
-    context: ApiContext,
+    context: Reads,
     query: JobsQuery,
     problems: dict[str, str] | None = None,
     selected: Sequence[str] = (),
@@ -260,22 +262,26 @@ def table_cards(app: Litestar, params: Mapping[str, Any], *, can_write: bool) ->
     per frame for every screen of the same query and role. It carries no box ticked: each
     screen keeps its own (dashboard.js); a screen that changed its query in place fetches
     its table instead (``data-pushed-if``)."""
-    query, problems = parse_query(params)
-
-    def draw(context: ApiContext) -> str:
-        found = listing(context, query, problems)
-        values = {
-            "can_write": can_write,
-            "listing": found,
-            "query": found.query,
-            "sorts": SORTS,
-            "page_size": PAGE_SIZE,
-            "shared": True,
-        }
-        return render_fragment(app, "jobs_table", values)
-
+    query, _ = parse_query(params)
+    asked = urlencode({name: str(params.get(name)) for name in params})
     kind = ("jobs", query.params(), can_write)
-    return PageCards(drawer_of(app), kind, {"table": Card(frozenset({"jobs"}), draw)})
+    card = Card(frozenset({"jobs"}), Drawing("jobs_table", (asked, can_write)))
+    return PageCards(drawer_of(app), kind, {"table": card})
+
+
+def draw_jobs_table(context: DrawingContext, asked: str, can_write: bool) -> str:
+    """In the drawing process: the table of the listing the URL query ``asked`` names."""
+    query, problems = parse_query(dict(parse_qsl(asked, keep_blank_values=True)))
+    found = listing(context, query, problems)
+    values = {
+        "can_write": can_write,
+        "listing": found,
+        "query": found.query,
+        "sorts": SORTS,
+        "page_size": PAGE_SIZE,
+        "shared": True,
+    }
+    return context.fragment("jobs_table", values)
 
 
 class JobsListController(Controller):

@@ -24,9 +24,9 @@ from typing import Any
 from litestar import Controller, Litestar, Request, get
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from lablink.api.context import ApiContext
 from lablink.dashboard import overview
 from lablink.dashboard.drawer import Drawer
+from lablink.dashboard.drawings import Drawing
 from lablink.dashboard.frames import Frame
 from lablink.dashboard.live import stream
 from lablink.dashboard.requests import VIEW
@@ -106,11 +106,11 @@ class OverviewCards:
 @dataclass(frozen=True)
 class Card:
     """A part of a page its stream sends anew when a message names one of ``topics``: the
-    HTML ``draw(context)`` makes as the views are now, the same for every screen of the page.
-    It is drawn on a worker thread, ``context.reader`` a connection of that thread's."""
+    HTML ``drawing`` makes as the views are now, the same for every screen of the page. It
+    is drawn in the drawing process (drawings.py)."""
 
     topics: frozenset[str]
-    draw: Callable[[ApiContext], str]
+    drawing: Drawing
 
 
 class PageCards:
@@ -119,7 +119,7 @@ class PageCards:
     query): ``kind`` names the page and what its parts depend on, so the streams of screens
     showing the same page share each frame's drawing (live.frame_pass) and 20 screens of a
     job cost one drawing, where their fetches cost four requests each. The parts are drawn
-    by the app's drawer (drawer.py): off the engine's loop, paced."""
+    by the app's drawer (drawer.py): in a process of their own, paced."""
 
     def __init__(self, drawer: Drawer, kind: Hashable, cards: Mapping[str, Card]) -> None:
         self.drawer = drawer
@@ -133,25 +133,11 @@ class PageCards:
         wanted = [(name, card) for name, card in self.cards.items() if named & card.topics]
         if not wanted:
             return []
-        drawn = await self.drawer.draw([card.draw for _, card in wanted])
+        drawn = await self.drawer.draw([card.drawing for _, card in wanted])
         return [
             ServerSentEventMessage(event=event_of(name), data=html, id=str(position))
             for (name, _), html in zip(wanted, drawn, strict=True)
         ]
-
-
-def render_fragment(app: Litestar, name: str, values: Mapping[str, Any]) -> str:
-    """A fragment's template drawn outside a request, for every screen: it may not ask for a
-    session's CSRF token (none of the pushed parts holds a form)."""
-    engine = app.template_engine
-    if engine is None:
-        raise RuntimeError("the dashboard's templates are not configured")
-    html: str = engine.get_template(f"fragments/{name}.html").render(csrf_token=_no_token, **values)
-    return html
-
-
-def _no_token(*_: Any) -> str:
-    raise RuntimeError("a part drawn for every screen cannot carry one screen's CSRF token")
 
 
 class OverviewLiveController(Controller):

@@ -175,7 +175,7 @@ async def test_search_filters_sort_and_pages_agree_with_the_api(
     params = {"q": "nightly", "trigger": "interval", "enabled": "yes", "sort": "created"}
     app = transport.app
     cards = table_cards(app, params, can_write=True)  # type: ignore[arg-type]
-    pushed = (await cards.drawer.draw([cards.cards["table"].draw]))[0]
+    pushed = (await cards.drawer.draw([cards.cards["table"].drawing]))[0]
     assert shown(pushed) == both
     assert (
         'id="jobs-query" value="q=nightly&amp;trigger=interval&amp;enabled=yes&amp;sort=created"'
@@ -184,7 +184,7 @@ async def test_search_filters_sort_and_pages_agree_with_the_api(
     assert "_csrf_token" not in pushed
     assert 'hx-post="/jobs/bulk"' in pushed
     viewer = table_cards(app, params, can_write=False)  # type: ignore[arg-type]
-    drawn = (await viewer.drawer.draw([viewer.cards["table"].draw]))[0]
+    drawn = (await viewer.drawer.draw([viewer.cards["table"].drawing]))[0]
     assert 'hx-post="/jobs/bulk"' not in drawn
 
     # A value the list does not know is named, with its field and why; never a 500.

@@ -1,21 +1,29 @@
 """The pages' own streams (pushed.PageCards): the screens showing the same page share each
-frame's drawing of its parts, drawn once even when the drawing waits (a chart is drawn on a
-thread) and the streams asked for it at the same pass; a page of another kind is drawn for
+frame's drawing of its parts, drawn once even when the drawing waits (in the drawing
+process) and the streams asked for it at the same pass; a page of another kind is drawn for
 itself; a part is sent only on the topics it shows. Driven by the real store and engine of
-the harness, on a clock moved by hand (test_overview.Ticks)."""
+the harness, on a clock moved by hand (test_overview.Ticks). The sharing and the pacing are
+shown with a canvas that waits for the test (``Drawings``); the drawing process itself
+draws the real parts, from the views, with the engine's clock, in the last tests."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
-from collections.abc import Iterator
+import os
+import signal
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 
 from lablink.api.context import ApiContext
+from lablink.api.queries import get_job
+from lablink.dashboard.chart import DEFAULT_RANGE
+from lablink.dashboard.draw_process import DrawingFailed
 from lablink.dashboard.drawer import Drawer
+from lablink.dashboard.drawings import Drawing, Live, environment
 from lablink.dashboard.frames import Frames
+from lablink.dashboard.job_detail import executions, summary
 from lablink.dashboard.live import THROTTLE_SECONDS, beat_for, folded_position, lookup_of, passes
 from lablink.dashboard.pushed import Card, PageCards, event_of
 from tests.dashboard.test_live_beat import Screen, job
@@ -34,23 +42,23 @@ def context(harness: Harness) -> Iterator[ApiContext]:
 
 
 class Drawings:
-    """Parts that note each drawing (on its worker thread) and wait for ``release`` before
-    they are done."""
+    """A canvas (drawer.Canvas) that notes each drawing and waits for ``release`` before it
+    is done."""
 
     def __init__(self) -> None:
         self.drawn: list[str] = []
-        self.release = threading.Event()
+        self.release = asyncio.Event()
 
     def card(self, name: str, *topics: str) -> Card:
-        def draw(context: ApiContext) -> str:
-            # Drawn off the loop, over a reader connection of the drawing's own.
-            assert threading.current_thread() is not threading.main_thread()
-            context.reader.execute("select 1").fetchone()
-            self.drawn.append(name)
-            self.release.wait(timeout=60)
-            return f"<p>{name} {len(self.drawn)}</p>"
+        return Card(frozenset(topics), Drawing(name))
 
-        return Card(frozenset(topics), draw)
+    async def __call__(self, drawings: Sequence[Drawing], live: Live) -> list[str]:
+        found = []
+        for drawing in drawings:
+            self.drawn.append(drawing.name)
+            await self.release.wait()
+            found.append(f"<p>{drawing.name} {len(self.drawn)}</p>")
+        return found
 
 
 async def test_screens_of_one_page_share_its_drawing_and_other_pages_draw_their_own(
@@ -60,7 +68,7 @@ async def test_screens_of_one_page_share_its_drawing_and_other_pages_draw_their_
     beat = beat_for(context, ticks)
     frames = Frames(lookup_of(context), period=THROTTLE_SECONDS)
     drawings = Drawings()
-    drawer = Drawer(context, share=1.0)
+    drawer = Drawer(context, canvas=drawings, share=1.0)
 
     def page(kind: str) -> PageCards:
         return PageCards(
@@ -115,7 +123,7 @@ async def test_a_screen_that_goes_away_does_not_cancel_the_drawing_others_wait_f
     beat = beat_for(context, ticks)
     frames = Frames(lookup_of(context), period=THROTTLE_SECONDS)
     drawings = Drawings()
-    drawer = Drawer(context, share=1.0)
+    drawer = Drawer(context, canvas=drawings, share=1.0)
     cards = PageCards(drawer, ("page",), {"summary": drawings.card("summary", "jobs")})
     start = folded_position(context)
     leaving = Screen(passes(context, start, frames=frames, beat=beat, pushed=cards))
@@ -152,49 +160,99 @@ class Moments:
 
 async def test_drawings_are_paced_to_their_share_of_the_time(context: ApiContext) -> None:
     moments = Moments()
-    drawer = Drawer(context, share=0.25, clock=moments, sleep=moments.sleep)
 
-    def slow(_: ApiContext) -> str:
-        moments.now += 1.0  # this drawing takes a second
-        return "<p>slow</p>"
+    async def slow(drawings: Sequence[Drawing], live: Live) -> list[str]:
+        moments.now += len(drawings)  # each drawing takes a second
+        return ["<p>slow</p>" for _ in drawings]
 
+    drawer = Drawer(context, canvas=slow, share=0.25, clock=moments, sleep=moments.sleep)
+    one = [Drawing("slow")]
+    assert await drawer.draw(one) == ["<p>slow</p>"]
+    assert moments.slept == []
+    # A second of drawing at a quarter of the time: the next waits three.
+    assert await drawer.draw(one * 2) == ["<p>slow</p>", "<p>slow</p>"]
+    assert moments.slept == [3.0]
+    # Two seconds: six; but time that passed anyway counts.
+    moments.now += 4.0
+    await drawer.draw(one)
+    assert moments.slept == [3.0, 2.0]
+    assert drawer.drawings == 3
+    assert drawer.spent == 4.0
+    assert drawer.waited == 5.0
+
+
+def fragment(context: ApiContext, name: str, values: dict[str, Any]) -> str:
+    """A fragment drawn in this process, by the templates the drawing process uses."""
+    html: str = environment().get_template(f"fragments/{name}.html").render(**values)
+    return html
+
+
+async def test_the_drawing_process_draws_the_parts_from_the_views_with_the_engines_clock(
+    harness: Harness, context: ApiContext
+) -> None:
+    job_id = harness.service.create_job(job("First"), "alice")
+    harness.service.pause_job(job_id, "alice")
+    # Paused: its next runs are worked out from now, the engine's clock (a manual one here,
+    # far from the drawing process's own).
+    shown = await eventually(
+        lambda: get_job(context.reader, job_id), until=lambda j: j is not None and not j["enabled"]
+    )
+    assert shown is not None
+    drawer = Drawer(context, share=1.0)
     try:
-        assert await drawer.draw([slow]) == ["<p>slow</p>"]
-        assert moments.slept == []
-        # A second of drawing at a quarter of the time: the next waits three.
-        assert await drawer.draw([slow, slow]) == ["<p>slow</p>", "<p>slow</p>"]
-        assert moments.slept == [3.0]
-        # Two seconds: six; but time that passed anyway counts.
-        moments.now += 4.0
-        await drawer.draw([slow])
-        assert moments.slept == [3.0, 2.0]
-        assert drawer.drawings == 3
-        assert drawer.spent == 4.0
-        assert drawer.waited == 5.0
+        summary_html, executions_html, gone = await drawer.draw(
+            [
+                Drawing("job", (job_id, "summary", DEFAULT_RANGE, None)),
+                Drawing("job", (job_id, "executions", DEFAULT_RANGE, None)),
+                Drawing("job", ("no-such-job", "summary", DEFAULT_RANGE, None)),
+            ]
+        )
+        assert drawer.process is not None
+        pid = drawer.process.pid
+        assert pid is not None
+        assert pid != os.getpid()
+        # What the request path draws for the same job, on the same clock.
+        assert summary_html == fragment(context, "job_summary", summary(context, shown))
+        assert executions_html == fragment(
+            context, "job_executions", {**executions(context, job_id, None), "job": shown}
+        )
+        assert "no-such-job" in gone
+        next_runs = summary(context, shown)["next_runs"]
+        assert next_runs
+        assert next_runs[0] in summary_html
+
+        # A drawing that fails is named, and the process goes on.
+        with pytest.raises(DrawingFailed, match="part 'bogus'"):
+            await drawer.draw([Drawing("job", (job_id, "bogus", DEFAULT_RANGE, None))])
+        assert drawer.process.pid == pid
+
+        # A process killed by its pid is started again for the next drawing.
+        os.kill(pid, signal.SIGKILL)
+        again = await drawer.draw([Drawing("job", (job_id, "summary", DEFAULT_RANGE, None))])
+        assert again == [summary_html]
+        assert drawer.process.starts == 2
+        assert drawer.process.pid != pid
     finally:
-        drawer.close()
+        await drawer.close()
+    with pytest.raises(DrawingFailed, match="closed"):
+        await drawer.draw([Drawing("equipment_list")])
 
 
-async def test_drawings_on_the_real_clock_run_off_the_loop_and_wait_their_turn(
+async def test_drawings_on_the_real_clock_wait_their_turn_and_the_process_ends_on_close(
     context: ApiContext,
 ) -> None:
     drawer = Drawer(context, share=0.5)
-    threads: list[str] = []
-
-    def draw(reading: ApiContext) -> str:
-        threads.append(threading.current_thread().name)
-        time.sleep(0.02)  # a drawing that takes a while (not a measurement)
-        row = reading.reader.execute("select count(*) from sqlite_master").fetchone()
-        return f"<p>{row[0]}</p>"
-
     try:
-        first, second = await asyncio.gather(drawer.draw([draw]), drawer.draw([draw]))
+        first, second = await asyncio.gather(
+            drawer.draw([Drawing("equipment_list")]), drawer.draw([Drawing("equipment_list")])
+        )
         assert first == second
-        assert threads[0].startswith("dashboard-draw")
-        assert threads[0] == threads[1]
         assert drawer.drawings == 2
         assert drawer.waited > 0
+        assert drawer.process is not None
+        child = drawer.process.pid
+        assert child is not None
     finally:
-        drawer.close()
-    with pytest.raises(RuntimeError):
-        await drawer.draw([draw])
+        await drawer.close()
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
