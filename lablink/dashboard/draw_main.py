@@ -28,6 +28,10 @@ from lablink.dashboard.job_detail import draw_job_part
 from lablink.dashboard.jobs_list import draw_jobs_table
 from lablink.projections.follower import connect_views
 
+# How much less the drawing process asks of the CPU than the scheduler (nice(1)): under
+# contention it gets about a tenth of what a process at the default priority gets.
+NICE = 10
+
 # Each drawing a page's card may name (drawings.Drawing).
 DRAWINGS: dict[str, Callable[..., str]] = {
     "job": draw_job_part,
@@ -54,6 +58,8 @@ def draw(
 def main() -> None:
     """The drawing process: ``Where`` on stdin, then an ``Ask`` per drawing, each answered
     with a ``Drawn`` on stdout; it ends with its stdin."""
+    # Below the scheduler's processes: a core the engine wants is the engine's.
+    os.nice(NICE)
     source = sys.stdin.buffer
     # The answers have stdout to themselves: anything a library prints goes to stderr.
     sink = os.fdopen(os.dup(1), "wb")
