@@ -149,8 +149,12 @@ class LeaseKeeper:
                     if self.held is not None:
                         await self._demote(f"the keeper's step failed: {exc!r}")
                     delay = self.poll
+                # asyncio.timeout, not wait_for, here and below: on 3.11 wait_for drops a
+                # cancellation that lands as what it waits for arrives, and a keeper told to
+                # stop went on renewing its lease.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._nudged.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._nudged.wait()
                 self._nudged.clear()
         finally:
             if self.held is not None:
@@ -177,7 +181,8 @@ class LeaseKeeper:
         if sent - self.renewed_at >= self.ttl * RENEW_FRACTION:
             try:
                 # Never wait for an answer past the moment to stop firing.
-                renewed = await asyncio.wait_for(self.link.claim(held), demote_at - sent)
+                async with asyncio.timeout(demote_at - sent):
+                    renewed = await self.link.claim(held)
             except Exception as exc:  # the server out of reach: try again until demote_at
                 log.warning("lease renewal failed", replica=self.replica, error=repr(exc))
                 return max(0.0, min(self.poll / 4, demote_at - self.monotonic()))
@@ -192,14 +197,16 @@ class LeaseKeeper:
     async def _as_follower(self) -> float:
         sent = self.monotonic()
         try:
-            got = await asyncio.wait_for(self.link.claim(None), max(self.poll, 1.0))
+            async with asyncio.timeout(max(self.poll, 1.0)):
+                got = await self.link.claim(None)
         except Exception as exc:
             log.warning("lease claim failed", replica=self.replica, error=repr(exc))
             return self.poll
         if got is None:
             # For /health, and to notice a lease message that outlives its TTL.
             with contextlib.suppress(Exception):
-                self.seen = await asyncio.wait_for(self.link.read(), max(self.poll, 1.0))
+                async with asyncio.timeout(max(self.poll, 1.0)):
+                    self.seen = await self.link.read()
             # Counted from when the message was read (stored before that), not from ``sent``.
             taken, sent = await self._over_outlived(self.monotonic())
             if taken is None:
@@ -237,7 +244,8 @@ class LeaseKeeper:
         )
         sent = self.monotonic()  # the new lease's age counts from here, as a claim's does
         try:
-            got = await asyncio.wait_for(self.link.take_over(seen), max(self.poll, 1.0))
+            async with asyncio.timeout(max(self.poll, 1.0)):
+                got = await self.link.take_over(seen)
         except Exception as exc:
             log.warning("lease take-over failed", replica=self.replica, error=repr(exc))
             return None, sent

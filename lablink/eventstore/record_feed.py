@@ -141,8 +141,11 @@ class RecordFeed:
         delivered = 0  # the consumer's sequence of the last message taken
         seen = copied  # the last stream sequence taken (an event or a lease message)
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancellation that lands
+            # as the message arrives, and the feed went on after its store closed.
             try:
-                first = await asyncio.wait_for(queue.get(), 3 * self.heartbeat)
+                async with asyncio.timeout(3 * self.heartbeat):
+                    first = await queue.get()
             except TimeoutError:
                 raise _Restart("no heartbeat") from None
             rows: list[CopiedRow] = []
