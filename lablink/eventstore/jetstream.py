@@ -342,7 +342,9 @@ class JetStreamEventStore(ReadsThrough):
                     f"copying stopped: {error}" if error is not None else "",
                 )
             try:
-                await asyncio.wait_for(progress.wait(), remaining)
+                # Not wait_for: on 3.11 it drops a cancellation that lands with the progress.
+                async with asyncio.timeout(remaining):
+                    await progress.wait()
             except TimeoutError:
                 continue
 

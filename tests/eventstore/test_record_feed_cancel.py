@@ -1,4 +1,5 @@
-"""A feed cancelled at the moment a message arrives ends (record_feed.RecordFeed._follow).
+"""A feed cancelled at the moment a message arrives ends (record_feed.RecordFeed._follow), and
+a lease keeper cancelled as it is nudged (lease_keeper.LeaseKeeper.run).
 
 On CPython 3.11, ``asyncio.wait_for`` returns the inner result and drops the cancellation
 when the awaited future completes in the same turn as the cancel: the feed took the message
@@ -13,6 +14,8 @@ from typing import cast
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from lablink.eventstore.lease import LeaseRecord
+from lablink.eventstore.lease_keeper import LeaseKeeper
 from lablink.eventstore.record_feed import RecordFeed
 from lablink.eventstore.sqlite import SQLiteEventStore
 
@@ -32,3 +35,38 @@ async def test_a_feed_cancelled_as_a_message_arrives_ends() -> None:
     done, _ = await asyncio.wait({task}, timeout=WAIT)
     assert task in done, "the feed went on after it was cancelled"
     assert task.cancelled()
+
+
+class NeverGranted:
+    """A lease link whose lease is always someone else's: the keeper stays a follower and
+    waits a poll between claims."""
+
+    def __init__(self) -> None:
+        self.claims = 0
+        self.claimed = asyncio.Event()
+
+    async def read(self) -> LeaseRecord | None:
+        return None
+
+    async def claim(self, after: LeaseRecord | None) -> LeaseRecord | None:
+        self.claims += 1
+        self.claimed.set()
+        return None
+
+    async def take_over(self, stale: LeaseRecord) -> LeaseRecord | None:
+        return None
+
+
+async def test_a_keeper_cancelled_as_it_is_nudged_ends() -> None:
+    link = NeverGranted()
+    keeper = LeaseKeeper(link, replica="a", ttl=5.0, poll=60.0)
+    task = asyncio.create_task(keeper.run())
+    # Its first claim made, it waits for its poll, or a nudge.
+    await asyncio.wait_for(link.claimed.wait(), WAIT)
+    await asyncio.sleep(0)
+    keeper.nudge()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=WAIT)
+    assert task in done, "the keeper went on after it was cancelled"
+    assert task.cancelled()
+    assert link.claims == 1
