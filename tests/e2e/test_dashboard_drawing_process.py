@@ -18,7 +18,7 @@ from lablink.dashboard.draw_main import NICE
 from tests.support.eventually import eventually_sync
 from tests.support.serve import Process, Server, alive, children, free_port
 
-pytestmark = [pytest.mark.e2e, pytest.mark.nats, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.nats, pytest.mark.slow, pytest.mark.timeout(300)]
 
 WAIT = 60.0
 MEASURE: dict[str, Any] = {
