@@ -45,8 +45,11 @@ class Drawer:
         if not 0 < share <= 1:
             raise ValueError(f"share {share!r}: must be in (0, 1]")
         self.context = context
-        self.process = DrawingProcess(where_of(context)) if canvas is None else None
-        self.canvas: Canvas = canvas if canvas is not None else self._in_process
+        self.process: DrawingProcess | None = None
+        if canvas is None:
+            self.process = DrawingProcess(where_of(context))
+            canvas = self.process.draw
+        self.canvas = canvas
         self.share = share
         self.clock = clock
         self.sleep = sleep
@@ -72,10 +75,6 @@ class Drawer:
                 self.drawings += 1
                 self.spent += spent
                 self._next = self.clock() + spent * (1.0 / self.share - 1.0)
-
-    async def _in_process(self, drawings: Sequence[Drawing], live: Live) -> list[str]:
-        assert self.process is not None
-        return await self.process.draw(drawings, live)
 
     async def close(self) -> None:
         if self.process is not None:

@@ -29,6 +29,7 @@ from jinja2 import Environment, FileSystemLoader
 
 from lablink.api.calibration_views import CalibrationRules
 from lablink.api.queries import get_job
+from lablink.dashboard.rendering import no_token, register_filters
 from lablink.domain.job import JobState, evolve
 from lablink.errors import JobNotFound
 from lablink.eventstore.sqlite import LogReader
@@ -159,18 +160,12 @@ class DrawingContext:
         """A fragment's template, drawn for every screen: it may not ask for a screen's CSRF
         token (none of the pushed parts holds a form)."""
         template = self.environment.get_template(f"fragments/{name}.html")
-        return template.render(csrf_token=_no_token, **values)
-
-
-def _no_token(*_: Any) -> str:
-    raise RuntimeError("a part drawn for every screen cannot carry one screen's CSRF token")
+        return template.render(csrf_token=no_token, **values)
 
 
 def environment() -> Environment:
     """The templates as the app's Jinja engine has them (Litestar's: autoescaped, from the
     dashboard's directory) with the dashboard's filters."""
-    from lablink.dashboard.rendering import register_filters
-
     found = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True)
     register_filters(found)
     return found

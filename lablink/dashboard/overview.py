@@ -31,6 +31,7 @@ from lablink.api.queries import (
 )
 from lablink.dashboard import timeline
 from lablink.dashboard.live import folded_position
+from lablink.dashboard.rendering import no_token
 from lablink.dashboard.session import signed_in
 from lablink.health import GRAVITY, Component, worst
 from lablink.projections.jobs import count_due_by, due_by, paused_states
@@ -198,13 +199,6 @@ def _moment(context: ApiContext) -> tuple[int, int]:
     return (folded_position(context), int(context.clock.now().timestamp()))
 
 
-def _no_token(*_: Any) -> str:
-    raise RuntimeError(
-        "a card rendered for every screen cannot carry one screen's CSRF token: "
-        "its forms send it in htmx's header (base.html's hx-headers)"
-    )
-
-
 def render_card(app: Litestar, name: str, can_write: bool) -> str:
     """A card as every screen of a role sees it: nothing of one screen in it (``shared``: its
     forms leave the CSRF token to htmx's header; a template asking for the token fails)."""
@@ -213,7 +207,7 @@ def render_card(app: Litestar, name: str, can_write: bool) -> str:
         raise RuntimeError("the dashboard's templates are not configured")
     template = engine.get_template(template_of(name))
     html: str = template.render(
-        can_write=can_write, shared=True, csrf_token=_no_token, **card_data(app, name)
+        can_write=can_write, shared=True, csrf_token=no_token, **card_data(app, name)
     )
     return html
 

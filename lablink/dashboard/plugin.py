@@ -23,6 +23,7 @@ from litestar.template.config import TemplateConfig
 
 from lablink.api.consistency import SETTLES_ITSELF
 from lablink.dashboard.drawer import close_drawer
+from lablink.dashboard.drawings import TEMPLATES
 from lablink.dashboard.live import LiveController
 from lablink.dashboard.overview import OverviewController
 from lablink.dashboard.pages import PAGE_CONTROLLERS
@@ -115,7 +116,7 @@ class DashboardPlugin(InitPlugin):
             )
         )
         app_config.template_config = TemplateConfig(
-            directory=HERE / "templates",
+            directory=TEMPLATES,
             engine=JinjaTemplateEngine,
             engine_callback=_configure,
         )

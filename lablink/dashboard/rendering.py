@@ -87,6 +87,15 @@ def status(value: str | None) -> Markup:
     ).format(word, symbol, word.replace("_", " "))
 
 
+def no_token(*_: Any) -> str:
+    """``csrf_token()`` in a part drawn for every screen: refused, as no screen's token may be
+    in it (its forms send the token in htmx's header, base.html's hx-headers)."""
+    raise RuntimeError(
+        "a part drawn for every screen cannot carry one screen's CSRF token: "
+        "its forms send it in htmx's header (base.html's hx-headers)"
+    )
+
+
 def register_filters(environment: Any) -> None:
     environment.filters["duration"] = duration
     environment.filters["instant"] = instant

@@ -9,27 +9,18 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from lablink.dashboard.draw_main import NICE
+from tests.e2e.test_e2e_serve import QUICK_START
 from tests.support.eventually import eventually_sync
 from tests.support.serve import Process, Server, alive, children, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.nats, pytest.mark.slow, pytest.mark.timeout(300)]
 
 WAIT = 60.0
-MEASURE: dict[str, Any] = {
-    "name": "Voltage for the equipment page",
-    "schedule_type": "measurement",
-    "equipment_id": "power_supply_1",
-    "trigger_type": "interval",
-    "interval_hours": 1,
-    "parameters": {"command": "get_voltage"},
-    "enabled": False,
-}
 
 
 class Cards:
@@ -88,7 +79,7 @@ def test_parts_come_from_a_drawing_process_that_is_restarted_and_dies_with_the_s
     server.listening()
     url = f"http://127.0.0.1:{port}"
     with httpx.Client(base_url=url, timeout=WAIT) as client:
-        created = client.post("/api/scheduler/jobs/create", json=MEASURE)
+        created = client.post("/api/scheduler/jobs/create", json=QUICK_START)
         assert created.status_code == 200, created.text
         job_id = created.json()["job_id"]
         cards = Cards(url)
