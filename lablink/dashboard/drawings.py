@@ -25,11 +25,11 @@ from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 import msgspec
-from jinja2 import Environment, FileSystemLoader
+from jinja2 import Environment
 
 from lablink.api.calibration_views import CalibrationRules
 from lablink.api.queries import get_job
-from lablink.dashboard.rendering import no_token, register_filters
+from lablink.dashboard.rendering import no_token, templates
 from lablink.domain.job import JobState, evolve
 from lablink.errors import JobNotFound
 from lablink.eventstore.sqlite import LogReader
@@ -164,11 +164,8 @@ class DrawingContext:
 
 
 def environment() -> Environment:
-    """The templates as the app's Jinja engine has them (Litestar's: autoescaped, from the
-    dashboard's directory) with the dashboard's filters."""
-    found = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True)
-    register_filters(found)
-    return found
+    """The templates as the app's Jinja engine has them (plugin.py)."""
+    return templates(TEMPLATES)
 
 
 def read_frame(source: IO[bytes]) -> bytes | None:

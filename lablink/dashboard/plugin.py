@@ -28,7 +28,7 @@ from lablink.dashboard.live import LiveController
 from lablink.dashboard.overview import OverviewController
 from lablink.dashboard.pages import PAGE_CONTROLLERS
 from lablink.dashboard.pushed import OverviewLiveController
-from lablink.dashboard.rendering import register_filters
+from lablink.dashboard.rendering import templates
 from lablink.dashboard.requests import views_behind_page
 from lablink.dashboard.session import (
     STATE_KEY,
@@ -115,19 +115,12 @@ class DashboardPlugin(InitPlugin):
                 include_in_schema=False,
             )
         )
-        app_config.template_config = TemplateConfig(
-            directory=TEMPLATES,
-            engine=JinjaTemplateEngine,
-            engine_callback=_configure,
-        )
+        engine = JinjaTemplateEngine.from_environment(templates(TEMPLATES))
+        engine.register_template_callable("require_reason", _require_reason)
+        app_config.template_config = TemplateConfig(instance=engine)
         app_config.state[STATE_KEY] = Sessions()
         app_config.on_shutdown.append(close_drawer)
         return app_config
-
-
-def _configure(engine: Any) -> None:
-    register_filters(engine.engine)
-    engine.register_template_callable("require_reason", _require_reason)
 
 
 def _require_reason(values: Mapping[str, Any]) -> bool:
