@@ -262,9 +262,11 @@ def table_cards(app: Litestar, params: Mapping[str, Any], *, can_write: bool) ->
     per frame for every screen of the same query and role. It carries no box ticked: each
     screen keeps its own (dashboard.js); a screen that changed its query in place fetches
     its table instead (``data-pushed-if``)."""
-    query, _ = parse_query(params)
+    query, problems = parse_query(params)
     asked = urlencode({name: str(params.get(name)) for name in params})
-    kind = ("jobs", query.params(), can_write)
+    # The refusals too: two queries that list the same jobs may refuse different values, and
+    # each screen names its own.
+    kind = ("jobs", query.params(), tuple(sorted(problems.items())), can_write)
     card = Card(frozenset({"jobs"}), Drawing("jobs_table", (asked, can_write)))
     return PageCards(drawer_of(app), kind, {"table": card})
 

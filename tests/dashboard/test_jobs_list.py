@@ -92,6 +92,7 @@ def by_next_run(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return with_run + without
 
 
+@pytest.mark.slow
 async def test_search_filters_sort_and_pages_agree_with_the_api(
     lab: Harness, web: httpx.AsyncClient
 ) -> None:
@@ -204,6 +205,17 @@ async def test_search_filters_sort_and_pages_agree_with_the_api(
     # A fragment (no form beside it) says it in the results.
     fragment = await web.get("/fragments/jobs/table", params={"sort": "soonest"})
     assert "sort: &#39;soonest&#39; is not one of next_run, name, created" in fragment.text
+
+    # Screens whose queries list the same jobs but refuse different values share no drawing:
+    # each is told of its own value (in the table: the page; the fields' own are beside them
+    # on the page), not of the first screen's.
+    bogus = table_cards(app, {"page": "x"}, can_write=True)  # type: ignore[arg-type]
+    other = table_cards(app, {"page": "y"}, can_write=True)  # type: ignore[arg-type]
+    assert other.kind != bogus.kind
+    again = table_cards(app, {"page": "x"}, can_write=True)  # type: ignore[arg-type]
+    assert again.kind == bogus.kind
+    told = (await other.drawer.draw([other.cards["table"].drawing]))[0]
+    assert "page: &#39;y&#39; is not a page number" in told
 
 
 async def test_a_viewer_sees_no_bulk_controls_and_its_post_is_refused(
