@@ -295,6 +295,7 @@ class LiveSpec:
     profile: str | None = None
     port: int = 0
     first: float = 0.0
+    projector: str = "process"
 
 
 class CommitLog:
@@ -332,7 +333,8 @@ async def live_worker(spec: LiveSpec) -> dict[str, Any]:
 
     directory = Path(spec.directory)
     path = directory / "scheduler.db"
-    store = open_store(path, background=True)
+    # As `lablink serve` folds them (LABLINK_PROJECTOR): by default in a child process.
+    store = open_store(path, background=True, fold_process=spec.projector == "process")
     views = store.views
     now = datetime.now(UTC)
     first = float(math.ceil(time.time() + 3.0 + spec.jobs * 0.0004))
@@ -580,6 +582,7 @@ def run_live(settings: Settings, mode: str, tmp: Path, run: int) -> dict[str, An
         if settings.profile
         else None,
         port=free_port(),
+        projector=settings.projector,
     )
     # Other processes' load swamps the engine's lateness on 2 shared cores: wait a while for a
     # quiet machine, and say how busy it was.
@@ -720,6 +723,7 @@ class Settings:
     profile: bool
     quiet_wait: float
     output: Path
+    projector: str = "process"
 
 
 def machine_info(directory: Path) -> dict[str, Any]:
@@ -867,6 +871,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         default=60.0,
         help="seconds to wait before each live run for other processes to quieten",
     )
+    parser.add_argument(
+        "--projector",
+        choices=("process", "thread"),
+        default="process",
+        help="where the live worker folds the views, as LABLINK_PROJECTOR (the entries of "
+        "2026-12-06 and before: thread)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
@@ -889,6 +900,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         profile=args.profile,
         quiet_wait=args.quiet_wait,
         output=args.output,
+        projector=args.projector,
     )
 
 
