@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
@@ -23,6 +23,8 @@ from nats.js.errors import NotFoundError
 from lablink.bus.options import NatsOptions
 
 log = structlog.get_logger(tag="bus")
+
+T = TypeVar("T")
 
 # Reconnect for ever, soon after a loss.
 RECONNECT_FOREVER: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5}
@@ -101,27 +103,38 @@ async def ensure_stream(
 
     A JetStream that does not answer (a server just started and still recovering its
     streams, on a busy machine) is asked again until ``within`` has passed."""
+
+    async def ensure() -> bool:
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            await js.add_stream(
+                StreamConfig(
+                    name=name,
+                    subjects=list(subjects),
+                    storage=StorageType.FILE,
+                    duplicate_window=DUPLICATE_WINDOW_SECONDS,
+                    max_age=max_age,
+                    num_replicas=replicas,
+                    persist_mode=PersistMode.ASYNC if copy and replicas == 1 else None,
+                )
+            )
+            return True
+        return False
+
+    return await asked_again(ensure, within=within, stream=name)
+
+
+async def asked_again(ask: Callable[[], Awaitable[T]], *, within: float, **named: str) -> T:
+    """``ask()``, asked again while JetStream does not answer (a server just started and
+    still recovering its streams, or a cluster still electing its leaders, on a busy
+    machine) until ``within`` has passed; ``named`` says what was asked in the warning."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while True:
         try:
-            try:
-                await js.stream_info(name)
-            except NotFoundError:
-                await js.add_stream(
-                    StreamConfig(
-                        name=name,
-                        subjects=list(subjects),
-                        storage=StorageType.FILE,
-                        duplicate_window=DUPLICATE_WINDOW_SECONDS,
-                        max_age=max_age,
-                        num_replicas=replicas,
-                        persist_mode=PersistMode.ASYNC if copy and replicas == 1 else None,
-                    )
-                )
-                return True
-            return False
+            return await ask()
         except nats.errors.TimeoutError:
             if loop.time() >= deadline:
                 raise
-            log.warning("JetStream did not answer: asking again", stream=name)
+            log.warning("JetStream did not answer: asking again", **named)

@@ -29,7 +29,7 @@ from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
-from lablink.bus.connection import close_nats, connect_nats
+from lablink.bus.connection import STREAM_ANSWER_SECONDS, asked_again, close_nats, connect_nats
 from lablink.bus.options import NatsOptions, redact
 from lablink.errors import DataBusUnavailable
 from lablink.events import DATA_BUCKET
@@ -58,22 +58,31 @@ def meta_subject(name: str, bucket: str = DATA_BUCKET) -> str:
     return METAS.format(bucket=bucket, name=encoded)
 
 
-async def ensure_data_bucket(js: JetStreamContext, *, replicas: int = 1) -> None:
-    """The bucket, made if missing."""
-    try:
-        await js.object_store(DATA_BUCKET)
-        return
-    except BucketNotFoundError:
-        pass
-    await js.create_object_store(
-        DATA_BUCKET,
-        config=ObjectStoreConfig(
-            description="LabLink acquisition captures (docs/data.md)",
-            storage=StorageType.FILE,
-            replicas=replicas,
-        ),
-    )
-    log.info("object store bucket created", bucket=DATA_BUCKET)
+async def ensure_data_bucket(
+    js: JetStreamContext, *, replicas: int = 1, within: float = STREAM_ANSWER_SECONDS
+) -> None:
+    """The bucket, made if missing; asked again while JetStream does not answer, as the
+    streams are (a cluster's `lablink serve` once stopped at start when the first request
+    timed out while the cluster was forming under load)."""
+
+    async def ensure() -> bool:
+        try:
+            await js.object_store(DATA_BUCKET)
+            return False
+        except BucketNotFoundError:
+            pass
+        await js.create_object_store(
+            DATA_BUCKET,
+            config=ObjectStoreConfig(
+                description="LabLink acquisition captures (docs/data.md)",
+                storage=StorageType.FILE,
+                replicas=replicas,
+            ),
+        )
+        return True
+
+    if await asked_again(ensure, within=within, bucket=DATA_BUCKET):
+        log.info("object store bucket created", bucket=DATA_BUCKET)
 
 
 @dataclass(frozen=True)

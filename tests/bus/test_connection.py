@@ -22,8 +22,10 @@ from lablink.bus.connection import (
     connect_nats,
     ensure_stream,
 )
+from lablink.bus.data_bucket import ensure_data_bucket
 from lablink.bus.options import NatsOptions
 from lablink.bus.server import NatsServer
+from lablink.events import DATA_BUCKET
 from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.nats
@@ -115,6 +117,31 @@ async def test_a_server_that_never_answers_fails_the_stream_after_its_deadline(
     async with stopped(nats_server, resume_after=None, api_timeout=0.3) as js:
         with pytest.raises(nats.errors.TimeoutError):
             await ensure_stream(js, "LABLINK_NEVER", ["lablink.never.>"], replicas=1, within=1)
+
+
+async def test_the_data_bucket_is_made_once_a_stopped_server_answers_again(
+    nats_server: NatsServer,
+) -> None:
+    """As the streams: a cluster's `lablink serve` stopped at start in CI when its first
+    request for the captures' bucket timed out while the cluster was forming."""
+    async with stopped(nats_server, resume_after=2.0, api_timeout=0.5) as js:
+        with structlog.testing.capture_logs() as logs:
+            await ensure_data_bucket(js)
+        assert [e["bucket"] for e in logs if e["event"] == "JetStream did not answer: asking again"]
+        assert any(e["event"] == "object store bucket created" for e in logs)
+        assert (await js.object_store(DATA_BUCKET)) is not None
+        # Made once: asked again, it is found.
+        with structlog.testing.capture_logs() as again:
+            await ensure_data_bucket(js)
+        assert not any(e["event"] == "object store bucket created" for e in again)
+
+
+async def test_a_server_that_never_answers_fails_the_bucket_after_its_deadline(
+    nats_server: NatsServer,
+) -> None:
+    async with stopped(nats_server, resume_after=None, api_timeout=0.3) as js:
+        with pytest.raises(nats.errors.TimeoutError):
+            await ensure_data_bucket(js, within=1)
 
 
 @contextlib.asynccontextmanager
