@@ -64,7 +64,13 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from lablink.bus.connection import close_nats, connect_nats, ensure_stream
+from lablink.bus.connection import (
+    STREAM_ANSWER_SECONDS,
+    asked_again,
+    close_nats,
+    connect_nats,
+    ensure_stream,
+)
 from lablink.bus.data_bucket import ensure_data_bucket
 from lablink.bus.options import NatsOptions
 from lablink.clock import Clock, SystemClock
@@ -347,16 +353,21 @@ class AgentExecutor:
             replicas=self.options.replicas,
             max_age=REPORTS_MAX_AGE_SECONDS,
         )
-        return await self._js.pull_subscribe(
-            REPORTS_FILTER,
-            durable=REPORTS_CONSUMER,
-            stream=REPORTS_STREAM,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=30,
-                max_ack_pending=10_000,
+        js = self._js
+        return await asked_again(
+            lambda: js.pull_subscribe(
+                REPORTS_FILTER,
+                durable=REPORTS_CONSUMER,
+                stream=REPORTS_STREAM,
+                config=ConsumerConfig(
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.ALL,
+                    ack_wait=30,
+                    max_ack_pending=10_000,
+                ),
             ),
+            within=STREAM_ANSWER_SECONDS,
+            consumer=REPORTS_CONSUMER,
         )
 
     # -- the executor ---------------------------------------------------------------------------
