@@ -125,7 +125,9 @@ async def ensure_stream(
     return await asked_again(ensure, within=within, stream=name)
 
 
-async def asked_again(ask: Callable[[], Awaitable[T]], *, within: float, **named: str) -> T:
+async def asked_again(
+    ask: Callable[[], Awaitable[T]], *, within: float = STREAM_ANSWER_SECONDS, **named: str
+) -> T:
     """``ask()``, asked again while JetStream does not answer (a server just started and
     still recovering its streams, or a cluster still electing its leaders, on a busy
     machine) until ``within`` has passed; ``named`` says what was asked in the warning."""

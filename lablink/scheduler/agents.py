@@ -64,13 +64,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from lablink.bus.connection import (
-    STREAM_ANSWER_SECONDS,
-    asked_again,
-    close_nats,
-    connect_nats,
-    ensure_stream,
-)
+from lablink.bus.connection import asked_again, close_nats, connect_nats, ensure_stream
 from lablink.bus.data_bucket import ensure_data_bucket
 from lablink.bus.options import NatsOptions
 from lablink.clock import Clock, SystemClock
@@ -366,7 +360,6 @@ class AgentExecutor:
                     max_ack_pending=10_000,
                 ),
             ),
-            within=STREAM_ANSWER_SECONDS,
             consumer=REPORTS_CONSUMER,
         )
 
