@@ -25,8 +25,8 @@ seconds:
   ``*_at`` column or result field; "n/a" when absent). The API's execution body is checked
   for the same fields.
 - fsyncs: ``perf stat`` counting the fsync/fdatasync/sync_file_range syscalls of the serve
-  process (all its threads) and of its children, nats-server and, with
-  ``--embedded-agent process``, the agent, over the window (kernel tracepoint
+  process (all its threads) and of its children, nats-server, the projector's fold process
+  and, with ``--embedded-agent process``, the agent, over the window (kernel tracepoint
   counters: the processes are not stopped). ``--fsync-counter strace`` attaches
   ``strace -f -c`` instead, as the issue first asked; strace without seccomp stops the tracee at
   every system call, which slows the serve process several-fold at these rates, so its windows'
@@ -230,6 +230,22 @@ def children(pid: int) -> list[tuple[int, str]]:
     return found
 
 
+def helper_role(pid: int, comm: str) -> str:
+    """What a child of serve does: ``nats``, ``projector`` (the views' fold process),
+    ``drawing`` (the dashboard's), or ``agent``."""
+    if comm.startswith("nats-server"):
+        return "nats"
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        command = b""
+    if b"fold_process" in command:
+        return "projector"
+    if b"drawing" in command:
+        return "drawing"
+    return "agent"
+
+
 class Serve:
     """A `lablink serve` with the embedded nats-server and agent, its log in a file."""
 
@@ -289,7 +305,7 @@ class Serve:
         else:
             raise RuntimeError(f"lablink serve not ready in {timeout} s: {self.log_tail()}")
         for pid, comm in children(self.pid):
-            self.helpers["nats" if comm.startswith("nats-server") else "agent"] = pid
+            self.helpers[helper_role(pid, comm)] = pid
         return time.perf_counter() - started
 
     def log_tail(self) -> str:
@@ -1085,6 +1101,9 @@ def summarise(runs: Sequence[dict[str, Any]], system: str) -> dict[str, Any]:
             fsyncs_serve=med_fsyncs(runs, "serve"),
             fsyncs_nats=med_fsyncs(runs, "nats"),
             fsyncs_agent=med_fsyncs(runs, "agent"),
+            fsyncs_projector=med_fsyncs(runs, "projector"),
+            projector_cpu_percent=med(runs, "cpu_percent", "projector"),
+            projector_cpu_ms_per_execution=med(runs, "cpu_ms_per_execution", "projector"),
             agent_cpu_percent=med(runs, "cpu_percent", "agent"),
             agent_cpu_ms_per_execution=med(runs, "cpu_ms_per_execution", "agent"),
             api_instrument_fields=runs[-1].get("api_instrument_fields", []),
@@ -1190,6 +1209,7 @@ def targets(outcomes: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 f" (serve {fmt_num(mine.get('fsyncs_serve'))},"
                 f" nats-server {fmt_num(mine.get('fsyncs_nats'))}"
                 + agent_part(fmt_num(mine.get("fsyncs_agent"))).replace(" / ", ", agent ")
+                + agent_part(fmt_num(mine.get("fsyncs_projector"))).replace(" / ", ", projector ")
                 + " in the window)",
                 "met": None
                 if per_execution is None
@@ -1243,7 +1263,8 @@ def tables(result: dict[str, Any]) -> list[Rows]:
                 fmt_num(mine.get("fsyncs_per_execution")),
                 f"{fmt_pct(mine.get('serve_cpu_percent'))} / "
                 f"{fmt_pct(mine.get('nats_cpu_percent'))}"
-                + agent_part(fmt_pct(mine.get("agent_cpu_percent"))),
+                + agent_part(fmt_pct(mine.get("agent_cpu_percent")))
+                + agent_part(fmt_pct(mine.get("projector_cpu_percent"))),
                 fmt_pct(mine.get("other_processes_cpu_percent")),
             ]
         )
@@ -1263,12 +1284,14 @@ def tables(result: dict[str, Any]) -> list[Rows]:
                     label,
                     fmt_num(mine.get("fsyncs_serve")),
                     fmt_num(mine.get("fsyncs_nats"))
-                    + agent_part(fmt_num(mine.get("fsyncs_agent"))),
+                    + agent_part(fmt_num(mine.get("fsyncs_agent")))
+                    + agent_part(fmt_num(mine.get("fsyncs_projector"))),
                     fmt_num(mine.get("fsyncs_per_execution")),
                     fmt_num(mine.get("fsyncs_per_recorded_execution")),
                     f"{fmt_num(mine.get('serve_cpu_ms_per_execution'))} / "
                     f"{fmt_num(mine.get('nats_cpu_ms_per_execution'))}"
-                    + agent_part(fmt_num(mine.get("agent_cpu_ms_per_execution"))),
+                    + agent_part(fmt_num(mine.get("agent_cpu_ms_per_execution")))
+                    + agent_part(fmt_num(mine.get("projector_cpu_ms_per_execution"))),
                     f"{fmt_num(theirs.get('cpu_ms_per_execution'))}",
                     ", ".join(mine.get("api_instrument_fields") or []) or "none",
                 ]
@@ -1300,7 +1323,7 @@ def tables(result: dict[str, Any]) -> list[Rows]:
                 "LabLink instrument start",
                 "APS instrument start",
                 "fsyncs per exec.",
-                "CPU % serve / nats (/ agent)",
+                "CPU % serve / nats (/ agent / projector)",
                 "other CPU %",
             ],
             main,
@@ -1315,10 +1338,10 @@ def tables(result: dict[str, Any]) -> list[Rows]:
             [
                 "scenario",
                 "fsyncs serve",
-                "fsyncs nats-server (/ agent)",
+                "fsyncs nats-server (/ agent / projector)",
                 "per completed execution",
                 "per recorded execution",
-                "CPU ms serve / nats (/ agent)",
+                "CPU ms serve / nats (/ agent / projector)",
                 "CPU ms APS",
                 "instrument fields in the API",
             ],

@@ -269,12 +269,14 @@ class GroupCommitHandler:
         actor: str,
         *,
         tracker: Tracker | None = None,
+        linger: float = 0.0,
     ) -> list[Handled[State] | Exception]:
         """The same steps for several aggregates at once, their appends submitted together
         (one wait for all: the engine's chunk of due fires). One attempt each: where the
         stream had moved, the place holds the ``StreamVersionConflict`` (nothing written;
         the caller goes again one by one). ``RecordingFailed`` where the log could not be
-        read or written for it, or whatever deciding raised."""
+        read or written for it, or whatever deciding raised. ``linger``: how long the
+        appends may wait for company (``GroupCommitter.submit_all``)."""
         results: list[Handled[State] | Exception | None] = [None] * len(commands)
         waiting: list[tuple[int, Steps[State]]] = []
         requests: list[AppendRequest] = []
@@ -308,7 +310,7 @@ class GroupCommitHandler:
                 results[index] = step
         if requests:
             try:
-                outcomes = await self.committer.submit_all(requests)
+                outcomes = await self.committer.submit_all(requests, linger=linger)
             except Exception as exc:
                 outcomes = [exc] * len(requests)
             # The tracker is told in the requests' order, as one by one it would be: the

@@ -10,6 +10,13 @@ In a running LabLink the writing loop is a supervised task (``task.committer``, 
 ``lablink.supervision``): if it ever raised, the queue would survive it and the loop would be
 started again after a backoff. A failed write is never the loop's failure: it is handed to
 the callers of that batch, who decide what to do (the engine keeps its fires and retries).
+
+A request may ``linger``: wait up to that long for company before it is written. The engine
+lets an execution's recorded end wait for its next fire when that is due within milliseconds:
+both share one commit and one fsync, where each would otherwise take its own (an end comes a
+few milliseconds after its fire, between two fires when 100 jobs a second are spread over the
+second). A request that does not linger takes every waiting one with it, and ``hurry`` writes
+them at once (a command waits for a job lock that a lingering request holds).
 """
 
 from __future__ import annotations
@@ -48,7 +55,9 @@ class _Group:
 
 # Where a request's outcome goes: its own future, or its place in a group.
 _Slot = asyncio.Future[AppendOutcome] | tuple[_Group, int]
-_Pending = tuple[AppendRequest, _Slot]
+# A request, where its outcome goes, and the loop time by which it is to be written (0.0: at
+# once).
+_Pending = tuple[AppendRequest, _Slot, float]
 
 
 class CommitterStopped(RuntimeError):
@@ -73,6 +82,7 @@ class GroupCommitter:
         self._started = False
         self._looping = False
         self._closing = False
+        self._hurry = False
         self.batches = 0  # transactions written, for tests and metrics
 
     def start(self, supervisor: Supervisor, name: str = TASK_NAME) -> Watch:
@@ -138,27 +148,36 @@ class GroupCommitter:
         if not self.running:
             raise CommitterStopped()
         future: asyncio.Future[AppendOutcome] = asyncio.get_running_loop().create_future()
-        self._pending.append((request, future))
+        self._pending.append((request, future, 0.0))
         self._wakeup.set()
         return await future
 
     async def submit_all(
-        self, requests: Sequence[AppendRequest]
+        self, requests: Sequence[AppendRequest], *, linger: float = 0.0
     ) -> list[AppendOutcome | BaseException]:
         """Each request's outcome, in order, once every one of them is written: its events,
         its conflict, or the error that kept it from being written (a failed write fails
-        only the requests it held)."""
+        only the requests it held). ``linger``: seconds they may wait for other requests to
+        share their commit (see the module)."""
         if not self.running:
             raise CommitterStopped()
         if not requests:
             return []
-        future: asyncio.Future[list[AppendOutcome | BaseException]] = (
-            asyncio.get_running_loop().create_future()
-        )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[AppendOutcome | BaseException]] = loop.create_future()
         group = _Group(future, len(requests))
-        self._pending.extend((request, (group, index)) for index, request in enumerate(requests))
+        due = loop.time() + linger if linger > 0 else 0.0
+        self._pending.extend(
+            (request, (group, index), due) for index, request in enumerate(requests)
+        )
         self._wakeup.set()
         return await future
+
+    def hurry(self) -> None:
+        """Write the lingering requests now."""
+        if self._pending:
+            self._hurry = True
+            self._wakeup.set()
 
     async def _loop(self) -> None:
         self._looping = True
@@ -167,23 +186,51 @@ class GroupCommitter:
                 if not self._pending and not self._closing:
                     await self._wakeup.wait()
                 self._wakeup.clear()
-                await self._drain()
+                if await self._lingered():
+                    continue
+                if self._pending:
+                    await self._write_next()
                 if self._closing and not self._pending:
                     self._drained.set()
                     return
         finally:
             self._looping = False
 
+    async def _lingered(self) -> bool:
+        """When every waiting request may still linger: wait for company, or for the first
+        of them to be due, then True (the loop looks again)."""
+        if not self._pending or self._closing or self._hurry:
+            return False
+        due = 0.0
+        for _, _, when in self._pending:
+            if when == 0.0:
+                return False
+            due = when if due == 0.0 else min(due, when)
+        loop = asyncio.get_running_loop()
+        if due <= loop.time():
+            return False
+        handle = loop.call_at(due, self._wakeup.set)
+        try:
+            await self._wakeup.wait()
+        finally:
+            handle.cancel()
+        return True
+
+    async def _write_next(self) -> None:
+        batch, self._pending = (
+            self._pending[: self.max_batch],
+            self._pending[self.max_batch :],
+        )
+        if not self._pending:
+            self._hurry = False
+        await self._write(batch)
+
     async def _drain(self) -> None:
         while self._pending:
-            batch, self._pending = (
-                self._pending[: self.max_batch],
-                self._pending[self.max_batch :],
-            )
-            await self._write(batch)
+            await self._write_next()
 
     async def _write(self, batch: list[_Pending]) -> None:
-        requests = [request for request, _ in batch]
+        requests = [request for request, _, _ in batch]
         outcomes: list[AppendOutcome | _Failed] = []
         try:
             try:
@@ -202,7 +249,7 @@ class GroupCommitter:
         except BaseException as exc:
             # Cancelled mid-write (a stop that ran out of grace): no caller may wait for
             # ever on an answer, though whether the write landed is unknown.
-            for _, slot in batch:
+            for _, slot, _ in batch:
                 if isinstance(slot, tuple):
                     group = slot[0]
                     if group.future.done():
@@ -218,7 +265,7 @@ class GroupCommitter:
                 else:
                     slot.set_exception(exc)
             raise
-        for (_, slot), outcome in zip(batch, outcomes, strict=True):
+        for (_, slot, _), outcome in zip(batch, outcomes, strict=True):
             if isinstance(slot, tuple):
                 group, index = slot
                 group.settle(index, outcome.error if isinstance(outcome, _Failed) else outcome)

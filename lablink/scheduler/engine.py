@@ -115,6 +115,12 @@ CHUNK_TIMERS = 100
 # this backoff (its own; the other jobs fire on).
 JOB_RETRY_INITIAL = 1.0
 JOB_RETRY_MAX = 300.0
+# An execution's end waits for the next fire to share its commit (one fsync for both) when
+# that fire is due within this long; later than that, it is written at once (issue 19: four
+# fsyncs an execution at 100 spread fires a second, one of them the end's own).
+END_LINGER_SECONDS = 0.02
+# Beyond the fire's instant: the loop takes a moment to wake, decide and submit it.
+END_LINGER_SLACK_SECONDS = 0.003
 
 Decide = Callable[[JobState], Decision]
 
@@ -196,6 +202,8 @@ class Engine:
         self.ids = ids or RandomIds()
         self.actor = actor
         self.timers = TimerQueue()
+        self.end_linger_within = END_LINGER_SECONDS
+        self.end_linger_slack = END_LINGER_SLACK_SECONDS
         self.committer = GroupCommitter(store)
         self.writer = GroupCommitHandler(self.committer, clock, retries=MAX_RETRIES)
         self._tracking = _Tracking(self)
@@ -686,12 +694,17 @@ class Engine:
         commands: list[tuple[str, Callable[[JobState, datetime], Decision]]],
         *,
         track: bool,
+        linger: float = 0.0,
     ) -> list[Decision | Exception]:
         """Commands of jobs whose locks the caller holds, appended with one wait
-        (``GroupCommitHandler.handle_all``); the executions they start are handed on. Each
-        place holds its decision or what kept it from being recorded."""
+        (``GroupCommitHandler.handle_all``, ``linger`` as there); the executions they start
+        are handed on. Each place holds its decision or what kept it from being recorded."""
         results = await self.writer.handle_all(
-            self.jobs, commands, self.actor, tracker=self._tracking if track else None
+            self.jobs,
+            commands,
+            self.actor,
+            tracker=self._tracking if track else None,
+            linger=linger,
         )
         places: list[Decision | Exception] = []
         for (job_id, _), result in zip(commands, results, strict=True):
@@ -843,7 +856,12 @@ class Engine:
     async def _command_once(
         self, job_id: str, decide: Decide, actor: str | None, *, track: bool = True
     ) -> Decision | None:
-        async with self._lock(job_id):
+        lock = self._lock(job_id)
+        if lock.locked():
+            # Its holder may be an end lingering in the committer for company: this command
+            # must not wait out the linger as well.
+            self.committer.hurry()
+        async with lock:
             return await self._command_locked(job_id, decide, actor, track)
 
     def _lock(self, job_id: str) -> asyncio.Lock:
@@ -1142,7 +1160,9 @@ class Engine:
 
         try:
             results = await self._append_all(
-                [(entry.job_id, _with_time(entry.decide)) for entry in batch], track=True
+                [(entry.job_id, _with_time(entry.decide)) for entry in batch],
+                track=True,
+                linger=self._end_linger(),
             )
             for entry, result in zip(batch, results, strict=True):
                 if isinstance(result, Decision):
@@ -1174,6 +1194,17 @@ class Engine:
         finally:
             for entry in held.values():
                 entry.lock.release()
+
+    def _end_linger(self) -> float:
+        """How long ends may wait for the next fire's commit: until it is due (and the loop
+        has had a moment to submit it), when that is within ``END_LINGER_SECONDS``."""
+        due = self.timers.next_due()
+        if due is None:
+            return 0.0
+        wait = (due - self.clock.now()).total_seconds()
+        if wait > self.end_linger_within or self._stopping:
+            return 0.0
+        return max(wait, 0.0) + self.end_linger_slack
 
     async def record_late_result(
         self,

@@ -10,7 +10,7 @@ import pytest
 
 from lablink.errors import DuplicateId, StreamVersionConflict
 from lablink.events import JobPaused, NewEvent
-from lablink.eventstore import SQLiteEventStore
+from lablink.eventstore import AppendRequest, SQLiteEventStore
 from lablink.eventstore.group_commit import GroupCommitter
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -64,4 +64,56 @@ async def test_close_writes_what_was_queued_and_refuses_more(tmp_path: Path) -> 
     assert store.last_position() == 20
     with pytest.raises(RuntimeError):
         await committer.append("late", 0, [new("late")])
+    store.close()
+
+
+def request(job_id: str) -> AppendRequest:
+    return AppendRequest(stream_id=job_id, expected_version=0, events=[new(job_id)])
+
+
+async def test_a_lingering_request_shares_the_next_request_s_commit(tmp_path: Path) -> None:
+    store = SQLiteEventStore(tmp_path / "events.db")
+    async with GroupCommitter(store) as committer:
+        # An hour's linger: nothing on a slow machine can make it run out during the test.
+        lingering = asyncio.create_task(committer.submit_all([request("end")], linger=3600))
+        await asyncio.sleep(0.2)  # time enough for a write that was not held back
+        assert store.last_position() == 0
+        await committer.append("fire", 0, [new("fire")])
+        async with asyncio.timeout(60):
+            outcomes = await lingering
+    assert not isinstance(outcomes[0], BaseException)
+    assert store.stream_version("end") == store.stream_version("fire") == 1
+    assert committer.batches == 1  # one transaction, one fsync, for both
+    store.close()
+
+
+async def test_a_lingering_request_alone_is_written_when_its_linger_ends(tmp_path: Path) -> None:
+    store = SQLiteEventStore(tmp_path / "events.db")
+    async with GroupCommitter(store) as committer:
+        async with asyncio.timeout(60):
+            outcomes = await committer.submit_all([request("end")], linger=0.05)
+    assert not isinstance(outcomes[0], BaseException)
+    assert store.stream_version("end") == 1
+    assert committer.batches == 1
+    store.close()
+
+
+async def test_hurry_and_close_write_lingering_requests_at_once(tmp_path: Path) -> None:
+    store = SQLiteEventStore(tmp_path / "events.db")
+    committer = GroupCommitter(store)
+    await committer.__aenter__()
+    first = asyncio.create_task(committer.submit_all([request("a")], linger=3600))
+    await asyncio.sleep(0.2)
+    assert store.last_position() == 0
+    committer.hurry()
+    async with asyncio.timeout(60):
+        await first
+    assert store.stream_version("a") == 1
+    second = asyncio.create_task(committer.submit_all([request("b")], linger=3600))
+    await asyncio.sleep(0.2)
+    assert store.stream_version("b") == 0  # hurry held for what waited then, not for ever
+    async with asyncio.timeout(60):
+        await committer.aclose()
+        await second
+    assert store.stream_version("b") == 1
     store.close()

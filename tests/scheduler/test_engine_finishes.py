@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from lablink.clock import ManualClock
 from lablink.domain.job import CreateJob, JobState, decide
 from lablink.domain.requests import parse_job_request
@@ -21,13 +23,16 @@ from lablink.instruments.execution import ExecutionRequest, Outcome, ProgressRep
 from lablink.repository import JobRepository
 from lablink.scheduler.engine import Engine
 from lablink.scheduler.executor import NoOpExecutor
+from tests.support.eventually import eventually
 
 JOBS = 300
 START = datetime(2026, 3, 2, 9, 59, 59, tzinfo=UTC)
 FIRE = START + timedelta(seconds=1)
 
 
-def created(job_id: str, interval: int = 60, conflict: str | None = None) -> AppendRequest:
+def created(
+    job_id: str, interval: int = 60, conflict: str | None = None, start: datetime = FIRE
+) -> AppendRequest:
     body = {
         "name": f"Reading {job_id}",
         "schedule_type": "measurement",
@@ -35,7 +40,7 @@ def created(job_id: str, interval: int = 60, conflict: str | None = None) -> App
         "trigger_type": "interval",
         "interval_seconds": interval,
         "parameters": {"command": "MEAS:VOLT:DC?"},
-        "start_date": FIRE.isoformat(),
+        "start_date": start.isoformat(),
         "timezone": "UTC",
     }
     if conflict is not None:
@@ -63,12 +68,12 @@ class CountingCommitter(GroupCommitter):
         return await super().submit(request)
 
     async def submit_all(
-        self, requests: Sequence[AppendRequest]
+        self, requests: Sequence[AppendRequest], *, linger: float = 0.0
     ) -> list[AppendOutcome | BaseException]:
         ends = ends_in(requests)
         if ends:
             self.ends_together.append(ends)
-        return await super().submit_all(requests)
+        return await super().submit_all(requests, linger=linger)
 
 
 def counted(engine: Engine, store: SQLiteEventStore) -> CountingCommitter:
@@ -202,5 +207,115 @@ async def test_an_end_queued_before_a_tick_is_recorded_before_its_next_fire(
             first_end = kinds.index("ExecutionSucceeded")
             second_fire = [i for i, k in enumerate(kinds) if k == "ExecutionRequested"][1]
             assert first_end < second_fire
+    finally:
+        store.close()
+
+
+class BatchNotingStore(SQLiteEventStore):
+    """The real store; notes the event types of each commit, by stream."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.commits: list[dict[str, list[str]]] = []
+
+    def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        commit: dict[str, list[str]] = {}
+        for r in requests:
+            commit.setdefault(r.stream_id, []).extend(type(e.event).__name__ for e in r.events)
+        self.commits.append(commit)
+        return super().append_batch(requests)
+
+
+class LingerNotingCommitter(GroupCommitter):
+    """The real committer; notes each linger it is asked for."""
+
+    def __init__(self, store: SQLiteEventStore) -> None:
+        super().__init__(store)
+        self.lingers: list[float] = []
+
+    async def submit_all(
+        self, requests: Sequence[AppendRequest], *, linger: float = 0.0
+    ) -> list[AppendOutcome | BaseException]:
+        if linger > 0:
+            self.lingers.append(linger)
+        return await super().submit_all(requests, linger=linger)
+
+
+def lingering_engine(
+    store: SQLiteEventStore, clock: ManualClock, executor: NoOpExecutor
+) -> tuple[Engine, LingerNotingCommitter]:
+    engine = Engine(store, clock, executor, jobs=JobRepository(store))
+    committer = LingerNotingCommitter(store)
+    engine.committer = committer
+    engine.writer.committer = committer
+    # An hour past the fire's instant: on any machine, only the fire (or a hurry) ends the
+    # wait within the test's deadline.
+    engine.end_linger_slack = 3600.0
+    return engine, committer
+
+
+async def test_an_end_waits_for_a_fire_due_within_milliseconds_and_shares_its_commit(
+    tmp_path: Path,
+) -> None:
+    store = BatchNotingStore(tmp_path / "scheduler.db")
+    soon = FIRE + timedelta(seconds=1)
+    store.append_batch([created("job_a"), created("job_b", start=soon)])
+    clock = ManualClock(START)
+    executor = Gated()
+    engine, committer = lingering_engine(store, clock, executor)
+    try:
+        await engine.open([("job_a", None), ("job_b", None)], [])
+        clock.set(FIRE)
+        assert await engine.tick() == 2  # job_a fires; job_b's first fire is planned
+        clock.set(soon - timedelta(milliseconds=10))
+        executor.gate.set()  # job_a's run ends; job_b fires 10 ms later
+        await eventually(lambda: len(committer.lingers) == 1)
+        await asyncio.sleep(0.2)  # time enough for a write that was not held back
+        assert not succeeded(store, "job_a")
+        clock.set(soon)
+        assert await engine.tick() == 1
+        async with asyncio.timeout(60):
+            while engine.tasks():
+                await asyncio.gather(*engine.tasks().values())
+    finally:
+        await engine.aclose()
+    try:
+        assert len(succeeded(store, "job_a")) == 1
+        ends = [c for c in store.commits if "ExecutionSucceeded" in c.get("job_a", [])]
+        assert len(ends) == 1, store.commits
+        assert "ExecutionRequested" in ends[0].get("job_b", []), store.commits
+        # job_b's own end had no fire within the linger: written at once, alone.
+        assert committer.lingers == [pytest.approx(3600.01)]
+    finally:
+        store.close()
+
+
+async def test_a_fire_of_the_job_whose_end_lingers_does_not_wait_out_the_linger(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteEventStore(tmp_path / "scheduler.db")
+    store.append_batch([created("job_a", interval=1)])
+    clock = ManualClock(START)
+    executor = Gated()
+    engine, committer = lingering_engine(store, clock, executor)
+    try:
+        await engine.open([("job_a", None)], [])
+        clock.set(FIRE)
+        assert await engine.tick() == 1
+        clock.set(FIRE + timedelta(milliseconds=995))
+        executor.gate.set()  # the run ends 5 ms before the job's own next fire
+        await eventually(lambda: len(committer.lingers) == 1)
+        clock.set(FIRE + timedelta(seconds=1))
+        async with asyncio.timeout(60):  # not the hour's linger: the fire hurries the end
+            assert await engine.tick() == 1
+            while engine.tasks():
+                await asyncio.gather(*engine.tasks().values())
+    finally:
+        await engine.aclose()
+    try:
+        kinds = [type(r.event).__name__ for r in store.read_stream("job_a")]
+        fires = [i for i, k in enumerate(kinds) if k == "ExecutionRequested"]
+        assert len(fires) == 2, kinds
+        assert kinds.index("ExecutionSucceeded") < fires[1]
     finally:
         store.close()
