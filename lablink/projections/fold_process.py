@@ -49,9 +49,6 @@ READY = b"R"
 # up to MAX_BACKOFF.
 BACKOFF = 0.05
 MAX_BACKOFF = 5.0
-# The views' WAL is checkpointed into views.db once it holds this many pages (see
-# ``fold_connection``).
-VIEWS_CHECKPOINT_PAGES = 10_000
 
 
 def fold_connection(log_path: Path, views_path: Path | None) -> sqlite3.Connection:
@@ -64,11 +61,6 @@ def fold_connection(log_path: Path, views_path: Path | None) -> sqlite3.Connecti
         # are the main database's, so every query reads the same in both layouts.
         conn = connect(views_path)
         attach_log(conn, log_path)
-        # A fold rewrites the same few dozen pages (job rows, statistics, indexes) many times
-        # a second, and each checkpoint of the WAL syncs twice: at SQLite's default of 1,000
-        # pages that was 3.8 checkpoints a second at 100 fires a second (0.12 fsyncs an
-        # execution, issue 19). The WAL may grow to about 40 MiB instead.
-        conn.execute(f"PRAGMA wal_autocheckpoint={VIEWS_CHECKPOINT_PAGES}")
     # The views are disposable (rebuilt from the log, their checkpoints committed with their
     # rows): a fold need not wait for the disk. A power cut may undo the last folds; the
     # checkpoints go with them, and catching up folds them again.

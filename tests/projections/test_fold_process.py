@@ -27,7 +27,6 @@ import pytest
 
 from lablink.eventstore.group_commit import GroupCommitter
 from lablink.logstore import LogStore, open_store
-from lablink.projections.fold_process import VIEWS_CHECKPOINT_PAGES, fold_connection
 from lablink.projections.follower import ViewsBehind
 from tests.projections.test_follower import add_key, checkpoints_in, key, keys_in
 from tests.support.crash import rebuilt, views_in
@@ -285,18 +284,3 @@ def test_health_names_the_child_that_ended_until_its_successor_is_up(store: LogS
     reading = eventually_sync(follower.probe, until=lambda r: r.state == "ok")
     assert reading.details["process"] not in (None, pid)
     assert reading.details["restarts"] == 1
-
-
-def test_the_views_wal_is_checkpointed_less_often_than_the_logs(tmp_path: Path) -> None:
-    # Each checkpoint syncs twice; the views are rewritten many times a second (issue 19).
-    log_path = tmp_path / "scheduler.db"
-    open_store(log_path).close()
-    views = fold_connection(log_path, tmp_path / "views.db")
-    in_log = fold_connection(log_path, None)  # the layout before views.db: the log's own file
-    try:
-        assert views.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == VIEWS_CHECKPOINT_PAGES
-        assert VIEWS_CHECKPOINT_PAGES > 1000
-        assert in_log.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
-    finally:
-        views.close()
-        in_log.close()
