@@ -153,3 +153,28 @@ async def test_a_ledger_that_cannot_write_fails_every_waiting_accept(tmp_path: P
     # their first.
     ledger.close()
     assert Ledger(path).accept_many([(f"e{i}", "j", "psu") for i in range(5)]) == [True] * 5
+
+
+def test_the_highest_lease_epoch_holds_across_reopening_and_only_a_new_one_writes(
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger(tmp_path / "agent.db")
+    assert not ledger.epoch_is_new(0)  # one scheduler, no lease: nothing to keep
+    assert ledger.see_epoch(0) is None
+    assert ledger.epoch_is_new(3)
+    assert ledger.see_epoch(3) is None
+    assert not ledger.epoch_is_new(3)
+    assert ledger.see_epoch(2) == 3  # a former leader's command
+    assert ledger.see_epoch(3) is None
+    ledger.close()
+    # Another process's view of the file: the epoch was written, not only remembered.
+    with sqlite3.connect(tmp_path / "agent.db") as conn:
+        assert conn.execute("SELECT highest FROM lease_epochs").fetchall() == [(3,)]
+    again = Ledger(tmp_path / "agent.db")
+    assert again.highest_epoch() == 3
+    assert not again.epoch_is_new(3)
+    assert again.see_epoch(2) == 3
+    assert again.see_epoch(0) is None
+    assert again.epoch_is_new(4)
+    assert again.see_epoch(4) is None
+    again.close()
