@@ -18,7 +18,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import PersistMode, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from lablink.bus.options import NatsOptions
 
@@ -130,13 +130,18 @@ async def asked_again(
 ) -> T:
     """``ask()``, asked again while JetStream does not answer (a server just started and
     still recovering its streams, or a cluster still electing its leaders, on a busy
-    machine) until ``within`` has passed; ``named`` says what was asked in the warning."""
+    machine) or says it is not available yet (no responders for its API, or 503: a
+    meta-leader being elected, a server whose JetStream is still starting) until ``within``
+    has passed; ``named`` says what was asked in the warning."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while True:
         try:
             return await ask()
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, ServiceUnavailableError) as exc:
             if loop.time() >= deadline:
                 raise
-            log.warning("JetStream did not answer: asking again", **named)
+            log.warning("JetStream did not answer: asking again", error=type(exc).__name__, **named)
+            if isinstance(exc, ServiceUnavailableError):
+                # Answered at once (a timeout has waited already): not a tight loop meanwhile.
+                await asyncio.sleep(min(0.25, max(0.0, deadline - loop.time())))

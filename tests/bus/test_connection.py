@@ -15,6 +15,7 @@ import pytest
 import structlog.testing
 from nats.js import JetStreamContext
 from nats.js.api import StorageType
+from nats.js.errors import ServiceUnavailableError
 
 from lablink.bus.connection import (
     DUPLICATE_WINDOW_SECONDS,
@@ -166,3 +167,57 @@ async def stopped(
             resumed.cancel()
         os.kill(pid, signal.SIGCONT)
         await nc.close()
+
+
+async def test_a_jetstream_not_available_yet_is_asked_again_until_it_is(tmp_path: Path) -> None:
+    """A server whose JetStream is not up (here: a plain nats-server, whose $JS API has no
+    responders; a cluster electing its meta-leader answers 503 the same way) is asked again,
+    not given up on at the first answer; JetStream comes up on the same port, and the stream
+    is made."""
+    plain = await NatsServer(
+        tmp_path / "plain", config="listen: 127.0.0.1:-1\nserver_name: plain\n"
+    ).start()
+    port = plain.port
+    nc = await connect_nats(NatsOptions(url=plain.url), name="lablink-test")
+    js = nc.jetstream(timeout=2.0)
+    later: NatsServer | None = None
+
+    async def jetstream_comes_up() -> None:
+        nonlocal later
+        await asyncio.sleep(1.0)
+        await plain.stop()
+        later = await NatsServer(tmp_path / "js", port=port).start()
+
+    try:
+        with structlog.testing.capture_logs() as logs:
+            coming = asyncio.create_task(jetstream_comes_up())
+            created = await ensure_stream(
+                js, "LABLINK_LATE", ["lablink.late.>"], replicas=1, within=60
+            )
+            await coming
+        assert created is True
+        asked = [e for e in logs if e["event"] == "JetStream did not answer: asking again"]
+        assert any(e["error"] == "ServiceUnavailableError" for e in asked)
+        assert (await js.stream_info("LABLINK_LATE")).config.subjects == ["lablink.late.>"]
+    finally:
+        await nc.close()
+        if later is not None:
+            await later.stop()
+        await plain.stop()
+
+
+async def test_a_jetstream_that_never_comes_up_fails_after_the_deadline(tmp_path: Path) -> None:
+    plain = await NatsServer(
+        tmp_path / "plain", config="listen: 127.0.0.1:-1\nserver_name: plain\n"
+    ).start()
+    nc = await connect_nats(NatsOptions(url=plain.url), name="lablink-test")
+    try:
+        js = nc.jetstream(timeout=2.0)
+        with structlog.testing.capture_logs() as logs, pytest.raises(ServiceUnavailableError):
+            await ensure_stream(js, "LABLINK_NEVER", ["lablink.x.>"], replicas=1, within=1)
+        # Asked again meanwhile, not in a tight loop (a pause between the answers).
+        asked = [e for e in logs if e["event"] == "JetStream did not answer: asking again"]
+        assert 1 <= len(asked) <= 10
+    finally:
+        await nc.close()
+        await plain.stop()
