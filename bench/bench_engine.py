@@ -427,6 +427,9 @@ class DispatchTimes:
     async def stop(self, execution_id: str) -> None:
         await self.inner.stop(execution_id)
 
+    async def recorded(self, execution_id: str) -> None:
+        await self.inner.recorded(execution_id)
+
     def describe_equipment(self, equipment_id: str) -> dict[str, Any]:
         return self.inner.describe_equipment(equipment_id)
 

@@ -222,6 +222,9 @@ class InProcessExecutor:
     async def stop(self, execution_id: str) -> None:
         await self.halt(execution_id)
 
+    async def recorded(self, execution_id: str) -> None:
+        return None  # the outcome was returned, nothing held for it
+
     async def halt(self, execution_id: str) -> dict[str, Any] | None:
         """Stop the execution and put its instrument in the safe state; the state applied,
         or None when the execution was not running here or the safe state failed. An

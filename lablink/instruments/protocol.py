@@ -43,6 +43,9 @@ REPORTS_CONSUMER = "lablink-scheduler"
 # How long JetStream keeps reports nobody acknowledged: a scheduler down longer than this
 # loses them (its executions are then interrupted on restart, as without agents).
 REPORTS_MAX_AGE_SECONDS = 7 * 24 * 3600
+# How long the scheduler's consumer has to acknowledge a report before JetStream offers it
+# again (a result is acknowledged once its end is on the scheduler's record).
+REPORTS_ACK_WAIT_SECONDS = 30.0
 
 # The error type of an execution the agent found unfinished when it started again: it died
 # under it, so nothing knows how the operation ended.

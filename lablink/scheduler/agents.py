@@ -84,6 +84,7 @@ from lablink.instruments.protocol import (
     ABANDONED,
     DEFAULT_HEARTBEAT_TIMEOUT_SECONDS,
     PRESENCE_FILTER,
+    REPORTS_ACK_WAIT_SECONDS,
     REPORTS_CONSUMER,
     REPORTS_FILTER,
     REPORTS_MAX_AGE_SECONDS,
@@ -215,8 +216,12 @@ class AgentExecutor:
         supervisor: Supervisor | None = None,
         health: Health | None = None,
         clock: Clock | None = None,
+        ack_wait: float = REPORTS_ACK_WAIT_SECONDS,
     ) -> None:
         self.options = options
+        # How long JetStream waits for a report's acknowledgement before it offers the report
+        # again (the durable consumer's, set when it is made).
+        self.ack_wait = ack_wait
         # Cluster mode: the lease epoch of this replica's engine, carried by each run command
         # so that agents refuse a former leader's (0: one scheduler, no lease).
         self.lease_epoch: Callable[[], int] = lambda: 0
@@ -241,6 +246,10 @@ class AgentExecutor:
         # Execution id -> its instrument, until it ends or is stopped.
         self._dispatched: dict[str, str] = {}
         self._orphans: OrderedDict[str, Report] = OrderedDict()
+        # Results handed to their waiting execution, not yet on the engine's record: each
+        # acknowledged once it is (``recorded``), so a scheduler that dies in between gets
+        # the report again.
+        self._unrecorded: OrderedDict[str, Msg] = OrderedDict()
         self._sending: dict[str, asyncio.Future[Outcome | None]] = {}
         self._late: LateResults | None = None
         self._data_stored: DataStoredRecorder | None = None
@@ -356,7 +365,7 @@ class AgentExecutor:
                 config=ConsumerConfig(
                     ack_policy=AckPolicy.EXPLICIT,
                     deliver_policy=DeliverPolicy.ALL,
-                    ack_wait=30,
+                    ack_wait=self.ack_wait,
                     max_ack_pending=10_000,
                 ),
             ),
@@ -504,6 +513,17 @@ class AgentExecutor:
                     self._dispatched.pop(execution_id, None)
 
         return follow()
+
+    async def recorded(self, execution_id: str) -> None:
+        """The engine has the execution's end on record: its result's report is acknowledged
+        (nothing when there is none waiting: an in-process outcome, a recovery's)."""
+        msg = self._unrecorded.pop(execution_id, None)
+        if msg is None:
+            return
+        try:
+            await msg.ack()
+        except Exception as exc:  # offered again after the ack wait: a duplicate, ignored
+            log.warning("result not acknowledged", execution_id=execution_id, error=str(exc))
 
     async def stop(self, execution_id: str) -> None:
         sending = self._sending.pop(execution_id, None)
@@ -668,7 +688,15 @@ class AgentExecutor:
             # A waiter already ended (its agent was lost while its run request was out)
             # takes no second outcome: the result is late, as if nobody waited.
             if waiter is not None and waiter.settle(report.outcome):
-                pass
+                # Acknowledged once the engine has the end on record (``recorded``): a
+                # crash before that (a process killed, the machine's power) leaves the
+                # report in the stream for the next start, not only in the agent's ledger.
+                self._unrecorded[report.execution_id] = msg
+                while len(self._unrecorded) > _ORPHANS_KEPT:
+                    # Never recorded (a decision dropped): JetStream offers it again after
+                    # its ack wait, and it goes the late results' way then.
+                    self._unrecorded.popitem(last=False)
+                return
             elif self._late is None:
                 self._keep_orphan(report)
             else:

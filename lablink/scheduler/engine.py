@@ -1114,6 +1114,7 @@ class Engine:
             ),
         )
         if finished is not None:
+            await self.executor.recorded(request.execution_id)
             await self._blocked_alarm(finished)
 
     async def _finish(self, job_id: str, decide: Decide) -> Decision | None:

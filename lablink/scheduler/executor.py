@@ -40,6 +40,12 @@ class Executor(Protocol):
         state. Called after the engine has cancelled the execute() task."""
         ...
 
+    async def recorded(self, execution_id: str) -> None:
+        """The execution's end is on the engine's record (durably): an executor that holds
+        on to the report of its outcome until then may let go of it (the agents' executor
+        acknowledges it in JetStream)."""
+        ...
+
     def describe_equipment(self, equipment_id: str) -> dict[str, Any]:
         """What this executor knows of an instrument (kind, identity, agent…), for the alarm
         a failure raises; empty when it knows nothing."""
@@ -66,6 +72,9 @@ class NoOpExecutor:
         return None
 
     async def stop(self, execution_id: str) -> None:
+        return None
+
+    async def recorded(self, execution_id: str) -> None:
         return None
 
     def describe_equipment(self, equipment_id: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from lablink.equipment_service import EquipmentService
 from lablink.events import FINAL_STATUSES
 from lablink.eventstore.sqlite import SQLiteEventStore
 from lablink.instruments.execution import ProfileLookup
+from lablink.instruments.protocol import REPORTS_ACK_WAIT_SECONDS
 from lablink.instruments.simulated import SIMULATED_BENCH
 from lablink.logstore import open_store
 from lablink.projections.jobs import read_snapshot
@@ -127,8 +128,10 @@ class AgentLab:
         run_timeout: float = 2.0,
         profiles: ProfileLookup | None = None,
         supervisor: Supervisor | None = None,
+        ack_wait: float = REPORTS_ACK_WAIT_SECONDS,
     ) -> None:
         self.path = path
+        self.ack_wait = ack_wait
         self.supervisor = supervisor
         self.options = NatsOptions(url=nats_url)
         self.clock = clock
@@ -159,6 +162,7 @@ class AgentLab:
             on_presence=self.equipment.on_presence,
             supervisor=self.supervisor,
             clock=self.clock,
+            ack_wait=self.ack_wait,
         )
         await self.executor.start()
         self.engine = Engine(store, self.clock, self.executor, jobs=self.jobs)

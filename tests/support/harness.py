@@ -108,6 +108,9 @@ class GateExecutor:
     async def stop(self, execution_id: str) -> None:
         self.stopped.append(execution_id)
 
+    async def recorded(self, execution_id: str) -> None:
+        return None
+
     def describe_equipment(self, equipment_id: str) -> dict[str, Any]:
         return {}
 
