@@ -161,6 +161,13 @@ async def test_an_end_whose_stream_moved_is_decided_again_and_recorded(tmp_path:
         store.close()
 
 
+async def all_ended(engine: Engine) -> None:
+    """Every execution the engine started has ended, and its end was recorded."""
+    async with asyncio.timeout(60):
+        while engine.tasks():
+            await asyncio.gather(*engine.tasks().values())
+
+
 class Gated(NoOpExecutor):
     """Runs end when the test says: all of them at once."""
 
@@ -193,9 +200,7 @@ async def test_an_end_queued_before_a_tick_is_recorded_before_its_next_fire(
         await asyncio.sleep(0)
         clock.set(FIRE + timedelta(seconds=1))
         assert await engine.tick() == 50
-        async with asyncio.timeout(60):
-            while engine.tasks():
-                await asyncio.gather(*engine.tasks().values())
+        await all_ended(engine)
     finally:
         await engine.aclose()
     try:
@@ -274,9 +279,7 @@ async def test_an_end_waits_for_a_fire_due_within_milliseconds_and_shares_its_co
         assert not succeeded(store, "job_a")
         clock.set(soon)
         assert await engine.tick() == 1
-        async with asyncio.timeout(60):
-            while engine.tasks():
-                await asyncio.gather(*engine.tasks().values())
+        await all_ended(engine)
     finally:
         await engine.aclose()
     try:
@@ -308,8 +311,7 @@ async def test_a_fire_of_the_job_whose_end_lingers_does_not_wait_out_the_linger(
         clock.set(FIRE + timedelta(seconds=1))
         async with asyncio.timeout(60):  # not the hour's linger: the fire hurries the end
             assert await engine.tick() == 1
-            while engine.tasks():
-                await asyncio.gather(*engine.tasks().values())
+        await all_ended(engine)
     finally:
         await engine.aclose()
     try:
