@@ -700,6 +700,9 @@ class AgentExecutor:
             elif self._late is None:
                 self._keep_orphan(report)
             else:
+                # Offered again (its execution's end was not recorded with it: a timeout
+                # came first, or the decision was dropped): the copy held for it is moot.
+                self._unrecorded.pop(report.execution_id, None)
                 try:
                     verdict = await self._hand_late(report)
                 except Exception:
