@@ -161,3 +161,45 @@ async def test_the_engine_lets_go_of_a_result_once_its_end_is_in_the_log(
     finally:
         await nc.close()
         await lab.close()
+
+
+async def test_a_result_the_former_lease_holder_never_recorded_goes_to_the_new_one(
+    nats_server: NatsServer, agent_side: NATS
+) -> None:
+    """Cluster mode: the replica whose execution took the result loses the lease before its
+    engine records the end. The report stays unacknowledged, and the new lease holder's
+    executor is offered it and hands it to its engine (here a recorder that says "unknown",
+    as an engine that already has the end does), which acknowledges it."""
+    handed: list[tuple[str, Outcome]] = []
+
+    async def late(
+        job_id: str,
+        execution_id: str,
+        outcome: Outcome,
+        *,
+        equipment_id: str,
+        agent_id: str = "",
+        reported_at: datetime | None = None,
+    ) -> str:
+        handed.append((execution_id, outcome))
+        return "unknown"
+
+    former = executor(nats_server)
+    await former.start()
+    successor = executor(nats_server)
+    await successor.start(reports=False)
+    run = request()
+    try:
+        outcome = await former.execute(run, no_progress)
+        assert outcome.result == RESULT
+        await former.follow()  # the lease is lost before the end is recorded
+        await successor.follow_late_results(late)
+        await successor.lead()
+        await eventually(lambda: handed, what="the result offered to the new lease holder")
+        assert [(execution_id, o.result) for execution_id, o in handed] == [
+            (run.execution_id, RESULT)
+        ]
+        await eventually(lambda: unacknowledged(agent_side), until=lambda n: n == 0)
+    finally:
+        await successor.aclose()
+        await former.aclose()
