@@ -101,8 +101,8 @@ async def ensure_stream(
     ``sync_interval: always`` still holds for every other stream. A stream made before keeps
     the mode it was made with (nats-server refuses to change it).
 
-    A JetStream that does not answer (a server just started and still recovering its
-    streams, on a busy machine) is asked again until ``within`` has passed."""
+    A JetStream that does not answer yet, or says it is not available yet, is asked again
+    until ``within`` has passed (``asked_again``)."""
 
     async def ensure() -> bool:
         try:
