@@ -220,6 +220,8 @@ class Agent:
                 await self._nc.flush(timeout=2)
         if self._reports is not None:
             await self._reports.aclose()
+        if self._accepts is not None:
+            await self._accepts.aclose()
         if self._nc is not None:
             await close_nats(self._nc)
         if self._executor is not None:
@@ -420,11 +422,24 @@ class Agent:
                 log.exception("capture not prepared for upload", execution_id=execution_id)
                 # Never a capture the view would take for stored: no object will come.
                 result = _without_capture(result, f"{type(exc).__name__}: {exc}")
-                await asyncio.to_thread(self._ledger.finish, execution_id, result)
+                await self._keep_outcome(execution_id, result)
         else:
-            await asyncio.to_thread(self._ledger.finish, execution_id, result)
+            await self._keep_outcome(execution_id, result)
         self._running.pop(execution_id, None)
         await self._publish(request, outcome=result, required=True)
+
+    async def _keep_outcome(self, execution_id: str, outcome: Outcome) -> None:
+        """The outcome on the ledger's disk before its report goes (the reports stream is
+        acknowledged before nats-server's disk has it: the ledger is what a scheduler asks
+        after an outage)."""
+        assert self._accepts is not None
+        try:
+            await self._accepts.finish(execution_id, outcome)
+        except Exception:
+            # Reported all the same: the scheduler records it. The ledger still says running,
+            # so its next start settles the execution as abandoned, a second end the
+            # scheduler ignores.
+            log.exception("outcome not kept in the ledger", execution_id=execution_id)
 
     # -- captures -------------------------------------------------------------------------------
 

@@ -15,13 +15,17 @@ has the file and, for a result that said ``pending_upload``, the agent's report 
 acknowledged; or, when the upload cannot ever succeed (the file is gone or changed:
 ``lost`` says why), once the agent's report of the loss was acknowledged.
 
-Only what must be durable before an instrument is touched waits for the disk: an accept (and
-a refusal) commits at ``synchronous=FULL``. The bookkeeping after it (an outcome, a report
+Two things wait for the disk: an accept (and a refusal), before the instrument is touched;
+and an outcome, before its report goes out. The reports stream (``LABLINK_REPORTS``) is
+acknowledged by nats-server before its disk has a report, so the ledger is the durable copy
+of every result a scheduler may be told of: a scheduler that starts again, or that finds
+NATS back after an outage, asks the agent for what it did not record (``state``). Outcomes
+are written with the accepts waiting at the time, in one commit (``commit``; ``Accepts``
+lets an outcome wait a little for the next accept). The rest of the bookkeeping (a report
 acknowledged, an upload's progress) commits at ``synchronous=NORMAL``: it survives the
-agent's process dying at once (it is in the WAL), and reaches the disk with the next accept's
-sync, since the WAL is written and synced in order. A power cut in between can lose the
-latest outcomes, never an accept: those executions come back as unfinished and are reported
-``agent_restarted`` (a scheduler that already recorded their result keeps that one).
+agent's process dying at once (it is in the WAL), and reaches the disk with the next durable
+commit, since the WAL is written and synced in order. A power cut can lose those marks,
+never an accept or an outcome that was reported.
 
 Report numbers are counted in memory, per execution: ``(boot - 1) << 32`` plus 1, 2, 3…,
 where ``boot`` counts the ledger's openings (one write per start, not one per report). A
@@ -210,6 +214,16 @@ class Ledger:
     def accept_many(self, commands: Sequence[tuple[str, str, str]]) -> list[bool]:
         """Record run commands (execution id, job id, equipment id) in one durable commit,
         one disk wait for all; for each, False when its execution id was seen before."""
+        return self.commit(commands, ())
+
+    def commit(
+        self,
+        commands: Sequence[tuple[str, str, str]],
+        outcomes: Sequence[tuple[str, Outcome]],
+    ) -> list[bool]:
+        """Record run commands (execution id, job id, equipment id) and outcomes (execution
+        id, outcome) in one durable commit, one disk wait for all; for each command, False
+        when its execution id was seen before."""
         now = datetime.now(UTC).isoformat()
         fresh: list[bool] = []
         with self._lock, self._durable(), self._transaction():
@@ -220,6 +234,8 @@ class Ledger:
                     (execution_id, job_id, equipment_id, now),
                 )
                 fresh.append(cursor.rowcount == 1)
+            for execution_id, outcome in outcomes:
+                self._finish(execution_id, outcome)
         return fresh
 
     def refuse(self, execution_id: str, job_id: str, equipment_id: str, outcome: Outcome) -> bool:
@@ -251,8 +267,8 @@ class Ledger:
         return ((self.boot - 1) << 32) + count
 
     def finish(self, execution_id: str, outcome: Outcome) -> None:
-        with self._lock:
-            self._finish(execution_id, outcome)
+        """The outcome, durably (alone: ``Accepts.finish`` shares an accept's commit)."""
+        self.commit((), [(execution_id, outcome)])
 
     def _finish(self, execution_id: str, outcome: Outcome) -> None:
         self._conn.execute(
@@ -277,8 +293,8 @@ class Ledger:
     def finish_with_upload(
         self, execution_id: str, outcome: Outcome, upload: PendingUpload
     ) -> None:
-        """The outcome of a capture and its pending upload, together (one transaction)."""
-        with self._lock, self._transaction():
+        """The outcome of a capture and its pending upload, together (one durable commit)."""
+        with self._lock, self._durable(), self._transaction():
             self._uploading.add(execution_id)
             self._finish(execution_id, outcome)
             self._conn.execute(
@@ -299,8 +315,8 @@ class Ledger:
 
     def finish_stored(self, execution_id: str, outcome: Outcome) -> None:
         """The upload completed before the result went out: the outcome says ``stored`` and
-        no later report is needed (one transaction)."""
-        with self._lock, self._transaction():
+        no later report is needed (one durable commit)."""
+        with self._lock, self._durable(), self._transaction():
             self._uploading.discard(execution_id)
             self._finish(execution_id, outcome)
             self._conn.execute("DELETE FROM uploads WHERE execution_id = ?", (execution_id,))

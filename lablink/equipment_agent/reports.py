@@ -19,7 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 from lablink.equipment_agent.ledger import Ledger
-from lablink.instruments.protocol import Report, encoder, report_subject
+from lablink.instruments.protocol import Report, encoder, report_subject, upload_subject
 
 # Reports published before their acknowledgements are awaited: a bound on what one lost
 # connection leaves to retry, well under nats-py's 4,000 pending async publishes.
@@ -83,10 +83,12 @@ class ReportSender:
         acks: list[asyncio.Future[PubAck] | BaseException] = []
         for item in batch:
             report = item.report
+            # An upload's word goes to its own stream (the only copy of it, kept on disk).
+            subject = upload_subject if report.stored is not None else report_subject
             try:
                 acks.append(
                     await js.publish_async(
-                        report_subject(report.equipment_id, report.execution_id, report.seq),
+                        subject(report.equipment_id, report.execution_id, report.seq),
                         encoder.encode(report),
                         headers={"Nats-Msg-Id": f"{report.execution_id}:{report.seq}"},
                     )

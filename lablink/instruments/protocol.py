@@ -13,11 +13,17 @@ instruments (see ``deploy/nats-server.conf``):
 - ``lablink.reports.<equipment_id>.presence``: core NATS, the agent's heartbeat (online)
   or goodbye (offline), with the instrument's identity.
 - ``lablink.reports.<equipment_id>.exec.<execution_id>.<seq>``: progress and the result, in
-  the durable JetStream stream ``LABLINK_REPORTS``, which the scheduler consumes; a result
+  the JetStream stream ``LABLINK_REPORTS``, which the scheduler consumes; a result
   published while the scheduler is down is recorded when it comes back. The scheduler takes
-  a report only on its own instrument's subject. A capture whose upload to the object store
-  (``LABLINK_DATA``) was still pending when its result was sent is followed by one more report
-  of that execution, with ``stored`` set, once the store has the file.
+  a report only on its own instrument's subject. The stream is a copy: nats-server
+  acknowledges a report before its disk has it, and every result is on the agent's ledger's
+  disk before it is reported, so the scheduler asks the agent (``status``) for what a lost
+  report leaves it waiting for: at its start, and whenever it finds NATS back.
+- ``lablink.reports.<equipment_id>.upload.<execution_id>.<seq>``: a capture whose upload to
+  the object store (``LABLINK_DATA``) was still pending when its result was sent is followed
+  by one more report of that execution, with ``stored`` set, once the store has the file (or
+  can never have it). It is the only copy of that word, so it goes to a stream of its own,
+  ``LABLINK_UPLOADS``, acknowledged once on nats-server's disk.
 
 Core NATS request/reply gives "no responders" at once when no agent serves an instrument:
 that is how the scheduler tells "equipment offline" within a second or two.
@@ -40,6 +46,10 @@ REPORTS_STREAM = "LABLINK_REPORTS"
 REPORTS_FILTER = f"{REPORTS_PREFIX}.*.exec.>"
 PRESENCE_FILTER = f"{REPORTS_PREFIX}.*.presence"
 REPORTS_CONSUMER = "lablink-scheduler"
+# Uploads completed (or lost) after their result went: the only copy of that word.
+UPLOADS_STREAM = "LABLINK_UPLOADS"
+UPLOADS_FILTER = f"{REPORTS_PREFIX}.*.upload.>"
+UPLOADS_CONSUMER = "lablink-scheduler-uploads"
 # How long JetStream keeps reports nobody acknowledged: a scheduler down longer than this
 # loses them (its executions are then interrupted on restart, as without agents).
 REPORTS_MAX_AGE_SECONDS = 7 * 24 * 3600
@@ -81,6 +91,10 @@ def presence_subject(equipment_id: str) -> str:
 
 def report_subject(equipment_id: str, execution_id: str, seq: int) -> str:
     return f"{REPORTS_PREFIX}.{equipment_id}.exec.{execution_id}.{seq}"
+
+
+def upload_subject(equipment_id: str, execution_id: str, seq: int) -> str:
+    return f"{REPORTS_PREFIX}.{equipment_id}.upload.{execution_id}.{seq}"
 
 
 def subject_equipment(subject: str) -> str:

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -90,6 +91,9 @@ from lablink.instruments.protocol import (
     REPORTS_MAX_AGE_SECONDS,
     REPORTS_STREAM,
     RUN_REQUEST_TIMEOUT_SECONDS,
+    UPLOADS_CONSUMER,
+    UPLOADS_FILTER,
+    UPLOADS_STREAM,
     QueueDepth,
     Report,
     RunCommand,
@@ -115,6 +119,10 @@ _MONITOR_PERIOD_SECONDS = 0.25
 _FETCH_BATCH = 100
 # While closed under a supervisor that still runs: how often a parked loop looks again.
 _PARKED_SECONDS = 60.0
+# After NATS came back, how long executions whose agent does not answer yet ask again, and
+# the pause between two rounds.
+_ASK_AGAIN_SECONDS = 30.0
+_ASK_PAUSE_SECONDS = 1.0
 
 
 class LateResults(Protocol):
@@ -194,6 +202,22 @@ class _Fetched:
         return taken
 
 
+@dataclass
+class _Feed:
+    """A stream of reports this executor consumes with a durable consumer: the reports
+    (``LABLINK_REPORTS``, a copy: acknowledged before nats-server's disk has it) or the
+    uploads' words (``LABLINK_UPLOADS``, the only copy). A fetch holds ``fetching``, so that
+    ``follow`` can wait for the last one."""
+
+    task: str
+    stream: str
+    filter: str
+    consumer: str
+    copy: bool
+    sub: JetStreamContext.PullSubscription | None = None
+    fetching: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
 def _abandoned(outcome: Outcome) -> bool:
     return outcome.error is not None and outcome.error.type == ABANDONED
 
@@ -241,7 +265,10 @@ class AgentExecutor:
         )
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
-        self._reports: JetStreamContext.PullSubscription | None = None
+        self._feeds = (
+            _Feed("task.reports", REPORTS_STREAM, REPORTS_FILTER, REPORTS_CONSUMER, copy=True),
+            _Feed("task.uploads", UPLOADS_STREAM, UPLOADS_FILTER, UPLOADS_CONSUMER, copy=False),
+        )
         self._waiters: dict[str, _Waiter] = {}
         # Execution id -> its instrument, until it ends or is stopped.
         self._dispatched: dict[str, str] = {}
@@ -255,10 +282,12 @@ class AgentExecutor:
         self._data_stored: DataStoredRecorder | None = None
         self._progress: ProgressBatch | None = None
         self._closed = False
+        # After NATS came back: the executions still waiting ask their agents (see
+        # ``_ask_waiting``).
+        self._asking: asyncio.Task[None] | None = None
         # Set while this executor takes reports (always, but for a cluster's follower: see
-        # the module); a fetch holds the lock, so that ``follow`` can wait for the last one.
+        # the module).
         self._taking = asyncio.Event()
-        self._fetching = asyncio.Lock()
 
     @property
     def sightings(self) -> dict[str, Sighting]:
@@ -287,14 +316,18 @@ class AgentExecutor:
         """Connect, make sure the reports stream exists, and take in every report that
         arrived while no scheduler was listening. ``reports=False`` (a cluster's replica):
         take none until ``lead``."""
-        self._nc = await connect_nats(self.options, name="lablink-scheduler-executor")
+        self._nc = await connect_nats(
+            self.options, name="lablink-scheduler-executor", reconnected_cb=self._reconnected
+        )
         self._js = self._nc.jetstream()
-        self._reports = await self._subscribe_reports()
+        for feed in self._feeds:
+            feed.sub = await self._subscribe(feed)
         await ensure_data_bucket(self._js, replicas=self.options.replicas)
         await self._nc.subscribe(PRESENCE_FILTER, cb=self._on_presence)
         if reports:
             await self.lead()
-        self.supervisor.spawn("task.reports", self._consume)
+        for feed in self._feeds:
+            self.supervisor.spawn(feed.task, functools.partial(self._consume, feed))
         self.supervisor.spawn("task.heartbeats", self._monitor)
 
     async def lead(self) -> None:
@@ -304,10 +337,12 @@ class AgentExecutor:
         if self._taking.is_set():
             return
         self._taking.set()
-        async with self._fetching:
-            if self._reports is None:
-                self._reports = await self._subscribe_reports()
-            backlog = await self._fetch(self._reports, wait=0.2)
+        backlog = 0
+        for feed in self._feeds:
+            async with feed.fetching:
+                if feed.sub is None:
+                    feed.sub = await self._subscribe(feed)
+                backlog += await self._fetch(feed.sub, wait=0.2)
         if backlog:
             log.info("reports taken in after start", reports=backlog)
 
@@ -316,7 +351,7 @@ class AgentExecutor:
         takes them); returns once a fetch under way has ended. Results and uploads no longer
         go to the former engine's recorders."""
         self._taking.clear()
-        async with self._fetching:
+        async with self._feeds[0].fetching, self._feeds[1].fetching:
             self._late = None
             self._data_stored = None
             self._progress = None
@@ -341,27 +376,32 @@ class AgentExecutor:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._asking is not None:
+            self._asking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._asking
         if self._own_supervisor:
             await self.supervisor.aclose()
         self.presences.forget_health()
         if self._nc is not None:
             await close_nats(self._nc)
 
-    async def _subscribe_reports(self) -> JetStreamContext.PullSubscription:
+    async def _subscribe(self, feed: _Feed) -> JetStreamContext.PullSubscription:
         assert self._js is not None
         await ensure_stream(
             self._js,
-            REPORTS_STREAM,
-            [REPORTS_FILTER],
+            feed.stream,
+            [feed.filter],
             replicas=self.options.replicas,
             max_age=REPORTS_MAX_AGE_SECONDS,
+            copy=feed.copy,
         )
         js = self._js
         return await asked_again(
             lambda: js.pull_subscribe(
-                REPORTS_FILTER,
-                durable=REPORTS_CONSUMER,
-                stream=REPORTS_STREAM,
+                feed.filter,
+                durable=feed.consumer,
+                stream=feed.stream,
                 config=ConsumerConfig(
                     ack_policy=AckPolicy.EXPLICIT,
                     deliver_policy=DeliverPolicy.ALL,
@@ -369,7 +409,7 @@ class AgentExecutor:
                     max_ack_pending=10_000,
                 ),
             ),
-            consumer=REPORTS_CONSUMER,
+            consumer=feed.consumer,
         )
 
     # -- the executor ---------------------------------------------------------------------------
@@ -482,17 +522,9 @@ class AgentExecutor:
         report = self._orphans.pop(execution_id, None)
         orphan = report.outcome if report is not None else None
         if orphan is None:
-            try:
-                msg = await self.nc.request(
-                    status_subject(equipment_id),
-                    encoder.encode(StatusRequest(execution_id=execution_id)),
-                    timeout=self.run_timeout,
-                )
-                status = msgspec.json.decode(msg.data, type=StatusReply)
-            except (nats.errors.Error, msgspec.DecodeError):
+            status = await self._status(equipment_id, execution_id)
+            if status is None or status.state == "unknown":
                 return None  # no agent knows of it: interrupted
-            if status.state == "unknown":
-                return None
             orphan = status.outcome
         if orphan is not None and _abandoned(orphan):
             return None  # the agent died under it too: nobody knows how it ended
@@ -513,6 +545,67 @@ class AgentExecutor:
                     self._dispatched.pop(execution_id, None)
 
         return follow()
+
+    async def _status(self, equipment_id: str, execution_id: str) -> StatusReply | None:
+        """What the agent of ``equipment_id`` knows of ``execution_id`` (its ledger), or None
+        when no agent answers."""
+        try:
+            msg = await self.nc.request(
+                status_subject(equipment_id),
+                encoder.encode(StatusRequest(execution_id=execution_id)),
+                timeout=self.run_timeout,
+            )
+            return msgspec.json.decode(msg.data, type=StatusReply)
+        except (nats.errors.Error, msgspec.DecodeError):
+            return None
+
+    async def _reconnected(self) -> None:
+        # nats-py awaits this callback before it goes on: the asking runs on its own.
+        if self._closed:
+            return
+        if self._asking is not None and not self._asking.done():
+            self._asking.cancel()
+        self._asking = asyncio.create_task(self._ask_waiting(), name="results asked again")
+
+    async def _ask_waiting(self) -> None:
+        """NATS came back: a nats-server that stopped may have lost reports it had
+        acknowledged (the reports stream is a copy, see the module). Each execution still
+        waiting for its result asks its agent, whose ledger has every outcome it reported
+        (on disk before the report went); for ``_ASK_AGAIN_SECONDS``, as the agents find NATS
+        back too, the executions whose agent did not answer ask again."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _ASK_AGAIN_SECONDS
+        answered: set[str] = set()
+        while not self._closed:
+            waiting = [
+                (execution_id, waiter)
+                for execution_id, waiter in list(self._waiters.items())
+                if execution_id not in answered
+                and not waiter.outcome.done()
+                and (self._sending.get(execution_id) is None or self._sending[execution_id].done())
+            ]
+            if not waiting:
+                return
+            statuses = await asyncio.gather(
+                *(self._status(w.request.spec.equipment_id, eid) for eid, w in waiting)
+            )
+            for (execution_id, waiter), status in zip(waiting, statuses, strict=True):
+                if status is None:
+                    continue  # its agent is not back yet: asked again
+                answered.add(execution_id)
+                outcome = status.outcome
+                if status.state != "finished" or outcome is None or _abandoned(outcome):
+                    continue  # still running (its report will come), or its agent's to tell
+                if waiter.settle(outcome):
+                    log.warning(
+                        "result taken from its agent: its report did not come",
+                        execution_id=execution_id,
+                        equipment_id=waiter.request.spec.equipment_id,
+                        status=outcome.status,
+                    )
+            if loop.time() >= deadline:
+                return
+            await asyncio.sleep(_ASK_PAUSE_SECONDS)
 
     async def recorded(self, execution_id: str) -> None:
         """The engine has the execution's end on record: its result's report is acknowledged
@@ -577,10 +670,10 @@ class AgentExecutor:
 
     # -- reports --------------------------------------------------------------------------------
 
-    async def _consume(self, watch: Watch) -> None:
-        """Supervised (``task.reports``): a failure other than an idle wait restarts this
-        body after the supervisor's backoff, with a fresh subscription (the stream may have
-        gone with a nats-server that lost its store)."""
+    async def _consume(self, feed: _Feed, watch: Watch) -> None:
+        """Supervised (``task.reports``, ``task.uploads``): a failure other than an idle wait
+        restarts this body after the supervisor's backoff, with a fresh subscription (the
+        stream may have gone with a nats-server that lost its store)."""
         while not watch.stopping:
             if self._closed:
                 await watch.sleep(_PARKED_SECONDS)
@@ -590,16 +683,16 @@ class AgentExecutor:
                 await watch.sleep(_PARKED_SECONDS, until=self._taking)
                 continue
             try:
-                async with self._fetching:
+                async with feed.fetching:
                     if not self._taking.is_set():  # ``follow`` came while this waited
                         continue
-                    if self._reports is None:
-                        self._reports = await self._subscribe_reports()
-                    await self._fetch(self._reports, wait=1.0)
+                    if feed.sub is None:
+                        feed.sub = await self._subscribe(feed)
+                    await self._fetch(feed.sub, wait=1.0)
             except Exception:
                 if self._closed:
                     continue
-                sub, self._reports = self._reports, None
+                sub, feed.sub = feed.sub, None
                 if sub is not None:
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()

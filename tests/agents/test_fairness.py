@@ -38,7 +38,7 @@ from lablink.equipment_agent.bench import PortWrapper, open_simulated_bench
 from lablink.equipment_agent.inprocess import InProcessExecutor
 from lablink.equipment_agent.ledger import Ledger
 from lablink.health import Health
-from lablink.instruments.execution import ExecutionRequest
+from lablink.instruments.execution import ExecutionRequest, Outcome
 from lablink.instruments.protocol import (
     REPORTS_FILTER,
     REPORTS_MAX_AGE_SECONDS,
@@ -362,14 +362,17 @@ async def test_a_burst_on_one_instrument_is_accepted_together_not_one_disk_write
     # The ledger's first commit waits until every command of the burst reached the agent.
     release = threading.Event()
     commits: list[list[str]] = []
-    accept_many = ledger.accept_many
+    commit = ledger.commit
 
-    def held(commands: Sequence[tuple[str, str, str]]) -> list[bool]:
-        commits.append([equipment_id for _, _, equipment_id in commands])
-        release.wait(timeout=120)
-        return accept_many(commands)
+    def held(
+        commands: Sequence[tuple[str, str, str]], outcomes: Sequence[tuple[str, Outcome]]
+    ) -> list[bool]:
+        if commands:  # the outcomes' own commits (with no accept to share) do not count
+            commits.append([equipment_id for _, _, equipment_id in commands])
+            release.wait(timeout=120)
+        return commit(commands, outcomes)
 
-    ledger.accept_many = held  # type: ignore[method-assign]
+    ledger.commit = held  # type: ignore[method-assign]
     burst = [execution_request(SLOW, "measurement", {"command": "get_voltage"}) for _ in range(100)]
     requests = [*burst, execution_request("multimeter_1", "measurement", {})]
 

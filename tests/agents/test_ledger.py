@@ -104,8 +104,8 @@ def test_a_process_killed_between_accept_and_finish_loses_no_bookkeeping(
     given = int(child.stdout.strip())
 
     ledger = Ledger(path)
-    # The outcomes committed without a disk wait are there after the kill (a process
-    # dying does not lose the WAL; a power cut may, see the ledger's docstring).
+    # The bookkeeping committed without a disk wait (``published``) is there after the kill
+    # too: a process dying does not lose the WAL (a power cut may; see the ledger's module).
     assert ledger.state("done") == ("finished", DONE)
     assert [u.execution_id for u in ledger.unfinished()] == ["running"]
     assert [u.execution_id for u in ledger.unpublished()] == ["finished_unpublished"]
@@ -120,13 +120,15 @@ async def test_accepts_arriving_together_share_a_commit_and_each_gets_its_answer
     ledger = Ledger(tmp_path / "agent.db")
     accepts = Accepts(ledger)
     batches: list[int] = []
-    accept_many = ledger.accept_many
+    commit = ledger.commit
 
-    def counting(commands: Sequence[tuple[str, str, str]]) -> list[bool]:
+    def counting(
+        commands: Sequence[tuple[str, str, str]], outcomes: Sequence[tuple[str, Outcome]]
+    ) -> list[bool]:
         batches.append(len(commands))
-        return accept_many(commands)
+        return commit(commands, outcomes)
 
-    ledger.accept_many = counting  # type: ignore[method-assign]
+    ledger.commit = counting  # type: ignore[method-assign]
     ids = [f"e{i}" for i in range(50)]
     answers = await asyncio.gather(*(accepts.accept(i, "j", "psu") for i in [*ids, "e0", "e1"]))
     assert answers == [True] * 50 + [False, False]
@@ -178,3 +180,82 @@ def test_the_highest_lease_epoch_holds_across_reopening_and_only_a_new_one_write
     assert again.epoch_is_new(4)
     assert again.see_epoch(4) is None
     again.close()
+
+
+def recorded_commits(
+    ledger: Ledger,
+) -> list[tuple[int, int]]:
+    """(commands, outcomes) of each commit the ledger makes from now on."""
+    calls: list[tuple[int, int]] = []
+    commit = ledger.commit
+
+    def counting(
+        commands: Sequence[tuple[str, str, str]], outcomes: Sequence[tuple[str, Outcome]]
+    ) -> list[bool]:
+        calls.append((len(commands), len(outcomes)))
+        return commit(commands, outcomes)
+
+    ledger.commit = counting  # type: ignore[method-assign]
+    return calls
+
+
+async def test_an_outcome_waits_for_the_next_accept_and_goes_in_its_commit(
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger(tmp_path / "agent.db")
+    ledger.accept("e1", "j", "psu")
+    commits = recorded_commits(ledger)
+    accepts = Accepts(ledger, linger=3600)  # no deadline within the test: only company
+    finishing = asyncio.ensure_future(accepts.finish("e1", DONE))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert commits == []  # it waits
+    assert not finishing.done()
+    assert await accepts.accept("e2", "j", "psu") is True
+    await asyncio.wait_for(finishing, 60)
+    assert commits == [(1, 1)]  # one commit, one disk wait, for both
+    assert ledger.state("e1") == ("finished", DONE)
+    ledger.close()
+
+
+async def test_an_outcome_with_no_accept_coming_is_written_at_its_deadline(
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger(tmp_path / "agent.db")
+    ledger.accept("e1", "j", "psu")
+    commits = recorded_commits(ledger)
+    accepts = Accepts(ledger, linger=0.05)  # the real loop's clock
+    await asyncio.wait_for(accepts.finish("e1", DONE), 60)
+    assert commits == [(0, 1)]
+    assert ledger.state("e1") == ("finished", DONE)
+    ledger.close()
+
+
+async def test_closing_writes_the_outcomes_that_wait_at_once(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "agent.db")
+    ledger.accept_many([("e1", "j", "psu"), ("e2", "j", "psu")])
+    accepts = Accepts(ledger, linger=3600)
+    finishing = [asyncio.ensure_future(accepts.finish(e, DONE)) for e in ("e1", "e2")]
+    await asyncio.sleep(0)
+    await asyncio.wait_for(accepts.aclose(), 60)
+    assert all(f.done() and f.exception() is None for f in finishing)
+    assert [ledger.state(e) for e in ("e1", "e2")] == [("finished", DONE)] * 2
+    ledger.close()
+
+
+def test_an_outcome_commits_only_once_on_the_disk(tmp_path: Path) -> None:
+    # Its report goes out after this returns, to a stream acknowledged before nats-server's
+    # disk has it: the outcome must be synced (synchronous=FULL) by its commit.
+    ledger = Ledger(tmp_path / "agent.db")
+    ledger.accept("e1", "j", "psu")
+    statements: list[str] = []
+    ledger._conn.set_trace_callback(statements.append)
+    ledger.finish("e1", DONE)
+    ledger._conn.set_trace_callback(None)
+    update = next(i for i, s in enumerate(statements) if s.startswith("UPDATE executions"))
+    before = [s for s in statements[:update] if s.startswith("PRAGMA synchronous")]
+    assert before[-1] == "PRAGMA synchronous=FULL", statements
+    commit = next(i for i, s in enumerate(statements) if s == "COMMIT")
+    assert update < commit
+    assert "PRAGMA synchronous=NORMAL" not in statements[update:commit]
+    ledger.close()
