@@ -23,14 +23,22 @@ from lablink.bus.subjects import REPLICAS_BUCKET, STREAM
 from lablink.cli import app
 from lablink.events import DATA_BUCKET
 from lablink.eventstore.record_link import RECORD_STREAM
-from lablink.instruments.protocol import REPORTS_STREAM
+from lablink.instruments.protocol import REPORTS_STREAM, UPLOADS_STREAM
 from lablink.logconfig import configure_logging
 from lablink.settings import Settings
 
 ROOT = Path(__file__).parent.parent
 VARIABLE = re.compile(r"LABLINK_[A-Z0-9_]*[A-Z0-9]")
 # Names that look like variables but are JetStream streams and buckets.
-NOT_VARIABLES = {STREAM, REPORTS_STREAM, DATA_BUCKET, AUDIT_STREAM, RECORD_STREAM, REPLICAS_BUCKET}
+NOT_VARIABLES = {
+    STREAM,
+    REPORTS_STREAM,
+    UPLOADS_STREAM,
+    DATA_BUCKET,
+    AUDIT_STREAM,
+    RECORD_STREAM,
+    REPLICAS_BUCKET,
+}
 
 
 def table_rows() -> list[list[str]]:

@@ -145,8 +145,8 @@ async def test_the_events_stream_acks_before_its_disk_and_only_it(
     server: NatsServer, store: SQLiteEventStore
 ) -> None:
     # The stream copies the log, which the relay repairs it from: no fsync per event. A
-    # stream that is the only copy of what it holds (here, one made as the agents' reports
-    # stream is) keeps nats-server's sync_interval: always.
+    # stream that is the only copy of what it holds (here, one made as the uploads' stream
+    # is) keeps nats-server's sync_interval: always.
     relay = await run_relay(store, server.url)
     append(store, 3)
     await received(server.url, 3)
