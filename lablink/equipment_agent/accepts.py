@@ -6,15 +6,19 @@ accept is being written wait for the next commit, and all of them go in it: one 
 batch, not one per command, when many instruments are busy at once (a group commit).
 
 Every outcome is on the disk too before its report goes out (the reports stream is only a
-copy; see ``ledger``). An outcome does not need the disk at once, so it waits up to
-``linger`` for the next accept and goes in its commit; with no accept by then it is written
-on its own. At a steady rate of commands the outcomes cost no sync of their own.
+copy; see ``ledger``). An outcome does not need the disk at once: while commands come closer
+together than ``linger`` (the last two accepts' gap), it waits up to ``linger`` for the next
+accept and goes in its commit, and with no accept by then it is written on its own. At a
+steady rate of commands the outcomes cost no sync of their own; when commands are further
+apart, an outcome is written at once (waiting would only delay its report).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,9 +41,19 @@ class _Finish:
 
 
 class Accepts:
-    def __init__(self, ledger: Ledger, *, linger: float = FINISH_LINGER_SECONDS) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        linger: float = FINISH_LINGER_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._ledger = ledger
         self.linger = linger
+        # When the last accept came, and how long before it the one before had come.
+        self._monotonic = monotonic
+        self._last_accept: float | None = None
+        self._gap: float | None = None
         self._waiting: list[tuple[Command, asyncio.Future[bool]]] = []
         self._finishing: list[_Finish] = []
         self._arrived = asyncio.Event()
@@ -48,17 +62,24 @@ class Accepts:
     async def accept(self, execution_id: str, job_id: str, equipment_id: str) -> bool:
         """Once the command is durable: False when this execution id was seen before."""
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        now = self._monotonic()
+        if self._last_accept is not None:
+            self._gap = now - self._last_accept
+        self._last_accept = now
         self._waiting.append(((execution_id, job_id, equipment_id), done))
         self._arrived.set()
         self._start_writer()
         return await done
 
     async def finish(self, execution_id: str, outcome: Outcome) -> None:
-        """Once the outcome is durable (with the next accept's commit, or on its own after
-        ``linger``); raises what kept the ledger from writing it."""
+        """Once the outcome is durable (with the next accept's commit, or on its own: after
+        ``linger``, or at once when commands come further apart); raises what kept the
+        ledger from writing it."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self._finishing.append(_Finish(execution_id, outcome, loop.time() + self.linger, done))
+        busy = self._gap is not None and self._gap <= self.linger
+        deadline = loop.time() + (self.linger if busy else 0.0)
+        self._finishing.append(_Finish(execution_id, outcome, deadline, done))
         self._start_writer()
         await done
 

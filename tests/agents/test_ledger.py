@@ -199,13 +199,27 @@ def recorded_commits(
     return calls
 
 
+class Ticks:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_an_outcome_waits_for_the_next_accept_and_goes_in_its_commit(
     tmp_path: Path,
 ) -> None:
     ledger = Ledger(tmp_path / "agent.db")
-    ledger.accept("e1", "j", "psu")
+    ticks = Ticks()
+    # No deadline within the test: only company ends the wait.
+    accepts = Accepts(ledger, linger=3600, monotonic=ticks)
+    await accepts.accept("e0", "j", "psu")
+    ticks.now += 0.01  # commands 10 ms apart: busy
+    await accepts.accept("e1", "j", "psu")
     commits = recorded_commits(ledger)
-    accepts = Accepts(ledger, linger=3600)  # no deadline within the test: only company
     finishing = asyncio.ensure_future(accepts.finish("e1", DONE))
     for _ in range(20):
         await asyncio.sleep(0)
@@ -222,19 +236,37 @@ async def test_an_outcome_with_no_accept_coming_is_written_at_its_deadline(
     tmp_path: Path,
 ) -> None:
     ledger = Ledger(tmp_path / "agent.db")
-    ledger.accept("e1", "j", "psu")
+    accepts = Accepts(ledger, linger=0.05)  # the real clocks
+    await accepts.accept("e0", "j", "psu")
+    await accepts.accept("e1", "j", "psu")
     commits = recorded_commits(ledger)
-    accepts = Accepts(ledger, linger=0.05)  # the real loop's clock
     await asyncio.wait_for(accepts.finish("e1", DONE), 60)
     assert commits == [(0, 1)]
     assert ledger.state("e1") == ("finished", DONE)
     ledger.close()
 
 
+async def test_an_outcome_is_written_at_once_when_commands_come_further_apart(
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger(tmp_path / "agent.db")
+    ticks = Ticks()
+    accepts = Accepts(ledger, linger=3600, monotonic=ticks)
+    # The first command: nothing says another will come soon.
+    await accepts.accept("e1", "j", "psu")
+    await asyncio.wait_for(accepts.finish("e1", DONE), 60)
+    ticks.now += 7200  # the next one two hours later: longer apart than the linger
+    await accepts.accept("e2", "j", "psu")
+    await asyncio.wait_for(accepts.finish("e2", DONE), 60)
+    assert [ledger.state(e) for e in ("e1", "e2")] == [("finished", DONE)] * 2
+    ledger.close()
+
+
 async def test_closing_writes_the_outcomes_that_wait_at_once(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "agent.db")
-    ledger.accept_many([("e1", "j", "psu"), ("e2", "j", "psu")])
-    accepts = Accepts(ledger, linger=3600)
+    ticks = Ticks()
+    accepts = Accepts(ledger, linger=3600, monotonic=ticks)
+    await asyncio.gather(accepts.accept("e1", "j", "psu"), accepts.accept("e2", "j", "psu"))
     finishing = [asyncio.ensure_future(accepts.finish(e, DONE)) for e in ("e1", "e2")]
     await asyncio.sleep(0)
     await asyncio.wait_for(accepts.aclose(), 60)
