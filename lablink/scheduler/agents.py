@@ -3,9 +3,13 @@
 A run is a core NATS request to ``lablink.agents.<equipment_id>.run``: with no agent
 serving the instrument, NATS answers "no responders" at once, and the execution fails as
 equipment offline within the request timeout (2 s) at worst. Once accepted, the execution's
-progress and result come back through the durable ``LABLINK_REPORTS`` stream, consumed here
-with a durable consumer: a result published while this process was down is delivered when
-it starts again, before the engine decides what the previous process left running.
+progress and result come back through the ``LABLINK_REPORTS`` stream, consumed here with a
+durable consumer: a result published while this process was down is delivered when it
+starts again, before the engine decides what the previous process left running. The stream
+is a copy of the agents' ledgers (acknowledged before nats-server's disk has a report; each
+outcome is on its ledger's disk before it is reported): when NATS comes back after this
+process lost it, each execution still waiting asks its agent (``status``) for what a
+nats-server that stopped may have lost (``_ask_waiting``), as a restart's recovery does.
 
 A report counts only on its own instrument's subject (``lablink.reports.<equipment_id>.…``)
 and for the execution's own instrument and job: anything else is refused with a warning.
