@@ -105,6 +105,8 @@ INLINE_UPLOAD_BYTES = 64 * 1024**2
 # How long a stopped run's report waits for the stop to let go of the instrument (for its
 # instrument times) before it goes without them.
 HALT_WAIT_SECONDS = 30.0
+# Closing: how long the stopped runs have to keep and report their outcomes.
+RUNS_SETTLE_SECONDS = 10.0
 
 
 @dataclass
@@ -212,8 +214,14 @@ class Agent:
         for sub in self._subscriptions:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        runs = [running.task for running in self._running.values()]
         for execution_id in list(self._running):
             await self._stop(execution_id, "the agent stopped")
+        if runs:
+            # Each stopped run keeps its outcome in the ledger and reports it before the
+            # sender and the ledger close (else the next start finds it unfinished and can
+            # only say the agent stopped under it).
+            await asyncio.wait(runs, timeout=RUNS_SETTLE_SECONDS)
         if self._nc is not None and self._nc.is_connected:
             with contextlib.suppress(Exception):
                 await self._announce(state="offline", reason="the agent stopped")

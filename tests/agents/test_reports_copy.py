@@ -179,3 +179,49 @@ async def test_a_result_nats_server_lost_is_asked_of_the_agent_once_nats_is_back
         await agent.aclose()
         if restarted is not None:
             await restarted.stop()
+
+
+async def test_an_agent_closing_keeps_and_reports_the_outcome_of_the_run_it_stopped(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """The agent stops its running execution as it closes; the stopped run's outcome must be
+    in the ledger (and reported) before the ledger closes, however slowly the run's task
+    gets there (here: 0.3 s late, as on a loaded machine), or the next start finds the
+    execution unfinished and can only say the agent stopped under it."""
+    config = bench_config(copy_bench(tmp_path / "bench"), tmp_path / "data", realtime=True)
+    agent = Agent(config, NatsOptions(url=nats_server.url))
+    await agent.start()
+    accepts = agent._accepts
+    assert accepts is not None
+    finish = accepts.finish
+
+    async def late_finish(execution_id: str, outcome: Outcome) -> None:
+        await asyncio.sleep(0.3)
+        await finish(execution_id, outcome)
+
+    accepts.finish = late_finish  # type: ignore[method-assign]
+    scheduler = AgentExecutor(NatsOptions(url=nats_server.url), heartbeat_timeout=60)
+    await scheduler.start(reports=False)  # the report stays in the stream, to be counted
+    run = execution_request(
+        "load_1",
+        "command",
+        {"command": "run_load_test", "parameters": {"duration": 30, "current": 1.0}},
+    )
+    execution = asyncio.ensure_future(scheduler.execute(run, no_progress))
+    try:
+        await eventually(lambda: run.execution_id in agent._running, what="the run under way")
+        await eventually(
+            lambda: agent._running[run.execution_id].inner is not None, what="its operation"
+        )
+        await agent.aclose()
+        ledger = Ledger(tmp_path / "data" / "agents" / f"{config.agent_id}.db")
+        state, outcome = ledger.state(run.execution_id)
+        ledger.close()
+        assert state == "finished"
+        assert outcome is not None
+        assert outcome.error is not None
+        assert outcome.error.type == "stopped"
+        assert await messages(nats_server.url, REPORTS_STREAM) >= 1
+    finally:
+        await scheduler.aclose()
+        execution.cancel()
