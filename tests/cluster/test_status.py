@@ -112,8 +112,12 @@ def test_status_shows_the_servers_stream_lease_and_replicas(
     for presence in presences:
         thread.call(presence.start())
     try:
-        # The stream's followers are current once they have caught up with the leader.
-        code, shown = eventually_sync(lambda: status(reader), until=lambda found: found[0] == 0)
+        # The stream's followers are current once they have caught up with the leader, and a
+        # presence whose first put met the new bucket still electing is put again 2 s later.
+        code, shown = eventually_sync(
+            lambda: status(reader),
+            until=lambda found: found[0] == 0 and len(found[1]["replicas"]) == 2,
+        )
         stream = shown["stream"]
         assert (stream["replicas"], stream["messages"], stream["last_sequence"]) == (3, 42, 42)
         assert {s["name"] for s in shown["servers"]} == {"nats-1", "nats-2", "nats-3"}
