@@ -250,7 +250,11 @@ class Serve:
     """A `lablink serve` with the embedded nats-server and agent, its log in a file."""
 
     def __init__(
-        self, data_dir: Path, profile_report: Path | None, embedded_agent: str | None
+        self,
+        data_dir: Path,
+        profile_report: Path | None,
+        embedded_agent: str | None,
+        fire_lead: float | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
@@ -266,6 +270,8 @@ class Serve:
         )
         if embedded_agent is not None:
             env["LABLINK_EMBEDDED_AGENT"] = embedded_agent
+        if fire_lead is not None:
+            env["LABLINK_FIRE_LEAD"] = str(fire_lead)
         command = [LABLINK, "serve"]
         if profile_report is not None:
             command = [
@@ -688,7 +694,7 @@ def lablink_run(
     scenario: Scenario, settings: Settings, tmp: Path, name: str, profile: Path | None = None
 ) -> dict[str, Any]:
     data_dir = tmp / name
-    serve = Serve(data_dir, profile, settings.embedded_agent)
+    serve = Serve(data_dir, profile, settings.embedded_agent, settings.fire_lead)
     counters: list[tuple[str, FsyncCounter]] = []
     try:
         ready_seconds = serve.wait_ready()
@@ -1050,6 +1056,7 @@ class Settings:
     quiet_wait: float
     tmpdir: Path | None
     output: Path
+    fire_lead: float | None = None
 
 
 @dataclass
@@ -1486,6 +1493,9 @@ def run(settings: Settings) -> dict[str, Any]:
             "instruments": dict(INSTRUMENTS),
             "serve_env": "LABLINK_AUTH=off LABLINK_RETENTION_DAYS=0 LABLINK_TIMEZONE=UTC",
             "embedded_agent": settings.embedded_agent or "unset (the product default)",
+            "fire_lead": "unset (the product default)"
+            if settings.fire_lead is None
+            else settings.fire_lead,
             "aps_job_defaults": "coalesce, max_instances 1, misfire grace 300 s",
         },
         "scenarios": figures,
@@ -1580,6 +1590,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         help="afterwards, one sampled LabLink run of this scenario (default 1000:spread)",
     )
     parser.add_argument(
+        "--fire-lead",
+        type=float,
+        default=None,
+        help="LABLINK_FIRE_LEAD for lablink serve (default: unset, the product default)",
+    )
+    parser.add_argument(
         "--embedded-agent",
         choices=("inprocess", "process"),
         default=None,
@@ -1626,6 +1642,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         fsync_tool=tool,
         profile=profile,
         embedded_agent=args.embedded_agent,
+        fire_lead=args.fire_lead,
         views_timeout=args.views_timeout,
         quiet_wait=args.quiet_wait,
         tmpdir=args.tmpdir,

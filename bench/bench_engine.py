@@ -104,6 +104,7 @@ from lablink.projections.runner import Projector, default_projections
 from lablink.repository import JobRepository
 from lablink.scheduler.engine import Engine, recovery_lists
 from lablink.scheduler.executor import NoOpExecutor
+from lablink.settings import Settings as LablinkSettings
 
 T = TypeVar("T")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -406,10 +407,15 @@ class WorkerSpec:
     directory: str
     result: str
     profile: str | None = None
+    # Seconds before its time a fire of an idle job is decided (LABLINK_FIRE_LEAD); the
+    # no-op executor gets it at its time, so the dispatch instant stays the one measured.
+    fire_lead: float = 0.0
 
 
 class DispatchTimes:
     """The NoOpExecutor, noting when each execution reached it (its dispatch instant)."""
+
+    holds_until_due = False  # the engine hands it a fire decided ahead at the fire's time
 
     def __init__(self) -> None:
         self.inner = NoOpExecutor()
@@ -550,7 +556,7 @@ async def lablink_worker(spec: WorkerSpec) -> dict[str, Any]:
     store.append_batch = batch_log  # type: ignore[method-assign]
     executor = DispatchTimes()
     jobs = JobRepository(store, snapshots=snapshot)
-    engine = Engine(store, SystemClock(), executor, jobs=jobs)
+    engine = Engine(store, SystemClock(), executor, jobs=jobs, fire_lead=spec.fire_lead)
     with reading_views(store) as reader:
         active, unfinished = recovery_lists(reader)
     await engine.start(active, unfinished)
@@ -802,6 +808,7 @@ class Settings:
     quiet_wait: float
     tmpdir: Path | None
     output: Path
+    fire_lead: float = LablinkSettings().fire_lead
 
 
 @dataclass
@@ -904,6 +911,7 @@ def measure_steady(settings: Settings, tmp: Path) -> list[Config]:
                     tail=settings.tail,
                     directory=str(directory),
                     result=str(tmp / f"{name}.result.json"),
+                    fire_lead=settings.fire_lead,
                 )
                 quiet = wait_for_quiet(settings.quiet_wait)
                 try:
@@ -1773,6 +1781,7 @@ def run(settings: Settings) -> dict[str, Any]:
             "warmup_seconds": settings.warmup,
             "window_seconds": settings.window,
             "tail_seconds": settings.tail,
+            "fire_lead_seconds": settings.fire_lead,
             "interval_seconds": 1,
             "job_defaults": "coalesce, max_instances 1 (skip), misfire grace 300 s",
             "logging": "lablink.logconfig.configure_logging('info', json=True) to a file",
@@ -1822,6 +1831,7 @@ def profile_run(settings: Settings, tmp: Path) -> list[str]:
             directory=str(directory),
             result=str(tmp / f"{name}.result.json"),
             profile=str(target),
+            fire_lead=settings.fire_lead,
         )
         run_worker(spec, tmp, name)
         say(f"profile written to {target}")
@@ -1932,6 +1942,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         f" to use < {QUIET_PERCENT:g} %% of a core (a shared machine); default: no wait",
     )
     parser.add_argument(
+        "--fire-lead",
+        type=float,
+        default=LablinkSettings().fire_lead,
+        help="seconds before its time a fire of an idle job is decided (LABLINK_FIRE_LEAD;"
+        " default: lablink serve's)",
+    )
+    parser.add_argument(
         "--tmpdir", type=Path, default=None, help="where the databases go (default: $TMPDIR)"
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
@@ -1961,6 +1978,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         quiet_wait=args.quiet_wait,
         tmpdir=args.tmpdir,
         output=args.output,
+        fire_lead=args.fire_lead,
     )
 
 

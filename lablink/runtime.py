@@ -403,6 +403,7 @@ class Runtime:
             alarms=AlarmService.on_store(self.store, self.clock),
             fault_grace_seconds=self.settings.scheduler_fault_grace,
             calibration=self.calibration_gate,
+            fire_lead=self.settings.fire_lead,
         )
 
     async def _start_engine(self, store: EventStore) -> Engine:

@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 
 from lablink.domain.validation import zone_problem
+from lablink.instruments.protocol import HOLD_LIMIT_SECONDS
 
 
 def system_timezone() -> str:
@@ -64,6 +65,9 @@ class Settings(msgspec.Struct, kw_only=True):
     data_max_bytes: int = 10 * 1024**3
     # How long the scheduler may fail to record before a scheduler_fault alarm is raised.
     scheduler_fault_grace: float = 30.0
+    # How long before its time a fire of an idle job is decided and recorded, its command
+    # sent to the agent, which holds it until its time (0: decided at its time).
+    fire_lead: float = 0.1
     # How long an API request waits for the views to fold what was committed before it
     # (read-your-writes) before answering 503 naming the lag.
     views_wait: float = 5.0
@@ -239,6 +243,8 @@ class Settings(msgspec.Struct, kw_only=True):
             values["data_max_bytes"] = int(env["LABLINK_DATA_MAX_BYTES"])
         if "LABLINK_SCHEDULER_FAULT_GRACE" in env:
             values["scheduler_fault_grace"] = float(env["LABLINK_SCHEDULER_FAULT_GRACE"])
+        if "LABLINK_FIRE_LEAD" in env:
+            values["fire_lead"] = float(env["LABLINK_FIRE_LEAD"])
         if "LABLINK_VIEWS_WAIT" in env:
             values["views_wait"] = float(env["LABLINK_VIEWS_WAIT"])
         if env.get("LABLINK_BACKUP_DIR"):
@@ -291,6 +297,11 @@ class Settings(msgspec.Struct, kw_only=True):
         if not 0 <= settings.scheduler_fault_grace <= 86400:
             raise ValueError(
                 f"scheduler fault grace {settings.scheduler_fault_grace!r}: expected 0 to 86400 s"
+            )
+        if not 0 <= settings.fire_lead <= HOLD_LIMIT_SECONDS:
+            raise ValueError(
+                f"fire lead {settings.fire_lead!r}: expected 0 to {HOLD_LIMIT_SECONDS:g} s"
+                " (the longest an agent holds a command sent ahead)"
             )
         if not 0.1 <= settings.views_wait <= 600:
             raise ValueError(f"views wait {settings.views_wait!r}: expected 0.1 to 600 s")

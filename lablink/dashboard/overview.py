@@ -105,9 +105,10 @@ def running(context: ApiContext) -> dict[str, Any]:
     by_equipment: dict[str, list[dict[str, Any]]] = {}
     for execution in sorted(page, key=lambda e: e["started_at"] or ""):
         started = execution["started_at"]
-        # The page's script counts it on from started_at each second; this is its first value.
+        # The page's script counts it on from started_at each second; this is its first value
+        # (never below 0: a fire decided ahead starts at its time, a fraction of a second on).
         execution["elapsed"] = (
-            (now - datetime.fromisoformat(started)).total_seconds() if started else None
+            max((now - datetime.fromisoformat(started)).total_seconds(), 0.0) if started else None
         )
         by_equipment.setdefault(execution["equipment_id"] or "—", []).append(execution)
     return {

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -72,6 +72,7 @@ from lablink.instruments.context import RunContext
 from lablink.instruments.execution import ExecutionRequest, Outcome
 from lablink.instruments.protocol import (
     ABANDONED,
+    HOLD_LIMIT_SECONDS,
     QUEUE_ANNOUNCE_SECONDS,
     STALE_COMMAND,
     Presence,
@@ -313,7 +314,8 @@ class Agent:
             )
             return
         task = asyncio.create_task(
-            self._run(request, command.profile_settings), name=f"run {request.execution_id}"
+            self._run(request, command.profile_settings, self._hold(command)),
+            name=f"run {request.execution_id}",
         )
         self._running[request.execution_id] = _Execution(task=task, equipment_id=equipment_id)
         await self._reply(msg, RunReply(status="accepted", agent_id=self.agent_id))
@@ -379,8 +381,38 @@ class Agent:
 
     # -- executions -----------------------------------------------------------------------------
 
+    def _hold(self, command: RunCommand) -> datetime | None:
+        """Until when a command that came before it is due waits before its instrument's
+        queue takes it (a fire the scheduler decided ahead): its ``due_at`` on this agent's
+        clock, at most ``HOLD_LIMIT_SECONDS`` from now; None: it goes at once."""
+        if command.due_at is None:
+            return None
+        now = self.clock.now()
+        if command.due_at <= now:
+            return None
+        return min(command.due_at, now + timedelta(seconds=HOLD_LIMIT_SECONDS))
+
+    async def _after(
+        self, until: datetime | None, operation: Coroutine[Any, Any, Outcome]
+    ) -> Outcome:
+        """``operation`` once this agent's clock reads ``until`` (a timer that woke a hair
+        early waits out the rest, a few times at most). Stopped meanwhile: it never starts."""
+        try:
+            for _ in range(3):
+                left = 0.0 if until is None else (until - self.clock.now()).total_seconds()
+                if left <= 0:
+                    break
+                await asyncio.sleep(left)
+        except asyncio.CancelledError:
+            operation.close()
+            raise
+        return await operation
+
     async def _run(
-        self, request: ExecutionRequest, profile_settings: Mapping[str, Any] | None
+        self,
+        request: ExecutionRequest,
+        profile_settings: Mapping[str, Any] | None,
+        hold: datetime | None = None,
     ) -> None:
         assert self._executor is not None
         assert self._ledger is not None
@@ -402,7 +434,9 @@ class Agent:
 
         running.ctx = self._executor.context_for(request)
         running.inner = asyncio.create_task(
-            self._executor.run(request, progress, profile_settings, ctx=running.ctx)
+            self._after(
+                hold, self._executor.run(request, progress, profile_settings, ctx=running.ctx)
+            )
         )
         try:
             result = await asyncio.shield(running.inner)
@@ -822,6 +856,7 @@ class Agent:
                 reason=reason,
                 heartbeat_seconds=self.config.heartbeat_seconds,
                 started=started,
+                holds=True,
             )
             await self._nc.publish(presence_subject(eid), encoder.encode(presence))
             self._announced[eid] = said

@@ -73,6 +73,8 @@ class _Running:
 
 
 class InProcessExecutor:
+    holds_until_due = False  # it starts what it is given: the engine holds a fire decided ahead
+
     def __init__(
         self,
         bench: Bench,

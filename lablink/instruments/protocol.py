@@ -71,6 +71,10 @@ RUN_REQUEST_TIMEOUT_SECONDS = 2.0
 # An instrument's queue changed: its presence goes before the next heartbeat, but no sooner
 # than this after its last one (a bounded rate however busy the instrument is).
 QUEUE_ANNOUNCE_SECONDS = 0.25
+# The longest an agent holds a run command that came before its ``due_at``: a scheduler
+# sends a fire decided ahead a fraction of a second early, so a longer wait is the two
+# hosts' clocks disagreeing, and the agent does not wait on for it.
+HOLD_LIMIT_SECONDS = 1.0
 
 
 def run_subject(equipment_id: str) -> str:
@@ -224,6 +228,10 @@ class Presence(msgspec.Struct, frozen=True, kw_only=True):
     # Of ``running``, those whose operation began on the instrument, with when (the agent's
     # clock): how the scheduler knows it of an operation that reports no progress.
     started: dict[str, datetime] = msgspec.field(default_factory=dict)
+    # The agent holds a run command that comes before its ``due_at`` until then (at most
+    # ``HOLD_LIMIT_SECONDS``): the scheduler may send a fire decided ahead at once. An
+    # older agent sends none, and its commands leave at their time.
+    holds: bool = False
 
     @property
     def queue(self) -> QueueDepth:

@@ -88,6 +88,7 @@ from lablink.instruments.execution import (
 from lablink.instruments.protocol import (
     ABANDONED,
     DEFAULT_HEARTBEAT_TIMEOUT_SECONDS,
+    HOLD_LIMIT_SECONDS,
     PRESENCE_FILTER,
     REPORTS_ACK_WAIT_SECONDS,
     REPORTS_CONSUMER,
@@ -233,6 +234,10 @@ def _failed(type: str, message: str, **details: Any) -> Outcome:
 
 
 class AgentExecutor:
+    # A fire decided ahead is sent at once with its due time, and its agent holds it until
+    # then (``Presence.holds``); for an agent that does not say it holds, it waits here.
+    holds_until_due = True
+
     def __init__(
         self,
         options: NatsOptions,
@@ -428,6 +433,13 @@ class AgentExecutor:
                 status="failed",
                 error=ExecutionError(type=exc.error_type, message=str(exc), details=exc.details),
             )
+        ahead = (request.scheduled_time - self.clock.now()).total_seconds()
+        if (
+            request.trigger_info == "scheduled"
+            and ahead > 0
+            and not self._agent_holds(equipment_id)
+        ):
+            await asyncio.sleep(min(ahead, HOLD_LIMIT_SECONDS))
         # Registered before the request: the result may come back before the reply.
         waiter = self._wait_for(request, progress)
         try:
@@ -459,17 +471,24 @@ class AgentExecutor:
             if waiter.outcome.done():
                 self._dispatched.pop(execution_id, None)
 
+    def _agent_holds(self, equipment_id: str) -> bool:
+        """Whether the instrument's agent said it holds a command sent ahead until it is due
+        (its presence); an agent not seen yet is not trusted to."""
+        sighting = self.presences.sightings.get(equipment_id)
+        return sighting is not None and sighting.presence.holds
+
     def _due_at(self, request: ExecutionRequest) -> datetime:
-        """When the execution was due to start, on this host's wall clock (the agent's
-        reference for refusing stale commands). A scheduled fire was due at its scheduled
-        time; a run-now, a catch-up or a queued run that starts now is due now."""
+        """When the execution is due to start, on this host's wall clock (the agent's
+        reference for refusing stale commands, and for holding one sent ahead). A scheduled
+        fire is due at its scheduled time (ahead: later than now, and its agent waits for
+        it); a run-now, a catch-up or a queued run that starts now is due now."""
         sent = datetime.now(UTC)
         if request.trigger_info != "scheduled":
             return sent
         late = self.clock.now() - request.scheduled_time
-        if timedelta(0) < late <= timedelta(seconds=request.spec.misfire_grace_time):
+        if late <= timedelta(seconds=request.spec.misfire_grace_time):
             return sent - late
-        return sent  # on time, or started later by its conflict policy (queue)
+        return sent  # started later by its conflict policy (queue)
 
     async def _send_run(
         self, equipment_id: str, command: RunCommand, sent: list[datetime]

@@ -111,6 +111,7 @@ STALLED_AFTER_SECONDS = 30.0
 # Timers due at once are decided in chunks of this many; each chunk goes to the group
 # committer as it is decided (see ``tick``).
 CHUNK_TIMERS = 100
+_NO_LEAD = timedelta(0)
 # A job whose timer raised something other than a storage failure is tried again after
 # this backoff (its own; the other jobs fire on).
 JOB_RETRY_INITIAL = 1.0
@@ -192,8 +193,12 @@ class Engine:
         alarms: AlarmService | None = None,
         fault_grace_seconds: float = DEFAULT_GRACE_SECONDS,
         calibration: CalibrationGate | None = None,
+        fire_lead: float = 0.0,
     ) -> None:
         self.store = store
+        # How long before its time a fire of an idle job may be decided and recorded, so
+        # that its command is ready at its time (see ``_fire_time``); 0: decided at its time.
+        self.fire_lead = timedelta(seconds=fire_lead)
         # The calibration interlock (None: every run is dispatched, as before it existed).
         self.calibration = calibration
         self.clock = clock
@@ -269,7 +274,8 @@ class Engine:
         await asyncio.gather(*(self._recover(job_id) for job_id in unfinished_jobs))
         now = self.clock.now()
         for job_id, when in active_jobs:
-            self.timers.plan_fire(job_id, when or now)
+            # With the lead: a job found busy when its timer is taken waits for its time.
+            self.timers.plan_fire(job_id, when or now, self.fire_lead)
         for job_id in unfinished_jobs:
             self.plan(job_id)
         log.info("engine open", planned=len(self.timers))
@@ -571,7 +577,8 @@ class Engine:
         when = state.next_fire_time()
         if when is None and state.status == "active":
             when = self.clock.now()  # decide_fire will complete it
-        self.timers.plan_fire(job_id, when if state.status == "active" else None)
+        lead = self.fire_lead if _idle(state) else _NO_LEAD
+        self.timers.plan_fire(job_id, when if state.status == "active" else None, lead)
         self._wake.set()
 
     def _on_change(self, job_id: str, recorded: list[RecordedEvent]) -> None:
@@ -718,19 +725,31 @@ class Engine:
 
     def _fire_decision(self, now: datetime) -> Callable[[JobState, datetime], Decision]:
         def decide(state: JobState, _: datetime) -> Decision:
-            return decide_fire(state, now, self.ids.execution_id, self._blocked(state, now))
+            at = self._fire_time(state, now)
+            return decide_fire(state, at, self.ids.execution_id, self._blocked(state, at))
 
         return decide
+
+    def _fire_time(self, state: JobState, now: datetime) -> datetime:
+        """The instant a fire is decided at: ``now``, or the fire's own time when it falls
+        within the lead and nothing of the job runs, waits or queues. Decided ahead, the
+        fire is recorded as fired at its time and its command is handed on to start then
+        (``_dispatch``): the decision and its durable record are done before the fire's
+        instant instead of after it. A busy job's fire is decided at its time (its conflict
+        policy then sees what runs at that instant), so a run that the policy queues never
+        starts before its time."""
+        if self.fire_lead:
+            first = state.next_fire_time()
+            if first is not None and now < first <= now + self.fire_lead and _idle(state):
+                return first
+        return now
 
     async def _handle(self, timer: Timer, now: datetime) -> RecordingFailed | None:
         job_id = timer.job_id
         try:
             if timer.kind == "fire":
-                fired = await self._command(
-                    job_id,
-                    lambda s: decide_fire(s, now, self.ids.execution_id, self._blocked(s, now)),
-                    park=False,
-                )
+                fire = self._fire_decision(now)
+                fired = await self._command(job_id, lambda s: fire(s, now), park=False)
                 self._job_failures.pop(job_id, None)
                 self.plan(job_id)
                 if fired is not None:
@@ -993,8 +1012,25 @@ class Engine:
 
     def _dispatch(self, state: JobState, execution_id: str, started_at: datetime) -> None:
         request = self._request(state, execution_id)
-        outcome = self.executor.execute(request, self._progress(request))
-        self._track(request, started_at, self._finish_with(request, outcome, handing=True))
+        ahead = (started_at - self.clock.now()).total_seconds()
+        if ahead > 0 and not self.executor.holds_until_due:
+            work = self._finish_with(request, self._held(request, started_at))
+        else:
+            outcome = self.executor.execute(request, self._progress(request))
+            work = self._finish_with(request, outcome, handing=True)
+        self._track(request, started_at, work)
+
+    async def _held(self, request: ExecutionRequest, due: datetime) -> Outcome:
+        """A fire decided ahead, handed to an executor that starts what it is given at once:
+        handed on at its time (a timer that woke a hair early waits out the rest, a few
+        times at most: never for a clock that does not move)."""
+        for _ in range(3):
+            left = (due - self.clock.now()).total_seconds()
+            if left <= 0:
+                break
+            await asyncio.sleep(left)
+        self._handed[request.execution_id] = self.clock.now()
+        return await self.executor.execute(request, self._progress(request))
 
     def _track(
         self, request: ExecutionRequest, started_at: datetime, work: Coroutine[Any, Any, None]
@@ -1295,6 +1331,12 @@ class Engine:
     def tasks(self) -> dict[str, asyncio.Task[None]]:
         """The execution tasks in flight, by execution id."""
         return dict(self._tasks)
+
+
+def _idle(state: JobState) -> bool:
+    """Nothing of the job runs, waits to start or queues: its next fire may be decided
+    ahead (``Engine._fire_time``)."""
+    return not (state.running or state.pending or state.queued)
 
 
 def _with_time(decide: Decide) -> Callable[[JobState, datetime], Decision]:

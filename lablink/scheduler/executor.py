@@ -21,6 +21,11 @@ from lablink.instruments.execution import (
 
 
 class Executor(Protocol):
+    # Whether ``execute`` may be called before the request's scheduled time (a fire decided
+    # ahead, ``Engine.fire_lead``): the executor, or the agent it sends to, starts the
+    # operation at that time. The engine holds a request for one that does not until then.
+    holds_until_due: bool
+
     async def execute(self, request: ExecutionRequest, progress: ProgressReport) -> Outcome:
         """Run the operation. Errors the instrument or the parameters cause come back as a
         failed outcome whose error type is one of ``lablink.events.ERROR_TYPES``; an
@@ -62,6 +67,8 @@ class Executor(Protocol):
 
 class NoOpExecutor:
     """Completes every execution at once; for benchmarks of the engine alone."""
+
+    holds_until_due = False
 
     async def execute(self, request: ExecutionRequest, progress: ProgressReport) -> Outcome:
         return Outcome(status="completed")

@@ -65,6 +65,8 @@ async def drop_engine(engine: Engine) -> None:
 class GateExecutor:
     """Executions finish at once, or (hold=True) when the test releases them."""
 
+    holds_until_due = False
+
     def __init__(self) -> None:
         self.hold = False
         self.requests: list[ExecutionRequest] = []
