@@ -865,6 +865,11 @@ async def run_agent(
     )
     agent = Agent(config, options)
     await agent.start()
+    # As for serve: what start-up loaded lives as long as the process, and the collector's
+    # walks of it held every instrument's worker up (a command kept for its instant waits
+    # on the GIL): instrument-start p99 80-100 ms at 1,000 commands a second, 11 without.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     try:
         if ready_fd is not None:
             signal_ready(ready_fd)

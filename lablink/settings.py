@@ -67,7 +67,7 @@ class Settings(msgspec.Struct, kw_only=True):
     scheduler_fault_grace: float = 30.0
     # How long before its time a fire of an idle job is decided and recorded, its command
     # sent to the agent, which holds it until its time (0: decided at its time).
-    fire_lead: float = 0.1
+    fire_lead: float = 0.3
     # How long an API request waits for the views to fold what was committed before it
     # (read-your-writes) before answering 503 naming the lag.
     views_wait: float = 5.0

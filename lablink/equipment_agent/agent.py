@@ -92,6 +92,10 @@ from lablink.instruments.protocol import (
     stop_subject,
 )
 
+# A command sent ahead joins its instrument's line at most this long before it is due; its
+# instrument's worker waits out the rest.
+LINE_AHEAD_SECONDS = 0.1
+
 log = structlog.get_logger(tag="agent")
 
 
@@ -382,8 +386,8 @@ class Agent:
     # -- executions -----------------------------------------------------------------------------
 
     def _hold(self, command: RunCommand) -> datetime | None:
-        """Until when a command that came before it is due waits before its instrument's
-        queue takes it (a fire the scheduler decided ahead): its ``due_at`` on this agent's
+        """Until when a command that came before it is due waits before it begins on its
+        instrument (a fire the scheduler decided ahead): its ``due_at`` on this agent's
         clock, at most ``HOLD_LIMIT_SECONDS`` from now; None: it goes at once."""
         if command.due_at is None:
             return None
@@ -395,13 +399,11 @@ class Agent:
     async def _after(
         self, until: datetime | None, operation: Coroutine[Any, Any, Outcome]
     ) -> Outcome:
-        """``operation`` once this agent's clock reads ``until`` (a timer that woke a hair
-        early waits out the rest, a few times at most). Stopped meanwhile: it never starts."""
+        """``operation`` once this agent's clock reads ``until``. Stopped meanwhile: it
+        never starts."""
         try:
-            for _ in range(3):
-                left = 0.0 if until is None else (until - self.clock.now()).total_seconds()
-                if left <= 0:
-                    break
+            left = 0.0 if until is None else (until - self.clock.now()).total_seconds()
+            if left > 0:
                 await asyncio.sleep(left)
         except asyncio.CancelledError:
             operation.close()
@@ -433,9 +435,14 @@ class Agent:
             )
 
         running.ctx = self._executor.context_for(request)
+        running.ctx.not_before = hold
+        # It joins its instrument's line shortly before it is due, and the worker keeps the
+        # instant (``RunContext.wait_to_begin``): a command due later does not hold up the
+        # line for one due sooner (a run-now) for longer than that.
+        joins = None if hold is None else hold - timedelta(seconds=LINE_AHEAD_SECONDS)
         running.inner = asyncio.create_task(
             self._after(
-                hold, self._executor.run(request, progress, profile_settings, ctx=running.ctx)
+                joins, self._executor.run(request, progress, profile_settings, ctx=running.ctx)
             )
         )
         try:

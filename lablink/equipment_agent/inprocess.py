@@ -321,6 +321,11 @@ class InProcessExecutor:
 
         def in_line(inst: Instrument) -> T:
             self._ahead.run(equipment_id, inst)
+            if ctx.not_before is not None:
+                # Sent ahead: its time is kept here, on the worker, not by the event loop
+                # (a burst of commands there must not make it late).
+                ctx.wait_to_begin()
+                self._ahead.run(equipment_id, inst)
             self._lines.start(execution_id)
             try:
                 return operation(inst)

@@ -61,6 +61,21 @@ class RunContext:
     now: Callable[[], datetime] = _utc_now
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    # A command sent ahead: the operation does not begin before this instant on ``now()``
+    # (its instrument's worker waits for it, ``wait_to_begin``).
+    not_before: datetime | None = None
+
+    def wait_to_begin(self) -> None:
+        """Wait until ``not_before`` on ``now()``, unless stopped meanwhile (a timer that woke
+        a hair early waits out the rest, a few times at most)."""
+        for _ in range(3):
+            if self.not_before is None:
+                return
+            left = (self.not_before - self.now()).total_seconds()
+            if left <= 0:
+                return
+            if self.cancel.wait(left):
+                raise OperationStopped(self.equipment_id)
 
     def step(self, done: int, total: int, message: str, data: dict[str, Any] | None = None) -> None:
         """Report step ``done`` of ``total``, thinned to about ``PROGRESS_STEPS`` reports; the

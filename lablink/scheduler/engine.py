@@ -239,6 +239,8 @@ class Engine:
         self._finishing: list[_Finishing] = []
         self._finish_batches: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        # Until when the loop sleeps (None: it is turning): a timer planned earlier wakes it.
+        self._sleeping_until: datetime | None = None
         self._stopped = asyncio.Event()
         self._loop_done = asyncio.Event()
         self._watch: Watch | None = None
@@ -455,15 +457,20 @@ class Engine:
     async def _sleep(self, processed: int) -> None:
         due = self.timers.next_due()
         delay = IDLE_WAKEUP_SECONDS
+        now = self.clock.now()
         if due is not None:
-            delay = min(delay, (due - self.clock.now()).total_seconds())
+            delay = min(delay, (due - now).total_seconds())
         if delay <= 0:
             if processed:
                 return  # more is due: turn again at once, there is work
             delay = MIN_SLEEP_SECONDS
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):  # not wait_for: see bus/relay.py
-                await self._wake.wait()
+        self._sleeping_until = now + timedelta(seconds=delay)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):  # not wait_for: see bus/relay.py
+                    await self._wake.wait()
+        finally:
+            self._sleeping_until = None
         self._wake.clear()
 
     async def _pause(self, seconds: float, watch: Watch) -> bool:
@@ -729,6 +736,17 @@ class Engine:
             return decide_fire(state, at, self.ids.execution_id, self._blocked(state, at))
 
         return decide
+
+    def _lead_again(self, job_id: str, state: JobState) -> None:
+        """A job idle again (its run ended) may have its next fire decided ahead: its timer,
+        planned at its time while the run went on, moves to the lead before it."""
+        if self.fire_lead and _idle(state):
+            when = self.timers.planned(job_id)
+            if when is not None:
+                self.timers.plan_fire(job_id, when, self.fire_lead)
+                sleeping = self._sleeping_until
+                if sleeping is not None and when - self.fire_lead < sleeping:
+                    self._wake.set()  # the loop sleeps past the new time (turning: it will see)
 
     def _fire_time(self, state: JobState, now: datetime) -> datetime:
         """The instant a fire is decided at: ``now``, or the fire's own time when it falls
@@ -1150,6 +1168,7 @@ class Engine:
             ),
         )
         if finished is not None:
+            self._lead_again(request.job_id, finished.state)
             await self.executor.recorded(request.execution_id)
             await self._blocked_alarm(finished)
 

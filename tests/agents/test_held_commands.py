@@ -7,6 +7,7 @@ nats-server, real agents driving pyvisa-sim, and the agent's side played on the 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,8 @@ from lablink.bus.options import NatsOptions
 from lablink.bus.server import NatsServer
 from lablink.clock import ManualClock, SystemClock
 from lablink.equipment_agent.agent import Agent
+from lablink.instruments.context import RunContext
+from lablink.instruments.errors import OperationStopped
 from lablink.instruments.execution import ExecutionRequest, Outcome
 from lablink.instruments.protocol import (
     HOLD_LIMIT_SECONDS,
@@ -224,3 +227,16 @@ async def test_the_scheduler_sends_ahead_only_to_an_agent_that_holds(
     finally:
         await executor.aclose()
         await nc.close()
+
+
+def test_the_worker_waits_for_the_instant_and_a_stop_ends_the_wait() -> None:
+    """``RunContext.wait_to_begin``, as an instrument's worker runs it: it returns once the
+    context's clock reads ``not_before``, and a stop meanwhile raises ``OperationStopped``."""
+    ctx = RunContext(equipment_id=PSU, not_before=datetime.now(UTC) + timedelta(seconds=0.2))
+    ctx.wait_to_begin()
+    assert datetime.now(UTC) >= ctx.not_before  # type: ignore[operator]
+
+    stopped = RunContext(equipment_id=PSU, not_before=datetime.now(UTC) + timedelta(hours=1))
+    threading.Timer(0.1, stopped.cancel.set).start()
+    with pytest.raises(OperationStopped):
+        stopped.wait_to_begin()

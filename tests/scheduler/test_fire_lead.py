@@ -139,3 +139,28 @@ async def test_on_the_real_clock_no_fire_is_handed_on_before_its_time(tmp_path: 
             assert reached >= request.scheduled_time, (request.execution_id, reached)
     finally:
         await h.close()
+
+
+async def test_a_job_idle_again_is_decided_ahead_again(harness: Harness) -> None:
+    """Its fire was planned at its time while a run went on; once the run ends, the next
+    fire is decided ahead again."""
+    h = harness
+    h.engine.fire_lead = LEAD
+    job = h.service.create_job({**BASE, "timeout_seconds": 7200}, "alice")  # runs past 11:00
+    h.engine.plan(job)
+    h.executor.hold = True
+    h.clock.set(TEN - timedelta(seconds=0.1))
+    assert await h.engine.tick() == 1
+    h.clock.set(TEN)
+    await h.settle()  # handed on at its time, and held by the executor: the job is busy
+    (running,) = h.executor.held()
+    eleven = TEN + timedelta(hours=1)
+    assert await h.at(eleven - timedelta(seconds=0.1)) == 0  # busy: planned at its time
+
+    h.executor.hold = False
+    h.executor.release(running)
+    await h.settle()
+    assert await h.engine.tick() == 1  # idle again: within the lead, decided now
+    assert [(r["scheduled_time"], r["started_at"]) for r in runs(h, job)][1:] == [
+        (z(eleven), z(eleven))
+    ]
