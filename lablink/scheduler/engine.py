@@ -111,6 +111,8 @@ STALLED_AFTER_SECONDS = 30.0
 # Timers due at once are decided in chunks of this many; each chunk goes to the group
 # committer as it is decided (see ``tick``).
 CHUNK_TIMERS = 100
+# A tick whose oldest timer is this overdue finds the loop behind (see ``tick``).
+BEHIND_AFTER = timedelta(seconds=0.1)
 _NO_LEAD = timedelta(0)
 # A job whose timer raised something other than a storage failure is tried again after
 # this backoff (its own; the other jobs fire on).
@@ -241,6 +243,9 @@ class Engine:
         self._wake = asyncio.Event()
         # Until when the loop sleeps (None: it is turning): a timer planned earlier wakes it.
         self._sleeping_until: datetime | None = None
+        # The last tick found a timer overdue by more than BEHIND_AFTER: no fire is decided
+        # ahead meanwhile (``tick``).
+        self._behind = False
         self._stopped = asyncio.Event()
         self._loop_done = asyncio.Event()
         self._watch: Watch | None = None
@@ -584,7 +589,7 @@ class Engine:
         when = state.next_fire_time()
         if when is None and state.status == "active":
             when = self.clock.now()  # decide_fire will complete it
-        lead = self.fire_lead if _idle(state) else _NO_LEAD
+        lead = self.fire_lead if _idle(state) and not self._behind else _NO_LEAD
         self.timers.plan_fire(job_id, when if state.status == "active" else None, lead)
         self._wake.set()
 
@@ -614,6 +619,10 @@ class Engine:
         """
         now = self.clock.now()
         due = self.timers.pop_due(now)
+        # Behind its timers (overloaded): deciding ahead would only add work (holds, timers
+        # moved back and forth) to a loop that cannot keep up; fires are decided at their
+        # time until it catches up.
+        self._behind = bool(due) and due[0].when < now - BEHIND_AFTER
         if due:
             handling: list[asyncio.Task[RecordingFailed | None]] = []
             try:
@@ -740,7 +749,7 @@ class Engine:
     def _lead_again(self, job_id: str, state: JobState) -> None:
         """A job idle again (its run ended) may have its next fire decided ahead: its timer,
         planned at its time while the run went on, moves to the lead before it."""
-        if self.fire_lead and _idle(state):
+        if self.fire_lead and _idle(state) and not self._behind:
             when = self.timers.planned(job_id)
             if when is not None:
                 self.timers.plan_fire(job_id, when, self.fire_lead)

@@ -164,3 +164,19 @@ async def test_a_job_idle_again_is_decided_ahead_again(harness: Harness) -> None
     assert [(r["scheduled_time"], r["started_at"]) for r in runs(h, job)][1:] == [
         (z(eleven), z(eleven))
     ]
+
+
+async def test_a_loop_behind_its_timers_decides_nothing_ahead(harness: Harness) -> None:
+    """Overloaded (its oldest due timer long past), the loop plans fires at their time until
+    it has caught up: deciding ahead would only add work to a loop that cannot keep up."""
+    h = harness
+    h.engine.fire_lead = LEAD
+    job = h.service.create_job(BASE, "alice")
+    h.engine.plan(job)
+    assert await h.at(TEN + timedelta(seconds=2)) == 1  # two seconds late: behind
+    eleven = TEN + timedelta(hours=1)
+    assert h.engine.timers.planned(job) == eleven
+    assert await h.at(eleven - timedelta(seconds=0.1)) == 0  # not taken within the lead
+
+    assert await h.at(eleven) == 1  # on time: caught up
+    assert await h.at(eleven + timedelta(hours=1) - timedelta(seconds=0.1)) == 1  # ahead again
