@@ -220,17 +220,6 @@ def ended(lab: AgentLab, execution_ids: Sequence[str]) -> Callable[[], int]:
 
 
 @pytest.fixture
-async def lab(
-    tmp_path: Path, nats_server: NatsServer, clock: ManualClock
-) -> AsyncIterator[AgentLab]:
-    lab = await AgentLab(tmp_path / "scheduler.db", nats_server.url, clock).start()
-    try:
-        yield lab
-    finally:
-        await lab.close()
-
-
-@pytest.fixture
 async def loaded_lab(
     tmp_path: Path, nats_server: NatsServer, clock: ManualClock
 ) -> AsyncIterator[AgentLab]:

@@ -8,7 +8,6 @@ nats-server, real agents driving pyvisa-sim, and the agent's side played on the 
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from nats.aio.msg import Msg
 
 from lablink.bus.options import NatsOptions
 from lablink.bus.server import NatsServer
-from lablink.clock import ManualClock, SystemClock
+from lablink.clock import SystemClock
 from lablink.equipment_agent.agent import Agent
 from lablink.instruments.context import RunContext
 from lablink.instruments.errors import OperationStopped
@@ -50,17 +49,6 @@ pytestmark = pytest.mark.nats
 
 PSU = "power_supply_1"
 SET_12_V = {"command": "set_voltage", "parameters": {"value": 12.0}}
-
-
-@pytest.fixture
-async def lab(
-    tmp_path: Path, nats_server: NatsServer, clock: ManualClock
-) -> AsyncIterator[AgentLab]:
-    lab = await AgentLab(tmp_path / "scheduler.db", nats_server.url, clock).start()
-    try:
-        yield lab
-    finally:
-        await lab.close()
 
 
 async def start_agent(lab: AgentLab, tmp_path: Path, recorder: Recorder, clock: Any) -> Agent:

@@ -5,7 +5,6 @@ real nats-server, its SCPI recorded."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import msgspec
 import pytest
 
 from lablink.bus.server import NatsServer
-from lablink.clock import ManualClock
 from lablink.equipment_agent.agent import Agent
 from lablink.instruments.protocol import RunCommand
 from tests.agents.test_stale_commands import PSU, SET_17_5_V, Recorder, ask
@@ -21,17 +19,6 @@ from tests.support.agent_lab import AgentLab, bench_config
 from tests.support.bench import copy_bench, execution_request
 
 pytestmark = pytest.mark.nats
-
-
-@pytest.fixture
-async def lab(
-    tmp_path: Path, nats_server: NatsServer, clock: ManualClock
-) -> AsyncIterator[AgentLab]:
-    lab = await AgentLab(tmp_path / "scheduler.db", nats_server.url, clock).start()
-    try:
-        yield lab
-    finally:
-        await lab.close()
 
 
 async def start_agent(lab: AgentLab, tmp_path: Path, recorder: Recorder) -> Agent:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -54,17 +53,6 @@ class Recorder:
 
     def sent(self, equipment_id: str) -> list[str]:
         return self.ports[equipment_id].sent()
-
-
-@pytest.fixture
-async def lab(
-    tmp_path: Path, nats_server: NatsServer, clock: ManualClock
-) -> AsyncIterator[AgentLab]:
-    lab = await AgentLab(tmp_path / "scheduler.db", nats_server.url, clock).start()
-    try:
-        yield lab
-    finally:
-        await lab.close()
 
 
 async def start_agent(
