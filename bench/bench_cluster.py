@@ -510,6 +510,7 @@ class DispatchSpec:
     ready: str
     nats_url: str | None = None
     lease_seconds: float = DEFAULT_TTL
+    fire_lead: float | None = None
 
 
 def runtime_settings(spec: DispatchSpec) -> Settings:
@@ -523,6 +524,8 @@ def runtime_settings(spec: DispatchSpec) -> Settings:
         "executor": "noop",
         "agents": False,
     }
+    if spec.fire_lead is not None:
+        common["fire_lead"] = spec.fire_lead
     if spec.mode == "single":
         return Settings(**common)
     return Settings(
@@ -605,6 +608,7 @@ async def dispatch_worker(spec: DispatchSpec) -> dict[str, Any]:
     completed = figures["recorded"] - figures["runs_not_completed"]
     return {
         "mode": spec.mode,
+        "fire_lead_seconds": settings.fire_lead,
         **figures,
         "dispatch_lateness": summary_ms(dispatch),
         "fires_dispatched_per_second": round(len(dispatch) / spec.window, 1),
@@ -653,6 +657,7 @@ def dispatch_run(mode: Mode, settings: BenchSettings, root: Path) -> dict[str, A
             ready=str(root / "ready.json"),
             nats_url=url,
             lease_seconds=settings.lease_seconds,
+            fire_lead=settings.fire_leads.get(mode),
         )
         spec_path = root / "spec.json"
         spec_path.write_text(json.dumps(asdict(spec)), encoding="utf-8")
@@ -741,6 +746,8 @@ class BenchSettings:
     lease_seconds: float
     tmpdir: Path | None
     output: Path
+    # LABLINK_FIRE_LEAD per mode; a mode not named runs with serve's default.
+    fire_leads: dict[str, float] = field(default_factory=dict)
 
 
 def fmt_s(value: float | None) -> str:
@@ -932,9 +939,24 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchSettings:
         default=DEFAULT_TTL,
         help=f"LABLINK_LEASE_SECONDS ({DEFAULT_TTL:g}, the default)",
     )
+    parser.add_argument(
+        "--fire-lead",
+        action="append",
+        default=[],
+        metavar="[MODE=]SECONDS",
+        help="dispatch: LABLINK_FIRE_LEAD, for both modes or one (cluster=0.8); "
+        "serve's default when not given",
+    )
     parser.add_argument("--tmpdir", type=Path, default=None)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
+    fire_leads: dict[str, float] = {}
+    for given in args.fire_lead:
+        mode, _, seconds = given.rpartition("=")
+        for name in (mode,) if mode else ("single", "cluster"):
+            if name not in ("single", "cluster"):
+                parser.error(f"--fire-lead {given!r}: expected single= or cluster=")
+            fire_leads[name] = float(seconds)
     return BenchSettings(
         failovers=args.failovers,
         failover_jobs=args.failover_jobs,
@@ -948,6 +970,7 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchSettings:
         lease_seconds=args.lease_seconds,
         tmpdir=args.tmpdir,
         output=args.output,
+        fire_leads=fire_leads,
     )
 
 

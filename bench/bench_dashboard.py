@@ -91,6 +91,7 @@ from lablink.eventstore import AppendRequest, SQLiteEventStore
 from lablink.eventstore.base import AppendOutcome
 from lablink.logconfig import configure_logging
 from lablink.logstore import open_store
+from lablink.settings import Settings as LablinkSettings
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_OUTPUT = RESULTS_DIR / "dashboard.json"
@@ -296,6 +297,7 @@ class LiveSpec:
     port: int = 0
     first: float = 0.0
     projector: str = "process"
+    fire_lead: float = 0.0
 
 
 class CommitLog:
@@ -354,7 +356,7 @@ async def live_worker(spec: LiveSpec) -> dict[str, Any]:
     clock = SystemClock()
     repository = JobRepository(store, snapshots=snapshot)
     executor = DispatchTimes()
-    engine = Engine(store, clock, executor, jobs=repository)
+    engine = Engine(store, clock, executor, jobs=repository, fire_lead=spec.fire_lead)
     with reading_views(store) as reader:
         active, unfinished = recovery_lists(reader)
     await engine.start(active, unfinished)
@@ -583,6 +585,7 @@ def run_live(settings: Settings, mode: str, tmp: Path, run: int) -> dict[str, An
         else None,
         port=free_port(),
         projector=settings.projector,
+        fire_lead=settings.fire_lead,
     )
     # Other processes' load swamps the engine's lateness on 2 shared cores: wait a while for a
     # quiet machine, and say how busy it was.
@@ -724,6 +727,7 @@ class Settings:
     quiet_wait: float
     output: Path
     projector: str = "process"
+    fire_lead: float = 0.0
 
 
 def machine_info(directory: Path) -> dict[str, Any]:
@@ -878,6 +882,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         help="where the live worker folds the views, as LABLINK_PROJECTOR (the entries of "
         "2026-12-06 and before: thread)",
     )
+    parser.add_argument(
+        "--fire-lead",
+        type=float,
+        default=LablinkSettings().fire_lead,
+        help="the engine's LABLINK_FIRE_LEAD, s (default: serve's; the entries of "
+        "2026-12-07 and before: 0)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
@@ -901,6 +912,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         quiet_wait=args.quiet_wait,
         output=args.output,
         projector=args.projector,
+        fire_lead=args.fire_lead,
     )
 
 
