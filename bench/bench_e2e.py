@@ -137,6 +137,7 @@ POINT_LABELS = {
     "instrument_ended_at": "instrument ended",
     "completed_at": "completed_at",
 }
+PER_SECOND_POINTS = ("dispatched_at", "instrument_started_at", "completed_at")
 INSTRUMENT_START_FIELDS = ("instrument_started_at", "result.instrument_started_at")
 
 
@@ -653,8 +654,15 @@ def execution_figures(rows: list[dict[str, Any]], offered: int) -> dict[str, Any
         lambda: collections.defaultdict(list)
     )
     durations: list[float] = []
+    by_second: dict[int, dict[str, list[float]]] = collections.defaultdict(
+        lambda: collections.defaultdict(list)
+    )
     for row in done:
         lateness = lateness_points(row)
+        second = by_second[int(parse_instant(row["scheduled_time"]).timestamp())]
+        for name in PER_SECOND_POINTS:
+            if name in lateness:
+                second[name].append(lateness[name])
         for name, seconds in lateness.items():
             points[name].append(seconds)
         board = per_instrument[row["equipment_id"]]
@@ -687,6 +695,20 @@ def execution_figures(rows: list[dict[str, Any]], offered: int) -> dict[str, Any
             }
             for equipment_id, board in sorted(per_instrument.items())
         },
+        # Second by second (by scheduled time), so a stretch of late fires can be placed.
+        "per_second": [
+            {
+                "second": second - min(by_second),
+                "completed": len(values["completed_at"]),
+                **{
+                    f"{name}_{q}_ms": summary_ms(values[name])[f"{q}_ms"]
+                    for name in PER_SECOND_POINTS
+                    if values.get(name)
+                    for q in ("p50", "p99")
+                },
+            }
+            for second, values in sorted(by_second.items())
+        ],
     }
 
 

@@ -243,3 +243,56 @@ def test_an_event_removed_next_to_a_run_is_a_break_however_the_runs_are_written(
     assert first_break([a, b, (3, 5), d]) == "6 altered"
     # The last event removed: its run stands at the end with no event after it.
     assert first_break([a, b, (3, 4)]) == "5 truncated"
+
+
+def test_a_large_group_commit_numbers_versions_and_links_every_event(tmp_path: Path) -> None:
+    """A thousand streams in one append: each request checked against its stream's version
+    (a second request on a stream against the first's), numbered and chained event by
+    event."""
+    path = tmp_path / "events.db"
+    store = SQLiteEventStore(path)
+    store.append("s0", 0, [new("s0", 0)])
+    streams = 1_007
+    outcomes = store.append_batch(
+        [
+            AppendRequest(
+                stream_id=f"s{i}",
+                expected_version=1 if i == 0 else 0,
+                events=[new(f"s{i}", 1), new(f"s{i}", 2)],
+            )
+            for i in range(streams)
+        ]
+        + [AppendRequest(stream_id="s3", expected_version=2, events=[new("s3", 3)])]
+    )
+    assert all(isinstance(outcome, list) for outcome in outcomes)
+    assert store.last_position() == 1 + 2 * streams + 1
+    assert store.stream_version("s0") == 3
+    assert store.stream_version("s3") == 3  # the batch's second request saw the first's
+    assert store.stream_version(f"s{streams - 1}") == 2
+    assert walk(path) == (2 + 2 * streams, None)
+    store.close()
+
+
+def test_an_event_id_twice_in_one_group_commit_is_refused_whole(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    store = SQLiteEventStore(path)
+    store.append("job_a", 0, [new("job_a", 1)])
+    with pytest.raises(DuplicateId) as raised:
+        store.append_batch(
+            [
+                AppendRequest(
+                    stream_id="job_b",
+                    expected_version=0,
+                    events=[new("job_b", 2, event_id="twice")],
+                ),
+                AppendRequest(
+                    stream_id="job_c",
+                    expected_version=0,
+                    events=[new("job_c", 3, event_id="twice")],
+                ),
+            ]
+        )
+    assert raised.value.object_id == "twice"
+    assert store.last_position() == 1
+    assert walk(path) == (1, None)
+    store.close()
