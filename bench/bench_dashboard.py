@@ -91,6 +91,7 @@ from lablink.eventstore import AppendRequest, SQLiteEventStore
 from lablink.eventstore.base import AppendOutcome
 from lablink.logconfig import configure_logging
 from lablink.logstore import open_store
+from lablink.runtime import freeze_startup
 from lablink.settings import Settings as LablinkSettings
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -385,9 +386,7 @@ async def live_worker(spec: LiveSpec) -> dict[str, Any]:
         if serving.done():
             serving.result()
         await asyncio.sleep(0.05)
-    # As lablink/runtime.py does once started.
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    freeze_startup()  # as lablink serve does once started
     _write(spec.ready, json.dumps({"first": first}))
 
     gc_watch = GcWatch()

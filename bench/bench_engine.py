@@ -102,6 +102,7 @@ from lablink.projections.jobs import read_snapshot
 from lablink.projections.reading import reading_views
 from lablink.projections.runner import Projector, default_projections
 from lablink.repository import JobRepository
+from lablink.runtime import freeze_startup
 from lablink.scheduler.engine import Engine, recovery_lists
 from lablink.scheduler.executor import NoOpExecutor
 from lablink.settings import Settings as LablinkSettings
@@ -560,10 +561,7 @@ async def lablink_worker(spec: WorkerSpec) -> dict[str, Any]:
     with reading_views(store) as reader:
         active, unfinished = recovery_lists(reader)
     await engine.start(active, unfinished)
-    # As lablink/runtime.py does once started: what start-up loaded lives as long as the
-    # process, and the collector is kept from walking it again and again.
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    freeze_startup()  # as lablink serve does once started
     setup_seconds = time.perf_counter() - setup_started
     overrun = time.time() - first
 

@@ -34,6 +34,7 @@ from lablink.events import stamp
 from lablink.eventstore import AppendRequest, SQLiteEventStore
 from lablink.logconfig import configure_logging
 from lablink.repository import JobRepository
+from lablink.runtime import freeze_startup
 from lablink.scheduler.engine import Engine
 from lablink.scheduler.executor import NoOpExecutor
 
@@ -89,8 +90,7 @@ async def measure(jobs: int, ticks: int, spread: bool, directory: Path) -> dict[
             await asyncio.gather(*engine.tasks().values())  # each records its outcome
 
     await second()  # warm: each job's state is loaded from the log on its first fire
-    gc.freeze()  # as lablink/runtime.py, once started
-    gc.set_threshold(50_000, 20, 100)
+    freeze_startup()  # as lablink serve does once started
     collected = [0.0]
     began = [0.0]
 

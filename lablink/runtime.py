@@ -96,6 +96,14 @@ log = structlog.get_logger(tag="scheduler")
 S = TypeVar("S", bound=Closable)
 
 
+def freeze_startup() -> None:
+    """Once a long-running process has started: everything loaded so far lives as long as
+    the process, so keep the collector from walking it again and again (its pauses were tens
+    of ms under load), and let it run less often."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def make_executor(
     settings: Settings, profiles: ProfileLookup | None = None, clock: Clock | None = None
 ) -> Executor:
@@ -167,10 +175,7 @@ class Runtime:
         async with contextlib.AsyncExitStack() as stack:
             active = await self._open(stack)
             self._stack = stack.pop_all()
-        # Everything loaded so far lives as long as the process: keep the collector from
-        # walking it again and again (its pauses were tens of ms under load).
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
+        freeze_startup()
         log.info(
             "scheduler started",
             db=str(self.settings.db_path),
@@ -865,11 +870,10 @@ async def run_agent(
     )
     agent = Agent(config, options)
     await agent.start()
-    # As for serve: what start-up loaded lives as long as the process, and the collector's
-    # walks of it held every instrument's worker up (a command kept for its instant waits
-    # on the GIL): instrument-start p99 80-100 ms at 1,000 commands a second, 11 without.
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    # As for serve: the collector's walks of what start-up loaded held every instrument's
+    # worker up (a command kept for its instant waits on the GIL): instrument-start p99
+    # 80-100 ms at 1,000 commands a second, 11 without.
+    freeze_startup()
     try:
         if ready_fd is not None:
             signal_ready(ready_fd)

@@ -90,7 +90,7 @@ from lablink.scheduler.faults import (
     RecordingFault,
     SchedulerFaultAlarm,
 )
-from lablink.scheduler.timers import Timer, TimerQueue
+from lablink.scheduler.timers import NO_LEAD, Timer, TimerQueue
 from lablink.supervision import Backoff, Supervisor, Watch, describe
 
 log = structlog.get_logger(tag="scheduler")
@@ -113,7 +113,6 @@ STALLED_AFTER_SECONDS = 30.0
 CHUNK_TIMERS = 100
 # A tick whose oldest timer is this overdue finds the loop behind (see ``tick``).
 BEHIND_AFTER = timedelta(seconds=0.1)
-_NO_LEAD = timedelta(0)
 # A job whose timer raised something other than a storage failure is tried again after
 # this backoff (its own; the other jobs fire on).
 JOB_RETRY_INITIAL = 1.0
@@ -589,7 +588,7 @@ class Engine:
         when = state.next_fire_time()
         if when is None and state.status == "active":
             when = self.clock.now()  # decide_fire will complete it
-        lead = self.fire_lead if _idle(state) and not self._behind else _NO_LEAD
+        lead = self.fire_lead if _idle(state) and not self._behind else NO_LEAD
         self.timers.plan_fire(job_id, when if state.status == "active" else None, lead)
         self._wake.set()
 

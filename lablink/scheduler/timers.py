@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-_NO_LEAD = timedelta(0)
+NO_LEAD = timedelta(0)
 
 
 @dataclass(order=True, frozen=True, slots=True)
@@ -38,7 +38,7 @@ class TimerQueue:
     def __len__(self) -> int:
         return len(self._planned)
 
-    def plan_fire(self, job_id: str, when: datetime | None, lead: timedelta = _NO_LEAD) -> None:
+    def plan_fire(self, job_id: str, when: datetime | None, lead: timedelta = NO_LEAD) -> None:
         """The job's next fire is at ``when`` (None: it has none), taken ``lead`` before it."""
         if when is None:
             self._planned.pop(job_id, None)

@@ -14,15 +14,9 @@ from lablink.clock import SystemClock
 from lablink.instruments.execution import ExecutionRequest, Outcome, ProgressReport
 from tests.support.eventually import eventually
 from tests.support.harness import GateExecutor, Harness
+from tests.support.series import MEASUREMENT
 
-BASE: dict[str, Any] = {
-    "name": "Hourly Voltage Check",
-    "schedule_type": "measurement",
-    "equipment_id": "power_supply_1",
-    "parameters": {"command": "get_voltage"},
-    "trigger_type": "interval",
-    "interval_hours": 1,
-}
+BASE = MEASUREMENT  # an hourly measurement
 TEN = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 LEAD = timedelta(seconds=0.2)
 
