@@ -72,6 +72,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from lablink.bus.connection import asked_again, close_nats, connect_nats, ensure_stream
 from lablink.bus.data_bucket import ensure_data_bucket
 from lablink.bus.options import NatsOptions
+from lablink.bus.pull import BatchPull
 from lablink.clock import Clock, SystemClock
 from lablink.events import DATA_BUCKET, ERROR_TYPES, ExecutionError, ExecutionProgressed
 from lablink.health import Health
@@ -219,7 +220,7 @@ class _Feed:
     filter: str
     consumer: str
     copy: bool
-    sub: JetStreamContext.PullSubscription | None = None
+    sub: BatchPull | None = None
     fetching: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -395,7 +396,9 @@ class AgentExecutor:
         if self._nc is not None:
             await close_nats(self._nc)
 
-    async def _subscribe(self, feed: _Feed) -> JetStreamContext.PullSubscription:
+    async def _subscribe(self, feed: _Feed) -> BatchPull:
+        """The feed's durable consumer, made or bound as configured, and a ``BatchPull``
+        on it (nats-py's own fetch takes a turn of the loop per message: see bus/pull.py)."""
         assert self._js is not None
         await ensure_stream(
             self._js,
@@ -406,7 +409,7 @@ class AgentExecutor:
             copy=feed.copy,
         )
         js = self._js
-        return await asked_again(
+        bound = await asked_again(
             lambda: js.pull_subscribe(
                 feed.filter,
                 durable=feed.consumer,
@@ -420,6 +423,9 @@ class AgentExecutor:
             ),
             consumer=feed.consumer,
         )
+        # Its inbox is never asked for anything: the fetches go through the BatchPull's.
+        await bound.unsubscribe()
+        return await BatchPull(self.nc, feed.stream, feed.consumer).start()
 
     # -- the executor ---------------------------------------------------------------------------
 
@@ -718,20 +724,18 @@ class AgentExecutor:
                 sub, feed.sub = feed.sub, None
                 if sub is not None:
                     with contextlib.suppress(Exception):
-                        await sub.unsubscribe()
+                        await sub.close()
                 raise
             await self._retry_orphans()
             watch.ok(waiting=len(self._waiters), orphans=len(self._orphans))
 
-    async def _fetch(self, sub: JetStreamContext.PullSubscription, *, wait: float) -> int:
+    async def _fetch(self, sub: BatchPull, *, wait: float) -> int:
         """Take reports until none is waiting; returns how many."""
         taken = 0
         while True:
             try:
-                msgs = await sub.fetch(_FETCH_BATCH, timeout=wait)
-            # nats-py raises its own TimeoutError, or asyncio's when the deadline passes
-            # between its quick first try and the long wait.
-            except (TimeoutError, nats.errors.TimeoutError):
+                msgs = await sub.fetch(_FETCH_BATCH, wait)
+            except TimeoutError:  # none came within ``wait``
                 return taken
             fetched = _Fetched()
             for msg in msgs:
