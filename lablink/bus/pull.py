@@ -2,12 +2,12 @@
 
 nats-py's ``PullSubscription.fetch`` reads a batch one ``next_msg`` at a time, and each
 ``next_msg`` is a task of its own around ``asyncio.wait_for`` (another task): two tasks and
-at least one turn of the loop per message. At 1,000 reports a second the scheduler's loop
-turned a thousand more times a second for them, and where a turn was long (a busy loop),
-the consumer fell behind by that much: a fetch of 100 took 100 turns, and with turns of a
-millisecond its reports waited 0.6 s in the stream (BENCHMARKS.md, "End to end", 2026-12-07
-evening). Here the messages land through a subscription callback that appends them to a
-list, so the messages that came together are taken together.
+at least one turn of the loop per message. At 1,000 reports a second that was a thousand
+more turns of the scheduler's loop a second, and the consumer could take no more reports a
+second than the loop made turns: with the fires' commits tried on the loop (a millisecond a
+turn) a fetch of 100 took 100 turns and the reports waited 0.6 s in the stream (BENCHMARKS.md,
+"End to end", 2026-12-07 evening). Here the messages land through a subscription callback
+that appends them to a list, so the messages that came together are taken together.
 
 The protocol is JetStream's own (``$JS.API.CONSUMER.MSG.NEXT``): a request for up to
 ``batch`` messages answered at once (``no_wait``: what is there, then a 404 when it was
