@@ -6,8 +6,9 @@ at least one turn of the loop per message. At 1,000 reports a second that was a 
 more turns of the scheduler's loop a second, and the consumer could take no more reports a
 second than the loop made turns: with the fires' commits tried on the loop (a millisecond a
 turn) a fetch of 100 took 100 turns and the reports waited 0.6 s in the stream (BENCHMARKS.md,
-"End to end", 2026-12-07 evening). Here the messages land through a subscription callback
-that appends them to a list, so the messages that came together are taken together.
+"a fire's commit in its thread, a turn of the loop per report"). Here the messages land
+through a subscription callback that appends them to a list, so the messages that came
+together are taken together.
 
 The protocol is JetStream's own (``$JS.API.CONSUMER.MSG.NEXT``): a request for up to
 ``batch`` messages answered at once (``no_wait``: what is there, then a 404 when it was
