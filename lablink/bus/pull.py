@@ -33,9 +33,10 @@ API_PREFIX = "$JS.API"  # LabLink's servers use no JetStream domain
 NO_WAIT_LIMIT = 2.0
 EXPIRY_MARGIN = 0.05
 
-# The statuses that end a request without an error (ADR-13): nothing waiting (404), the
-# request's time out (408), or a conflict the next request does not meet (409: the
-# consumer's leader moved, too many waiting requests).
+# The statuses that end a request without an error (ADR-13): nothing waiting (404) and the
+# request's time out (408). A conflict (409) ends it too unless it names the consumer
+# deleted (the consumer's leader moved, too many waiting requests: the next request does
+# not meet it); see ``_on_message``.
 _ENDS = frozenset({StatusCode.NO_MESSAGES, StatusCode.REQUEST_TIMEOUT})
 _HEARTBEAT = StatusCode.CONTROL_MESSAGE
 
